@@ -1,0 +1,262 @@
+"""The run configuration: one frozen dataclass, validated once, saved with every result.
+
+The field names are the contract shared by the TOML keys, the CSV columns and
+the CLI flags (kebab-case there). `make_config` is the only way user input
+becomes a `Config`; it raises `ValueError`/`TypeError` that name the
+parameter, the constraint and the value received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .data import SYNTHETIC, TARGETS
+from .init import ACTIVATIONS, INITIALIZERS
+from .metrics import DEFAULT_METRICS, METRICS
+from .network import NORMS, READOUTS, SHIFTS
+
+__all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES"]
+
+DTYPES = ("float64", "float32")
+REAL_DATA = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+DATA_FILE_SUFFIXES = (".csv", ".npy")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run. Defaults are the seed post's study.
+
+    `gain=None` means each initializer's default gain (kaiming: the
+    activation's recommended gain; all others 1). For real or file data,
+    `input_dim` is the data's column count (set by `make_config`).
+    """
+
+    init: tuple[str, ...] = ("normal", "sphere")
+    gain: float | None = None
+    data: str = "ball"
+    input_dim: int = 3
+    width: int = 40
+    depth: int = 10
+    samples: int = 100
+    activation: str = "relu"
+    shift: str = "linspace"
+    shift_scale: float = 1.0
+    residual: float = 0.0
+    norm: str = "none"
+    readout: str = "zeros"
+    target: str = "cos-norm"
+    trials: int = 1
+    seed: int = 0
+    dtype: str = "float64"
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+
+    @property
+    def data_is_file(self) -> bool:
+        return self.data.lower().endswith(DATA_FILE_SUFFIXES)
+
+    @property
+    def data_is_fixed(self) -> bool:
+        """Real and file data are the same rows in every trial (up to subsampling)."""
+        return self.data_is_file or self.data in REAL_DATA
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+
+def _fail(name: str, constraint: str, value: Any, fix: str = "") -> ValueError:
+    msg = f"The '{name}' parameter must be {constraint}. Got {value!r} instead."
+    return ValueError(msg + (f" {fix}" if fix else ""))
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in valid:
+        raise _fail(name, f"one of {list(valid)}", value)
+    return value
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    # bool is an int subclass; `depth = true` in a TOML file is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise _fail(name, f"an integer >= {minimum}", value)
+    if value < minimum:
+        raise _fail(name, f"an integer >= {minimum}", value)
+    return value
+
+
+def _float(name: str, value: Any, *, minimum: float, strict: bool = False) -> float:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        out = float(value)
+    except (TypeError, ValueError):
+        raise _fail(name, f"a finite number {'>' if strict else '>='} {minimum}", value) from None
+    if not math.isfinite(out) or out < minimum or (strict and out == minimum):
+        raise _fail(name, f"a finite number {'>' if strict else '>='} {minimum}", value)
+    return out
+
+
+def _names(name: str, value: Any, valid: tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail(name, f"a non-empty list of names from {list(valid)}", value)
+    out = []
+    for v in value:
+        if v not in valid:
+            raise _fail(name, f"a list of names from {list(valid)}", v)
+        if v not in out:
+            out.append(v)
+    return tuple(out)
+
+
+def make_config(**kwargs: Any) -> Config:
+    """Validate keyword arguments (TOML/CLI field names) into a `Config`.
+
+    Unknown names, wrong types and out-of-range values raise `ValueError`
+    with the parameter, the constraint and the value. For real data sets and
+    data files the data are loaded once here, so that a bad file is reported
+    before anything runs, and `input_dim` is set to the data's column count.
+    """
+    unknown = sorted(set(kwargs) - set(FIELD_NAMES))
+    if unknown:
+        raise ValueError(
+            f"Unknown config field {unknown[0]!r}. Valid fields are {list(FIELD_NAMES)}."
+        )
+    kw = {k: v for k, v in kwargs.items() if v is not None}
+    c: dict[str, Any] = {}
+    c["init"] = _names("init", kw.get("init", Config.init), tuple(INITIALIZERS))
+    gain = kw.get("gain")
+    c["gain"] = None if gain is None else _float("gain", gain, minimum=0.0, strict=True)
+    c["activation"] = _choice("activation", kw.get("activation", Config.activation), ACTIVATIONS)
+    c["shift"] = _choice("shift", kw.get("shift", Config.shift), SHIFTS)
+    c["norm"] = _choice("norm", kw.get("norm", Config.norm), NORMS)
+    c["readout"] = _choice("readout", kw.get("readout", Config.readout), READOUTS)
+    c["dtype"] = _choice("dtype", kw.get("dtype", Config.dtype), DTYPES)
+    c["metrics"] = _names("metrics", kw.get("metrics", Config.metrics), METRICS)
+    c["input_dim"] = _int("input_dim", kw.get("input_dim", Config.input_dim), 1)
+    c["width"] = _int("width", kw.get("width", Config.width), 1)
+    c["depth"] = _int("depth", kw.get("depth", Config.depth), 1)
+    c["samples"] = _int("samples", kw.get("samples", Config.samples), 1)
+    c["trials"] = _int("trials", kw.get("trials", Config.trials), 1)
+    c["seed"] = _int("seed", kw.get("seed", Config.seed), 0)
+    c["shift_scale"] = _float("shift_scale", kw.get("shift_scale", Config.shift_scale), minimum=0.0)
+    c["residual"] = _float("residual", kw.get("residual", Config.residual), minimum=0.0)
+
+    data = kw.get("data", Config.data)
+    if not isinstance(data, str) or not data:
+        raise _fail("data", f"one of {list(SYNTHETIC + REAL_DATA)} or a .csv/.npy path", data)
+    c["data"] = data
+    target = kw.get("target", Config.target)
+    if not isinstance(target, str):
+        raise _fail("target", f"one of {list(TARGETS)}", target)
+    c["target"] = target
+    config = Config(**c)
+    return _resolve_data(config)
+
+
+def _resolve_data(config: Config) -> Config:
+    """Check the data and target names; for fixed data, load once and fix input_dim."""
+    valid_targets = TARGETS + ("dataset",)
+    if config.data in SYNTHETIC:
+        if config.target not in TARGETS:
+            raise _fail("target", f"one of {list(TARGETS)} for synthetic data", config.target)
+        return config
+    if config.data in REAL_DATA or config.data_is_file:
+        table = load_table(config)
+        if config.target.startswith("column:") and not config.data_is_file:
+            raise _fail("target", "'column:NAME' only for a .csv/.npy data file", config.target)
+        if config.target == "dataset" and table.y is None:
+            raise _fail(
+                "target",
+                f"one of {list(TARGETS)} or 'column:NAME' for a data file without a target",
+                config.target,
+            )
+        if config.target not in valid_targets and not config.target.startswith("column:"):
+            raise _fail("target", f"one of {list(valid_targets)} or 'column:NAME'", config.target)
+        n_rows = table.x.shape[0]
+        if config.samples > n_rows:
+            raise _fail(
+                "samples",
+                f"at most the {n_rows} rows of data {config.data!r}",
+                config.samples,
+                f"Use --samples {n_rows} or fewer.",
+            )
+        return dataclasses.replace(config, input_dim=int(table.x.shape[1]))
+    raise _fail("data", f"one of {list(SYNTHETIC + REAL_DATA)} or a path ending in .csv or .npy", config.data)
+
+
+def load_table(config: Config):
+    """The fixed data table of a config whose data are real or a file."""
+    from .datasets import load_file, load_real
+
+    if config.data in REAL_DATA:
+        return load_real(config.data)
+    column = config.target[len("column:"):] if config.target.startswith("column:") else None
+    return load_file(config.data, target_column=column)
+
+
+def load_config(path: str | os.PathLike, **overrides: Any) -> Config:
+    """Read a TOML file (flat table of config fields), apply overrides, validate."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"The 'config' parameter must be an existing TOML file. Got {str(path)!r} instead.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"The 'config' parameter must be valid TOML. {path}: {exc}") from None
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return make_config(**raw)
+
+
+def config_to_toml(config: Config) -> str:
+    """The config as TOML text that `load_config` reads back to an equal Config."""
+    lines = ["# initscope run configuration: rerun with `initscope run --config THIS_FILE`"]
+    for f in fields(Config):
+        value = getattr(config, f.name)
+        if value is None:
+            lines.append(f"# {f.name} is unset: each initializer's default")
+            continue
+        lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def config_columns(config: Config) -> dict[str, Any]:
+    """Config fields as scalar CSV columns (all but `init`, which is a row's own column)."""
+    out: dict[str, Any] = {}
+    for f in fields(Config):
+        if f.name == "init":
+            continue
+        value = getattr(config, f.name)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif value is None:
+            value = math.nan
+        out[f.name] = value
+    return out

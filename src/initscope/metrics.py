@@ -1,0 +1,324 @@
+"""Per-layer metrics of batched state matrices, with DESIGN.md's definitions.
+
+Every function takes states for T trials at once, S: (T, n, w) (n samples, w
+units), and returns one value per trial, (T,), unless it says otherwise.
+S_c is S minus its column (per-unit) means. σ_1 ≥ σ_2 ≥ … are the singular
+values of S_c, computed from the smaller Gram matrix with batched `eigvalsh`
+(or `eigh` when linear_r2 also needs the vectors): one LAPACK call per batch,
+never a per-trial SVD. Pure numpy; no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "DEFAULT_METRICS",
+    "SPECTRAL_METRICS",
+    "RELU_LIKE",
+    "rank_rtol",
+    "centred",
+    "gram",
+    "gram_spectrum",
+    "collapsed",
+    "rms",
+    "std",
+    "effective_rank",
+    "stable_rank",
+    "numerical_rank",
+    "dead_fraction",
+    "linear_fraction",
+    "mean_cosine",
+    "linear_r2",
+    "DistanceReference",
+    "distance_reference",
+    "distance_corr",
+    "jacobian_rank",
+]
+
+METRICS = (
+    "rms",
+    "std",
+    "effective_rank",
+    "stable_rank",
+    "numerical_rank",
+    "dead_fraction",
+    "linear_fraction",
+    "mean_cosine",
+    "linear_r2",
+    "distance_corr",
+    "jacobian_rank",
+    "grad_norm",
+)
+DEFAULT_METRICS = METRICS
+SPECTRAL_METRICS = ("effective_rank", "stable_rank", "numerical_rank")
+RELU_LIKE = ("relu", "leaky_relu")
+DISTANCE_MAX_SAMPLES = 2000
+
+
+def rank_rtol(dtype) -> float:
+    """Relative threshold for numerical_rank: 1e-6 (float64) or 1e-3 (float32).
+
+    Well above √eps, because a spectrum computed through a Gram matrix cannot
+    resolve σ_k below σ_1·√eps.
+    """
+    return 1e-3 if np.dtype(dtype) == np.float32 else 1e-6
+
+
+def centred(S: np.ndarray) -> np.ndarray:
+    """S minus its per-unit mean over samples. (T, n, w) -> (T, n, w)."""
+    return S - S.mean(axis=1, keepdims=True)
+
+
+def gram(S_c: np.ndarray) -> np.ndarray:
+    """The smaller Gram matrix of S_c: (T, w, w) if n ≥ w else (T, n, n)."""
+    if S_c.shape[1] >= S_c.shape[2]:
+        return np.matmul(S_c.transpose(0, 2, 1), S_c)
+    return np.matmul(S_c, S_c.transpose(0, 2, 1))
+
+
+def gram_spectrum(G: np.ndarray, *, vectors: bool = False):
+    """Singular values of S_c, descending, length min(n, w), from its Gram matrix G = gram(S_c).
+
+    Eigenvalues of the smaller Gram matrix; tiny negative eigenvalues
+    (rounding) are clipped to 0. Values below σ_1·√eps are at the noise floor
+    and are returned as computed. With vectors=True also returns
+    (eigenvalues ascending (T, k), eigenvectors (T, k, k)): what linear_r2 and
+    the 3-D projections need, from one `eigh` call instead of a second pass.
+    """
+    if vectors:
+        lam, V = np.linalg.eigh(G)
+    else:
+        lam = np.linalg.eigvalsh(G)
+    sv = np.sqrt(np.clip(lam[:, ::-1], 0.0, None))
+    if vectors:
+        return sv, (lam, V)
+    return sv
+
+
+def collapsed(S: np.ndarray, sv: np.ndarray) -> np.ndarray:
+    """True where a trial's state is all zero or the same row for every sample. (T,) bool.
+
+    A constant state centres to rounding noise, so σ_1 is compared with the
+    uncentred norm: below 100·eps of it, nothing varies across samples.
+    """
+    eps = np.finfo(S.dtype).eps
+    frob = np.sqrt(np.einsum("tnw,tnw->t", S, S))
+    top = sv[:, 0] if sv.shape[1] else np.zeros(S.shape[0], S.dtype)
+    return (frob == 0) | (top <= 100 * eps * frob)
+
+
+def rms(S: np.ndarray) -> np.ndarray:
+    """sqrt(mean of S²): the uncentred per-unit second moment (mean-field q)."""
+    return np.sqrt(np.einsum("tnw,tnw->t", S, S) / max(S.shape[1] * S.shape[2], 1))
+
+
+def std(S_c: np.ndarray) -> np.ndarray:
+    """sqrt(mean over units of the variance over samples), from centred states."""
+    return np.sqrt(np.einsum("tnw,tnw->t", S_c, S_c) / max(S_c.shape[1] * S_c.shape[2], 1))
+
+
+def effective_rank(sv: np.ndarray) -> np.ndarray:
+    """exp(−Σ p_k ln p_k), p_k = σ_k/Σσ (Roy & Vetterli 2007). 0 for a zero spectrum. sv: (T, k)."""
+    total = sv.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(total > 0, sv / total, 0.0)
+        plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return np.where(total[:, 0] > 0, np.exp(-plogp.sum(axis=1)), 0.0)
+
+
+def stable_rank(sv: np.ndarray) -> np.ndarray:
+    """Σσ²/σ_1². 0 for a zero spectrum."""
+    if sv.shape[1] == 0:
+        return np.zeros(sv.shape[0])
+    top = sv[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(top > 0, (sv * sv).sum(axis=1) / (top * top), 0.0)
+
+
+def numerical_rank(sv: np.ndarray, rtol: float) -> np.ndarray:
+    """Count of σ_k > σ_1·rtol. 0 for a zero spectrum."""
+    if sv.shape[1] == 0:
+        return np.zeros(sv.shape[0])
+    top = sv[:, :1]
+    return ((sv > top * rtol) & (top > 0)).sum(axis=1).astype(np.float64)
+
+
+def dead_fraction(S: np.ndarray) -> np.ndarray:
+    """Fraction of units exactly 0 for every sample. NaN with no units."""
+    if S.shape[2] == 0:
+        return np.full(S.shape[0], np.nan)
+    return (~np.any(S != 0, axis=1)).mean(axis=1)
+
+
+def linear_fraction(S: np.ndarray, activation: str) -> np.ndarray:
+    """Fraction of units > 0 for every sample: units a ReLU-like layer passes linearly.
+
+    NaN for activations that are not ReLU-like, where "active" has no meaning.
+    """
+    if activation not in RELU_LIKE or S.shape[2] == 0:
+        return np.full(S.shape[0], np.nan)
+    return np.all(S > 0, axis=1).mean(axis=1)
+
+
+def mean_cosine(S: np.ndarray) -> np.ndarray:
+    """Mean over pairs i ≠ j of cos(s_i, s_j), uncentred: the kernel correlation c.
+
+    Uses Σ_{i≠j} u_i·u_j = ‖Σ u_i‖² − m for unit rows u_i, so it costs O(n·w)
+    rather than O(n²·w). Rows of zero norm have no direction and are left
+    out; fewer than two rows with a direction give NaN (e.g. a collapsed state).
+    """
+    norms = np.sqrt(np.einsum("tnw,tnw->tn", S, S))
+    valid = norms > 0
+    m = valid.sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        U = np.where(valid[:, :, None], S / np.where(valid, norms, 1.0)[:, :, None], 0.0)
+        v = U.sum(axis=1)
+        total = np.einsum("tw,tw->t", v, v) - m
+        out = total / (m * (m - 1.0))
+    return np.where(m >= 2, out, np.nan)
+
+
+def linear_r2(S_c: np.ndarray, X_c: np.ndarray, eig, rtol: float) -> np.ndarray:
+    """Leave-one-out R² of recovering the input linearly (with intercept) from S.
+
+    S_c (T, n, w) and X_c (T, n, d) are centred states and centred inputs; eig
+    is `gram_spectrum(gram(S_c), vectors=True)[1]`. The hat matrix is
+    H = 11ᵀ/n + Σ_k f_k u_k u_kᵀ over the left singular vectors u_k of S_c, and
+    PRESS residuals are e_i/(1 − h_ii) (Allen 1974), exact without refitting.
+    When n > w + 1, f_k = 1 for σ_k above the numerical-rank threshold and 0
+    below (least squares on the resolvable directions). When n ≤ w + 1 least
+    squares interpolates and every h_ii = 1, so a tiny ridge ρ = 1e-6·σ_1² is
+    used: f_k = σ_k²/(σ_k² + ρ). Computed in float64. R² = 1 − PRESS/SST;
+    1 = nothing lost linearly, ≤ 0 = nothing recoverable. NaN for n < 3.
+    """
+    lam, V = eig
+    T, n, w = S_c.shape
+    gram_is_units = n >= w
+    if n < 3 or X_c.shape[2] == 0:
+        return np.full(T, np.nan)
+    S64 = S_c.astype(np.float64, copy=False)
+    X64 = X_c.astype(np.float64, copy=False)
+    lam = lam.astype(np.float64, copy=False)
+    top = np.clip(lam[:, -1:], 0.0, None)
+    if n <= w + 1:
+        rho = 1e-6 * top
+        f = np.where(lam > 0, lam / (lam + rho), 0.0)
+        keep = lam > 0
+    else:
+        keep = lam > (rtol * rtol) * top
+        f = keep.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if gram_is_units:
+            # V are right singular vectors; u_k = S_c v_k / σ_k.
+            U = np.matmul(S64, V.astype(np.float64, copy=False))
+            U /= np.where(keep, np.sqrt(np.where(keep, lam, 1.0)), np.inf)[:, None, :]
+        else:
+            U = V.astype(np.float64, copy=False) * keep[:, None, :]
+        coef = np.matmul(U.transpose(0, 2, 1), X64) * f[:, :, None]
+        resid = X64 - np.matmul(U, coef)
+        h = 1.0 / n + np.einsum("tnk,tnk,tk->tn", U, U, f)
+        one_minus_h = np.maximum(1.0 - h, 1e-12)
+        press = ((resid / one_minus_h[:, :, None]) ** 2).sum(axis=(1, 2))
+        sst = (X64 * X64).sum(axis=(1, 2))
+        out = 1.0 - press / sst
+    return np.where(sst > 0, out, np.nan)
+
+
+class DistanceReference:
+    """The input's pairwise distances for distance_corr, computed once per trial.
+
+    idx: the samples used (all up to 2,000; a fixed random subset beyond).
+    D0: (T, m, m) distances with a zero diagonal; sums are over pairs i < j.
+    """
+
+    def __init__(self, X: np.ndarray, idx: np.ndarray):
+        self.idx = idx
+        sub = X[:, idx, :].astype(np.float64, copy=False)
+        self.D0 = np.stack([np.sqrt(_squared_distances(s)) for s in sub]) if len(sub) else np.zeros((0, 0, 0))
+        m = len(idx)
+        self.pairs = m * (m - 1) / 2.0
+        self.sum0 = self.D0.sum(axis=(1, 2)) / 2.0
+        self.sumsq0 = np.einsum("tij,tij->t", self.D0, self.D0) / 2.0
+
+
+def distance_reference(X: np.ndarray, *, rng: np.random.Generator) -> DistanceReference:
+    """Reference distances of the input X (T, n, d); rng picks the subset when n > 2,000."""
+    n = X.shape[1]
+    if n > DISTANCE_MAX_SAMPLES:
+        idx = np.sort(rng.choice(n, DISTANCE_MAX_SAMPLES, replace=False))
+    else:
+        idx = np.arange(n)
+    return DistanceReference(X, idx)
+
+
+def _squared_distances(s: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (n, n) of the rows of s (n, w), via the Gram matrix.
+
+    Clipped at 0 (rounding) with an exact zero diagonal; done in place on one
+    n×n buffer so that the elementwise passes stay in cache.
+    """
+    K = s @ s.T
+    sq = np.diagonal(K).copy()
+    K *= -2.0
+    K += sq[:, None]
+    K += sq[None, :]
+    np.maximum(K, 0.0, out=K)
+    np.fill_diagonal(K, 0.0)
+    return K
+
+
+def distance_corr(S: np.ndarray, ref: DistanceReference) -> np.ndarray:
+    """Pearson correlation of pairwise distances, layer vs input, over pairs i < j.
+
+    S: (T, n, w). Sums over the full symmetric matrices are twice the sums
+    over pairs (the diagonals are 0). NaN when there are fewer than two pairs
+    or the distances do not vary (e.g. a collapsed state).
+    """
+    T = S.shape[0]
+    out = np.full(T, np.nan)
+    P = ref.pairs
+    if P < 2:
+        return out
+    sub = S[:, ref.idx, :]
+    for t in range(T):
+        D = _squared_distances(sub[t].astype(np.float64, copy=False))
+        sumsq = D.sum() / 2.0
+        np.sqrt(D, out=D)
+        s1 = D.sum() / 2.0
+        cross = np.vdot(D, ref.D0[t]) / 2.0
+        var = P * sumsq - s1 * s1
+        var0 = P * ref.sumsq0[t] - ref.sum0[t] ** 2
+        if var > 0 and var0 > 0:
+            out[t] = (P * cross - s1 * ref.sum0[t]) / np.sqrt(var * var0)
+    return out
+
+
+def jacobian_rank(J: np.ndarray) -> np.ndarray:
+    """Mean over samples of rank(∂s_l/∂x)/d, rank as numpy's `matrix_rank` counts it.
+
+    J: (T, m, d, w) per-sample Jacobians. A thin QR of the tall orientation
+    first shrinks each d×w matrix to its min(d, w)² triangle, whose singular
+    values are the same, then σ > σ_max·max(d, w)·eps is counted, which is
+    `matrix_rank`'s default tolerance. Non-finite Jacobians give NaN.
+    """
+    T, m, d, w = J.shape
+    out = np.full(T, np.nan)
+    if d == 0 or m == 0:
+        return out
+    finite = np.isfinite(J).all(axis=(1, 2, 3))
+    if not finite.any():
+        return out
+    Jf = J[finite]
+    tall = Jf.transpose(0, 1, 3, 2) if w >= d else Jf  # (…, max, min)
+    if min(d, w) == 0:
+        out[finite] = 0.0
+        return out
+    R = np.linalg.qr(tall, mode="r")
+    sv = np.linalg.svd(R, compute_uv=False)
+    eps = np.finfo(J.dtype).eps
+    tol = sv.max(axis=-1, keepdims=True) * max(d, w) * eps
+    ranks = (sv > tol).sum(axis=-1)
+    out[finite] = ranks.mean(axis=1) / d
+    return out

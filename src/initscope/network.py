@@ -1,0 +1,249 @@
+"""The seed's MLP, generalised, batched over trials: forward, JVP and VJP of one layer.
+
+Shapes: T trials, n samples, w units, d input dimensions, m Jacobian samples.
+A layer maps s_prev (T, n, w_prev) with weights W (T, w_prev, w) and shifts
+b (T, w) to
+
+    z = s_prev @ W + b,   h = norm(act(z)),   s = s_prev + alpha·h  (residual, shapes match)
+                                               s = h                 (otherwise)
+
+exactly as DESIGN.md defines it. Everything here is pure numpy (scipy.special
+for the Gaussian CDF of GELU): arrays in, arrays out, randomness only through
+explicit generators.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+from .init import draw as draw_weights
+
+__all__ = [
+    "SHIFTS",
+    "NORMS",
+    "READOUTS",
+    "LEAKY_SLOPE",
+    "NORM_EPS",
+    "Architecture",
+    "activate",
+    "activation_derivative",
+    "draw_shifts",
+    "draw_layer",
+    "layer_forward",
+    "layer_jvp",
+    "layer_vjp",
+    "mse_output_gradient",
+]
+
+SHIFTS = ("linspace", "zeros", "normal", "uniform")
+NORMS = ("none", "layer", "batch")
+READOUTS = ("zeros", "init")
+LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default, so gains and results match torch
+NORM_EPS = 1e-5  # torch.nn.LayerNorm / BatchNorm1d default
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a layer does besides its weights: the non-random part of the model."""
+
+    activation: str = "relu"
+    norm: str = "none"
+    residual: float = 0.0
+
+
+def activate(name: str, z: np.ndarray) -> np.ndarray:
+    """φ(z) elementwise. GELU is the exact erf form, z·Φ(z) (Hendrycks & Gimpel 2016)."""
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, LEAKY_SLOPE * z)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "gelu":
+        return z * ndtr(z).astype(z.dtype, copy=False)
+    if name == "identity":
+        return z
+    raise ValueError(f"The 'activation' parameter must be one of relu, leaky_relu, tanh, gelu, identity. Got {name!r} instead.")
+
+
+def activation_derivative(name: str, z: np.ndarray) -> np.ndarray:
+    """φ'(z) elementwise (ReLU's derivative at 0 taken as 0, as autograd does)."""
+    if name == "relu":
+        return (z > 0).astype(z.dtype)
+    if name == "leaky_relu":
+        return np.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype)
+    if name == "tanh":
+        t = np.tanh(z)
+        return 1.0 - t * t
+    if name == "gelu":
+        return (ndtr(z) + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)).astype(z.dtype, copy=False)
+    if name == "identity":
+        return np.ones_like(z)
+    raise ValueError(f"The 'activation' parameter must be one of relu, leaky_relu, tanh, gelu, identity. Got {name!r} instead.")
+
+
+def draw_shifts(kind: str, width: int, *, scale: float, rng: np.random.Generator | None, dtype=np.float64) -> np.ndarray:
+    """One layer's shift vector (width,): the seed's linspace(-1, 1) or a random draw, times scale."""
+    if kind == "linspace":
+        b = np.linspace(-1.0, 1.0, width)
+    elif kind == "zeros":
+        b = np.zeros(width)
+    elif kind == "normal":
+        b = rng.standard_normal(width)
+    elif kind == "uniform":
+        b = rng.uniform(-1.0, 1.0, width)
+    else:
+        raise ValueError(f"The 'shift' parameter must be one of {list(SHIFTS)}. Got {kind!r} instead.")
+    return (scale * b).astype(dtype, copy=False)
+
+
+def draw_layer(
+    init: str,
+    fan_in: int,
+    fan_out: int,
+    *,
+    gain: float,
+    shift: str,
+    shift_scale: float,
+    rngs: Sequence[np.random.Generator],
+    dtype=np.float64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (T, fan_in, fan_out) and shifts (T, fan_out) for T trials, one generator each.
+
+    Each trial draws from its own generator, so a trial's network does not
+    depend on how many other trials run beside it or in which batch.
+    """
+    T = len(rngs)
+    W = np.empty((T, fan_in, fan_out), dtype=dtype)
+    random_shift = shift in ("normal", "uniform")
+    if random_shift:
+        b = np.empty((T, fan_out), dtype=dtype)
+    else:
+        # Deterministic shifts are the same in every trial: one vector, broadcast.
+        b = np.broadcast_to(draw_shifts(shift, fan_out, scale=shift_scale, rng=None, dtype=dtype), (T, fan_out))
+    for t, rng in enumerate(rngs):
+        W[t] = draw_weights(init, fan_in, fan_out, gain=gain, rng=rng, dtype=dtype)
+        if random_shift:
+            b[t] = draw_shifts(shift, fan_out, scale=shift_scale, rng=rng, dtype=dtype)
+    return W, b
+
+
+def _normalize(h: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(h - mean)/sqrt(var + eps) along axis; returns (ŷ, σ) with σ keeping dims."""
+    mu = h.mean(axis=axis, keepdims=True)
+    hc = h - mu
+    sigma = np.sqrt((hc * hc).mean(axis=axis, keepdims=True) + NORM_EPS)
+    return hc / sigma, sigma
+
+
+def _norm_axis(norm: str) -> int:
+    # layer norm: per sample over units (last axis); batch norm: per unit over samples.
+    return -1 if norm == "layer" else -2
+
+
+def _normalize_linear(dh: np.ndarray, yhat: np.ndarray, sigma: np.ndarray, axis: int) -> np.ndarray:
+    """The normalization's Jacobian applied to dh. It is symmetric, so JVP and VJP share it:
+    (dh - mean(dh) - ŷ·mean(dh·ŷ)) / σ along the normalised axis (Ioffe & Szegedy 2015)."""
+    return (dh - dh.mean(axis=axis, keepdims=True) - yhat * (dh * yhat).mean(axis=axis, keepdims=True)) / sigma
+
+
+def _residual_applies(arch: Architecture, s_prev: np.ndarray, width: int) -> bool:
+    return arch.residual > 0 and s_prev.shape[-1] == width
+
+
+def layer_forward(
+    s_prev: np.ndarray, W: np.ndarray, b: np.ndarray, arch: Architecture
+) -> tuple[np.ndarray, np.ndarray]:
+    """One layer for all trials. s_prev (T, n, w_prev), W (T, w_prev, w), b (T, w).
+
+    Returns (s, z): the state (T, n, w) and the pre-activation z (T, n, w),
+    which the Jacobian and gradient passes need.
+    """
+    z = np.matmul(s_prev, W)
+    z += b[:, None, :]
+    h = activate(arch.activation, z)
+    if arch.norm != "none":
+        h, _ = _normalize(h, _norm_axis(arch.norm))
+    if _residual_applies(arch, s_prev, W.shape[-1]):
+        if arch.residual != 1.0:
+            h *= arch.residual
+        h += s_prev
+    return h, z
+
+
+def layer_jvp(
+    tangent: np.ndarray, W: np.ndarray, z_rows: np.ndarray, arch: Architecture, batch_sigma: np.ndarray | None = None
+) -> np.ndarray:
+    """Push per-sample input tangents through one layer (forward-mode, exact).
+
+    tangent: (T, m, d, w_prev), rows ∂s_prev[i]/∂x_i for m samples.
+    z_rows: (T, m, w) those samples' pre-activations. batch_sigma (T, 1, w):
+    batch norm's per-unit σ, held fixed — the per-sample map that a model
+    applies to one input; the batch statistics' own dependence on x_i couples
+    all samples and is left out (documented in DESIGN's jacobian_rank).
+    Returns (T, m, d, w).
+    """
+    T, m, d, w_prev = tangent.shape
+    w = W.shape[-1]
+    dz = np.matmul(tangent.reshape(T, m * d, w_prev), W).reshape(T, m, d, w)
+    dz *= activation_derivative(arch.activation, z_rows)[:, :, None, :]
+    if arch.norm == "layer":
+        h = activate(arch.activation, z_rows)
+        yhat, sigma = _normalize(h, -1)
+        dz = _normalize_linear(dz, yhat[:, :, None, :], sigma[:, :, None, :], -1)
+    elif arch.norm == "batch":
+        dz /= batch_sigma[:, :, None, :]
+    if arch.residual > 0 and w_prev == w:
+        dz *= arch.residual
+        dz += tangent
+    return dz
+
+
+def batch_norm_sigma(z: np.ndarray, arch: Architecture) -> np.ndarray | None:
+    """Batch norm's per-unit σ (T, 1, w) of a layer, or None when batch norm is off."""
+    if arch.norm != "batch":
+        return None
+    return _normalize(activate(arch.activation, z), -2)[1]
+
+
+def layer_vjp(
+    ds: np.ndarray, s_prev: np.ndarray, W: np.ndarray, z: np.ndarray, arch: Architecture
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backpropagate ∂loss/∂s (T, n, w) through one layer (reverse-mode, exact).
+
+    Batch norm is differentiated in training mode (its statistics depend on
+    every sample), layer norm per sample. Returns (∂loss/∂s_prev (T, n, w_prev),
+    ∂loss/∂W (T, w_prev, w)).
+    """
+    residual = _residual_applies(arch, s_prev, W.shape[-1])
+    dh = ds * arch.residual if residual else ds
+    if arch.norm != "none":
+        axis = _norm_axis(arch.norm)
+        yhat, sigma = _normalize(activate(arch.activation, z), axis)
+        dh = _normalize_linear(dh, yhat, sigma, axis)
+    dz = dh * activation_derivative(arch.activation, z)
+    dW = np.matmul(s_prev.transpose(0, 2, 1), dz)
+    ds_prev = np.matmul(dz, W.transpose(0, 2, 1))
+    if residual:
+        ds_prev += ds
+    return ds_prev, dW
+
+
+def mse_output_gradient(s_last: np.ndarray, W_out: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Loss and ∂loss/∂s_L for the readout out = s_L @ W_out and mean squared error.
+
+    s_last (T, n, w), W_out (T, w, o), y (T, n, o). loss = mean over samples
+    and outputs of (out − y)². Returns (loss (T,), ∂loss/∂s_L (T, n, w)).
+    """
+    out = np.matmul(s_last, W_out)
+    r = out - y
+    n, o = y.shape[1], y.shape[2]
+    loss = (r * r).mean(axis=(1, 2))
+    ds = np.matmul(r, W_out.transpose(0, 2, 1)) * (2.0 / (n * o))
+    return loss, ds

@@ -1,0 +1,369 @@
+"""Turn a Config into batched trials and tidy tables: the study's main loop.
+
+For each initializer, all trials run at once (weights (T, fan_in, fan_out),
+states (T, n, w)); layers stream: each layer's metrics are computed as soon as
+it exists and the state is then dropped, so memory does not grow with depth.
+Trials are split into chunks run on threads (BLAS pinned to one thread each),
+which changes nothing in the numbers: every trial draws from its own
+generator, derived from (seed, initializer name, trial) with SeedSequence.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import data as data_mod
+from . import metrics as M
+from .config import Config, config_columns, load_table, make_config
+from .gradients import weight_gradient_norms
+from .init import default_gain, draw as draw_weights
+from .network import (
+    Architecture,
+    batch_norm_sigma,
+    draw_layer,
+    layer_forward,
+    layer_jvp,
+    mse_output_gradient,
+)
+
+__all__ = ["RunResult", "run", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators"]
+
+JACOBIAN_SAMPLES = 64
+WEIGHT_NORM_TRIALS = 10
+_DATA_KEY = 0x5EED_DA7A  # spawn key of the data streams; crc32 of a name never collides by design here
+_SUBSET_KEY = 0x5EED_5B5E
+
+
+class NumericalWarning(RuntimeWarning):
+    """Overflow or collapse happened in a run; it is in the results, not an error."""
+
+
+@dataclass
+class RunResult:
+    """Tidy tables of one run (see DESIGN.md's output contract)."""
+
+    config: Config
+    metrics: pd.DataFrame
+    spectra: pd.DataFrame
+    projections: pd.DataFrame
+    weight_norms: pd.DataFrame
+    flags: pd.DataFrame
+    gains: dict[str, float] = field(default_factory=dict)
+
+
+def _init_key(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def trial_generators(seed: int, key: int, trials: range | list[int]) -> list[np.random.Generator]:
+    """One independent generator per trial, from (seed, key, trial) alone."""
+    return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(key, t)))) for t in trials]
+
+
+def _inputs(config: Config, table) -> tuple[np.ndarray, np.ndarray]:
+    """Data X (T, n, d) and targets y (T, n, 1) for every trial.
+
+    Synthetic data are drawn fresh per trial; fixed data are the table's rows,
+    a random subset per trial when fewer samples than rows are asked for.
+    The same data serve every initializer (common random numbers).
+    """
+    dtype = np.dtype(config.dtype)
+    T, n = config.trials, config.samples
+    rngs = trial_generators(config.seed, _DATA_KEY, range(T))
+    if table is None:
+        X = np.stack([data_mod.sample(config.data, n, config.input_dim, rng=r) for r in rngs])
+        y = np.stack([data_mod.target(config.target, x) for x in X])
+    else:
+        rows = table.x.shape[0]
+        idx = [np.arange(n) if n == rows else np.sort(r.choice(rows, n, replace=False)) for r in rngs]
+        X = np.stack([table.x[i] for i in idx])
+        if config.target == "dataset" or config.target.startswith("column:"):
+            y = np.stack([table.y[i] for i in idx])
+        else:
+            y = np.stack([data_mod.target(config.target, x) for x in X])
+    return X.astype(dtype, copy=False), y.reshape(T, n, 1).astype(dtype, copy=False)
+
+
+@dataclass
+class _Chunk:
+    values: dict[str, np.ndarray]  # metric -> (Tc, L+1)
+    spectra: list[np.ndarray]  # per layer (Tc, k_l)
+    projections: np.ndarray | None  # (L+1, n, 3) for trial 0 when in this chunk
+    weight_norms: list[tuple[int, list[int], np.ndarray]]  # (layer, trials, norms (k, fan_out))
+    overflow_layer: np.ndarray  # (Tc,) first non-finite layer, -1 if none
+    collapsed: np.ndarray  # (Tc, L+1) bool
+
+
+def _top3(S_c: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """Coordinates (n, 3) of one trial's samples on its top-3 principal components.
+
+    S_c: (n, w) centred states; G: their smaller Gram matrix (w×w or n×n).
+    Signs are fixed (largest |coordinate| positive) so that frames do not flip.
+    Components beyond the rank are 0.
+    """
+    n, w = S_c.shape
+    out = np.zeros((n, 3))
+    if n == 0 or w == 0:
+        return out
+    lam, V = np.linalg.eigh(G.astype(np.float64))
+    k = min(3, len(lam))
+    top = V[:, ::-1][:, :k]
+    if n >= w:
+        coords = S_c.astype(np.float64) @ top
+    else:
+        coords = top * np.sqrt(np.clip(lam[::-1][:k], 0.0, None))
+    big = np.abs(coords).argmax(axis=0)
+    coords *= np.where(coords[big, np.arange(k)] < 0, -1.0, 1.0)
+    out[:, :k] = coords
+    return out
+
+
+def _simulate(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int]) -> _Chunk:
+    """Run one chunk of trials of one initializer through every layer."""
+    want = set(config.metrics)
+    dtype = np.dtype(config.dtype)
+    arch = Architecture(config.activation, config.norm, config.residual)
+    T, n, d = X.shape
+    L = config.depth
+    rtol = M.rank_rtol(dtype)
+    rngs = trial_generators(config.seed, _init_key(init), trials)
+    values = {m: np.full((T, L + 1), np.nan) for m in config.metrics}
+    spectra: list[np.ndarray] = []
+    weight_norms: list[tuple[int, list[int], np.ndarray]] = []
+    overflow_layer = np.full(T, -1)
+    collapsed = np.zeros((T, L + 1), dtype=bool)
+    with_proj = 0 in trials
+    proj = np.zeros((L + 1, n, 3)) if with_proj else None
+
+    X_c = M.centred(X)
+    ref = None
+    if "distance_corr" in want:
+        ref = M.distance_reference(X, rng=np.random.default_rng([config.seed, _SUBSET_KEY]))
+    m_jac = min(n, JACOBIAN_SAMPLES)
+    tangent = None
+    if "jacobian_rank" in want:
+        tangent = np.broadcast_to(np.eye(d, dtype=dtype), (T, m_jac, d, d)).copy()
+    snapshots: list[list[dict[str, Any]]] = []
+    keep_params = "grad_norm" in want and config.readout != "zeros"
+
+    S = X
+    for layer in range(L + 1):
+        if layer > 0:
+            fan_in = S.shape[-1]
+            if keep_params:
+                snapshots.append([r.bit_generator.state for r in rngs])
+            W, b = draw_layer(init, fan_in, config.width, gain=gain, shift=config.shift,
+                              shift_scale=config.shift_scale, rngs=rngs, dtype=dtype)
+            sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
+            if sel:
+                weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
+            z_prev_state = S
+            S, z = layer_forward(S, W, b, arch)
+            if tangent is not None:
+                tangent = layer_jvp(tangent, W, z[:, :m_jac], arch, batch_norm_sigma(z, arch))
+            del z_prev_state, z
+        finite = np.isfinite(S).all(axis=(1, 2))
+        S_work = S if finite.all() else np.where(finite[:, None, None], S, 0.0)
+        S_c = M.centred(S_work)
+        G = M.gram(S_c)
+        eig = None
+        if "linear_r2" in want:
+            sv, eig = M.gram_spectrum(G, vectors=True)
+        else:
+            sv = M.gram_spectrum(G)
+        finite &= np.isfinite(sv).all(axis=1)
+        new_overflow = (~finite) & (overflow_layer < 0)
+        overflow_layer[new_overflow] = layer
+        bad = overflow_layer >= 0
+        col = M.collapsed(S_work, sv) & ~bad
+        collapsed[:, layer] = col
+        sv_out = sv.astype(np.float64)
+        sv_out[bad] = np.nan
+        spectra.append(sv_out)
+        if with_proj:
+            i0 = trials.index(0)
+            proj[layer] = np.nan if bad[i0] else _top3(S_c[i0], G[i0])
+
+        def put(name: str, fn):
+            if name in want:
+                values[name][:, layer] = np.where(bad, np.nan, fn())
+
+        put("rms", lambda: M.rms(S_work))
+        put("std", lambda: M.std(S_c))
+        put("effective_rank", lambda: np.where(col, 0.0, M.effective_rank(sv)))
+        put("stable_rank", lambda: np.where(col, 0.0, M.stable_rank(sv)))
+        put("numerical_rank", lambda: np.where(col, 0.0, M.numerical_rank(sv, rtol)))
+        put("dead_fraction", lambda: M.dead_fraction(S_work))
+        put("linear_fraction",
+            lambda: M.linear_fraction(S_work, config.activation) if layer > 0 else np.full(T, np.nan))
+        put("mean_cosine", lambda: M.mean_cosine(S_work))
+        put("linear_r2", lambda: M.linear_r2(S_c, X_c, eig, rtol))
+        put("distance_corr", lambda: M.distance_corr(S_work, ref))
+        put("jacobian_rank", lambda: M.jacobian_rank(tangent))
+        del S_c, S_work, eig, G
+
+    if "grad_norm" in want:
+        values["grad_norm"][:, 1:] = _grad_norms(config, init, gain, X, y, S, rngs, snapshots, arch)
+        values["grad_norm"][overflow_layer >= 0, 1:] = np.where(
+            np.arange(1, L + 1)[None, :] >= overflow_layer[overflow_layer >= 0, None],
+            np.nan,
+            values["grad_norm"][overflow_layer >= 0, 1:],
+        )
+    return _Chunk(values, spectra, proj, weight_norms, overflow_layer, collapsed)
+
+
+def _grad_norms(config, init, gain, X, y, S_last, rngs, snapshots, arch) -> np.ndarray:
+    """‖∂loss/∂W_l‖_F for l = 1..L (T, L): MSE of the readout against the target."""
+    T, _, w = S_last.shape
+    dtype = np.dtype(config.dtype)
+    if config.readout == "zeros":
+        W_out = np.zeros((T, w, y.shape[2]), dtype=dtype)
+    else:
+        W_out = np.stack([draw_weights(init, w, y.shape[2], gain=gain, rng=r, dtype=dtype) for r in rngs])
+    with np.errstate(all="ignore"):
+        _, ds_last = mse_output_gradient(S_last, W_out, y)
+    if config.readout == "zeros":
+        return weight_gradient_norms(X, lambda layer: (None, None), config.depth, arch, ds_last)
+
+    scratch = [np.random.Generator(np.random.PCG64()) for _ in rngs]
+
+    def params(layer: int):
+        for g, state in zip(scratch, snapshots[layer - 1]):
+            g.bit_generator.state = state
+        fan_in = config.input_dim if layer == 1 else config.width
+        return draw_layer(init, fan_in, config.width, gain=gain, shift=config.shift,
+                          shift_scale=config.shift_scale, rngs=scratch, dtype=dtype)
+
+    return weight_gradient_norms(X, params, config.depth, arch, ds_last)
+
+
+def _workers(requested: int | None, trials: int) -> int:
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise ValueError(f"The 'workers' parameter must be an integer >= 1. Got {requested!r} instead.")
+        return min(requested, trials)
+    return max(1, min(os.cpu_count() or 1, trials))
+
+
+def run(config: Config | None = None, /, *, workers: int | None = None, **kwargs: Any) -> RunResult:
+    """Run the study a config describes; return its tidy tables.
+
+    `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
+    takes config fields as keywords; `run(cfg)` takes a validated Config.
+    workers: threads over trial chunks (default: the machine's cores).
+    """
+    if config is None:
+        config = make_config(**kwargs)
+    elif kwargs:
+        raise TypeError("run() takes either a Config or keyword fields, not both")
+    elif not isinstance(config, Config):
+        raise TypeError(f"run() expects a Config as its first argument. Got {type(config).__name__} instead.")
+    n_workers = _workers(workers, config.trials)
+    table = load_table(config) if config.data_is_fixed else None
+    X, y = _inputs(config, table)
+    chunks = np.array_split(np.arange(config.trials), n_workers)
+
+    results: dict[str, list[_Chunk]] = {}
+    gains: dict[str, float] = {}
+    with np.errstate(all="ignore"):
+        for init in config.init:
+            gain = config.gain if config.gain is not None else default_gain(init, config.activation)
+            gains[init] = gain
+            jobs = [(init, gain, X[c], y[c], [int(t) for t in c]) for c in chunks if len(c)]
+            if len(jobs) == 1:
+                results[init] = [_simulate(config, *jobs[0])]
+            else:
+                from threadpoolctl import threadpool_limits
+
+                # Two BLAS threads inside two Python threads would fight over two cores;
+                # small LAPACK calls (batched eigvalsh) also only scale this way.
+                with threadpool_limits(1), ThreadPoolExecutor(len(jobs)) as pool:
+                    results[init] = list(pool.map(lambda job: _simulate(config, *job), jobs))
+    result = _tables(config, results, chunks, y, gains)
+    _warn(config, result.flags)
+    return result
+
+
+def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndarray, gains) -> RunResult:
+    L = config.depth
+    metric_frames, spectra_frames, proj_frames, norm_frames, flag_rows = [], [], [], [], []
+    for init, parts in results.items():
+        trials = np.concatenate([c for c in chunks if len(c)])
+        T = len(trials)
+        for name in config.metrics:
+            vals = np.concatenate([p.values[name] for p in parts])  # (T, L+1)
+            metric_frames.append(pd.DataFrame({
+                "init": init,
+                "trial": np.repeat(trials, L + 1),
+                "layer": np.tile(np.arange(L + 1), T),
+                "metric": name,
+                "value": vals.reshape(-1),
+            }))
+        for layer in range(L + 1):
+            sv = np.concatenate([p.spectra[layer] for p in parts])  # (T, k)
+            k = sv.shape[1]
+            spectra_frames.append(pd.DataFrame({
+                "init": init,
+                "trial": np.repeat(trials, k),
+                "layer": layer,
+                "k": np.tile(np.arange(1, k + 1), T),
+                "singular_value": sv.reshape(-1),
+            }))
+        for p in parts:
+            if p.projections is not None:
+                n = p.projections.shape[1]
+                proj_frames.append(pd.DataFrame({
+                    "init": init,
+                    "trial": 0,
+                    "layer": np.repeat(np.arange(L + 1), n),
+                    "sample": np.tile(np.arange(n), L + 1),
+                    "pc1": p.projections[:, :, 0].reshape(-1),
+                    "pc2": p.projections[:, :, 1].reshape(-1),
+                    "pc3": p.projections[:, :, 2].reshape(-1),
+                    "target": np.tile(y[0, :, 0].astype(np.float64), L + 1),
+                }))
+            for layer, ts, norms in p.weight_norms:
+                norm_frames.append(pd.DataFrame({
+                    "init": init, "trial": np.repeat(ts, norms.shape[1]), "layer": layer,
+                    "kind": "input" if layer == 1 else "internal", "norm": norms.reshape(-1),
+                }))
+        overflow = np.concatenate([p.overflow_layer for p in parts])
+        collapsed = np.concatenate([p.collapsed for p in parts])
+        for i, t in enumerate(trials):
+            if overflow[i] >= 0:
+                flag_rows.append((init, int(t), int(overflow[i]), "overflow"))
+            for layer in np.flatnonzero(collapsed[i]):
+                flag_rows.append((init, int(t), int(layer), "collapsed"))
+
+    metrics = pd.concat(metric_frames, ignore_index=True)
+    for key, value in config_columns(config).items():
+        metrics[key] = value
+    spectra = pd.concat(spectra_frames, ignore_index=True)
+    spectra = spectra[spectra["singular_value"].notna()].reset_index(drop=True)
+    empty_proj = pd.DataFrame(columns=["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"])
+    projections = pd.concat(proj_frames, ignore_index=True) if proj_frames else empty_proj
+    weight_norms = (pd.concat(norm_frames, ignore_index=True) if norm_frames
+                    else pd.DataFrame(columns=["init", "trial", "layer", "kind", "norm"]))
+    flags = pd.DataFrame(flag_rows, columns=["init", "trial", "layer", "flag"])
+    return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains)
+
+
+def _warn(config: Config, flags: pd.DataFrame) -> None:
+    """One warning per initializer that overflowed, naming the first layer."""
+    over = flags[flags["flag"] == "overflow"]
+    for init, rows in over.groupby("init", sort=False):
+        first = int(rows["layer"].min())
+        warnings.warn(
+            f"init {init!r}: states overflow (non-finite) from layer {first} in "
+            f"{rows['trial'].nunique()} of {config.trials} trials; metrics are NaN from there on",
+            NumericalWarning,
+            stacklevel=3,
+        )
