@@ -52,7 +52,7 @@ class Config:
     norm: str = "none"
     readout: str = "zeros"
     target: str = "cos-norm"
-    trials: int = 1
+    trials: int = 10
     seed: int = 0
     dtype: str = "float64"
     metrics: tuple[str, ...] = DEFAULT_METRICS

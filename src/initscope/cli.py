@@ -1,0 +1,183 @@
+"""The `initscope` command line: `initscope run` and `initscope report`.
+
+Bad input is one line on stderr and exit status 2; anything unexpected is
+exit status 1. Output files are written to a temporary folder beside `--out`
+and moved into place only when everything succeeded, so a failed run leaves
+nothing half-written and an earlier run's files are replaced whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from .config import config_to_toml, load_config, make_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="See and measure what a neural network does to data at initialization, layer by layer.",
+    pretty_exceptions_enable=False,
+)
+
+SUMMARY_METRICS = ("rms", "std", "effective_rank", "numerical_rank", "dead_fraction",
+                   "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm")
+OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "config.toml")
+
+
+class BadInput(Exception):
+    """User input the CLI rejects with exit status 2."""
+
+
+@app.command("run")
+def run_command(
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
+    out: Path = typer.Option(Path("initscope-out"), "--out", help="Output folder."),
+    init: Optional[str] = typer.Option(None, help="Comma-separated initializers to compare [default: normal,sphere]."),
+    gain: Optional[float] = typer.Option(None, help="Gain of the initializers [default: each one's own]."),
+    data: Optional[str] = typer.Option(None, help="ball, sphere, box, normal, ball-spaced, box-spaced, digits, iris, wine, breast_cancer, diabetes, or a .csv/.npy path [default: ball]."),
+    input_dim: Optional[int] = typer.Option(None, "--input-dim", help="Input dimension (synthetic data) [default: 3]."),
+    width: Optional[int] = typer.Option(None, help="Units per hidden layer [default: 40]."),
+    depth: Optional[int] = typer.Option(None, help="Hidden layers [default: 10]."),
+    samples: Optional[int] = typer.Option(None, help="Samples per trial [default: 100]."),
+    activation: Optional[str] = typer.Option(None, help="relu, leaky_relu, tanh, gelu, identity [default: relu]."),
+    shift: Optional[str] = typer.Option(None, help="linspace, zeros, normal, uniform [default: linspace]."),
+    shift_scale: Optional[float] = typer.Option(None, "--shift-scale", help="Scale of the shifts [default: 1]."),
+    residual: Optional[float] = typer.Option(None, help="Residual branch scale alpha, 0 = none [default: 0]."),
+    norm: Optional[str] = typer.Option(None, help="none, layer, batch [default: none]."),
+    readout: Optional[str] = typer.Option(None, help="zeros (the seed) or init [default: zeros]."),
+    target: Optional[str] = typer.Option(None, help="cos-norm, norm, sin-sum, gaussian-bump, dataset, column:NAME [default: cos-norm]."),
+    trials: Optional[int] = typer.Option(None, help="Independent draws per initializer [default: 10]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of every random draw [default: 0]."),
+    dtype: Optional[str] = typer.Option(None, help="float64 or float32 [default: float64]."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated subset of metrics [default: all]."),
+    workers: Optional[int] = typer.Option(None, help="Threads over trials [default: cores]."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs initscope[report])."),
+    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+) -> None:
+    """Run the study (defaults: the seed post's) and write tidy CSVs, config.toml and report.html."""
+    fields = dict(init=init, gain=gain, data=data, input_dim=input_dim, width=width, depth=depth,
+                  samples=samples, activation=activation, shift=shift, shift_scale=shift_scale,
+                  residual=residual, norm=norm, readout=readout, target=target, trials=trials,
+                  seed=seed, dtype=dtype, metrics=metrics)
+    try:
+        cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc)) from None
+    if workers is not None and workers < 1:
+        raise BadInput(f"The 'workers' parameter must be an integer >= 1. Got {workers!r} instead.")
+    _check_out(out)
+
+    from .run import run
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(cfg, workers=workers)
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    _write_outputs(result, out, report=report, png=png)
+    if not quiet:
+        from .summary import print_summary
+
+        print_summary(result, out)
+
+
+@app.command("report")
+def report_command(
+    folder: Path = typer.Argument(..., help="A run's output folder (with metrics.csv, spectra.csv, config.toml)."),
+    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
+) -> None:
+    """Rebuild report.html from a run folder's CSVs."""
+    if not folder.is_dir() or not (folder / "metrics.csv").is_file():
+        raise BadInput(f"The 'folder' parameter must be a run folder containing metrics.csv. Got {str(folder)!r} instead.")
+    report_mod = _report_module()
+    try:
+        tables = report_mod.load_run(folder)
+    except (ValueError, KeyError) as exc:
+        raise BadInput(f"The 'folder' parameter must hold a readable run: {exc}") from None
+    path = report_mod.write_report(tables, folder / "report.html", png=png)
+    typer.echo(f"wrote {path}")
+
+
+def _report_module():
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        raise BadInput("The report needs plotly: pip install 'initscope[report]'.") from None
+    from . import report
+
+    return report
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
+
+
+def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
+    """Write every output into a temporary sibling folder, then move them in together."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        result.metrics.to_csv(tmp / "metrics.csv", index=False)
+        result.spectra.to_csv(tmp / "spectra.csv", index=False)
+        result.projections.to_csv(tmp / "projections.csv", index=False)
+        result.weight_norms.to_csv(tmp / "weight_norms.csv", index=False)
+        result.flags.to_csv(tmp / "flags.csv", index=False)
+        (tmp / "config.toml").write_text(config_to_toml(result.config))
+        if report:
+            try:
+                import plotly  # noqa: F401
+            except ImportError:
+                typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
+            else:
+                from .report import write_report
+
+                write_report(result, tmp / "report.html", png=png)
+        out.mkdir(exist_ok=True)
+        for item in sorted(tmp.iterdir()):
+            target = out / item.name
+            if item.is_dir():
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+            else:
+                os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input, 1 unexpected)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="initscope", standalone_mode=False)
+    except BadInput as exc:
+        typer.echo(f"initscope: error: {exc}", err=True)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("initscope: aborted", err=True)
+        return 1
+    except click.exceptions.ClickException as exc:
+        # Usage errors (unknown flag, a word where a number goes): one line, exit 2.
+        typer.echo(f"initscope: error: {exc.format_message()}", err=True)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the contract: unexpected means exit 1 with the reason
+        typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

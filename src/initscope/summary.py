@@ -1,0 +1,72 @@
+"""The per-layer summary table printed by `initscope run` (rich)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+SUMMARY_METRICS = ("rms", "std", "effective_rank", "numerical_rank", "dead_fraction",
+                   "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm")
+_SHORT = {"effective_rank": "eff_rank", "numerical_rank": "num_rank", "dead_fraction": "dead",
+          "mean_cosine": "cos", "distance_corr": "dist_corr", "jacobian_rank": "jac_rank"}
+
+
+def layer_summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over trials, per (init, layer, metric)."""
+    g = metrics.groupby(["init", "layer", "metric"], sort=False)["value"]
+    return g.agg(mean="mean", spread="std", count="count").reset_index()
+
+
+def _fmt(mean: float, spread: float, trials: int) -> str:
+    if not math.isfinite(mean):
+        return "nan"
+    def num(v: float) -> str:
+        return f"{v:.3g}" if (abs(v) >= 1e-3 and abs(v) < 1e5) or v == 0 else f"{v:.2e}"
+    if trials > 1 and math.isfinite(spread):
+        return f"{num(mean)} ± {num(spread)}"
+    return num(mean)
+
+
+def print_summary(result, out: Path | None = None, console=None) -> None:
+    """Print one table per initializer (mean ± std over trials) and the plain-words flags."""
+    from rich.console import Console
+    from rich.table import Table
+
+    # A pipe or log file gets the full-width table rather than 80 squeezed columns.
+    console = console or Console(width=None if sys.stdout.isatty() else 180)
+    cfg = result.config
+    summary = layer_summary(result.metrics)
+    present = [m for m in SUMMARY_METRICS if m in cfg.metrics]
+    flags = result.flags
+    for init in cfg.init:
+        rows = summary[summary["init"] == init]
+        gain = result.gains.get(init, float("nan"))
+        table = Table(title=f"{init} (gain {gain:.4g}), {cfg.trials} trial(s): mean ± std over trials",
+                      title_justify="left")
+        table.add_column("layer", justify="right")
+        for m in present:
+            table.add_column(_SHORT.get(m, m), justify="right")
+        table.add_column("flags")
+        for layer in range(cfg.depth + 1):
+            cells = [str(layer)]
+            here = rows[rows["layer"] == layer].set_index("metric")
+            for m in present:
+                cells.append(_fmt(here.at[m, "mean"], here.at[m, "spread"], cfg.trials) if m in here.index else "")
+            f = flags[(flags["init"] == init) & (flags["layer"] == layer)]
+            cells.append(", ".join(f"{k} ({n}/{cfg.trials})" for k, n in f["flag"].value_counts().items()))
+            table.add_row(*cells)
+        console.print(table)
+    try:
+        from .report import flags_table
+    except ImportError:  # the report extra is optional; the table above stands alone
+        return
+    ft = flags_table(result.metrics, flags)
+    for _, row in ft.iterrows():
+        console.print(f"[bold]{row.iloc[0]}[/bold]")
+        for col in ft.columns[1:]:
+            console.print(f"  {col}: {row[col]}")
+    if out is not None:
+        console.print(f"wrote {out}/ (metrics.csv, spectra.csv, config.toml, …)")
