@@ -1,3 +1,16 @@
-"""initscope: what a neural network does to data at initialization, layer by layer."""
+"""initscope: what a neural network does to data at initialization, layer by layer.
+
+    >>> import initscope
+    >>> result = initscope.run(trials=10)          # the seed post's study
+    >>> result.metrics                              # tidy: init, trial, layer, metric, value, ...
+    >>> result.spectra                              # init, trial, layer, k, singular_value
+"""
 
 __version__ = "0.1.0"
+
+from .config import Config, load_config, make_config
+from .init import INITIALIZERS
+from .metrics import METRICS
+from .run import RunResult, run
+
+__all__ = ["Config", "INITIALIZERS", "METRICS", "RunResult", "load_config", "make_config", "run", "__version__"]

@@ -190,7 +190,7 @@ def linear_r2(S_c: np.ndarray, X_c: np.ndarray, eig, rtol: float) -> np.ndarray:
     When n > w + 1, f_k = 1 for σ_k above the numerical-rank threshold and 0
     below (least squares on the resolvable directions). When n ≤ w + 1 least
     squares interpolates and every h_ii = 1, so a tiny ridge ρ = 1e-6·σ_1² is
-    used: f_k = σ_k²/(σ_k² + ρ). Computed in float64. R² = 1 − PRESS/SST;
+    used: f_k = σ_k²/(σ_k² + ρ) above the threshold, 0 below. Computed in float64. R² = 1 − PRESS/SST;
     1 = nothing lost linearly, ≤ 0 = nothing recoverable. NaN for n < 3.
     """
     lam, V = eig
@@ -202,12 +202,14 @@ def linear_r2(S_c: np.ndarray, X_c: np.ndarray, eig, rtol: float) -> np.ndarray:
     X64 = X_c.astype(np.float64, copy=False)
     lam = lam.astype(np.float64, copy=False)
     top = np.clip(lam[:, -1:], 0.0, None)
+    # Eigenvalues under the numerical-rank threshold are rounding noise of the Gram
+    # matrix (the centring direction among them); they carry no signal and, near
+    # h_ii = 1, even their tiny filter factors would move 1 − h_ii.
+    keep = lam > (rtol * rtol) * top
     if n <= w + 1:
         rho = 1e-6 * top
-        f = np.where(lam > 0, lam / (lam + rho), 0.0)
-        keep = lam > 0
+        f = np.where(keep, lam / (lam + rho), 0.0)
     else:
-        keep = lam > (rtol * rtol) * top
         f = keep.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         if gram_is_units:

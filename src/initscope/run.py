@@ -127,7 +127,16 @@ def _top3(S_c: np.ndarray, G: np.ndarray) -> np.ndarray:
 
 
 def _simulate(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int]) -> _Chunk:
-    """Run one chunk of trials of one initializer through every layer."""
+    """Run one chunk of trials of one initializer through every layer.
+
+    Overflow is expected (it is a result), so floating-point warnings are off
+    here; errstate is per thread, hence set inside the worker.
+    """
+    with np.errstate(all="ignore"):
+        return _simulate_chunk(config, init, gain, X, y, trials)
+
+
+def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int]) -> _Chunk:
     want = set(config.metrics)
     dtype = np.dtype(config.dtype)
     arch = Architecture(config.activation, config.norm, config.residual)
@@ -174,6 +183,12 @@ def _simulate(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarr
         S_work = S if finite.all() else np.where(finite[:, None, None], S, 0.0)
         S_c = M.centred(S_work)
         G = M.gram(S_c)
+        # Finite but huge states can still overflow in the Gram matrix.
+        finite &= np.isfinite(G).all(axis=(1, 2))
+        if not finite.all():
+            S_work = np.where(finite[:, None, None], S_work, 0.0)
+            S_c = np.where(finite[:, None, None], S_c, 0.0)
+            G = np.where(finite[:, None, None], G, 0.0)
         eig = None
         if "linear_r2" in want:
             sv, eig = M.gram_spectrum(G, vectors=True)

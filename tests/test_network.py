@@ -1,0 +1,205 @@
+"""The layer's forward, JVP and VJP against DESIGN.md's model and finite differences."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from initscope.gradients import weight_gradient_norms
+from initscope.network import (
+    NORM_EPS,
+    Architecture,
+    activate,
+    activation_derivative,
+    draw_shifts,
+    layer_forward,
+    layer_jvp,
+    layer_vjp,
+    mse_output_gradient,
+)
+
+ACTS = ["relu", "leaky_relu", "tanh", "gelu", "identity"]
+ARCHS = [Architecture(a, n, r) for a, n, r in itertools.product(ACTS, ["none", "layer", "batch"], [0.0, 0.5])]
+
+
+def test_forward_is_the_seed_model(rng):
+    """The seed's forward: clip(x @ W + shift, 0, inf), layer after layer."""
+    x = rng.standard_normal((1, 7, 3))
+    W1, W2 = rng.standard_normal((1, 3, 5)), rng.standard_normal((1, 5, 5))
+    b = np.linspace(-1, 1, 5)[None]
+    s1, _ = layer_forward(x, W1, b, Architecture())
+    s2, _ = layer_forward(s1, W2, b, Architecture())
+    ref = np.clip(np.clip(x[0] @ W1[0] + b[0], 0, np.inf) @ W2[0] + b[0], 0, np.inf)
+    np.testing.assert_array_equal(s2[0], ref)
+
+
+def test_layer_and_batch_norm_and_residual_definitions(rng):
+    s_prev = rng.standard_normal((2, 6, 4))
+    W = rng.standard_normal((2, 4, 4))
+    b = rng.standard_normal((2, 4))
+    z = s_prev @ W + b[:, None]
+    h = np.tanh(z)
+    ln = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + NORM_EPS)
+    bn = (h - h.mean(1, keepdims=True)) / np.sqrt(h.var(1, keepdims=True) + NORM_EPS)
+    np.testing.assert_allclose(layer_forward(s_prev, W, b, Architecture("tanh", "layer"))[0], ln, rtol=1e-12)
+    np.testing.assert_allclose(layer_forward(s_prev, W, b, Architecture("tanh", "batch"))[0], bn, rtol=1e-12)
+    np.testing.assert_allclose(layer_forward(s_prev, W, b, Architecture("tanh", "layer", 0.3))[0],
+                               s_prev + 0.3 * ln, rtol=1e-12)
+    # shapes differ: no residual branch
+    W2 = rng.standard_normal((2, 4, 3))
+    out, _ = layer_forward(s_prev, W2, b[:, :3], Architecture("tanh", "none", 0.3))
+    np.testing.assert_allclose(out, np.tanh(s_prev @ W2 + b[:, None, :3]))
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_activation_derivative_matches_finite_differences(act, rng):
+    z = rng.standard_normal(200) * 2
+    z = z[np.abs(z) > 1e-3]  # away from ReLU's kink
+    h = 1e-6
+    fd = (activate(act, z + h) - activate(act, z - h)) / (2 * h)
+    np.testing.assert_allclose(activation_derivative(act, z), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_shift_schemes(rng):
+    np.testing.assert_array_equal(draw_shifts("linspace", 5, scale=2.0, rng=rng), 2 * np.linspace(-1, 1, 5))
+    assert not draw_shifts("zeros", 4, scale=1.0, rng=rng).any()
+    u = draw_shifts("uniform", 10_000, scale=0.5, rng=rng)
+    assert u.min() >= -0.5 and u.max() <= 0.5 and abs(u.std() - 0.5 / np.sqrt(3)) < 5 * 0.5 / np.sqrt(3 * 2 * 10_000)
+    g = draw_shifts("normal", 10_000, scale=0.2, rng=rng)
+    assert abs(g.std() - 0.2) < 5 * 0.2 / np.sqrt(2 * 10_000)
+    with pytest.raises(ValueError, match="'shift'.*linspace"):
+        draw_shifts("bogus", 3, scale=1.0, rng=rng)
+
+
+def _smooth_inputs(rng, arch, n=6, w=4):
+    s_prev = rng.standard_normal((2, n, w))
+    W = rng.standard_normal((2, w, w)) / np.sqrt(w)
+    b = rng.standard_normal((2, w)) * 0.1
+    return s_prev, W, b
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a.norm != "batch"], ids=str)
+def test_jvp_matches_finite_differences(arch, rng):
+    s_prev, W, b = _smooth_inputs(rng, arch)
+    _, z = layer_forward(s_prev, W, b, arch)
+    tangent = rng.standard_normal((2, 6, 3, 4))  # 3 tangent directions per sample
+    got = layer_jvp(tangent, W, z, arch)
+    h = 1e-6
+    for k in range(3):
+        plus, _ = layer_forward(s_prev + h * tangent[:, :, k], W, b, arch)
+        minus, _ = layer_forward(s_prev - h * tangent[:, :, k], W, b, arch)
+        np.testing.assert_allclose(got[:, :, k], (plus - minus) / (2 * h), rtol=1e-5, atol=1e-6)
+
+
+def test_jvp_batch_norm_holds_statistics_fixed(rng):
+    arch = Architecture("tanh", "batch")
+    s_prev, W, b = _smooth_inputs(rng, arch)
+    _, z = layer_forward(s_prev, W, b, arch)
+    h = np.tanh(z)
+    sigma = np.sqrt(h.var(axis=1, keepdims=True) + NORM_EPS)
+    from initscope.network import batch_norm_sigma
+
+    np.testing.assert_allclose(batch_norm_sigma(z, arch), sigma)
+    tangent = rng.standard_normal((2, 6, 2, 4))
+    got = layer_jvp(tangent, W, z, arch, sigma)
+    want = (tangent @ W[:, None]) * (1 - np.tanh(z) ** 2)[:, :, None, :] / sigma[:, :, None, :]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=str)
+def test_vjp_matches_finite_differences(arch, rng):
+    s_prev, W, b = _smooth_inputs(rng, arch)
+    cot = rng.standard_normal((2, 6, 4))
+
+    def loss(sp, Wm):
+        return (layer_forward(sp, Wm, b, arch)[0] * cot).sum(axis=(1, 2))
+
+    _, z = layer_forward(s_prev, W, b, arch)
+    ds_prev, dW = layer_vjp(cot, s_prev, W, z, arch)
+    h = 1e-6
+    for idx in [(0, 1, 2), (1, 3, 0), (0, 0, 0)]:
+        E = np.zeros_like(W)
+        E[idx] = h
+        fd = (loss(s_prev, W + E) - loss(s_prev, W - E)) / (2 * h)
+        assert dW[idx] == pytest.approx(fd[idx[0]], rel=1e-5, abs=1e-7)
+        E = np.zeros_like(s_prev)
+        E[idx] = h
+        fd = (loss(s_prev + E, W) - loss(s_prev - E, W)) / (2 * h)
+        assert ds_prev[idx] == pytest.approx(fd[idx[0]], rel=1e-5, abs=1e-7)
+
+
+def test_mse_output_gradient(rng):
+    s = rng.standard_normal((2, 5, 3))
+    W_out = rng.standard_normal((2, 3, 1))
+    y = rng.standard_normal((2, 5, 1))
+    loss, ds = mse_output_gradient(s, W_out, y)
+    np.testing.assert_allclose(loss, (((s @ W_out) - y) ** 2).mean(axis=(1, 2)))
+    h = 1e-6
+    E = np.zeros_like(s)
+    E[1, 2, 0] = h
+    fd = (mse_output_gradient(s + E, W_out, y)[0] - mse_output_gradient(s - E, W_out, y)[0]) / (2 * h)
+    assert ds[1, 2, 0] == pytest.approx(fd[1], rel=1e-6)
+
+
+def _params_fixture(rng, depth, d, w, T=2):
+    Ws = [rng.standard_normal((T, d if l == 1 else w, w)) / np.sqrt(d if l == 1 else w) * 1.3 for l in range(1, depth + 1)]
+    bs = [rng.standard_normal((T, w)) * 0.1 for _ in range(depth)]
+    return lambda l: (Ws[l - 1], bs[l - 1]), Ws, bs
+
+
+@pytest.mark.parametrize("depth,slots", [(1, 4), (3, 4), (9, 2), (17, 4), (12, 1)])
+@pytest.mark.parametrize("arch", [Architecture("tanh", "layer", 0.5), Architecture("relu"), Architecture("gelu", "batch")], ids=str)
+def test_checkpointed_gradients_equal_plain_backprop(depth, slots, arch, rng):
+    T, n, d, w = 2, 8, 3, 5
+    params, Ws, bs = _params_fixture(rng, depth, d, w, T)
+    x = rng.standard_normal((T, n, d))
+    states, zs = [x], []
+    for l in range(1, depth + 1):
+        s, z = layer_forward(states[-1], Ws[l - 1], bs[l - 1], arch)
+        states.append(s)
+        zs.append(z)
+    ds_last = rng.standard_normal(states[-1].shape)
+    ds, want = ds_last, np.zeros((T, depth))
+    for l in range(depth, 0, -1):
+        ds, dW = layer_vjp(ds, states[l - 1], Ws[l - 1], zs[l - 1], arch)
+        want[:, l - 1] = np.linalg.norm(dW.reshape(T, -1), axis=1)
+    got = weight_gradient_norms(x, params, depth, arch, ds_last, slots=slots)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_gradient_norm_against_finite_differences_of_the_loss(rng):
+    """grad_norm is ‖∂loss/∂W_l‖ for the MSE of the readout: check one entry by finite differences."""
+    arch, depth, T, n, d, w = Architecture("tanh"), 4, 1, 10, 3, 6
+    params, Ws, bs = _params_fixture(rng, depth, d, w, T)
+    x = rng.standard_normal((T, n, d))
+    W_out = rng.standard_normal((T, w, 1))
+    y = rng.standard_normal((T, n, 1))
+
+    def loss(Wlist):
+        s = x
+        for W, b in zip(Wlist, bs):
+            s, _ = layer_forward(s, W, b, arch)
+        return mse_output_gradient(s, W_out, y)[0][0]
+
+    s = x
+    for W, b in zip(Ws, bs):
+        s, _ = layer_forward(s, W, b, arch)
+    _, ds_last = mse_output_gradient(s, W_out, y)
+    norms = weight_gradient_norms(x, params, depth, arch, ds_last)
+    h = 1e-6
+    for layer in (1, 3):
+        grad = np.zeros_like(Ws[layer - 1][0])
+        for i, j in np.ndindex(grad.shape):
+            plus = [W.copy() for W in Ws]
+            minus = [W.copy() for W in Ws]
+            plus[layer - 1][0, i, j] += h
+            minus[layer - 1][0, i, j] -= h
+            grad[i, j] = (loss(plus) - loss(minus)) / (2 * h)
+        assert norms[0, layer - 1] == pytest.approx(np.linalg.norm(grad), rel=1e-5)
+
+
+def test_zero_readout_gives_exact_zero_gradients(rng):
+    x = rng.standard_normal((2, 5, 3))
+    norms = weight_gradient_norms(x, lambda l: (_ for _ in ()).throw(AssertionError("no work")), 4,
+                                  Architecture(), np.zeros((2, 5, 4)))
+    assert norms.shape == (2, 4) and not norms.any()
