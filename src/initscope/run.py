@@ -308,30 +308,30 @@ def run(config: Config | None = None, /, *, workers: int | None = None, **kwargs
 
 
 def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndarray, gains) -> RunResult:
+    """Assemble the chunks into tidy tables, one numpy array per column (no per-row Python)."""
     L = config.depth
-    metric_frames, spectra_frames, proj_frames, norm_frames, flag_rows = [], [], [], [], []
+    trials = np.concatenate([c for c in chunks if len(c)])
+    T = len(trials)
+    names = list(config.metrics)
+    m_cols: dict[str, list] = {"init": [], "trial": [], "layer": [], "metric": [], "value": []}
+    s_cols: dict[str, list] = {"init": [], "trial": [], "layer": [], "k": [], "singular_value": []}
+    proj_frames, norm_frames, flag_rows = [], [], []
     for init, parts in results.items():
-        trials = np.concatenate([c for c in chunks if len(c)])
-        T = len(trials)
-        for name in config.metrics:
-            vals = np.concatenate([p.values[name] for p in parts])  # (T, L+1)
-            metric_frames.append(pd.DataFrame({
-                "init": init,
-                "trial": np.repeat(trials, L + 1),
-                "layer": np.tile(np.arange(L + 1), T),
-                "metric": name,
-                "value": vals.reshape(-1),
-            }))
+        vals = np.stack([np.concatenate([p.values[name] for p in parts]) for name in names])  # (M, T, L+1)
+        size = vals.size
+        m_cols["init"].append(np.full(size, init, dtype=object))
+        m_cols["metric"].append(np.repeat(np.array(names, dtype=object), T * (L + 1)))
+        m_cols["trial"].append(np.tile(np.repeat(trials, L + 1), len(names)))
+        m_cols["layer"].append(np.tile(np.arange(L + 1), len(names) * T))
+        m_cols["value"].append(vals.reshape(-1))
         for layer in range(L + 1):
             sv = np.concatenate([p.spectra[layer] for p in parts])  # (T, k)
             k = sv.shape[1]
-            spectra_frames.append(pd.DataFrame({
-                "init": init,
-                "trial": np.repeat(trials, k),
-                "layer": layer,
-                "k": np.tile(np.arange(1, k + 1), T),
-                "singular_value": sv.reshape(-1),
-            }))
+            s_cols["init"].append(np.full(sv.size, init, dtype=object))
+            s_cols["trial"].append(np.repeat(trials, k))
+            s_cols["layer"].append(np.full(sv.size, layer))
+            s_cols["k"].append(np.tile(np.arange(1, k + 1), T))
+            s_cols["singular_value"].append(sv.reshape(-1))
         for p in parts:
             if p.projections is not None:
                 n = p.projections.shape[1]
@@ -352,16 +352,14 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
                 }))
         overflow = np.concatenate([p.overflow_layer for p in parts])
         collapsed = np.concatenate([p.collapsed for p in parts])
-        for i, t in enumerate(trials):
-            if overflow[i] >= 0:
-                flag_rows.append((init, int(t), int(overflow[i]), "overflow"))
-            for layer in np.flatnonzero(collapsed[i]):
-                flag_rows.append((init, int(t), int(layer), "collapsed"))
+        rows = [(init, int(trials[i]), int(overflow[i]), "overflow") for i in np.flatnonzero(overflow >= 0)]
+        rows += [(init, int(trials[i]), int(layer), "collapsed") for i, layer in zip(*np.nonzero(collapsed))]
+        flag_rows += sorted(rows, key=lambda r: (r[1], r[2]))
 
-    metrics = pd.concat(metric_frames, ignore_index=True)
+    metrics = pd.DataFrame({k: np.concatenate(v) for k, v in m_cols.items()})
     for key, value in config_columns(config).items():
         metrics[key] = value
-    spectra = pd.concat(spectra_frames, ignore_index=True)
+    spectra = pd.DataFrame({k: np.concatenate(v) for k, v in s_cols.items()})
     spectra = spectra[spectra["singular_value"].notna()].reset_index(drop=True)
     empty_proj = pd.DataFrame(columns=["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"])
     projections = pd.concat(proj_frames, ignore_index=True) if proj_frames else empty_proj
