@@ -104,7 +104,24 @@ def test_linear_r2_is_exact_leave_one_out(rng):
     S = np.tanh(X @ rng.standard_normal((1, d, w))) + 0.1 * rng.standard_normal((1, n, w))
     S_c, X_c = M.centred(S), M.centred(X)
     eig = M.gram_spectrum(M.gram(S_c), vectors=True)[1]
-    assert M.linear_r2(S_c, X_c, eig, 1e-6)[0] == pytest.approx(_loo_r2_bruteforce(S[0], X[0]), rel=1e-8)
+    got = M.linear_r2(S_c, X_c, eig, 1e-6)[0]
+    # the tiny ridge (1e-9 σ_1²) moves a well-conditioned fit by ~1e-9 relative
+    assert got == pytest.approx(_loo_r2_bruteforce(S[0], X[0]), rel=1e-7)
+    rho = M.ridge_factor(1e-6) * eig[0].max()
+    assert got == pytest.approx(_loo_r2_bruteforce(S[0], X[0], ridge=rho), rel=1e-9)
+
+
+def test_linear_r2_unit_active_on_one_sample_is_finite_and_exact(rng):
+    """h_ii = 1 in least squares (ReLU unit alive on one sample): PRESS's 0/0 must not blow up."""
+    n, d = 30, 2
+    X = rng.standard_normal((1, n, d))
+    S = np.concatenate([X @ rng.standard_normal((1, d, 3)) + 0.3 * rng.standard_normal((1, n, 3)),
+                        np.zeros((1, n, 1))], axis=2)
+    S[0, 7, 3] = 0.5  # only sample 7 activates the last unit
+    S_c, X_c = M.centred(S), M.centred(X)
+    eig = M.gram_spectrum(M.gram(S_c), vectors=True)[1]
+    got = M.linear_r2(S_c, X_c, eig, 1e-6)[0]
+    assert got == pytest.approx(_loo_r2_bruteforce(S[0], X[0]), rel=1e-6)
 
 
 def test_linear_r2_recovers_a_linear_map_and_not_noise(rng):
@@ -127,7 +144,7 @@ def test_linear_r2_uses_tiny_ridge_when_n_le_w_plus_1(rng):
     S = rng.standard_normal((1, n, w))
     S_c, X_c = M.centred(S), M.centred(X)
     lam, V = M.gram_spectrum(M.gram(S_c), vectors=True)[1]
-    rho = 1e-6 * lam.max()
+    rho = M.ridge_factor(1e-6) * lam.max()
     got = M.linear_r2(S_c, X_c, (lam, V), 1e-6)[0]
     assert np.isfinite(got)
     assert got == pytest.approx(_loo_r2_bruteforce(S[0], X[0], ridge=rho), rel=1e-6)

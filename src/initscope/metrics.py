@@ -18,6 +18,7 @@ __all__ = [
     "SPECTRAL_METRICS",
     "RELU_LIKE",
     "rank_rtol",
+    "ridge_factor",
     "centred",
     "gram",
     "gram_spectrum",
@@ -55,6 +56,16 @@ DEFAULT_METRICS = METRICS
 SPECTRAL_METRICS = ("effective_rank", "stable_rank", "numerical_rank")
 RELU_LIKE = ("relu", "leaky_relu")
 DISTANCE_MAX_SAMPLES = 2000
+
+
+def ridge_factor(rtol: float) -> float:
+    """linear_r2's ridge relative to σ_1²: 1e-9 in float64, 1e-6 in float32.
+
+    Three decades under the rank threshold rtol, so that directions counted in
+    the numerical rank are fitted almost exactly, yet far above the Gram
+    matrix's rounding (eps·σ_1²), so that 1 − h_ii is resolved.
+    """
+    return 1e-3 * rtol
 
 
 def rank_rtol(dtype) -> float:
@@ -187,11 +198,14 @@ def linear_r2(S_c: np.ndarray, X_c: np.ndarray, eig, rtol: float) -> np.ndarray:
     is `gram_spectrum(gram(S_c), vectors=True)[1]`. The hat matrix is
     H = 11ᵀ/n + Σ_k f_k u_k u_kᵀ over the left singular vectors u_k of S_c, and
     PRESS residuals are e_i/(1 − h_ii) (Allen 1974), exact without refitting.
-    When n > w + 1, f_k = 1 for σ_k above the numerical-rank threshold and 0
-    below (least squares on the resolvable directions). When n ≤ w + 1 least
-    squares interpolates and every h_ii = 1, so a tiny ridge ρ = 1e-6·σ_1² is
-    used: f_k = σ_k²/(σ_k² + ρ) above the threshold, 0 below. Computed in float64. R² = 1 − PRESS/SST;
-    1 = nothing lost linearly, ≤ 0 = nothing recoverable. NaN for n < 3.
+    f_k = σ_k²/(σ_k² + ρ) with a tiny ridge ρ = `ridge_factor(rtol)`·σ_1²
+    (1e-9·σ_1² in float64), and f_k = 0 below the numerical-rank threshold.
+    The ridge is what makes PRESS exact where least squares has h_ii = 1:
+    always when n ≤ w + 1, and whenever a unit is active on one sample only
+    (common after ReLU). There e_i = 0 and 1 − h_ii = 0, and the ridge's ratio
+    tends to the refit's (minimum-norm) leave-one-out residual as ρ → 0.
+    Computed in float64. R² = 1 − PRESS/SST; 1 = nothing lost linearly,
+    ≤ 0 = nothing recoverable. NaN for n < 3.
     """
     lam, V = eig
     T, n, w = S_c.shape
@@ -206,11 +220,7 @@ def linear_r2(S_c: np.ndarray, X_c: np.ndarray, eig, rtol: float) -> np.ndarray:
     # matrix (the centring direction among them); they carry no signal and, near
     # h_ii = 1, even their tiny filter factors would move 1 − h_ii.
     keep = lam > (rtol * rtol) * top
-    if n <= w + 1:
-        rho = 1e-6 * top
-        f = np.where(keep, lam / (lam + rho), 0.0)
-    else:
-        f = keep.astype(np.float64)
+    f = np.where(keep, lam / (lam + ridge_factor(rtol) * top), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         if gram_is_units:
             # V are right singular vectors; u_k = S_c v_k / σ_k.

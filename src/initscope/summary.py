@@ -20,14 +20,18 @@ def layer_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     return g.agg(mean="mean", spread="std", count="count").reset_index()
 
 
+def _num(v: float) -> str:
+    """Three significant digits, short exponents: 6.27e5, 0.0414, 28.1."""
+    text = f"{v:.3g}"
+    return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
 def _fmt(mean: float, spread: float, trials: int) -> str:
     if not math.isfinite(mean):
         return "nan"
-    def num(v: float) -> str:
-        return f"{v:.3g}" if (abs(v) >= 1e-3 and abs(v) < 1e5) or v == 0 else f"{v:.2e}"
     if trials > 1 and math.isfinite(spread):
-        return f"{num(mean)} ± {num(spread)}"
-    return num(mean)
+        return f"{_num(mean)}±{_num(spread)}"
+    return _num(mean)
 
 
 def print_summary(result, out: Path | None = None, console=None) -> None:
@@ -46,10 +50,10 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
         gain = result.gains.get(init, float("nan"))
         table = Table(title=f"{init} (gain {gain:.4g}), {cfg.trials} trial(s): mean ± std over trials",
                       title_justify="left")
-        table.add_column("layer", justify="right")
+        table.add_column("layer", justify="right", no_wrap=True)
         for m in present:
-            table.add_column(_SHORT.get(m, m), justify="right")
-        table.add_column("flags")
+            table.add_column(_SHORT.get(m, m), justify="right", no_wrap=True)
+        table.add_column("flags", no_wrap=True)
         for layer in range(cfg.depth + 1):
             cells = [str(layer)]
             here = rows[rows["layer"] == layer].set_index("metric")
