@@ -16,10 +16,14 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from .config import config_to_toml, load_config, make_config
+
+try:  # recent typer runs on its own copy of click and no longer installs click
+    from typer._click.exceptions import ClickException as _UsageError
+except ImportError:  # older typer re-exports click's exceptions
+    from click.exceptions import ClickException as _UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -28,8 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-SUMMARY_METRICS = ("rms", "std", "effective_rank", "numerical_rank", "dead_fraction",
-                   "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm")
+REPORT_OUTPUTS = frozenset({"report.html", "figures"})
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "config.toml")
 
 
@@ -41,26 +44,26 @@ class BadInput(Exception):
 def run_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
     out: Path = typer.Option(Path("initscope-out"), "--out", help="Output folder."),
-    init: Optional[str] = typer.Option(None, help="Comma-separated initializers to compare [default: normal,sphere]."),
-    gain: Optional[float] = typer.Option(None, help="Gain of the initializers [default: each one's own]."),
-    data: Optional[str] = typer.Option(None, help="ball, sphere, box, normal, ball-spaced, box-spaced, digits, iris, wine, breast_cancer, diabetes, or a .csv/.npy path [default: ball]."),
-    input_dim: Optional[int] = typer.Option(None, "--input-dim", help="Input dimension (synthetic data) [default: 3]."),
-    width: Optional[int] = typer.Option(None, help="Units per hidden layer [default: 40]."),
-    depth: Optional[int] = typer.Option(None, help="Hidden layers [default: 10]."),
-    samples: Optional[int] = typer.Option(None, help="Samples per trial [default: 100]."),
-    activation: Optional[str] = typer.Option(None, help="relu, leaky_relu, tanh, gelu, identity [default: relu]."),
-    shift: Optional[str] = typer.Option(None, help="linspace, zeros, normal, uniform [default: linspace]."),
-    shift_scale: Optional[float] = typer.Option(None, "--shift-scale", help="Scale of the shifts [default: 1]."),
-    residual: Optional[float] = typer.Option(None, help="Residual branch scale alpha, 0 = none [default: 0]."),
-    norm: Optional[str] = typer.Option(None, help="none, layer, batch [default: none]."),
-    readout: Optional[str] = typer.Option(None, help="zeros (the seed) or init [default: zeros]."),
-    target: Optional[str] = typer.Option(None, help="cos-norm, norm, sin-sum, gaussian-bump, dataset, column:NAME [default: cos-norm]."),
-    trials: Optional[int] = typer.Option(None, help="Independent draws per initializer [default: 10]."),
-    seed: Optional[int] = typer.Option(None, help="Seed of every random draw [default: 0]."),
-    dtype: Optional[str] = typer.Option(None, help="float64 or float32 [default: float64]."),
-    metrics: Optional[str] = typer.Option(None, help="Comma-separated subset of metrics [default: all]."),
-    workers: Optional[int] = typer.Option(None, help="Threads over trials [default: cores]."),
-    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs initscope[report])."),
+    init: Optional[str] = typer.Option(None, help="Comma-separated initializers to compare (default: normal,sphere)."),
+    gain: Optional[str] = typer.Option(None, metavar="FLOAT", help="Gain of the initializers (default: each one's own)."),
+    data: Optional[str] = typer.Option(None, help="ball, sphere, box, normal, ball-spaced, box-spaced, digits, iris, wine, breast_cancer, diabetes, or a .csv/.npy path (default: ball)."),
+    input_dim: Optional[str] = typer.Option(None, "--input-dim", metavar="INT", help="Input dimension (synthetic data) (default: 3)."),
+    width: Optional[str] = typer.Option(None, metavar="INT", help="Units per hidden layer (default: 40)."),
+    depth: Optional[str] = typer.Option(None, metavar="INT", help="Hidden layers (default: 10)."),
+    samples: Optional[str] = typer.Option(None, metavar="INT", help="Samples per trial (default: 100)."),
+    activation: Optional[str] = typer.Option(None, help="relu, leaky_relu, tanh, gelu, identity (default: relu)."),
+    shift: Optional[str] = typer.Option(None, help="linspace, zeros, normal, uniform (default: linspace)."),
+    shift_scale: Optional[str] = typer.Option(None, "--shift-scale", metavar="FLOAT", help="Scale of the shifts (default: 1)."),
+    residual: Optional[str] = typer.Option(None, metavar="FLOAT", help="Residual branch scale alpha, 0 = none (default: 0)."),
+    norm: Optional[str] = typer.Option(None, help="none, layer, batch (default: none)."),
+    readout: Optional[str] = typer.Option(None, help="zeros (the seed) or init (default: zeros)."),
+    target: Optional[str] = typer.Option(None, help="cos-norm, norm, sin-sum, gaussian-bump, dataset, column:NAME (default: cos-norm)."),
+    trials: Optional[str] = typer.Option(None, metavar="INT", help="Independent draws per initializer (default: 10)."),
+    seed: Optional[str] = typer.Option(None, metavar="INT", help="Seed of every random draw (default: 0)."),
+    dtype: Optional[str] = typer.Option(None, help="float64 or float32 (default: float64)."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated subset of metrics (default: all)."),
+    workers: Optional[str] = typer.Option(None, metavar="INT", help="Threads over trials (default: cores)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
 ) -> None:
@@ -73,15 +76,14 @@ def run_command(
         cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
-    if workers is not None and workers < 1:
-        raise BadInput(f"The 'workers' parameter must be an integer >= 1. Got {workers!r} instead.")
+    n_workers = _workers(workers)
     _check_out(out)
 
     from .run import run
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run(cfg, workers=workers)
+        result = run(cfg, workers=n_workers)
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
     _write_outputs(result, out, report=report, png=png)
@@ -106,6 +108,18 @@ def report_command(
         raise BadInput(f"The 'folder' parameter must hold a readable run: {exc}") from None
     path = report_mod.write_report(tables, folder / "report.html", png=png)
     typer.echo(f"wrote {path}")
+
+
+def _workers(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise BadInput(f"The 'workers' parameter must be an integer >= 1. Got {text!r} instead.")
+    return value
 
 
 def _report_module():
@@ -144,6 +158,12 @@ def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
 
                 write_report(result, tmp / "report.html", png=png)
         out.mkdir(exist_ok=True)
+        # An earlier run's report or figures must not sit beside this run's CSVs.
+        for stale in (REPORT_OUTPUTS - {item.name for item in tmp.iterdir()}):
+            if (out / stale).is_dir():
+                shutil.rmtree(out / stale)
+            elif (out / stale).exists():
+                (out / stale).unlink()
         for item in sorted(tmp.iterdir()):
             target = out / item.name
             if item.is_dir():
@@ -159,24 +179,29 @@ def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input, 1 unexpected)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args:  # bare `initscope` asks what it can do; that is not an error
+        args = ["--help"]
     try:
-        app(args=args, prog_name="initscope", standalone_mode=False)
+        status = app(args=args, prog_name="initscope", standalone_mode=False)
     except BadInput as exc:
-        typer.echo(f"initscope: error: {exc}", err=True)
+        # One line, even when a parser's message (TOML, CSV) spans several.
+        typer.echo(f"initscope: error: {' '.join(str(exc).splitlines())}", err=True)
         return 2
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("initscope: aborted", err=True)
         return 1
-    except click.exceptions.ClickException as exc:
-        # Usage errors (unknown flag, a word where a number goes): one line, exit 2.
-        typer.echo(f"initscope: error: {exc.format_message()}", err=True)
+    except _UsageError as exc:
+        # Usage errors (unknown flag, missing argument): one line, exit 2.
+        message = " ".join(exc.format_message().split())
+        typer.echo(f"initscope: error: {message}", err=True)
         return 2
     except Exception as exc:  # noqa: BLE001 - the contract: unexpected means exit 1 with the reason
         typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
         return 1
-    return 0
+    # Without standalone mode, click hands back an Exit's code instead of raising it.
+    return status if isinstance(status, int) else 0
 
 
 def entry() -> None:

@@ -83,15 +83,21 @@ def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
 
 def _int(name: str, value: Any, minimum: int) -> int:
     # bool is an int subclass; `depth = true` in a TOML file is a mistake, not 1.
+    original = value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
+        elif isinstance(value, str):
+            # Text comes from CLI flags; int() alone decides, so "--3" or "²" fail here
+            # with the parameter's name rather than as int()'s own message.
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise _fail(name, f"an integer >= {minimum}", original) from None
         else:
             raise _fail(name, f"an integer >= {minimum}", value)
     if value < minimum:
-        raise _fail(name, f"an integer >= {minimum}", value)
+        raise _fail(name, f"an integer >= {minimum}", original)
     return value
 
 
@@ -157,6 +163,9 @@ def make_config(**kwargs: Any) -> Config:
     data = kw.get("data", Config.data)
     if not isinstance(data, str) or not data:
         raise _fail("data", f"one of {list(SYNTHETIC + REAL_DATA)} or a .csv/.npy path", data)
+    if data.lower().endswith(DATA_FILE_SUFFIXES):
+        # An absolute path keeps config.toml rerunnable from any working directory.
+        data = str(Path(data).expanduser().resolve())
     c["data"] = data
     target = kw.get("target", Config.target)
     if not isinstance(target, str):
@@ -215,8 +224,12 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> Config:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise ValueError(f"The 'config' parameter must be an existing TOML file. Got {str(path)!r} instead.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"The 'config' parameter must be valid TOML. {path}: {exc}") from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise ValueError(
+            f"The 'config' parameter must be a readable TOML file. Got {str(path)!r} ({exc.strerror or exc})."
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"The 'config' parameter must be valid TOML. Got {str(path)!r}: {exc}") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return make_config(**raw)
 

@@ -363,8 +363,16 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
     spectra = spectra[spectra["singular_value"].notna()].reset_index(drop=True)
     empty_proj = pd.DataFrame(columns=["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"])
     projections = pd.concat(proj_frames, ignore_index=True) if proj_frames else empty_proj
-    weight_norms = (pd.concat(norm_frames, ignore_index=True) if norm_frames
-                    else pd.DataFrame(columns=["init", "trial", "layer", "kind", "norm"]))
+    if norm_frames:
+        # Chunks arrive per thread; order rows by (init as configured, trial, layer) so
+        # the table is the same bytes whatever the number of workers.
+        weight_norms = pd.concat(norm_frames, ignore_index=True)
+        order = {name: i for i, name in enumerate(config.init)}
+        weight_norms = (weight_norms.assign(_o=weight_norms["init"].map(order))
+                        .sort_values(["_o", "trial", "layer"], kind="stable")
+                        .drop(columns="_o").reset_index(drop=True))
+    else:
+        weight_norms = pd.DataFrame(columns=["init", "trial", "layer", "kind", "norm"])
     flags = pd.DataFrame(flag_rows, columns=["init", "trial", "layer", "flag"])
     return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains)
 
