@@ -149,6 +149,12 @@ FLAG_CASES = {
     "seed": ("7", 7),
     "dtype": ("float32", "float32"),
     "metrics": ("rms,std", ["rms", "std"]),
+    "lsuv_tol": ("0.05", 0.05),
+    "lsuv_max_iter": ("3", 3),
+    "init_train": ("backprop", "backprop"),
+    "train_steps": ("5", 5),
+    "train_lr": ("0.05", 0.05),
+    "train_batch": ("6", 6),
 }
 
 

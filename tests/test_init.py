@@ -50,7 +50,19 @@ def test_deterministic_given_rng_state(init):
 def test_successive_draws_differ(init, rng):
     first = draw(init, 6, 4, gain=GAIN, rng=rng)
     second = draw(init, 6, 4, gain=GAIN, rng=rng)
-    assert not np.array_equal(first, second)
+    # Random rules differ draw to draw; deterministic ones (ZerO) must not.
+    assert np.array_equal(first, second) != INITIALIZERS[init].random
+
+
+def test_zero_is_identity_or_scaled_hadamard():
+    """ZerO (Zhao et al. 2021): partial identity when not growing; c·Hadamard when growing."""
+    np.testing.assert_array_equal(draw("zero", 5, 5, gain=1.0, rng=None), np.eye(5))
+    np.testing.assert_array_equal(draw("zero", 6, 4, gain=2.0, rng=None), 2 * np.eye(6, 4))
+    w = draw("zero", 3, 8, gain=1.0, rng=None)  # m = 3, c = 2^-1
+    assert set(np.unique(np.abs(w))) == {0.5}
+    # rows are orthogonal with equal norms: no input direction is lost or favoured
+    g = w @ w.T
+    np.testing.assert_allclose(g, g[0, 0] * np.eye(3))
 
 
 @pytest.mark.parametrize("init", INITIALIZERS)

@@ -144,7 +144,7 @@ def test_mse_output_gradient(rng):
 def _params_fixture(rng, depth, d, w, T=2):
     Ws = [rng.standard_normal((T, d if l == 1 else w, w)) / np.sqrt(d if l == 1 else w) * 1.3 for l in range(1, depth + 1)]
     bs = [rng.standard_normal((T, w)) * 0.1 for _ in range(depth)]
-    return lambda l: (Ws[l - 1], bs[l - 1]), Ws, bs
+    return lambda l, s_prev: (Ws[l - 1], bs[l - 1]), Ws, bs
 
 
 @pytest.mark.parametrize("depth,slots", [(1, 4), (3, 4), (9, 2), (17, 4), (12, 1)])
@@ -200,6 +200,6 @@ def test_gradient_norm_against_finite_differences_of_the_loss(rng):
 
 def test_zero_readout_gives_exact_zero_gradients(rng):
     x = rng.standard_normal((2, 5, 3))
-    norms = weight_gradient_norms(x, lambda l: (_ for _ in ()).throw(AssertionError("no work")), 4,
+    norms = weight_gradient_norms(x, lambda l, s: (_ for _ in ()).throw(AssertionError("no work")), 4,
                                   Architecture(), np.zeros((2, 5, 4)))
     assert norms.shape == (2, 4) and not norms.any()

@@ -32,7 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-REPORT_OUTPUTS = frozenset({"report.html", "figures"})
+REPORT_OUTPUTS = frozenset({"report.html", "figures", "init_log.csv", "train_log.csv"})  # optional outputs
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "config.toml")
 
 
@@ -52,7 +52,7 @@ def run_command(
     depth: Optional[str] = typer.Option(None, metavar="INT", help="Hidden layers (default: 10)."),
     samples: Optional[str] = typer.Option(None, metavar="INT", help="Samples per trial (default: 100)."),
     activation: Optional[str] = typer.Option(None, help="relu, leaky_relu, tanh, gelu, identity (default: relu)."),
-    shift: Optional[str] = typer.Option(None, help="linspace, zeros, normal, uniform (default: linspace)."),
+    shift: Optional[str] = typer.Option(None, help="linspace, zeros, normal, uniform, quantile (default: linspace)."),
     shift_scale: Optional[str] = typer.Option(None, "--shift-scale", metavar="FLOAT", help="Scale of the shifts (default: 1)."),
     residual: Optional[str] = typer.Option(None, metavar="FLOAT", help="Residual branch scale alpha, 0 = none (default: 0)."),
     norm: Optional[str] = typer.Option(None, help="none, layer, batch (default: none)."),
@@ -62,6 +62,12 @@ def run_command(
     seed: Optional[str] = typer.Option(None, metavar="INT", help="Seed of every random draw (default: 0)."),
     dtype: Optional[str] = typer.Option(None, help="float64 or float32 (default: float64)."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated subset of metrics (default: all)."),
+    lsuv_tol: Optional[str] = typer.Option(None, "--lsuv-tol", metavar="FLOAT", help="LSUV: stop when |Var - 1| < this (default: 0.01)."),
+    lsuv_max_iter: Optional[str] = typer.Option(None, "--lsuv-max-iter", metavar="INT", help="LSUV: most rescalings per layer (default: 10)."),
+    init_train: Optional[str] = typer.Option(None, "--init-train", help="none, forward-gradient, backprop: optimise the init for information first (default: none)."),
+    train_steps: Optional[str] = typer.Option(None, "--train-steps", metavar="INT", help="Init-training steps (default: 100)."),
+    train_lr: Optional[str] = typer.Option(None, "--train-lr", metavar="FLOAT", help="Init-training step size (default: 0.01)."),
+    train_batch: Optional[str] = typer.Option(None, "--train-batch", metavar="INT", help="Samples per init-training step, 0 = all (default: 0)."),
     workers: Optional[str] = typer.Option(None, metavar="INT", help="Threads over trials (default: cores)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
@@ -71,7 +77,8 @@ def run_command(
     fields = dict(init=init, gain=gain, data=data, input_dim=input_dim, width=width, depth=depth,
                   samples=samples, activation=activation, shift=shift, shift_scale=shift_scale,
                   residual=residual, norm=norm, readout=readout, target=target, trials=trials,
-                  seed=seed, dtype=dtype, metrics=metrics)
+                  seed=seed, dtype=dtype, metrics=metrics, lsuv_tol=lsuv_tol, lsuv_max_iter=lsuv_max_iter,
+                  init_train=init_train, train_steps=train_steps, train_lr=train_lr, train_batch=train_batch)
     try:
         cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
     except (ValueError, TypeError) as exc:
@@ -147,6 +154,11 @@ def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
         result.projections.to_csv(tmp / "projections.csv", index=False)
         result.weight_norms.to_csv(tmp / "weight_norms.csv", index=False)
         result.flags.to_csv(tmp / "flags.csv", index=False)
+        # What data-driven initializers did (LSUV iterations) and init-training histories.
+        if len(result.init_log):
+            result.init_log.to_csv(tmp / "init_log.csv", index=False)
+        if len(result.train_log):
+            result.train_log.to_csv(tmp / "train_log.csv", index=False)
         (tmp / "config.toml").write_text(config_to_toml(result.config))
         if report:
             try:

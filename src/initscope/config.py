@@ -19,12 +19,15 @@ from typing import Any
 
 from .data import SYNTHETIC, TARGETS
 from .init import ACTIVATIONS, INITIALIZERS
+from .init_data import LAYER_INITIALIZERS
 from .metrics import DEFAULT_METRICS, METRICS
 from .network import NORMS, READOUTS, SHIFTS
 
 __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES"]
 
 DTYPES = ("float64", "float32")
+INIT_TRAIN = ("none", "forward-gradient", "backprop")
+ALL_INITS = tuple(INITIALIZERS) + tuple(LAYER_INITIALIZERS)
 REAL_DATA = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 DATA_FILE_SUFFIXES = (".csv", ".npy")
 
@@ -56,6 +59,12 @@ class Config:
     seed: int = 0
     dtype: str = "float64"
     metrics: tuple[str, ...] = DEFAULT_METRICS
+    lsuv_tol: float = 0.01
+    lsuv_max_iter: int = 10
+    init_train: str = "none"
+    train_steps: int = 100
+    train_lr: float = 0.01
+    train_batch: int = 0
 
     @property
     def data_is_file(self) -> bool:
@@ -142,7 +151,7 @@ def make_config(**kwargs: Any) -> Config:
         )
     kw = {k: v for k, v in kwargs.items() if v is not None}
     c: dict[str, Any] = {}
-    c["init"] = _names("init", kw.get("init", Config.init), tuple(INITIALIZERS))
+    c["init"] = _names("init", kw.get("init", Config.init), ALL_INITS)
     gain = kw.get("gain")
     c["gain"] = None if gain is None else _float("gain", gain, minimum=0.0, strict=True)
     c["activation"] = _choice("activation", kw.get("activation", Config.activation), ACTIVATIONS)
@@ -159,6 +168,14 @@ def make_config(**kwargs: Any) -> Config:
     c["seed"] = _int("seed", kw.get("seed", Config.seed), 0)
     c["shift_scale"] = _float("shift_scale", kw.get("shift_scale", Config.shift_scale), minimum=0.0)
     c["residual"] = _float("residual", kw.get("residual", Config.residual), minimum=0.0)
+    c["lsuv_tol"] = _float("lsuv_tol", kw.get("lsuv_tol", Config.lsuv_tol), minimum=0.0, strict=True)
+    c["lsuv_max_iter"] = _int("lsuv_max_iter", kw.get("lsuv_max_iter", Config.lsuv_max_iter), 0)
+    c["init_train"] = _choice("init_train", kw.get("init_train", Config.init_train), INIT_TRAIN)
+    c["train_steps"] = _int("train_steps", kw.get("train_steps", Config.train_steps), 0)
+    c["train_lr"] = _float("train_lr", kw.get("train_lr", Config.train_lr), minimum=0.0, strict=True)
+    c["train_batch"] = _int("train_batch", kw.get("train_batch", Config.train_batch), 0)
+    if "looks-linear" in c["init"] and c["width"] % 2:
+        raise _fail("width", "even for init 'looks-linear' (its units come in mirrored pairs)", c["width"])
 
     data = kw.get("data", Config.data)
     if not isinstance(data, str) or not data:

@@ -43,6 +43,7 @@ class Initializer:
     name: str
     draw: Callable[[int, int, float, np.random.Generator], np.ndarray]
     rule: str
+    random: bool = True  # False: the same matrix every time (ZerO)
 
 
 def recommended_gain(activation: str) -> float:
@@ -167,6 +168,23 @@ def _torch_default(fan_in, fan_out, gain, rng):
     return _symmetric_uniform(fan_in, fan_out, gain / math.sqrt(fan_in), rng)
 
 
+def _zero(fan_in, fan_out, gain, rng):
+    """ZerO (Zhao et al. 2021, "ZerO initialization", Algorithm 1): deterministic.
+
+    Shrinking or square layers get the partial identity (input i feeds unit i);
+    growing layers get a scaled Hadamard block c·H[:fan_in, :fan_out] with
+    H of size 2^m ≥ fan_out and c = 2^(−(m−1)/2), whose columns spread every
+    input over all new units. `rng` is not used.
+    """
+    if fan_in >= fan_out:
+        return gain * np.eye(fan_in, fan_out)
+    from scipy.linalg import hadamard
+
+    m = max(1, math.ceil(math.log2(fan_out)))
+    c = 2.0 ** (-(m - 1) / 2.0)
+    return (gain * c) * hadamard(2**m)[:fan_in, :fan_out].astype(np.float64)
+
+
 def _symmetric_uniform(fan_in, fan_out, bound, rng):
     # bound * U(-1, 1) rather than rng.uniform(-bound, bound), so that a draw
     # is exactly linear in the gain.
@@ -187,5 +205,7 @@ INITIALIZERS: dict[str, Initializer] = {
         Initializer("lecun-normal", _kaiming_normal, "N(0, gain²/fan_in) (LeCun et al. 1998)"),
         Initializer("orthogonal", _orthogonal, "Haar (semi-)orthogonal, every singular value gain (Saxe et al. 2014)"),
         Initializer("torch-default", _torch_default, "U(±gain/sqrt(fan_in)), torch.nn.Linear's default at gain 1"),
+        Initializer("zero", _zero, "ZerO: partial identity, or scaled Hadamard when growing (Zhao et al. 2021)",
+                    random=False),
     )
 }

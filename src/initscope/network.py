@@ -40,7 +40,7 @@ __all__ = [
     "mse_output_gradient",
 ]
 
-SHIFTS = ("linspace", "zeros", "normal", "uniform")
+SHIFTS = ("linspace", "zeros", "normal", "uniform", "quantile")
 NORMS = ("none", "layer", "batch")
 READOUTS = ("zeros", "init")
 LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default, so gains and results match torch
@@ -89,10 +89,14 @@ def activation_derivative(name: str, z: np.ndarray) -> np.ndarray:
 
 
 def draw_shifts(kind: str, width: int, *, scale: float, rng: np.random.Generator | None, dtype=np.float64) -> np.ndarray:
-    """One layer's shift vector (width,): the seed's linspace(-1, 1) or a random draw, times scale."""
+    """One layer's shift vector (width,): the seed's linspace(-1, 1) or a random draw, times scale.
+
+    `quantile` shifts depend on the layer's data and are set by the run loop
+    (`init_data.quantile_shifts`); here they are zeros.
+    """
     if kind == "linspace":
         b = np.linspace(-1.0, 1.0, width)
-    elif kind == "zeros":
+    elif kind in ("zeros", "quantile"):
         b = np.zeros(width)
     elif kind == "normal":
         b = rng.standard_normal(width)

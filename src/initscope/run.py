@@ -24,22 +24,26 @@ from . import data as data_mod
 from . import metrics as M
 from .config import Config, config_columns, load_table, make_config
 from .gradients import weight_gradient_norms
-from .init import default_gain, draw as draw_weights
+from .init import INITIALIZERS, default_gain, draw as draw_weights
+from .init_data import LAYER_INITIALIZERS, quantile_shifts
 from .network import (
     Architecture,
     batch_norm_sigma,
     draw_layer,
+    draw_shifts,
     layer_forward,
     layer_jvp,
     mse_output_gradient,
 )
 
-__all__ = ["RunResult", "run", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators"]
+__all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
+           "ParamSource"]
 
 JACOBIAN_SAMPLES = 64
 WEIGHT_NORM_TRIALS = 10
 _DATA_KEY = 0x5EED_DA7A  # spawn key of the data streams; crc32 of a name never collides by design here
 _SUBSET_KEY = 0x5EED_5B5E
+_TRAIN_KEY = 0x5EED_7A1F
 
 
 class NumericalWarning(RuntimeWarning):
@@ -57,6 +61,8 @@ class RunResult:
     weight_norms: pd.DataFrame
     flags: pd.DataFrame
     gains: dict[str, float] = field(default_factory=dict)
+    init_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "layer", "quantity", "value"]))
+    train_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "objective", "seconds"]))
 
 
 def _init_key(name: str) -> int:
@@ -100,6 +106,7 @@ class _Chunk:
     weight_norms: list[tuple[int, list[int], np.ndarray]]  # (layer, trials, norms (k, fan_out))
     overflow_layer: np.ndarray  # (Tc,) first non-finite layer, -1 if none
     collapsed: np.ndarray  # (Tc, L+1) bool
+    init_info: list[tuple[int, int, str, float]]  # (trial, layer, quantity, value)
 
 
 def _top3(S_c: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -126,24 +133,91 @@ def _top3(S_c: np.ndarray, G: np.ndarray) -> np.ndarray:
     return out
 
 
-def _simulate(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int]) -> _Chunk:
+class ParamSource:
+    """Where one chunk's layer parameters come from, layer by layer.
+
+    Drawn: from each trial's generator in layer order (registry rules), or
+    fitted to the layer's input (layer-aware rules: looks-linear, lsuv,
+    well-spaced), with `shift = "quantile"` set from the batch. With
+    `remember=True` the generators' states before each layer are kept (a few
+    bytes per trial and layer), so `regenerate` can draw layer l again for the
+    backward pass without storing any weights. Given: explicit parameters
+    (e.g. after initialization training), sliced to the chunk's trials.
+    """
+
+    def __init__(self, config: Config, init: str, gain: float, trials: list[int], *,
+                 remember: bool = False, given: list[tuple[np.ndarray, np.ndarray]] | None = None):
+        self.config, self.init, self.gain = config, init, gain
+        self.dtype = np.dtype(config.dtype)
+        self.rngs = trial_generators(config.seed, _init_key(init), trials)
+        self.remember = remember
+        self.snapshots: dict[int, list[dict[str, Any]]] = {}
+        self.given = given
+        self.info: list[tuple[int, int, str, float]] = []  # (local trial, layer, quantity, value)
+
+    def layer(self, layer: int, S_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """W (T, fan_in, width) and b (T, width) of `layer`, whose input is S_prev (T, n, fan_in)."""
+        if self.given is not None:
+            return self.given[layer - 1]
+        if self.remember:
+            self.snapshots[layer] = [r.bit_generator.state for r in self.rngs]
+        return self._draw(layer, S_prev, self.rngs, record=True)
+
+    def regenerate(self, layer: int, S_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The same parameters as `layer` gave, drawn again from the remembered states."""
+        if self.given is not None:
+            return self.given[layer - 1]
+        scratch = [np.random.Generator(np.random.PCG64()) for _ in self.rngs]
+        for g, state in zip(scratch, self.snapshots[layer]):
+            g.bit_generator.state = state
+        return self._draw(layer, S_prev, scratch, record=False)
+
+    def _draw(self, layer, S_prev, rngs, *, record):
+        c = self.config
+        fan_in, width = S_prev.shape[-1], c.width
+        entry = LAYER_INITIALIZERS.get(self.init)
+        if entry is None:
+            W, b = draw_layer(self.init, fan_in, width, gain=self.gain, shift=c.shift,
+                              shift_scale=c.shift_scale, rngs=rngs, dtype=self.dtype)
+        else:
+            W = np.empty((len(rngs), fan_in, width), dtype=self.dtype)
+            b = np.empty((len(rngs), width), dtype=self.dtype)
+            for t, rng in enumerate(rngs):
+                shift = draw_shifts(c.shift, width, scale=c.shift_scale, rng=rng)
+                fit = entry.fit(S_prev[t].astype(np.float64), width, gain=self.gain, rng=rng, layer=layer,
+                                b=shift, tol=c.lsuv_tol, max_iter=c.lsuv_max_iter)
+                W[t] = fit.W
+                b[t] = fit.b if fit.b is not None else shift
+                if record:
+                    self.info += [(t, layer, key, value) for key, value in fit.info.items()]
+            if entry.sets_shifts:
+                return W, b
+        if c.shift == "quantile":
+            b = quantile_shifts(np.matmul(S_prev, W))
+        return W, b
+
+
+def _simulate(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int],
+              given=None) -> _Chunk:
     """Run one chunk of trials of one initializer through every layer.
 
     Overflow is expected (it is a result), so floating-point warnings are off
     here; errstate is per thread, hence set inside the worker.
     """
     with np.errstate(all="ignore"):
-        return _simulate_chunk(config, init, gain, X, y, trials)
+        return _simulate_chunk(config, init, gain, X, y, trials, given)
 
 
-def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int]) -> _Chunk:
+def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int],
+                    given=None) -> _Chunk:
     want = set(config.metrics)
     dtype = np.dtype(config.dtype)
     arch = Architecture(config.activation, config.norm, config.residual)
     T, n, d = X.shape
     L = config.depth
     rtol = M.rank_rtol(dtype)
-    rngs = trial_generators(config.seed, _init_key(init), trials)
+    source = ParamSource(config, init, gain, trials, given=given,
+                         remember="grad_norm" in want and config.readout != "zeros")
     values = {m: np.full((T, L + 1), np.nan) for m in config.metrics}
     spectra: list[np.ndarray] = []
     weight_norms: list[tuple[int, list[int], np.ndarray]] = []
@@ -160,17 +234,11 @@ def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np
     tangent = None
     if "jacobian_rank" in want:
         tangent = np.broadcast_to(np.eye(d, dtype=dtype), (T, m_jac, d, d)).copy()
-    snapshots: list[list[dict[str, Any]]] = []
-    keep_params = "grad_norm" in want and config.readout != "zeros"
 
     S = X
     for layer in range(L + 1):
         if layer > 0:
-            fan_in = S.shape[-1]
-            if keep_params:
-                snapshots.append([r.bit_generator.state for r in rngs])
-            W, b = draw_layer(init, fan_in, config.width, gain=gain, shift=config.shift,
-                              shift_scale=config.shift_scale, rngs=rngs, dtype=dtype)
+            W, b = source.layer(layer, S)
             sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
             if sel:
                 weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
@@ -226,38 +294,28 @@ def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np
         del S_c, S_work, eig, G
 
     if "grad_norm" in want:
-        values["grad_norm"][:, 1:] = _grad_norms(config, init, gain, X, y, S, rngs, snapshots, arch)
+        values["grad_norm"][:, 1:] = _grad_norms(config, init, gain, X, y, S, source, arch)
         values["grad_norm"][overflow_layer >= 0, 1:] = np.where(
             np.arange(1, L + 1)[None, :] >= overflow_layer[overflow_layer >= 0, None],
             np.nan,
             values["grad_norm"][overflow_layer >= 0, 1:],
         )
-    return _Chunk(values, spectra, proj, weight_norms, overflow_layer, collapsed)
+    info = [(trials[t], layer, key, value) for t, layer, key, value in source.info]
+    return _Chunk(values, spectra, proj, weight_norms, overflow_layer, collapsed, info)
 
 
-def _grad_norms(config, init, gain, X, y, S_last, rngs, snapshots, arch) -> np.ndarray:
+def _grad_norms(config, init, gain, X, y, S_last, source: ParamSource, arch) -> np.ndarray:
     """‖∂loss/∂W_l‖_F for l = 1..L (T, L): MSE of the readout against the target."""
     T, _, w = S_last.shape
     dtype = np.dtype(config.dtype)
     if config.readout == "zeros":
         W_out = np.zeros((T, w, y.shape[2]), dtype=dtype)
     else:
-        W_out = np.stack([draw_weights(init, w, y.shape[2], gain=gain, rng=r, dtype=dtype) for r in rngs])
-    with np.errstate(all="ignore"):
-        _, ds_last = mse_output_gradient(S_last, W_out, y)
-    if config.readout == "zeros":
-        return weight_gradient_norms(X, lambda layer: (None, None), config.depth, arch, ds_last)
-
-    scratch = [np.random.Generator(np.random.PCG64()) for _ in rngs]
-
-    def params(layer: int):
-        for g, state in zip(scratch, snapshots[layer - 1]):
-            g.bit_generator.state = state
-        fan_in = config.input_dim if layer == 1 else config.width
-        return draw_layer(init, fan_in, config.width, gain=gain, shift=config.shift,
-                          shift_scale=config.shift_scale, rngs=scratch, dtype=dtype)
-
-    return weight_gradient_norms(X, params, config.depth, arch, ds_last)
+        # The readout is drawn after the last layer, from the same per-trial streams.
+        rule = init if init in INITIALIZERS else "orthogonal"
+        W_out = np.stack([draw_weights(rule, w, y.shape[2], gain=gain, rng=r, dtype=dtype) for r in source.rngs])
+    _, ds_last = mse_output_gradient(S_last, W_out, y)
+    return weight_gradient_norms(X, source.regenerate, config.depth, arch, ds_last)
 
 
 def _workers(requested: int | None, trials: int) -> int:
@@ -268,6 +326,58 @@ def _workers(requested: int | None, trials: int) -> int:
     return max(1, min(os.cpu_count() or 1, trials))
 
 
+def init_gain(config: Config, init: str) -> float:
+    """The gain an initializer runs with: the config's, or the rule's default."""
+    if config.gain is not None:
+        return config.gain
+    if init in LAYER_INITIALIZERS:
+        return 1.0  # orthogonal/whitened directions: gain 1 is the isometric choice
+    return default_gain(init, config.activation)
+
+
+def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
+    if config is None:
+        return make_config(**kwargs)
+    if kwargs:
+        raise TypeError("run() takes either a Config or keyword fields, not both")
+    if not isinstance(config, Config):
+        raise TypeError(f"run() expects a Config as its first argument. Got {type(config).__name__} instead.")
+    return config
+
+
+def materialize(config: Config, init: str) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """A config's data and one initializer's parameters for all trials, held in memory.
+
+    Returns X (T, n, d), y (T, n, 1) and [(W_l (T, fan_in, w), b_l (T, w)) for l = 1..L]:
+    exactly the networks `run` measures (same generators, same order). Memory
+    grows with depth; the streaming `run` does not need this.
+    """
+    table = load_table(config) if config.data_is_fixed else None
+    X, y = _inputs(config, table)
+    source = ParamSource(config, init, init_gain(config, init), list(range(config.trials)))
+    arch = Architecture(config.activation, config.norm, config.residual)
+    params = []
+    S = X
+    with np.errstate(all="ignore"):
+        for layer in range(1, config.depth + 1):
+            W, b = source.layer(layer, S)
+            params.append((W, b))
+            S, _ = layer_forward(S, W, b, arch)
+    return X, y, params
+
+
+def _trained(config: Config, init: str, X: np.ndarray) -> tuple[list, pd.DataFrame]:
+    """Parameters after `init_train` (forward-gradient or backprop) and its history."""
+    from .init_train import train
+
+    _, _, params = materialize(config, init)
+    arch = Architecture(config.activation, config.norm, config.residual)
+    rng = np.random.default_rng([config.seed, _init_key(init), _TRAIN_KEY])
+    params, history = train(X, params, arch, method=config.init_train, steps=config.train_steps,
+                            lr=config.train_lr, batch=config.train_batch, rng=rng)
+    return params, history.assign(init=init)
+
+
 def run(config: Config | None = None, /, *, workers: int | None = None, **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
@@ -275,24 +385,24 @@ def run(config: Config | None = None, /, *, workers: int | None = None, **kwargs
     takes config fields as keywords; `run(cfg)` takes a validated Config.
     workers: threads over trial chunks (default: the machine's cores).
     """
-    if config is None:
-        config = make_config(**kwargs)
-    elif kwargs:
-        raise TypeError("run() takes either a Config or keyword fields, not both")
-    elif not isinstance(config, Config):
-        raise TypeError(f"run() expects a Config as its first argument. Got {type(config).__name__} instead.")
+    config = _resolve(config, kwargs)
     n_workers = _workers(workers, config.trials)
     table = load_table(config) if config.data_is_fixed else None
     X, y = _inputs(config, table)
-    chunks = np.array_split(np.arange(config.trials), n_workers)
+    chunks = [c for c in np.array_split(np.arange(config.trials), n_workers) if len(c)]
 
     results: dict[str, list[_Chunk]] = {}
     gains: dict[str, float] = {}
+    histories = []
     with np.errstate(all="ignore"):
         for init in config.init:
-            gain = config.gain if config.gain is not None else default_gain(init, config.activation)
-            gains[init] = gain
-            jobs = [(init, gain, X[c], y[c], [int(t) for t in c]) for c in chunks if len(c)]
+            gain = gains[init] = init_gain(config, init)
+            given = None
+            if config.init_train != "none":
+                given, history = _trained(config, init, X)
+                histories.append(history)
+            jobs = [(init, gain, X[c], y[c], [int(t) for t in c],
+                     None if given is None else [(W[c], b[c]) for W, b in given]) for c in chunks]
             if len(jobs) == 1:
                 results[init] = [_simulate(config, *jobs[0])]
             else:
@@ -303,6 +413,8 @@ def run(config: Config | None = None, /, *, workers: int | None = None, **kwargs
                 with threadpool_limits(1), ThreadPoolExecutor(len(jobs)) as pool:
                     results[init] = list(pool.map(lambda job: _simulate(config, *job), jobs))
     result = _tables(config, results, chunks, y, gains)
+    if histories:
+        result.train_log = pd.concat(histories, ignore_index=True)
     _warn(config, result.flags)
     return result
 
@@ -310,7 +422,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, **kwargs
 def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndarray, gains) -> RunResult:
     """Assemble the chunks into tidy tables, one numpy array per column (no per-row Python)."""
     L = config.depth
-    trials = np.concatenate([c for c in chunks if len(c)])
+    trials = np.concatenate(chunks)
     T = len(trials)
     names = list(config.metrics)
     m_cols: dict[str, list] = {"init": [], "trial": [], "layer": [], "metric": [], "value": []}
@@ -374,7 +486,9 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
     else:
         weight_norms = pd.DataFrame(columns=["init", "trial", "layer", "kind", "norm"])
     flags = pd.DataFrame(flag_rows, columns=["init", "trial", "layer", "flag"])
-    return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains)
+    info_rows = [(init, *row) for init, parts in results.items() for p in parts for row in p.init_info]
+    init_log = pd.DataFrame(info_rows, columns=["init", "trial", "layer", "quantity", "value"])
+    return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
 
 
 def _warn(config: Config, flags: pd.DataFrame) -> None:
