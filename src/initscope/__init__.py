@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 from .config import Config, load_config, make_config
 from .init import INITIALIZERS
 from .metrics import METRICS
-from .run import RunResult, run
+from .run import RunResult, materialize, run
 
-__all__ = ["Config", "INITIALIZERS", "METRICS", "RunResult", "load_config", "make_config", "run", "__version__"]
+__all__ = ["Config", "INITIALIZERS", "METRICS", "RunResult", "load_config", "make_config", "materialize", "run", "__version__"]
