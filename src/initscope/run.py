@@ -242,11 +242,10 @@ def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np
             sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
             if sel:
                 weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
-            z_prev_state = S
             S, z = layer_forward(S, W, b, arch)
             if tangent is not None:
                 tangent = layer_jvp(tangent, W, z[:, :m_jac], arch, batch_norm_sigma(z, arch))
-            del z_prev_state, z
+            del z
         finite = np.isfinite(S).all(axis=(1, 2))
         S_work = S if finite.all() else np.where(finite[:, None, None], S, 0.0)
         S_c = M.centred(S_work)
