@@ -188,6 +188,11 @@ def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+from .cli_torch import inspect_command  # noqa: E402  (torch is imported only when the command runs)
+
+app.command("inspect")(inspect_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input, 1 unexpected)."""
     args = list(sys.argv[1:] if argv is None else argv)

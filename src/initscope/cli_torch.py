@@ -1,0 +1,322 @@
+"""`initscope inspect`: diagnose a user's own PyTorch model from the command line.
+
+    initscope inspect path/to/file.py:factory --input data.npy [--init NAME] [--out DIR]
+
+imports the factory (a function that returns the model), optionally loads a
+state_dict (`--weights`, read with weights_only=True: never arbitrary
+objects) or re-initializes it from the registry (`--init`), runs it on the
+inputs (a .npy or .pt tensor, or `--input-shape 64,3,32,32` for standard
+normal data), writes the same CSVs as `initscope run` plus layers.csv,
+config.toml and report.html, and prints the per-layer table and the flags.
+
+The command lives on its own Typer app, `torch_app`, so that it is tested
+alone (`main([...])`, `python -m initscope.cli_torch inspect ...`) and is
+registered on the main CLI with `app.command("inspect")(inspect_command)`.
+Bad input, a broken factory, and a model, loss or backward pass that raises
+are one line on stderr ("initscope: error: ...", quoting the model's own
+message) and exit status 2, raised as `typer.Exit(2)` so that it works under
+either app. torch is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES"]
+
+DEFAULT_OUT = Path("initscope-inspect")
+OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
+                "config.toml")
+_REPORT_OUTPUTS = ("report.html", "figures")
+_SHORT = {"effective_rank": "eff_rank", "dead_fraction": "dead", "jacobian_rank": "jac_rank",
+          "mean_cosine": "cos"}
+_TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "jacobian_rank", "grad_norm")
+
+torch_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Diagnose a PyTorch model of your own, layer by layer.",
+    pretty_exceptions_enable=False,
+)
+
+
+@torch_app.callback()
+def _group() -> None:
+    """Keeps `inspect` a named subcommand when this app runs alone."""
+
+
+def _bad(message: str) -> typer.Exit:
+    """Print one line on stderr and return the exit-2 exception for the caller to raise."""
+    typer.echo(f"initscope: error: {' '.join(str(message).split())}", err=True)
+    return typer.Exit(2)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise _bad(f"The 'input-shape' parameter must be comma-separated integers >= 1, samples first "
+                   f"(e.g. 64,3,32,32). Got {text!r} instead.")
+    return shape
+
+
+def _int(name: str, text: str | None, low: int, default: int) -> int:
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise _bad(f"The '{name}' parameter must be an integer >= {low}. Got {text!r} instead.")
+    return value
+
+
+def _gain(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise _bad(f"The 'gain' parameter must be a finite number > 0. Got {text!r} instead.")
+    return value
+
+
+@torch_app.command("inspect")
+def inspect_command(
+    factory: str = typer.Argument(..., metavar="FILE.py:FUNCTION",
+                                  help="A function returning the model: path/to/file.py:name or package.module:name."),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="The inputs: a .npy or .pt tensor, samples first."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="N,...",
+                                              help="Standard normal inputs of this shape instead, e.g. 64,3,32,32."),
+    targets_file: Optional[Path] = typer.Option(None, "--targets",
+                                                help="Targets (.npy/.pt) for the MSE loss of grad_norm (default: "
+                                                     "the squared norm of the output)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A state_dict file to load (weights_only=True)."),
+    init: Optional[str] = typer.Option(None, help="Re-initialize every Linear/Conv weight with this initializer."),
+    gain: Optional[str] = typer.Option(None, metavar="FLOAT", help="Gain of --init (default: the initializer's own)."),
+    activation: str = typer.Option("relu", help="Activation whose recommended gain kaiming --init takes."),
+    seed: Optional[str] = typer.Option(None, metavar="INT", help="Seed of --init, --input-shape and dropout (default: 0)."),
+    mode: Optional[str] = typer.Option(None, help="train or eval (default: the mode the factory returns)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated module names or types to record (default: leaves)."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated subset of metrics (default: all)."),
+    dtype: Optional[str] = typer.Option(None, help="float32 or float64: convert the model (default: as built)."),
+    jacobian_samples: Optional[str] = typer.Option(None, "--jacobian-samples", metavar="INT",
+                                                   help="Samples for jacobian_rank (default: 64)."),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", help="Output folder."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the 'report' extra)."),
+    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
+) -> None:
+    """Run your model on a batch and write per-layer metrics, spectra, flags and report.html."""
+    if (input_file is None) == (input_shape is None):
+        raise _bad("Give the inputs with exactly one of --input FILE or --input-shape N,... .")
+    if init is not None and weights is not None:
+        raise _bad("Give either --weights (trained or saved weights) or --init (fresh ones), not both.")
+    if gain is not None and init is None:
+        raise _bad("The 'gain' parameter applies to --init; give --init NAME with it.")
+    if mode is not None and mode not in ("train", "eval"):
+        raise _bad(f"The 'mode' parameter must be one of ['train', 'eval']. Got {mode!r} instead.")
+    if dtype is not None and dtype not in ("float32", "float64"):
+        raise _bad(f"The 'dtype' parameter must be one of ['float32', 'float64']. Got {dtype!r} instead.")
+    if out.exists() and not out.is_dir():
+        raise _bad(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
+    shape = _shape(input_shape) if input_shape is not None else None
+    seed_value = _int("seed", seed, 0, 0)
+    jac = _int("jacobian-samples", jacobian_samples, 1, 64)
+    gain_value = _gain(gain)
+    try:
+        import torch
+    except ImportError:
+        raise _bad("initscope inspect needs PyTorch: pip install 'initscope[torch]'.") from None
+    from .torch import (
+        ModelError,
+        build_model,
+        initialize,
+        inspect,
+        load_factory,
+        load_state_dict,
+        load_tensor,
+        random_inputs,
+    )
+
+    try:
+        model = build_model(load_factory(factory), factory)
+        if dtype is not None:
+            model = model.to(getattr(torch, dtype))
+        if weights is not None:
+            load_state_dict(model, weights)
+        if init is not None:
+            initialize(model, init, gain=gain_value, activation=activation, seed=seed_value)
+        model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        if shape is not None:
+            x = random_inputs(shape, seed=seed_value, dtype=model_dtype)
+        else:
+            x = load_tensor(input_file, "input")
+        y = load_tensor(targets_file, "targets") if targets_file is not None else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = inspect(
+                model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
+                layers=None if layers is None else [s.strip() for s in layers.split(",") if s.strip()],
+                metrics=None if metrics is None else [s.strip() for s in metrics.split(",") if s.strip()],
+                mode=mode, jacobian_samples=jac, seed=seed_value,
+            )
+    except ModelError as exc:
+        where = f" (inputs of shape {tuple(x.shape)})" if "forward pass" in str(exc) else ""
+        raise _bad(f"{exc}{where}") from None
+    except (ValueError, TypeError) as exc:
+        raise _bad(str(exc)) from None
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    source = input_file if input_file is not None else f"standard normal {input_shape}"
+    result.config.update(factory=factory, inputs=str(source))
+    if weights is not None:
+        result.config["weights"] = str(weights)
+    given = {"--input": input_file, "--input-shape": input_shape, "--targets": targets_file, "--weights": weights,
+             "--init": init, "--gain": gain, "--activation": activation if init else None, "--seed": seed,
+             "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
+             "--jacobian-samples": jacobian_samples}
+    result.config["command"] = " ".join(["initscope inspect", _quote(factory)] + [
+        f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None])
+    _write(result, out, report=report, png=png)
+    if not quiet:
+        _print(result, out)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _toml(config: dict) -> str:
+    import json
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (tuple, list)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(str(v))
+
+    lines = ["# initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)"]
+    lines += [f"{k} = {value(v)}" for k, v in config.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _write(result, out: Path, *, report: bool, png: bool) -> None:
+    """Write every output into a temporary sibling folder, then move them in together."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "layers"):
+            getattr(result, name).to_csv(tmp / f"{name}.csv", index=False)
+        (tmp / "config.toml").write_text(_toml(result.config))
+        if report:
+            try:
+                import plotly  # noqa: F401
+            except ImportError:
+                typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
+            else:
+                from .report import write_report
+
+                write_report(result, tmp / "report.html", png=png)
+        out.mkdir(exist_ok=True)
+        produced = {item.name for item in tmp.iterdir()}
+        for stale in _REPORT_OUTPUTS:  # an earlier report must not sit beside these CSVs
+            if stale not in produced and (out / stale).is_dir():
+                shutil.rmtree(out / stale)
+            elif stale not in produced and (out / stale).exists():
+                (out / stale).unlink()
+        for item in sorted(tmp.iterdir()):
+            target = out / item.name
+            if item.is_dir() and target.exists():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _number(v: float) -> str:
+    if not math.isfinite(v):
+        return "nan"
+    return f"{v:.3g}" if v == 0 or 1e-3 <= abs(v) < 1e5 else f"{v:.2e}"
+
+
+def _print(result, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .torch import diagnose, flag_table
+
+    console = Console(width=None if sys.stdout.isatty() else 180)
+    wide = result.metrics.pivot_table(index="layer", columns="metric", values="value", aggfunc="first", dropna=False)
+    flags = result.flags.groupby("layer")["flag"].apply(lambda f: ", ".join(f)) if len(result.flags) else {}
+    present = [m for m in _TABLE_METRICS if m in wide]
+    label = result.config["init"][0]
+    table = Table(title=f"{result.config['model']} ({label}), {result.config['samples']} samples, "
+                        f"mode {result.config['mode']}", title_justify="left")
+    for column in ("layer", "module", "type", "shape", "units"):
+        table.add_column(column, justify="right" if column in ("layer", "units") else "left")
+    for m in present:
+        table.add_column(_SHORT.get(m, m), justify="right")
+    table.add_column("flags")
+    for row in result.layers.itertuples(index=False):
+        cells = [str(row.layer), row.module, row.module_type, row.shape, str(row.units)]
+        cells += [_number(float(wide.at[row.layer, m])) for m in present]
+        cells.append(flags.get(row.layer, "") if len(flags) else "")
+        table.add_row(*cells)
+    console.print(table)
+    for _, row in flag_table(result).iterrows():
+        console.print(f"[bold]{row.iloc[0]}[/bold]")
+        for column in row.index[1:]:
+            console.print(f"  {column}: {row[column]}")
+    for line in diagnose(result):
+        console.print(line)
+    for note in result.notes:
+        console.print(f"note: {note}")
+    console.print(f"wrote {out}/ ({', '.join(OUTPUT_FILES)}, report.html)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of this app alone; returns the exit status (0 ok, 2 bad input, 1 unexpected)."""
+    try:
+        from typer._click.exceptions import ClickException as usage_error
+    except ImportError:
+        from click.exceptions import ClickException as usage_error
+
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
+    try:
+        status = torch_app(args=args, prog_name="initscope", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("initscope: aborted", err=True)
+        return 1
+    except usage_error as exc:
+        typer.echo(f"initscope: error: {' '.join(exc.format_message().split())}", err=True)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - unexpected: exit 1 with the reason
+        typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

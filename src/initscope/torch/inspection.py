@@ -1,0 +1,298 @@
+"""`inspect`: the core's per-layer diagnosis of any torch.nn.Module on a batch of data.
+
+One forward pass records every selected module's output (forward hooks, in
+execution order: a module called twice is two layers) and measures it at
+once with `initscope.metrics` (`recording`), so states are not kept. The same
+pass gives the loss for one backward pass (weight gradients); it runs
+without autograd when grad_norm is not asked for. jacobian_rank comes from
+forward-mode AD on at most 64 samples (`jacobian`). Afterwards the hooks are
+gone and the model is as it was: training/eval flags, requires_grad flags
+and buffers (BatchNorm running statistics) are restored, even when the
+forward pass raises, and torch's global RNG is not advanced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import metrics as M
+from .jacobian import JACOBIAN_BUDGET, JACOBIAN_SAMPLES, jacobian_ranks
+from .loading import ModelError, _quote
+from .recording import CHANNELS, HookError, Recorder, channels_hint, to_numpy
+from .tables import InspectResult, build_result
+
+__all__ = ["inspect", "MODES"]
+
+MODES = ("train", "eval")
+
+
+def _as_tensor(value, label: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"The '{label}' parameter must be an array of numbers. Got dtype {value.dtype} instead.")
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"The '{label}' parameter must be a torch.Tensor or numpy array. Got {type(value).__name__} instead.")
+    if value.ndim == 0 or value.shape[0] == 0:
+        raise ValueError(f"The '{label}' parameter must have a first axis of samples, n >= 1. "
+                         f"Got shape {tuple(value.shape)} instead.")
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise ValueError(f"The '{label}' parameter must be finite. It contains NaN or Inf.")
+    return value
+
+
+def _metric_names(metrics) -> tuple[str, ...]:
+    if metrics is None:
+        return tuple(M.METRICS)
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not names or any(m not in M.METRICS for m in names):
+        raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(M.METRICS)}. "
+                         f"Got {metrics!r} instead.")
+    return tuple(m for m in M.METRICS if m in names)
+
+
+def _select(model: nn.Module, layers) -> list[tuple[str, nn.Module]]:
+    """The modules to hook: leaf modules by default; else those matching an entry of `layers`.
+
+    A string matches a module's qualified name or its class name; a class
+    matches its instances. Every entry must match something.
+    """
+    named = list(model.named_modules())
+    if layers is None:
+        return [(name, m) for name, m in named if next(m.children(), None) is None]
+    wanted = [layers] if isinstance(layers, (str, type)) else list(layers)
+    if not wanted:
+        raise ValueError("The 'layers' parameter must name at least one module or module type. Got an empty list instead.")
+    chosen: set[int] = set()
+    for entry in wanted:
+        if isinstance(entry, str):
+            hits = [m for n, m in named if n == entry or type(m).__name__ == entry]
+        elif isinstance(entry, type) and issubclass(entry, nn.Module):
+            hits = [m for _, m in named if isinstance(m, entry)]
+        else:
+            raise TypeError(f"The 'layers' parameter must hold module names or nn.Module classes. Got {entry!r} instead.")
+        if not hits:
+            examples = [n for n, _ in named if n][:12]
+            raise ValueError(f"The 'layers' parameter must name modules of the model. Got {entry!r}, which matches "
+                             f"no module name or type (names include {examples}).")
+        chosen.update(id(m) for m in hits)
+    return [(n, m) for n, m in named if id(m) in chosen]
+
+
+def _weights(module: nn.Module) -> list[nn.Parameter]:
+    """A recorded module's weights: its parameters named `weight` or `*_weight` (its children's too)."""
+    return [p for name, p in module.named_parameters() if name.rsplit(".", 1)[-1].endswith("weight")]
+
+
+def _call(model: nn.Module, x: torch.Tensor):
+    try:
+        return model(x)
+    except HookError as exc:
+        raise exc.__cause__ from None
+    except Exception as exc:  # noqa: BLE001 - the model's own error, quoted
+        raise ModelError(f"the model raised {_quote(exc)} in its forward pass") from exc
+
+
+def _loss_value(output, targets, loss: Callable | None, notes: list[str]) -> torch.Tensor | None:
+    """The scalar loss; None (with a note) when the output is not a tensor and no loss is given."""
+    if loss is not None:
+        try:
+            value = loss(output, targets)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"the loss raised {_quote(exc)}") from exc
+    elif not isinstance(output, torch.Tensor):
+        notes.append(f"grad_norm not measured: the model returns a {type(output).__name__}, not a tensor; "
+                     "pass loss=f(output, targets) returning a scalar tensor.")
+        return None
+    elif targets is None:
+        value = (output * output).sum()
+    else:
+        if targets.shape != output.shape:
+            if targets.numel() != output.numel():
+                raise ValueError(f"The 'targets' parameter must have the model output's shape "
+                                 f"{tuple(output.shape)}. Got {tuple(targets.shape)} instead.")
+            targets = targets.reshape(output.shape)
+        value = F.mse_loss(output, targets.to(output.dtype))
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise ValueError(f"The 'loss' parameter must return a scalar tensor. Got {type(value).__name__} "
+                         f"{tuple(getattr(value, 'shape', ()))} instead.")
+    return value.reshape(())
+
+
+def _gradient_norms(value: torch.Tensor, params: list[nn.Parameter]) -> dict[int, float]:
+    """‖∂loss/∂p‖_F per parameter (by id), from one backward pass; parameters the loss ignores give 0."""
+    if not value.requires_grad:
+        return {id(p): 0.0 for p in params}
+    try:
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"the backward pass raised {_quote(exc)}") from exc
+    return {id(p): 0.0 if g is None else float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
+            for p, g in zip(params, grads, strict=True)}
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead.")
+    return int(value)
+
+
+def inspect(
+    model: nn.Module,
+    inputs,
+    *,
+    targets=None,
+    layers=None,
+    loss: Callable | None = None,
+    metrics: Sequence[str] | None = None,
+    label: str = "model",
+    mode: str | None = None,
+    channels: str = "auto",
+    jacobian_samples: int = JACOBIAN_SAMPLES,
+    jacobian_budget: int = JACOBIAN_BUDGET,
+    seed: int = 0,
+) -> InspectResult:
+    """Per-layer metrics and spectra of `model` on `inputs`, as tidy tables (`InspectResult`).
+
+    inputs: (n, *shape), a tensor or numpy array; floating inputs are cast to
+    the model's floating dtype and moved to its device. Layer 0 is the input;
+    layers 1, 2, ... are the recorded module calls in execution order.
+    layers: None records every leaf module whose output is a floating tensor
+    with the n samples first; else names (qualified or class names) and
+    nn.Module classes. loss: f(output, targets) -> scalar; default mean
+    squared error to `targets`, or the squared norm of the output without.
+    grad_norm of a layer is ‖∂loss/∂W‖_F over its module's weights
+    (parameters named `weight` or `*_weight`), NaN for modules without; a
+    module called twice shows its total gradient on both of its layers.
+    mode: "train", "eval", or None to run the model in the mode it is in.
+    channels: how feature maps are read ("auto", "first", "last"; see
+    `initscope.torch.recording`). label: the `init` column's value.
+    jacobian_samples, jacobian_budget: at most that many samples, and Jacobian
+    entries per layer (see `initscope.torch.jacobian`).
+    seed: seeds torch's RNG inside the call (dropout) and the distance_corr
+    subset beyond 2,000 samples.
+    Errors raised by the model's forward pass, the loss or the backward pass
+    become `ModelError`, quoting the original, which is chained.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter of inspect must be a torch.nn.Module. Got {type(model).__name__} instead.")
+    metric_names = _metric_names(metrics)
+    want = set(metric_names)
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"The 'mode' parameter must be one of {list(MODES)} or None. Got {mode!r} instead.")
+    if channels not in CHANNELS:
+        raise ValueError(f"The 'channels' parameter must be one of {list(CHANNELS)}. Got {channels!r} instead.")
+    if not isinstance(label, str) or not label:
+        raise ValueError(f"The 'label' parameter must be a non-empty string. Got {label!r} instead.")
+    jacobian_samples = _check_int("jacobian_samples", jacobian_samples, 1)
+    jacobian_budget = _check_int("jacobian_budget", jacobian_budget, 1)
+    seed = _check_int("seed", seed, 0)
+    if loss is not None and not callable(loss):
+        raise TypeError(f"The 'loss' parameter must be callable as loss(output, targets). Got {type(loss).__name__} instead.")
+    x = _as_tensor(inputs, "inputs")
+    n = x.shape[0]
+    y = None if targets is None else _as_tensor(targets, "targets")
+    if y is not None and y.shape[0] != n:
+        raise ValueError(f"The 'targets' parameter must have one row per input sample ({n}). "
+                         f"Got shape {tuple(y.shape)} instead.")
+    selected = _select(model, layers)
+    x, y, device = _placed(model, x, y)
+
+    notes: list[str] = []
+    X_flat = to_numpy(x.reshape(n, -1))[None]
+    ref = M.distance_reference(X_flat, rng=np.random.default_rng(seed)) if "distance_corr" in want else None
+    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=want, channels=channels,
+                   X_c=M.centred(X_flat), ref=ref, notes=notes)
+    weights = {id(m): _weights(m) for _, m in selected} if "grad_norm" in want else {}
+    params = list({id(p): p for ps in weights.values() for p in ps}.values())
+    grads: dict[int, float] = {}
+    jac: dict[int, float] = {}
+
+    training = {m: m.training for m in model.modules()}
+    grad_flags = {p: p.requires_grad for p in model.parameters()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    handles = []
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        try:
+            if mode is not None:
+                model.train(mode == "train")
+            for p in params:
+                p.requires_grad_(True)
+            # A sequence input (n, L, E) reads as the model's first Conv1d (channels first) or Linear (last).
+            rec.previous = channels_hint(m for _, m in selected)
+            rec.add(None, "input", x)
+            handles = [module.register_forward_hook(rec.hook) for _, module in selected]
+            torch.manual_seed(seed)
+            with torch.enable_grad() if params else torch.no_grad():
+                output = _call(model, x)
+                value = _loss_value(output, y, loss, notes) if params else None
+                if value is not None:
+                    grads = _gradient_norms(value, params)
+                del output, value
+            for h in handles:
+                h.remove()
+            _restore(buffers)
+            if "jacobian_rank" in want:
+                jac = jacobian_ranks(model, x, rec.layers, [m for _, m in selected], samples=jacobian_samples,
+                                     budget=jacobian_budget, seed=seed, notes=notes)
+        finally:
+            for h in handles:
+                h.remove()
+            for m, flag in training.items():
+                m.training = flag
+            for p, flag in grad_flags.items():
+                p.requires_grad_(flag)
+            _restore(buffers)
+
+    values = {}
+    for layer in rec.layers:
+        v = dict(layer.measured.values)
+        if "jacobian_rank" in want:
+            v["jacobian_rank"] = jac.get(layer.index, math.nan) if layer.measured.finite else math.nan
+        if "grad_norm" in want:
+            ps = weights.get(id(layer.module), []) if layer.module is not None else []
+            v["grad_norm"] = math.sqrt(sum(grads.get(id(p), math.nan) ** 2 for p in ps)) if ps else math.nan
+        values[layer.index] = v
+    config = {"init": (label,), "model": type(model).__name__, "samples": n, "input_dim": X_flat.shape[2],
+              "dtype": str(X_flat.dtype), "mode": mode or ("train" if model.training else "eval"), "seed": seed,
+              "metrics": metric_names}
+    if any(layer.layout.channels_first is not None for layer in rec.layers):
+        notes.insert(0, "Feature maps are read as samples*positions x channels (positions folded into samples) for "
+                        "rms, std, spectra, ranks, dead and linear units and cosines; linear_r2, distance_corr, the "
+                        "projections and jacobian_rank use one flattened row per sample.")
+    # The report colours samples by their target, or by the input's norm when there is none.
+    if y is not None and y.is_floating_point():
+        target = y.reshape(n, -1)[:, 0].detach().to("cpu", torch.float64).numpy()
+    else:
+        target = np.linalg.norm(X_flat[0].astype(np.float64), axis=1)
+    return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes)
+
+
+def _placed(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None):
+    """Inputs and targets on the model's device; floating ones in its floating dtype."""
+    reference = next(model.parameters(), None)
+    if reference is None:
+        reference = next(model.buffers(), None)
+    device = reference.device if reference is not None else torch.device("cpu")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+    def place(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        if t.is_floating_point() and dtype is not None:
+            t = t.to(dtype)
+        return t.to(device)
+
+    return place(x), place(y), device
+
+
+def _restore(buffers) -> None:
+    with torch.no_grad():
+        for buffer, value in buffers:
+            buffer.copy_(value)

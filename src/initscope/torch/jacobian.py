@@ -1,0 +1,145 @@
+"""jacobian_rank of every recorded layer, by forward-mode AD: one forward pass per input direction.
+
+Each pass perturbs every sample's input along the same direction e_k, so a
+layer's output tangent row i is ∂s_i/∂x_i · e_k: d passes give each sample's
+Jacobian of its flattened output with respect to its flattened input.
+Models whose samples interact (BatchNorm in training mode) add the O(1/m)
+cross-sample terms Σ_{j≠i} ∂s_j/∂x_i · e_k. A pass stops right after the
+last layer it needs. Layers whose Jacobians exceed a budget use fewer
+samples, or none (NaN, with a note).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+
+import numpy as np
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import nn
+
+from .. import metrics as M
+from .loading import _quote
+from .recording import Layer, display_name, to_numpy
+
+__all__ = ["jacobian_ranks", "jacobian_samples", "JACOBIAN_SAMPLES", "JACOBIAN_BUDGET"]
+
+JACOBIAN_SAMPLES = 64
+JACOBIAN_BUDGET = 2**24  # Jacobian entries kept per layer (samples·d·w): 128 MiB in float64
+_RANK_FLOPS = 64  # and samples·d·w·min(d, w) <= 64·budget: the cost of its rank
+
+
+class _Stop(BaseException):
+    """Ends a pass after the last layer it needs. Not an Exception, so that user code does not catch it."""
+
+
+def jacobian_samples(d: int, w: int, samples: int, budget: int) -> int:
+    """How many samples' (d × w) Jacobians fit the budget: entries and the cost of their rank."""
+    size = d * w
+    if size == 0:
+        return samples
+    return min(samples, budget // size, budget * _RANK_FLOPS // (size * min(d, w)))
+
+
+class _Tangents:
+    """Hooks of one pass: copy the tangent of each needed layer's output into its Jacobian."""
+
+    def __init__(self, sequence: list[tuple[int, int]], J: dict[int, np.ndarray], m: int):
+        self.sequence, self.J, self.m = sequence, J, m
+        self.last = max(J)
+        self.k = 0
+        self.pos = 0
+        self.calls: Counter[int] = Counter()
+        self.mismatch = False
+
+    def start(self, k: int) -> None:
+        self.k, self.pos = k, 0
+        self.calls.clear()
+
+    def hook(self, module: nn.Module, args, output) -> None:
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            return
+        if output.ndim == 0 or output.shape[0] != self.m:
+            return
+        self.pos += 1
+        call = self.calls[id(module)]
+        self.calls[id(module)] += 1
+        if self.pos >= len(self.sequence) or self.sequence[self.pos] != (id(module), call):
+            self.mismatch = True
+            raise _Stop
+        Ji = self.J.get(self.pos)
+        if Ji is not None:
+            tangent = fwAD.unpack_dual(output).tangent
+            if tangent is not None:  # None: the output does not depend on the input
+                m_l = Ji.shape[0]
+                Ji[:, self.k, :] = to_numpy(tangent[:m_l].reshape(m_l, -1))
+        if self.pos == self.last:
+            raise _Stop
+
+
+def jacobian_ranks(model: nn.Module, x: torch.Tensor, layers: list[Layer], modules: list[nn.Module], *,
+                   samples: int, budget: int, seed: int, notes: list[str]) -> dict[int, float]:
+    """jacobian_rank by layer index (layer 0, the input, is 1); sets each layer's jacobian_samples.
+
+    x: the inputs (n, *shape); layers: the main pass's recording, whose
+    module calls this pass must repeat in the same order; modules: those to hook.
+    """
+    if not x.is_floating_point():
+        notes.append("jacobian_rank not measured: the inputs are not floating point, so not differentiable.")
+        return {}
+    out: dict[int, float] = {0: 1.0}
+    m = min(samples, x.shape[0])
+    layers[0].jacobian_samples = m
+    d = math.prod(x.shape[1:])
+    J: dict[int, np.ndarray] = {}
+    dtype = np.float64 if x.dtype == torch.float64 else np.float32
+    over = []
+    for layer in layers[1:]:
+        if not layer.measured.finite:
+            continue
+        w = layer.layout.flat_units
+        layer.jacobian_samples = jacobian_samples(d, w, m, budget)
+        if layer.jacobian_samples:
+            J[layer.index] = np.zeros((layer.jacobian_samples, d, w), dtype=dtype)
+        else:
+            over.append(layer)
+    if over:
+        notes.append(f"jacobian_rank not measured for {len(over)} layer(s) whose Jacobian (d={d} inputs × their "
+                     f"units) exceeds the budget of {budget:,} entries, e.g. {display_name(over[0].name)}.")
+    if not J:
+        return out
+    sequence = [(-1, 0)] + [(id(layer.module), layer.call) for layer in layers[1:]]
+    tangents = _Tangents(sequence, J, m)
+    x_m = x[:m].detach()
+    handles = [module.register_forward_hook(tangents.hook) for module in modules]
+    try:
+        with warnings.catch_warnings():
+            # torch scripts its forward-AD decompositions on first use, with a DeprecationWarning of its own.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
+                                    category=DeprecationWarning)
+            for k in range(d):
+                tangents.start(k)
+                direction = torch.zeros((m, d), dtype=x.dtype, device=x.device)
+                direction[:, k] = 1.0
+                torch.manual_seed(seed)  # the same dropout masks in every direction
+                with fwAD.dual_level(), torch.no_grad():
+                    try:
+                        model(fwAD.make_dual(x_m, direction.reshape(x_m.shape)))
+                    except _Stop:
+                        pass
+                if tangents.mismatch:
+                    notes.append("jacobian_rank not measured: the model called its modules in a different "
+                                 f"order on {m} samples than on all {x.shape[0]}.")
+                    return out
+    except Exception as exc:  # noqa: BLE001 - e.g. an op without a forward-mode derivative
+        notes.append(f"jacobian_rank not measured: forward-mode AD through the model raised {_quote(exc)}.")
+        return out
+    finally:
+        for h in handles:
+            h.remove()
+    with np.errstate(all="ignore"):
+        for i, Ji in J.items():
+            out[i] = float(M.jacobian_rank(Ji[None])[0])
+    return out

@@ -1,0 +1,159 @@
+"""The tidy tables of an inspection, with the core's columns so that the report and CSV writers take them."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..run import NumericalWarning
+from .initializers import INITIALIZABLE, weight_fans
+from .recording import Layer, display_name
+
+__all__ = ["InspectResult", "combine", "build_result", "incoming_norms", "LAYER_COLUMNS"]
+
+LAYER_COLUMNS = ("module", "module_type", "call", "shape", "state")
+CONTEXT_COLUMNS = ("samples", "input_dim", "dtype", "mode", "seed", "model")
+
+
+@dataclass
+class InspectResult:
+    """Tidy tables with the columns of `initscope.run.RunResult`, so the report and CSV writers take them.
+
+    metrics: init, trial, layer, metric, value, then module (qualified
+    name; "input" for layer 0), module_type, call (0 for a module's first
+    call, 1 for its second, ...), shape (per sample, e.g. "16x8x8"), state
+    (how the state matrix was formed: "samples x units" or
+    "samples*positions x channels") and the context columns samples,
+    input_dim, dtype, mode, seed, model. spectra, projections,
+    weight_norms, flags: as the core's. layers: one row per layer with the
+    init and layer columns, units (columns of the state matrix), state_samples (its
+    rows) and jacobian_samples. config: a mapping of the context (the
+    report's config section). notes: plain-language remarks.
+    """
+
+    metrics: pd.DataFrame
+    spectra: pd.DataFrame
+    projections: pd.DataFrame
+    weight_norms: pd.DataFrame
+    flags: pd.DataFrame
+    layers: pd.DataFrame
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def incoming_norms(module: nn.Module) -> np.ndarray | None:
+    """Each output unit's incoming weight-vector 2-norm (units,), for Linear and (transposed) Conv; else None."""
+    if not isinstance(module, INITIALIZABLE):
+        return None
+    fans = weight_fans(module)
+    w = module.weight.detach().to("cpu", torch.float64)
+    if fans.transposed:  # (in, out/g, *k): unit j of group g_i reads weight[g_i-block, j]
+        g = fans.groups
+        w = w.reshape(g, w.shape[0] // g, w.shape[1], -1).transpose(1, 2).reshape(fans.units, fans.fan_in)
+    else:
+        w = w.reshape(fans.units, fans.fan_in)
+    return torch.linalg.vector_norm(w, dim=1).numpy()
+
+
+def _layer_info(layers: list[Layer]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "layer": [layer.index for layer in layers],
+        "module": [display_name(layer.name) if layer.module is not None else "input" for layer in layers],
+        "module_type": [layer.module_type for layer in layers],
+        "call": [layer.call for layer in layers],
+        "shape": ["x".join(str(s) for s in layer.layout.shape) for layer in layers],
+        "state": [layer.layout.state for layer in layers],
+        "units": [layer.layout.units for layer in layers],
+        "state_samples": [layer.state_samples for layer in layers],
+        "jacobian_samples": [layer.jacobian_samples for layer in layers],
+    })
+
+
+def build_result(layers: list[Layer], values: dict[int, dict[str, float]], metric_names: tuple[str, ...], *,
+                 label: str, config: dict[str, Any], target: np.ndarray, notes: list[str]) -> InspectResult:
+    """Assemble the tables. values: every metric of each layer, by layer index."""
+    info = _layer_info(layers)
+    frames = []
+    for metric in metric_names:
+        part = info[["layer", *LAYER_COLUMNS]].copy()
+        part.insert(0, "metric", metric)
+        part.insert(1, "value", np.array([values[layer.index].get(metric, math.nan) for layer in layers],
+                                         dtype=np.float64))
+        frames.append(part)
+    long = pd.concat(frames, ignore_index=True)
+    metrics = pd.DataFrame({"init": label, "trial": 0, "layer": long["layer"], "metric": long["metric"],
+                            "value": long["value"]})
+    for column in LAYER_COLUMNS:
+        metrics[column] = long[column]
+    for key in CONTEXT_COLUMNS:
+        metrics[key] = config[key]
+
+    spectra = pd.concat([pd.DataFrame({
+        "init": label, "trial": 0, "layer": layer.index, "k": np.arange(1, layer.measured.spectrum.shape[0] + 1),
+        "singular_value": layer.measured.spectrum}) for layer in layers], ignore_index=True)
+    n = target.shape[0]
+    projections = pd.concat([pd.DataFrame({
+        "init": label, "trial": 0, "layer": layer.index, "sample": np.arange(n),
+        "pc1": layer.measured.projection[:, 0], "pc2": layer.measured.projection[:, 1],
+        "pc3": layer.measured.projection[:, 2], "target": target}) for layer in layers], ignore_index=True)
+    info.insert(0, "init", label)
+    return InspectResult(metrics, spectra, projections, _weight_norms(layers, label),
+                         _flags(layers, label), info, config, notes)
+
+
+def _weight_norms(layers: list[Layer], label: str) -> pd.DataFrame:
+    rows, seen, kind = [], set(), "input"
+    for layer in layers:
+        if layer.module is None or id(layer.module) in seen:
+            continue
+        norms = incoming_norms(layer.module)
+        if norms is None:
+            continue
+        seen.add(id(layer.module))
+        rows.append(pd.DataFrame({"init": label, "trial": 0, "layer": layer.index, "kind": kind, "norm": norms}))
+        kind = "internal"
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["init", "trial", "layer", "kind", "norm"])
+
+
+def _flags(layers: list[Layer], label: str) -> pd.DataFrame:
+    """overflow at the first non-finite layer (with one warning), collapsed at every collapsed one."""
+    rows = []
+    bad = [layer for layer in layers if not layer.measured.finite]
+    if bad:
+        first = bad[0]
+        rows.append((label, 0, first.index, "overflow"))
+        warnings.warn(f"{label!r}: the state of layer {first.index} ({display_name(first.name)}, {first.module_type}) "
+                      f"is not finite; metrics are NaN there ({len(bad)} such layer(s))", NumericalWarning, stacklevel=4)
+    rows += [(label, 0, layer.index, "collapsed") for layer in layers if layer.measured.collapsed]
+    return pd.DataFrame(rows, columns=["init", "trial", "layer", "flag"])
+
+
+def combine(*results: InspectResult) -> InspectResult:
+    """One result from several (e.g. the same model under different inits), for one report.
+
+    The results' `init` labels must be distinct; the config is the first
+    one's with `init` listing every label.
+    """
+    if not results or not all(isinstance(r, InspectResult) for r in results):
+        raise TypeError("combine() takes one or more InspectResult objects.")
+    labels = [lab for r in results for lab in r.config["init"]]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"The results' labels must be distinct to combine them. Got {labels} instead; "
+                         "pass label=... to inspect().")
+
+    def cat(name: str) -> pd.DataFrame:
+        frames = [getattr(r, name) for r in results if len(getattr(r, name))]
+        return pd.concat(frames, ignore_index=True) if frames else getattr(results[0], name)
+
+    layers = pd.concat([r.layers for r in results], ignore_index=True)
+    config = dict(results[0].config, init=tuple(labels))
+    notes = list(dict.fromkeys(note for r in results for note in r.notes))
+    return InspectResult(cat("metrics"), cat("spectra"), cat("projections"), cat("weight_norms"), cat("flags"),
+                         layers, config, notes)

@@ -1,0 +1,214 @@
+"""`initscope inspect`: a user's factory and data in, the run's CSVs, report and flags out; exit 2 on their errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'initscope[torch]')")
+
+from initscope.cli_torch import OUTPUT_FILES, main  # noqa: E402
+
+HAS_REPORT = importlib.util.find_spec("plotly") is not None
+FACTORY = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def make():
+        layers = [nn.Linear(6, 32), nn.ReLU()]
+        for _ in range(4):
+            layers += [nn.Linear(32, 32), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(32, 1))
+
+    def cnn():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+    def raises():
+        raise RuntimeError("cannot build without a GPU")
+
+    class Grumpy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, x):
+            raise ValueError("batch too small for this model")
+
+    def grumpy():
+        return Grumpy()
+
+    def not_a_model():
+        return 42
+    """
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    (tmp_path / "models.py").write_text(FACTORY)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((40, 6)))
+    return tmp_path
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["inspect", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_writes_the_runs_files_and_prints_the_flags(project, capsys):
+    out = project / "out"
+    code, stdout, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "x.npy"),
+                            "--init", "kaiming-normal", "--out", str(out), *([] if HAS_REPORT else ["--no-report"]))
+    assert code == 0, err
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file(), name
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics.columns[:5]) == ["init", "trial", "layer", "metric", "value"]
+    assert {"module", "module_type"} <= set(metrics.columns)
+    assert set(metrics["init"]) == {"kaiming-normal"}
+    assert list(pd.read_csv(out / "spectra.csv").columns) == ["init", "trial", "layer", "k", "singular_value"]
+    layers = pd.read_csv(out / "layers.csv")
+    assert list(layers["module_type"]) == ["input"] + ["Linear", "ReLU"] * 5 + ["Linear"]
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["factory"].endswith("models.py:make") and config["samples"] == 40
+    assert config["command"].startswith("initscope inspect ") and "--init kaiming-normal" in config["command"]
+    assert "vanishing gradients:" in stdout and "scale (rms)" in stdout and "collapse:" in stdout
+    if HAS_REPORT:
+        assert (out / "report.html").stat().st_size > 10_000
+        from initscope.report import load_run
+
+        assert len(load_run(out).metrics) == len(metrics)  # `initscope report DIR` can redraw it
+
+
+def test_random_inputs_by_shape_and_conv_folding(project, capsys):
+    out = project / "conv"
+    code, stdout, err = cli(capsys, f"{project}/models.py:cnn", "--input-shape", "16,2,6,6", "--out", str(out),
+                            "--no-report", "--quiet", "--metrics", "rms,effective_rank")
+    assert code == 0, err and stdout == ""
+    layers = pd.read_csv(out / "layers.csv")
+    assert layers.loc[1, "state"] == "samples*positions x channels" and layers.loc[1, "state_samples"] == 16 * 36
+    assert set(pd.read_csv(out / "metrics.csv")["metric"]) == {"rms", "effective_rank"}
+
+
+def test_weights_load_state_dicts_and_refuse_pickled_objects(project, capsys):
+    spec = importlib.util.spec_from_file_location("user_models", project / "models.py")
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    model = models.make()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.01)
+    torch.save(model.state_dict(), project / "weights.pt")
+    out = project / "loaded"
+    code, _, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "x.npy"),
+                       "--weights", str(project / "weights.pt"), "--out", str(out), "--no-report", "--quiet")
+    assert code == 0, err
+    norms = pd.read_csv(out / "weight_norms.csv")
+    assert np.allclose(norms.query("layer == 1")["norm"], 0.01 * np.sqrt(6))
+
+    marker = project / "pwned"
+    torch.save({"weight": Exploit(str(marker))}, project / "evil.pt")
+    code, _, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "x.npy"),
+                       "--weights", str(project / "evil.pt"), "--out", str(project / "evil"), "--no-report")
+    assert code == 2
+    assert "never unpickles arbitrary objects" in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not (project / "evil").exists()
+
+
+class Exploit:
+    """Unpickling this would run code (create a file): weights_only=True must refuse it."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("missing.py:make", "must name an existing Python file"),
+        ("models.py", "'path/to/file.py:function'"),
+        ("models.py:nope", "Got 'nope', which it does not define"),
+        ("models.py:raises", 'raised RuntimeError: "cannot build without a GPU"'),
+        ("models.py:not_a_model", "returned a int instead"),
+        ("models.py:grumpy", 'the model raised ValueError: "batch too small for this model" in its forward pass'),
+    ],
+)
+def test_user_errors_exit_2_quoting_their_message(project, capsys, spec, message):
+    code, _, err = cli(capsys, f"{project}/{spec}", "--input", str(project / "x.npy"), "--out",
+                       str(project / "never"), "--no-report")
+    assert code == 2
+    assert err.startswith("initscope: error:") and message in err and len(err.strip().splitlines()) == 1
+    assert not (project / "never").exists()
+
+
+def test_wrong_input_shape_exits_2_with_torchs_message(project, capsys):
+    np.save(project / "wide.npy", np.zeros((10, 7)))
+    code, _, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "wide.npy"), "--no-report",
+                       "--out", str(project / "never"))
+    assert code == 2
+    assert "mat1 and mat2 shapes cannot be multiplied" in err and "(inputs of shape (10, 7))" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "exactly one of --input FILE or --input-shape"),
+        (["--input-shape", "8,x"], "'input-shape' parameter"),
+        (["--input-shape", "8,6", "--init", "he"], "'init' parameter must be one of"),
+        (["--input-shape", "8,6", "--gain", "2"], "give --init NAME with it"),
+        (["--input-shape", "8,6", "--mode", "test"], "'mode' parameter"),
+        (["--input-shape", "8,6", "--layers", "nope"], "'layers' parameter"),
+    ],
+)
+def test_bad_options_exit_2(project, capsys, args, message):
+    code, _, err = cli(capsys, f"{project}/models.py:make", *args, "--no-report", "--out", str(project / "never"))
+    assert code == 2 and message in err
+
+
+def test_nan_inputs_are_bad_input(project, capsys):
+    x = np.ones((4, 6))
+    x[1, 2] = np.nan
+    np.save(project / "nan.npy", x)
+    code, _, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "nan.npy"), "--no-report")
+    assert code == 2 and "'input' parameter must be finite" in err
+
+
+def test_registered_on_the_main_cli(project, capsys):
+    from initscope.cli import main as initscope_main
+
+    code = initscope_main(["inspect", f"{project}/models.py:make", "--input-shape", "8,6", "--out",
+                           str(project / "main"), "--no-report", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert (project / "main" / "metrics.csv").is_file()
+
+
+def test_as_a_subprocess(project):
+    out = project / "sub"
+    proc = subprocess.run(
+        [sys.executable, "-m", "initscope.cli_torch", "inspect", f"{project}/models.py:grumpy", "--input-shape",
+         "8,6", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert 'ValueError: "batch too small for this model"' in proc.stderr and not out.exists()

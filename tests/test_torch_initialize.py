@@ -1,0 +1,186 @@
+"""initscope.torch.initialize: registry initializers on torch layouts, with torch's fans (and #7865's fix)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'initscope[torch]')")
+nn = torch.nn
+
+from initscope.init import INITIALIZERS, recommended_gain  # noqa: E402
+from initscope.torch import initialize, weight_fans  # noqa: E402
+from initscope.torch.initializers import _to_layout  # noqa: E402
+
+KS_ALPHA = 1e-3  # fixed seeds: each KS test's outcome is deterministic; under H0 p < 1e-3 has odds 1 in 1,000
+
+
+def modules():
+    """One of each layout, with groups where the layout has them."""
+    return {
+        "linear": nn.Linear(24, 40),
+        "conv1d": nn.Conv1d(6, 10, 5),
+        "conv2d": nn.Conv2d(8, 12, 3, groups=2),
+        "convT2d": nn.ConvTranspose2d(8, 6, 3, groups=2),
+    }
+
+
+def test_fans_follow_the_documented_rule():
+    torch_fans = nn.init._calculate_fan_in_and_fan_out
+    m = modules()
+    # Linear, Conv: torch's own rule, fan_in = size(1)·k, fan_out = size(0)·k.
+    for name in ("linear", "conv1d", "conv2d"):
+        fans = weight_fans(m[name])
+        assert (fans.fan_in, fans.fan_out) == torch_fans(m[name].weight), name
+        assert fans.units == m[name].weight.shape[0]
+    assert (weight_fans(m["linear"]).fan_in, weight_fans(m["linear"]).fan_out) == (24, 40)
+    assert (weight_fans(m["conv1d"]).fan_in, weight_fans(m["conv1d"]).fan_out) == (6 * 5, 10 * 5)
+    assert (weight_fans(m["conv2d"]).fan_in, weight_fans(m["conv2d"]).fan_out) == (8 // 2 * 9, 12 * 9)
+    # ConvTranspose (in, out/groups, *k): the fans of Conv(in, out, groups, k), each output channel's
+    # incoming vector; torch's rule reads dims 1 and 0 and gets them swapped (pytorch#7865).
+    t = weight_fans(m["convT2d"])
+    assert (t.fan_in, t.fan_out, t.units) == (8 // 2 * 9, 6 * 9, 6)
+    assert torch_fans(m["convT2d"].weight) == (6 // 2 * 9, 8 * 9)
+    same_conv = weight_fans(nn.Conv2d(8, 6, 3, groups=2))
+    assert (t.fan_in, t.fan_out) == (same_conv.fan_in, same_conv.fan_out)
+
+
+@pytest.mark.parametrize("name", ["linear", "conv1d", "conv2d", "convT2d"])
+def test_each_output_unit_reads_one_column(name):
+    """The layout puts column j of W into output unit j's incoming weights, for every layout."""
+    module = modules()[name]
+    fans = weight_fans(module)
+    W = np.arange(fans.fan_in * fans.units, dtype=np.float64).reshape(fans.fan_in, fans.units)
+    weight = torch.from_numpy(_to_layout(W, tuple(module.weight.shape), fans))
+    if name == "convT2d":
+        per_in, per_out = module.in_channels // fans.groups, module.out_channels // fans.groups
+        for unit in range(fans.units):
+            gi, j = divmod(unit, per_out)
+            incoming = weight[gi * per_in:(gi + 1) * per_in, j].reshape(-1)
+            assert torch.equal(incoming, torch.from_numpy(W[:, unit]))
+    else:
+        for unit in range(fans.units):
+            assert torch.equal(weight[unit].reshape(-1), torch.from_numpy(W[:, unit]))
+
+
+@pytest.mark.parametrize("init", sorted(INITIALIZERS))
+def test_every_initializer_fills_every_layout(init):
+    model = nn.Sequential(*modules().values()).float()
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    biases = [m.bias.detach().clone() for m in model]
+    assert initialize(model, init, seed=3) is model
+    assert [tuple(p.shape) for p in model.parameters()] == shapes
+    for module, bias in zip(model, biases, strict=True):
+        assert module.weight.dtype == torch.float32 and torch.isfinite(module.weight).all()
+        assert module.weight.abs().sum() > 0
+        assert torch.equal(module.bias, bias)  # bias="keep"
+
+
+def test_sphere_makes_every_output_units_vector_unit_norm():
+    model = nn.Sequential(*modules().values()).double()
+    initialize(model, "sphere", gain=2.0)
+    for module in model:
+        fans = weight_fans(module)
+        w = module.weight.detach()
+        if fans.transposed:
+            g = fans.groups
+            w = w.reshape(g, w.shape[0] // g, w.shape[1], -1).transpose(1, 2)
+        norms = w.reshape(fans.units, -1).norm(dim=1)
+        torch.testing.assert_close(norms, torch.full_like(norms, 2.0))
+
+
+def test_orthogonal_matches_torch_flattening():
+    conv = nn.Conv2d(4, 8, 3).double()  # (8, 36): 8 orthonormal rows, as torch.nn.init.orthogonal_ makes
+    initialize(conv, "orthogonal", gain=1.5)
+    w = conv.weight.detach().reshape(8, -1)
+    torch.testing.assert_close(w @ w.T, 1.5**2 * torch.eye(8, dtype=torch.float64))
+
+
+def _ks(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return stats.ks_2samp(ours.detach().reshape(-1).numpy(), theirs.detach().reshape(-1).numpy()).pvalue
+
+
+TORCH_RULES = {
+    "kaiming-normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "kaiming-uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "lecun-normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="linear"),
+    "xavier-normal": nn.init.xavier_normal_,
+    "xavier-uniform": nn.init.xavier_uniform_,
+    "normal": nn.init.normal_,
+    "uniform": lambda w: nn.init.uniform_(w, -1.0, 1.0),
+    "orthogonal": nn.init.orthogonal_,
+}
+
+
+@pytest.mark.parametrize("init", sorted(TORCH_RULES))
+@pytest.mark.parametrize("make", [lambda: nn.Linear(96, 128), lambda: nn.Conv2d(24, 48, 3)], ids=["linear", "conv2d"])
+def test_matches_torch_nn_init_where_both_define_the_rule(init, make):
+    torch.manual_seed(0)
+    ours, theirs = make(), make()
+    initialize(ours, init, activation="relu" if init != "lecun-normal" else "identity", seed=1)
+    TORCH_RULES[init](theirs.weight.data)
+    assert _ks(ours.weight, theirs.weight) > KS_ALPHA
+
+
+def test_torch_default_matches_a_fresh_module():
+    torch.manual_seed(0)
+    for make in (lambda: nn.Linear(96, 128), lambda: nn.Conv2d(24, 48, 3)):
+        ours, fresh = make(), make()
+        initialize(ours, "torch-default", seed=2)
+        assert _ks(ours.weight, fresh.weight) > KS_ALPHA
+
+
+def test_conv_transpose_uses_the_corrected_fan_and_the_test_can_tell():
+    """kaiming on ConvTranspose2d(32, 8): std √2/sqrt(32·9), as for Conv2d(32, 8); torch uses √2/sqrt(8·9)."""
+    torch.manual_seed(0)
+    ours = nn.ConvTranspose2d(32, 8, 3)
+    initialize(ours, "kaiming-normal", seed=4)
+    same_conv = nn.Conv2d(32, 8, 3)
+    nn.init.kaiming_normal_(same_conv.weight, nonlinearity="relu")
+    torch_rule = nn.ConvTranspose2d(32, 8, 3)
+    nn.init.kaiming_normal_(torch_rule.weight, nonlinearity="relu")
+    assert _ks(ours.weight, same_conv.weight) > KS_ALPHA
+    assert _ks(ours.weight, torch_rule.weight) < 1e-12  # twice the std: the KS test has the power to see it
+    expected = recommended_gain("relu") / math.sqrt(32 * 9)
+    assert float(ours.weight.detach().std()) == pytest.approx(expected, rel=0.05)
+
+
+def test_xavier_uses_torchs_fan_out_for_convolutions():
+    conv = nn.Conv2d(16, 32, 5).double()
+    initialize(conv, "xavier-normal", seed=5)
+    expected = math.sqrt(2.0 / (16 * 25 + 32 * 25))
+    assert float(conv.weight.detach().std()) == pytest.approx(expected, rel=0.03)
+
+
+def test_seed_bias_and_tied_weights():
+    a, b = nn.Linear(8, 8), nn.Linear(8, 8)
+    initialize(a, "kaiming-normal", seed=7)
+    initialize(b, "kaiming-normal", seed=7)
+    assert torch.equal(a.weight, b.weight)
+    initialize(b, "kaiming-normal", seed=8)
+    assert not torch.equal(a.weight, b.weight)
+    initialize(a, "normal", bias="zeros")
+    assert torch.equal(a.bias, torch.zeros(8))
+    tied = nn.Sequential(nn.Linear(4, 4, bias=False), nn.ReLU(), nn.Linear(4, 4, bias=False))
+    tied[2].weight = tied[0].weight
+    untied = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
+    initialize(tied, "normal", seed=1)
+    initialize(untied, "normal", seed=1)
+    assert torch.equal(tied[0].weight, untied[0].weight)  # drawn once, the same as the first untied layer
+
+
+def test_bad_arguments_name_the_parameter():
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="'init' parameter must be one of .*kaiming-normal"):
+        initialize(model, "he")
+    with pytest.raises(ValueError, match="'bias' parameter"):
+        initialize(model, "normal", bias="ones")
+    with pytest.raises(ValueError, match="'gain' parameter"):
+        initialize(model, "normal", gain=-1.0)
+    with pytest.raises(TypeError, match="'model' parameter"):
+        initialize(object(), "normal")
+    with pytest.raises(ValueError, match="not materialized"):
+        initialize(nn.LazyLinear(3), "normal")
