@@ -1,0 +1,236 @@
+"""Assemble the figures into one self-contained HTML page and write it atomically."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ._common import atomic_write
+from .tables import RunTables, as_tables
+
+__all__ = ["write_report", "build_page", "report_figures", "command_line", "SECTIONS"]
+
+# (section id, heading, what the reader should look for)
+SECTIONS = (
+    ("layers-3d", "Data at every layer",
+     "The samples projected on each layer's top three principal components, coloured by the target. "
+     "Drag the slider or press play to move through the layers. <em>axes: one range for all layers</em> "
+     "keeps the axes fixed, so growth or shrinkage of scale shows; <em>fit each layer</em> shows the shape, "
+     "with true proportions between the components."),
+    ("weight-norms", "Weight-vector norms",
+     "Each neuron's weight-vector 2-norm. A norm above 1 tends to grow a unit's input, below 1 to shrink it."),
+    ("spectra", "Singular-value spectra across depth",
+     "Singular values of the centred states, layer by layer. A spectrum that drops to the dotted noise floor "
+     "has lost those directions."),
+    ("spectrum-heatmap", "Spectrum heat map",
+     "The same spectra for all layers at once. Below the dashed line the components are at the noise floor "
+     "σ₁·√eps of a Gram-matrix spectrum."),
+    ("metrics-depth", "Metrics over depth",
+     "Every metric of the run, layer by layer: median over trials with a 10–90% band; dashed lines are theory "
+     "where its assumptions hold (ReLU, zero shifts, no normalization, no residual)."),
+)
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; background: #fafafa; }
+header, section { max-width: 1280px; margin: 0 auto; padding: 12px 24px; }
+header { border-bottom: 1px solid #ddd; }
+h1 { font-size: 1.6em; margin: 0.3em 0; }
+h2 { font-size: 1.25em; margin: 0.8em 0 0.3em; border-top: 1px solid #e4e4e4; padding-top: 0.8em; }
+nav a { margin-right: 1em; }
+p.note { color: #555; margin: 0.2em 0 0.6em; max-width: 60em; }
+table { border-collapse: collapse; font-size: 0.92em; background: white; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+td.never { color: #2a7a2a; }
+td.hit { color: #a14a00; font-weight: 600; }
+pre { background: #f4f4f4; border: 1px solid #ddd; padding: 8px; white-space: pre-wrap; overflow-wrap: anywhere; }
+.figure { background: white; border: 1px solid #e4e4e4; }
+.figure > div { height: auto !important; }
+"""
+
+
+def report_figures(tables: RunTables) -> dict[str, Any]:
+    """The page's figures by section id, each a `plotly.graph_objects.Figure`."""
+    from .depth import metric_depth_figure
+    from .geometry import layer_projection_figure
+    from .spectra import spectrum_animation_figure, spectrum_heatmap_figure
+    from .weights import weight_norm_figure
+
+    config = tables.config
+    seed = int(config.get("seed") or 0)
+    return {
+        "layers-3d": layer_projection_figure(tables.projections, config=config, seed=seed),
+        "weight-norms": weight_norm_figure(tables.weight_norms, config=config),
+        "spectra": spectrum_animation_figure(tables.spectra, config=config),
+        "spectrum-heatmap": spectrum_heatmap_figure(tables.spectra, config=config),
+        "metrics-depth": metric_depth_figure(tables.metrics, config=config),
+    }
+
+
+def command_line(config: dict[str, Any]) -> str:
+    """The `initscope run` command that reproduces a run, one flag per config field."""
+    parts = ["initscope run"]
+    for name, value in config.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        flag = "--" + name.replace("_", "-")
+        values = value if isinstance(value, (tuple, list)) else [value]
+        parts.append(f"{flag} {_shell_quote(','.join(_flag_value(v) for v in values))}")
+    return " ".join(parts)
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _shell_quote(text: str) -> str:
+    safe = all(ch.isalnum() or ch in "-_.,:/+=@%" for ch in text) and text
+    return text if safe else "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _toml(config: dict[str, Any]) -> str:
+    lines = []
+    for name, value in config.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            lines.append(f"# {name} is unset: each initializer's default")
+            continue
+        lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def _flags_html(tables: RunTables) -> str:
+    from .flags import NEVER, NOT_MEASURED, flags_table
+
+    table = flags_table(tables.metrics, tables.flags)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = []
+    for row in table.itertuples(index=False):
+        cells = [f"<th>{html.escape(str(row[0]))}</th>"]
+        for value in row[1:]:
+            text = str(value)
+            css = "never" if text == NEVER else ("" if text == NOT_MEASURED else "hit")
+            cells.append(f'<td class="{css}">{html.escape(text)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        '<section id="flags"><h2>Flags</h2>'
+        '<p class="note">For each initializer, the first hidden layer where something goes wrong. '
+        "Scale, rank and dead units use the median over trials, compared with the input (layer 0); "
+        "overflow and collapse count any trial.</p>"
+        f'<table class="flags"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
+    )
+
+
+def _config_html(tables: RunTables, png_files: list[Path], page: Path) -> str:
+    from .. import __version__
+
+    config = dict(tables.config)
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_display(v))}</td></tr>" for k, v in config.items()
+    )
+    figures = ""
+    if png_files:
+        links = " ".join(
+            f'<a href="{html.escape(os.path.relpath(f, page.parent).replace(os.sep, "/"))}">{html.escape(f.name)}</a>'
+            for f in png_files
+        )
+        figures = f"<p>Static figures: {links}</p>"
+    return (
+        '<section id="config"><h2>Config and reproduction</h2>'
+        f"<p>initscope {html.escape(__version__)}, seed {html.escape(_display(config.get('seed')))}.</p>"
+        "<p>Rerun with the config file saved next to this page:</p>"
+        "<pre>initscope run --config config.toml --out DIR\ninitscope report DIR</pre>"
+        f"<p>or with flags:</p><pre>{html.escape(command_line(config))}</pre>"
+        f"<p>config.toml:</p><pre>{html.escape(_toml(config))}</pre>"
+        f'<table class="config"><tbody>{rows}</tbody></table>{figures}</section>'
+    )
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _figure_html(section: str, fig) -> str:
+    return fig.to_html(
+        include_plotlyjs=False, full_html=False, div_id=f"fig-{section}", auto_play=False,
+        config={"responsive": True, "displaylogo": False},
+    )
+
+
+def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: Path | None = None) -> str:
+    """The report as one HTML string: plotly.js inline once, then one figure per section."""
+    from plotly.offline import get_plotlyjs
+
+    from .. import __version__
+
+    figures = report_figures(tables)
+    config = tables.config
+    inits = ", ".join(str(i) for i in config.get("init", ()))
+    nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in SECTIONS)
+    sections = [_flags_html(tables)]
+    for sid, title, note in SECTIONS:
+        extra = ""
+        meta = figures[sid].layout.meta
+        if sid == "layers-3d" and isinstance(meta, dict) and meta.get("shown", 0) < meta.get("samples", 0):
+            extra = (f'<p class="note"><strong>Downsampled:</strong> showing {meta["shown"]:,} of '
+                     f'{meta["samples"]:,} samples, the same random subset at every layer, to keep the page light.</p>')
+        sections.append(
+            f'<section id="{sid}"><h2>{html.escape(title)}</h2><p class="note">{note}</p>{extra}'
+            f'<div class="figure">{_figure_html(sid, figures[sid])}</div></section>'
+        )
+    sections.append(_config_html(tables, png_files or [], page or Path("report.html")))
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>initscope report: {html.escape(inits)}</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f"<header><h1>initscope report</h1><p>Initializers: {html.escape(inits)}. "
+        f"initscope {html.escape(__version__)}, seed {html.escape(_display(config.get('seed')))}, "
+        f"written {stamp}.</p><nav>{nav}</nav></header>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
+
+
+def write_report(result_or_tables, path, *, png: bool = False) -> Path:
+    """Write the interactive report to `path` and return it.
+
+    result_or_tables: a `RunResult`, the `RunTables` of `load_run`, or a
+    mapping of tables. With `png=True`, static PNGs of every figure and GIFs
+    of the layer views and spectra go to a `figures/` folder beside the page
+    (matplotlib, no browser needed). Every file is written to a temporary name
+    and renamed, so a failed run leaves no half-written page.
+    """
+    tables = as_tables(result_or_tables)
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"The 'path' parameter of write_report must end in .html. Got {str(path)!r} instead.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png_files: list[Path] = []
+    if png:
+        from .static import write_static
+
+        png_files = write_static(tables, path.parent / "figures")
+    atomic_write(path, build_page(tables, png_files=png_files, page=path).encode("utf-8"))
+    return path

@@ -1,0 +1,193 @@
+"""Singular-value spectra across depth: an animation over layers and a layer × component heat map."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._common import TEMPLATE, colour, compact, inits_of, label, layer_slider, play_buttons, sqrt_eps
+from .tables import config_dict
+
+__all__ = ["spectrum_animation_figure", "spectrum_heatmap_figure", "median_spectra"]
+
+
+def median_spectra(spectra, init: str):
+    """One initializer's spectra, median over trials per (layer, k).
+
+    Returns (layers (L+1,), k (K,), sigma (L+1, K), trials) with NaN where a
+    layer has fewer components or overflowed. The median of the k-th values
+    keeps each curve descending.
+    """
+    rows = spectra[spectra["init"].astype(str) == init]
+    table = rows.groupby(["layer", "k"])["singular_value"].median().unstack("k")
+    table = table.sort_index().sort_index(axis=1)
+    trials = int(rows["trial"].nunique())
+    return (table.index.to_numpy(dtype=int), table.columns.to_numpy(dtype=int),
+            table.to_numpy(dtype=np.float64), trials)
+
+
+def _floor(sigma: np.ndarray, dtype: str | None) -> np.ndarray:
+    """σ_1·√eps per layer: below it a Gram-matrix spectrum is noise (DESIGN.md)."""
+    top = sigma[:, 0] if sigma.shape[1] else np.full(sigma.shape[0], np.nan)
+    return top * sqrt_eps(dtype)
+
+
+def _positive(a: np.ndarray) -> np.ndarray:
+    # A log axis cannot show 0; a gap reads as "nothing here", which is the truth.
+    return np.where(a > 0, a, np.nan)
+
+
+def _first_lost_layer(layers: np.ndarray, sigma: np.ndarray, all_layers: list[int]) -> int | None:
+    """The first layer from which an initializer has no finite singular value (overflow), or None."""
+    finite = np.isfinite(sigma).any(axis=1) if sigma.size else np.zeros(len(layers), dtype=bool)
+    have = {int(layer) for layer, ok in zip(layers, finite) if ok}
+    missing = [layer for layer in all_layers if layer not in have]
+    if not missing or any(layer > missing[0] for layer in have):
+        return None
+    return missing[0]
+
+
+def spectrum_animation_figure(spectra, *, config=None):
+    """Singular values σ_k against k, animated over layers, one curve per initializer.
+
+    spectra: the tidy table (init, trial, layer, k, singular_value).
+    Each frame is named by layer and holds exactly the figure's traces (one
+    spectrum and one noise-floor line per initializer), so a frame replaces
+    every series and none lingers from the previous layer. The y axis is
+    logarithmic and fixed across layers so that changes of scale show.
+    `config` (a Config or mapping) gives the dtype for the floor σ_1·√eps.
+    Returns a `plotly.graph_objects.Figure`.
+    """
+    import plotly.graph_objects as go
+
+    config = config_dict(config)
+    inits = inits_of(spectra, config)
+    if not inits:
+        from .geometry import _empty
+
+        return _empty("No spectra in this run.")
+    data = {init: median_spectra(spectra, init) for init in inits}
+    layers = sorted({int(layer) for d in data.values() for layer in d[0]})
+    dtype = config.get("dtype")
+
+    def traces(layer: int) -> list:
+        out = []
+        for init in inits:
+            d_layers, ks, sigma, trials = data[init]
+            where = np.flatnonzero(d_layers == layer)
+            row = sigma[where[0]] if len(where) else np.full(len(ks), np.nan)
+            floor = _floor(row[None, :], dtype)[0] if len(ks) else math.nan
+            c = colour(inits, init)
+            out.append(go.Scatter(
+                x=ks.astype(np.int32), y=compact(_positive(row)), mode="lines+markers", name=label(init),
+                legendgroup=init, line={"color": c, "width": 2}, marker={"size": 4, "color": c},
+                hovertemplate=f"{label(init)}<br>layer {layer}<br>k %{{x}}<br>σ %{{y:.4g}}<extra></extra>",
+            ))
+            out.append(go.Scatter(
+                x=[1, int(ks.max()) if len(ks) else 1], y=compact([floor, floor]), mode="lines",
+                name=f"{label(init)}: noise floor σ₁·√eps", legendgroup=init, showlegend=True,
+                line={"color": c, "width": 1, "dash": "dot"},
+                hovertemplate=f"{label(init)} noise floor σ₁·√eps = %{{y:.3g}}<extra></extra>",
+            ))
+        return out
+
+    fig = go.Figure(data=traces(layers[0]))
+    trials = max(d[3] for d in data.values())
+    heading = f"Singular values of the centred states (median over {trials} trial{'s' if trials != 1 else ''})"
+
+    def title(layer: int) -> dict:
+        lost = [label(init) for init in inits
+                if not np.isfinite(data[init][2][data[init][0] == layer]).any()]
+        note = f"; non-finite or absent: {', '.join(lost)}" if lost else ""
+        return {"text": f"{heading}, layer {layer}{note}", "x": 0.01}
+
+    fig.frames = [go.Frame(name=str(layer), data=traces(layer), traces=list(range(2 * len(inits))),
+                           layout={"title": title(layer)})
+                  for layer in layers]
+    values = np.concatenate([_positive(d[2]).ravel() for d in data.values()])
+    floors = np.concatenate([_floor(d[2], dtype) for d in data.values()])
+    finite = np.concatenate([values, floors])
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    y_range = ([math.log10(finite.min()) - 0.3, math.log10(finite.max()) + 0.3] if finite.size else None)
+    fig.update_layout(
+        template=TEMPLATE,
+        height=520,
+        margin={"l": 70, "r": 10, "t": 60, "b": 110},
+        title=title(layers[0]),
+        xaxis={"title": {"text": "component k"}},
+        yaxis={"title": {"text": "singular value σ_k"}, "type": "log", "range": y_range, "autorange": False},
+        sliders=[layer_slider(layers)],
+        updatemenus=[play_buttons()],
+        meta={"layers": layers},
+    )
+    return fig
+
+
+def spectrum_heatmap_figure(spectra, *, config=None):
+    """log10 σ over layer × component, one panel per initializer, with the noise floor marked.
+
+    The white line marks, at each layer, how many components lie above the
+    Gram-matrix noise floor σ_1·√eps (DESIGN.md): the cells above it are noise.
+    Returns a `plotly.graph_objects.Figure`.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    config = config_dict(config)
+    inits = inits_of(spectra, config)
+    if not inits:
+        from .geometry import _empty
+
+        return _empty("No spectra in this run.")
+    dtype = config.get("dtype")
+    data = {init: median_spectra(spectra, init) for init in inits}
+    logs = {}
+    for init, (_, _, sigma, _) in data.items():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs[init] = np.log10(_positive(sigma))
+    all_layers = sorted({int(layer) for d in data.values() for layer in d[0]})
+    every = np.concatenate([v.ravel() for v in logs.values()])
+    every = every[np.isfinite(every)]
+    cols = min(len(inits), 3)
+    rows = math.ceil(len(inits) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[label(i) for i in inits],
+                        horizontal_spacing=0.06, vertical_spacing=0.12)
+    for i, init in enumerate(inits):
+        layers, ks, sigma, _ = data[init]
+        row, col = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Heatmap(
+            x=layers.astype(np.int32), y=ks.astype(np.int32), z=compact(logs[init].T), coloraxis="coloraxis",
+            hovertemplate=f"{label(init)}<br>layer %{{x}}<br>k %{{y}}<br>σ = 10^%{{z:.2f}}<extra></extra>",
+        ), row=row, col=col)
+        floor = _floor(sigma, dtype)
+        above = np.sum(sigma > floor[:, None], axis=1).astype(np.float64)
+        above[~np.isfinite(floor)] = np.nan
+        fig.add_trace(go.Scatter(
+            x=layers.astype(np.int32), y=above + 0.5, mode="lines", line={"color": "white", "width": 2, "dash": "dash",
+                                                                            "shape": "hvh"},
+            name="noise floor σ₁·√eps", showlegend=False,
+            hovertemplate="layer %{x}: components above the noise floor<extra></extra>",
+        ), row=row, col=col)
+        lost = _first_lost_layer(layers, sigma, all_layers)
+        if lost is not None:
+            fig.add_vrect(x0=lost - 0.5, x1=all_layers[-1] + 0.5, fillcolor="#bbb", opacity=0.35, line_width=0,
+                          annotation_text=f"non-finite from layer {lost}", annotation_position="top left",
+                          annotation_font_size=10, row=row, col=col)
+        fig.update_xaxes(title_text="layer", range=[all_layers[0] - 0.5, all_layers[-1] + 0.5], row=row, col=col)
+        fig.update_yaxes(title_text="component k", row=row, col=col)
+    lo, hi = (float(every.min()), float(every.max())) if every.size else (0.0, 1.0)
+    ticks = list(range(math.floor(lo), math.ceil(hi) + 1))
+    step = max(1, len(ticks) // 8)
+    ticks = ticks[::step]
+    fig.update_layout(
+        template=TEMPLATE,
+        height=380 * rows + 80,
+        margin={"l": 70, "r": 10, "t": 70, "b": 50},
+        title={"text": "Spectrum heat map: log₁₀ σ_k by layer and component (dashed: noise floor σ₁·√eps)",
+               "x": 0.01},
+        coloraxis={"colorscale": "Magma", "cmin": lo, "cmax": hi,
+                   "colorbar": {"title": {"text": "σ_k"}, "tickvals": ticks,
+                                "ticktext": [f"1e{t}" for t in ticks]}},
+    )
+    return fig

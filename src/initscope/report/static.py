@@ -1,0 +1,312 @@
+"""Static PNGs and GIFs of the report's figures, drawn with matplotlib (no browser, no kaleido).
+
+Figures are built on `matplotlib.figure.Figure` directly rather than pyplot,
+so nothing here touches matplotlib's global state or backend.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._common import PALETTE, atomic_write, inits_of, sqrt_eps, temp_path
+from .tables import RunTables
+
+__all__ = ["write_static"]
+
+_DPI = 100
+_GIF_DPI = 72
+_GIF_FPS = 2
+
+
+def _colour(inits: list[str], init: str) -> str:
+    return PALETTE[inits.index(init) % len(PALETTE)]
+
+
+def _save_png(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def _save_gif(fig, path: Path, frames: list, draw) -> Path:
+    """Draw each frame with `draw(frame)` and write an animated GIF (PillowWriter)."""
+    from matplotlib.animation import PillowWriter
+
+    tmp = temp_path(path)
+    try:
+        writer = PillowWriter(fps=_GIF_FPS)
+        with writer.saving(fig, tmp, dpi=_GIF_DPI):
+            for frame in frames:
+                draw(frame)
+                writer.grab_frame()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _grid(n: int, cols: int) -> tuple[int, int]:
+    cols = max(1, min(cols, n))
+    return math.ceil(n / cols), cols
+
+
+def _layer_points(cube, layer: int) -> np.ndarray | None:
+    """(n, 3) finite-or-NaN coordinates of one layer, or None when the layer is absent or all NaN."""
+    cube_layers, _, coords, _ = cube
+    where = np.flatnonzero(cube_layers == layer)
+    if not len(where) or not np.isfinite(coords[where[0]]).any():
+        return None
+    return coords[where[0]]
+
+
+def _projection_axis(fig, position, init: str, cube, layer: int, norm):
+    """One 3D view; returns (axes, scatter, overflow note) for later frames to update."""
+    ax = fig.add_subplot(*position, projection="3d")
+    target = cube[3]
+    scatter = ax.scatter([], [], [], c=[], cmap="viridis", norm=norm, s=6, depthshade=False)
+    scatter.set_array(target)
+    note = ax.text2D(0.25, 0.5, "", transform=ax.transAxes)
+    for axis, name in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), ("pc1", "pc2", "pc3")):
+        axis(name, fontsize=7)
+    ax.tick_params(labelsize=6)
+    view = (ax, scatter, note)
+    _show_layer(view, init, cube, layer)
+    return view
+
+
+def _show_layer(view, init: str, cube, layer: int) -> None:
+    ax, scatter, note = view
+    xyz = _layer_points(cube, layer)
+    ax.set_title(f"{init}, layer {layer}", fontsize=9)
+    if xyz is None:
+        scatter._offsets3d = (np.array([]), np.array([]), np.array([]))
+        note.set_text("non-finite (overflow)")
+        return
+    note.set_text("")
+    scatter._offsets3d = (xyz[:, 0], xyz[:, 1], xyz[:, 2])
+    for pc, setter in enumerate((ax.set_xlim, ax.set_ylim, ax.set_zlim)):
+        lo, hi = np.nanmin(xyz[:, pc]), np.nanmax(xyz[:, pc])
+        pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1e-12) * 0.05 + 1e-12
+        setter(lo - pad, hi + pad)
+
+
+def _projections(tables: RunTables, folder: Path) -> list[Path]:
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from .geometry import MAX_POINTS, chosen_samples, projection_cube
+
+    proj = tables.projections
+    inits = inits_of(proj, tables.config)
+    if not inits:
+        return []
+    ids, _ = chosen_samples(proj, MAX_POINTS, seed=int(tables.config.get("seed") or 0))
+    cubes = {init: projection_cube(proj, init, ids) for init in inits}
+    layers = sorted({int(layer) for cube in cubes.values() for layer in cube[0]})
+    targets = np.concatenate([c[3] for c in cubes.values()])
+    finite = targets[np.isfinite(targets)]
+    norm = Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
+    shown = sorted({layers[0], layers[min(1, len(layers) - 1)], layers[len(layers) // 2], layers[-1]})
+
+    fig = Figure(figsize=(3.2 * len(shown) + 0.8, 3.0 * len(inits)))
+    for r, init in enumerate(inits):
+        for c, layer in enumerate(shown):
+            _projection_axis(fig, (len(inits), len(shown), r * len(shown) + c + 1), init, cubes[init], layer, norm)
+    _colour_bar(fig, norm)
+    fig.suptitle("Samples on each layer's top 3 principal components (colour: target)")
+    out = [_save_png(fig, folder / "layers_3d.png")]
+
+    # The GIF keeps its axes and updates the points: rebuilding 3D axes per frame is slow.
+    rows, cols = _grid(len(inits), 3)
+    gif = Figure(figsize=(4.2 * cols + 0.8, 4.0 * rows))
+    views = [_projection_axis(gif, (rows, cols, i + 1), init, cubes[init], layers[0], norm)
+             for i, init in enumerate(inits)]
+    _colour_bar(gif, norm)
+
+    def draw(layer: int) -> None:  # each view's title names the layer
+        for view, init in zip(views, inits):
+            _show_layer(view, init, cubes[init], layer)
+
+    out.append(_save_gif(gif, folder / "layers_3d.gif", layers, draw))
+    return out
+
+
+def _colour_bar(fig, norm) -> None:
+    fig.subplots_adjust(left=0.02, right=0.9, bottom=0.04, top=0.9, wspace=0.12, hspace=0.18)
+    fig.colorbar(_mappable("viridis", norm), cax=fig.add_axes((0.925, 0.25, 0.015, 0.5)), label="target")
+
+
+def _weight_norms(tables: RunTables, folder: Path) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    from .weights import _theory, norm_histogram
+
+    wn = tables.weight_norms
+    inits = inits_of(wn, tables.config)
+    if not inits:
+        return []
+    kinds = [k for k in ("input", "internal") if (wn["kind"] == k).any()] or sorted(set(wn["kind"]))
+    fig = Figure(figsize=(4.5 * len(kinds), 2.6 * len(inits)), layout="constrained")
+    axes = fig.subplots(len(inits), len(kinds), squeeze=False)
+    for i, init in enumerate(inits):
+        for j, kind in enumerate(kinds):
+            ax = axes[i][j]
+            norms = wn.loc[(wn["init"].astype(str) == init) & (wn["kind"] == kind), "norm"].to_numpy(float)
+            edges, density = norm_histogram(norms)
+            ax.bar(edges[:-1], density, width=np.diff(edges), align="edge", color=_colour(inits, init), alpha=0.6)
+            theory = _theory(tables.config, init, kind, edges, float(density.max()) if density.size else 1.0)
+            if theory is not None:
+                ax.plot(theory[0], theory[1], color="black", lw=1.5, label="theory")
+                ax.legend(fontsize=7)
+            ax.axvline(1.0, color="#444", ls=":", lw=1)
+            ax.set_title(f"{init}, {kind}", fontsize=9)
+            ax.tick_params(labelsize=7)
+        axes[i][0].set_ylabel("density", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("weight-vector 2-norm", fontsize=8)
+    fig.suptitle("Each neuron's weight-vector 2-norm (dotted: norm 1)")
+    return [_save_png(fig, folder / "weight_norms.png")]
+
+
+def _spectra(tables: RunTables, folder: Path) -> list[Path]:
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.figure import Figure
+
+    from .spectra import _floor, _positive, median_spectra
+
+    sp = tables.spectra
+    inits = inits_of(sp, tables.config)
+    if not inits:
+        return []
+    dtype = tables.config.get("dtype")
+    data = {init: median_spectra(sp, init) for init in inits}
+    every = np.concatenate([_positive(d[2]).ravel() for d in data.values()])
+    every = every[np.isfinite(every)]
+    ylim = (every.min() / 2, every.max() * 2) if every.size else (1e-3, 1)
+    out = []
+
+    rows, cols = _grid(len(inits), 3)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, init in zip(axes, inits):
+        layers, ks, sigma, _ = data[init]
+        cmap, lnorm = colormaps["viridis"], Normalize(layers.min(), max(layers.max(), layers.min() + 1))
+        for layer, row in zip(layers, sigma):
+            ax.plot(ks, _positive(row), color=cmap(lnorm(layer)), lw=1)
+        ax.set_yscale("log")
+        ax.set_ylim(*ylim)
+        ax.set_title(init, fontsize=9)
+        ax.set_xlabel("component k", fontsize=8)
+        ax.set_ylabel("σ_k", fontsize=8)
+        fig.colorbar(_mappable(cmap, lnorm), ax=ax, label="layer")
+    for ax in axes[len(inits):]:
+        ax.set_visible(False)
+    fig.suptitle("Singular values at every layer (median over trials)")
+    out.append(_save_png(fig, folder / "spectra.png"))
+
+    heat = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+    haxes = heat.subplots(rows, cols, squeeze=False).ravel()
+    lognorm = LogNorm(*ylim)
+    for ax, init in zip(haxes, inits):
+        layers, ks, sigma, _ = data[init]
+        mesh = ax.pcolormesh(layers, ks, np.ma.masked_invalid(_positive(sigma).T), norm=lognorm,
+                             cmap="magma", shading="nearest")
+        above = np.sum(sigma > _floor(sigma, dtype)[:, None], axis=1)
+        ax.step(layers, above + 0.5, where="mid", color="white", ls="--", lw=1.2, label="noise floor σ₁·√eps")
+        ax.set_title(init, fontsize=9)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.set_ylabel("component k", fontsize=8)
+        heat.colorbar(mesh, ax=ax, label="σ_k")
+    for ax in haxes[len(inits):]:
+        ax.set_visible(False)
+    heat.suptitle("Spectrum heat map (dashed: noise floor)")
+    out.append(_save_png(heat, folder / "spectrum_heatmap.png"))
+
+    all_layers = sorted({int(layer) for d in data.values() for layer in d[0]})
+    anim = Figure(figsize=(6, 4), layout="constrained")
+    ax = anim.add_subplot()
+
+    def draw(layer: int) -> None:
+        ax.clear()
+        for init in inits:
+            layers, ks, sigma, _ = data[init]
+            where = np.flatnonzero(layers == layer)
+            if len(where):
+                row = sigma[where[0]]
+                ax.plot(ks, _positive(row), color=_colour(inits, init), lw=1.5, marker=".", label=init)
+                ax.axhline(row[0] * sqrt_eps(dtype), color=_colour(inits, init), ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_ylim(*ylim)
+        ax.set_xlabel("component k")
+        ax.set_ylabel("σ_k")
+        ax.set_title(f"layer {layer} (dotted: noise floor)")
+        ax.legend(fontsize=8, loc="upper right")
+
+    out.append(_save_gif(anim, folder / "spectra.gif", all_layers, draw))
+    return out
+
+
+def _mappable(cmap, norm):
+    from matplotlib.cm import ScalarMappable
+
+    return ScalarMappable(norm=norm, cmap=cmap)
+
+
+def _metrics(tables: RunTables, folder: Path) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    from .depth import _metrics_present, display_summary, log_axis, panel_title, theory_curves
+    from .tables import config_dict
+
+    metrics = tables.metrics
+    names = _metrics_present(metrics)
+    if not names:
+        return []
+    config = config_dict(tables.config, metrics)
+    inits = inits_of(metrics, config)
+    rows, cols = _grid(len(names), 3)
+    fig = Figure(figsize=(4.2 * cols, 2.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, metric in zip(axes, names):
+        summary = display_summary(metrics, metric)
+        for init in inits:
+            part = summary[summary["init"].astype(str) == init].sort_values("layer")
+            c = _colour(inits, init)
+            ax.fill_between(part["layer"], part["lo"], part["hi"], color=c, alpha=0.2, lw=0)
+            ax.plot(part["layer"], part["median"], color=c, marker=".", lw=1.5, label=init)
+            theory = theory_curves(summary, metric, init, config)
+            if theory is not None:
+                ax.plot(theory[0], theory[1], color=c, ls="--", lw=1.2)
+        if log_axis(metric, summary[["median", "lo", "hi"]].to_numpy(dtype=float)):
+            ax.set_yscale("log")
+        ax.set_title(panel_title(metric), fontsize=9)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Metrics over depth: median, 10–90% band, dashed: theory")
+    return [_save_png(fig, folder / "metrics_depth.png")]
+
+
+def write_static(tables: RunTables, folder) -> list[Path]:
+    """Write PNGs of every figure and GIFs of the layer views and spectra into `folder`.
+
+    Returns the paths written: layers_3d.png/.gif, weight_norms.png,
+    spectra.png/.gif, spectrum_heatmap.png, metrics_depth.png (those whose
+    tables are not empty).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[Path] = []
+    for part in (_projections, _weight_norms, _spectra, _metrics):
+        out += part(tables, folder)
+    return out

@@ -1,0 +1,140 @@
+"""The tables a report is drawn from, and reading them back from a run folder.
+
+A run writes tidy CSVs and its `config.toml` into one folder (DESIGN.md,
+"Outputs"); `load_run` reads them back so that `initscope report DIR` can
+rebuild a page without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunTables", "TABLE_COLUMNS", "load_run", "as_tables", "config_dict"]
+
+# The columns each table has at least (metrics.csv adds one column per config field).
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "metrics": ("init", "trial", "layer", "metric", "value"),
+    "spectra": ("init", "trial", "layer", "k", "singular_value"),
+    "projections": ("init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"),
+    "weight_norms": ("init", "trial", "layer", "kind", "norm"),
+    "flags": ("init", "trial", "layer", "flag"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunTables:
+    """The five tidy tables of one run and its config as a plain mapping.
+
+    `config` holds the config fields by name (`init` and `metrics` as tuples,
+    `gain` None when each initializer takes its default). Any table may be
+    empty, with the columns of `TABLE_COLUMNS`.
+    """
+
+    metrics: Any
+    spectra: Any
+    projections: Any
+    weight_norms: Any
+    flags: Any
+    config: Mapping[str, Any]
+
+
+def load_run(folder: str | os.PathLike) -> RunTables:
+    """Read a run folder's CSVs and `config.toml` into `RunTables`.
+
+    `metrics.csv` and `config.toml` must exist; a missing or empty optional
+    table (spectra, projections, weight norms, flags) becomes an empty table.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"The 'folder' parameter of load_run must be a run folder. Got {str(folder)!r} instead.")
+    for required in ("metrics.csv", "config.toml"):
+        if not (folder / required).is_file():
+            raise ValueError(
+                f"The 'folder' parameter of load_run must hold {required}; {str(folder)!r} does not. "
+                "Point it at the --out folder of `initscope run`."
+            )
+    with (folder / "config.toml").open("rb") as fh:
+        config = tomllib.load(fh)
+    config.setdefault("gain", None)  # TOML has no null: an unset gain is left out
+    tables = {name: _read_csv(folder / f"{name}.csv", columns) for name, columns in TABLE_COLUMNS.items()}
+    return RunTables(**tables, config=config_dict(config))
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]):
+    import pandas as pd
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame({c: pd.Series(dtype=_column_dtype(c)) for c in columns})
+    # keep_default_na=False keeps an initializer or flag named like "nan"/"none"
+    # a string; numeric columns still parse "nan" as NaN.
+    table = pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN", ""])
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path.name} must have the columns {list(columns)}; it lacks {missing}.")
+    for c in ("init", "metric", "kind", "flag"):
+        if c in table.columns:
+            table[c] = table[c].astype(str)
+    return table
+
+
+def _column_dtype(column: str) -> str:
+    return "object" if column in ("init", "metric", "kind", "flag") else "float64"
+
+
+def as_tables(result: Any) -> RunTables:
+    """Coerce a `RunResult`, a `RunTables` or a mapping of tables to `RunTables`."""
+    import pandas as pd
+
+    get = result.get if isinstance(result, Mapping) else lambda name, default=None: getattr(result, name, default)
+    if get("metrics") is None:
+        raise TypeError(
+            "The 'result_or_tables' parameter must be a RunResult, RunTables or a mapping with a "
+            f"'metrics' table. Got {type(result).__name__} instead."
+        )
+    tables = {}
+    for name, columns in TABLE_COLUMNS.items():
+        table = get(name)
+        if table is None:
+            table = pd.DataFrame({c: pd.Series(dtype=_column_dtype(c)) for c in columns})
+        tables[name] = table
+    return RunTables(**tables, config=config_dict(get("config"), tables["metrics"]))
+
+
+def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:
+    """The config fields as a plain dict, from a Config, a mapping or the metrics' columns.
+
+    Fields missing from `config` are taken from the config columns of
+    `metrics` (every row carries them), so a figure can be drawn from the
+    metrics table alone. `gain` NaN becomes None (each initializer's default).
+    """
+    if config is None:
+        out: dict[str, Any] = {}
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    elif isinstance(config, Mapping):
+        out = dict(config)
+    else:
+        raise TypeError(f"The 'config' parameter must be a Config or a mapping. Got {type(config).__name__} instead.")
+    if metrics is not None and len(metrics):
+        first = metrics.iloc[0]
+        for name in metrics.columns:
+            if name not in out and name not in TABLE_COLUMNS["metrics"]:
+                out[name] = first[name].item() if hasattr(first[name], "item") else first[name]
+        if "init" not in out:
+            out["init"] = tuple(dict.fromkeys(metrics["init"].astype(str)))
+    for name in ("init", "metrics"):
+        value = out.get(name)
+        if isinstance(value, str):
+            out[name] = tuple(v for v in value.split(",") if v)
+        elif isinstance(value, list):
+            out[name] = tuple(value)
+    gain = out.get("gain")
+    if isinstance(gain, float) and math.isnan(gain):
+        out["gain"] = None
+    return out
