@@ -102,12 +102,23 @@ def run_command(
 
 @app.command("report")
 def report_command(
-    folder: Path = typer.Argument(..., help="A run's output folder (with metrics.csv, spectra.csv, config.toml)."),
-    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
+    folder: Path = typer.Argument(..., help="A run's output folder, or a results store written by `initscope sweep`."),
+    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures (run folders)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH", help="Sweep report only: the .html file (default: report.html beside the store)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Sweep report only: metric(s), comma-separated (default: effective_rank)."),
+    x: Optional[str] = typer.Option(None, "--x", help="Sweep report only: heat-map x axis, a config field (default: depth)."),
+    y: Optional[str] = typer.Option(None, "--y", help="Sweep report only: heat-map y axis, a config field (default: width)."),
+    group_by: str = typer.Option("init", "--group-by", help="Sweep report only: config field the depth curves are grouped by."),
 ) -> None:
-    """Rebuild report.html from a run folder's CSVs."""
+    """Rebuild report.html from a run folder's CSVs, or build the sweep report of a results store."""
+    if folder.is_file():
+        from .cli_study import is_store, sweep_report
+
+        if is_store(folder):
+            sweep_report(folder, out, metric=metric, x=x, y=y, group_by=group_by)
+            return
     if not folder.is_dir() or not (folder / "metrics.csv").is_file():
-        raise BadInput(f"The 'folder' parameter must be a run folder containing metrics.csv. Got {str(folder)!r} instead.")
+        raise BadInput(f"The 'folder' parameter must be a run folder containing metrics.csv or a results store. Got {str(folder)!r} instead.")
     report_mod = _report_module()
     try:
         tables = report_mod.load_run(folder)
@@ -191,6 +202,13 @@ def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
 from .cli_torch import inspect_command  # noqa: E402  (torch is imported only when the command runs)
 
 app.command("inspect")(inspect_command)
+
+from .cli_compare import compare_fixes_command  # noqa: E402
+from .cli_study import results_command, sweep_command  # noqa: E402
+
+app.command("compare-fixes")(compare_fixes_command)
+app.command("sweep")(sweep_command)
+app.command("results")(results_command)
 
 
 def main(argv: list[str] | None = None) -> int:

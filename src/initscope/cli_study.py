@@ -1,0 +1,409 @@
+"""The study commands: `initscope sweep`, `initscope results`, and the sweep report of `initscope report STORE`.
+
+They live on their own Typer app, `study_app`, so they can be tested alone
+(`main([...])`, or `python -m initscope.cli_study ...`) and registered on the
+main CLI with `app.command("sweep")(sweep_command)` and
+`app.command("results")(results_command)`. Bad input is one line on stderr
+("initscope: error: ...") and exit status 2, raised as `typer.Exit(2)` so
+that it works under either app; nothing is written before the sweep file,
+the options and the store have been checked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = [
+    "study_app",
+    "sweep_command",
+    "results_command",
+    "sweep_report",
+    "is_store",
+    "main",
+    "DEFAULT_SWEEP_OUT",
+    "STORE_NAME",
+]
+
+DEFAULT_SWEEP_OUT = Path("initscope-sweep")
+STORE_NAME = "results.sqlite"
+
+study_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Sweeps over many configurations, a results store, and the sweep report.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _bad(message: str) -> typer.Exit:
+    """Print one line on stderr and return the exit-2 exception for the caller to raise."""
+    typer.echo(f"initscope: error: {' '.join(str(message).split())}", err=True)
+    return typer.Exit(2)
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    """True when `path` is an initscope results store (what `initscope report PATH` dispatches on)."""
+    from .store import is_store as _is_store
+
+    return _is_store(path)
+
+
+def _parse_workers(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise _bad(f"The 'workers' parameter must be an integer >= 1. Got {text!r} instead.")
+    return value
+
+
+def _store_path(store: Path | None, out: Path | None) -> tuple[Path, Path]:
+    """(store file, output folder): the store defaults to OUT/results.sqlite, OUT to the store's folder."""
+    if out is None:
+        out = store.parent if store is not None else DEFAULT_SWEEP_OUT
+    if out.exists() and not out.is_dir():
+        raise _bad(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
+    store = store if store is not None else out / STORE_NAME
+    if store.exists():
+        from .store import store_state
+
+        if store.is_dir():
+            raise _bad(f"The 'store' parameter must be a file. Got {str(store)!r}, which is a folder.")
+        if store_state(store) == "foreign":
+            raise _bad(f"The 'store' parameter must be an initscope results store. Got {str(store)!r}, "
+                       "which is some other file.")
+    return store, out
+
+
+@study_app.command("sweep")
+def sweep_command(
+    config_file: Path = typer.Argument(..., metavar="CONFIG.toml",
+                                       help="Sweep file: config fields, any of them a list; the sweep is their product."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Results store (SQLite) (default: OUT/results.sqlite)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder for the store and report.html "
+                                       "(default: the store's folder, else initscope-sweep)."),
+    workers: Optional[str] = typer.Option(None, metavar="INT", help="Local processes running configurations "
+                                          "(default: cores; 1 = in this process)."),
+    scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="Run on this Dask scheduler "
+                                            "(e.g. tcp://host:8786) instead of local processes."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html at the end (needs plotly)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run every configuration of a sweep file into a results store, skipping what it already holds.
+
+    The sweep file has the fields of a run config (`initscope run --config`);
+    any of them may be a list, and the sweep is the product of the lists, each
+    initializer a configuration of its own, times `trials`. Example:
+    init = ["normal", "sphere"], depth = [5, 10, 20], width = [40, 100],
+    trials = 10. `metrics` is the set every configuration computes; gain =
+    "default" means each initializer's own gain. A residual with width !=
+    input_dim is allowed: layer 1 then has no skip connection. Every
+    combination is validated before anything runs.
+
+    Each configuration's trials run as one batch and are committed together;
+    stop it at any time (even with kill -9) and run the same command again to
+    finish it. Sweeps sharing a store share finished configurations.
+
+    Exit status: 0 if every configuration succeeded, 1 if some failed (each is
+    recorded in the store with its error, and listed), 2 for bad input
+    (nothing is written).
+    """
+    from .sweep import load_sweep
+
+    try:
+        sweep = load_sweep(config_file)
+    except (ValueError, TypeError) as exc:
+        raise _bad(str(exc)) from None
+    n_workers = _parse_workers(workers)
+    store_path, out_dir = _store_path(store, out)
+
+    from .executors import open_executor, run_sweep
+    from .store import Store
+
+    stack = ExitStack()
+    try:
+        executor, slots = stack.enter_context(open_executor(n_workers, scheduler))
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    try:
+        db = Store(store_path)
+    except ValueError as exc:  # e.g. replaced by another file since it was checked
+        stack.close()
+        raise _bad(str(exc)) from None
+    try:
+        with stack, db, _progress(quiet) as progress:
+            outcome = run_sweep(sweep, db, executor, slots=slots, on_start=progress.start,
+                                on_progress=progress.advance)
+    except KeyboardInterrupt:
+        typer.echo(f"initscope: interrupted; finished configurations are in {store_path}. "
+                   "Run the same command again to resume.", err=True)
+        raise typer.Exit(130) from None
+    _print_outcome(sweep, outcome, store_path)
+    if report:
+        _auto_report(store_path, out_dir / "report.html")
+    if outcome.failures:
+        raise typer.Exit(1)
+
+
+class _NoProgress:
+    def start(self, total: int, done: int) -> None:
+        pass
+
+    def advance(self, trials: int, batch) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class _RichProgress(_NoProgress):
+    """Trials done / total, rate, elapsed and ETA on stderr."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            def render(self, task) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:.1f} trials/s" if speed else "- trials/s", style="progress.data.speed")
+
+        self._progress = Progress(
+            TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"), Rate(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self._task = None
+        self.failed = 0
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def start(self, total: int, done: int) -> None:
+        if total:  # nothing to run: no empty bar
+            self._task = self._progress.add_task("sweep", total=total)
+
+    def advance(self, trials: int, batch) -> None:
+        if batch is not None and not batch.ok:
+            self.failed += 1
+            self._progress.console.print(f"[red]failed[/red] {batch.config_id} ({batch.config.init[0]}): {batch.error}",
+                                         markup=True, highlight=False)
+        if self._task is not None:
+            self._progress.advance(self._task, trials)
+
+
+def _progress(quiet: bool) -> _NoProgress:
+    return _NoProgress() if quiet else _RichProgress()
+
+
+def _describe_config(config, axes: dict) -> str:
+    from .sweep import config_record
+
+    rec = config_record(config)
+    keys = [k for k in axes if k in rec] or ["init", "depth", "width"]
+    return ", ".join(f"{k}={rec[k]!r}" for k in keys)
+
+
+def _print_outcome(sweep, outcome, store_path: Path) -> None:
+    run_trials = outcome.trials - outcome.skipped_trials
+    rate = f" ({run_trials / outcome.seconds:.1f} trials/s)" if outcome.seconds > 0 and run_trials else ""
+    lines = [
+        f"sweep: {outcome.configs:,} configurations x {sweep.trials} trials = {outcome.trials:,} trials",
+        f"  already in the store: {outcome.skipped_trials:,} trials",
+        f"  ran: {outcome.ran_configs:,} configurations, {outcome.written_trials:,} trials written "
+        f"in {outcome.seconds:.1f} s{rate}",
+        f"  failed: {len(outcome.failures):,} configurations",
+    ]
+    for cid, config, error in outcome.failures:
+        lines.append(f"    {cid} [{_describe_config(config, sweep.axes)}]: {error}")
+    lines.append(f"store: {store_path}")
+    typer.echo("\n".join(lines))
+
+
+def _auto_report(store_path: Path, path: Path) -> None:
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
+        return
+    from .report_sweep import write_sweep_report
+
+    try:
+        write_sweep_report(store_path, path)
+    except ValueError as exc:  # e.g. every configuration failed: nothing to plot
+        typer.echo(f"note: report.html skipped: {exc}", err=True)
+        return
+    typer.echo(f"report: {path}")
+
+
+_TABLES = ("metrics", "spectra", "trials", "flags")
+
+
+@study_app.command("results")
+def results_command(
+    store: Path = typer.Argument(..., metavar="STORE", help="A results store written by `initscope sweep`."),
+    csv: Optional[Path] = typer.Option(None, "--csv", metavar="PATH", help="Export the table as CSV."),
+    parquet: Optional[Path] = typer.Option(None, "--parquet", metavar="PATH",
+                                           help="Export the table as Parquet (needs pyarrow)."),
+    table: str = typer.Option("metrics", "--table", help="Table to export: metrics, spectra, trials or flags."),
+) -> None:
+    """Summarise a results store (configurations, trials done/failed, rows per metric) and export a table.
+
+    The metrics export has the columns of `initscope run`'s metrics.csv
+    (without `trials`) plus config_id.
+    """
+    from .store import Store
+
+    if table not in _TABLES:
+        raise _bad(f"The 'table' parameter must be one of {list(_TABLES)}. Got {table!r} instead.")
+    if parquet is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise _bad("Parquet export needs pyarrow: pip install 'initscope[parquet]' (or pip install pyarrow).")
+    for name, path in (("csv", csv), ("parquet", parquet)):
+        if path is not None and path.is_dir():
+            raise _bad(f"The '{name}' parameter must be a file path. Got {str(path)!r}, which is a folder.")
+    try:
+        db = Store(store, create=False)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    with db:
+        summary = db.summary()
+        _print_summary(summary, store)
+        if csv is None and parquet is None:
+            return
+        frame = getattr(db, table)()
+    for path, kind in ((csv, "csv"), (parquet, "parquet")):
+        if path is not None:
+            _export(frame, path, kind)
+            typer.echo(f"wrote {path} ({len(frame):,} rows of {table})")
+
+
+def _print_summary(summary, store: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{store}[/bold]: {summary.configs:,} configurations ({summary.configs_complete:,} complete), "
+                  f"{summary.trials_ok:,} trials ok, {summary.trials_failed:,} failed, "
+                  f"{summary.spectra_rows:,} singular values")
+    for name, values in summary.axes.items():
+        console.print(f"  {name}: {', '.join(str(v) for v in values)}")
+    if len(summary.metric_rows):
+        t = Table(title="metric rows")
+        t.add_column("metric")
+        t.add_column("rows", justify="right")
+        t.add_column("finite", justify="right")
+        for r in summary.metric_rows.itertuples():
+            t.add_row(str(r.metric), f"{r.rows:,}", f"{r.finite:,}")
+        console.print(t)
+    if len(summary.failures):
+        console.print(f"[red]failed configurations: {len(summary.failures)}[/red]")
+        for r in summary.failures.itertuples():
+            console.print(f"  {r.config_id} ({r.init}, depth={r.depth}, width={r.width}): {r.error}")
+
+
+def _export(frame, path: Path, kind: str) -> None:
+    """Write to a temporary sibling, then rename: a failed export leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if kind == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sweep_report(
+    store: Path,
+    out: Optional[Path] = None,
+    *,
+    metric: Optional[str] = None,
+    x: Optional[str] = None,
+    y: Optional[str] = None,
+    group_by: str = "init",
+) -> Path:
+    """Build the sweep report of a store (what `initscope report STORE` runs); return the page's path.
+
+    out: the .html path (default: report.html beside the store). Bad
+    options raise typer.Exit(2) after one line on stderr.
+    """
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        raise _bad("The report needs plotly: pip install 'initscope[report]'.") from None
+    from .report_sweep import write_sweep_report
+
+    path = out if out is not None else Path(store).with_name("report.html")
+    try:
+        written = write_sweep_report(store, path, metrics=metric, x=x, y=y, group_by=group_by)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    typer.echo(f"wrote {written}")
+    return written
+
+
+@study_app.command("report")
+def report_store_command(
+    store: Path = typer.Argument(..., metavar="STORE", help="A results store written by `initscope sweep`."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH",
+                                       help="The .html file (default: report.html beside the store)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric(s), comma-separated (default: effective_rank)."),
+    x: Optional[str] = typer.Option(None, "--x", help="Heat map x axis: a config field (default: depth)."),
+    y: Optional[str] = typer.Option(None, "--y", help="Heat map y axis: a config field (default: width)."),
+    group_by: str = typer.Option("init", "--group-by", help="Config field the depth curves are grouped by."),
+) -> None:
+    """Build the sweep report: heat maps over two config fields and metric-vs-depth curves."""
+    if not is_store(store):
+        raise _bad(f"The 'store' parameter must be an initscope results store. Got {str(store)!r} instead.")
+    sweep_report(store, out, metric=metric, x=x, y=y, group_by=group_by)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the study app alone; returns the exit status (0 ok, 1 failures/unexpected, 2 bad input)."""
+    try:
+        from typer._click.exceptions import ClickException as usage_error
+    except ImportError:
+        from click.exceptions import ClickException as usage_error
+
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
+    try:
+        status = study_app(args=args, prog_name="initscope", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("initscope: aborted", err=True)
+        return 1
+    except usage_error as exc:
+        typer.echo(f"initscope: error: {' '.join(exc.format_message().split())}", err=True)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - unexpected: exit 1 with the reason
+        typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

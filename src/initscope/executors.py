@@ -1,0 +1,261 @@
+"""Where a sweep's configurations run: this process, a local process pool, or a Dask cluster.
+
+All three are a `concurrent.futures.Executor` running the same task,
+`run_config(config, config_id)`, which runs one configuration's trials as one
+batch (`run(config, workers=1)` with BLAS on one thread) and returns a
+`ConfigBatch`. Only the parent process writes the store, so Dask workers on
+other machines need no access to it. Results do not depend on the executor
+or the number of workers: every trial's randomness comes from (seed,
+initializer, trial index) alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .config import Config
+from .store import ConfigBatch, Store, batch_from_result, failed_batch
+from .sweep import Sweep
+
+__all__ = [
+    "InlineExecutor",
+    "open_executor",
+    "run_config",
+    "execute",
+    "run_sweep",
+    "SweepOutcome",
+    "estimated_cost",
+]
+
+DASK_CONNECT_TIMEOUT_S = 10
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_config(config: Config, cid: str) -> ConfigBatch:
+    """Run one single-initializer configuration, all its trials at once.
+
+    Any exception (MemoryError included) becomes a 'failed' batch carrying
+    the error, so one bad configuration never stops a sweep. Overflow and
+    collapse are results (flags), so their NumericalWarning is not shown.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from .run import NumericalWarning, run  # imported per call, so a test can patch initscope.run.run
+
+    start = time.perf_counter()
+    try:
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumericalWarning)
+            result = run(config, workers=1)
+        return batch_from_result(result, cid, seconds=time.perf_counter() - start, worker=_worker_name())
+    except Exception as exc:  # noqa: BLE001 - recorded in the store, the sweep goes on
+        return failed_batch(config, cid, _describe(exc), seconds=time.perf_counter() - start,
+                            worker=_worker_name())
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class InlineExecutor(cf.Executor):
+    """Runs each task in this process when it is submitted: `--workers 1`."""
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - delivered through the future, as a pool would
+            future.set_exception(exc)
+        return future
+
+
+def _pool_worker_init(parent: int) -> None:
+    """Ctrl-C is the parent's to handle; and a worker exits when its parent dies (even by SIGKILL)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="initscope-parent-watch", daemon=True).start()
+
+
+@contextmanager
+def open_executor(workers: int | None = None, scheduler: str | None = None, *,
+                  connect_timeout: float = DASK_CONNECT_TIMEOUT_S) -> Iterator[tuple[cf.Executor, int]]:
+    """An executor and its number of slots (tasks that run at once).
+
+    scheduler: address of a running Dask scheduler (e.g. 'tcp://10.0.0.5:8786');
+    workers is then ignored. Otherwise workers=1 runs in this process and
+    workers=N>1 uses N spawned processes (default: the machine's cores).
+    Raises ValueError for a bad workers value, a missing dask.distributed, or
+    a scheduler that cannot be reached within connect_timeout seconds.
+    """
+    if scheduler is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ValueError("The 'scheduler' option needs dask.distributed: pip install 'initscope[dask]'.") from None
+        try:
+            client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ValueError(
+                f"The 'scheduler' parameter must be the address of a running Dask scheduler. Got {scheduler!r} "
+                f"({_describe(exc)})."
+            ) from None
+        try:
+            slots = max(1, sum(client.nthreads().values()))
+            yield client.get_executor(pure=False), slots
+        finally:
+            client.close()
+        return
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"The 'workers' parameter must be an integer >= 1. Got {workers!r} instead.")
+    if workers == 1:
+        yield InlineExecutor(), 1
+        return
+    import multiprocessing
+
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_pool_worker_init, initargs=(os.getpid(),))
+    try:
+        yield pool, workers
+    except BaseException:
+        # Ctrl-C or an error in the parent: do not wait for running configurations to finish.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, window: int = 1) -> Iterator[ConfigBatch]:
+    """Run (config, config_id) tasks on any executor; yield each ConfigBatch as it finishes.
+
+    Tasks are pulled lazily, at most `window` in flight, so the caller's
+    iterator can skip configurations that another sweep finished meanwhile.
+    A task whose worker died (or that could not be submitted) comes back as
+    a failed batch. Closing the generator cancels what has not started.
+    """
+    it = iter(tasks)
+    pending: dict[cf.Future, tuple[Config, str]] = {}
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < max(1, window):
+                try:
+                    config, cid = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                try:
+                    pending[executor.submit(run_config, config, cid)] = (config, cid)
+                except Exception as exc:  # noqa: BLE001 - e.g. a broken pool: record it, go on
+                    yield failed_batch(config, cid, f"not submitted: {_describe(exc)}")
+            if not pending:
+                return
+            done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                config, cid = pending.pop(future)
+                try:
+                    yield future.result()
+                except Exception as exc:  # noqa: BLE001 - the worker itself was lost
+                    yield failed_batch(config, cid, f"worker lost: {_describe(exc)}")
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def estimated_cost(config: Config) -> float:
+    """A rough relative cost of one configuration: matmuls, Gram spectra and Jacobians per layer."""
+    n, w, d = config.samples, config.width, config.input_dim
+    per_layer = n * w * max(w, d) + min(n, w) ** 3 + min(n, 64) * d * w * w
+    return config.trials * config.depth * per_layer
+
+
+@dataclass
+class SweepOutcome:
+    """What one `run_sweep` did. failures: (config_id, config, error) of configurations that failed."""
+
+    configs: int
+    trials: int
+    skipped_trials: int = 0
+    ran_configs: int = 0
+    written_trials: int = 0
+    failures: list[tuple[str, Config, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def run_sweep(
+    sweep: Sweep,
+    store: Store,
+    executor: cf.Executor,
+    *,
+    slots: int = 1,
+    on_start: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, ConfigBatch | None], None] | None = None,
+) -> SweepOutcome:
+    """Run what the store lacks of a sweep, writing each configuration as it finishes.
+
+    A configuration whose trials are all stored 'ok' is skipped, checked again
+    just before it is submitted (another sweep may be writing the same store).
+    A configuration with some trials missing runs whole and only the missing
+    trials are written. Larger configurations go first, so the last ones to
+    finish are short. on_start(trials_to_run, trials_already_done) is called
+    once; on_progress(trials, batch) after each configuration (batch None when
+    it was skipped because another sweep finished it).
+    """
+    start = time.perf_counter()
+    outcome = SweepOutcome(configs=len(sweep.configs), trials=sweep.total_trials)
+    done = store.done_trials(sweep.ids)
+    wanted = set(range(sweep.trials))
+    order = sorted(range(len(sweep.configs)), key=lambda i: -estimated_cost(sweep.configs[i]))
+    todo = [i for i in order if not wanted <= done.get(sweep.ids[i], set())]
+    outcome.skipped_trials = sum(len(wanted & done.get(cid, set())) for cid in sweep.ids)
+    if on_start is not None:
+        on_start(outcome.trials - outcome.skipped_trials, outcome.skipped_trials)
+    missing_at_start = {sweep.ids[i]: len(wanted - done.get(sweep.ids[i], set())) for i in todo}
+
+    def tasks() -> Iterator[tuple[Config, str]]:
+        for i in todo:
+            cid = sweep.ids[i]
+            now_done = store.done_trials([cid]).get(cid, set())
+            if wanted <= now_done:  # another sweep finished it meanwhile
+                outcome.skipped_trials += missing_at_start[cid]
+                if on_progress is not None:
+                    on_progress(missing_at_start[cid], None)
+                continue
+            yield sweep.configs[i], cid
+
+    # In-process, one at a time: a kill then loses at most the configuration being run.
+    window = 1 if isinstance(executor, InlineExecutor) else 2 * slots
+    for batch in execute(tasks(), executor, window=window):
+        outcome.ran_configs += 1
+        outcome.written_trials += store.write(batch)
+        if not batch.ok:
+            outcome.failures.append((batch.config_id, batch.config, batch.error or "unknown error"))
+        if on_progress is not None:
+            on_progress(missing_at_start[batch.config_id], batch)
+    outcome.seconds = time.perf_counter() - start
+    return outcome

@@ -1,0 +1,139 @@
+"""The comparison the post asks for: every fix on the seed's network, ranked.
+
+The seed's network with input_dim = width = 40 (where the post saw the
+variance collapse), at depths 10 and 50, under each initialization or
+architectural fix, over many trials. Each fix is a set of config overrides;
+`compare_fixes` runs them all and ranks them by what survives at the last
+layer: effective rank, out-of-sample linear recoverability of the input,
+Jacobian rank, and whether the certificate of injectivity holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .config import Config, make_config
+
+__all__ = ["FIXES", "FixOutcome", "compare_fixes", "fix_config", "ranking", "run_fix", "outcome_label", "RANK_BY"]
+
+# Overrides on top of the seed's config (ReLU, linspace shifts, ball data) with
+# input_dim = width = 40. The residual scale 1/√depth keeps the sum of branch
+# variances bounded with depth (Hanin & Rolnick 2018; "Fixup", Zhang et al. 2019).
+FIXES: dict[str, dict] = {
+    "normal": dict(init="normal"),
+    "sphere": dict(init="sphere"),
+    "kaiming": dict(init="kaiming-normal"),
+    "orthogonal": dict(init="orthogonal"),
+    "looks-linear": dict(init="looks-linear", shift="zeros"),
+    "zero": dict(init="zero"),
+    "lsuv": dict(init="lsuv"),
+    "well-spaced": dict(init="well-spaced"),
+    "kaiming+residual": dict(init="kaiming-normal", residual="1/sqrt(depth)"),
+    "kaiming+layernorm": dict(init="kaiming-normal", norm="layer"),
+    "forward-gradient": dict(init="kaiming-normal", init_train="forward-gradient"),
+}
+RANK_BY = ("certified_share", "jacobian_rank", "linear_r2", "effective_rank")
+_SEED = dict(input_dim=40, width=40, samples=100, data="ball", activation="relu", shift="linspace")
+
+
+def fix_config(name: str, *, depth: int, trials: int, seed: int = 0, **extra) -> Config:
+    """The config of one fix at one depth."""
+    if name not in FIXES:
+        raise ValueError(f"The 'fixes' parameter must name fixes from {list(FIXES)}. Got {name!r} instead.")
+    over = dict(FIXES[name])
+    if over.get("residual") == "1/sqrt(depth)":
+        over["residual"] = 1.0 / np.sqrt(depth)
+    return make_config(**{**_SEED, **over, **extra, "depth": depth, "trials": trials, "seed": seed})
+
+
+@dataclass
+class FixOutcome:
+    """One fix at one depth: its config, its run's tables and its certificate's per-layer table."""
+
+    fix: str
+    depth: int
+    config: Config
+    result: object  # RunResult
+    certificate: pd.DataFrame  # per (trial, layer): certified, reason, ...
+
+
+def _certificate(config: Config, init: str) -> pd.DataFrame:
+    from .certify import certify
+    from .network import Architecture
+    from .run import materialize
+
+    X, _, params = materialize(config, init)
+    if config.init_train != "none":
+        from .run import _trained
+
+        params, _ = _trained(config, init, X)
+    return certify(X, params, Architecture(config.activation, config.norm, config.residual)).layers
+
+
+def run_fix(name: str, *, depth: int, trials: int, seed: int = 0, workers: int | None = None, **extra) -> FixOutcome:
+    """Run one fix and certify it."""
+    from .run import run
+
+    config = fix_config(name, depth=depth, trials=trials, seed=seed, **extra)
+    result = run(config, workers=workers)
+    return FixOutcome(name, depth, config, result, _certificate(config, config.init[0]))
+
+
+def ranking(outcomes: Iterable[FixOutcome]) -> pd.DataFrame:
+    """One row per (depth, fix): last-layer medians over trials and the certificate share, ranked.
+
+    Ranked within each depth by the share of trials certified at every layer,
+    then last-layer jacobian_rank, linear_r2 and effective_rank (all
+    higher = more information kept). rms_ratio (last layer's rms over the
+    input's) is shown, not ranked: a fix can keep information at any scale.
+    """
+    rows = []
+    for o in outcomes:
+        m = o.result.metrics
+        last = m[m["layer"] == o.depth].groupby("metric")["value"].median()
+        first = m[m["layer"] == 0].groupby("metric")["value"].median()
+        cert = o.certificate.groupby("trial")["certified"].all()
+        failing = o.certificate[~o.certificate["certified"]]
+        rows.append({
+            "depth": o.depth,
+            "fix": o.fix,
+            "certified_share": float(cert.mean()),
+            "first_uncertified_layer": int(failing["layer"].min()) if len(failing) else -1,
+            "jacobian_rank": last.get("jacobian_rank", np.nan),
+            "linear_r2": last.get("linear_r2", np.nan),
+            "effective_rank": last.get("effective_rank", np.nan),
+            "rms_ratio": last.get("rms", np.nan) / first.get("rms", np.nan),
+            "overflowed_trials": int((o.result.flags["flag"] == "overflow").sum()),
+        })
+    table = pd.DataFrame(rows)
+    keys = ["depth", *RANK_BY]
+    table = table.sort_values(keys, ascending=[True] + [False] * len(RANK_BY), na_position="last", kind="stable")
+    table["rank"] = table.groupby("depth").cumcount() + 1
+    return table.reset_index(drop=True)
+
+
+def compare_fixes(
+    fixes: Iterable[str] | None = None,
+    *,
+    depths: Iterable[int] = (10, 50),
+    trials: int = 20,
+    seed: int = 0,
+    workers: int | None = None,
+    **extra,
+) -> tuple[pd.DataFrame, list[FixOutcome]]:
+    """Run every fix at every depth; return the ranking and the outcomes."""
+    names = list(FIXES) if fixes is None else list(fixes)
+    for name in names:
+        if name not in FIXES:
+            raise ValueError(f"The 'fixes' parameter must name fixes from {list(FIXES)}. Got {name!r} instead.")
+    outcomes = [run_fix(name, depth=depth, trials=trials, seed=seed, workers=workers, **extra)
+                for depth in depths for name in names]
+    return ranking(outcomes), outcomes
+
+
+def outcome_label(o: FixOutcome) -> str:
+    return f"{o.fix}-depth{o.depth}"
