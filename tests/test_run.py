@@ -133,3 +133,13 @@ def test_bad_workers_and_mixed_arguments():
         run(workers=0, **SMALL)
     with pytest.raises(TypeError):
         run(make_config(), depth=3)
+
+
+def test_trial_ids_reproduce_those_trials_of_the_full_run():
+    cfg = make_config(readout="init", shift="normal", **SMALL)
+    full = _values(run(cfg))
+    part = _values(run(cfg, trial_ids=[2, 0]))
+    assert sorted(part.index.get_level_values("trial").unique()) == [0, 2]
+    np.testing.assert_allclose(part.to_numpy(), full.loc[part.index].to_numpy(), rtol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match="'trial_ids'"):
+        run(cfg, trial_ids=[1, 1])

@@ -74,7 +74,7 @@ def trial_generators(seed: int, key: int, trials: range | list[int]) -> list[np.
     return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(key, t)))) for t in trials]
 
 
-def _inputs(config: Config, table) -> tuple[np.ndarray, np.ndarray]:
+def _inputs(config: Config, table, trial_ids=None) -> tuple[np.ndarray, np.ndarray]:
     """Data X (T, n, d) and targets y (T, n, 1) for every trial.
 
     Synthetic data are drawn fresh per trial; fixed data are the table's rows,
@@ -82,8 +82,9 @@ def _inputs(config: Config, table) -> tuple[np.ndarray, np.ndarray]:
     The same data serve every initializer (common random numbers).
     """
     dtype = np.dtype(config.dtype)
-    T, n = config.trials, config.samples
-    rngs = trial_generators(config.seed, _DATA_KEY, range(T))
+    ids = range(config.trials) if trial_ids is None else trial_ids
+    T, n = len(ids), config.samples
+    rngs = trial_generators(config.seed, _DATA_KEY, ids)
     if table is None:
         X = np.stack([data_mod.sample(config.data, n, config.input_dim, rng=r) for r in rngs])
         y = np.stack([data_mod.target(config.target, x) for x in X])
@@ -325,6 +326,13 @@ def _workers(requested: int | None, trials: int) -> int:
     return max(1, min(os.cpu_count() or 1, trials))
 
 
+def _trial_ids(trial_ids) -> np.ndarray:
+    ids = np.asarray(list(trial_ids))
+    if ids.ndim != 1 or len(ids) == 0 or ids.dtype.kind not in "iu" or ids.min() < 0 or len(set(ids.tolist())) != len(ids):
+        raise ValueError(f"The 'trial_ids' parameter must be distinct integers >= 0. Got {list(trial_ids)!r} instead.")
+    return np.sort(ids)
+
+
 def init_gain(config: Config, init: str) -> float:
     """The gain an initializer runs with: the config's, or the rule's default."""
     if config.gain is not None:
@@ -377,18 +385,26 @@ def _trained(config: Config, init: str, X: np.ndarray) -> tuple[list, pd.DataFra
     return params, history.assign(init=init)
 
 
-def run(config: Config | None = None, /, *, workers: int | None = None, **kwargs: Any) -> RunResult:
+def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
     `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
     takes config fields as keywords; `run(cfg)` takes a validated Config.
     workers: threads over trial chunks (default: the machine's cores).
+    trial_ids: run only these trial indices (each gives exactly the numbers it
+    gives in a full run: a trial's randomness depends on its index alone), e.g.
+    to complete an interrupted sweep.
     """
     config = _resolve(config, kwargs)
-    n_workers = _workers(workers, config.trials)
+    ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
+    if config.init_train != "none" and ids.max() >= config.trials:
+        raise ValueError(f"The 'trial_ids' parameter must be below trials={config.trials} with init_train. "
+                         f"Got {ids.max()} instead.")
+    n_workers = _workers(workers, len(ids))
     table = load_table(config) if config.data_is_fixed else None
-    X, y = _inputs(config, table)
-    chunks = [c for c in np.array_split(np.arange(config.trials), n_workers) if len(c)]
+    X, y = _inputs(config, table, [int(t) for t in ids])
+    positions = np.array_split(np.arange(len(ids)), n_workers)
+    chunks = [ids[p] for p in positions if len(p)]
 
     results: dict[str, list[_Chunk]] = {}
     gains: dict[str, float] = {}
@@ -400,8 +416,9 @@ def run(config: Config | None = None, /, *, workers: int | None = None, **kwargs
             if config.init_train != "none":
                 given, history = _trained(config, init, X)
                 histories.append(history)
-            jobs = [(init, gain, X[c], y[c], [int(t) for t in c],
-                     None if given is None else [(W[c], b[c]) for W, b in given]) for c in chunks]
+            jobs = [(init, gain, X[p], y[p], [int(t) for t in ids[p]],
+                     None if given is None else [(W[ids[p]], b[ids[p]]) for W, b in given])
+                    for p in positions if len(p)]
             if len(jobs) == 1:
                 results[init] = [_simulate(config, *jobs[0])]
             else:
@@ -426,7 +443,9 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
     names = list(config.metrics)
     m_cols: dict[str, list] = {"init": [], "trial": [], "layer": [], "metric": [], "value": []}
     s_cols: dict[str, list] = {"init": [], "trial": [], "layer": [], "k": [], "singular_value": []}
-    proj_frames, norm_frames, flag_rows = [], [], []
+    proj_cols: dict[str, list] = {k: [] for k in ("init", "layer", "sample", "pc1", "pc2", "pc3", "target")}
+    norm_cols: dict[str, list] = {k: [] for k in ("init", "trial", "layer", "kind", "norm")}
+    flag_rows = []
     for init, parts in results.items():
         vals = np.stack([np.concatenate([p.values[name] for p in parts]) for name in names])  # (M, T, L+1)
         size = vals.size
@@ -446,21 +465,22 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
         for p in parts:
             if p.projections is not None:
                 n = p.projections.shape[1]
-                proj_frames.append(pd.DataFrame({
-                    "init": init,
-                    "trial": 0,
-                    "layer": np.repeat(np.arange(L + 1), n),
-                    "sample": np.tile(np.arange(n), L + 1),
-                    "pc1": p.projections[:, :, 0].reshape(-1),
-                    "pc2": p.projections[:, :, 1].reshape(-1),
-                    "pc3": p.projections[:, :, 2].reshape(-1),
-                    "target": np.tile(y[0, :, 0].astype(np.float64), L + 1),
-                }))
-            for layer, ts, norms in p.weight_norms:
-                norm_frames.append(pd.DataFrame({
-                    "init": init, "trial": np.repeat(ts, norms.shape[1]), "layer": layer,
-                    "kind": "input" if layer == 1 else "internal", "norm": norms.reshape(-1),
-                }))
+                proj_cols["init"].append(np.full((L + 1) * n, init, dtype=object))
+                proj_cols["layer"].append(np.repeat(np.arange(L + 1), n))
+                proj_cols["sample"].append(np.tile(np.arange(n), L + 1))
+                for k in range(3):
+                    proj_cols[f"pc{k + 1}"].append(p.projections[:, :, k].reshape(-1))
+                proj_cols["target"].append(np.tile(y[0, :, 0].astype(np.float64), L + 1))
+        # Chunks arrive per thread; rows go by (trial, layer) within an initializer so
+        # the table is the same bytes whatever the number of workers.
+        pieces = sorted((t, layer, norms[i]) for p in parts for layer, ts, norms in p.weight_norms
+                        for i, t in enumerate(ts))
+        for t, layer, norms in pieces:
+            norm_cols["init"].append(np.full(len(norms), init, dtype=object))
+            norm_cols["trial"].append(np.full(len(norms), t))
+            norm_cols["layer"].append(np.full(len(norms), layer))
+            norm_cols["kind"].append(np.full(len(norms), "input" if layer == 1 else "internal", dtype=object))
+            norm_cols["norm"].append(norms)
         overflow = np.concatenate([p.overflow_layer for p in parts])
         collapsed = np.concatenate([p.collapsed for p in parts])
         rows = [(init, int(trials[i]), int(overflow[i]), "overflow") for i in np.flatnonzero(overflow >= 0)]
@@ -472,22 +492,22 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
         metrics[key] = value
     spectra = pd.DataFrame({k: np.concatenate(v) for k, v in s_cols.items()})
     spectra = spectra[spectra["singular_value"].notna()].reset_index(drop=True)
-    empty_proj = pd.DataFrame(columns=["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"])
-    projections = pd.concat(proj_frames, ignore_index=True) if proj_frames else empty_proj
-    if norm_frames:
-        # Chunks arrive per thread; order rows by (init as configured, trial, layer) so
-        # the table is the same bytes whatever the number of workers.
-        weight_norms = pd.concat(norm_frames, ignore_index=True)
-        order = {name: i for i, name in enumerate(config.init)}
-        weight_norms = (weight_norms.assign(_o=weight_norms["init"].map(order))
-                        .sort_values(["_o", "trial", "layer"], kind="stable")
-                        .drop(columns="_o").reset_index(drop=True))
-    else:
-        weight_norms = pd.DataFrame(columns=["init", "trial", "layer", "kind", "norm"])
+    projections = _frame(proj_cols, ["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"], trial=0)
+    weight_norms = _frame(norm_cols, ["init", "trial", "layer", "kind", "norm"])
     flags = pd.DataFrame(flag_rows, columns=["init", "trial", "layer", "flag"])
     info_rows = [(init, *row) for init, parts in results.items() for p in parts for row in p.init_info]
     init_log = pd.DataFrame(info_rows, columns=["init", "trial", "layer", "quantity", "value"])
     return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
+
+
+def _frame(cols: dict[str, list], order: list[str], **constant) -> pd.DataFrame:
+    """One DataFrame from lists of column pieces (empty with the same columns when no pieces)."""
+    if not cols[next(iter(cols))]:
+        return pd.DataFrame(columns=order)
+    frame = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    for key, value in constant.items():
+        frame[key] = value
+    return frame[order]
 
 
 def _warn(config: Config, flags: pd.DataFrame) -> None:
