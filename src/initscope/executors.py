@@ -43,8 +43,8 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_config(config: Config, cid: str) -> ConfigBatch:
-    """Run one single-initializer configuration, all its trials at once.
+def run_config(config: Config, cid: str, trial_ids=None) -> ConfigBatch:
+    """Run one single-initializer configuration, all its (or the given) trials at once.
 
     Any exception (MemoryError included) becomes a 'failed' batch carrying
     the error, so one bad configuration never stops a sweep. Overflow and
@@ -58,7 +58,7 @@ def run_config(config: Config, cid: str) -> ConfigBatch:
     try:
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore", NumericalWarning)
-            result = run(config, workers=1)
+            result = run(config, workers=1, trial_ids=trial_ids)
         return batch_from_result(result, cid, seconds=time.perf_counter() - start, worker=_worker_name())
     except Exception as exc:  # noqa: BLE001 - recorded in the store, the sweep goes on
         return failed_batch(config, cid, _describe(exc), seconds=time.perf_counter() - start,
@@ -161,12 +161,13 @@ def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, windo
         while True:
             while not exhausted and len(pending) < max(1, window):
                 try:
-                    config, cid = next(it)
+                    task = next(it)
                 except StopIteration:
                     exhausted = True
                     break
+                config, cid = task[0], task[1]
                 try:
-                    pending[executor.submit(run_config, config, cid)] = (config, cid)
+                    pending[executor.submit(run_config, *task)] = (config, cid)
                 except Exception as exc:  # noqa: BLE001 - e.g. a broken pool: record it, go on
                     yield failed_batch(config, cid, f"not submitted: {_describe(exc)}")
             if not pending:
@@ -220,8 +221,8 @@ def run_sweep(
 
     A configuration whose trials are all stored 'ok' is skipped, checked again
     just before it is submitted (another sweep may be writing the same store).
-    A configuration with some trials missing runs whole and only the missing
-    trials are written. Larger configurations go first, so the last ones to
+    A configuration with some trials missing runs only those trials
+    (`run(..., trial_ids=...)`). Larger configurations go first, so the last ones to
     finish are short. on_start(trials_to_run, trials_already_done) is called
     once; on_progress(trials, batch) after each configuration (batch None when
     it was skipped because another sweep finished it).
@@ -246,7 +247,9 @@ def run_sweep(
                 if on_progress is not None:
                     on_progress(missing_at_start[cid], None)
                 continue
-            yield sweep.configs[i], cid
+            missing = sorted(wanted - now_done)
+            # Only the missing trials run: each trial's numbers depend on its index alone.
+            yield sweep.configs[i], cid, (missing if now_done else None)
 
     # In-process, one at a time: a kill then loses at most the configuration being run.
     window = 1 if isinstance(executor, InlineExecutor) else 2 * slots
