@@ -204,8 +204,10 @@ from .cli_torch import inspect_command  # noqa: E402  (torch is imported only wh
 app.command("inspect")(inspect_command)
 
 from .cli_compare import compare_fixes_command  # noqa: E402
+from .cli_fixes import certify_command  # noqa: E402
 from .cli_study import results_command, sweep_command  # noqa: E402
 
+app.command("certify")(certify_command)
 app.command("compare-fixes")(compare_fixes_command)
 app.command("sweep")(sweep_command)
 app.command("results")(results_command)

@@ -68,9 +68,9 @@ def _certificate(config: Config, init: str) -> pd.DataFrame:
 
     X, _, params = materialize(config, init)
     if config.init_train != "none":
-        from .run import _trained
+        from .run import trained
 
-        params, _ = _trained(config, init, X)
+        params, _ = trained(config, init, X)
     return certify(X, params, Architecture(config.activation, config.norm, config.residual)).layers
 
 

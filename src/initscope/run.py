@@ -37,7 +37,7 @@ from .network import (
 )
 
 __all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
-           "ParamSource"]
+           "ParamSource", "trained"]
 
 JACOBIAN_SAMPLES = 64
 WEIGHT_NORM_TRIALS = 10
@@ -373,7 +373,7 @@ def materialize(config: Config, init: str) -> tuple[np.ndarray, np.ndarray, list
     return X, y, params
 
 
-def _trained(config: Config, init: str, X: np.ndarray) -> tuple[list, pd.DataFrame]:
+def trained(config: Config, init: str, X: np.ndarray) -> tuple[list, pd.DataFrame]:
     """Parameters after `init_train` (forward-gradient or backprop) and its history."""
     from .init_train import train
 
@@ -414,7 +414,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
             gain = gains[init] = init_gain(config, init)
             given = None
             if config.init_train != "none":
-                given, history = _trained(config, init, X)
+                given, history = trained(config, init, X)
                 histories.append(history)
             jobs = [(init, gain, X[p], y[p], [int(t) for t in ids[p]],
                      None if given is None else [(W[ids[p]], b[ids[p]]) for W, b in given])

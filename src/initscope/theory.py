@@ -1,18 +1,42 @@
 """Closed forms that the measurements are checked against and overlaid with.
 
 Everything here is the infinite-width / expectation-over-weights answer for the
-model in DESIGN.md with zero shifts, no normalization and no residual branch.
-Pure numpy; no I/O.
+model in DESIGN.md with no normalization and no residual branch: the He/Xavier
+recursion and arc-cosine maps (zero shifts), and the mean-field maps of Poole
+et al. 2016 and Schoenholz et al. 2017 (i.i.d. shifts of variance σ_b²) for
+any activation, by Gauss–Hermite quadrature. Pure numpy and scipy; no I/O.
+
+Mean-field notation. A unit's pre-activation z = s·w + b has second moment
+q = σ_w²·mean(s²) + σ_b², with σ_w² = fan_in·E[w²] (`weight_sigma2`) and
+σ_b² = E[b²] (`shift_sigma2`); over the weights, z is Gaussian at large width.
+So q_{l+1} = σ_w²·E[φ(√q_l·z)²] + σ_b² with z ~ N(0, 1), and two inputs whose
+pre-activations have correlation c map to c_{l+1} = (σ_w²·E[φ(u1)φ(u2)] + σ_b²)/q_{l+1},
+(u1, u2) centred Gaussian with variances q and correlation c.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+from .network import LEAKY_SLOPE, activate, activation_derivative
+
 __all__ = [
     "relu_correlation_map",
+    "leaky_relu_correlation_map",
+    "DEFAULT_NODES",
+    "weight_sigma2",
+    "shift_sigma2",
+    "q_map",
+    "q_star",
+    "correlation_map",
+    "c_star",
+    "chi_1",
+    "chi_c",
+    "correlation_depth_scale",
+    "weight_norm_distribution",
     "activation_second_moment_factor",
     "weight_variance",
     "expected_rms",
@@ -119,19 +143,341 @@ def weight_norm_density(
     For i.i.d. N(0, σ²) entries the norm is σ times a chi variable with fan_in
     degrees of freedom. That covers normal (σ = gain), kaiming-normal and
     lecun-normal (σ = gain/sqrt(fan_in)), and xavier-normal when fan_out is
-    given (σ = gain·sqrt(2/(fan_in+fan_out))).
+    given (σ = gain·sqrt(2/(fan_in+fan_out))); see `weight_norm_distribution`.
     Returns None where the norm has no such closed form (sphere: a spike at gain).
+    """
+    dist = weight_norm_distribution(init, fan_in, fan_out, gain)
+    if dist is None:
+        return None
+    return dist.pdf(np.asarray(r, dtype=np.float64))
+
+
+def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: float):
+    """The distribution of one neuron's weight-vector 2-norm, as a frozen scipy.stats chi.
+
+    A neuron's weights are a column of W (fan_in, fan_out): fan_in i.i.d.
+    N(0, σ²) entries, so its norm is σ·χ(fan_in), σ² = `weight_variance`
+    (normal, kaiming-normal, lecun-normal; xavier-normal needs fan_out).
+    Its mean is σ·√2·Γ((k+1)/2)/Γ(k/2) ≈ σ·√(k − 1/2): the seed's normal
+    weights (σ = 1, k = 40) have norms ≈ 6.3, which is why its states explode.
+    Returns None where the norm is not chi: a point mass at gain (sphere,
+    orthogonal with fan_in ≥ fan_out) or no closed form (uniform entries,
+    sphere-rows, other rules).
     """
     from scipy.stats import chi
 
-    sigma = {
-        "normal": gain,
-        "kaiming-normal": gain / math.sqrt(fan_in) if fan_in > 0 else math.nan,
-        "lecun-normal": gain / math.sqrt(fan_in) if fan_in > 0 else math.nan,
-    }.get(init)
-    if init == "xavier-normal" and fan_out is not None and fan_in + fan_out > 0:
-        sigma = gain * math.sqrt(2.0 / (fan_in + fan_out))
-    if sigma is None or not math.isfinite(sigma) or fan_in <= 0:
+    if init not in ("normal", "kaiming-normal", "lecun-normal", "xavier-normal"):
         return None
-    r = np.asarray(r, dtype=np.float64)
-    return chi.pdf(r / sigma, df=fan_in) / sigma
+    if fan_in is None or fan_in <= 0 or (init == "xavier-normal" and (fan_out is None or fan_out <= 0)):
+        return None
+    variance = weight_variance(init, fan_in, fan_out if fan_out is not None else 1, gain)
+    if not (math.isfinite(variance) and variance > 0):
+        return None
+    return chi(df=fan_in, scale=math.sqrt(variance))
+
+
+# ---------------------------------------------------------------------------
+# Mean field (Poole et al. 2016; Schoenholz et al. 2017)
+
+DEFAULT_NODES = 100  # even: no node sits on ReLU's kink at 0, so its 1-D maps are exact
+_HOMOGENEOUS = ("relu", "leaky_relu", "identity")
+
+
+def leaky_relu_correlation_map(c: np.ndarray | float, negative_slope: float = LEAKY_SLOPE) -> np.ndarray:
+    """The leaky-ReLU arc-cosine map of correlations, one layer deep, zero bias.
+
+    φ(z) = max(z, 0) + a·min(z, 0) = relu(z) − a·relu(−z). For (u, v) standard
+    Gaussian with correlation c, let k(c) = E[relu(u)relu(v)] = ρ(c)/2 with ρ
+    the normalised degree-1 arc-cosine kernel (`relu_correlation_map`, Cho &
+    Saul 2009). By symmetry E[relu(−u)relu(−v)] = k(c) and
+    E[relu(u)relu(−v)] = k(−c) = k(c) − c/2 (because relu(v) − relu(−v) = v and
+    E[relu(u)·v] = c/2). Hence E[φ(u)φ(v)] = (1 − a)²·k(c) + a·c, and with
+    E[φ(u)²] = (1 + a²)/2 the map is
+
+        c' = ((1 − a)²·ρ(c) + 2a·c) / (1 + a²),
+
+    which is ρ at a = 0 and the identity at a = 1. It does not depend on the
+    weight variance. c: any shape, clipped to [-1, 1]; returns the same shape.
+    """
+    a = float(negative_slope)
+    c = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
+    return ((1.0 - a) ** 2 * relu_correlation_map(c) + 2.0 * a * c) / (1.0 + a * a)
+
+
+def weight_sigma2(init: str, fan_in: int, fan_out: int, gain: float) -> float:
+    """σ_w² = fan_in·E[w²] of an initializer: the factor on mean(s²) in a unit's q."""
+    return fan_in * weight_variance(init, fan_in, fan_out, gain)
+
+
+def shift_sigma2(shift: str, shift_scale: float) -> float:
+    """σ_b² = E[b²] of i.i.d. shifts: 0 (zeros), s² (normal), s²/3 (uniform).
+
+    The seed's linspace shifts (and data-dependent ones) are not i.i.d.
+    across units, so the mean-field maps do not apply to them: NaN.
+    """
+    s2 = float(shift_scale) ** 2
+    return {"zeros": 0.0, "normal": s2, "uniform": s2 / 3.0}.get(shift, math.nan)
+
+
+def _gauss(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss–Hermite nodes and weights normalised to sum 1: E[f(z)] ≈ Σ w·f(x)."""
+    if isinstance(nodes, bool) or not isinstance(nodes, (int, np.integer)) or nodes < 1:
+        raise ValueError(f"The 'nodes' parameter must be an integer >= 1. Got {nodes!r} instead.")
+    return _gauss_cached(int(nodes))
+
+
+@functools.lru_cache(maxsize=16)
+def _gauss_cached(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    # hermegauss costs milliseconds (an eigenproblem); fixed-point iterations call this thousands of times.
+    from numpy.polynomial.hermite_e import hermegauss
+
+    x, w = hermegauss(nodes)
+    w = w / w.sum()
+    x.flags.writeable = False
+    w.flags.writeable = False
+    return x, w
+
+
+def _check_activation(activation: str) -> None:
+    activate(activation, np.zeros(0))  # raises the registry's ValueError for unknown names
+
+
+def q_map(
+    q: np.ndarray | float,
+    activation: str,
+    *,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    nodes: int = DEFAULT_NODES,
+) -> np.ndarray:
+    """One layer of the mean-field second-moment map, q ↦ σ_w²·E[φ(√q·z)²] + σ_b².
+
+    Poole et al. 2016 (the length map). The expectation is a `nodes`-point
+    Gauss–Hermite rule: exact to rounding for smooth φ at moderate q, and exact for ReLU and
+    leaky ReLU with an even number of nodes (the nodes are symmetric and φ² is
+    a quadratic on each side). q: pre-activation second moments, any shape (≥ 0).
+    """
+    _check_activation(activation)
+    x, w = _gauss(nodes)
+    q = np.asarray(q, dtype=np.float64)
+    u = np.sqrt(np.clip(q, 0.0, None))[..., None] * x
+    return sigma_w2 * (activate(activation, u) ** 2 @ w) + sigma_b2
+
+
+def q_star(
+    activation: str,
+    *,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    q0: float = 1.0,
+    nodes: int = DEFAULT_NODES,
+    tol: float = 1e-13,
+    max_iter: int = 10_000,
+) -> float:
+    """The fixed point q* of `q_map`, by iterating it from q0.
+
+    Returns inf where q grows without bound (e.g. ReLU with σ_w² > 2), 0 where
+    it dies out (tanh with σ_b = 0 and σ_w² ≤ 1), and q0 where every q is
+    fixed (ReLU at σ_w² = 2, σ_b = 0: the map is the identity). Should the
+    iteration not settle within max_iter steps, q* is bracketed on a log grid
+    over [1e-12, 1e12] and refined by Brent's method instead.
+    """
+    _check_activation(activation)
+    q = float(q0)
+    for _ in range(max_iter):
+        nxt = float(q_map(q, activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, nodes=nodes))
+        if not math.isfinite(nxt) or nxt > 1e150:
+            return math.inf
+        if abs(nxt - q) <= tol * max(q, nxt) or nxt < 1e-300:
+            return nxt if nxt >= 1e-300 else 0.0
+        q = nxt
+    return _q_star_bracketed(activation, sigma_w2, sigma_b2, nodes)
+
+
+def _q_star_bracketed(activation: str, sigma_w2: float, sigma_b2: float, nodes: int) -> float:
+    """q* where q_map(q) − q changes from + to −, on a log grid, refined by Brent's method.
+
+    For maps whose slope at q* is so close to 1 that iteration crawls (near
+    criticality, or a homogeneous φ whose q drifts geometrically at a rate ≈ 1).
+    """
+    from scipy.optimize import brentq
+
+    def gap(q):
+        return q_map(q, activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, nodes=nodes) - q
+
+    grid = np.logspace(-12, 12, 241)
+    g = gap(grid)
+    down = np.flatnonzero((g[:-1] > 0) & (g[1:] <= 0))
+    if len(down):
+        a, b = grid[down[-1]], grid[down[-1] + 1]
+        return float(brentq(lambda t: float(gap(t)), a, b, xtol=1e-300, rtol=1e-14))
+    if np.all(g > 0):
+        return math.inf
+    if np.all(g < 0):
+        return 0.0
+    return math.nan
+
+
+def _pair_expectation(fn, activation: str, c: np.ndarray, q: float, nodes: int) -> np.ndarray:
+    """E[f(u1)·f(u2)] for (u1, u2) centred Gaussian, variances q, correlation c; f = fn(activation, ·).
+
+    A tensor Gauss–Hermite rule on u1 = √q·z1, u2 = √q·(c·z1 + √(1−c²)·z2):
+    `nodes`² points, vectorised over any shape of c. Smooth φ converge
+    exponentially in nodes; ReLU's kink along u2 = 0 cuts across the grid, so
+    its error falls only like 1/nodes (about 0.3/nodes in c).
+    """
+    x, w = _gauss(nodes)
+    c = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
+    r = math.sqrt(max(q, 0.0))
+    f1 = fn(activation, r * x)  # (k,)
+    cc = c[..., None, None]
+    u2 = r * (cc * x[:, None] + np.sqrt(1.0 - cc * cc) * x[None, :])  # (..., k, k)
+    inner = fn(activation, u2) @ w  # (..., k): E over z2 given z1
+    return inner @ (w * f1)
+
+
+def _default_q(activation: str, sigma_w2: float, sigma_b2: float, nodes: int) -> float:
+    q = q_star(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, nodes=nodes)
+    if not (math.isfinite(q) and q > 0) and sigma_b2 == 0 and activation in _HOMOGENEOUS:
+        return 1.0  # a positively homogeneous φ's correlation map is the same at every scale
+    return q
+
+
+def correlation_map(
+    c: np.ndarray | float,
+    activation: str,
+    *,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    q: float | None = None,
+    nodes: int = DEFAULT_NODES,
+) -> np.ndarray:
+    """One layer of the mean-field correlation map (Poole et al. 2016), any activation.
+
+    c ↦ (σ_w²·E[φ(u1)φ(u2)] + σ_b²) / (σ_w²·E[φ(u)²] + σ_b²), both inputs'
+    pre-activations having second moment q (default: the fixed point `q_star`;
+    for ReLU, leaky ReLU and the identity with σ_b = 0 the map does not depend
+    on q, and q = 1 stands in where q* is 0 or infinite), so the denominator
+    is q_map(q), which equals q at q*. With σ_b = 0 and
+    ReLU it is `relu_correlation_map` at any q, with leaky ReLU
+    `leaky_relu_correlation_map`. 2-D Gauss–Hermite quadrature (see
+    `_pair_expectation` for its accuracy). c: any shape; returns that shape.
+    """
+    _check_activation(activation)
+    if q is None:
+        q = _default_q(activation, sigma_w2, sigma_b2, nodes)
+    c = np.asarray(c, dtype=np.float64)
+    if not (math.isfinite(q) and q > 0):
+        return np.full(c.shape, math.nan)
+    top = sigma_w2 * _pair_expectation(activate, activation, c, q, nodes) + sigma_b2
+    bottom = float(q_map(q, activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, nodes=nodes))
+    return top / bottom
+
+
+def chi_1(
+    activation: str,
+    *,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    q: float | None = None,
+    nodes: int = DEFAULT_NODES,
+) -> float:
+    """χ₁ = σ_w²·E[φ'(√q*·z)²]: the slope of the correlation map at c = 1.
+
+    Schoenholz et al. 2017 (and Poole et al. 2016): χ₁ < 1 is the ordered
+    phase (correlations go to 1), χ₁ > 1 the chaotic one, χ₁ = 1 the edge of
+    chaos, where gradients neither vanish nor explode. ReLU with σ_w² = 2,
+    σ_b = 0 (Kaiming) gives exactly 1. q defaults to `q_star`.
+    """
+    _check_activation(activation)
+    if q is None:
+        q = _default_q(activation, sigma_w2, sigma_b2, nodes)
+    if not math.isfinite(q):
+        return math.nan
+    x, w = _gauss(nodes)
+    return float(sigma_w2 * (activation_derivative(activation, math.sqrt(q) * x) ** 2 @ w))
+
+
+def c_star(
+    activation: str,
+    *,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    q: float | None = None,
+    nodes: int = DEFAULT_NODES,
+) -> float:
+    """The stable fixed point c* of `correlation_map` at q (default q*).
+
+    In the ordered phase (χ₁ ≤ 1) c = 1 is stable and attracts every
+    correlation: c* = 1. In the chaotic phase (χ₁ > 1) c = 1 repels and c* < 1
+    is the largest c where the map crosses the diagonal from above; found on a
+    grid of 400 correlations and refined by Brent's method.
+    """
+    from scipy.optimize import brentq
+
+    if q is None:
+        q = _default_q(activation, sigma_w2, sigma_b2, nodes)
+    if not (math.isfinite(q) and q > 0):
+        return math.nan
+    if chi_1(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q, nodes=nodes) <= 1.0:
+        return 1.0
+
+    def gap(c):
+        return correlation_map(c, activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q, nodes=nodes) - c
+
+    grid = np.linspace(-1.0, 1.0, 401)[:-1]
+    g = gap(grid)
+    down = np.flatnonzero((g[:-1] >= 0) & (g[1:] < 0))
+    if len(down) == 0:
+        return math.nan
+    a, b = grid[down[-1]], grid[down[-1] + 1]
+    ga, gb = float(gap(a)), float(gap(b))
+    if ga * gb > 0 or ga == 0:  # a root at a grid point, rounded differently one by one
+        return float(a if abs(ga) <= abs(gb) else b)
+    return float(brentq(lambda t: float(gap(t)), a, b, xtol=1e-14, rtol=1e-14))
+
+
+def chi_c(
+    activation: str,
+    *,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    q: float | None = None,
+    c: float | None = None,
+    nodes: int = DEFAULT_NODES,
+) -> float:
+    """χ_c = σ_w²·E[φ'(u1)φ'(u2)] at (q*, c*): the slope of the correlation map at c*.
+
+    Schoenholz et al. 2017, "Deep information propagation": near c*,
+    |c_l − c*| ∝ χ_c^l. At c* = 1 it is χ₁.
+    """
+    if q is None:
+        q = _default_q(activation, sigma_w2, sigma_b2, nodes)
+    if c is None:
+        c = c_star(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q, nodes=nodes)
+    if not (math.isfinite(q) and math.isfinite(c)):
+        return math.nan
+    return float(sigma_w2 * _pair_expectation(activation_derivative, activation, np.asarray(c), q, nodes))
+
+
+def correlation_depth_scale(
+    activation: str,
+    *,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    nodes: int = DEFAULT_NODES,
+) -> float:
+    """ξ_c = −1/ln χ_c: the depth over which correlations approach c* (|c_l − c*| ∝ e^{−l/ξ_c}).
+
+    Schoenholz et al. 2017 ("Deep information propagation"). It diverges
+    (inf) at the edge of chaos, χ_c = 1, where signals propagate to any
+    depth; 0 when χ_c = 0.
+    """
+    x = chi_c(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, nodes=nodes)
+    if not math.isfinite(x) or x < 0:
+        return math.nan
+    if x == 0:
+        return 0.0
+    if x >= 1.0 - 1e-12:  # the edge of chaos, up to the quadrature's rounding
+        return math.inf
+    return -1.0 / math.log(x)

@@ -1,0 +1,204 @@
+"""`initscope certify`: is any information lost on the way from the input to each layer?
+
+The command takes the same config flags as `initscope run`, builds each
+initializer's networks and data exactly as `run` does
+(`initscope.run.materialize`), and certifies per layer that the map from the
+input is injective on the data (`initscope.certify.certify`). It prints one
+table per initializer and, with `--out DIR`, writes `DIR/certificate.csv`.
+
+Exit status: 0 when every layer of every trial is certified, 3 when any is
+not, 2 for bad input (one line on stderr), 1 for anything unexpected.
+Register it on the main CLI with `app.command("certify")(certify_command)`;
+`certify_app` runs it alone (`python -m initscope.cli_fixes ...`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
+
+CERTIFICATE_FILE = "certificate.csv"
+EXIT_NOT_CERTIFIED = 3
+
+certify_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="A certificate that no information is lost at initialization.",
+    pretty_exceptions_enable=False,
+)
+
+
+@certify_app.callback()
+def _group() -> None:
+    """A callback keeps `certify` a named subcommand, as on the main CLI (one command alone would not be)."""
+
+
+def _bad(message: str) -> typer.Exit:
+    """Print one line on stderr and return the exit-2 exception (works under either app)."""
+    typer.echo(f"initscope: error: {' '.join(str(message).split())}", err=True)
+    return typer.Exit(2)
+
+
+@certify_app.command("certify")
+def certify_command(
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for certificate.csv (default: print only)."),
+    rtol: Optional[str] = typer.Option(None, "--rtol", metavar="FLOAT", help="Collision tolerance relative to the state scale (default: 1e-6 float64, 1e-3 float32)."),
+    init: Optional[str] = typer.Option(None, help="Comma-separated initializers to compare (default: normal,sphere)."),
+    gain: Optional[str] = typer.Option(None, metavar="FLOAT", help="Gain of the initializers (default: each one's own)."),
+    data: Optional[str] = typer.Option(None, help="ball, sphere, box, normal, ball-spaced, box-spaced, digits, iris, wine, breast_cancer, diabetes, or a .csv/.npy path (default: ball)."),
+    input_dim: Optional[str] = typer.Option(None, "--input-dim", metavar="INT", help="Input dimension (synthetic data) (default: 3)."),
+    width: Optional[str] = typer.Option(None, metavar="INT", help="Units per hidden layer (default: 40)."),
+    depth: Optional[str] = typer.Option(None, metavar="INT", help="Hidden layers (default: 10)."),
+    samples: Optional[str] = typer.Option(None, metavar="INT", help="Samples per trial (default: 100)."),
+    activation: Optional[str] = typer.Option(None, help="relu, leaky_relu, tanh, gelu, identity (default: relu)."),
+    shift: Optional[str] = typer.Option(None, help="linspace, zeros, normal, uniform, quantile (default: linspace)."),
+    shift_scale: Optional[str] = typer.Option(None, "--shift-scale", metavar="FLOAT", help="Scale of the shifts (default: 1)."),
+    residual: Optional[str] = typer.Option(None, metavar="FLOAT", help="Residual branch scale alpha, 0 = none (default: 0)."),
+    norm: Optional[str] = typer.Option(None, help="none, layer, batch (default: none)."),
+    readout: Optional[str] = typer.Option(None, help="zeros (the seed) or init (default: zeros)."),
+    target: Optional[str] = typer.Option(None, help="cos-norm, norm, sin-sum, gaussian-bump, dataset, column:NAME (default: cos-norm)."),
+    trials: Optional[str] = typer.Option(None, metavar="INT", help="Independent draws per initializer (default: 10)."),
+    seed: Optional[str] = typer.Option(None, metavar="INT", help="Seed of every random draw (default: 0)."),
+    dtype: Optional[str] = typer.Option(None, help="float64 or float32 (default: float64)."),
+    metrics: Optional[str] = typer.Option(None, help="Accepted for config compatibility with `run`; not used here."),
+    lsuv_tol: Optional[str] = typer.Option(None, "--lsuv-tol", metavar="FLOAT", help="LSUV: stop when |Var - 1| < this (default: 0.01)."),
+    lsuv_max_iter: Optional[str] = typer.Option(None, "--lsuv-max-iter", metavar="INT", help="LSUV: most rescalings per layer (default: 10)."),
+    init_train: Optional[str] = typer.Option(None, "--init-train", help="none, forward-gradient, backprop: certify the init after optimising it for information (default: none)."),
+    train_steps: Optional[str] = typer.Option(None, "--train-steps", metavar="INT", help="Init-training steps (default: 100)."),
+    train_lr: Optional[str] = typer.Option(None, "--train-lr", metavar="FLOAT", help="Init-training step size (default: 0.01)."),
+    train_batch: Optional[str] = typer.Option(None, "--train-batch", metavar="INT", help="Samples per init-training step, 0 = all (default: 0)."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
+) -> None:
+    """Certify per layer that no two samples merge and no input direction is lost (exit 0 yes, 3 no)."""
+    fields = dict(init=init, gain=gain, data=data, input_dim=input_dim, width=width, depth=depth,
+                  samples=samples, activation=activation, shift=shift, shift_scale=shift_scale,
+                  residual=residual, norm=norm, readout=readout, target=target, trials=trials,
+                  seed=seed, dtype=dtype, metrics=metrics, lsuv_tol=lsuv_tol, lsuv_max_iter=lsuv_max_iter,
+                  init_train=init_train, train_steps=train_steps, train_lr=train_lr, train_batch=train_batch)
+    from .config import load_config, make_config
+
+    given = {k: v for k, v in fields.items() if v is not None}
+    try:
+        cfg = load_config(config_file, **given) if config_file else make_config(**given)
+    except (ValueError, TypeError) as exc:
+        raise _bad(str(exc)) from None
+    tolerance = _parse_rtol(rtol)
+    if out is not None and out.exists() and not out.is_dir():
+        raise _bad(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
+
+    import pandas as pd
+
+    from .certify import certify
+    from .network import Architecture
+
+    arch = Architecture(cfg.activation, cfg.norm, cfg.residual)
+    tables = []
+    for name in cfg.init:
+        X, params = _network(cfg, name)
+        cert = certify(X, params, arch, rtol=tolerance)
+        tables.append(cert.layers.assign(init=name))
+        if not quiet:
+            _print_certificate(name, cert, cfg)
+    layers = pd.concat(tables, ignore_index=True)
+    layers = layers[["init", *[c for c in layers.columns if c != "init"]]]
+    if out is not None:
+        _write_csv(layers, out / CERTIFICATE_FILE)
+        if not quiet:
+            typer.echo(f"wrote {out / CERTIFICATE_FILE}")
+    if not bool(layers["certified"].all()):
+        raise typer.Exit(EXIT_NOT_CERTIFIED)
+
+
+def _parse_rtol(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        raise _bad(f"The 'rtol' parameter must be a finite number >= 0. Got {text!r} instead.")
+    return value
+
+
+def _network(cfg, name: str):
+    """X (T, n, d) and [(W, b)] of one initializer: the networks `initscope run` measures.
+
+    With init_train on, the parameters are the trained ones, as `run` measures them.
+    """
+    import importlib
+
+    import numpy as np
+
+    # `initscope.run` the attribute is the function; the module is reached by name.
+    run_mod = importlib.import_module(".run", __package__)
+    with np.errstate(all="ignore"):
+        X, _, params = run_mod.materialize(cfg, name)
+        if cfg.init_train != "none":
+            # The same training (and generator) as `run`, so that both measure the same networks.
+            params, _ = run_mod.trained(cfg, name, X)
+    return X, params
+
+
+def _print_certificate(name: str, cert, cfg) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    summary = cert.by_layer()
+    verdict = "certified at every layer" if cert.certified else "NOT certified"
+    table = Table(title=f"{name}: {verdict} ({cfg.trials} trial(s), input_dim {cert.input_dim}, rtol {cert.rtol:g})",
+                  title_justify="left")
+    for column, justify in (("layer", "right"), ("width", "right"), ("certified", "right"),
+                            ("min rank", "right"), ("collisions", "right"), ("min separation", "right"),
+                            ("first failure", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "first failure")
+    for row in summary.itertuples(index=False):
+        ok = f"{row.trials_certified}/{row.trials}"
+        table.add_row(str(row.layer), str(row.width), ok if row.certified else f"[red]{ok}[/red]",
+                      f"{row.min_rank}/{cert.input_dim}", str(row.collisions), f"{row.min_separation:.3g}",
+                      row.reason)
+    console.print(table)
+    if any(cert.duplicates):
+        console.print(f"note: {sum(cert.duplicates)} pair(s) of input rows coincide within rtol and count as one sample")
+
+
+def _write_csv(frame, path: Path) -> None:
+    """Write to a temporary sibling, then rename: never a half-written certificate."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `certify` alone; returns the exit status (0, 3, 2 or 1)."""
+    args = ["certify", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        status = certify_app(args=args, prog_name="initscope", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - a usage error is 2, anything else 1, as the main CLI does
+        if hasattr(exc, "format_message"):
+            typer.echo(f"initscope: error: {' '.join(exc.format_message().split())}", err=True)
+            return 2
+        typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Initialization training: tune every layer's weights and shifts for information before use.
+
+The objective, per trial, to be maximised over all W_l and b_l (l = 1..L):
+
+    f = Σ_l g(C_l)/w_l − rms_penalty·Σ_l (ln rms(S_l) − ln rms(X))²
+
+C_l = S_cᵀS_c/n is layer l's centred state covariance (w_l × w_l) over the
+batch. g is either `logdet`, log det(C + ε·r²·I), or `effective_rank`, the
+effective rank (Roy & Vetterli 2007) of the singular values sqrt(λ_k(C + ε·r²·I)),
+with r = rms(X) over all samples, so that ε is relative to the input's scale and
+the objective is smooth where C is singular. Dividing by w_l weighs layers of
+different widths alike. Information alone rewards blowing the scale up
+(logdet grows like w·ln(scale²)); the penalty keeps each layer's rms near the
+input's, as issue 6 asks.
+
+Two optimisers of the same f, for comparison (objective vs steps, wall time):
+
+- `forward-gradient` (Baydin et al. 2022, "Gradients without backpropagation",
+  arXiv 2202.08587): per step a random tangent v ~ N(0, I) over all parameters,
+  the directional derivative f'(θ)·v by one forward-mode pass (JVP) through the
+  network, and the step θ ← θ + lr·(f'(θ)·v)·v. The estimate (∇f·v)v is
+  unbiased, E = ∇f, with Var((∇f·v)v_i) = ‖∇f‖² + (∂_i f)²: its noise grows with
+  the number of parameters.
+- `backprop`: the exact gradient by reverse mode, θ ← θ + lr·∇f.
+
+Pure numpy; randomness only through `rng`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .network import NORM_EPS, Architecture, activate, activation_derivative, layer_vjp
+
+__all__ = [
+    "METHODS",
+    "OBJECTIVES",
+    "HISTORY_COLUMNS",
+    "DEFAULT_EPS",
+    "DEFAULT_RMS_PENALTY",
+    "objective_value",
+    "objective_jvp",
+    "objective_gradient",
+    "forward_gradient",
+    "train",
+]
+
+METHODS = ("forward-gradient", "backprop")
+OBJECTIVES = ("logdet", "effective_rank")
+HISTORY_COLUMNS = ("trial", "step", "objective", "seconds")
+DEFAULT_EPS = 1e-3
+DEFAULT_RMS_PENALTY = 1.0
+
+Params = list[tuple[np.ndarray, np.ndarray]]
+
+
+# ---------------------------------------------------------------------------
+# The network, differentiated (the model of DESIGN.md, as network.layer_forward)
+
+def _normalize(h: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    mu = h.mean(axis=axis, keepdims=True)
+    hc = h - mu
+    sigma = np.sqrt((hc * hc).mean(axis=axis, keepdims=True) + NORM_EPS)
+    return hc / sigma, sigma
+
+
+def _normalize_linear(dh: np.ndarray, yhat: np.ndarray, sigma: np.ndarray, axis: int) -> np.ndarray:
+    """The normalization's Jacobian applied to dh; it is symmetric, so JVP and VJP share it."""
+    return (dh - dh.mean(axis=axis, keepdims=True) - yhat * (dh * yhat).mean(axis=axis, keepdims=True)) / sigma
+
+
+def _axis(arch: Architecture) -> int:
+    return -1 if arch.norm == "layer" else -2  # layer norm: over units; batch norm: over samples
+
+
+def _residual(arch: Architecture, s_prev: np.ndarray, W: np.ndarray) -> bool:
+    return arch.residual > 0 and s_prev.shape[-1] == W.shape[-1]
+
+
+def _layer_jvp(s_prev, ds_prev, W, b, dW, db, arch: Architecture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One layer and its directional derivative along (ds_prev, dW, db), all trials at once.
+
+    z = s_prev·W + b, so dz = ds_prev·W + s_prev·dW + db; then φ', the
+    normalization's linear map (batch norm in training mode, as `layer_vjp`),
+    and the residual branch. Returns (s, ds, z).
+    """
+    z = np.matmul(s_prev, W) + b[:, None, :]
+    dz = np.matmul(s_prev, dW) + db[:, None, :]
+    if ds_prev is not None:
+        dz += np.matmul(ds_prev, W)
+    h = activate(arch.activation, z)
+    dh = activation_derivative(arch.activation, z) * dz
+    if arch.norm != "none":
+        axis = _axis(arch)
+        h, sigma = _normalize(h, axis)
+        dh = _normalize_linear(dh, h, sigma, axis)
+    if _residual(arch, s_prev, W):
+        h = s_prev + arch.residual * h
+        dh = arch.residual * dh + (ds_prev if ds_prev is not None else 0.0)
+    return h, dh, z
+
+
+def _pre_activation_grad(ds: np.ndarray, s_prev: np.ndarray, W: np.ndarray, z: np.ndarray, arch: Architecture):
+    """∂f/∂z (T, n, w) from ∂f/∂s: the first half of `network.layer_vjp`, whose db = Σ_samples ∂f/∂z."""
+    dh = ds * arch.residual if _residual(arch, s_prev, W) else ds
+    if arch.norm != "none":
+        axis = _axis(arch)
+        yhat, sigma = _normalize(activate(arch.activation, z), axis)
+        dh = _normalize_linear(dh, yhat, sigma, axis)
+    return dh * activation_derivative(arch.activation, z)
+
+
+def _forward(X: np.ndarray, params: Params, arch: Architecture) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """States [S_0 = X, S_1, …, S_L] and pre-activations [z_1, …, z_L]."""
+    states, zs = [X], []
+    for W, b in params:
+        z = np.matmul(states[-1], W) + b[:, None, :]
+        h = activate(arch.activation, z)
+        if arch.norm != "none":
+            h, _ = _normalize(h, _axis(arch))
+        if _residual(arch, states[-1], W):
+            h = states[-1] + arch.residual * h
+        states.append(h)
+        zs.append(z)
+    return states, zs
+
+
+# ---------------------------------------------------------------------------
+# The objective of one layer's states, its value and its gradient w.r.t. the states
+
+def _layer_term(S: np.ndarray, ref_ms: np.ndarray, kind: str, rms_penalty: float, eps: float):
+    """Value (T,) of one layer's term of f, and its gradient ∂/∂S (T, n, w).
+
+    The spectral part g(λ(C + εr²I)) has gradient Q·diag(g'(λ))·Qᵀ w.r.t. C (a
+    symmetric function of the eigenvalues), and ∂C/∂S maps it to (2/n)·S_c·G.
+    """
+    T, n, w = S.shape
+    S_c = S - S.mean(axis=1, keepdims=True)
+    C = np.matmul(S_c.transpose(0, 2, 1), S_c) / n
+    C += (eps * ref_ms)[:, None, None] * np.eye(w, dtype=S.dtype)
+    lam, Q = np.linalg.eigh(C)
+    lam = np.maximum(lam, np.finfo(S.dtype).tiny)
+    if kind == "logdet":
+        value = np.log(lam).sum(axis=1)
+        dlam = 1.0 / lam
+    else:
+        sigma = np.sqrt(lam)
+        p = sigma / sigma.sum(axis=1, keepdims=True)
+        H = -(p * np.log(p)).sum(axis=1)
+        value = np.exp(H)
+        dH_dsigma = -(np.log(p) + H[:, None]) / sigma.sum(axis=1, keepdims=True)
+        dlam = value[:, None] * dH_dsigma / (2.0 * sigma)
+    G = np.matmul(Q * (dlam / w)[:, None, :], Q.transpose(0, 2, 1))
+    grad = (2.0 / n) * np.matmul(S_c, G)
+    value = value / w
+    if rms_penalty > 0:
+        ms = np.einsum("tnw,tnw->t", S, S) / (n * w)
+        gap = 0.5 * (np.log(ms) - np.log(ref_ms))  # ln rms(S) − ln rms(X)
+        value = value - rms_penalty * gap * gap
+        grad = grad - (2.0 * rms_penalty * gap / (n * w * ms))[:, None, None] * S
+    return value, grad
+
+
+def _reference(X: np.ndarray) -> np.ndarray:
+    """The input's mean square per trial (T,): the scale that ε and the rms penalty refer to."""
+    return np.einsum("tnd,tnd->t", X, X) / max(X.shape[1] * X.shape[2], 1)
+
+
+def objective_value(
+    X: np.ndarray,
+    params: Sequence[tuple[np.ndarray, np.ndarray]],
+    arch: Architecture,
+    *,
+    objective: str = "logdet",
+    rms_penalty: float = DEFAULT_RMS_PENALTY,
+    eps: float = DEFAULT_EPS,
+    ref_ms: np.ndarray | None = None,
+) -> np.ndarray:
+    """f per trial (T,) on the samples X (T, n, d). ref_ms: the input's mean square (default X's)."""
+    ref = _reference(X) if ref_ms is None else ref_ms
+    states, _ = _forward(X, list(params), arch)
+    total = np.zeros(X.shape[0])
+    for S in states[1:]:
+        total += _layer_term(S, ref, objective, rms_penalty, eps)[0]
+    return total
+
+
+def objective_jvp(
+    X: np.ndarray,
+    params: Sequence[tuple[np.ndarray, np.ndarray]],
+    tangents: Sequence[tuple[np.ndarray, np.ndarray]],
+    arch: Architecture,
+    *,
+    objective: str = "logdet",
+    rms_penalty: float = DEFAULT_RMS_PENALTY,
+    eps: float = DEFAULT_EPS,
+    ref_ms: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """f and its directional derivative f'(θ)·v per trial, by one forward-mode pass.
+
+    tangents: [(dW_l, db_l)] shaped like params. Returns (f (T,), f'·v (T,)).
+    """
+    ref = _reference(X) if ref_ms is None else ref_ms
+    T = X.shape[0]
+    value, slope = np.zeros(T), np.zeros(T)
+    s, ds = X, None
+    for (W, b), (dW, db) in zip(params, tangents, strict=True):
+        s, ds, _ = _layer_jvp(s, ds, W, b, dW, db, arch)
+        v, grad = _layer_term(s, ref, objective, rms_penalty, eps)
+        value += v
+        slope += np.einsum("tnw,tnw->t", grad, ds)
+    return value, slope
+
+
+def objective_gradient(
+    X: np.ndarray,
+    params: Sequence[tuple[np.ndarray, np.ndarray]],
+    arch: Architecture,
+    *,
+    objective: str = "logdet",
+    rms_penalty: float = DEFAULT_RMS_PENALTY,
+    eps: float = DEFAULT_EPS,
+    ref_ms: np.ndarray | None = None,
+) -> tuple[np.ndarray, Params]:
+    """f (T,) and its exact gradient [(∂f/∂W_l, ∂f/∂b_l)] by reverse mode (`network.layer_vjp`)."""
+    params = list(params)
+    ref = _reference(X) if ref_ms is None else ref_ms
+    states, zs = _forward(X, params, arch)
+    value = np.zeros(X.shape[0])
+    local = []
+    for S in states[1:]:
+        v, grad = _layer_term(S, ref, objective, rms_penalty, eps)
+        value += v
+        local.append(grad)
+    grads: Params = [None] * len(params)  # type: ignore[list-item]
+    ds = None
+    for layer in range(len(params), 0, -1):
+        W, _ = params[layer - 1]
+        ds = local[layer - 1] if ds is None else ds + local[layer - 1]
+        s_prev, z = states[layer - 1], zs[layer - 1]
+        db = _pre_activation_grad(ds, s_prev, W, z, arch).sum(axis=1)
+        ds, dW = layer_vjp(ds, s_prev, W, z, arch)
+        grads[layer - 1] = (dW, db)
+    return value, grads
+
+
+def forward_gradient(
+    X: np.ndarray,
+    params: Sequence[tuple[np.ndarray, np.ndarray]],
+    arch: Architecture,
+    *,
+    rng: np.random.Generator,
+    objective: str = "logdet",
+    rms_penalty: float = DEFAULT_RMS_PENALTY,
+    eps: float = DEFAULT_EPS,
+    ref_ms: np.ndarray | None = None,
+) -> tuple[np.ndarray, Params]:
+    """f (T,) and one forward-gradient estimate (f'(θ)·v)·v of ∇f, v ~ N(0, I) drawn from rng."""
+    tangents = [(rng.standard_normal(W.shape).astype(W.dtype, copy=False),
+                 rng.standard_normal(b.shape).astype(b.dtype, copy=False)) for W, b in params]
+    value, slope = objective_jvp(X, params, tangents, arch, objective=objective, rms_penalty=rms_penalty,
+                                 eps=eps, ref_ms=ref_ms)
+    k = slope[:, None, None]
+    return value, [(k * dW, k[:, 0] * db) for dW, db in tangents]
+
+
+# ---------------------------------------------------------------------------
+# The training loop
+
+def _check(X, params, method, objective_name, steps, lr, batch, rms_penalty, eps, rng, eval_every):
+    X = np.asarray(X)
+    if X.ndim != 3 or X.dtype.kind != "f":
+        raise ValueError(f"The 'X' parameter must be a float array (trials, samples, input_dim). "
+                         f"Got shape {X.shape} and dtype {X.dtype} instead.")
+    if method not in METHODS:
+        raise ValueError(f"The 'method' parameter must be one of {list(METHODS)}. Got {method!r} instead.")
+    if objective_name not in OBJECTIVES:
+        raise ValueError(f"The 'objective' parameter must be one of {list(OBJECTIVES)}. "
+                         f"Got {objective_name!r} instead.")
+    for name, value, minimum in (("steps", steps, 0), ("batch", batch, 0), ("eval_every", eval_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"The '{name}' parameter must be an integer >= {minimum}. Got {value!r} instead.")
+    for name, value, strict in (("lr", lr, True), ("rms_penalty", rms_penalty, False), ("eps", eps, True)):
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < 0 or (strict and value == 0):
+            raise ValueError(f"The '{name}' parameter must be a finite number {'>' if strict else '>='} 0. "
+                             f"Got {value!r} instead.")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"The 'rng' parameter must be a numpy.random.Generator. Got {type(rng).__name__} instead.")
+    T, _, fan_in = X.shape
+    out = []
+    for layer, (W, b) in enumerate(params, start=1):
+        W, b = np.asarray(W), np.asarray(b)
+        if W.ndim != 3 or W.shape[:2] != (T, fan_in) or b.shape != (T, W.shape[2]):
+            raise ValueError(f"The 'params' parameter must hold W ({T}, {fan_in}, w) and b ({T}, w) at layer "
+                             f"{layer}. Got W {W.shape} and b {b.shape} instead.")
+        out.append((np.array(W, dtype=X.dtype), np.array(b, dtype=X.dtype)))  # own, writable copies
+        fan_in = W.shape[2]
+    return X, out
+
+
+def train(
+    X: np.ndarray,
+    params: Sequence[tuple[np.ndarray, np.ndarray]],
+    arch: Architecture,
+    *,
+    method: str = "forward-gradient",
+    steps: int = 100,
+    lr: float = 0.01,
+    batch: int = 0,
+    objective: str = "logdet",
+    rms_penalty: float = DEFAULT_RMS_PENALTY,
+    eps: float = DEFAULT_EPS,
+    rng: np.random.Generator,
+    eval_every: int = 1,
+) -> tuple[Params, pd.DataFrame]:
+    """Optimise every layer's weights and shifts for the information objective (see the module doc).
+
+    X: (T, n, d); params: [(W_l (T, fan_in, w), b_l (T, w))], left unchanged.
+    method: 'forward-gradient' or 'backprop'; steps of gradient ascent with
+    step size lr; batch: samples per step, drawn afresh per step and trial
+    (0 = all). Returns (new params, history) where history has the columns
+    trial, step, objective, seconds: f on all of X at step 0 and every
+    eval_every steps (and the last), and the optimisation's cumulative wall
+    time up to that step (the evaluation itself not counted). Trials are
+    independent problems optimised side by side; a trial whose gradient is
+    not finite skips that step. Too large a step can still make f fall or
+    overflow: forward-gradient's noise grows with the number of parameters P
+    (E‖(∇f·v)v‖² = (P + 2)‖∇f‖²), so it needs a step about P times smaller.
+    """
+    X, params = _check(X, params, method, objective, steps, lr, batch, rms_penalty, eps, rng, eval_every)
+    T, n, _ = X.shape
+    ref = _reference(X)
+    kw = dict(objective=objective, rms_penalty=rms_penalty, eps=eps, ref_ms=ref)
+    rows_trial, rows_step, rows_value, rows_seconds = [], [], [], []
+    elapsed = 0.0
+
+    def log(step: int) -> None:
+        rows_trial.append(np.arange(T))
+        rows_step.append(np.full(T, step))
+        rows_value.append(objective_value(X, params, arch, **kw))
+        rows_seconds.append(np.full(T, elapsed))
+
+    with np.errstate(all="ignore"):
+        log(0)
+        for step in range(1, steps + 1):
+            start = time.perf_counter()
+            Xb = X
+            if 0 < batch < n:
+                idx = np.argsort(rng.random((T, n)), axis=1)[:, :batch]
+                Xb = np.take_along_axis(X, idx[:, :, None], axis=1)
+            if method == "backprop":
+                _, grads = objective_gradient(Xb, params, arch, **kw)
+            else:
+                _, grads = forward_gradient(Xb, params, arch, rng=rng, **kw)
+            # A trial whose gradient overflowed (huge states, e.g. the seed's normal init) skips the
+            # step rather than turning its network into NaN; the history shows it stalled.
+            ok = np.ones(T, dtype=bool)
+            for gW, gb in grads:
+                ok &= np.isfinite(gW).all(axis=(1, 2)) & np.isfinite(gb).all(axis=1)
+            rate = np.where(ok, lr, 0.0).astype(X.dtype)
+            params = [(W + rate[:, None, None] * np.where(ok[:, None, None], gW, 0.0),
+                       b + rate[:, None] * np.where(ok[:, None], gb, 0.0))
+                      for (W, b), (gW, gb) in zip(params, grads)]
+            elapsed += time.perf_counter() - start
+            if step % eval_every == 0 or step == steps:
+                log(step)
+    history = pd.DataFrame({
+        "trial": np.concatenate(rows_trial),
+        "step": np.concatenate(rows_step),
+        "objective": np.concatenate(rows_value),
+        "seconds": np.concatenate(rows_seconds),
+    })
+    return params, history
