@@ -66,7 +66,7 @@ def run_command(
     lsuv_max_iter: Optional[str] = typer.Option(None, "--lsuv-max-iter", metavar="INT", help="LSUV: most rescalings per layer (default: 10)."),
     init_train: Optional[str] = typer.Option(None, "--init-train", help="none, forward-gradient, backprop: optimise the init for information first (default: none)."),
     train_steps: Optional[str] = typer.Option(None, "--train-steps", metavar="INT", help="Init-training steps (default: 100)."),
-    train_lr: Optional[str] = typer.Option(None, "--train-lr", metavar="FLOAT", help="Init-training step size (default: 0.01)."),
+    train_lr: Optional[str] = typer.Option(None, "--train-lr", metavar="FLOAT", help="Init-training step size (default: 0.01; forward-gradient needs ~1/P of backprop's: 1e-4 on the seed's net)."),
     train_batch: Optional[str] = typer.Option(None, "--train-batch", metavar="INT", help="Samples per init-training step, 0 = all (default: 0)."),
     workers: Optional[str] = typer.Option(None, metavar="INT", help="Threads over trials (default: cores)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),

@@ -34,7 +34,9 @@ FIXES: dict[str, dict] = {
     "well-spaced": dict(init="well-spaced"),
     "kaiming+residual": dict(init="kaiming-normal", residual="1/sqrt(depth)"),
     "kaiming+layernorm": dict(init="kaiming-normal", norm="layer"),
-    "forward-gradient": dict(init="kaiming-normal", init_train="forward-gradient"),
+    # Forward gradients are noisy (E‖g‖² = (P + 2)‖∇f‖² for P parameters), so the
+    # step must be ~P times smaller than backprop's; 1e-4 is stable on this net.
+    "forward-gradient": dict(init="kaiming-normal", init_train="forward-gradient", train_lr=1e-4, train_steps=300),
 }
 RANK_BY = ("certified_share", "jacobian_rank", "linear_r2", "effective_rank")
 _SEED = dict(input_dim=40, width=40, samples=100, data="ball", activation="relu", shift="linspace")
