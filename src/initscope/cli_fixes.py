@@ -22,6 +22,8 @@ from typing import Optional
 
 import typer
 
+from .cli_common import ConfigFlag, args_or_help, config_fields, run_app
+
 __all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
 CERTIFICATE_FILE = "certificate.csv"
@@ -51,38 +53,34 @@ def certify_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for certificate.csv (default: print only)."),
     rtol: Optional[str] = typer.Option(None, "--rtol", metavar="FLOAT", help="Collision tolerance relative to the state scale (default: 1e-6 float64, 1e-3 float32)."),
-    init: Optional[str] = typer.Option(None, help="Comma-separated initializers to compare (default: normal,sphere)."),
-    gain: Optional[str] = typer.Option(None, metavar="FLOAT", help="Gain of the initializers (default: each one's own)."),
-    data: Optional[str] = typer.Option(None, help="ball, sphere, box, normal, ball-spaced, box-spaced, digits, iris, wine, breast_cancer, diabetes, or a .csv/.npy path (default: ball)."),
-    input_dim: Optional[str] = typer.Option(None, "--input-dim", metavar="INT", help="Input dimension (synthetic data) (default: 3)."),
-    width: Optional[str] = typer.Option(None, metavar="INT", help="Units per hidden layer (default: 40)."),
-    depth: Optional[str] = typer.Option(None, metavar="INT", help="Hidden layers (default: 10)."),
-    samples: Optional[str] = typer.Option(None, metavar="INT", help="Samples per trial (default: 100)."),
-    activation: Optional[str] = typer.Option(None, help="relu, leaky_relu, tanh, gelu, identity (default: relu)."),
-    shift: Optional[str] = typer.Option(None, help="linspace, zeros, normal, uniform, quantile (default: linspace)."),
-    shift_scale: Optional[str] = typer.Option(None, "--shift-scale", metavar="FLOAT", help="Scale of the shifts (default: 1)."),
-    residual: Optional[str] = typer.Option(None, metavar="FLOAT", help="Residual branch scale alpha, 0 = none (default: 0)."),
-    norm: Optional[str] = typer.Option(None, help="none, layer, batch (default: none)."),
-    readout: Optional[str] = typer.Option(None, help="zeros (the seed) or init (default: zeros)."),
-    target: Optional[str] = typer.Option(None, help="cos-norm, norm, sin-sum, gaussian-bump, dataset, column:NAME (default: cos-norm)."),
-    trials: Optional[str] = typer.Option(None, metavar="INT", help="Independent draws per initializer (default: 10)."),
-    seed: Optional[str] = typer.Option(None, metavar="INT", help="Seed of every random draw (default: 0)."),
-    dtype: Optional[str] = typer.Option(None, help="float64 or float32 (default: float64)."),
-    metrics: Optional[str] = typer.Option(None, help="Accepted for config compatibility with `run`; not used here."),
-    lsuv_tol: Optional[str] = typer.Option(None, "--lsuv-tol", metavar="FLOAT", help="LSUV: stop when |Var - 1| < this (default: 0.01)."),
-    lsuv_max_iter: Optional[str] = typer.Option(None, "--lsuv-max-iter", metavar="INT", help="LSUV: most rescalings per layer (default: 10)."),
-    init_train: Optional[str] = typer.Option(None, "--init-train", help="none, forward-gradient, backprop: certify the init after optimising it for information (default: none)."),
-    train_steps: Optional[str] = typer.Option(None, "--train-steps", metavar="INT", help="Init-training steps (default: 100)."),
-    train_lr: Optional[str] = typer.Option(None, "--train-lr", metavar="FLOAT", help="Init-training step size (default: 0.01)."),
-    train_batch: Optional[str] = typer.Option(None, "--train-batch", metavar="INT", help="Samples per init-training step, 0 = all (default: 0)."),
+    init: ConfigFlag.init = None,
+    gain: ConfigFlag.gain = None,
+    data: ConfigFlag.data = None,
+    input_dim: ConfigFlag.input_dim = None,
+    width: ConfigFlag.width = None,
+    depth: ConfigFlag.depth = None,
+    samples: ConfigFlag.samples = None,
+    activation: ConfigFlag.activation = None,
+    shift: ConfigFlag.shift = None,
+    shift_scale: ConfigFlag.shift_scale = None,
+    residual: ConfigFlag.residual = None,
+    norm: ConfigFlag.norm = None,
+    readout: ConfigFlag.readout = None,
+    target: ConfigFlag.target = None,
+    trials: ConfigFlag.trials = None,
+    seed: ConfigFlag.seed = None,
+    dtype: ConfigFlag.dtype = None,
+    metrics: ConfigFlag.metrics = None,
+    lsuv_tol: ConfigFlag.lsuv_tol = None,
+    lsuv_max_iter: ConfigFlag.lsuv_max_iter = None,
+    init_train: ConfigFlag.init_train = None,
+    train_steps: ConfigFlag.train_steps = None,
+    train_lr: ConfigFlag.train_lr = None,
+    train_batch: ConfigFlag.train_batch = None,
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
 ) -> None:
     """Certify per layer that no two samples merge and no input direction is lost (exit 0 yes, 3 no)."""
-    fields = dict(init=init, gain=gain, data=data, input_dim=input_dim, width=width, depth=depth,
-                  samples=samples, activation=activation, shift=shift, shift_scale=shift_scale,
-                  residual=residual, norm=norm, readout=readout, target=target, trials=trials,
-                  seed=seed, dtype=dtype, metrics=metrics, lsuv_tol=lsuv_tol, lsuv_max_iter=lsuv_max_iter,
-                  init_train=init_train, train_steps=train_steps, train_lr=train_lr, train_batch=train_batch)
+    fields = config_fields(locals())
     from .config import load_config, make_config
 
     given = {k: v for k, v in fields.items() if v is not None}
@@ -186,18 +184,7 @@ def _write_csv(frame, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `certify` alone; returns the exit status (0, 3, 2 or 1)."""
-    args = ["certify", *(sys.argv[1:] if argv is None else argv)]
-    try:
-        status = certify_app(args=args, prog_name="initscope", standalone_mode=False)
-    except typer.Exit as exc:
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - a usage error is 2, anything else 1, as the main CLI does
-        if hasattr(exc, "format_message"):
-            typer.echo(f"initscope: error: {' '.join(exc.format_message().split())}", err=True)
-            return 2
-        typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
-        return 1
-    return status if isinstance(status, int) else 0
+    return run_app(certify_app, ["certify", *args_or_help(argv)])
 
 
 if __name__ == "__main__":

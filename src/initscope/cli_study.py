@@ -382,27 +382,10 @@ def report_store_command(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the study app alone; returns the exit status (0 ok, 1 failures/unexpected, 2 bad input)."""
-    try:
-        from typer._click.exceptions import ClickException as usage_error
-    except ImportError:
-        from click.exceptions import ClickException as usage_error
+    """Entry point of this app alone; returns the exit status."""
+    from .cli_common import args_or_help, run_app
 
-    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
-    try:
-        status = study_app(args=args, prog_name="initscope", standalone_mode=False)
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        typer.echo("initscope: aborted", err=True)
-        return 1
-    except usage_error as exc:
-        typer.echo(f"initscope: error: {' '.join(exc.format_message().split())}", err=True)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - unexpected: exit 1 with the reason
-        typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
-        return 1
-    return status if isinstance(status, int) else 0
+    return run_app(study_app, args_or_help(argv))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,7 @@ either app. torch is imported only when the command runs.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -36,7 +33,6 @@ __all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES"
 DEFAULT_OUT = Path("initscope-inspect")
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
                 "config.toml")
-_REPORT_OUTPUTS = ("report.html", "figures")
 _SHORT = {"effective_rank": "eff_rank", "dead_fraction": "dead", "jacobian_rank": "jac_rank",
           "mean_cosine": "cos"}
 _TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "jacobian_rank", "grad_norm")
@@ -221,36 +217,11 @@ def _toml(config: dict) -> str:
 
 
 def _write(result, out: Path, *, report: bool, png: bool) -> None:
-    """Write every output into a temporary sibling folder, then move them in together."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "layers"):
-            getattr(result, name).to_csv(tmp / f"{name}.csv", index=False)
-        (tmp / "config.toml").write_text(_toml(result.config))
-        if report:
-            try:
-                import plotly  # noqa: F401
-            except ImportError:
-                typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
-            else:
-                from .report import write_report
+    """Every output into a temporary sibling folder, then moved in together."""
+    from .cli_common import write_folder
 
-                write_report(result, tmp / "report.html", png=png)
-        out.mkdir(exist_ok=True)
-        produced = {item.name for item in tmp.iterdir()}
-        for stale in _REPORT_OUTPUTS:  # an earlier report must not sit beside these CSVs
-            if stale not in produced and (out / stale).is_dir():
-                shutil.rmtree(out / stale)
-            elif stale not in produced and (out / stale).exists():
-                (out / stale).unlink()
-        for item in sorted(tmp.iterdir()):
-            target = out / item.name
-            if item.is_dir() and target.exists():
-                shutil.rmtree(target)
-            os.replace(item, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "layers")}
+    write_folder(out, tables, {"config.toml": _toml(result.config)}, report_source=result if report else None, png=png)
 
 
 def _number(v: float) -> str:
@@ -295,27 +266,10 @@ def _print(result, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of this app alone; returns the exit status (0 ok, 2 bad input, 1 unexpected)."""
-    try:
-        from typer._click.exceptions import ClickException as usage_error
-    except ImportError:
-        from click.exceptions import ClickException as usage_error
+    """Entry point of this app alone; returns the exit status."""
+    from .cli_common import args_or_help, run_app
 
-    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
-    try:
-        status = torch_app(args=args, prog_name="initscope", standalone_mode=False)
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        typer.echo("initscope: aborted", err=True)
-        return 1
-    except usage_error as exc:
-        typer.echo(f"initscope: error: {' '.join(exc.format_message().split())}", err=True)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - unexpected: exit 1 with the reason
-        typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
-        return 1
-    return status if isinstance(status, int) else 0
+    return run_app(torch_app, args_or_help(argv))
 
 
 if __name__ == "__main__":
