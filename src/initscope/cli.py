@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from .cli_common import BadInput, ConfigFlag, args_or_help, config_fields, run_app, write_folder
+from .cli_common import BadInput, args_or_help, run_app, with_config_flags, write_folder
 from .config import config_to_toml, load_config, make_config
 
 app = typer.Typer(
@@ -29,40 +29,17 @@ __all__ = ["app", "main", "entry", "BadInput", "OUTPUT_FILES"]
 
 
 @app.command("run")
+@with_config_flags
 def run_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
     out: Path = typer.Option(Path("initscope-out"), "--out", help="Output folder."),
-    init: ConfigFlag.init = None,
-    gain: ConfigFlag.gain = None,
-    data: ConfigFlag.data = None,
-    input_dim: ConfigFlag.input_dim = None,
-    width: ConfigFlag.width = None,
-    depth: ConfigFlag.depth = None,
-    samples: ConfigFlag.samples = None,
-    activation: ConfigFlag.activation = None,
-    shift: ConfigFlag.shift = None,
-    shift_scale: ConfigFlag.shift_scale = None,
-    residual: ConfigFlag.residual = None,
-    norm: ConfigFlag.norm = None,
-    readout: ConfigFlag.readout = None,
-    target: ConfigFlag.target = None,
-    trials: ConfigFlag.trials = None,
-    seed: ConfigFlag.seed = None,
-    dtype: ConfigFlag.dtype = None,
-    metrics: ConfigFlag.metrics = None,
-    lsuv_tol: ConfigFlag.lsuv_tol = None,
-    lsuv_max_iter: ConfigFlag.lsuv_max_iter = None,
-    init_train: ConfigFlag.init_train = None,
-    train_steps: ConfigFlag.train_steps = None,
-    train_lr: ConfigFlag.train_lr = None,
-    train_batch: ConfigFlag.train_batch = None,
+    fields: dict | None = None,
     workers: Optional[str] = typer.Option(None, metavar="INT", help="Threads over trials (default: cores)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
 ) -> None:
     """Run the study (defaults: the seed post's) and write tidy CSVs, config.toml and report.html."""
-    fields = config_fields(locals())
     try:
         cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
     except (ValueError, TypeError) as exc:

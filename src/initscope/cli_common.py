@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import shutil
 import sys
 import tempfile
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -24,7 +27,7 @@ try:  # typer ≥ 0.16 vendors click; older ones use the installed click
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException as UsageError
 
-__all__ = ["BadInput", "run_app", "write_folder", "OPTIONAL_OUTPUTS", "config_fields", "ConfigFlag"]
+__all__ = ["BadInput", "run_app", "write_folder", "OPTIONAL_OUTPUTS", "with_config_flags", "ConfigFlag"]
 
 # Files a run writes only sometimes: an earlier run's copy must not survive beside new CSVs.
 OPTIONAL_OUTPUTS = frozenset({"report.html", "figures", "init_log.csv", "train_log.csv"})
@@ -143,8 +146,28 @@ class ConfigFlag:
     train_batch = _flag("Samples per init-training step, 0 = all (default: 0).", "--train-batch", metavar="INT")
 
 
-def config_fields(values: dict[str, Any]) -> dict[str, Any]:
-    """The config fields among a command's arguments (its locals())."""
+def with_config_flags(command):
+    """Give a Typer command one flag per config field, passed to it as `fields` (a dict).
+
+    The flags are appended to the command's own parameters in the signature
+    Typer reads, so every command that builds a Config takes exactly the same
+    flags, declared once in `ConfigFlag`.
+    """
     from .config import FIELD_NAMES
 
-    return {name: values[name] for name in FIELD_NAMES if name in values}
+    hints = typing.get_type_hints(command, include_extras=True)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(command).parameters.values() if p.name != "fields"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation=getattr(ConfigFlag, name)) for name in FIELD_NAMES]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        fields = {name: kwargs.pop(name) for name in FIELD_NAMES}
+        return command(fields=fields, **kwargs)
+
+    params = own + added
+    wrapper.__signature__ = inspect.Signature(params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # Typer must read the new signature, not the original's
+    return wrapper

@@ -22,7 +22,7 @@ from typing import Optional
 
 import typer
 
-from .cli_common import ConfigFlag, args_or_help, config_fields, run_app
+from .cli_common import args_or_help, run_app, with_config_flags
 
 __all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
@@ -49,38 +49,15 @@ def _bad(message: str) -> typer.Exit:
 
 
 @certify_app.command("certify")
+@with_config_flags
 def certify_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for certificate.csv (default: print only)."),
     rtol: Optional[str] = typer.Option(None, "--rtol", metavar="FLOAT", help="Collision tolerance relative to the state scale (default: 1e-6 float64, 1e-3 float32)."),
-    init: ConfigFlag.init = None,
-    gain: ConfigFlag.gain = None,
-    data: ConfigFlag.data = None,
-    input_dim: ConfigFlag.input_dim = None,
-    width: ConfigFlag.width = None,
-    depth: ConfigFlag.depth = None,
-    samples: ConfigFlag.samples = None,
-    activation: ConfigFlag.activation = None,
-    shift: ConfigFlag.shift = None,
-    shift_scale: ConfigFlag.shift_scale = None,
-    residual: ConfigFlag.residual = None,
-    norm: ConfigFlag.norm = None,
-    readout: ConfigFlag.readout = None,
-    target: ConfigFlag.target = None,
-    trials: ConfigFlag.trials = None,
-    seed: ConfigFlag.seed = None,
-    dtype: ConfigFlag.dtype = None,
-    metrics: ConfigFlag.metrics = None,
-    lsuv_tol: ConfigFlag.lsuv_tol = None,
-    lsuv_max_iter: ConfigFlag.lsuv_max_iter = None,
-    init_train: ConfigFlag.init_train = None,
-    train_steps: ConfigFlag.train_steps = None,
-    train_lr: ConfigFlag.train_lr = None,
-    train_batch: ConfigFlag.train_batch = None,
+    fields: dict | None = None,
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
 ) -> None:
     """Certify per layer that no two samples merge and no input direction is lost (exit 0 yes, 3 no)."""
-    fields = config_fields(locals())
     from .config import load_config, make_config
 
     given = {k: v for k, v in fields.items() if v is not None}
