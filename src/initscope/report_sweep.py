@@ -169,18 +169,7 @@ def sweep_curves_figure(table: pd.DataFrame, *, metric: str = "effective_rank", 
     return fig
 
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; background: #fafafa; }
-header, section { max-width: 1280px; margin: 0 auto; padding: 12px 24px; }
-header { border-bottom: 1px solid #ddd; }
-h1 { font-size: 1.6em; margin: 0.3em 0; }
-h2 { font-size: 1.25em; margin: 0.8em 0 0.3em; border-top: 1px solid #e4e4e4; padding-top: 0.8em; }
-p.note { color: #555; margin: 0.2em 0 0.6em; max-width: 60em; }
-table { border-collapse: collapse; font-size: 0.92em; background: white; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-.figure { background: white; border: 1px solid #e4e4e4; }
-"""
+from .report.page import _CSS  # noqa: E402  (one stylesheet for run and sweep pages)
 
 
 def _summary_html(summary: StoreSummary) -> str:
