@@ -449,23 +449,25 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
     for init, parts in results.items():
         vals = np.stack([np.concatenate([p.values[name] for p in parts]) for name in names])  # (M, T, L+1)
         size = vals.size
-        m_cols["init"].append(np.full(size, init, dtype=object))
-        m_cols["metric"].append(np.repeat(np.array(names, dtype=object), T * (L + 1)))
+        m_cols["init"].append(_repeat(init, size))
+        m_cols["metric"].append(np.repeat(_names_array(names), T * (L + 1)))
         m_cols["trial"].append(np.tile(np.repeat(trials, L + 1), len(names)))
         m_cols["layer"].append(np.tile(np.arange(L + 1), len(names) * T))
         m_cols["value"].append(vals.reshape(-1))
         for layer in range(L + 1):
-            sv = np.concatenate([p.spectra[layer] for p in parts])  # (T, k)
+            sv = np.concatenate([p.spectra[layer] for p in parts])  # (T, k); NaN rows: overflowed trials
+            keep = ~np.isnan(sv).any(axis=1)
+            sv, kept = sv[keep], trials[keep]
             k = sv.shape[1]
-            s_cols["init"].append(np.full(sv.size, init, dtype=object))
-            s_cols["trial"].append(np.repeat(trials, k))
+            s_cols["init"].append(_repeat(init, sv.size))
+            s_cols["trial"].append(np.repeat(kept, k))
             s_cols["layer"].append(np.full(sv.size, layer))
-            s_cols["k"].append(np.tile(np.arange(1, k + 1), T))
+            s_cols["k"].append(np.tile(np.arange(1, k + 1), len(kept)))
             s_cols["singular_value"].append(sv.reshape(-1))
         for p in parts:
             if p.projections is not None:
                 n = p.projections.shape[1]
-                proj_cols["init"].append(np.full((L + 1) * n, init, dtype=object))
+                proj_cols["init"].append(_repeat(init, (L + 1) * n))
                 proj_cols["layer"].append(np.repeat(np.arange(L + 1), n))
                 proj_cols["sample"].append(np.tile(np.arange(n), L + 1))
                 for k in range(3):
@@ -476,10 +478,10 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
         pieces = sorted((t, layer, norms[i]) for p in parts for layer, ts, norms in p.weight_norms
                         for i, t in enumerate(ts))
         for t, layer, norms in pieces:
-            norm_cols["init"].append(np.full(len(norms), init, dtype=object))
+            norm_cols["init"].append(_repeat(init, len(norms)))
             norm_cols["trial"].append(np.full(len(norms), t))
             norm_cols["layer"].append(np.full(len(norms), layer))
-            norm_cols["kind"].append(np.full(len(norms), "input" if layer == 1 else "internal", dtype=object))
+            norm_cols["kind"].append(_repeat("input" if layer == 1 else "internal", len(norms)))
             norm_cols["norm"].append(norms)
         overflow = np.concatenate([p.overflow_layer for p in parts])
         collapsed = np.concatenate([p.collapsed for p in parts])
@@ -487,11 +489,10 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
         rows += [(init, int(trials[i]), int(layer), "collapsed") for i, layer in zip(*np.nonzero(collapsed))]
         flag_rows += sorted(rows, key=lambda r: (r[1], r[2]))
 
-    metrics = pd.DataFrame({k: np.concatenate(v) for k, v in m_cols.items()})
+    metrics = _frame(m_cols, ["init", "trial", "layer", "metric", "value"])
     for key, value in config_columns(config).items():
         metrics[key] = value
-    spectra = pd.DataFrame({k: np.concatenate(v) for k, v in s_cols.items()})
-    spectra = spectra[spectra["singular_value"].notna()].reset_index(drop=True)
+    spectra = _frame(s_cols, ["init", "trial", "layer", "k", "singular_value"])
     projections = _frame(proj_cols, ["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"], trial=0)
     weight_norms = _frame(norm_cols, ["init", "trial", "layer", "kind", "norm"])
     flags = pd.DataFrame(flag_rows, columns=["init", "trial", "layer", "flag"])
@@ -500,11 +501,33 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
     return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
 
 
+def _repeat(value: str, n: int) -> np.ndarray:
+    """An object array of n references to one string.
+
+    np.full(n, value, dtype=object) goes through a unicode array and makes n
+    separate str objects (~70 bytes each): hundreds of MB for deep runs.
+    """
+    out = np.empty(n, dtype=object)
+    out.fill(value)
+    return out
+
+
+def _names_array(names: list[str]) -> np.ndarray:
+    out = np.empty(len(names), dtype=object)
+    out[:] = names
+    return out
+
+
 def _frame(cols: dict[str, list], order: list[str], **constant) -> pd.DataFrame:
-    """One DataFrame from lists of column pieces (empty with the same columns when no pieces)."""
+    """One DataFrame from lists of column pieces (empty with the same columns when no pieces).
+
+    Consumes `cols`.
+    """
     if not cols[next(iter(cols))]:
         return pd.DataFrame(columns=order)
-    frame = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    # Pop each column's pieces as it is joined, so that the pieces and the joined
+    # column are never all alive at once (deep runs have ~10⁶ spectrum rows).
+    frame = pd.DataFrame({k: np.concatenate(cols.pop(k)) for k in list(cols)})
     for key, value in constant.items():
         frame[key] = value
     return frame[order]
