@@ -41,6 +41,7 @@ __all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "
 
 JACOBIAN_SAMPLES = 64
 WEIGHT_NORM_TRIALS = 10
+WEIGHT_NORM_LAYERS = 10  # and the last layer: the histograms' rows, not a per-layer record of a deep net
 _DATA_KEY = 0x5EED_DA7A  # spawn key of the data streams; crc32 of a name never collides by design here
 _SUBSET_KEY = 0x5EED_5B5E
 _TRAIN_KEY = 0x5EED_7A1F
@@ -241,7 +242,7 @@ def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np
         if layer > 0:
             W, b = source.layer(layer, S)
             sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
-            if sel:
+            if sel and (layer <= WEIGHT_NORM_LAYERS or layer == L):
                 weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
             S, z = layer_forward(S, W, b, arch)
             if tangent is not None:
@@ -460,16 +461,16 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
             sv, kept = sv[keep], trials[keep]
             k = sv.shape[1]
             s_cols["init"].append(_repeat(init, sv.size))
-            s_cols["trial"].append(np.repeat(kept, k))
-            s_cols["layer"].append(np.full(sv.size, layer))
-            s_cols["k"].append(np.tile(np.arange(1, k + 1), len(kept)))
+            s_cols["trial"].append(np.repeat(kept.astype(np.int32), k))
+            s_cols["layer"].append(np.full(sv.size, layer, dtype=np.int32))
+            s_cols["k"].append(np.tile(np.arange(1, k + 1, dtype=np.int32), len(kept)))
             s_cols["singular_value"].append(sv.reshape(-1))
         for p in parts:
             if p.projections is not None:
                 n = p.projections.shape[1]
                 proj_cols["init"].append(_repeat(init, (L + 1) * n))
-                proj_cols["layer"].append(np.repeat(np.arange(L + 1), n))
-                proj_cols["sample"].append(np.tile(np.arange(n), L + 1))
+                proj_cols["layer"].append(np.repeat(np.arange(L + 1, dtype=np.int32), n))
+                proj_cols["sample"].append(np.tile(np.arange(n, dtype=np.int32), L + 1))
                 for k in range(3):
                     proj_cols[f"pc{k + 1}"].append(p.projections[:, :, k].reshape(-1))
                 proj_cols["target"].append(np.tile(y[0, :, 0].astype(np.float64), L + 1))
@@ -512,6 +513,10 @@ def _repeat(value: str, n: int) -> np.ndarray:
     return out
 
 
+def _column(values: np.ndarray):
+    return pd.Series(values, dtype=object, copy=False) if values.dtype == object else values
+
+
 def _names_array(names: list[str]) -> np.ndarray:
     out = np.empty(len(names), dtype=object)
     out[:] = names
@@ -527,7 +532,9 @@ def _frame(cols: dict[str, list], order: list[str], **constant) -> pd.DataFrame:
         return pd.DataFrame(columns=order)
     # Pop each column's pieces as it is joined, so that the pieces and the joined
     # column are never all alive at once (deep runs have ~10⁶ spectrum rows).
-    frame = pd.DataFrame({k: np.concatenate(cols.pop(k)) for k in list(cols)})
+    # Label columns stay object arrays of shared strs: pandas' inferred (Arrow) strings
+    # would copy each row into a memory pool that the process keeps (~70 B/row).
+    frame = pd.DataFrame({k: _column(np.concatenate(cols.pop(k))) for k in list(cols)})
     for key, value in constant.items():
         frame[key] = value
     return frame[order]
