@@ -92,7 +92,10 @@ def test_writes_the_runs_files_and_prints_the_flags(project, capsys):
     assert config["command"].startswith("initscope inspect ") and "--init kaiming-normal" in config["command"]
     assert "vanishing gradients:" in stdout and "scale (rms)" in stdout and "collapse:" in stdout
     if HAS_REPORT:
+        page = (out / "report.html").read_text()
         assert (out / "report.html").stat().st_size > 10_000
+        # the page's reproduce section gives the inspect command, not an `initscope run`
+        assert "initscope inspect " in page and "initscope run --config" not in page
         from initscope.report import load_run
 
         assert len(load_run(out).metrics) == len(metrics)  # `initscope report DIR` can redraw it

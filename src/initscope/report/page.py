@@ -151,12 +151,17 @@ def _config_html(tables: RunTables, png_files: list[Path], page: Path) -> str:
             for f in png_files
         )
         figures = f"<p>Static figures: {links}</p>"
+    if config.get("command"):
+        # Not a `run` (e.g. `initscope inspect` of a torch model): its own command reproduces it.
+        rerun = f"<p>Rerun with:</p><pre>{html.escape(str(config['command']))}</pre>"
+    else:
+        rerun = ("<p>Rerun with the config file saved next to this page:</p>"
+                 "<pre>initscope run --config config.toml --out DIR\ninitscope report DIR</pre>"
+                 f"<p>or with flags:</p><pre>{html.escape(command_line(config))}</pre>")
     return (
         '<section id="config"><h2>Config and reproduction</h2>'
         f"<p>initscope {html.escape(__version__)}, seed {html.escape(_display(config.get('seed')))}.</p>"
-        "<p>Rerun with the config file saved next to this page:</p>"
-        "<pre>initscope run --config config.toml --out DIR\ninitscope report DIR</pre>"
-        f"<p>or with flags:</p><pre>{html.escape(command_line(config))}</pre>"
+        f"{rerun}"
         f"<p>config.toml:</p><pre>{html.escape(_toml(config))}</pre>"
         f'<table class="config"><tbody>{rows}</tbody></table>{figures}</section>'
     )
