@@ -200,20 +200,9 @@ def _quote(text: str) -> str:
 
 
 def _toml(config: dict) -> str:
-    import json
+    from .config import toml_text
 
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, (tuple, list)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return json.dumps(str(v))
-
-    lines = ["# initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)"]
-    lines += [f"{k} = {value(v)}" for k, v in config.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    return toml_text(config, header="initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)")
 
 
 def _write(result, out: Path, *, report: bool, png: bool) -> None:

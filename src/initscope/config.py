@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .data import SYNTHETIC, TARGETS
 from .init import ACTIVATIONS, INITIALIZERS
 from .init_data import LAYER_INITIALIZERS
@@ -253,28 +255,31 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> Config:
 
 def config_to_toml(config: Config) -> str:
     """The config as TOML text that `load_config` reads back to an equal Config."""
-    lines = ["# initscope run configuration: rerun with `initscope run --config THIS_FILE`"]
-    for f in fields(Config):
-        value = getattr(config, f.name)
-        if value is None:
-            lines.append(f"# {f.name} is unset: each initializer's default")
+    return toml_text({f.name: getattr(config, f.name) for f in fields(Config)},
+                     header="initscope run configuration: rerun with `initscope run --config THIS_FILE`")
+
+
+def toml_text(values: dict[str, Any], header: str | None = None) -> str:
+    """A flat table as TOML. None and NaN are unset (TOML has no null): a comment says so."""
+    lines = [f"# {header}"] if header else []
+    for name, value in values.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            lines.append(f"# {name} is unset: each initializer's default" if name == "gain" else f"# {name} is unset")
             continue
-        lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append(f"{name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))  # inf and nan are TOML literals too
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def config_columns(config: Config) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 import math
 import os
 from pathlib import Path
@@ -96,23 +95,9 @@ def _shell_quote(text: str) -> str:
 
 
 def _toml(config: dict[str, Any]) -> str:
-    lines = []
-    for name, value in config.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            lines.append(f"# {name} is unset: each initializer's default")
-            continue
-        lines.append(f"{name} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    from ..config import toml_text
 
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value) if isinstance(value, float) else str(value)
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
+    return toml_text(config)
 
 
 def _flags_html(tables: RunTables) -> str:
