@@ -3,9 +3,9 @@
 
 Cases (select with --cases, default all):
   a  seed scale: 2 inits x 100 trials, input 40, width 40, depth 10, 100 samples, spectra only.
-     Baseline trials/s vs initscope trials/s (best of --repeats each, interleaved). Target ratio >= 10.
+     Baseline trials/s vs initscope trials/s (best of 3 each, interleaved). Target ratio >= 10.
   b  large: 2 inits x 10 trials, input 40, width 256, depth 50, 1000 samples, spectra only.
-     The baseline runs fewer trials (--baseline-trials-large); trials/s are compared. Target >= 25.
+     The baseline runs 2 trials per init (1 with --quick); trials/s are compared. Target >= 25.
   c  the large config with every default metric, readout "zeros" (the default: grad_norm is
      skipped as exactly 0) and readout "init" (real backprop). Wall time, ratio to (b)'s
      initscope time (target <= 5x) and achieved GFLOP/s = analytic FLOP count / wall time,
@@ -17,7 +17,8 @@ Cases (select with --cases, default all):
 The baseline is a separate script (default: <repo>/../shared/bench/seed_baseline.py, override
 with --baseline); it runs as a subprocess of this one with the same interpreter and environment
 and reports its own trials/s (its timer excludes imports). initscope runs in this process after
-a warm-up call. Nothing here changes thread settings or OPENBLAS_* variables.
+a warm-up call. OPENBLAS_* variables are printed and left alone; thread limits are only set
+inside the matmul reference measurement, and everywhere with the opt-in --blas-threads.
 
     python benchmarks/bench_core.py                  # everything (several minutes)
     python benchmarks/bench_core.py --quick          # smoke run
