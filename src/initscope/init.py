@@ -115,7 +115,9 @@ def _fan(label: str, value) -> int:
 
 
 def _normal(fan_in, fan_out, gain, rng):
-    return gain * rng.standard_normal((fan_in, fan_out))
+    # In place: the same numbers as gain * w, without a second array per draw.
+    w = rng.standard_normal((fan_in, fan_out))
+    return np.multiply(w, gain, out=w)
 
 
 def _uniform(fan_in, fan_out, gain, rng):
@@ -124,7 +126,8 @@ def _uniform(fan_in, fan_out, gain, rng):
 
 def _sphere(fan_in, fan_out, gain, rng):
     w = rng.standard_normal((fan_in, fan_out))
-    return w * (gain / np.linalg.norm(w, axis=0, keepdims=True))
+    norms = np.sqrt(np.einsum("ij,ij->j", w, w))
+    return np.multiply(w, gain / norms, out=w)
 
 
 def _sphere_rows(fan_in, fan_out, gain, rng):

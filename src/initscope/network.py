@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-from .init import draw as draw_weights
+from .init import INITIALIZERS, draw as draw_weights
 
 __all__ = [
     "SHIFTS",
@@ -131,10 +131,19 @@ def draw_layer(
     else:
         # Deterministic shifts are the same in every trial: one vector, broadcast.
         b = np.broadcast_to(draw_shifts(shift, fan_out, scale=shift_scale, rng=None, dtype=dtype), (T, fan_out))
-    for t, rng in enumerate(rngs):
-        W[t] = draw_weights(init, fan_in, fan_out, gain=gain, rng=rng, dtype=dtype)
+    if T == 0:
+        return W, b
+    # Validate once for the layer, then call the rule directly: this loop runs once per
+    # trial and layer, and per-call checks were a third of its cost at seed scale.
+    W[0] = draw_weights(init, fan_in, fan_out, gain=gain, rng=rngs[0], dtype=dtype)
+    if random_shift:
+        b[0] = draw_shifts(shift, fan_out, scale=shift_scale, rng=rngs[0], dtype=dtype)
+    rule = INITIALIZERS[init].draw if fan_in and fan_out else None
+    for t in range(1, T):
+        if rule is not None:
+            W[t] = rule(fan_in, fan_out, float(gain), rngs[t])
         if random_shift:
-            b[t] = draw_shifts(shift, fan_out, scale=shift_scale, rng=rng, dtype=dtype)
+            b[t] = draw_shifts(shift, fan_out, scale=shift_scale, rng=rngs[t], dtype=dtype)
     return W, b
 
 
@@ -162,16 +171,24 @@ def _residual_applies(arch: Architecture, s_prev: np.ndarray, width: int) -> boo
 
 
 def layer_forward(
-    s_prev: np.ndarray, W: np.ndarray, b: np.ndarray, arch: Architecture
-) -> tuple[np.ndarray, np.ndarray]:
+    s_prev: np.ndarray, W: np.ndarray, b: np.ndarray, arch: Architecture, *, keep_pre: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """One layer for all trials. s_prev (T, n, w_prev), W (T, w_prev, w), b (T, w).
 
     Returns (s, z): the state (T, n, w) and the pre-activation z (T, n, w),
-    which the Jacobian and gradient passes need.
+    which the Jacobian and gradient passes need. keep_pre=False returns
+    z = None and lets ReLU and tanh work in z's buffer (one array less per layer).
     """
     z = np.matmul(s_prev, W)
     z += b[:, None, :]
-    h = activate(arch.activation, z)
+    if not keep_pre and arch.activation in ("relu", "tanh", "identity"):
+        h = np.maximum(z, 0, out=z) if arch.activation == "relu" else (
+            np.tanh(z, out=z) if arch.activation == "tanh" else z)
+        z = None
+    else:
+        h = activate(arch.activation, z)
+        if h is z:  # identity: the residual update below must not write into the returned z
+            h = z.copy()
     if arch.norm != "none":
         h, _ = _normalize(h, _norm_axis(arch.norm))
     if _residual_applies(arch, s_prev, W.shape[-1]):

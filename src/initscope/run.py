@@ -244,7 +244,7 @@ def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np
             sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
             if sel and (layer <= WEIGHT_NORM_LAYERS or layer == L):
                 weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
-            S, z = layer_forward(S, W, b, arch)
+            S, z = layer_forward(S, W, b, arch, keep_pre=tangent is not None)
             if tangent is not None:
                 tangent = layer_jvp(tangent, W, z[:, :m_jac], arch, batch_norm_sigma(z, arch))
             del z
@@ -407,9 +407,9 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     positions = np.array_split(np.arange(len(ids)), n_workers)
     chunks = [ids[p] for p in positions if len(p)]
 
-    results: dict[str, list[_Chunk]] = {}
     gains: dict[str, float] = {}
     histories = []
+    jobs = []
     with np.errstate(all="ignore"):
         for init in config.init:
             gain = gains[init] = init_gain(config, init)
@@ -417,18 +417,22 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
             if config.init_train != "none":
                 given, history = trained(config, init, X)
                 histories.append(history)
-            jobs = [(init, gain, X[p], y[p], [int(t) for t in ids[p]],
-                     None if given is None else [(W[ids[p]], b[ids[p]]) for W, b in given])
-                    for p in positions if len(p)]
-            if len(jobs) == 1:
-                results[init] = [_simulate(config, *jobs[0])]
-            else:
-                from threadpoolctl import threadpool_limits
+            jobs += [(init, gain, X[p], y[p], [int(t) for t in ids[p]],
+                      None if given is None else [(W[ids[p]], b[ids[p]]) for W, b in given])
+                     for p in positions if len(p)]
+    if n_workers == 1:
+        done = [_simulate(config, *job) for job in jobs]
+    else:
+        from threadpoolctl import threadpool_limits
 
-                # Two BLAS threads inside two Python threads would fight over two cores;
-                # small LAPACK calls (batched eigvalsh) also only scale this way.
-                with threadpool_limits(1), ThreadPoolExecutor(len(jobs)) as pool:
-                    results[init] = list(pool.map(lambda job: _simulate(config, *job), jobs))
+        # All initializers' chunks share one pool, so one's Python overlaps another's
+        # LAPACK. Two BLAS threads inside two Python threads would fight over two
+        # cores; small LAPACK calls (batched eigvalsh) also only scale this way.
+        with threadpool_limits(1), ThreadPoolExecutor(n_workers) as pool:
+            done = list(pool.map(lambda job: _simulate(config, *job), jobs))
+    results: dict[str, list[_Chunk]] = {init: [] for init in config.init}
+    for job, chunk in zip(jobs, done):
+        results[job[0]].append(chunk)
     result = _tables(config, results, chunks, y, gains)
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
