@@ -36,6 +36,7 @@ __all__ = [
     "distance_reference",
     "distance_corr",
     "jacobian_rank",
+    "state_metrics",
 ]
 
 METRICS = (
@@ -305,6 +306,28 @@ def distance_corr(S: np.ndarray, ref: DistanceReference) -> np.ndarray:
         if var > 0 and var0 > 0:
             out[t] = (P * cross - s1 * ref.sum0[t]) / np.sqrt(var * var0)
     return out
+
+
+def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activation: str,
+                  rtol: float, is_input: bool) -> dict[str, np.ndarray]:
+    """The metrics that read only a state and its spectrum, each (T,), for those named in `want`.
+
+    S, S_c: (T, n, w) states and centred states; sv: (T, k) their spectrum.
+    Collapsed states (see `collapsed`) get rank 0; linear_fraction is NaN for
+    the input (is_input), which no activation produced.
+    """
+    col = collapsed(S, sv)
+    rules = {
+        "rms": lambda: rms(S),
+        "std": lambda: std(S_c),
+        "effective_rank": lambda: np.where(col, 0.0, effective_rank(sv)),
+        "stable_rank": lambda: np.where(col, 0.0, stable_rank(sv)),
+        "numerical_rank": lambda: np.where(col, 0.0, numerical_rank(sv, rtol)),
+        "dead_fraction": lambda: dead_fraction(S),
+        "linear_fraction": lambda: np.full(S.shape[0], np.nan) if is_input else linear_fraction(S, activation),
+        "mean_cosine": lambda: mean_cosine(S),
+    }
+    return {name: fn() for name, fn in rules.items() if name in want}
 
 
 def jacobian_rank(J: np.ndarray) -> np.ndarray:

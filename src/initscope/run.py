@@ -280,15 +280,9 @@ def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np
             if name in want:
                 values[name][:, layer] = np.where(bad, np.nan, fn())
 
-        put("rms", lambda: M.rms(S_work))
-        put("std", lambda: M.std(S_c))
-        put("effective_rank", lambda: np.where(col, 0.0, M.effective_rank(sv)))
-        put("stable_rank", lambda: np.where(col, 0.0, M.stable_rank(sv)))
-        put("numerical_rank", lambda: np.where(col, 0.0, M.numerical_rank(sv, rtol)))
-        put("dead_fraction", lambda: M.dead_fraction(S_work))
-        put("linear_fraction",
-            lambda: M.linear_fraction(S_work, config.activation) if layer > 0 else np.full(T, np.nan))
-        put("mean_cosine", lambda: M.mean_cosine(S_work))
+        for name, value in M.state_metrics(S_work, S_c, sv, want, activation=config.activation, rtol=rtol,
+                                           is_input=layer == 0).items():
+            values[name][:, layer] = np.where(bad, np.nan, value)
         put("linear_r2", lambda: M.linear_r2(S_c, X_c, eig, rtol))
         put("distance_corr", lambda: M.distance_corr(S_work, ref))
         put("jacobian_rank", lambda: M.jacobian_rank(tangent))

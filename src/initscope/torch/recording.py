@@ -194,14 +194,8 @@ def measure(S: np.ndarray, flat: np.ndarray, *, want: set[str], activation: str,
             if name in want:
                 values[name] = float(fn()[0])
 
-        put("rms", lambda: M.rms(S))
-        put("std", lambda: M.std(S_c))
-        put("effective_rank", lambda: np.where(col, 0.0, M.effective_rank(sv)))
-        put("stable_rank", lambda: np.where(col, 0.0, M.stable_rank(sv)))
-        put("numerical_rank", lambda: np.where(col, 0.0, M.numerical_rank(sv, rtol)))
-        put("dead_fraction", lambda: M.dead_fraction(S))
-        put("linear_fraction", lambda: M.linear_fraction(S, activation) if not first else np.full(1, np.nan))
-        put("mean_cosine", lambda: M.mean_cosine(S))
+        values.update({name: float(v[0]) for name, v in M.state_metrics(
+            S, S_c, sv, want, activation=activation, rtol=rtol, is_input=first).items()})
         put("linear_r2", lambda: M.linear_r2(F_c, X_c, eig_flat, M.rank_rtol(flat.dtype)))
         put("distance_corr", lambda: M.distance_corr(flat, ref))
         projection = principal_coordinates(F_c[0], *eig_flat)
