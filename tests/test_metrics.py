@@ -193,6 +193,39 @@ def test_jacobian_rank_wide_input_and_nonfinite(rng):
     assert np.isnan(got[1])
 
 
+def test_jacobian_rank_certified_path_agrees_with_matrix_rank_at_every_scale(rng, monkeypatch):
+    # Well-conditioned, nearly singular (σ_min = 1e-7 σ_max: full rank for matrix_rank, but not
+    # certifiable), exactly deficient, and scales whose Gram matrix overflows or underflows.
+    base = rng.standard_normal((6, 4, 9))
+    U, _, Vt = np.linalg.svd(base[1], full_matrices=False)
+    base[1] = U @ np.diag([1.0, 0.5, 0.1, 1e-7]) @ Vt
+    base[2, 3] = base[2, 0] - 2 * base[2, 1]
+    base[3] = 0
+    J = np.stack([base, base * 1e170, base * 1e-170])
+    want = [np.mean([np.linalg.matrix_rank(J[t, i]) for i in range(6)]) / 4 for t in range(3)]
+    exact_calls = []
+    real = M._exact_ranks
+    monkeypatch.setattr(M, "_exact_ranks", lambda sub: exact_calls.append(len(sub)) or real(sub))
+    np.testing.assert_allclose(M.jacobian_rank(J), want)
+    # Trial 0: only the three doubtful samples go the exact way; the huge and tiny
+    # scales (Gram overflow / underflow) are never certified, so all six do.
+    assert exact_calls == [3 + 6 + 6]
+    assert M._certified_full_rank(J)[0].tolist() == [True, False, False, False, True, True]
+
+
+def test_jacobian_rank_certifies_only_what_matrix_rank_would_count(rng):
+    # σ_min/σ_max = 1e-4 clears float64's matrix_rank threshold (5.7e-14 here) by far,
+    # and is certified; float32's threshold (3.6e-5) is too close for the margin, so the
+    # float32 copy is left to the exact path, whose answer is still full rank.
+    U, _ = np.linalg.qr(rng.standard_normal((300, 3)))
+    J = (U * [1.0, 0.3, 1e-4]).T[None, None]  # (1, 1, 3, 300)
+    assert M._certified_full_rank(J)[0, 0]
+    assert not M._certified_full_rank(J.astype(np.float32))[0, 0]
+    for dtype in (np.float64, np.float32):
+        Jd = J.astype(dtype)
+        assert M.jacobian_rank(Jd)[0] == np.linalg.matrix_rank(Jd[0, 0]) / 3 == 1.0
+
+
 def test_collapsed_detects_zero_and_constant_states(rng):
     zero = np.zeros((1, 5, 3))
     const = np.tile(rng.standard_normal(3), (1, 5, 1))

@@ -1,13 +1,14 @@
 """The results store: exact round trip, idempotent writes, failures, atomic transactions."""
 
 import dataclasses
+import multiprocessing
 import sqlite3
 
 import numpy as np
 import pytest
 
 from initscope.run import run
-from initscope.store import Store, batch_from_result, failed_batch, is_store
+from initscope.store import Store, batch_from_result, failed_batch, is_store, store_state
 from initscope.sweep import config_id, make_sweep
 
 SPEC = {"init": ["normal", "sphere"], "depth": [2, 3], "width": 8, "samples": 20, "trials": 3}
@@ -122,3 +123,30 @@ def test_store_recognition(tmp_path, sweep, results):
     with pytest.raises(ValueError, match="existing results store"):
         Store(tmp_path / "missing.sqlite", create=False)
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+def _open_store_when_released(path, barrier, failures):
+    barrier.wait()
+    try:
+        Store(path).close()
+    except Exception as exc:  # reported to the parent: a child's traceback would be lost
+        failures.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    # Switching a new file to WAL needs an exclusive lock that SQLite refuses at once (no
+    # busy wait) while another connection is mid-switch: before the retry, about one open
+    # in three failed here with "database is locked".
+    ctx = multiprocessing.get_context("fork")
+    failures = ctx.Queue()
+    for round_ in range(25):
+        path = tmp_path / f"s{round_}.sqlite"
+        barrier = ctx.Barrier(3)
+        procs = [ctx.Process(target=_open_store_when_released, args=(path, barrier, failures)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        assert [p.exitcode for p in procs] == [0, 0, 0]
+        assert failures.empty(), failures.get()
+        assert store_state(path) == "store"

@@ -288,23 +288,35 @@ def distance_corr(S: np.ndarray, ref: DistanceReference) -> np.ndarray:
     S: (T, n, w). Sums over the full symmetric matrices are twice the sums
     over pairs (the diagonals are 0). NaN when there are fewer than two pairs
     or the distances do not vary (e.g. a collapsed state).
+
+    Per trial this is one n×n matrix product (numpy runs c·cᵀ as a symmetric
+    rank-k update: half a product's work) and a few passes over it. Rows are
+    centred first: distances do not change, and ‖a‖² + ‖b‖² − 2a·b loses far
+    less to cancellation once a shared offset is gone. Σ_{i<j} d_ij² is
+    m·Σ_i ‖c_i‖² for centred rows, so it needs no pass.
     """
     T = S.shape[0]
     out = np.full(T, np.nan)
     P = ref.pairs
     if P < 2:
         return out
-    sub = S[:, ref.idx, :]
+    m = len(ref.idx)
+    var0 = P * ref.sumsq0 - ref.sum0 ** 2
     for t in range(T):
-        D = _squared_distances(sub[t].astype(np.float64, copy=False))
-        sumsq = D.sum() / 2.0
+        c = S[t, ref.idx, :].astype(np.float64)
+        c -= c.mean(axis=0)
+        D = c @ c.T
+        sq = np.diagonal(D).copy()  # the same rounding as D's diagonal, so D²_ii is exactly 0
+        D *= -2.0
+        D += sq[:, None]
+        D += sq[None, :]
+        np.maximum(D, 0.0, out=D)
         np.sqrt(D, out=D)
         s1 = D.sum() / 2.0
         cross = np.vdot(D, ref.D0[t]) / 2.0
-        var = P * sumsq - s1 * s1
-        var0 = P * ref.sumsq0[t] - ref.sum0[t] ** 2
-        if var > 0 and var0 > 0:
-            out[t] = (P * cross - s1 * ref.sum0[t]) / np.sqrt(var * var0)
+        var = P * (m * sq.sum()) - s1 * s1
+        if var > 0 and var0[t] > 0:
+            out[t] = (P * cross - s1 * ref.sum0[t]) / np.sqrt(var * var0[t])
     return out
 
 
@@ -333,10 +345,13 @@ def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activ
 def jacobian_rank(J: np.ndarray) -> np.ndarray:
     """Mean over samples of rank(∂s_l/∂x)/d, rank as numpy's `matrix_rank` counts it.
 
-    J: (T, m, d, w) per-sample Jacobians. A thin QR of the tall orientation
-    first shrinks each d×w matrix to its min(d, w)² triangle, whose singular
-    values are the same, then σ > σ_max·max(d, w)·eps is counted, which is
-    `matrix_rank`'s default tolerance. Non-finite Jacobians give NaN.
+    J: (T, m, d, w) per-sample Jacobians. Most samples are plainly full rank,
+    and a Cholesky test on the small Gram matrix certifies that (see
+    `_certified_full_rank`) at a quarter of the exact path's cost.
+    The others get the exact count: a thin QR of the tall orientation shrinks
+    each d×w matrix to its min(d, w)² triangle, whose singular values are the
+    same, then σ > σ_max·max(d, w)·eps is counted, `matrix_rank`'s default
+    tolerance. Non-finite Jacobians give NaN.
     """
     T, m, d, w = J.shape
     out = np.full(T, np.nan)
@@ -345,15 +360,57 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
     finite = np.isfinite(J).all(axis=(1, 2, 3))
     if not finite.any():
         return out
-    Jf = J[finite]
-    tall = Jf.transpose(0, 1, 3, 2) if w >= d else Jf  # (…, max, min)
     if min(d, w) == 0:
         out[finite] = 0.0
         return out
-    R = np.linalg.qr(tall, mode="r")
-    sv = np.linalg.svd(R, compute_uv=False)
-    eps = np.finfo(J.dtype).eps
-    tol = sv.max(axis=-1, keepdims=True) * max(d, w) * eps
-    ranks = (sv > tol).sum(axis=-1)
+    Jf = J[finite]
+    ranks = np.full(Jf.shape[:2], min(d, w), dtype=np.int64)
+    unsure = ~_certified_full_rank(Jf)
+    if unsure.any():
+        ranks[unsure] = _exact_ranks(Jf[unsure])
     out[finite] = ranks.mean(axis=1) / d
     return out
+
+
+def _exact_ranks(J: np.ndarray) -> np.ndarray:
+    """`matrix_rank` of each (d, w) matrix in J (k, d, w), via QR then the triangle's SVD. (k,) int."""
+    d, w = J.shape[-2:]
+    tall = J.transpose(0, 2, 1) if w >= d else J  # (k, max, min)
+    R = np.linalg.qr(tall, mode="r")
+    sv = np.linalg.svd(R, compute_uv=False)
+    tol = sv.max(axis=-1, keepdims=True) * max(d, w) * np.finfo(J.dtype).eps
+    return (sv > tol).sum(axis=-1)
+
+
+def _certified_full_rank(J: np.ndarray) -> np.ndarray:
+    """True where a (d, w) matrix in J (T, m, d, w) surely has matrix_rank k = min(d, w). (T, m) bool.
+
+    A = J Jᵀ (or JᵀJ, the smaller side) is formed in float64. If Cholesky
+    factorizes A − δ·tr(A)·I, then λ_min(J Jᵀ) ≥ (δ − e)·tr(A), where
+    e ≈ (max(d, w) + k²)·eps₆₄ bounds the rounding of forming A and of the
+    factorization (Higham, ch. 3 and 10). δ is 100·e, at least 1e-10, so the
+    certified σ_min/σ_max ≥ 1e-5, and at least (10·max(d, w)·eps_J)², so that
+    it also clears matrix_rank's threshold max(d, w)·eps_J tenfold for J's
+    own dtype. A failed factorization proves nothing: that sample takes the
+    exact path. Gram matrices that overflow or reach float64's underflow
+    range are never certified.
+    """
+    from scipy.linalg.lapack import dpotrf
+
+    T, m, d, w = J.shape
+    k = min(d, w)
+    eps64 = np.finfo(np.float64).eps
+    delta = max(1e-10, 100 * (max(d, w) + k * k) * eps64, (10 * max(d, w) * np.finfo(J.dtype).eps) ** 2)
+    J64 = J.astype(np.float64, copy=False)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        A = np.matmul(J64, J64.swapaxes(-1, -2)) if d <= w else np.matmul(J64.swapaxes(-1, -2), J64)
+        trace = np.trace(A, axis1=-2, axis2=-1)
+        usable = np.isfinite(trace) & (trace > np.finfo(np.float64).tiny * 1e16) & (delta * k < 1)
+        idx = np.arange(k)
+        A[..., idx, idx] -= (delta * trace)[..., None]
+    ok = np.zeros((T, m), dtype=bool)
+    for t, i in zip(*np.nonzero(usable)):
+        # A is symmetric, so its C-order buffer read as Fortran order is A itself: no copy.
+        _, info = dpotrf(A[t, i].T, lower=0, clean=0, overwrite_a=1)
+        ok[t, i] = info == 0
+    return ok

@@ -111,10 +111,14 @@ class _Chunk:
     init_info: list[tuple[int, int, str, float]]  # (trial, layer, quantity, value)
 
 
-def _top3(S_c: np.ndarray, G: np.ndarray) -> np.ndarray:
+def _top3(S_c: np.ndarray, G: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Coordinates (n, 3) of one trial's samples on its top-3 principal components.
 
-    S_c: (n, w) centred states; G: their smaller Gram matrix (w×w or n×n).
+    S_c: (n, w) centred states; G: their smaller Gram matrix (w×w or n×n);
+    eig: G's full eigendecomposition (ascending values (k,), vectors (k, k))
+    when linear_r2 already computed it, else only the top three eigenpairs
+    are computed (LAPACK's MRRR on the tridiagonal form: cheaper than the
+    spectrum itself at width 256, where a full eigh costs 2.6× eigvalsh).
     Signs are fixed (largest |coordinate| positive) so that frames do not flip.
     Components beyond the rank are 0.
     """
@@ -122,13 +126,19 @@ def _top3(S_c: np.ndarray, G: np.ndarray) -> np.ndarray:
     out = np.zeros((n, 3))
     if n == 0 or w == 0:
         return out
-    lam, V = np.linalg.eigh(G.astype(np.float64))
-    k = min(3, len(lam))
-    top = V[:, ::-1][:, :k]
+    size = G.shape[0]
+    k = min(3, size)
+    if eig is not None:
+        lam, V = eig[0][-k:].astype(np.float64), eig[1][:, -k:].astype(np.float64)
+    else:
+        from scipy.linalg import eigh
+
+        lam, V = eigh(G.astype(np.float64), subset_by_index=[size - k, size - 1], check_finite=False)
+    lam, top = lam[::-1], V[:, ::-1]
     if n >= w:
         coords = S_c.astype(np.float64) @ top
     else:
-        coords = top * np.sqrt(np.clip(lam[::-1][:k], 0.0, None))
+        coords = top * np.sqrt(np.clip(lam, 0.0, None))
     big = np.abs(coords).argmax(axis=0)
     coords *= np.where(coords[big, np.arange(k)] < 0, -1.0, 1.0)
     out[:, :k] = coords
@@ -274,7 +284,7 @@ def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np
         spectra.append(sv_out)
         if with_proj:
             i0 = trials.index(0)
-            proj[layer] = np.nan if bad[i0] else _top3(S_c[i0], G[i0])
+            proj[layer] = np.nan if bad[i0] else _top3(S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
 
         def put(name: str, fn):
             if name in want:

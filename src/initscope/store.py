@@ -28,7 +28,9 @@ import datetime as _dt
 import json
 import math
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +228,24 @@ def _real(value: Any) -> Any:
     return value
 
 
+def _enable_wal(con: sqlite3.Connection) -> None:
+    """Switch the file to WAL, waiting out other processes that open it at the same moment.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers
+    "database is locked" at once, without the busy handler, when another
+    connection is mid-way through the same switch; so retry until the timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005 + 0.02 * random.random())
+
+
 class Store:
     """An open results store. Use as a context manager, or call `close()`.
 
@@ -250,7 +270,7 @@ class Store:
         # isolation_level=None: no implicit transactions; every write is an explicit BEGIN IMMEDIATE.
         self._con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self._con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        self._con.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(self._con)
         # In WAL mode NORMAL survives any crash of the process (kill -9 included) without fsync per
         # commit; only a power cut can drop the last commits, which a resumed sweep recomputes.
         self._con.execute("PRAGMA synchronous = NORMAL")
