@@ -185,8 +185,9 @@ def mean_cosine(S: np.ndarray) -> np.ndarray:
     valid = norms > 0
     m = valid.sum(axis=1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        U = np.where(valid[:, :, None], S / np.where(valid, norms, 1.0)[:, :, None], 0.0)
-        v = U.sum(axis=1)
+        inv = np.where(valid, 1.0 / np.where(valid, norms, 1.0), 0.0)
+        # Σ_i u_i = Σ_i s_i/‖s_i‖ as one matrix-vector product: no normalised copy of S.
+        v = np.matmul(inv[:, None, :].astype(S.dtype, copy=False), S)[:, 0, :]
         total = np.einsum("tw,tw->t", v, v) - m
         out = total / (m * (m - 1.0))
     return np.where(m >= 2, out, np.nan)
@@ -223,15 +224,16 @@ def linear_r2(S_c: np.ndarray, X_c: np.ndarray, eig, rtol: float) -> np.ndarray:
     keep = lam > (rtol * rtol) * top
     f = np.where(keep, lam / (lam + ridge_factor(rtol) * top), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
+        # U_f = U·diag(√f): the hat matrix is 11ᵀ/n + U_f U_fᵀ, so h_ii is a row's squared
+        # norm and the fit is U_f (U_fᵀ X); √f is folded into V before the one big product.
         if gram_is_units:
             # V are right singular vectors; u_k = S_c v_k / σ_k.
-            U = np.matmul(S64, V.astype(np.float64, copy=False))
-            U /= np.where(keep, np.sqrt(np.where(keep, lam, 1.0)), np.inf)[:, None, :]
+            scale = np.where(keep, np.sqrt(f / np.where(keep, lam, 1.0)), 0.0)
+            U = np.matmul(S64, V.astype(np.float64, copy=False) * scale[:, None, :])
         else:
-            U = V.astype(np.float64, copy=False) * keep[:, None, :]
-        coef = np.matmul(U.transpose(0, 2, 1), X64) * f[:, :, None]
-        resid = X64 - np.matmul(U, coef)
-        h = 1.0 / n + np.einsum("tnk,tnk,tk->tn", U, U, f)
+            U = V.astype(np.float64, copy=False) * np.sqrt(f)[:, None, :]
+        resid = X64 - np.matmul(U, np.matmul(U.transpose(0, 2, 1), X64))
+        h = 1.0 / n + np.einsum("tnk,tnk->tn", U, U)
         one_minus_h = np.maximum(1.0 - h, 1e-12)
         press = ((resid / one_minus_h[:, :, None]) ** 2).sum(axis=(1, 2))
         sst = (X64 * X64).sum(axis=(1, 2))
@@ -303,12 +305,12 @@ def distance_corr(S: np.ndarray, ref: DistanceReference) -> np.ndarray:
     m = len(ref.idx)
     var0 = P * ref.sumsq0 - ref.sum0 ** 2
     for t in range(T):
-        c = S[t, ref.idx, :].astype(np.float64)
+        c = (S[t] if m == S.shape[1] else S[t, ref.idx, :]).astype(np.float64)  # a copy either way
         c -= c.mean(axis=0)
+        c *= np.sqrt(2.0)  # so that the product below is 2·c_i·c_j, saving a pass over D
         D = c @ c.T
-        sq = np.diagonal(D).copy()  # the same rounding as D's diagonal, so D²_ii is exactly 0
-        D *= -2.0
-        D += sq[:, None]
+        sq = np.diagonal(D) / 2.0  # exact halves: D²_ii = sq_i + sq_i − D_ii is exactly 0
+        np.subtract(sq[:, None], D, out=D)
         D += sq[None, :]
         np.maximum(D, 0.0, out=D)
         np.sqrt(D, out=D)
