@@ -209,94 +209,147 @@ class ParamSource:
         return W, b
 
 
-def _simulate(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int],
-              given=None) -> _Chunk:
+@dataclass
+class _Layer:
+    """One layer's measurements for a chunk of T trials."""
+
+    values: dict[str, np.ndarray]  # metric -> (T,), NaN where overflowed
+    spectrum: np.ndarray  # (T, k) float64, NaN rows where overflowed
+    projection: np.ndarray | None  # (n, 3) for trial 0 when in the chunk
+    collapsed: np.ndarray  # (T,) bool
+    overflow_layer: np.ndarray  # (T,) first non-finite layer so far, -1 if none
+
+
+@dataclass
+class _Inputs:
+    """One chunk's data and the measurements of layer 0, which every initializer shares."""
+
+    trials: list[int]
+    X: np.ndarray  # (T, n, d)
+    y: np.ndarray  # (T, n, 1)
+    X_c: np.ndarray  # (T, n, d) centred
+    ref: M.DistanceReference | None
+    layer0: _Layer
+
+
+def _prepare(config: Config, table, trials: list[int]) -> _Inputs:
+    """Draw a chunk's data and measure it (layer 0) once for all initializers."""
+    with np.errstate(all="ignore"):
+        X, y = _inputs(config, table, trials)
+        X_c = M.centred(X)
+        ref = None
+        if "distance_corr" in config.metrics:
+            ref = M.distance_reference(X, rng=np.random.default_rng([config.seed, _SUBSET_KEY]))
+        tangent = None
+        if "jacobian_rank" in config.metrics:
+            m_jac = min(X.shape[1], JACOBIAN_SAMPLES)
+            tangent = np.broadcast_to(np.eye(X.shape[2], dtype=X.dtype), (len(trials), m_jac, X.shape[2], X.shape[2]))
+        layer0 = _measure(config, X, 0, np.full(len(trials), -1), X_c=X_c, ref=ref, tangent=tangent,
+                          i0=trials.index(0) if 0 in trials else None, S_c=X_c)
+    return _Inputs(trials, X, y, X_c, ref, layer0)
+
+
+def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarray, *, X_c, ref, tangent,
+             i0: int | None, S_c: np.ndarray | None = None) -> _Layer:
+    """Every wanted metric, the spectrum and trial 0's projection of the states S (T, n, w).
+
+    overflow_layer (T,) is the first non-finite layer so far (-1: none); a
+    copy updated with this layer is returned. Non-finite states, or finite
+    ones whose Gram matrix overflows, give NaN from here on. S_c: the centred
+    states when the caller has them already (the input's X_c).
+    """
+    want = set(config.metrics)
+    rtol = M.rank_rtol(np.dtype(config.dtype))
+    finite = np.isfinite(S).all(axis=(1, 2))
+    S_work = S if finite.all() else np.where(finite[:, None, None], S, 0.0)
+    S_c = S_c if S_c is not None and S_work is S else M.centred(S_work)
+    G = M.gram(S_c)
+    # Finite but huge states can still overflow in the Gram matrix.
+    finite &= np.isfinite(G).all(axis=(1, 2))
+    if not finite.all():
+        S_work = np.where(finite[:, None, None], S_work, 0.0)
+        S_c = np.where(finite[:, None, None], S_c, 0.0)
+        G = np.where(finite[:, None, None], G, 0.0)
+    eig = None
+    if "linear_r2" in want:
+        sv, eig = M.gram_spectrum(G, vectors=True)
+    else:
+        sv = M.gram_spectrum(G)
+    finite &= np.isfinite(sv).all(axis=1)
+    overflow_layer = np.where((~finite) & (overflow_layer < 0), layer, overflow_layer)
+    bad = overflow_layer >= 0
+    col = M.collapsed(S_work, sv) & ~bad
+    spectrum = sv.astype(np.float64)
+    spectrum[bad] = np.nan
+    projection = None
+    if i0 is not None:
+        projection = np.full((S.shape[1], 3), np.nan) if bad[i0] else _top3(
+            S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
+    values = M.state_metrics(S_work, S_c, sv, want, activation=config.activation, rtol=rtol, is_input=layer == 0)
+    if "linear_r2" in want:
+        values["linear_r2"] = M.linear_r2(S_c, X_c, eig, rtol)
+    if "distance_corr" in want:
+        values["distance_corr"] = M.distance_corr(S_work, ref)
+    if "jacobian_rank" in want:
+        values["jacobian_rank"] = M.jacobian_rank(tangent)
+    values = {name: np.where(bad, np.nan, value) for name, value in values.items()}
+    return _Layer(values, spectrum, projection, col, overflow_layer)
+
+
+def _simulate(config: Config, init: str, gain: float, inputs: _Inputs, given=None) -> _Chunk:
     """Run one chunk of trials of one initializer through every layer.
 
     Overflow is expected (it is a result), so floating-point warnings are off
     here; errstate is per thread, hence set inside the worker.
     """
     with np.errstate(all="ignore"):
-        return _simulate_chunk(config, init, gain, X, y, trials, given)
+        return _simulate_chunk(config, init, gain, inputs, given)
 
 
-def _simulate_chunk(config: Config, init: str, gain: float, X: np.ndarray, y: np.ndarray, trials: list[int],
-                    given=None) -> _Chunk:
+def _simulate_chunk(config: Config, init: str, gain: float, inputs: _Inputs, given=None) -> _Chunk:
     want = set(config.metrics)
     dtype = np.dtype(config.dtype)
     arch = Architecture(config.activation, config.norm, config.residual)
+    X, y, trials = inputs.X, inputs.y, inputs.trials
     T, n, d = X.shape
     L = config.depth
-    rtol = M.rank_rtol(dtype)
     source = ParamSource(config, init, gain, trials, given=given,
                          remember="grad_norm" in want and config.readout != "zeros")
     values = {m: np.full((T, L + 1), np.nan) for m in config.metrics}
     spectra: list[np.ndarray] = []
     weight_norms: list[tuple[int, list[int], np.ndarray]] = []
-    overflow_layer = np.full(T, -1)
     collapsed = np.zeros((T, L + 1), dtype=bool)
-    with_proj = 0 in trials
-    proj = np.zeros((L + 1, n, 3)) if with_proj else None
-
-    X_c = M.centred(X)
-    ref = None
-    if "distance_corr" in want:
-        ref = M.distance_reference(X, rng=np.random.default_rng([config.seed, _SUBSET_KEY]))
+    i0 = trials.index(0) if 0 in trials else None
+    proj = np.zeros((L + 1, n, 3)) if i0 is not None else None
     m_jac = min(n, JACOBIAN_SAMPLES)
     tangent = None
     if "jacobian_rank" in want:
         tangent = np.broadcast_to(np.eye(d, dtype=dtype), (T, m_jac, d, d)).copy()
 
+    def record(layer: int, out: _Layer) -> None:
+        for name, value in out.values.items():
+            values[name][:, layer] = value
+        spectra.append(out.spectrum)
+        collapsed[:, layer] = out.collapsed
+        if proj is not None:
+            proj[layer] = out.projection
+
+    record(0, inputs.layer0)
+    overflow_layer = inputs.layer0.overflow_layer
     S = X
-    for layer in range(L + 1):
-        if layer > 0:
-            W, b = source.layer(layer, S)
-            sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
-            if sel and (layer <= WEIGHT_NORM_LAYERS or layer == L):
-                weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
-            S, z = layer_forward(S, W, b, arch, keep_pre=tangent is not None)
-            if tangent is not None:
-                tangent = layer_jvp(tangent, W, z[:, :m_jac], arch, batch_norm_sigma(z, arch))
-            del z
-        finite = np.isfinite(S).all(axis=(1, 2))
-        S_work = S if finite.all() else np.where(finite[:, None, None], S, 0.0)
-        S_c = M.centred(S_work)
-        G = M.gram(S_c)
-        # Finite but huge states can still overflow in the Gram matrix.
-        finite &= np.isfinite(G).all(axis=(1, 2))
-        if not finite.all():
-            S_work = np.where(finite[:, None, None], S_work, 0.0)
-            S_c = np.where(finite[:, None, None], S_c, 0.0)
-            G = np.where(finite[:, None, None], G, 0.0)
-        eig = None
-        if "linear_r2" in want:
-            sv, eig = M.gram_spectrum(G, vectors=True)
-        else:
-            sv = M.gram_spectrum(G)
-        finite &= np.isfinite(sv).all(axis=1)
-        new_overflow = (~finite) & (overflow_layer < 0)
-        overflow_layer[new_overflow] = layer
-        bad = overflow_layer >= 0
-        col = M.collapsed(S_work, sv) & ~bad
-        collapsed[:, layer] = col
-        sv_out = sv.astype(np.float64)
-        sv_out[bad] = np.nan
-        spectra.append(sv_out)
-        if with_proj:
-            i0 = trials.index(0)
-            proj[layer] = np.nan if bad[i0] else _top3(S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
-
-        def put(name: str, fn):
-            if name in want:
-                values[name][:, layer] = np.where(bad, np.nan, fn())
-
-        for name, value in M.state_metrics(S_work, S_c, sv, want, activation=config.activation, rtol=rtol,
-                                           is_input=layer == 0).items():
-            values[name][:, layer] = np.where(bad, np.nan, value)
-        put("linear_r2", lambda: M.linear_r2(S_c, X_c, eig, rtol))
-        put("distance_corr", lambda: M.distance_corr(S_work, ref))
-        put("jacobian_rank", lambda: M.jacobian_rank(tangent))
-        del S_c, S_work, eig, G
+    for layer in range(1, L + 1):
+        W, b = source.layer(layer, S)
+        sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
+        if sel and (layer <= WEIGHT_NORM_LAYERS or layer == L):
+            weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
+        S, z = layer_forward(S, W, b, arch, keep_pre=tangent is not None)
+        if tangent is not None:
+            tangent = layer_jvp(tangent, W, z[:, :m_jac], arch, batch_norm_sigma(z, arch))
+        del z
+        out = _measure(config, S, layer, overflow_layer, X_c=inputs.X_c, ref=inputs.ref, tangent=tangent, i0=i0)
+        overflow_layer = out.overflow_layer
+        record(layer, out)
+        del out
 
     if "grad_norm" in want:
         values["grad_norm"][:, 1:] = _grad_norms(config, init, gain, X, y, S, source, arch)
@@ -321,6 +374,27 @@ def _grad_norms(config, init, gain, X, y, S_last, source: ParamSource, arch) -> 
         W_out = np.stack([draw_weights(rule, w, y.shape[2], gain=gain, rng=r, dtype=dtype) for r in source.rngs])
     _, ds_last = mse_output_gradient(S_last, W_out, y)
     return weight_gradient_norms(X, source.regenerate, config.depth, arch, ds_last)
+
+
+_BLAS = None  # a threadpoolctl controller, made once: threadpool_limits() rescans the libraries each call
+
+
+def _parallel_map(fn, items: list, n_workers: int) -> list:
+    """fn over items on n_workers threads, each with BLAS pinned to one thread.
+
+    Two BLAS threads inside two Python threads would fight over two cores;
+    small LAPACK calls (batched eigvalsh) also only scale this way.
+    """
+    global _BLAS
+    if n_workers == 1:
+        return [fn(item) for item in items]
+    if _BLAS is None:
+        import scipy.linalg  # noqa: F401  scipy's own OpenBLAS must be loaded before the scan
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1), ThreadPoolExecutor(n_workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def _workers(requested: int | None, trials: int) -> int:
@@ -407,9 +481,11 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
                          f"Got {ids.max()} instead.")
     n_workers = _workers(workers, len(ids))
     table = load_table(config) if config.data_is_fixed else None
-    X, y = _inputs(config, table, [int(t) for t in ids])
-    positions = np.array_split(np.arange(len(ids)), n_workers)
-    chunks = [ids[p] for p in positions if len(p)]
+    positions = [p for p in np.array_split(np.arange(len(ids)), n_workers) if len(p)]
+    chunks = [ids[p] for p in positions]
+    # Data and layer 0 once per chunk, in parallel: every initializer sees the same input.
+    inputs = _parallel_map(lambda c: _prepare(config, table, [int(t) for t in c]), chunks, n_workers)
+    y = np.concatenate([part.y for part in inputs])
 
     gains: dict[str, float] = {}
     histories = []
@@ -419,21 +495,12 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
             gain = gains[init] = init_gain(config, init)
             given = None
             if config.init_train != "none":
-                given, history = trained(config, init, X)
+                given, history = trained(config, init, np.concatenate([part.X for part in inputs]))
                 histories.append(history)
-            jobs += [(init, gain, X[p], y[p], [int(t) for t in ids[p]],
-                      None if given is None else [(W[ids[p]], b[ids[p]]) for W, b in given])
-                     for p in positions if len(p)]
-    if n_workers == 1:
-        done = [_simulate(config, *job) for job in jobs]
-    else:
-        from threadpoolctl import threadpool_limits
-
-        # All initializers' chunks share one pool, so one's Python overlaps another's
-        # LAPACK. Two BLAS threads inside two Python threads would fight over two
-        # cores; small LAPACK calls (batched eigvalsh) also only scale this way.
-        with threadpool_limits(1), ThreadPoolExecutor(n_workers) as pool:
-            done = list(pool.map(lambda job: _simulate(config, *job), jobs))
+            jobs += [(init, gain, part, None if given is None else [(W[c], b[c]) for W, b in given])
+                     for part, c in zip(inputs, chunks)]
+    # All initializers' chunks share one pool, so one's Python overlaps another's LAPACK.
+    done = _parallel_map(lambda job: _simulate(config, *job), jobs, n_workers)
     results: dict[str, list[_Chunk]] = {init: [] for init in config.init}
     for job, chunk in zip(jobs, done):
         results[job[0]].append(chunk)
@@ -484,23 +551,27 @@ def _tables(config: Config, results: dict[str, list[_Chunk]], chunks, y: np.ndar
                 proj_cols["target"].append(np.tile(y[0, :, 0].astype(np.float64), L + 1))
         # Chunks arrive per thread; rows go by (trial, layer) within an initializer so
         # the table is the same bytes whatever the number of workers.
-        pieces = sorted((t, layer, norms[i]) for p in parts for layer, ts, norms in p.weight_norms
-                        for i, t in enumerate(ts))
-        for t, layer, norms in pieces:
-            norm_cols["init"].append(_repeat(init, len(norms)))
-            norm_cols["trial"].append(np.full(len(norms), t))
-            norm_cols["layer"].append(np.full(len(norms), layer))
-            norm_cols["kind"].append(_repeat("input" if layer == 1 else "internal", len(norms)))
-            norm_cols["norm"].append(norms)
+        pieces = [(np.repeat(np.asarray(ts, dtype=np.int64), norms.shape[1]), np.full(norms.size, layer, dtype=np.int64),
+                   norms.reshape(-1)) for p in parts for layer, ts, norms in p.weight_norms]
+        if pieces:
+            t_col, l_col, n_col = (np.concatenate(col) for col in zip(*pieces))
+            order = np.lexsort((l_col, t_col))  # stable: units keep their order within (trial, layer)
+            t_col, l_col, n_col = t_col[order], l_col[order], n_col[order]
+            kind = _repeat("internal", len(l_col))
+            kind[l_col == 1] = "input"
+            norm_cols["init"].append(_repeat(init, len(l_col)))
+            norm_cols["trial"].append(t_col)
+            norm_cols["layer"].append(l_col)
+            norm_cols["kind"].append(kind)
+            norm_cols["norm"].append(n_col)
         overflow = np.concatenate([p.overflow_layer for p in parts])
         collapsed = np.concatenate([p.collapsed for p in parts])
         rows = [(init, int(trials[i]), int(overflow[i]), "overflow") for i in np.flatnonzero(overflow >= 0)]
         rows += [(init, int(trials[i]), int(layer), "collapsed") for i, layer in zip(*np.nonzero(collapsed))]
         flag_rows += sorted(rows, key=lambda r: (r[1], r[2]))
 
-    metrics = _frame(m_cols, ["init", "trial", "layer", "metric", "value"])
-    for key, value in config_columns(config).items():
-        metrics[key] = value
+    fixed = config_columns(config)
+    metrics = _frame(m_cols, ["init", "trial", "layer", "metric", "value", *fixed], **fixed)
     spectra = _frame(s_cols, ["init", "trial", "layer", "k", "singular_value"])
     projections = _frame(proj_cols, ["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"], trial=0)
     weight_norms = _frame(norm_cols, ["init", "trial", "layer", "kind", "norm"])
@@ -534,7 +605,9 @@ def _names_array(names: list[str]) -> np.ndarray:
 def _frame(cols: dict[str, list], order: list[str], **constant) -> pd.DataFrame:
     """One DataFrame from lists of column pieces (empty with the same columns when no pieces).
 
-    Consumes `cols`.
+    Consumes `cols`. `constant` columns (one value for every row) are named in
+    `order` too, and are built with the rest: inserting them one by one into a
+    finished frame cost more than the whole table at seed scale.
     """
     if not cols[next(iter(cols))]:
         return pd.DataFrame(columns=order)
@@ -542,10 +615,11 @@ def _frame(cols: dict[str, list], order: list[str], **constant) -> pd.DataFrame:
     # column are never all alive at once (deep runs have ~10⁶ spectrum rows).
     # Label columns stay object arrays of shared strs: pandas' inferred (Arrow) strings
     # would copy each row into a memory pool that the process keeps (~70 B/row).
-    frame = pd.DataFrame({k: _column(np.concatenate(cols.pop(k))) for k in list(cols)})
+    joined = {k: np.concatenate(cols.pop(k)) for k in list(cols)}
+    rows = len(next(iter(joined.values())))
     for key, value in constant.items():
-        frame[key] = value
-    return frame[order]
+        joined[key] = _repeat(value, rows) if isinstance(value, str) else np.full(rows, value)
+    return pd.DataFrame({k: _column(joined.pop(k)) for k in order})
 
 
 def _warn(config: Config, flags: pd.DataFrame) -> None:
