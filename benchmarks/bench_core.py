@@ -10,6 +10,9 @@ Cases (select with --cases, default all):
      skipped as exactly 0) and readout "init" (real backprop). Wall time, ratio to (b)'s
      initscope time (target <= 5x) and achieved GFLOP/s = analytic FLOP count / wall time,
      against a numpy float64 batched matmul measured here (target >= 50%).
+     (a) and (b) also print a kernel floor: the unavoidable kernels of one trial (weight draws,
+     forward products, Gram matrices, eigvalsh), timed alone on one core, and the ceiling
+     ratio they allow if two cores scaled perfectly and nothing else cost anything.
   d  peak memory, depth 10 vs depth 200, each in a fresh subprocess (ru_maxrss at the end):
      1 init x 10 trials, width 256, 1000 samples, input 40; all metrics with readout "init",
      and spectra only. Target ratio <= 1.3. tracemalloc peaks in separate subprocesses.
@@ -339,6 +342,66 @@ def matmul_rate(repeats: int) -> dict:
     return out
 
 
+def kernel_floor(cfg: dict, repeats: int = 20) -> dict:
+    """The least time a trial of this spectra-only config can take here, from its unavoidable kernels.
+
+    Per layer: drawing the weights (the baseline draws them too), the forward
+    product, the Gram matrix of the centred states and its eigenvalues (LAPACK
+    through numpy); plus layer 0's Gram and eigenvalues, shared by the inits.
+    Each is timed alone, single-threaded, on one trial's arrays (best of
+    `repeats`), and the sum is divided by the core count as if two threads
+    scaled perfectly and nothing else (centring, metrics, tables, Python) cost
+    anything. The ceiling ratio is what that floor would give against the baseline.
+    """
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    n, d, w, L = cfg["samples"], cfg["input_dim"], cfg["width"], cfg["depth"]
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    def layer_costs(fan_in: int, width: int) -> dict:
+        S = rng.standard_normal((n, fan_in))
+        W = rng.standard_normal((fan_in, width))
+        H = np.maximum(S @ W, 0)
+        H -= H.mean(axis=0)
+        G = H.T @ H if n >= width else H @ H.T
+        return {"draw": best(lambda: rng.standard_normal((fan_in, width))),
+                "forward": best(lambda: np.matmul(S, W)),
+                "gram": best(lambda: H.T @ H if n >= width else H @ H.T),
+                "eigvalsh": best(lambda: np.linalg.eigvalsh(G))}
+
+    with threadpool_limits(1):
+        first, inner = layer_costs(d, w), (layer_costs(w, w) if L > 1 else None)
+        x = rng.standard_normal((n, d))
+        Gx = x.T @ x if n >= d else x @ x.T
+        layer0 = best(lambda: x.T @ x if n >= d else x @ x.T) + best(lambda: np.linalg.eigvalsh(Gx))
+    per_kernel = {k: first[k] + (L - 1) * (inner[k] if inner else 0.0) for k in first}
+    per_trial = sum(per_kernel.values()) + layer0 / n_inits(cfg)
+    cores = os.cpu_count() or 1
+    return {"per_trial_one_core_s": per_trial, "by_kernel_s": per_kernel, "layer0_s": layer0, "cores": cores,
+            "ceiling_trials_per_s": cores / per_trial}
+
+
+def log_floor(out: dict, floor: dict, target: float) -> None:
+    kernels = ", ".join(f"{k} {v * 1e3:.3f}" for k, v in floor["by_kernel_s"].items())
+    log(f"  kernel floor per trial, one core (ms): {kernels}; layer 0 {floor['layer0_s'] * 1e3:.3f}")
+    log(f"  ceiling with {floor['cores']} cores scaling perfectly and nothing else costing: "
+        f"{floor['ceiling_trials_per_s']:.1f} trials/s")
+    if "baseline_trials_per_s" in out:
+        ceiling = floor["ceiling_trials_per_s"] / out["baseline_trials_per_s"]
+        out["ceiling_ratio"] = ceiling
+        log(f"  ceiling ratio against this baseline run: {ceiling:.2f}x (target {target:g}x)")
+    out["kernel_floor"] = floor
+
+
 # --------------------------------------------------------------------------- cases
 
 def case_a(args, res: dict) -> None:
@@ -370,6 +433,8 @@ def case_a(args, res: dict) -> None:
         out["ratio"] = ratio
         log(f"  ratio initscope/baseline: {ratio:.2f}x   target >= {TARGETS['a_ratio']:g}: {status(ratio >= TARGETS['a_ratio'])}")
     log("  note: the baseline computes layers 1..10; initscope also layer 0 (the input), 11 spectra per trial")
+    if args.side in ("both", "initscope"):
+        log_floor(out, kernel_floor(SEED), TARGETS["a_ratio"])
     res["a"] = out
 
 
@@ -398,6 +463,8 @@ def case_b(args, res: dict) -> None:
         out["ratio"] = ratio
         log(f"  ratio initscope/baseline (trials/s): {ratio:.2f}x   target >= {TARGETS['b_ratio']:g}: "
             f"{status(ratio >= TARGETS['b_ratio'])}")
+    if args.side in ("both", "initscope"):
+        log_floor(out, kernel_floor(LARGE, repeats=5), TARGETS["b_ratio"])
     res["b"] = out
 
 

@@ -323,14 +323,15 @@ def distance_corr(S: np.ndarray, ref: DistanceReference) -> np.ndarray:
 
 
 def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activation: str,
-                  rtol: float, is_input: bool) -> dict[str, np.ndarray]:
+                  rtol: float, is_input: bool, col: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The metrics that read only a state and its spectrum, each (T,), for those named in `want`.
 
     S, S_c: (T, n, w) states and centred states; sv: (T, k) their spectrum.
-    Collapsed states (see `collapsed`) get rank 0; linear_fraction is NaN for
-    the input (is_input), which no activation produced.
+    Collapsed states (see `collapsed`; pass `col` when already computed) get
+    rank 0; linear_fraction is NaN for the input (is_input), which no
+    activation produced.
     """
-    col = collapsed(S, sv)
+    col = collapsed(S, sv) if col is None else col
     rules = {
         "rms": lambda: rms(S),
         "std": lambda: std(S_c),

@@ -278,14 +278,16 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
     finite &= np.isfinite(sv).all(axis=1)
     overflow_layer = np.where((~finite) & (overflow_layer < 0), layer, overflow_layer)
     bad = overflow_layer >= 0
-    col = M.collapsed(S_work, sv) & ~bad
+    col_any = M.collapsed(S_work, sv)
+    col = col_any & ~bad
     spectrum = sv.astype(np.float64)
     spectrum[bad] = np.nan
     projection = None
     if i0 is not None:
         projection = np.full((S.shape[1], 3), np.nan) if bad[i0] else _top3(
             S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
-    values = M.state_metrics(S_work, S_c, sv, want, activation=config.activation, rtol=rtol, is_input=layer == 0)
+    values = M.state_metrics(S_work, S_c, sv, want, activation=config.activation, rtol=rtol, is_input=layer == 0,
+                             col=col_any)
     if "linear_r2" in want:
         values["linear_r2"] = M.linear_r2(S_c, X_c, eig, rtol)
     if "distance_corr" in want:
