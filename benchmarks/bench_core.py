@@ -303,6 +303,17 @@ def flop_count(cfg: dict, trials: int, metrics: tuple[str, ...], readout: str) -
     }
 
 
+def best_time(fn, repeats: int) -> float:
+    """Seconds of fn()'s fastest call of `repeats`, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def matmul_rate(repeats: int) -> dict:
     """numpy float64 batched matmul (10,1000,256)@(10,256,256), best of `repeats`, in GFLOP/s.
 
@@ -325,13 +336,7 @@ def matmul_rate(repeats: int) -> dict:
     out = {"shape": "(10,1000,256)@(10,256,256)", "flop": flops, "threads_split": len(parts)}
 
     def best(fn) -> float:
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return min(ts)
+        return best_time(fn, repeats)
 
     out["gflops_default_threads"] = flops / best(lambda: np.matmul(A, B)) / 1e9
     with threadpool_limits(1), ThreadPoolExecutor(len(parts)) as pool:
@@ -359,13 +364,7 @@ def kernel_floor(cfg: dict, repeats: int = 20) -> dict:
     n, d, w, L = cfg["samples"], cfg["input_dim"], cfg["width"], cfg["depth"]
 
     def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return best_time(fn, repeats)
 
     def layer_costs(fan_in: int, width: int) -> dict:
         S = rng.standard_normal((n, fan_in))
