@@ -1,11 +1,12 @@
 """The layer's forward, JVP and VJP against DESIGN.md's model and finite differences."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 
-from initscope.gradients import weight_gradient_norms
+from initscope.gradients import recompute_schedule, weight_gradient_norms
 from initscope.network import (
     NORM_EPS,
     Architecture,
@@ -147,9 +148,10 @@ def _params_fixture(rng, depth, d, w, T=2):
     return lambda l, s_prev: (Ws[l - 1], bs[l - 1]), Ws, bs
 
 
-@pytest.mark.parametrize("depth,slots", [(1, 4), (3, 4), (9, 2), (17, 4), (12, 1)])
+@pytest.mark.parametrize("depth,slots,checkpoints", [(1, 4, 4), (3, 4, 4), (9, 2, 4), (17, 4, 4), (12, 1, 4),
+                                                     (40, 2, 1), (23, 3, 2), (11, 2, 0)])
 @pytest.mark.parametrize("arch", [Architecture("tanh", "layer", 0.5), Architecture("relu"), Architecture("gelu", "batch")], ids=str)
-def test_checkpointed_gradients_equal_plain_backprop(depth, slots, arch, rng):
+def test_checkpointed_gradients_equal_plain_backprop(depth, slots, checkpoints, arch, rng):
     T, n, d, w = 2, 8, 3, 5
     params, Ws, bs = _params_fixture(rng, depth, d, w, T)
     x = rng.standard_normal((T, n, d))
@@ -163,8 +165,36 @@ def test_checkpointed_gradients_equal_plain_backprop(depth, slots, arch, rng):
     for l in range(depth, 0, -1):
         ds, dW = layer_vjp(ds, states[l - 1], Ws[l - 1], zs[l - 1], arch)
         want[:, l - 1] = np.linalg.norm(dW.reshape(T, -1), axis=1)
-    got = weight_gradient_norms(x, params, depth, arch, ds_last, slots=slots)
+    got = weight_gradient_norms(x, params, depth, arch, ds_last, slots=slots, checkpoints=checkpoints)
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("checkpoints", [0, 1, 2, 4])
+def test_binomial_checkpointing_holds_a_fixed_number_of_states_at_any_depth(checkpoints, rng):
+    # The forward calls weight_gradient_norms really makes are recompute_schedule's, in order;
+    # the schedule never holds more than `checkpoints` states, whatever the depth; and no layer
+    # runs forward more often than binomial checkpointing allows: the least r with
+    # C(c + r, c) ≥ blocks sweeps before the leaf, plus the leaf's own.
+    x = rng.standard_normal((1, 3, 2))
+    for depth in (1, 2, 5, 9, 16, 33, 64, 129, 200):
+        calls = []
+        W = np.full((1, 2, 2), 0.5)
+
+        def params(layer, s_prev):
+            calls.append(layer)
+            return W, np.zeros((1, 2))
+
+        norms = weight_gradient_norms(x, params, depth, Architecture("tanh"), np.ones((1, 3, 2)), slots=4,
+                                      checkpoints=checkpoints)
+        order, peak = recompute_schedule(depth, slots=4, checkpoints=checkpoints)
+        assert calls == order and np.all(norms > 0)
+        assert peak <= max(checkpoints, 1)  # with none to spare, the last block's input is the one state
+        blocks = -(-depth // 4)
+        r = 0
+        while checkpoints and math.comb(checkpoints + r, checkpoints) < blocks:
+            r += 1
+        most = max(np.bincount(order))
+        assert most <= (r + 1 if checkpoints else blocks), (depth, most)
 
 
 def test_gradient_norm_against_finite_differences_of_the_loss(rng):

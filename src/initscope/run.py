@@ -353,6 +353,7 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: _Inputs, giv
         record(layer, out)
         del out
 
+    tangent = None  # the forward pass's Jacobians: not needed by the backward pass
     if "grad_norm" in want:
         values["grad_norm"][:, 1:] = _grad_norms(config, init, gain, X, y, S, source, arch)
         values["grad_norm"][overflow_layer >= 0, 1:] = np.where(
