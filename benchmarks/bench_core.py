@@ -72,7 +72,7 @@ def run_kwargs(cfg: dict, trials: int, **extra) -> dict:
 
 
 def time_initscope(kwargs: dict, workers: int | None) -> float:
-    from initscope.run import run
+    from initscope.study.runner import run
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NumericalWarning: results carry it, timing does not care
@@ -206,7 +206,7 @@ def grad_forward_layers(depth: int) -> tuple[list[int], int]:
     gradients.recompute_schedule walks the same binomial checkpointing plan as
     weight_gradient_norms (one shared split rule).
     """
-    from initscope.gradients import recompute_schedule
+    from initscope.core.gradients import recompute_schedule
 
     return recompute_schedule(depth)
 
@@ -455,7 +455,7 @@ def case_b(args, res: dict) -> None:
 
 
 def case_c(args, res: dict) -> None:
-    from initscope.metrics import DEFAULT_METRICS
+    from initscope.core.metrics import DEFAULT_METRICS
 
     log("\n== (c) large config, all default metrics")
     T = args.trials_large
@@ -527,7 +527,7 @@ def vm_hwm_kib():
         return None
 
 spec = json.loads(sys.argv[1])
-from initscope.run import run
+from initscope.study.runner import run
 import hashlib
 h = hashlib.sha1()
 for f in spec["source_files"]:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from initscope.executors import open_executor, run_sweep
-from initscope.store import Store
-from initscope.sweep import make_sweep
+from initscope.study.executors import open_executor, run_sweep
+from initscope.study.store import Store
+from initscope.study.sweep import make_sweep
 
 DEFAULT_BASELINE = Path("/work/shared/bench/seed_baseline.py")
 INPUT_DIMS = (3, 10, 20, 30, 40)

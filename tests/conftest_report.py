@@ -13,7 +13,7 @@ INITS5 = ("kaiming-normal", "xavier-normal", "normal", "sphere", "orthogonal")
 
 def small_run(**overrides):
     """A real `run` of a small study: 3 trials, depth 4, 40 samples, width 12."""
-    from initscope.run import run
+    from initscope.study.runner import run
 
     fields = dict(trials=3, depth=4, samples=40, width=12, workers=1)
     fields.update(overrides)

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initscope.certify import FAILURE_COLUMNS, LAYER_COLUMNS, certify
-from initscope.cli_fixes import CERTIFICATE_FILE, main
-from initscope.config import make_config
-from initscope.data import sample
-from initscope.init import draw
-from initscope.network import Architecture, draw_layer
+from initscope.core.certify import FAILURE_COLUMNS, LAYER_COLUMNS, certify
+from initscope.cli.certify import CERTIFICATE_FILE, main
+from initscope.study.config import make_config
+from initscope.core.data import sample
+from initscope.core.initializers import draw
+from initscope.core.network import Architecture, draw_layer
 
 
 def _orthogonal(n, m, rng):
@@ -62,7 +62,7 @@ def test_looks_linear_with_orthogonal_v_and_zero_shifts_is_certified_at_every_de
 
 def test_registry_looks_linear_is_certified_through_materialize():
     # The same construction as the registry's looks-linear, fed through the run's own network builder.
-    from initscope.run import materialize
+    from initscope.study.runner import materialize
 
     cfg = make_config(init="looks-linear", shift="zeros", depth=30, trials=2, samples=50)
     X, _, params = materialize(cfg, "looks-linear")
@@ -70,7 +70,7 @@ def test_registry_looks_linear_is_certified_through_materialize():
 
 
 def test_deep_relu_with_sphere_rows_and_the_seeds_shifts_is_not_certified():
-    from initscope.run import materialize
+    from initscope.study.runner import materialize
 
     cfg = make_config(init="sphere-rows", depth=40, trials=3)  # the seed otherwise: linspace shifts, width 40
     X, _, params = materialize(cfg, "sphere-rows")
@@ -245,7 +245,7 @@ def test_cli_exit_2_when_out_is_a_file(tmp_path, capsys):
 
 
 def test_cli_runs_as_a_subprocess(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "initscope.cli_fixes", "--init", "kaiming-normal", "--depth", "2",
+    proc = subprocess.run([sys.executable, "-m", "initscope.cli.certify", "--init", "kaiming-normal", "--depth", "2",
                            *SMALL, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode in (0, 3), proc.stderr
     assert (tmp_path / CERTIFICATE_FILE).is_file()

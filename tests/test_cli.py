@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initscope.cli import OUTPUT_FILES, main
-from initscope.config import FIELD_NAMES
-from initscope.init import INITIALIZERS
-from initscope.metrics import METRICS
+from initscope.cli.app import OUTPUT_FILES, main
+from initscope.study.config import FIELD_NAMES
+from initscope.core.initializers import INITIALIZERS
+from initscope.core.metrics import METRICS
 
 SMALL = {"--depth": "2", "--width": "8", "--samples": "20", "--trials": "2"}
 CSV_FILES = tuple(name for name in OUTPUT_FILES if name.endswith(".csv"))
@@ -337,7 +337,7 @@ def test_unexpected_error_exits_1_with_one_line_and_writes_nothing(capsys, tmp_p
         raise RuntimeError("the disk is on fire")
 
     # The package re-exports run(), which hides the module behind the name initscope.run.
-    monkeypatch.setattr(importlib.import_module("initscope.run"), "run", broken)
+    monkeypatch.setattr(importlib.import_module("initscope.study.runner"), "run", broken)
     out = tmp_path / "out"
     code, _, err = small_run(capsys, out)
     assert code == 1

@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'initscope[torch]')")
 
-from initscope.cli_torch import OUTPUT_FILES, main  # noqa: E402
+from initscope.cli.inspect import OUTPUT_FILES, main  # noqa: E402
 
 HAS_REPORT = importlib.util.find_spec("plotly") is not None
 FACTORY = textwrap.dedent(
@@ -198,7 +198,7 @@ def test_nan_inputs_are_bad_input(project, capsys):
 
 
 def test_registered_on_the_main_cli(project, capsys):
-    from initscope.cli import main as initscope_main
+    from initscope.cli.app import main as initscope_main
 
     code = initscope_main(["inspect", f"{project}/models.py:make", "--input-shape", "8,6", "--out",
                            str(project / "main"), "--no-report", "--quiet"])
@@ -209,7 +209,7 @@ def test_registered_on_the_main_cli(project, capsys):
 def test_as_a_subprocess(project):
     out = project / "sub"
     proc = subprocess.run(
-        [sys.executable, "-m", "initscope.cli_torch", "inspect", f"{project}/models.py:grumpy", "--input-shape",
+        [sys.executable, "-m", "initscope.cli.inspect", "inspect", f"{project}/models.py:grumpy", "--input-shape",
          "8,6", "--out", str(out)],
         capture_output=True, text=True, timeout=120, check=False,
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from initscope.cli_study import main, study_app
-from initscope.store import Store
+from initscope.cli.sweep import main, study_app
+from initscope.study.store import Store
 
 SMALL = """
 init = ["normal", "sphere"]
@@ -41,7 +41,7 @@ def _write(tmp_path, text, name="sweep.toml"):
 
 def _sweep_process(sweep_file, store, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "initscope.cli_study", "sweep", str(sweep_file), "--store", str(store),
+        [sys.executable, "-m", "initscope.cli.sweep", "sweep", str(sweep_file), "--store", str(store),
          "--no-report", "--quiet", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
@@ -138,14 +138,14 @@ def test_concurrent_sweeps_into_one_store(tmp_path):
 
 
 def test_failures_exit_1_and_are_listed(tmp_path, capsys, monkeypatch):
-    real_run = sys.modules["initscope.run"].run
+    real_run = sys.modules["initscope.study.runner"].run
 
     def flaky(config, **kwargs):
         if config.depth == 3 and config.init == ("sphere",) and config.width == 6:
             raise MemoryError("Unable to allocate 8 TiB")
         return real_run(config, **kwargs)
 
-    monkeypatch.setattr(sys.modules["initscope.run"], "run", flaky)
+    monkeypatch.setattr(sys.modules["initscope.study.runner"], "run", flaky)
     out = tmp_path / "out"
     args = ["sweep", str(_write(tmp_path, SMALL)), "--out", str(out), "--workers", "1", "--quiet", "--no-report"]
     assert main(args) == 1
@@ -154,7 +154,7 @@ def test_failures_exit_1_and_are_listed(tmp_path, capsys, monkeypatch):
     assert "init='sphere'" in text and "depth=3" in text and "MemoryError: Unable to allocate 8 TiB" in text
     assert main(["results", str(out / "results.sqlite")]) == 0
     assert "failed configurations: 1" in capsys.readouterr().out
-    monkeypatch.setattr(sys.modules["initscope.run"], "run", real_run)
+    monkeypatch.setattr(sys.modules["initscope.study.runner"], "run", real_run)
     assert main(args) == 0
     _assert_complete(out / "results.sqlite", 8, 2)
 
@@ -260,7 +260,7 @@ def test_sweep_report(filled_store, tmp_path, capsys):
 
 def test_sweep_figures(filled_store):
     pytest.importorskip("plotly")
-    from initscope.report_sweep import sweep_curves_figure, sweep_heatmap_figure
+    from initscope.report.sweep_page import sweep_curves_figure, sweep_heatmap_figure
 
     with Store(filled_store, create=False) as store:
         table = store.metrics(metric="effective_rank")

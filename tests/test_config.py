@@ -9,7 +9,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from initscope.config import (
+from initscope.study.config import (
     DTYPES,
     FIELD_NAMES,
     Config,
@@ -18,9 +18,9 @@ from initscope.config import (
     load_config,
     make_config,
 )
-from initscope.init import ACTIVATIONS, INITIALIZERS
-from initscope.metrics import METRICS
-from initscope.network import NORMS, READOUTS, SHIFTS
+from initscope.core.initializers import ACTIVATIONS, INITIALIZERS
+from initscope.core.metrics import METRICS
+from initscope.core.network import NORMS, READOUTS, SHIFTS
 
 # DESIGN.md, "Config fields": the same names everywhere, in this order.
 DESIGN_FIELDS = (

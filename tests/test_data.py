@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from initscope.data import SYNTHETIC, TARGETS, sample, target
+from initscope.core.data import SYNTHETIC, TARGETS, sample, target
 
 # A KS p-value below this on a fixed seed means the distribution is wrong, not bad luck.
 P_MIN = 1e-3

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from initscope.datasets import REAL, Table, load_file, load_real, standardise
+from initscope.study.datasets import REAL, Table, load_file, load_real, standardise
 
 SHAPES = {
     "digits": (1797, 64),

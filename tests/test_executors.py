@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from initscope.cli_study import main
-from initscope.executors import InlineExecutor, estimated_cost, execute, open_executor, run_sweep
-from initscope.store import Store
-from initscope.sweep import make_sweep
+from initscope.cli.sweep import main
+from initscope.study.executors import InlineExecutor, estimated_cost, execute, open_executor, run_sweep
+from initscope.study.store import Store
+from initscope.study.sweep import make_sweep
 
 SPEC = {"init": ["normal", "sphere"], "depth": [2, 3, 4], "width": [6, 10], "samples": 16, "trials": 3,
         "input_dim": 3}
@@ -75,14 +75,14 @@ def test_dask_cluster_gives_identical_results(sweep, inline_results, tmp_path):
 
 
 def test_a_failed_configuration_is_recorded_and_the_sweep_goes_on(sweep, inline_results, tmp_path, monkeypatch):
-    real_run = sys.modules["initscope.run"].run
+    real_run = sys.modules["initscope.study.runner"].run
 
     def flaky(config, **kwargs):
         if config.depth == 3 and config.width == 10:
             raise MemoryError("Unable to allocate 8 TiB")
         return real_run(config, **kwargs)
 
-    monkeypatch.setattr(sys.modules["initscope.run"], "run", flaky)
+    monkeypatch.setattr(sys.modules["initscope.study.runner"], "run", flaky)
     with open_executor(1) as (executor, slots):
         outcome, _, _ = _sweep_into(tmp_path / "s.sqlite", sweep, executor, slots)
     assert not outcome.ok and len(outcome.failures) == 2  # both initializers of that configuration
@@ -91,7 +91,7 @@ def test_a_failed_configuration_is_recorded_and_the_sweep_goes_on(sweep, inline_
         s = store.summary()
         assert (s.trials_ok, s.trials_failed, s.configs, s.configs_complete) == (30, 6, 12, 10)
 
-    monkeypatch.setattr(sys.modules["initscope.run"], "run", real_run)
+    monkeypatch.setattr(sys.modules["initscope.study.runner"], "run", real_run)
     with open_executor(1) as (executor, slots):
         outcome, metrics, _ = _sweep_into(tmp_path / "s.sqlite", sweep, executor, slots)
     assert outcome.ok and outcome.written_trials == 6 and outcome.skipped_trials == 30

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initscope.cli import main
-from initscope.fixes import FIXES, compare_fixes, fix_config, ranking
+from initscope.cli.app import main
+from initscope.study.fixes import FIXES, compare_fixes, fix_config, ranking
 
 
 def test_every_fix_has_a_valid_config():

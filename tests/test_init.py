@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from initscope.init import ACTIVATIONS, INITIALIZERS, Initializer, default_gain, draw, recommended_gain
+from initscope.core.initializers import ACTIVATIONS, INITIALIZERS, Initializer, default_gain, draw, recommended_gain
 
 P_MIN = 1e-3
 GAIN = 1.7

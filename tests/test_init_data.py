@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from initscope import run
-from initscope.init_data import LAYER_INITIALIZERS, quantile_shifts
-from initscope.network import Architecture, layer_forward
-from initscope.run import materialize
-from initscope.config import make_config
+from initscope.core.fitted import LAYER_INITIALIZERS, quantile_shifts
+from initscope.core.network import Architecture, layer_forward
+from initscope.study.runner import materialize
+from initscope.study.config import make_config
 
 
 @pytest.mark.parametrize("init", LAYER_INITIALIZERS)
@@ -105,8 +105,8 @@ def test_quantile_shift_run_keeps_units_alive():
 def test_grad_norm_regenerates_data_driven_weights_exactly():
     """The backward pass redraws the weights from remembered generator states: same
     numbers as materialized parameters give with plain backprop."""
-    from initscope.gradients import weight_gradient_norms
-    from initscope.network import mse_output_gradient
+    from initscope.core.gradients import weight_gradient_norms
+    from initscope.core.network import mse_output_gradient
 
     cfg = make_config(init="well-spaced", depth=4, width=10, samples=30, trials=2, readout="init", shift="quantile")
     res = run(cfg, workers=1)
@@ -117,7 +117,7 @@ def test_grad_norm_regenerates_data_driven_weights_exactly():
     for W, b in params:
         s, _ = layer_forward(s, W, b, Architecture("relu"))
     # readout drawn like the run does, after the layers, from the same streams
-    from initscope.run import ParamSource
+    from initscope.study.runner import ParamSource
 
     source = ParamSource(cfg, "well-spaced", 1.0, [0, 1], remember=True)
     s2 = X
@@ -125,7 +125,7 @@ def test_grad_norm_regenerates_data_driven_weights_exactly():
         W, b = source.layer(layer, s2)
         s2, _ = layer_forward(s2, W, b, Architecture("relu"))
     np.testing.assert_array_equal(s, s2)
-    from initscope.init import draw
+    from initscope.core.initializers import draw
 
     W_out = np.stack([draw("orthogonal", 10, 1, gain=1.0, rng=r) for r in source.rngs])
     _, ds = mse_output_gradient(s, W_out, y)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initscope import init_train as it
-from initscope.data import sample
-from initscope.network import Architecture, draw_layer, layer_forward
+from initscope.core import init_train as it
+from initscope.core.data import sample
+from initscope.core.network import Architecture, draw_layer, layer_forward
 
 ARCHS = [
     Architecture("relu"),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import pdist
 
-from initscope import make_config, metrics as M
+from initscope import make_config
+from initscope.core import metrics as M
 
 
 def _spectrum(S):
@@ -128,8 +129,8 @@ def test_linear_r2_is_stable_where_least_squares_leave_one_out_is_not():
     # The seed's sphere init, trial 3, layer 8: 20 of 40 directions numerically alive.
     # Least-squares refits give 0.68 or −9.8 depending on the truncation alone; the ridge
     # LOO must equal its own brute force and sit with the layers around it.
-    from initscope.network import Architecture, layer_forward
-    from initscope.run import materialize
+    from initscope.core.network import Architecture, layer_forward
+    from initscope.study.runner import materialize
 
     cfg = make_config(metrics="linear_r2")
     X, _, params = materialize(cfg, "sphere")

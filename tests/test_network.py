@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from initscope.gradients import recompute_schedule, weight_gradient_norms
-from initscope.network import (
+from initscope.core.gradients import recompute_schedule, weight_gradient_norms
+from initscope.core.network import (
     NORM_EPS,
     Architecture,
     activate,
@@ -98,7 +98,7 @@ def test_jvp_batch_norm_holds_statistics_fixed(rng):
     _, z = layer_forward(s_prev, W, b, arch)
     h = np.tanh(z)
     sigma = np.sqrt(h.var(axis=1, keepdims=True) + NORM_EPS)
-    from initscope.network import batch_norm_sigma
+    from initscope.core.network import batch_norm_sigma
 
     np.testing.assert_allclose(batch_norm_sigma(z, arch), sigma)
     tangent = rng.standard_normal((2, 6, 2, 4))

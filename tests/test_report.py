@@ -359,7 +359,7 @@ def test_png_true_writes_static_figures_and_gifs(tmp_path):
 
 
 def _write_run_folder(result, folder):
-    from initscope.config import config_to_toml
+    from initscope.study.config import config_to_toml
 
     folder.mkdir()
     for name in TABLE_COLUMNS:
@@ -435,7 +435,7 @@ def test_importing_initscope_and_its_report_stays_light():
 def test_the_page_command_line_reproduces_the_run_config(tmp_path):
     import shlex
 
-    from initscope.cli import main
+    from initscope.cli.app import main
     from initscope.report.page import command_line
 
     result = small_run(depth=2, samples=20, width=6, trials=2, init=("orthogonal", "sphere"), gain=1.5,

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from initscope import make_config, run
-from initscope.metrics import METRICS
-from initscope.run import JACOBIAN_SAMPLES, NumericalWarning, materialize
+from initscope.core.metrics import METRICS
+from initscope.study.runner import JACOBIAN_SAMPLES, NumericalWarning, materialize
 
 SMALL = dict(depth=3, width=8, samples=12, trials=3)
 

@@ -7,9 +7,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-from initscope.run import run
-from initscope.store import Store, batch_from_result, failed_batch, is_store, store_state
-from initscope.sweep import config_id, make_sweep
+from initscope.study.runner import run
+from initscope.study.store import Store, batch_from_result, failed_batch, is_store, store_state
+from initscope.study.sweep import config_id, make_sweep
 
 SPEC = {"init": ["normal", "sphere"], "depth": [2, 3], "width": 8, "samples": 20, "trials": 3}
 

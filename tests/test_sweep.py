@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from initscope.config import make_config
-from initscope.run import run
-from initscope.sweep import config_id, config_record, load_sweep, make_sweep, split_inits
+from initscope.study.config import make_config
+from initscope.study.runner import run
+from initscope.study.sweep import config_id, config_record, load_sweep, make_sweep, split_inits
 
 
 def test_product_of_lists_times_trials():
@@ -64,7 +64,7 @@ def test_impossible_combination_names_it():
 
 
 def test_too_many_combinations_is_refused(monkeypatch):
-    import initscope.sweep as sweep_mod
+    import initscope.study.sweep as sweep_mod
 
     monkeypatch.setattr(sweep_mod, "MAX_CONFIGS", 10)
     with pytest.raises(ValueError, match="combinations"):

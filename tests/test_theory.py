@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from initscope import metrics as M
-from initscope import theory
-from initscope.data import sample
-from initscope.init import default_gain, draw
-from initscope.network import Architecture, layer_forward
-from initscope.run import run
+from initscope.core import metrics as M
+from initscope.core import theory
+from initscope.core.data import sample
+from initscope.core.initializers import default_gain, draw
+from initscope.core.network import Architecture, layer_forward
+from initscope.study.runner import run
 
 
 def _forward_second_moments(init, *, activation, d, w, depth, n, trials, rng, gain):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from initscope import theory as th
-from initscope.init import ACTIVATIONS, draw, recommended_gain
-from initscope.network import LEAKY_SLOPE, Architecture, activate, draw_shifts, layer_forward
+from initscope.core import theory as th
+from initscope.core.initializers import ACTIVATIONS, draw, recommended_gain
+from initscope.core.network import LEAKY_SLOPE, Architecture, activate, draw_shifts, layer_forward
 
 MC_DRAWS = 400_000
 

@@ -11,7 +11,7 @@ from scipy import stats
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'initscope[torch]')")
 nn = torch.nn
 
-from initscope.init import INITIALIZERS, recommended_gain  # noqa: E402
+from initscope.core.initializers import INITIALIZERS, recommended_gain  # noqa: E402
 from initscope.torch import initialize, weight_fans  # noqa: E402
 from initscope.torch.initializers import _to_layout  # noqa: E402
 

@@ -11,17 +11,17 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'initscope[torch]')")
 nn = torch.nn
 
-from initscope import metrics as M  # noqa: E402
-from initscope.data import sample, target  # noqa: E402
-from initscope.gradients import weight_gradient_norms  # noqa: E402
-from initscope.init import draw  # noqa: E402
-from initscope.network import (  # noqa: E402
+from initscope.core import metrics as M  # noqa: E402
+from initscope.core.data import sample, target  # noqa: E402
+from initscope.core.gradients import weight_gradient_norms  # noqa: E402
+from initscope.core.initializers import draw  # noqa: E402
+from initscope.core.network import (  # noqa: E402
     Architecture,
     layer_forward,
     layer_jvp,
     mse_output_gradient,
 )
-from initscope.run import NumericalWarning  # noqa: E402
+from initscope.study.runner import NumericalWarning  # noqa: E402
 from initscope.torch import ModelError, combine, diagnose, flag_table, inspect  # noqa: E402
 
 CORE_METRIC_COLUMNS = ["init", "trial", "layer", "metric", "value"]

@@ -8,9 +8,9 @@
 
 __version__ = "0.1.0"
 
-from .config import Config, load_config, make_config
-from .init import INITIALIZERS
-from .metrics import METRICS
-from .run import RunResult, materialize, run
+from initscope.study.config import Config, load_config, make_config
+from initscope.core.initializers import INITIALIZERS
+from initscope.core.metrics import METRICS
+from initscope.study.runner import RunResult, materialize, run
 
 __all__ = ["Config", "INITIALIZERS", "METRICS", "RunResult", "load_config", "make_config", "materialize", "run", "__version__"]

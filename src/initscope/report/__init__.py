@@ -5,13 +5,13 @@ Every figure function takes the run's tidy tables and returns a
 writer. plotly and matplotlib are imported inside the functions that use them.
 """
 
-from .depth import metric_depth_figure
-from .flags import flags_table
-from .geometry import layer_projection_figure
-from .page import build_page, write_report
-from .spectra import spectrum_animation_figure, spectrum_heatmap_figure
-from .tables import RunTables, load_run
-from .weights import weight_norm_figure
+from initscope.report.depth import metric_depth_figure
+from initscope.report.flags import flags_table
+from initscope.report.geometry import layer_projection_figure
+from initscope.report.page import build_page, write_report
+from initscope.report.spectra import spectrum_animation_figure, spectrum_heatmap_figure
+from initscope.report.tables import RunTables, load_run
+from initscope.report.weights import weight_norm_figure
 
 __all__ = [
     "layer_projection_figure",

@@ -63,7 +63,7 @@ def resolved_gain(config: Mapping[str, Any], init: str) -> float:
     """
     gain = config.get("gain")
     if gain is None or (isinstance(gain, float) and math.isnan(gain)):
-        from ..init import default_gain
+        from initscope.core.initializers import default_gain
 
         try:
             return float(default_gain(init, str(config.get("activation", "relu"))))

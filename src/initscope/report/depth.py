@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from ._common import TEMPLATE, colour, compact, inits_of, label, layer_summary, resolved_gain, rgba, theory_applies
-from .tables import config_dict
+from initscope.report._common import TEMPLATE, colour, compact, inits_of, label, layer_summary, resolved_gain, rgba, theory_applies
+from initscope.report.tables import config_dict
 
 __all__ = ["metric_depth_figure", "METRIC_ORDER", "theory_curves", "display_summary"]
 
@@ -68,7 +68,7 @@ def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, 
     the measured median at layer 1 (`theory.relu_correlation_map`; Cho & Saul
     2009). Both need ReLU, zero shifts, no norm and no residual.
     """
-    from .. import theory
+    from initscope.core import theory
 
     if not theory_applies(config):
         return None
@@ -109,7 +109,7 @@ def metric_depth_figure(metrics, *, config=None, columns: int = 3):
     config = config_dict(config, metrics)
     names = _metrics_present(metrics)
     if not names:
-        from .geometry import _empty
+        from initscope.report.geometry import _empty
 
         return _empty("No metrics in this run.")
     inits = inits_of(metrics, config)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._common import inits_of, layer_summary
+from initscope.report._common import inits_of, layer_summary
 
 __all__ = ["flags_table", "FLAG_COLUMNS"]
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._common import TEMPLATE, compact, inits_of, label, layer_slider, play_buttons
+from initscope.report._common import TEMPLATE, compact, inits_of, label, layer_slider, play_buttons
 
 __all__ = ["layer_projection_figure", "projection_cube"]
 

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._common import atomic_write
-from .tables import RunTables, as_tables
+from initscope.report._common import atomic_write
+from initscope.report.tables import RunTables, as_tables
 
 __all__ = ["write_report", "build_page", "report_figures", "command_line", "SECTIONS"]
 
@@ -55,10 +55,10 @@ pre { background: #f4f4f4; border: 1px solid #ddd; padding: 8px; white-space: pr
 
 def report_figures(tables: RunTables) -> dict[str, Any]:
     """The page's figures by section id, each a `plotly.graph_objects.Figure`."""
-    from .depth import metric_depth_figure
-    from .geometry import layer_projection_figure
-    from .spectra import spectrum_animation_figure, spectrum_heatmap_figure
-    from .weights import weight_norm_figure
+    from initscope.report.depth import metric_depth_figure
+    from initscope.report.geometry import layer_projection_figure
+    from initscope.report.spectra import spectrum_animation_figure, spectrum_heatmap_figure
+    from initscope.report.weights import weight_norm_figure
 
     config = tables.config
     seed = int(config.get("seed") or 0)
@@ -95,13 +95,13 @@ def _shell_quote(text: str) -> str:
 
 
 def _toml(config: dict[str, Any]) -> str:
-    from ..config import toml_text
+    from initscope.study.config import toml_text
 
     return toml_text(config)
 
 
 def _flags_html(tables: RunTables) -> str:
-    from .flags import NEVER, NOT_MEASURED, flags_table
+    from initscope.report.flags import NEVER, NOT_MEASURED, flags_table
 
     table = flags_table(tables.metrics, tables.flags)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
@@ -123,7 +123,7 @@ def _flags_html(tables: RunTables) -> str:
 
 
 def _config_html(tables: RunTables, png_files: list[Path], page: Path) -> str:
-    from .. import __version__
+    from initscope import __version__
 
     config = dict(tables.config)
     rows = "".join(
@@ -171,7 +171,7 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
     """The report as one HTML string: plotly.js inline once, then one figure per section."""
     from plotly.offline import get_plotlyjs
 
-    from .. import __version__
+    from initscope import __version__
 
     figures = report_figures(tables)
     config = tables.config
@@ -219,7 +219,7 @@ def write_report(result_or_tables, path, *, png: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     png_files: list[Path] = []
     if png:
-        from .static import write_static
+        from initscope.report.static import write_static
 
         png_files = write_static(tables, path.parent / "figures")
     atomic_write(path, build_page(tables, png_files=png_files, page=path).encode("utf-8"))

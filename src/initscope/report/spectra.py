@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from ._common import TEMPLATE, colour, compact, inits_of, label, layer_slider, play_buttons, sqrt_eps
-from .tables import config_dict
+from initscope.report._common import TEMPLATE, colour, compact, inits_of, label, layer_slider, play_buttons, sqrt_eps
+from initscope.report.tables import config_dict
 
 __all__ = ["spectrum_animation_figure", "spectrum_heatmap_figure", "median_spectra"]
 
@@ -64,7 +64,7 @@ def spectrum_animation_figure(spectra, *, config=None):
     config = config_dict(config)
     inits = inits_of(spectra, config)
     if not inits:
-        from .geometry import _empty
+        from initscope.report.geometry import _empty
 
         return _empty("No spectra in this run.")
     data = {init: median_spectra(spectra, init) for init in inits}
@@ -137,7 +137,7 @@ def spectrum_heatmap_figure(spectra, *, config=None):
     config = config_dict(config)
     inits = inits_of(spectra, config)
     if not inits:
-        from .geometry import _empty
+        from initscope.report.geometry import _empty
 
         return _empty("No spectra in this run.")
     dtype = config.get("dtype")

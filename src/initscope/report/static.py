@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import PALETTE, atomic_write, inits_of, sqrt_eps, temp_path
-from .tables import RunTables
+from initscope.report._common import PALETTE, atomic_write, inits_of, sqrt_eps, temp_path
+from initscope.report.tables import RunTables
 
 __all__ = ["write_static"]
 
@@ -101,7 +101,7 @@ def _projections(tables: RunTables, folder: Path) -> list[Path]:
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    from .geometry import MAX_POINTS, chosen_samples, projection_cube
+    from initscope.report.geometry import MAX_POINTS, chosen_samples, projection_cube
 
     proj = tables.projections
     inits = inits_of(proj, tables.config)
@@ -146,7 +146,7 @@ def _colour_bar(fig, norm) -> None:
 def _weight_norms(tables: RunTables, folder: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
-    from .weights import _theory, norm_histogram
+    from initscope.report.weights import _theory, norm_histogram
 
     wn = tables.weight_norms
     inits = inits_of(wn, tables.config)
@@ -180,7 +180,7 @@ def _spectra(tables: RunTables, folder: Path) -> list[Path]:
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.figure import Figure
 
-    from .spectra import _floor, _positive, median_spectra
+    from initscope.report.spectra import _floor, _positive, median_spectra
 
     sp = tables.spectra
     inits = inits_of(sp, tables.config)
@@ -263,8 +263,8 @@ def _mappable(cmap, norm):
 def _metrics(tables: RunTables, folder: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
-    from .depth import _metrics_present, display_summary, log_axis, panel_title, theory_curves
-    from .tables import config_dict
+    from initscope.report.depth import _metrics_present, display_summary, log_axis, panel_title, theory_curves
+    from initscope.report.tables import config_dict
 
     metrics = tables.metrics
     names = _metrics_present(metrics)

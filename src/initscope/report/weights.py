@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import TEMPLATE, colour, compact, inits_of, label, resolved_gain, rgba
-from .tables import config_dict
+from initscope.report._common import TEMPLATE, colour, compact, inits_of, label, resolved_gain, rgba
+from initscope.report.tables import config_dict
 
 __all__ = ["weight_norm_figure", "norm_histogram"]
 
@@ -46,7 +46,7 @@ def _fan_in(config, kind: str) -> int | None:
 
 def _theory(config, init: str, kind: str, edges: np.ndarray, top: float):
     """(x, y, label) of the theoretical density, a spike for sphere, or None."""
-    from ..theory import weight_norm_density
+    from initscope.core.theory import weight_norm_density
 
     fan_in = _fan_in(config, kind)
     width = config.get("width")
@@ -79,7 +79,7 @@ def weight_norm_figure(weight_norms, *, config=None):
     config = config_dict(config)
     inits = inits_of(weight_norms, config)
     if not inits:
-        from .geometry import _empty
+        from initscope.report.geometry import _empty
 
         return _empty("No weight norms in this run.")
     kinds = [k for k in _KINDS if (weight_norms["kind"] == k).any()]

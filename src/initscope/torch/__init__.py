@@ -11,10 +11,10 @@
 This subpackage imports torch; `import initscope` does not import it.
 """
 
-from .diagnosis import diagnose, flag_table
-from .initializers import Fans, initialize, weight_fans
-from .inspection import inspect
-from .loading import (
+from initscope.torch.diagnosis import diagnose, flag_table
+from initscope.torch.initializers import Fans, initialize, weight_fans
+from initscope.torch.inspection import inspect
+from initscope.torch.loading import (
     ModelError,
     build_model,
     load_factory,
@@ -22,7 +22,7 @@ from .loading import (
     load_tensor,
     random_inputs,
 )
-from .tables import InspectResult, combine
+from initscope.torch.tables import InspectResult, combine
 
 __all__ = [
     "inspect",

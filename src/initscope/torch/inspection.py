@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import metrics as M
-from .jacobian import JACOBIAN_BUDGET, JACOBIAN_SAMPLES, jacobian_ranks
-from .loading import ModelError, _quote
-from .recording import CHANNELS, HookError, Recorder, channels_hint, to_numpy
-from .tables import InspectResult, build_result
+from initscope.core import metrics as M
+from initscope.torch.jacobian import JACOBIAN_BUDGET, JACOBIAN_SAMPLES, jacobian_ranks
+from initscope.torch.loading import ModelError, _quote
+from initscope.torch.recording import CHANNELS, HookError, Recorder, channels_hint, to_numpy
+from initscope.torch.tables import InspectResult, build_result
 
 __all__ = ["inspect", "MODES"]
 

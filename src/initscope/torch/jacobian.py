@@ -20,9 +20,9 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from .. import metrics as M
-from .loading import _quote
-from .recording import Layer, display_name, to_numpy
+from initscope.core import metrics as M
+from initscope.torch.loading import _quote
+from initscope.torch.recording import Layer, display_name, to_numpy
 
 __all__ = ["jacobian_ranks", "jacobian_samples", "JACOBIAN_SAMPLES", "JACOBIAN_BUDGET"]
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import metrics as M
+from initscope.core import metrics as M
 
 __all__ = ["Layout", "layout_of", "state_matrices", "measure", "Measured", "Layer", "Recorder", "HookError",
            "CHANNELS", "channels_hint", "display_name", "principal_coordinates"]

@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..run import NumericalWarning
-from .initializers import INITIALIZABLE, weight_fans
-from .recording import Layer, display_name
+from initscope.study.runner import NumericalWarning
+from initscope.torch.initializers import INITIALIZABLE, weight_fans
+from initscope.torch.recording import Layer, display_name
 
 __all__ = ["InspectResult", "combine", "build_result", "incoming_norms", "LAYER_COLUMNS"]
 

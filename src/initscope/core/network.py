@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-from .init import INITIALIZERS, draw as draw_weights
+from initscope.core.initializers import INITIALIZERS, draw as draw_weights
 
 __all__ = [
     "SHIFTS",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .store import CONFIG_COLUMNS, Store, StoreSummary
+from initscope.study.store import CONFIG_COLUMNS, Store, StoreSummary
 
 __all__ = [
     "sweep_heatmap_figure",
@@ -169,7 +169,7 @@ def sweep_curves_figure(table: pd.DataFrame, *, metric: str = "effective_rank", 
     return fig
 
 
-from .report.page import _CSS  # noqa: E402  (one stylesheet for run and sweep pages)
+from initscope.report.page import _CSS  # noqa: E402  (one stylesheet for run and sweep pages)
 
 
 def _summary_html(summary: StoreSummary) -> str:
@@ -202,7 +202,7 @@ def build_sweep_page(table: pd.DataFrame, summary: StoreSummary, *, metrics: lis
     """The report as one HTML string: summary, then per metric a heat map and a curves figure."""
     from plotly.offline import get_plotlyjs
 
-    from . import __version__
+    from initscope import __version__
 
     sections = [_summary_html(summary)]
     for metric in metrics:

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import SYNTHETIC, TARGETS
-from .init import ACTIVATIONS, INITIALIZERS
-from .init_data import LAYER_INITIALIZERS
-from .metrics import DEFAULT_METRICS, METRICS
-from .network import NORMS, READOUTS, SHIFTS
+from initscope.core.data import SYNTHETIC, TARGETS
+from initscope.core.initializers import ACTIVATIONS, INITIALIZERS
+from initscope.core.fitted import LAYER_INITIALIZERS
+from initscope.core.metrics import DEFAULT_METRICS, METRICS
+from initscope.core.network import NORMS, READOUTS, SHIFTS
 
 __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES"]
 
@@ -227,7 +227,7 @@ def _resolve_data(config: Config) -> Config:
 
 def load_table(config: Config):
     """The fixed data table of a config whose data are real or a file."""
-    from .datasets import load_file, load_real
+    from initscope.study.datasets import load_file, load_real
 
     if config.data in REAL_DATA:
         return load_real(config.data)

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .metrics import rank_rtol
-from .network import Architecture, batch_norm_sigma, layer_forward, layer_jvp
+from initscope.core.metrics import rank_rtol
+from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp
 
 __all__ = ["Certificate", "certify", "LAYER_COLUMNS", "FAILURE_COLUMNS", "MAX_LISTED"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .init import _orthogonal
+from initscope.core.initializers import _orthogonal
 
 __all__ = ["LayerDraw", "LayerInitializer", "LAYER_INITIALIZERS", "quantile_shifts", "LSUV_TOL", "LSUV_MAX_ITER"]
 

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import Config
-from .sweep import config_record
+from initscope.study.config import Config
+from initscope.study.sweep import config_record
 
 __all__ = [
     "Store",
@@ -455,7 +455,7 @@ class Store:
 
     def configs(self) -> list[Config]:
         """The stored configurations as Configs (trials = the number stored 'ok' or 'failed')."""
-        from .config import make_config
+        from initscope.study.config import make_config
 
         rows = self._con.execute(
             "SELECT config_json, COUNT(*) FROM trials GROUP BY config_id ORDER BY MIN(trial_id)").fetchall()

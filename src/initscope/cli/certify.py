@@ -22,7 +22,7 @@ from typing import Optional
 
 import typer
 
-from .cli_common import args_or_help, run_app, with_config_flags
+from initscope.cli.common import args_or_help, run_app, with_config_flags
 
 __all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
@@ -58,7 +58,7 @@ def certify_command(
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
 ) -> None:
     """Certify per layer that no two samples merge and no input direction is lost (exit 0 yes, 3 no)."""
-    from .config import load_config, make_config
+    from initscope.study.config import load_config, make_config
 
     given = {k: v for k, v in fields.items() if v is not None}
     try:
@@ -71,8 +71,8 @@ def certify_command(
 
     import pandas as pd
 
-    from .certify import certify
-    from .network import Architecture
+    from initscope.core.certify import certify
+    from initscope.core.network import Architecture
 
     arch = Architecture(cfg.activation, cfg.norm, cfg.residual)
     tables = []
@@ -109,17 +109,15 @@ def _network(cfg, name: str):
 
     With init_train on, the parameters are the trained ones, as `run` measures them.
     """
-    import importlib
-
     import numpy as np
 
-    # `initscope.run` the attribute is the function; the module is reached by name.
-    run_mod = importlib.import_module(".run", __package__)
+    from initscope.study.runner import materialize, trained
+
     with np.errstate(all="ignore"):
-        X, _, params = run_mod.materialize(cfg, name)
+        X, _, params = materialize(cfg, name)
         if cfg.init_train != "none":
             # The same training (and generator) as `run`, so that both measure the same networks.
-            params, _ = run_mod.trained(cfg, name, X)
+            params, _ = trained(cfg, name, X)
     return X, params
 
 

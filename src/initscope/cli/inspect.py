@@ -138,7 +138,7 @@ def inspect_command(
         import torch
     except ImportError:
         raise _bad("initscope inspect needs PyTorch: pip install 'initscope[torch]'.") from None
-    from .torch import (
+    from initscope.torch import (
         ModelError,
         build_model,
         initialize,
@@ -200,14 +200,14 @@ def _quote(text: str) -> str:
 
 
 def _toml(config: dict) -> str:
-    from .config import toml_text
+    from initscope.study.config import toml_text
 
     return toml_text(config, header="initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)")
 
 
 def _write(result, out: Path, *, report: bool, png: bool) -> None:
     """Every output into a temporary sibling folder, then moved in together."""
-    from .cli_common import write_folder
+    from initscope.cli.common import write_folder
 
     tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "layers")}
     write_folder(out, tables, {"config.toml": _toml(result.config)}, report_source=result if report else None, png=png)
@@ -223,7 +223,7 @@ def _print(result, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .torch import diagnose, flag_table
+    from initscope.torch import diagnose, flag_table
 
     console = Console(width=None if sys.stdout.isatty() else 180)
     wide = result.metrics.pivot_table(index="layer", columns="metric", values="value", aggfunc="first", dropna=False)
@@ -256,7 +256,7 @@ def _print(result, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of this app alone; returns the exit status."""
-    from .cli_common import args_or_help, run_app
+    from initscope.cli.common import args_or_help, run_app
 
     return run_app(torch_app, args_or_help(argv))
 

@@ -64,7 +64,7 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
             table.add_row(*cells)
         console.print(table)
     try:
-        from .report import flags_table
+        from initscope.report import flags_table
     except ImportError:  # the report extra is optional; the table above stands alone
         return
     ft = flags_table(result.metrics, flags)

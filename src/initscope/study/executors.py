@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .config import Config
-from .store import ConfigBatch, Store, batch_from_result, failed_batch
-from .sweep import Sweep
+from initscope.study.config import Config
+from initscope.study.store import ConfigBatch, Store, batch_from_result, failed_batch
+from initscope.study.sweep import Sweep
 
 __all__ = [
     "InlineExecutor",
@@ -52,7 +52,7 @@ def run_config(config: Config, cid: str, trial_ids=None) -> ConfigBatch:
     """
     from threadpoolctl import threadpool_limits
 
-    from .run import NumericalWarning, run  # imported per call, so a test can patch initscope.run.run
+    from initscope.study.runner import NumericalWarning, run  # imported per call, so a test can patch initscope.run.run
 
     start = time.perf_counter()
     try:

@@ -14,8 +14,8 @@ from typing import Optional
 
 import typer
 
-from .cli_common import BadInput, args_or_help, run_app, with_config_flags, write_folder
-from .config import config_to_toml, load_config, make_config
+from initscope.cli.common import BadInput, args_or_help, run_app, with_config_flags, write_folder
+from initscope.study.config import config_to_toml, load_config, make_config
 
 app = typer.Typer(
     add_completion=False,
@@ -47,7 +47,7 @@ def run_command(
     n_workers = _workers(workers)
     _check_out(out)
 
-    from .run import run
+    from initscope.study.runner import run
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -56,7 +56,7 @@ def run_command(
         typer.echo(f"warning: {w.message}", err=True)
     _write_outputs(result, out, report=report, png=png)
     if not quiet:
-        from .summary import print_summary
+        from initscope.cli.summary import print_summary
 
         print_summary(result, out)
 
@@ -73,7 +73,7 @@ def report_command(
 ) -> None:
     """Rebuild report.html from a run folder's CSVs, or build the sweep report of a results store."""
     if folder.is_file():
-        from .cli_study import is_store, sweep_report
+        from initscope.cli.sweep import is_store, sweep_report
 
         if is_store(folder):
             sweep_report(folder, out, metric=metric, x=x, y=y, group_by=group_by)
@@ -106,7 +106,7 @@ def _report_module():
         import plotly  # noqa: F401
     except ImportError:
         raise BadInput("The report needs plotly: pip install 'initscope[report]'.") from None
-    from . import report
+    from initscope import report
 
     return report
 
@@ -125,13 +125,13 @@ def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
                  report_source=result if report else None, png=png)
 
 
-from .cli_torch import inspect_command  # noqa: E402  (torch is imported only when the command runs)
+from initscope.cli.inspect import inspect_command  # noqa: E402  (torch is imported only when the command runs)
 
 app.command("inspect")(inspect_command)
 
-from .cli_compare import compare_fixes_command  # noqa: E402
-from .cli_fixes import certify_command  # noqa: E402
-from .cli_study import results_command, sweep_command  # noqa: E402
+from initscope.cli.compare import compare_fixes_command  # noqa: E402
+from initscope.cli.certify import certify_command  # noqa: E402
+from initscope.cli.sweep import results_command, sweep_command  # noqa: E402
 
 app.command("certify")(certify_command)
 app.command("compare-fixes")(compare_fixes_command)

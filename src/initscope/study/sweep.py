@@ -42,7 +42,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .config import FIELD_NAMES, Config, make_config
+from initscope.study.config import FIELD_NAMES, Config, make_config
 
 __all__ = [
     "Sweep",

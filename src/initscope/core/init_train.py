@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .network import NORM_EPS, Architecture, activate, activation_derivative, layer_vjp
+from initscope.core.network import NORM_EPS, Architecture, activate, activation_derivative, layer_vjp
 
 __all__ = [
     "METHODS",

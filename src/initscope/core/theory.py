@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .network import LEAKY_SLOPE, activate, activation_derivative
+from initscope.core.network import LEAKY_SLOPE, activate, activation_derivative
 
 __all__ = [
     "relu_correlation_map",

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import data as data_mod
-from . import metrics as M
-from .config import Config, config_columns, load_table, make_config
-from .gradients import weight_gradient_norms
-from .init import INITIALIZERS, default_gain, draw as draw_weights
-from .init_data import LAYER_INITIALIZERS, quantile_shifts
-from .network import (
+from initscope.core import data as data_mod
+from initscope.core import metrics as M
+from initscope.study.config import Config, config_columns, load_table, make_config
+from initscope.core.gradients import weight_gradient_norms
+from initscope.core.initializers import INITIALIZERS, default_gain, draw as draw_weights
+from initscope.core.fitted import LAYER_INITIALIZERS, quantile_shifts
+from initscope.core.network import (
     Architecture,
     batch_norm_sigma,
     draw_layer,
@@ -457,7 +457,7 @@ def materialize(config: Config, init: str) -> tuple[np.ndarray, np.ndarray, list
 
 def trained(config: Config, init: str, X: np.ndarray) -> tuple[list, pd.DataFrame]:
     """Parameters after `init_train` (forward-gradient or backprop) and its history."""
-    from .init_train import train
+    from initscope.core.init_train import train
 
     _, _, params = materialize(config, init)
     arch = Architecture(config.activation, config.norm, config.residual)

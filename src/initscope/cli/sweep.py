@@ -49,7 +49,7 @@ def _bad(message: str) -> typer.Exit:
 
 def is_store(path: str | os.PathLike) -> bool:
     """True when `path` is an initscope results store (what `initscope report PATH` dispatches on)."""
-    from .store import is_store as _is_store
+    from initscope.study.store import is_store as _is_store
 
     return _is_store(path)
 
@@ -74,7 +74,7 @@ def _store_path(store: Path | None, out: Path | None) -> tuple[Path, Path]:
         raise _bad(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
     store = store if store is not None else out / STORE_NAME
     if store.exists():
-        from .store import store_state
+        from initscope.study.store import store_state
 
         if store.is_dir():
             raise _bad(f"The 'store' parameter must be a file. Got {str(store)!r}, which is a folder.")
@@ -117,7 +117,7 @@ def sweep_command(
     recorded in the store with its error, and listed), 2 for bad input
     (nothing is written).
     """
-    from .sweep import load_sweep
+    from initscope.study.sweep import load_sweep
 
     try:
         sweep = load_sweep(config_file)
@@ -126,8 +126,8 @@ def sweep_command(
     n_workers = _parse_workers(workers)
     store_path, out_dir = _store_path(store, out)
 
-    from .executors import open_executor, run_sweep
-    from .store import Store
+    from initscope.study.executors import open_executor, run_sweep
+    from initscope.study.store import Store
 
     stack = ExitStack()
     try:
@@ -215,7 +215,7 @@ def _progress(quiet: bool) -> _NoProgress:
 
 
 def _describe_config(config, axes: dict) -> str:
-    from .sweep import config_record
+    from initscope.study.sweep import config_record
 
     rec = config_record(config)
     keys = [k for k in axes if k in rec] or ["init", "depth", "width"]
@@ -244,7 +244,7 @@ def _auto_report(store_path: Path, path: Path) -> None:
     except ImportError:
         typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
         return
-    from .report_sweep import write_sweep_report
+    from initscope.report.sweep_page import write_sweep_report
 
     try:
         write_sweep_report(store_path, path)
@@ -270,7 +270,7 @@ def results_command(
     The metrics export has the columns of `initscope run`'s metrics.csv
     (without `trials`) plus config_id.
     """
-    from .store import Store
+    from initscope.study.store import Store
 
     if table not in _TABLES:
         raise _bad(f"The 'table' parameter must be one of {list(_TABLES)}. Got {table!r} instead.")
@@ -354,7 +354,7 @@ def sweep_report(
         import plotly  # noqa: F401
     except ImportError:
         raise _bad("The report needs plotly: pip install 'initscope[report]'.") from None
-    from .report_sweep import write_sweep_report
+    from initscope.report.sweep_page import write_sweep_report
 
     path = out if out is not None else Path(store).with_name("report.html")
     try:
@@ -383,7 +383,7 @@ def report_store_command(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of this app alone; returns the exit status."""
-    from .cli_common import args_or_help, run_app
+    from initscope.cli.common import args_or_help, run_app
 
     return run_app(study_app, args_or_help(argv))
 

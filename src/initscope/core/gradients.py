@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .network import Architecture, layer_forward, layer_vjp
+from initscope.core.network import Architecture, layer_forward, layer_vjp
 
 __all__ = ["weight_gradient_norms", "checkpoint_split", "recompute_schedule", "CHECKPOINTS"]
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .fixes import FIXES, compare_fixes, outcome_label
+from initscope.study.fixes import FIXES, compare_fixes, outcome_label
 
 __all__ = ["compare_fixes_command", "index_page"]
 
@@ -28,7 +28,7 @@ def compare_fixes_command(
     from rich.console import Console
     from rich.table import Table
 
-    from .cli import BadInput, _write_outputs
+    from initscope.cli.app import BadInput, _write_outputs
 
     names = None if fixes is None else [f.strip() for f in fixes.split(",") if f.strip()]
     try:

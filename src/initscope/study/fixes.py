@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .config import Config, make_config
+from initscope.study.config import Config, make_config
 
 __all__ = ["FIXES", "FixOutcome", "compare_fixes", "fix_config", "ranking", "run_fix", "outcome_label", "RANK_BY"]
 
@@ -64,13 +64,13 @@ class FixOutcome:
 
 
 def _certificate(config: Config, init: str) -> pd.DataFrame:
-    from .certify import certify
-    from .network import Architecture
-    from .run import materialize
+    from initscope.core.certify import certify
+    from initscope.core.network import Architecture
+    from initscope.study.runner import materialize
 
     X, _, params = materialize(config, init)
     if config.init_train != "none":
-        from .run import trained
+        from initscope.study.runner import trained
 
         params, _ = trained(config, init, X)
     return certify(X, params, Architecture(config.activation, config.norm, config.residual)).layers
@@ -78,7 +78,7 @@ def _certificate(config: Config, init: str) -> pd.DataFrame:
 
 def run_fix(name: str, *, depth: int, trials: int, seed: int = 0, workers: int | None = None, **extra) -> FixOutcome:
     """Run one fix and certify it."""
-    from .run import run
+    from initscope.study.runner import run
 
     config = fix_config(name, depth=depth, trials=trials, seed=seed, **extra)
     result = run(config, workers=workers)

@@ -86,7 +86,7 @@ def write_folder(out: Path, tables: dict[str, Any], texts: dict[str, str], *, re
             except ImportError:
                 typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
             else:
-                from .report import write_report
+                from initscope.report import write_report
 
                 write_report(report_source, tmp / "report.html", png=png)
         out.mkdir(exist_ok=True)
@@ -153,7 +153,7 @@ def with_config_flags(command):
     Typer reads, so every command that builds a Config takes exactly the same
     flags, declared once in `ConfigFlag`.
     """
-    from .config import FIELD_NAMES
+    from initscope.study.config import FIELD_NAMES
 
     hints = typing.get_type_hints(command, include_extras=True)
     own = [p.replace(annotation=hints.get(p.name, p.annotation))
