@@ -21,7 +21,15 @@ import math
 
 import numpy as np
 
-from initscope.core.network import LEAKY_SLOPE, activate, activation_derivative
+from initscope.core.activations import (
+    ACTIVATIONS,
+    LEAKY_SLOPE,
+    activation as activation_entry,
+    leaky_relu_correlation_map,
+    relu_correlation_map,
+)
+from initscope.core.initializers import REGISTRY as INIT_REGISTRY, variance as init_variance
+from initscope.core.network import activate, activation_derivative
 
 __all__ = [
     "relu_correlation_map",
@@ -44,62 +52,33 @@ __all__ = [
 ]
 
 
-def relu_correlation_map(c: np.ndarray | float) -> np.ndarray:
-    """The ReLU arc-cosine kernel map of correlations, one layer deep.
-
-    If two inputs have cosine c, their ReLU features under Gaussian weights and
-    zero bias have cosine (sqrt(1 - c²) + (π - arccos c)·c) / π
-    (Cho & Saul 2009, the degree-1 arc-cosine kernel, normalised).
-    It does not depend on the weight variance, so it holds for any scale.
-
-    c: any shape, values in [-1, 1] (clipped there). Returns the same shape.
-    """
-    c = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
-    return (np.sqrt(1.0 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
-
-
-def activation_second_moment_factor(activation: str, negative_slope: float = 0.01) -> float:
-    """E[φ(z)²] / E[z²] for symmetric z, where that ratio is a constant.
+def activation_second_moment_factor(activation: str, negative_slope: float = LEAKY_SLOPE) -> float:
+    """E[φ(z)²] / E[z²] for symmetric z, where that ratio is a constant: the registry entry's.
 
     ReLU keeps half of a symmetric variable's second moment, leaky ReLU keeps
-    (1 + a²)/2 of it, the identity all of it. For tanh and GELU the ratio
-    depends on the scale, so there is no constant and NaN is returned.
+    (1 + a²)/2 of it, the identity all of it. For tanh and GELU (and unknown
+    names) the ratio depends on the scale, so there is no constant and NaN is
+    returned. negative_slope: leaky ReLU's a, when not torch's 0.01.
     """
-    if activation == "relu":
-        return 0.5
-    if activation == "leaky_relu":
+    if activation == "leaky_relu" and negative_slope != LEAKY_SLOPE:
         return 0.5 * (1.0 + negative_slope**2)
-    if activation == "identity":
-        return 1.0
-    return math.nan
+    entry = ACTIVATIONS.get(activation)
+    return math.nan if entry is None else entry.second_moment
 
 
 def weight_variance(init: str, fan_in: int, fan_out: int, gain: float) -> float:
-    """E[w_ij²] of one entry of W (fan_in, fan_out) under an initializer.
+    """E[w_ij²] of one entry of W (fan_in, fan_out) under an initializer: its registry entry's `variance`.
 
-    All registry rules have zero-mean entries that are uncorrelated within a
+    All built-in rules have zero-mean entries that are uncorrelated within a
     column, so a unit's pre-activation second moment is fan_in·E[w²]·(mean s²).
     `sphere` puts a column on the sphere of radius gain, so E[w²] = gain²/fan_in;
     `sphere-rows` does the same for rows (gain²/fan_out); `orthogonal` has
     orthonormal columns (fan_in ≥ fan_out) or rows (fan_in < fan_out).
+    NaN for entries without a variance (zero, the layer-aware ones) and unknown names.
     """
-    if fan_in <= 0 or fan_out <= 0:
+    if init not in INIT_REGISTRY:
         return math.nan
-    g2 = gain * gain
-    rules = {
-        "normal": g2,
-        "uniform": g2 / 3.0,
-        "sphere": g2 / fan_in,
-        "sphere-rows": g2 / fan_out,
-        "xavier-normal": g2 * 2.0 / (fan_in + fan_out),
-        "xavier-uniform": g2 * 2.0 / (fan_in + fan_out),
-        "kaiming-normal": g2 / fan_in,
-        "kaiming-uniform": g2 / fan_in,
-        "lecun-normal": g2 / fan_in,
-        "orthogonal": g2 / max(fan_in, fan_out),
-        "torch-default": g2 / (3.0 * fan_in),
-    }
-    return rules.get(init, math.nan)
+    return init_variance(init, fan_in, fan_out, gain)
 
 
 def expected_rms(
@@ -180,28 +159,6 @@ def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: 
 # Mean field (Poole et al. 2016; Schoenholz et al. 2017)
 
 DEFAULT_NODES = 100  # even: no node sits on ReLU's kink at 0, so its 1-D maps are exact
-_HOMOGENEOUS = ("relu", "leaky_relu", "identity")
-
-
-def leaky_relu_correlation_map(c: np.ndarray | float, negative_slope: float = LEAKY_SLOPE) -> np.ndarray:
-    """The leaky-ReLU arc-cosine map of correlations, one layer deep, zero bias.
-
-    φ(z) = max(z, 0) + a·min(z, 0) = relu(z) − a·relu(−z). For (u, v) standard
-    Gaussian with correlation c, let k(c) = E[relu(u)relu(v)] = ρ(c)/2 with ρ
-    the normalised degree-1 arc-cosine kernel (`relu_correlation_map`, Cho &
-    Saul 2009). By symmetry E[relu(−u)relu(−v)] = k(c) and
-    E[relu(u)relu(−v)] = k(−c) = k(c) − c/2 (because relu(v) − relu(−v) = v and
-    E[relu(u)·v] = c/2). Hence E[φ(u)φ(v)] = (1 − a)²·k(c) + a·c, and with
-    E[φ(u)²] = (1 + a²)/2 the map is
-
-        c' = ((1 − a)²·ρ(c) + 2a·c) / (1 + a²),
-
-    which is ρ at a = 0 and the identity at a = 1. It does not depend on the
-    weight variance. c: any shape, clipped to [-1, 1]; returns the same shape.
-    """
-    a = float(negative_slope)
-    c = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
-    return ((1.0 - a) ** 2 * relu_correlation_map(c) + 2.0 * a * c) / (1.0 + a * a)
 
 
 def weight_sigma2(init: str, fan_in: int, fan_out: int, gain: float) -> float:
@@ -239,7 +196,7 @@ def _gauss_cached(nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_activation(activation: str) -> None:
-    activate(activation, np.zeros(0))  # raises the registry's ValueError for unknown names
+    activation_entry(activation)  # raises the registry's ValueError for unknown names
 
 
 def q_map(
@@ -338,7 +295,7 @@ def _pair_expectation(fn, activation: str, c: np.ndarray, q: float, nodes: int) 
 
 def _default_q(activation: str, sigma_w2: float, sigma_b2: float, nodes: int) -> float:
     q = q_star(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, nodes=nodes)
-    if not (math.isfinite(q) and q > 0) and sigma_b2 == 0 and activation in _HOMOGENEOUS:
+    if not (math.isfinite(q) and q > 0) and sigma_b2 == 0 and activation_entry(activation).homogeneous:
         return 1.0  # a positively homogeneous φ's correlation map is the same at every scale
     return q
 
