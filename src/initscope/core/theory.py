@@ -401,7 +401,9 @@ def c_star(
     In the ordered phase (χ₁ ≤ 1) c = 1 is stable and attracts every
     correlation: c* = 1. In the chaotic phase (χ₁ > 1) c = 1 repels and c* < 1
     is the largest c where the map crosses the diagonal from above; found on a
-    grid of 400 correlations and refined by Brent's method.
+    grid of correlations (every 0.05 up to 0.9, then 1 − 10⁻ᵏ for k = 1.5 … 12, so a
+    c* just below 1 near the edge of chaos is still bracketed) and refined by
+    Brent's method; 1.0 when the map stays above the diagonal up to 1 − 1e-12.
     """
     from scipy.optimize import brentq
 
@@ -415,11 +417,11 @@ def c_star(
     def gap(c):
         return correlation_map(c, activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q, nodes=nodes) - c
 
-    grid = np.linspace(-1.0, 1.0, 401)[:-1]
+    grid = np.concatenate([np.linspace(-1.0, 0.9, 39), 1.0 - np.logspace(-1.5, -12, 22)])
     g = gap(grid)
     down = np.flatnonzero((g[:-1] >= 0) & (g[1:] < 0))
     if len(down) == 0:
-        return math.nan
+        return 1.0 if np.all(g >= 0) else math.nan
     a, b = grid[down[-1]], grid[down[-1] + 1]
     ga, gb = float(gap(a)), float(gap(b))
     if ga * gb > 0 or ga == 0:  # a root at a grid point, rounded differently one by one
