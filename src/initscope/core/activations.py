@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
+from initscope.core.kernels import LEAKY_SLOPE, leaky_relu_correlation_map, relu_correlation_map
+
 __all__ = ["Activation", "ACTIVATIONS", "LEAKY_SLOPE", "activation", "register_activation", "relu_correlation_map",
            "leaky_relu_correlation_map"]
 
-LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default, so gains and results match torch
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 Elementwise = Callable[[np.ndarray], np.ndarray]
@@ -39,6 +40,9 @@ class Activation:
     φ(a·z) = a·φ(z) for a > 0. correlation_map: the closed-form zero-bias
     map of input correlations c ↦ c′ (any shape), or None. inplace: φ written
     into z's own buffer (returns z), the forward pass's fast path, or None.
+    slope: a for a piecewise-linear φ = max(z, 0) + a·min(z, 0), whose
+    Gaussian expectations the theory takes in closed form (`kernels`); None
+    for any other φ (Gauss–Hermite quadrature).
     """
 
     name: str
@@ -50,6 +54,7 @@ class Activation:
     homogeneous: bool = False
     correlation_map: Callable[[np.ndarray], np.ndarray] | None = None
     inplace: Elementwise | None = None
+    slope: float | None = None
     description: str = ""
 
 
@@ -67,7 +72,7 @@ def activation(name: str) -> Activation:
 def register_activation(name: str, phi: Elementwise, dphi: Elementwise, *, gain: float = 1.0,
                         relu_like: bool = False, second_moment: float = math.nan, homogeneous: bool = False,
                         correlation_map: Callable | None = None, inplace: Elementwise | None = None,
-                        description: str = "") -> Activation:
+                        slope: float | None = None, description: str = "") -> Activation:
     """Add an activation under `name`; it is then accepted by `--activation`, make_config and the theory.
 
     phi and dphi map an array z to φ(z) and φ′(z), elementwise, keeping shape
@@ -88,45 +93,12 @@ def register_activation(name: str, phi: Elementwise, dphi: Elementwise, *, gain:
         raise ValueError(f"The 'gain' parameter must be a finite number > 0. Got {gain!r} instead.")
     if isinstance(second_moment, bool) or not isinstance(second_moment, (int, float)):
         raise TypeError(f"The 'second_moment' parameter must be a number (NaN: none). Got {second_moment!r} instead.")
+    if slope is not None and (isinstance(slope, bool) or not isinstance(slope, (int, float)) or not math.isfinite(slope)):
+        raise ValueError(f"The 'slope' parameter must be a finite number or None. Got {slope!r} instead.")
     entry = Activation(name, phi, dphi, float(gain), bool(relu_like), float(second_moment), bool(homogeneous),
-                       correlation_map, inplace, description)
+                       correlation_map, inplace, None if slope is None else float(slope), description)
     ACTIVATIONS[name] = entry
     return entry
-
-
-def relu_correlation_map(c: np.ndarray | float) -> np.ndarray:
-    """The ReLU arc-cosine kernel map of correlations, one layer deep.
-
-    If two inputs have cosine c, their ReLU features under Gaussian weights and
-    zero bias have cosine (sqrt(1 - c²) + (π - arccos c)·c) / π
-    (Cho & Saul 2009, the degree-1 arc-cosine kernel, normalised).
-    It does not depend on the weight variance, so it holds for any scale.
-
-    c: any shape, values in [-1, 1] (clipped there). Returns the same shape.
-    """
-    c = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
-    return (np.sqrt(1.0 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
-
-
-def leaky_relu_correlation_map(c: np.ndarray | float, negative_slope: float = LEAKY_SLOPE) -> np.ndarray:
-    """The leaky-ReLU arc-cosine map of correlations, one layer deep, zero bias.
-
-    φ(z) = max(z, 0) + a·min(z, 0) = relu(z) − a·relu(−z). For (u, v) standard
-    Gaussian with correlation c, let k(c) = E[relu(u)relu(v)] = ρ(c)/2 with ρ
-    the normalised degree-1 arc-cosine kernel (`relu_correlation_map`, Cho &
-    Saul 2009). By symmetry E[relu(−u)relu(−v)] = k(c) and
-    E[relu(u)relu(−v)] = k(−c) = k(c) − c/2 (because relu(v) − relu(−v) = v and
-    E[relu(u)·v] = c/2). Hence E[φ(u)φ(v)] = (1 − a)²·k(c) + a·c, and with
-    E[φ(u)²] = (1 + a²)/2 the map is
-
-        c' = ((1 − a)²·ρ(c) + 2a·c) / (1 + a²),
-
-    which is ρ at a = 0 and the identity at a = 1. It does not depend on the
-    weight variance. c: any shape, clipped to [-1, 1]; returns the same shape.
-    """
-    a = float(negative_slope)
-    c = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
-    return ((1.0 - a) ** 2 * relu_correlation_map(c) + 2.0 * a * c) / (1.0 + a * a)
 
 
 def _relu(z):
@@ -171,6 +143,10 @@ def _identity(z):
     return z
 
 
+def _identity_map(c):
+    return np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)  # c' = c, as the relu-family maps return it
+
+
 def _one(z):
     return np.ones_like(z)
 
@@ -179,12 +155,12 @@ def _one(z):
 # falls back to for unlisted functions ("linear"). Second moments: ReLU keeps half of a
 # symmetric variable's second moment, leaky ReLU (1 + a²)/2, the identity all of it.
 register_activation("relu", _relu, _drelu, gain=math.sqrt(2.0), relu_like=True, second_moment=0.5,
-                    homogeneous=True, correlation_map=relu_correlation_map, inplace=_relu_inplace,
+                    homogeneous=True, correlation_map=relu_correlation_map, inplace=_relu_inplace, slope=0.0,
                     description="max(z, 0)")
 register_activation("leaky_relu", _leaky, _dleaky, gain=math.sqrt(2.0 / (1.0 + LEAKY_SLOPE**2)), relu_like=True,
                     second_moment=0.5 * (1.0 + LEAKY_SLOPE**2), homogeneous=True,
-                    correlation_map=leaky_relu_correlation_map, description="max(z, 0.01·z)")
+                    correlation_map=leaky_relu_correlation_map, slope=LEAKY_SLOPE, description="max(z, 0.01·z)")
 register_activation("tanh", np.tanh, _dtanh, gain=5.0 / 3.0, inplace=_tanh_inplace, description="tanh(z)")
 register_activation("gelu", _gelu, _dgelu, gain=1.0, description="z·Φ(z), the exact erf form")
 register_activation("identity", _identity, _one, gain=1.0, second_moment=1.0, homogeneous=True,
-                    correlation_map=_identity, inplace=_identity, description="z")
+                    correlation_map=_identity_map, inplace=_identity, slope=1.0, description="z")
