@@ -212,6 +212,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         Route("/", page),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/static/{name}", static),
         Route("/api/meta", api_meta),
         Route("/api/health", api_health),
