@@ -16,6 +16,7 @@ const LINEAR_ONLY = new Set(["dead_fraction", "linear_fraction", "mean_cosine", 
                              "jacobian_rank"]);
 const DISPLAY_FLOOR = {linear_r2: -1};
 const MAX_POINTS = 1000;
+const MAX_CURVES = 40;
 const PLOT_CONFIG = {responsive: true, displaylogo: false};
 const CLIENT = Math.random().toString(36).slice(2) + Date.now().toString(36);
 
@@ -284,9 +285,13 @@ function layerFigure(message) {
 function spectraFigure(message, medians) {
   const names = inits(message), [cols, rows] = grid(names.length), data = [];
   const depth = message.depth;
+  // At most MAX_CURVES layers per panel (evenly spaced, the input and the last layer always): hundreds of
+  // lines would cost more to draw than they show.
+  const step = Math.max(1, Math.ceil((depth + 1) / MAX_CURVES));
   names.forEach((init, i) => {
     const axis = i ? String(i + 1) : "";
     (medians[init] || []).forEach((row, layer) => {
+      if (layer % step && layer !== depth) return;
       const shade = depth ? layer / depth : 0;
       data.push({type: "scatter", mode: "lines", x: row.map((_, k) => k + 1), y: row.map(v => v > 0 ? v : null),
                  xaxis: "x" + axis, yaxis: "y" + axis, showlegend: false,
@@ -339,13 +344,14 @@ function depthFigure(message) {
         return s.length ? [clip(quantile(s, 0.5)), clip(quantile(s, 0.1)), clip(quantile(s, 0.9))] : [null, null, null];
       });
       stats.forEach(s => all.push(s[0]));
-      const c = colour(i), common = {x: layers, xaxis: "x" + axis, yaxis: "y" + axis, legendgroup: init};
-      data.push({...common, type: "scatter", mode: "lines", y: stats.map(s => s[2]), line: {width: 0, color: c},
-                 showlegend: false, hoverinfo: "skip"});
-      data.push({...common, type: "scatter", mode: "lines", y: stats.map(s => s[1]), line: {width: 0, color: c},
-                 fill: "tonexty", fillcolor: rgba(c, 0.18), showlegend: false, hoverinfo: "skip"});
-      data.push({...common, type: "scatter", mode: "lines+markers", y: stats.map(s => s[0]), name: init,
-                 showlegend: n === 0, line: {color: c, width: 2}, marker: {size: 4},
+      const c = colour(i), common = {xaxis: "x" + axis, yaxis: "y" + axis, legendgroup: init};
+      // The 10-90% band as one closed polygon (up along the 90% line, back along the 10% line):
+      // one trace instead of two, which halves the drawing of this, the page's largest figure.
+      data.push({...common, type: "scatter", mode: "lines", x: layers.concat(layers.slice().reverse()),
+                 y: stats.map(s => s[2]).concat(stats.map(s => s[1]).reverse()), fill: "toself",
+                 fillcolor: rgba(c, 0.18), line: {width: 0}, showlegend: false, hoverinfo: "skip"});
+      data.push({...common, type: "scatter", mode: "lines", x: layers, y: stats.map(s => s[0]), name: init,
+                 showlegend: n === 0, line: {color: c, width: 2},
                  hovertemplate: `${init}<br>${metric}<br>layer %{x}: %{y:.4g}<extra></extra>`});
     });
     titles.push({metric, log: !LINEAR_ONLY.has(metric) && spansDecades(all)});
@@ -425,9 +431,15 @@ function renderVerdict(message) {
 
 // ---------------------------------------------------------------- render
 async function render(message) {
+  const ms = {}, t = () => performance.now();
+  let t0 = t();
   renderVerdict(message);
   const medians = medianSpectra(columns(message.tables.spectra), inits(message));
   const layers = layerFigure(message);
+  const spectra = spectraFigure(message, medians), heat = heatmapFigure(message, medians);
+  const depth = depthFigure(message);
+  ms.figures = t() - t0;
+  t0 = t();
   const div = document.getElementById("fig-layers");
   await Plotly.react(div, {data: layers.data, layout: layers.layout, frames: layers.frames}, PLOT_CONFIG);
   div.dataset.frames = String(layers.frames.length);
@@ -435,13 +447,13 @@ async function render(message) {
     div.on("plotly_sliderchange", e => { state.layer = Number(e.step.label); });
     div.dataset.bound = "1";
   }
-  const spectra = spectraFigure(message, medians), heat = heatmapFigure(message, medians);
-  const depth = depthFigure(message);
-  await Promise.all([
-    Plotly.react("fig-spectra", spectra.data, spectra.layout, PLOT_CONFIG),
-    Plotly.react("fig-heatmap", heat.data, heat.layout, PLOT_CONFIG),
-    Plotly.react("fig-depth", depth.data, depth.layout, PLOT_CONFIG),
-  ]);
+  ms.layers = t() - t0;
+  for (const [id, fig] of [["fig-spectra", spectra], ["fig-heatmap", heat], ["fig-depth", depth]]) {
+    t0 = t();
+    await Plotly.react(id, fig.data, fig.layout, PLOT_CONFIG);
+    ms[id.slice(4)] = t() - t0;
+  }
+  state.draws = ms;  // where the drawing time goes, per figure
 }
 
 // ---------------------------------------------------------------- start
