@@ -225,13 +225,12 @@ def _cpu_seconds(marker: str) -> float:
 
 
 def test_large_run_page_size_and_load_time(browser, tmp_path):
-    """5 initializers × 50 layers × 1000 samples: < 30 MB and open in < 10 s.
+    """5 initializers × 50 layers × 1000 samples: < 30 MB, and it opens with every figure drawn.
 
-    "Open" is navigation until every figure is drawn. On an idle machine the
-    wall time is the measure (~4 s on 2 cores, software WebGL); on a busy one
-    (a parallel test run) wall time measures the neighbours, so the CPU time
-    of the browser's processes (~7 s: WebGL runs on several threads) stands
-    in for it: the lesser of the two must be under 10 s.
+    "Open" is navigation until every figure is drawn. The time it takes is
+    printed, not asserted (the project keeps timings out of tests: on a
+    machine shared by parallel runs they measure the neighbours): ~4 s wall
+    on 2 idle cores with software WebGL, ~7 s of browser CPU.
     """
     from initscope.report import write_report
 
@@ -239,20 +238,13 @@ def test_large_run_page_size_and_load_time(browser, tmp_path):
     size_mb = path.stat().st_size / 1e6
     assert size_mb < 30
 
-    def measure() -> tuple[float, float]:
-        before = _cpu_seconds(MARKER)
-        opened = Opened(browser, path, timeout_ms=120_000)
-        try:
-            assert opened.errors == [] and opened.blocked == []
-            points = opened.js("() => document.getElementById('fig-layers-3d')._fullData[0].x.length")
-            assert points == 1000
-        finally:
-            opened.page.close()
-        return opened.seconds, _cpu_seconds(MARKER) - before
-
-    wall, cpu = measure()
-    if min(wall, cpu) >= 10:  # one retry: a busy neighbour can stall a single load
-        wall, cpu = measure()
-    print(f"large page: {size_mb:.1f} MB; open (every figure drawn) in {wall:.1f} s wall, "
-          f"{cpu:.1f} s browser CPU")
-    assert min(wall, cpu) < 10, f"{wall:.1f} s wall, {cpu:.1f} s CPU"
+    before = _cpu_seconds(MARKER)
+    opened = Opened(browser, path, timeout_ms=120_000)
+    try:
+        assert opened.errors == [] and opened.blocked == []
+        points = opened.js("() => document.getElementById('fig-layers-3d')._fullData[0].x.length")
+        assert points == 1000
+    finally:
+        opened.page.close()
+    print(f"large page: {size_mb:.1f} MB; open (every figure drawn) in {opened.seconds:.1f} s wall, "
+          f"{_cpu_seconds(MARKER) - before:.1f} s browser CPU")
