@@ -225,12 +225,13 @@ def _cpu_seconds(marker: str) -> float:
 
 
 def test_large_run_page_size_and_load_time(browser, tmp_path):
-    """5 initializers × 50 layers × 1000 samples: < 30 MB, and it opens with every figure drawn.
+    """5 initializers × 50 layers × 1000 samples: < 30 MB, and every figure draws without errors.
 
-    "Open" is navigation until every figure is drawn. The time it takes is
-    printed, not asserted (the project keeps timings out of tests: on a
-    machine shared by parallel runs they measure the neighbours): ~4 s wall
-    on 2 idle cores with software WebGL, ~7 s of browser CPU.
+    "Open" is navigation until every figure is drawn. The time it took (wall:
+    ~4 s on 2 idle cores, software WebGL; browser CPU ~7 s) is printed, not
+    asserted: the project has no timed assertions in tests, and on a shared
+    machine both clocks measure the neighbours (14.6 s CPU was seen with eight
+    test runs in parallel).
     """
     from initscope.report import write_report
 
@@ -238,13 +239,17 @@ def test_large_run_page_size_and_load_time(browser, tmp_path):
     size_mb = path.stat().st_size / 1e6
     assert size_mb < 30
 
-    before = _cpu_seconds(MARKER)
-    opened = Opened(browser, path, timeout_ms=120_000)
-    try:
-        assert opened.errors == [] and opened.blocked == []
-        points = opened.js("() => document.getElementById('fig-layers-3d')._fullData[0].x.length")
-        assert points == 1000
-    finally:
-        opened.page.close()
-    print(f"large page: {size_mb:.1f} MB; open (every figure drawn) in {opened.seconds:.1f} s wall, "
-          f"{_cpu_seconds(MARKER) - before:.1f} s browser CPU")
+    def measure() -> tuple[float, float]:
+        before = _cpu_seconds(MARKER)
+        opened = Opened(browser, path, timeout_ms=120_000)
+        try:
+            assert opened.errors == [] and opened.blocked == []
+            points = opened.js("() => document.getElementById('fig-layers-3d')._fullData[0].x.length")
+            assert points == 1000
+        finally:
+            opened.page.close()
+        return opened.seconds, _cpu_seconds(MARKER) - before
+
+    wall, cpu = measure()
+    print(f"large page: {size_mb:.1f} MB; open (every figure drawn) in {wall:.1f} s wall, "
+          f"{cpu:.1f} s browser CPU")
