@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from initscope.core.metrics import METRICS
+from initscope.study.flags import flags_table
 
 
 def summary_metrics() -> list[str]:
@@ -65,10 +66,6 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
             cells.append(", ".join(f"{k} ({n}/{cfg.trials})" for k, n in f["flag"].value_counts().items()))
             table.add_row(*cells)
         console.print(table)
-    try:
-        from initscope.report import flags_table
-    except ImportError:  # the report extra is optional; the table above stands alone
-        return
     ft = flags_table(result.metrics, flags)
     for _, row in ft.iterrows():
         console.print(f"[bold]{row.iloc[0]}[/bold]")
