@@ -123,6 +123,14 @@ def test_depth_and_init_controls_redraw_the_views(page):
         page.wait_for_function(UPDATED, arg=before)
         latency.append(time.perf_counter() - start)
         assert layer_view(page)["frames"] == depth + 1
+    # The 3-D view's frames hold every layer's points: moving to a layer shows them and says how far they spread.
+    shown = page.evaluate("""async () => {
+        const gd = document.getElementById('fig-layers');
+        await Plotly.animate(gd, ['3'], {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}});
+        return {title: gd.layout.annotations[0].text, points: gd.data[0].x.length,
+                same: gd.data[0].x.every((v, i) => v === gd._transitionData._frames[3].data[0].x[i])};
+    }""")
+    assert "layer 3: spread" in shown["title"] and shown["points"] == 100 and shown["same"], shown
     inner = page.evaluate("window.explore.latencies")
     last = page.evaluate("window.explore.last")
     print(f"\nupdate latency (control change -> views redrawn), seconds: "
