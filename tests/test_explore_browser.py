@@ -166,6 +166,22 @@ def test_bad_input_shows_the_message_and_marks_the_field(page):
     page.errors.remove(refused[0])
 
 
+def test_a_large_config_streams_its_first_layers(page, server):
+    # Above the streaming size: the views show the first depth prefix while the rest compute.
+    query = "?init=normal,orthogonal&depth=200&width=100&samples=200&trials=2&metrics=rms,effective_rank,dead_fraction"
+    page.goto(server.url + query)
+    page.wait_for_function("window.explore.partials > 0")
+    partial = page.evaluate("window.explore.last")
+    status = page.inner_text("#status")
+    page.wait_for_function(UPDATED, arg=0)
+    final = page.evaluate("window.explore.last")
+    assert partial["of"] == 200 and partial["depth"] < 200, partial
+    assert "so far" in status or partial["final"] is False
+    assert final["depth"] == 200 and layer_view(page)["frames"] == 201
+    print(f"\nstreamed: first {partial['depth']} of 200 layers shown after {partial['latency']:.0f} ms, "
+          f"all after {final['latency']:.0f} ms")
+
+
 def test_offline_and_no_errors(page):
     assert not page.blocked, page.blocked
     assert not page.errors, page.errors

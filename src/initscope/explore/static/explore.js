@@ -181,6 +181,7 @@ async function show(message, started) {
   state.last = {depth: message.depth, of: message.of, final: message.final, timing: message.timing_ms,
                 latency: now - started, draw: now - t0};
   if (message.final) state.latencies.push(now - started);
+  else state.partials = (state.partials || 0) + 1;
   const part = message.final ? "" : ` — layers 0–${message.depth} of ${message.of} so far, computing the rest`;
   setStatus(`Updated in ${Math.round(now - started)} ms (study ${message.timing_ms.run} ms, ` +
             `tables ${message.timing_ms.tables} ms, drawing ${Math.round(now - t0)} ms)${part}`);
