@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from initscope.core.numerics import relative_singular_values, unit_scaled
+from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
 
 __all__ = [
     "METRICS",
@@ -103,14 +103,23 @@ def gram_spectrum(G: np.ndarray, *, vectors: bool = False):
 
     Eigenvalues of the smaller Gram matrix; tiny negative eigenvalues
     (rounding) are clipped to 0. Values below σ_1·√eps are at the noise floor
-    and are returned as computed. With vectors=True also returns
+    and are returned as computed; a non-finite G gives a NaN row. With vectors=True also returns
     (eigenvalues ascending (T, k), eigenvectors (T, k, k)): what linear_r2 and
     the 3-D projections need, from one `eigh` call instead of a second pass.
     """
-    if vectors:
-        lam, V = np.linalg.eigh(G)
-    else:
-        lam = np.linalg.eigvalsh(G)
+    finite = np.isfinite(G).all(axis=(1, 2))
+    try:
+        if not finite.all():
+            raise np.linalg.LinAlgError("non-finite Gram matrix")
+        if vectors:
+            lam, V = np.linalg.eigh(G)
+        else:
+            lam = np.linalg.eigvalsh(G)
+    except np.linalg.LinAlgError:
+        # Overflow is a result: a non-finite Gram matrix (or one LAPACK cannot converge
+        # on) gives a NaN spectrum for its trial, and the others are computed scaled.
+        res = safe_eigh(G, vectors=vectors)
+        lam, V = res if vectors else (res, None)
     sv = np.sqrt(np.clip(lam[:, ::-1], 0.0, None))
     if vectors:
         return sv, (lam, V)
