@@ -131,50 +131,15 @@ def inspect_command(
     jac = _int("jacobian-samples", jacobian_samples, 1, 64)
     gain_value = _gain(gain)
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         raise BadInput("initscope inspect needs PyTorch: pip install 'initscope[torch]'.") from None
-    from initscope.torch import (
-        ModelError,
-        build_model,
-        initialize,
-        inspect,
-        load_factory,
-        load_state_dict,
-        load_tensor,
-        random_inputs,
-    )
 
     with output_folder(out, command="inspect", overwrite=overwrite) as folder:
-        try:
-            model = build_model(load_factory(factory), factory)
-            if dtype is not None:
-                model = model.to(getattr(torch, dtype))
-            if weights is not None:
-                load_state_dict(model, weights)
-            if init is not None:
-                initialize(model, init, gain=gain_value, activation=activation, seed=seed_value)
-            model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-            if shape is not None:
-                x = random_inputs(shape, seed=seed_value, dtype=model_dtype)
-            else:
-                x = load_tensor(input_file, "input")
-            y = load_tensor(targets_file, "targets") if targets_file is not None else None
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                result = inspect(
-                    model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
-                    layers=None if layers is None else [s.strip() for s in layers.split(",") if s.strip()],
-                    metrics=None if metrics is None else [s.strip() for s in metrics.split(",") if s.strip()],
-                    mode=mode, jacobian_samples=jac, seed=seed_value,
-                )
-        except ModelError as exc:
-            where = f" (inputs of shape {tuple(x.shape)})" if "forward pass" in str(exc) else ""
-            raise BadInput(f"{exc}{where}") from None
-        except (ValueError, TypeError) as exc:
-            raise BadInput(str(exc)) from None
-        for w in caught:
-            typer.echo(f"warning: {w.message}", err=True)
+        result = _inspect_model(factory, input_file=input_file, shape=shape, targets_file=targets_file,
+                                weights=weights, init=init, gain=gain_value, activation=activation,
+                                seed=seed_value, mode=mode, layers=layers, metrics=metrics, dtype=dtype,
+                                jacobian_samples=jac)
         source = input_file if input_file is not None else f"standard normal {input_shape}"
         result.config.update(factory=factory, inputs=str(source))
         if weights is not None:
@@ -188,6 +153,53 @@ def inspect_command(
         _write(result, folder, report=report, png=png)
     if not quiet:
         _print(result, Path(out))
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, init, gain, activation, seed, mode,
+                   layers, metrics, dtype, jacobian_samples):
+    """Build the user's model, load or draw its weights and inputs, and inspect it; their errors are BadInput."""
+    import torch
+
+    from initscope.torch import (
+        ModelError,
+        build_model,
+        initialize,
+        inspect,
+        load_factory,
+        load_state_dict,
+        load_tensor,
+        random_inputs,
+    )
+
+    x = None
+    try:
+        model = build_model(load_factory(factory), factory)
+        if dtype is not None:
+            model = model.to(getattr(torch, dtype))
+        if weights is not None:
+            load_state_dict(model, weights)
+        if init is not None:
+            initialize(model, init, gain=gain, activation=activation, seed=seed)
+        model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        x = random_inputs(shape, seed=seed, dtype=model_dtype) if shape is not None else load_tensor(input_file, "input")
+        y = load_tensor(targets_file, "targets") if targets_file is not None else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = inspect(model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
+                             layers=_names(layers), metrics=_names(metrics), mode=mode,
+                             jacobian_samples=jacobian_samples, seed=seed)
+    except ModelError as exc:
+        where = f" (inputs of shape {tuple(x.shape)})" if x is not None and "forward pass" in str(exc) else ""
+        raise BadInput(f"{exc}{where}") from None
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc)) from None
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    return result
 
 
 def _quote(text: str) -> str:

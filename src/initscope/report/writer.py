@@ -242,8 +242,6 @@ def _resolve(out: str | os.PathLike | None) -> tuple[Path, Path]:
         raise _out_error("a folder path initscope can use", out, exc.strerror or str(exc)) from None
     if st is not None and not os.path.isdir(given):
         raise _out_error("a folder", out, "it is a file")
-    if os.path.islink(given) and st is None:
-        raise _out_error("a folder path", out, "it is a symlink to nothing")
     return given, Path(os.path.realpath(given))
 
 
