@@ -119,12 +119,14 @@ app.command("inspect")(inspect_command)
 from initscope.cli.compare import compare_fixes_command  # noqa: E402
 from initscope.cli.certify import certify_command  # noqa: E402
 from initscope.cli.sweep import results_command, sweep_command  # noqa: E402
+from initscope.cli.phase import phase_command  # noqa: E402
 from initscope.cli.explore import explore_command  # noqa: E402  (starlette is imported only when it runs)
 
 app.command("certify")(certify_command)
 app.command("compare-fixes")(compare_fixes_command)
 app.command("sweep")(sweep_command)
 app.command("results")(results_command)
+app.command("phase")(phase_command)
 app.command("explore")(explore_command)
 
 
