@@ -7,8 +7,8 @@
 - `output_folder(out, command=..., overwrite=...)`: the output folder of a
   command (`initscope.report.writer.Output`): checked before anything is
   computed, written whole or not at all, never losing a file initscope did not write.
-- `write_files(folder, tables, texts, report_source=...)`: CSVs, texts and
-  report.html into that folder; `write_run` a run's.
+- `write_files`, `write_run`: the report layer's, with the note that
+  report.html was skipped when plotly is missing.
 - `Out`, `Overwrite`, `workers_option`/`parse_workers`, `has_report_extra`:
   options and checks declared once for every command.
 - `ConfigFlag`: the run config's flags, declared once, so that `run` and
@@ -37,13 +37,12 @@ try:  # typer ≥ 0.16 vendors click; older ones use the installed click
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException as UsageError
 
-__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "write_files", "write_run", "RUN_TABLES",
+__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "write_files", "write_run",
            "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
            "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
-RUN_TABLES = ("metrics", "spectra", "projections", "weight_norms", "flags")
 _ARGV: contextvars.ContextVar[list[str]] = contextvars.ContextVar("initscope_argv", default=[])
 
 
@@ -199,28 +198,18 @@ def output_folder(out: str | os.PathLike | None, *, command: str, overwrite: boo
 
 def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, report_source=None,
                 png: bool = False) -> None:
-    """Tables (name -> DataFrame, as NAME.csv), texts (file name -> str) and, when report_source is
-    given and plotly is installed, report.html (and figures/ with png) into `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        table.to_csv(folder / f"{name}.csv", index=False)
-    for name, text in texts.items():
-        (folder / name).write_text(text)
-    if report_source is not None and has_report_extra():
-        from initscope.report import write_report
+    """`initscope.report.writer.write_files`, with report.html skipped (and a note) without plotly."""
+    from initscope.report.writer import write_files as write
 
-        write_report(report_source, folder / "report.html", png=png)
+    write(folder, tables, texts, report_source=report_source if report_source is not None and has_report_extra()
+          else None, png=png)
 
 
 def write_run(folder: Path, result, *, report: bool, png: bool) -> None:
-    """A run's tables, config.toml and report.html into `folder`."""
-    from initscope.study.config import config_to_toml
+    """`initscope.report.writer.write_run`, with report.html skipped (and a note) without plotly."""
+    from initscope.report.writer import write_run as write
 
-    tables = {name: getattr(result, name) for name in RUN_TABLES}
-    # What data-driven initializers did (LSUV iterations) and init-training histories.
-    tables.update({name: getattr(result, name) for name in ("init_log", "train_log") if len(getattr(result, name))})
-    write_files(folder, tables, {"config.toml": config_to_toml(result.config)},
-                report_source=result if report else None, png=png)
+    write(folder, result, report=report and has_report_extra(), png=png)
 
 
 def _flag(help_text: str, *names: str, metavar: str | None = None):
