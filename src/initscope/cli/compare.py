@@ -28,7 +28,8 @@ def compare_fixes_command(
     from rich.console import Console
     from rich.table import Table
 
-    from initscope.cli.app import BadInput, _write_outputs
+    from initscope.cli.common import BadInput
+    from initscope.cli.run import _write_outputs
 
     names = None if fixes is None else [f.strip() for f in fixes.split(",") if f.strip()]
     try:
