@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from initscope.report._common import atomic_write
+from initscope.report._common import as_figure, atomic_write, figure_html
 from initscope.report.tables import RunTables, as_tables
 
-__all__ = ["write_report", "build_page", "report_figures", "command_line", "SECTIONS"]
+__all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "SECTIONS"]
 
 # (section id, heading, what the reader should look for)
 SECTIONS = (
@@ -53,22 +53,27 @@ pre { background: #f4f4f4; border: 1px solid #ddd; padding: 8px; white-space: pr
 """
 
 
-def report_figures(tables: RunTables) -> dict[str, Any]:
-    """The page's figures by section id, each a `plotly.graph_objects.Figure`."""
-    from initscope.report.depth import metric_depth_figure
-    from initscope.report.geometry import layer_projection_figure
-    from initscope.report.spectra import spectrum_animation_figure, spectrum_heatmap_figure
-    from initscope.report.weights import weight_norm_figure
+def report_specs(tables: RunTables) -> dict[str, dict]:
+    """The page's figures by section id, each a plain plotly spec (dicts and numpy arrays)."""
+    from initscope.report.depth import metric_depth_spec
+    from initscope.report.geometry import layer_projection_spec
+    from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_spec
+    from initscope.report.weights import weight_norm_spec
 
     config = tables.config
     seed = int(config.get("seed") or 0)
     return {
-        "layers-3d": layer_projection_figure(tables.projections, config=config, seed=seed),
-        "weight-norms": weight_norm_figure(tables.weight_norms, config=config),
-        "spectra": spectrum_animation_figure(tables.spectra, config=config),
-        "spectrum-heatmap": spectrum_heatmap_figure(tables.spectra, config=config),
-        "metrics-depth": metric_depth_figure(tables.metrics, config=config),
+        "layers-3d": layer_projection_spec(tables.projections, config=config, seed=seed),
+        "weight-norms": weight_norm_spec(tables.weight_norms, config=config),
+        "spectra": spectrum_animation_spec(tables.spectra, config=config),
+        "spectrum-heatmap": spectrum_heatmap_spec(tables.spectra, config=config),
+        "metrics-depth": metric_depth_spec(tables.metrics, config=config),
     }
+
+
+def report_figures(tables: RunTables) -> dict[str, Any]:
+    """The page's figures by section id, each a `plotly.graph_objects.Figure`."""
+    return {sid: as_figure(spec) for sid, spec in report_specs(tables).items()}
 
 
 def command_line(config: dict[str, Any]) -> str:
@@ -160,33 +165,26 @@ def _display(value: Any) -> str:
     return str(value)
 
 
-def _figure_html(section: str, fig) -> str:
-    return fig.to_html(
-        include_plotlyjs=False, full_html=False, div_id=f"fig-{section}", auto_play=False,
-        config={"responsive": True, "displaylogo": False},
-    )
-
-
 def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: Path | None = None) -> str:
     """The report as one HTML string: plotly.js inline once, then one figure per section."""
     from plotly.offline import get_plotlyjs
 
     from initscope import __version__
 
-    figures = report_figures(tables)
+    figures = report_specs(tables)
     config = tables.config
     inits = ", ".join(str(i) for i in config.get("init", ()))
     nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in SECTIONS)
     sections = [_flags_html(tables)]
     for sid, title, note in SECTIONS:
         extra = ""
-        meta = figures[sid].layout.meta
+        meta = figures[sid]["layout"].get("meta")
         if sid == "layers-3d" and isinstance(meta, dict) and meta.get("shown", 0) < meta.get("samples", 0):
             extra = (f'<p class="note"><strong>Downsampled:</strong> showing {meta["shown"]:,} of '
                      f'{meta["samples"]:,} samples, the same random subset at every layer, to keep the page light.</p>')
         sections.append(
             f'<section id="{sid}"><h2>{html.escape(title)}</h2><p class="note">{note}</p>{extra}'
-            f'<div class="figure">{_figure_html(sid, figures[sid])}</div></section>'
+            f'<div class="figure">{figure_html(figures[sid], f"fig-{sid}")}</div></section>'
         )
     sections.append(_config_html(tables, png_files or [], page or Path("report.html")))
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
