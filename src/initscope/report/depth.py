@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from initscope.report._common import (
-    all_summaries, as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, layer_summary,
+    Summary, all_summaries, as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, layer_summary,
     resolved_gain, rgba, template, theory_applies,
 )
 from initscope.report.tables import config_dict
@@ -30,6 +30,14 @@ DISPLAY_FLOOR = {"linear_r2": -1.0}
 def display_summary(metrics, metric: str):
     """`layer_summary` with values clipped at the metric's display floor, if it has one."""
     return _clipped(layer_summary(metrics, metric), metric)
+
+
+def _clipped_arrays(summary: Summary, metric: str) -> Summary:
+    floor = DISPLAY_FLOOR.get(metric)
+    if floor is None:
+        return summary
+    return Summary(summary.layers, *(np.maximum(a, floor, where=~np.isnan(a), out=a.copy())
+                                     for a in (summary.median, summary.lo, summary.hi)))
 
 
 def _clipped(summary, metric: str):
@@ -69,30 +77,41 @@ def _spans_decades(values: np.ndarray) -> bool:
 def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(layers, values, label) of the closed form for `metric`, or None where none applies.
 
-    rms: the He/Xavier second-moment recursion from the measured input rms
-    (`theory.expected_rms`). mean_cosine: the ReLU arc-cosine map iterated from
-    the measured median at layer 1 (`theory.relu_correlation_map`; Cho & Saul
-    2009). Both need ReLU, zero shifts, no norm and no residual.
+    summary: `layer_summary`'s table (init, layer, median, ...), or one
+    initializer's `Summary` arrays. rms: the He/Xavier second-moment recursion
+    from the measured input rms (`theory.expected_rms`). mean_cosine: the ReLU
+    arc-cosine map iterated from the measured median at layer 1
+    (`theory.relu_correlation_map`; Cho & Saul 2009). Both need ReLU, zero
+    shifts, no norm and no residual.
     """
-    from initscope.core import theory
-
     if not theory_applies(config):
         return None
-    rows = summary[summary["init"].astype(str) == init].set_index("layer")["median"]
-    if metric == "rms" and 0 in rows.index and math.isfinite(rows[0]):
-        depth = int(config.get("depth") or rows.index.max())
+    if isinstance(summary, Summary):
+        layers, median = summary.layers, summary.median
+    else:
+        rows = summary[summary["init"].astype(str) == init]
+        layers, median = rows["layer"].to_numpy(dtype=int), rows["median"].to_numpy(dtype=np.float64)
+    at = dict(zip(layers.tolist(), median.tolist()))
+    return _theory(at, metric, init, config)
+
+
+def _theory(at: dict[int, float], metric: str, init: str, config):
+    from initscope.core import theory
+
+    if metric == "rms" and math.isfinite(at.get(0, math.nan)):
+        depth = int(config.get("depth") or max(at))
         if config.get("input_dim") is None or config.get("width") is None:
             return None
         curve = theory.expected_rms(
-            float(rows[0]), init=init, gain=resolved_gain(config, init), activation="relu",
+            at[0], init=init, gain=resolved_gain(config, init), activation="relu",
             input_dim=int(config["input_dim"]), width=int(config["width"]), depth=depth,
         )
         if not np.isfinite(curve[1:]).any():
             return None
         return np.arange(depth + 1), np.asarray(curve, dtype=np.float64), "theory: second-moment recursion"
-    if metric == "mean_cosine" and 1 in rows.index and math.isfinite(rows[1]):
-        layers = np.sort(rows.index[rows.index >= 1].to_numpy(dtype=int))
-        values = [float(rows[1])]
+    if metric == "mean_cosine" and math.isfinite(at.get(1, math.nan)):
+        layers = np.array(sorted(layer for layer in at if layer >= 1), dtype=int)
+        values = [at[1]]
         for _ in layers[1:]:
             values.append(float(theory.relu_correlation_map(values[-1])))
         return layers, np.array(values), "theory: arc-cosine map from layer 1"
@@ -128,12 +147,14 @@ def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
     summaries = all_summaries(metrics)
     for n, metric in enumerate(names):
         xref, yref = axis_names(n)
-        summary = _clipped(summaries[metric], metric)
+        by_init = {init: _clipped_arrays(s, metric) for init, s in summaries.get(metric, {}).items()}
         for init in inits:
-            traces, drew_theory = _init_traces(summary, metric, init, inits, config, first=n == 0)
+            if init not in by_init:
+                continue
+            traces, drew_theory = _init_traces(by_init[init], metric, init, inits, config, first=n == 0)
             data += [dict(t, xaxis=xref, yaxis=yref) for t in traces]
             theory_shown |= drew_theory
-        values = summary[["median", "lo", "hi"]].to_numpy(dtype=np.float64)
+        values = np.concatenate([np.concatenate(s[1:]) for s in by_init.values()]) if by_init else np.zeros(0)
         if log_axis(metric, values):
             layout["yaxis" + yref[1:]]["type"] = "log"
         if n // cols + 1 == rows:
@@ -154,19 +175,19 @@ def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
     return {"data": data, "layout": layout}
 
 
-def _init_traces(summary, metric: str, init: str, inits: list[str], config, *, first: bool) -> tuple[list[dict], bool]:
+def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], config, *,
+                 first: bool) -> tuple[list[dict], bool]:
     """One initializer's band, median line and (where it applies) theory line in one panel."""
-    part = summary[summary["init"].astype(str) == init].sort_values("layer")
     c = colour(inits, init)
-    x = part["layer"].to_numpy(dtype=np.int32)
+    x = summary.layers.astype(np.int32)
     name = label(init)
     out = [
-        {"type": "scatter", "x": x, "y": compact(part[edge]), "mode": "lines", "line": {"width": 0, "color": c},
+        {"type": "scatter", "x": x, "y": compact(getattr(summary, edge)), "mode": "lines", "line": {"width": 0, "color": c},
          **({"fill": "tonexty"} if edge == "lo" else {}), "fillcolor": rgba(c, 0.18), "legendgroup": init,
          "showlegend": False, "hoverinfo": "skip", "name": f"{name} {'90%' if edge == 'hi' else '10%'}"}
         for edge in ("hi", "lo")
     ]
-    out.append({"type": "scatter", "x": x, "y": compact(part["median"]), "mode": "lines+markers", "name": name,
+    out.append({"type": "scatter", "x": x, "y": compact(summary.median), "mode": "lines+markers", "name": name,
                 "legendgroup": init, "showlegend": first, "line": {"color": c, "width": 2}, "marker": {"size": 4},
                 "hovertemplate": f"{name}<br>{metric}<br>layer %{{x}}: %{{y:.4g}}<extra></extra>"})
     theory = theory_curves(summary, metric, init, config)
