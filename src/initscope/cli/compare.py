@@ -86,8 +86,8 @@ def ranking_table(rows, *, title: str):
     from rich import box
     from rich.table import Table
 
-    # No cell padding: SIMPLE_HEAD already puts a space between columns, so 8 columns fit in 80.
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), show_edge=False)
+    # No cell padding: SIMPLE_HEAD already puts a space between columns, so the 8 columns fit in 80.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False)
     for header, column in _COLUMNS:
         if column == "fix":
             table.add_column(header, no_wrap=True, min_width=max(len(str(f)) for f in rows["fix"]))
