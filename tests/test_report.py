@@ -50,12 +50,12 @@ def _frame_layers(fig) -> list[int]:
 
 def test_page_has_every_section_with_one_figure_each(page):
     parsed = parse_page(page)
-    assert parsed.sections[0] == "flags"
+    assert parsed.sections[:2] == ["verdict", "flags"]
     assert parsed.sections[-1] == "config"
     for section in FIGURE_SECTIONS:
         assert section in parsed.sections
         assert parsed.figures[section] == 1, section
-    assert parsed.figures.get("flags", 0) == 0
+    assert parsed.figures.get("flags", 0) == parsed.figures.get("verdict", 0) == 0
     assert sum(parsed.figures.values()) == len(FIGURE_SECTIONS)
 
 
@@ -84,10 +84,12 @@ def test_page_states_version_seed_and_command(page, seed_result):
     assert f"--depth {config.depth}" in page
 
 
-def test_flags_come_first_and_say_gradients_are_zero(page):
-    flags = page.index('id="flags"')
-    assert flags < page.index('id="layers-3d"')
-    assert "all exactly 0: the readout is all zeros" in page
+def test_verdict_then_flags_come_first_and_the_zero_readout_is_neutral(page):
+    verdict, flags = page.index('id="verdict"'), page.index('id="flags"')
+    assert verdict < flags < page.index('id="layers-3d"')
+    assert re.search(r"<section[^>]*>", page).group(0) == '<section id="verdict">'
+    cell = '<td class="">not measured: the readout is zero, as in the post; use --readout init</td>'
+    assert cell in page  # neutral: no "hit" colour for the post's own setting
 
 
 def test_write_report_is_atomic_and_replaces(seed_result, tmp_path):
@@ -290,7 +292,7 @@ def test_flags_table_in_plain_words():
     assert normal["over half the units dead"] == "layer 2 (70% of units dead)"
     assert normal["overflow"] == "layer 3 (in 1 of 2 trials)"
     assert normal["collapse"] == "layer 3 (in 1 of 2 trials)"
-    assert normal["hidden-layer gradients"].startswith("all exactly 0: the readout is all zeros")
+    assert normal["hidden-layer gradients"] == "not measured: the readout is zero, as in the post; use --readout init"
     assert (sphere.iloc[:5] == "never").all()
     assert sphere["hidden-layer gradients"] == "nonzero (smallest median 0.167, at layer 3)"
 

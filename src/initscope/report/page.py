@@ -47,6 +47,8 @@ th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-al
 th { background: #f0f0f0; }
 td.never { color: #2a7a2a; }
 td.hit { color: #a14a00; font-weight: 600; }
+ul.verdict { max-width: 70em; padding-left: 1.2em; }
+ul.verdict li { margin: 0.45em 0; line-height: 1.45; }
 pre { background: #f4f4f4; border: 1px solid #ddd; padding: 8px; white-space: pre-wrap; overflow-wrap: anywhere; }
 .figure { background: white; border: 1px solid #e4e4e4; }
 .figure > div { height: auto !important; }
@@ -105,6 +107,35 @@ def _toml(config: dict[str, Any]) -> str:
     return toml_text(config)
 
 
+def with_lost_directions(tables: RunTables) -> RunTables:
+    """The tables with the lost_directions flags (`initscope.study.verdict`) added when a run lacks them."""
+    import dataclasses
+
+    import pandas as pd
+
+    from initscope.study.verdict import LOST_DIRECTIONS, lost_direction_flags
+
+    flags = tables.flags
+    config = tables.config
+    if (not len(tables.spectra) or not {"samples", "width", "input_dim"} <= set(config)
+            or (len(flags) and (flags["flag"].astype(str) == LOST_DIRECTIONS).any())):
+        return tables
+    extra = lost_direction_flags(tables.metrics, tables.spectra, config)
+    if not len(extra):
+        return tables
+    return dataclasses.replace(tables, flags=pd.concat([flags, extra], ignore_index=True) if len(flags) else extra)
+
+
+def _verdict_html(tables: RunTables) -> str:
+    """The verdict in words (`initscope.study.verdict`), the page's first section."""
+    from initscope.study.verdict import run_verdict
+
+    verdict = run_verdict(tables.metrics, tables.spectra, tables.flags, config=tables.config)
+    return ('<section id="verdict"><h2>Verdict</h2><p class="note">What happened to the data under each '
+            "initializer, in words (medians over trials; the sections below show it).</p>"
+            f"{verdict.to_html()}</section>")
+
+
 def _flags_html(tables: RunTables) -> str:
     from initscope.report.flags import NEVER, NOT_MEASURED, flags_table
 
@@ -115,7 +146,7 @@ def _flags_html(tables: RunTables) -> str:
         cells = [f"<th>{html.escape(str(row[0]))}</th>"]
         for value in row[1:]:
             text = str(value)
-            css = "never" if text == NEVER else ("" if text == NOT_MEASURED else "hit")
+            css = "never" if text == NEVER else ("" if text.startswith(NOT_MEASURED) else "hit")
             cells.append(f'<td class="{css}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
@@ -171,11 +202,13 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
 
     from initscope import __version__
 
+    tables = with_lost_directions(tables)
     figures = report_specs(tables)
     config = tables.config
     inits = ", ".join(str(i) for i in config.get("init", ()))
-    nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in SECTIONS)
-    sections = [_flags_html(tables)]
+    nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>'
+                   for sid, title, _ in (("verdict", "Verdict", ""), ("flags", "Flags", ""), *SECTIONS))
+    sections = [_verdict_html(tables), _flags_html(tables)]
     for sid, title, note in SECTIONS:
         extra = ""
         meta = figures[sid]["layout"].get("meta")
