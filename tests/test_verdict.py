@@ -130,3 +130,15 @@ def test_html_escapes_every_string():
     page = run_verdict(metrics).to_html()
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
     assert page.startswith('<ul class="verdict">') and np.char.count(page, "<li>") == 1
+
+
+def test_initscope_run_ends_with_the_verdict(capsys, tmp_path):
+    from initscope.cli.app import main
+
+    code = main(["run", "--out", str(tmp_path / "out"), "--trials", "2", "--depth", "3", "--no-report",
+                 "--init", "normal,kaiming-normal"])
+    out = capsys.readouterr().out
+    assert code == 0
+    tail = out[out.index("Verdict"):]
+    assert tail.index("normal (gain 1)") < tail.index("kaiming-normal (gain 1.414)") < tail.index("note: ")
+    assert "directions lost (under the noise floor): never" in out

@@ -111,19 +111,9 @@ def with_lost_directions(tables: RunTables) -> RunTables:
     """The tables with the lost_directions flags (`initscope.study.verdict`) added when a run lacks them."""
     import dataclasses
 
-    import pandas as pd
+    from initscope.study.verdict import with_lost_directions as add
 
-    from initscope.study.verdict import LOST_DIRECTIONS, lost_direction_flags
-
-    flags = tables.flags
-    config = tables.config
-    if (not len(tables.spectra) or not {"samples", "width", "input_dim"} <= set(config)
-            or (len(flags) and (flags["flag"].astype(str) == LOST_DIRECTIONS).any())):
-        return tables
-    extra = lost_direction_flags(tables.metrics, tables.spectra, config)
-    if not len(extra):
-        return tables
-    return dataclasses.replace(tables, flags=pd.concat([flags, extra], ignore_index=True) if len(flags) else extra)
+    return dataclasses.replace(tables, flags=add(tables.metrics, tables.spectra, tables.flags, tables.config))
 
 
 def _verdict_html(tables: RunTables) -> str:

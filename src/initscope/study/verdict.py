@@ -33,7 +33,8 @@ import pandas as pd
 
 from initscope.study.flags import SCALE_BAND
 
-__all__ = ["Verdict", "RunVerdict", "run_verdict", "lost_direction_flags", "LOST_DIRECTIONS", "READOUT_NOTE"]
+__all__ = ["Verdict", "RunVerdict", "run_verdict", "lost_direction_flags", "with_lost_directions", "LOST_DIRECTIONS",
+           "READOUT_NOTE"]
 
 LOST_DIRECTIONS = "lost_directions"
 READOUT_NOTE = "hidden-layer gradients: not measured: the readout is zero, as in the post; use --readout init"
@@ -137,6 +138,20 @@ def lost_direction_flags(metrics: pd.DataFrame, spectra: pd.DataFrame, config: A
     lost = kept[kept["kept"].to_numpy() < reference]
     first = lost.groupby(["init", "trial"], sort=False)["layer"].min().reset_index()
     return first.assign(flag=LOST_DIRECTIONS)[columns]
+
+
+def with_lost_directions(metrics: pd.DataFrame, spectra: pd.DataFrame | None, flags: pd.DataFrame | None,
+                         config: Any = None) -> pd.DataFrame | None:
+    """`flags` with the lost_directions rows added, unless it has them already or they cannot be derived."""
+    cfg = _config(config, metrics)
+    if spectra is None or not len(spectra) or not {"samples", "width", "input_dim"} <= set(cfg):
+        return flags
+    if flags is not None and len(flags) and (flags["flag"].astype(str) == LOST_DIRECTIONS).any():
+        return flags
+    extra = lost_direction_flags(metrics, spectra, cfg)
+    if flags is None or not len(flags):
+        return extra if len(extra) else flags
+    return pd.concat([flags, extra], ignore_index=True) if len(extra) else flags
 
 
 # ---- sentences ------------------------------------------------------------------
@@ -315,9 +330,7 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
     inits = [i for i in inits if (metrics["init"].astype(str) == i).any()]
     depth = int(metrics["layer"].max()) if len(metrics) else 0
     lost_known = spectra is not None and len(spectra) > 0 and {"samples", "width", "input_dim"} <= set(cfg)
-    if lost_known and (flags is None or not (flags["flag"].astype(str) == LOST_DIRECTIONS).any()):
-        extra = lost_direction_flags(metrics, spectra, cfg)
-        flags = extra if flags is None or not len(flags) else pd.concat([flags, extra], ignore_index=True)
+    flags = with_lost_directions(metrics, spectra, flags, cfg)
     out = []
     for init in inits:
         med = _medians(metrics, init)
