@@ -143,7 +143,7 @@ def _flags_html(tables: RunTables) -> str:
         '<section id="flags"><h2>Flags</h2>'
         '<p class="note">For each initializer, the first hidden layer where something goes wrong. '
         "Scale, rank and dead units use the median over trials, compared with the input (layer 0); "
-        "overflow and collapse count any trial.</p>"
+        "overflow, collapse and lost directions count any trial.</p>"
         f'<table class="flags"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
     )
 

@@ -164,8 +164,8 @@ def _medians(metrics: pd.DataFrame, init: str) -> pd.DataFrame:
 
 
 def _x(ratio: float) -> str:
-    """A ratio in words' digits: 1.2×, 0.031×, 2e-09×."""
-    return f"{ratio:.2g}×"
+    """A ratio with three significant digits: 1.23×, 0.0312×, 2.1e-09×."""
+    return f"{ratio:.3g}×"
 
 
 def per_layer_words(factor: float) -> str:
