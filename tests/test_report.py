@@ -447,3 +447,35 @@ def test_the_page_command_line_reproduces_the_run_config(tmp_path):
     assert args[:2] == ["initscope", "run"]
     assert main(args[1:] + ["--out", str(tmp_path / "again"), "--quiet", "--no-report"]) == 0
     assert report.load_run(tmp_path / "again").config == original
+
+
+def test_an_inspection_made_in_python_shows_a_python_snippet_that_reruns_it(tmp_path):
+    """No `initscope run --model ...` (there is no such command): the page gives the API call, and it runs."""
+    import html as html_mod
+
+    import torch
+
+    import initscope.torch as it
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    inputs = torch.randn(32, 4)
+    page = report.write_report(it.inspect(model, inputs, mode="eval"), tmp_path / "report.html").read_text()
+    assert "initscope run" not in page and "Rerun from Python:" in page
+    snippet = html_mod.unescape(re.search(r"Rerun from Python:</p><pre>(.*?)</pre>", page, re.S).group(1))
+    assert "it.inspect(model, inputs, label='model', mode='eval', seed=0)" in snippet
+    # The two placeholder lines (model = ..., inputs = ...) are what the reader fills in; here they exist.
+    code = "\n".join(line for line in snippet.splitlines() if not line.startswith(("model = ...", "inputs = ...")))
+    namespace = {"model": model, "inputs": inputs}
+    work = tmp_path / "rerun"
+    work.mkdir()
+    import os
+
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        exec(compile(code, "snippet", "exec"), namespace)  # noqa: S102 - the page's own snippet, on our model
+    finally:
+        os.chdir(here)
+    assert (work / "report.html").is_file()
+    assert namespace["result"].metrics["value"].equals(it.inspect(model, inputs, mode="eval").metrics["value"])

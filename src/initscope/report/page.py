@@ -12,7 +12,8 @@ from typing import Any
 from initscope.report._common import as_figure, atomic_write, figure_html
 from initscope.report.tables import RunTables, as_tables
 
-__all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "SECTIONS"]
+__all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
+           "SECTIONS"]
 
 # (section id, heading, what the reader should look for)
 SECTIONS = (
@@ -90,6 +91,29 @@ def command_line(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def inspect_snippet(config: dict[str, Any]) -> str:
+    """The Python that reproduces an inspection made with `initscope.torch.inspect` (there is no command for it)."""
+    labels = [str(label) for label in config.get("init", ("model",))]
+    args = [f"mode={config['mode']!r}"] if config.get("mode") else []
+    if config.get("seed") is not None:
+        args.append(f"seed={int(config['seed'])}")
+    lines = [
+        "import initscope.torch as it",
+        "from initscope.report import write_report",
+        "",
+        f"model = ...   # your {config.get('model', 'model')}, with the weights it had",
+        f"inputs = ...  # the same {config.get('samples', 'n')} samples it was inspected on",
+    ]
+    calls = [f"it.inspect(model, inputs, label={label!r}, {', '.join(args)})".replace(", )", ")") for label in labels]
+    if len(calls) == 1:
+        lines.append(f"result = {calls[0]}")
+    else:
+        lines.append("# one inspection per label (re-initialize the model between them), then combined:")
+        lines.append("result = it.combine(" + ", ".join(calls) + ")")
+    lines.append('write_report(result, "report.html")')
+    return "\n".join(lines)
+
+
 def _flag_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -165,6 +189,9 @@ def _config_html(tables: RunTables, png_files: list[Path], page: Path) -> str:
     if config.get("command"):
         # Not a `run` (e.g. `initscope inspect` of a torch model): its own command reproduces it.
         rerun = f"<p>Rerun with:</p><pre>{html.escape(str(config['command']))}</pre>"
+    elif config.get("model"):
+        # An inspection made from Python: no command exists for it, the API call does.
+        rerun = f"<p>Rerun from Python:</p><pre>{html.escape(inspect_snippet(config))}</pre>"
     else:
         rerun = ("<p>Rerun with the config file saved next to this page:</p>"
                  "<pre>initscope run --config config.toml --out DIR\ninitscope report DIR</pre>"
