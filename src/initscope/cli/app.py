@@ -3,7 +3,7 @@
 `initscope --help`, `-h`, `--version` and shell completion of command names
 import none of the command modules (and so neither pandas, scipy nor
 plotly): each command is named here with its one-line help, and its module
-(`initscope.cli.run`, `.inspect`, `.certify`, `.compare`, `.sweep`, `.explore`) is
+(`initscope.cli.run`, `.inspect`, `.certify`, `.compare`, `.sweep`, `.phase`, `.explore`) is
 imported when the command is resolved to run, or asked for its own help.
 
 Bad input is one line on stderr and exit status 2; anything unexpected is
@@ -63,6 +63,8 @@ COMMANDS: dict[str, Lazy] = {
     "results": Lazy("initscope.cli.sweep", "results_command",
                     "Summarise a results store (configurations, trials done/failed, rows per metric) and export a "
                     "table."),
+    "phase": Lazy("initscope.cli.phase", "phase_command",
+                  "Draw the order-to-chaos phase diagram (χ₁ = 1 line, ξ_c and ξ_q) and optionally measure ξ_c."),
     "explore": Lazy("initscope.cli.explore", "explore_command",
                     "Serve an interactive page: every config field a control, every view redrawn as you change them."),
 }

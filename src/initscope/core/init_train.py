@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from initscope.core.network import NORM_EPS, Architecture, activate, activation_derivative, layer_vjp
+from initscope.core.network import Architecture, forward, layer_param_jvp, layer_param_vjp
 
 __all__ = [
     "METHODS",
@@ -57,77 +57,6 @@ DEFAULT_EPS = 1e-3
 DEFAULT_RMS_PENALTY = 1.0
 
 Params = list[tuple[np.ndarray, np.ndarray]]
-
-
-# ---------------------------------------------------------------------------
-# The network, differentiated (the model of DESIGN.md, as network.layer_forward)
-
-def _normalize(h: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    mu = h.mean(axis=axis, keepdims=True)
-    hc = h - mu
-    sigma = np.sqrt((hc * hc).mean(axis=axis, keepdims=True) + NORM_EPS)
-    return hc / sigma, sigma
-
-
-def _normalize_linear(dh: np.ndarray, yhat: np.ndarray, sigma: np.ndarray, axis: int) -> np.ndarray:
-    """The normalization's Jacobian applied to dh; it is symmetric, so JVP and VJP share it."""
-    return (dh - dh.mean(axis=axis, keepdims=True) - yhat * (dh * yhat).mean(axis=axis, keepdims=True)) / sigma
-
-
-def _axis(arch: Architecture) -> int:
-    return -1 if arch.norm == "layer" else -2  # layer norm: over units; batch norm: over samples
-
-
-def _residual(arch: Architecture, s_prev: np.ndarray, W: np.ndarray) -> bool:
-    return arch.residual > 0 and s_prev.shape[-1] == W.shape[-1]
-
-
-def _layer_jvp(s_prev, ds_prev, W, b, dW, db, arch: Architecture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One layer and its directional derivative along (ds_prev, dW, db), all trials at once.
-
-    z = s_prev·W + b, so dz = ds_prev·W + s_prev·dW + db; then φ', the
-    normalization's linear map (batch norm in training mode, as `layer_vjp`),
-    and the residual branch. Returns (s, ds, z).
-    """
-    z = np.matmul(s_prev, W) + b[:, None, :]
-    dz = np.matmul(s_prev, dW) + db[:, None, :]
-    if ds_prev is not None:
-        dz += np.matmul(ds_prev, W)
-    h = activate(arch.activation, z)
-    dh = activation_derivative(arch.activation, z) * dz
-    if arch.norm != "none":
-        axis = _axis(arch)
-        h, sigma = _normalize(h, axis)
-        dh = _normalize_linear(dh, h, sigma, axis)
-    if _residual(arch, s_prev, W):
-        h = s_prev + arch.residual * h
-        dh = arch.residual * dh + (ds_prev if ds_prev is not None else 0.0)
-    return h, dh, z
-
-
-def _pre_activation_grad(ds: np.ndarray, s_prev: np.ndarray, W: np.ndarray, z: np.ndarray, arch: Architecture):
-    """∂f/∂z (T, n, w) from ∂f/∂s: the first half of `network.layer_vjp`, whose db = Σ_samples ∂f/∂z."""
-    dh = ds * arch.residual if _residual(arch, s_prev, W) else ds
-    if arch.norm != "none":
-        axis = _axis(arch)
-        yhat, sigma = _normalize(activate(arch.activation, z), axis)
-        dh = _normalize_linear(dh, yhat, sigma, axis)
-    return dh * activation_derivative(arch.activation, z)
-
-
-def _forward(X: np.ndarray, params: Params, arch: Architecture) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """States [S_0 = X, S_1, …, S_L] and pre-activations [z_1, …, z_L]."""
-    states, zs = [X], []
-    for W, b in params:
-        z = np.matmul(states[-1], W) + b[:, None, :]
-        h = activate(arch.activation, z)
-        if arch.norm != "none":
-            h, _ = _normalize(h, _axis(arch))
-        if _residual(arch, states[-1], W):
-            h = states[-1] + arch.residual * h
-        states.append(h)
-        zs.append(z)
-    return states, zs
 
 
 # ---------------------------------------------------------------------------
@@ -183,7 +112,7 @@ def objective_value(
 ) -> np.ndarray:
     """f per trial (T,) on the samples X (T, n, d). ref_ms: the input's mean square (default X's)."""
     ref = _reference(X) if ref_ms is None else ref_ms
-    states, _ = _forward(X, list(params), arch)
+    states, _ = forward(X, params, arch)
     total = np.zeros(X.shape[0])
     for S in states[1:]:
         total += _layer_term(S, ref, objective, rms_penalty, eps)[0]
@@ -210,7 +139,7 @@ def objective_jvp(
     value, slope = np.zeros(T), np.zeros(T)
     s, ds = X, None
     for (W, b), (dW, db) in zip(params, tangents, strict=True):
-        s, ds, _ = _layer_jvp(s, ds, W, b, dW, db, arch)
+        s, ds, _ = layer_param_jvp(s, ds, W, b, dW, db, arch)
         v, grad = _layer_term(s, ref, objective, rms_penalty, eps)
         value += v
         slope += np.einsum("tnw,tnw->t", grad, ds)
@@ -227,10 +156,10 @@ def objective_gradient(
     eps: float = DEFAULT_EPS,
     ref_ms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Params]:
-    """f (T,) and its exact gradient [(∂f/∂W_l, ∂f/∂b_l)] by reverse mode (`network.layer_vjp`)."""
+    """f (T,) and its exact gradient [(∂f/∂W_l, ∂f/∂b_l)] by reverse mode (`network.layer_param_vjp`)."""
     params = list(params)
     ref = _reference(X) if ref_ms is None else ref_ms
-    states, zs = _forward(X, params, arch)
+    states, zs = forward(X, params, arch)
     value = np.zeros(X.shape[0])
     local = []
     for S in states[1:]:
@@ -243,8 +172,7 @@ def objective_gradient(
         W, _ = params[layer - 1]
         ds = local[layer - 1] if ds is None else ds + local[layer - 1]
         s_prev, z = states[layer - 1], zs[layer - 1]
-        db = _pre_activation_grad(ds, s_prev, W, z, arch).sum(axis=1)
-        ds, dW = layer_vjp(ds, s_prev, W, z, arch)
+        ds, dW, db = layer_param_vjp(ds, s_prev, W, z, arch)
         grads[layer - 1] = (dW, db)
     return value, grads
 
