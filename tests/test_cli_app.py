@@ -20,6 +20,7 @@ from initscope.cli.app import COMMANDS, load_command, main
 
 HEAVY = ("pandas", "scipy.stats", "scipy.special", "plotly", "torch", "matplotlib")
 COMMAND_MODULES = tuple(sorted({spec.module for spec in COMMANDS.values()}))
+LIGHT = {"initscope.cli", "initscope.cli.app", "initscope.cli.common"}
 
 
 def loaded_after(code: str) -> tuple[set[str], str]:
@@ -30,6 +31,7 @@ def loaded_after(code: str) -> tuple[set[str], str]:
         "with contextlib.redirect_stdout(out):\n"
         + "".join(f"    {line}\n" for line in code.splitlines())
         + f"names = {list(HEAVY + COMMAND_MODULES)!r}\n"
+        "names += [n for n in sys.modules if n.startswith('initscope.') and n not in names]\n"
         "sys.__stdout__.write(json.dumps([[n for n in names if n in sys.modules], out.getvalue()]))\n"
     )
     env = dict(os.environ, COLUMNS="100")
@@ -41,6 +43,7 @@ def loaded_after(code: str) -> tuple[set[str], str]:
 def test_import_initscope_loads_no_heavy_module():
     loaded, _ = loaded_after("import initscope")
     assert not loaded & set(HEAVY), f"`import initscope` imported {sorted(loaded & set(HEAVY))}"
+    assert not {n for n in loaded if n.startswith("initscope.")}, sorted(loaded)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--version"], []])
@@ -50,7 +53,8 @@ def test_help_and_version_load_no_command_module(argv):
         f"status = main({argv!r})\n"
         "assert status == 0, status"
     )
-    assert not loaded, f"`initscope {' '.join(argv)}` imported {sorted(loaded)}"
+    # Only the group itself: no command module (and so no study, core or report module) is imported.
+    assert loaded <= LIGHT, f"`initscope {' '.join(argv)}` imported {sorted(loaded - LIGHT)}"
     if argv == ["--version"]:
         from initscope import __version__
 
@@ -64,7 +68,8 @@ def test_completion_of_command_names_loads_no_command_module(monkeypatch):
     env = dict(os.environ, COMP_WORDS="initscope re", COMP_CWORD="1", _INITSCOPE_COMPLETE="complete_bash")
     probe = ("import sys\nfrom initscope.cli.app import main\n"
              "try:\n    main([])\nexcept SystemExit:\n    pass\n"
-             f"print('LOADED', [n for n in {list(HEAVY + COMMAND_MODULES)!r} if n in sys.modules])")
+             f"print('LOADED', sorted(n for n in sys.modules if n in {list(HEAVY)!r} "
+             f"or n.startswith('initscope.') and n not in {sorted(LIGHT)!r}))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     words = done.stdout.split()
     assert {"report", "results"} <= set(words) and "run" not in words
