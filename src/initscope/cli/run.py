@@ -38,7 +38,12 @@ def run_command(
     n_workers = _workers(workers)
     _check_out(out)
 
+    from initscope.study.config import subsample_note
     from initscope.study.runner import run
+
+    note = subsample_note(cfg)
+    if note:  # once, before the run: the table it prints is of the subsets
+        typer.echo(f"note: {note}", err=True)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
