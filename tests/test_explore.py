@@ -79,6 +79,21 @@ def test_config_equals_initscope_run_in_both_forms(server):
     assert {row["init"] for row in answer["verdict"]["flags"]} == {"kaiming-normal", "orthogonal"}
 
 
+def test_overflow_is_a_result_nan_as_null(server):
+    from initscope.study.runner import NumericalWarning
+
+    config = {"init": "normal", "depth": 500, "trials": 2, "samples": 50, "metrics": "rms,effective_rank"}
+    status, _, answer = post(server, "/api/run", config)
+    assert status == 200, answer
+    with pytest.warns(NumericalWarning):
+        expected = initscope.run(**config)
+    assert_answer_equals_run(answer, expected)
+    values = [row["value"] for row in answer["tables"]["metrics"]]
+    assert None in values  # NaN after the overflow
+    assert float("inf") in values and np.isinf(expected.metrics["value"]).any()  # ±1e999 reads back as ±inf
+    assert {row["flag"] for row in answer["tables"]["flags"]} >= {"overflow"}
+
+
 def test_text_fields_as_from_a_form_or_url(server):
     # The page and the URL send text; an empty field means the default, as on the command line.
     status, _, answer = post(server, "/api/run?orient=columns", {"depth": "3", "gain": "", "init": "sphere,normal",

@@ -67,7 +67,7 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _int(name: str, text: str | None, low: int, default: int) -> int:
+def _int(name: str, text: str | None, low: int, default: int, high: int = 2**31 - 1) -> int:
     if text is None:
         return default
     try:
@@ -76,6 +76,8 @@ def _int(name: str, text: str | None, low: int, default: int) -> int:
         value = low - 1
     if value < low:
         raise _bad(f"The '{name}' parameter must be an integer >= {low}. Got {text!r} instead.")
+    if value > high:  # torch.manual_seed and SQLite stop at 64 bits; sizes far earlier
+        raise _bad(f"The '{name}' parameter must be an integer >= {low} and <= {high}. Got {text!r} instead.")
     return value
 
 
@@ -131,7 +133,7 @@ def inspect_command(
     if out.exists() and not out.is_dir():
         raise _bad(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
     shape = _shape(input_shape) if input_shape is not None else None
-    seed_value = _int("seed", seed, 0, 0)
+    seed_value = _int("seed", seed, 0, 0, high=2**63 - 1)  # config.MAX_SEED, without importing the study
     jac = _int("jacobian-samples", jacobian_samples, 1, 64)
     gain_value = _gain(gain)
     try:

@@ -134,6 +134,9 @@ def sweep_command(
         executor, slots = stack.enter_context(open_executor(n_workers, scheduler))
     except ValueError as exc:
         raise _bad(str(exc)) from None
+    if scheduler is None and n_workers is not None and slots < n_workers:
+        typer.echo(f"note: --workers {n_workers} capped at {slots}, the CPU cores available "
+                   "(more processes would only add memory)", err=True)
     try:
         db = Store(store_path)
     except ValueError as exc:  # e.g. replaced by another file since it was checked

@@ -93,12 +93,20 @@ def weight_gradient_norms(
     x: (T, n, d) the input; params(l, s_prev) -> (W_l (T, fan_in, w), b_l (T, w));
     ds_last: (T, n, w) ∂loss/∂s_L (see `network.mse_output_gradient`).
     Returns (T, depth). A zero ds_last gives exact zeros without any work:
-    backprop is linear in it (the seed's zero readout).
+    backprop is linear in it (the seed's zero readout). Overflow is a result:
+    non-finite ds_last (an overflowed output) or a gradient that overflows on
+    its way down gives NaN for those trials and layers, never an exception.
     """
     T = x.shape[0]
     norms = np.zeros((T, depth), dtype=np.float64)
+    # A trial whose output overflowed has a non-finite ∂loss/∂s_L (0·inf = NaN even with
+    # the seed's zero readout): every gradient of it is NaN, a result. Its rows go
+    # backward as zeros, so that the other trials' zero test below still holds.
+    finite = np.isfinite(ds_last).all(axis=(1, 2))
+    if not finite.all():
+        ds_last = np.where(finite[:, None, None], ds_last, 0)
     if depth == 0 or not np.any(ds_last):
-        norms[~np.isfinite(ds_last).all(axis=(1, 2))] = np.nan
+        norms[~finite] = np.nan
         return norms
 
     def advance(s: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -135,4 +143,5 @@ def weight_gradient_norms(
     with np.errstate(all="ignore"):
         backprop(x, 0, depth, [ds_last], checkpoints)
     norms[~np.isfinite(norms)] = np.nan
+    norms[~finite] = np.nan
     return norms

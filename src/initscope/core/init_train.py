@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from initscope.core.network import Architecture, forward, layer_param_jvp, layer_param_vjp
+from initscope.core.numerics import safe_eigh
 
 __all__ = [
     "METHODS",
@@ -72,7 +73,7 @@ def _layer_term(S: np.ndarray, ref_ms: np.ndarray, kind: str, rms_penalty: float
     S_c = S - S.mean(axis=1, keepdims=True)
     C = np.matmul(S_c.transpose(0, 2, 1), S_c) / n
     C += (eps * ref_ms)[:, None, None] * np.eye(w, dtype=S.dtype)
-    lam, Q = np.linalg.eigh(C)
+    lam, Q = safe_eigh(C)  # overflowed states: NaN value and gradient (the step is skipped), no LinAlgError
     lam = np.maximum(lam, np.finfo(S.dtype).tiny)
     if kind == "logdet":
         value = np.log(lam).sum(axis=1)
@@ -257,8 +258,8 @@ def train(
     eval_every steps (and the last), and the optimisation's cumulative wall
     time up to that step (the evaluation itself not counted). Trials are
     independent problems optimised side by side; a trial whose gradient is
-    not finite skips that step. Too large a step can still make f fall or
-    overflow: forward-gradient's noise grows with the number of parameters P
+    not finite, or whose step would make a parameter non-finite, skips that
+    step. Too large a step can still make f fall or overflow: forward-gradient's noise grows with the number of parameters P
     (E‖(∇f·v)v‖² = (P + 2)‖∇f‖²), so it needs a step about P times smaller.
     """
     X, params = _check(X, params, method, objective, steps, lr, batch, rms_penalty, eps, rng, eval_every)
@@ -292,9 +293,14 @@ def train(
             for gW, gb in grads:
                 ok &= np.isfinite(gW).all(axis=(1, 2)) & np.isfinite(gb).all(axis=1)
             rate = np.where(ok, lr, 0.0).astype(X.dtype)
-            params = [(W + rate[:, None, None] * np.where(ok[:, None, None], gW, 0.0),
-                       b + rate[:, None] * np.where(ok[:, None], gb, 0.0))
-                      for (W, b), (gW, gb) in zip(params, grads)]
+            stepped = [(W + rate[:, None, None] * np.where(ok[:, None, None], gW, 0.0),
+                        b + rate[:, None] * np.where(ok[:, None], gb, 0.0))
+                       for (W, b), (gW, gb) in zip(params, grads)]
+            # A step so large that the parameters themselves overflow (lr 1e300) is skipped too.
+            for W, b in stepped:
+                ok &= np.isfinite(W).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
+            params = [(np.where(ok[:, None, None], Wn, W), np.where(ok[:, None], bn, b))
+                      for (W, b), (Wn, bn) in zip(params, stepped)]
             elapsed += time.perf_counter() - start
             if step % eval_every == 0 or step == steps:
                 log(step)

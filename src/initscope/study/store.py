@@ -270,6 +270,8 @@ class Store:
         # isolation_level=None: no implicit transactions; every write is an explicit BEGIN IMMEDIATE.
         self._con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self._con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if state == "store":
+            self._check_sound()
         _enable_wal(self._con)
         # In WAL mode NORMAL survives any crash of the process (kill -9 included) without fsync per
         # commit; only a power cut can drop the last commits, which a resumed sweep recomputes.
@@ -278,6 +280,27 @@ class Store:
         if create:
             self._create_schema()
         self._metric_ids: dict[str, int] = {}
+
+    def _check_sound(self) -> None:
+        """Refuse a damaged file now, naming it, rather than with a DatabaseError mid-way.
+
+        `PRAGMA quick_check` reads every page once (about a second per GB)
+        but skips the index cross-checks of integrity_check.
+        """
+        try:
+            rows = self._con.execute("PRAGMA quick_check(1)").fetchall()
+            problem = None if rows and rows[0][0] == "ok" else (rows[0][0] if rows else "no answer")
+        except sqlite3.OperationalError:
+            raise  # e.g. locked: not damage
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        if problem is not None:
+            self._con.close()
+            raise ValueError(
+                f"The 'store' parameter must be a sound results store. Got {str(self.path)!r}, which is damaged "
+                f"({' '.join(problem.split())}). Keep it for inspection and sweep into a new store; "
+                "'sqlite3 FILE .recover' may rescue its rows."
+            )
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
