@@ -254,7 +254,7 @@ def _static_files() -> dict[str, Path]:
 
 def run_zip(config, *, workers: int | None = None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
-    from initscope.cli.app import _write_outputs
+    from initscope.cli.run import _write_outputs
     from initscope.study.runner import run
 
     result = run(config, workers=workers)
