@@ -28,7 +28,7 @@ def compare_fixes_command(
     from rich.console import Console
 
     from initscope.cli.common import BadInput
-    from initscope.cli.run import _write_outputs
+    from initscope.cli.run import write_outputs
 
     names = None if fixes is None else [f.strip() for f in fixes.split(",") if f.strip()]
     try:
@@ -47,7 +47,7 @@ def compare_fixes_command(
     out.mkdir(parents=True, exist_ok=True)
     for o in outcomes:
         folder = out / outcome_label(o)
-        _write_outputs(o.result, folder, report=report, png=False)
+        write_outputs(o.result, folder, report=report, png=False)
         o.certificate.to_csv(folder / "certificate.csv", index=False)
     _atomic_text(out / "ranking.csv", ranking.to_csv(index=False))
     _atomic_text(out / "index.html", index_page(ranking, linked=report))

@@ -17,7 +17,7 @@ import typer
 from initscope.cli.common import BadInput, with_config_flags, write_folder
 from initscope.study.config import config_to_toml, load_config, make_config
 
-__all__ = ["run_command", "report_command"]
+__all__ = ["run_command", "report_command", "write_outputs"]
 
 
 @with_config_flags
@@ -50,7 +50,7 @@ def run_command(
         result = run(cfg, workers=n_workers)
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
-    _write_outputs(result, out, report=report, png=png)
+    write_outputs(result, out, report=report, png=png)
     if not quiet:
         from initscope.cli.summary import print_summary
 
@@ -111,7 +111,7 @@ def _check_out(out: Path) -> None:
         raise BadInput(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
 
 
-def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
+def write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
     """A run's tables, config.toml and report.html, moved into `out` together."""
     tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags")}
     # What data-driven initializers did (LSUV iterations) and init-training histories.
