@@ -106,8 +106,7 @@ def test_no_subpackage_imports_another_ones_private_names():
     assert not found, "private names imported across subpackages:\n" + "\n".join(found)
 
 
-# None now: the explorer's zip download uses the CLI's public `initscope.cli.run.write_outputs` (still a
-# layer exception in pyproject's ignore_imports until that writer moves into the report layer, issue 10 item C).
+# None: the explorer's zip download writes a run folder with the report layer's write_run.
 PRIVATE_EXCEPTIONS: set[tuple[str, str]] = set()
 
 

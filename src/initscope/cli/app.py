@@ -7,7 +7,7 @@ plotly): each command is named here with its one-line help, and its module
 imported when the command is resolved to run, or asked for its own help.
 
 Bad input is one line on stderr and exit status 2; anything unexpected is
-exit status 1 (`initscope.cli.common.run_app`).
+exit status 1; Ctrl-C is 130 and SIGTERM 143 (`initscope.cli.common.run_app`).
 
 Shell completion (bash, zsh, fish), e.g. in ~/.bashrc:
 
@@ -25,7 +25,7 @@ from typing import NamedTuple
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from initscope.cli.common import BadInput, args_or_help, run_app
+from initscope.cli.common import BadInput, args_or_help, exit_process, run_app
 
 try:  # typer ≥ 0.16 vendors click; older ones use the installed click
     from typer import _click as click
@@ -142,6 +142,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    import sys
-
-    sys.exit(main())
+    exit_process(main())

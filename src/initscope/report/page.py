@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from initscope.report._common import as_figure, atomic_write, figure_html
+from initscope.report._common import as_figure, figure_html
 from initscope.report.tables import RunTables, as_tables
+from initscope.report.writer import atomic_write
 
 __all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
            "SECTIONS"]
