@@ -106,9 +106,8 @@ def test_no_subpackage_imports_another_ones_private_names():
     assert not found, "private names imported across subpackages:\n" + "\n".join(found)
 
 
-# The explorer's zip download writes a run folder with the CLI's private writer until that writer
-# moves into the report layer (issue 10, item C; pyproject's ignore_imports goes with it).
-PRIVATE_EXCEPTIONS = {("initscope.explore.server", "initscope.cli.app")}
+# None: the explorer's zip download writes a run folder with the report layer's write_run.
+PRIVATE_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def test_the_private_check_sees_a_violation():
