@@ -37,7 +37,7 @@ try:  # typer ≥ 0.16 vendors click; older ones use the installed click
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException as UsageError
 
-__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "write_files", "write_run",
+__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "check_output", "write_files", "write_run",
            "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
            "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
@@ -192,6 +192,17 @@ def output_folder(out: str | os.PathLike | None, *, command: str, overwrite: boo
                         writes=writes)
         with output as folder:
             yield folder
+    except OutputError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def check_output(out: str | os.PathLike | None, *, command: str, overwrite: bool = False, replace: bool = True,
+                 writes: tuple[str, ...] = ()) -> None:
+    """`output_folder`'s checks alone, creating nothing (bad input before a long computation)."""
+    from initscope.report.writer import Output, OutputError
+
+    try:
+        Output.check(out, command=command, overwrite=overwrite, replace=replace, writes=writes)
     except OutputError as exc:
         raise BadInput(str(exc)) from None
 

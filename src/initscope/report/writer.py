@@ -303,10 +303,7 @@ class Output:
 
     def __init__(self, out: str | os.PathLike | None, *, command: str, line: str = "", overwrite: bool = False,
                  replace: bool = True, writes: tuple[str, ...] = ()):
-        self.given, self.target = _resolve(out)
-        self.command, self.line, self.overwrite, self.replace = command, line, overwrite, replace
-        self.writes = writes
-        self._created: list[Path] = []
+        self._settings(out, command, line, overwrite, replace, writes)
         mode = self._plan()
         where = self.target if mode == "merge" else self.target.parent
         self._prepare(where)
@@ -317,6 +314,21 @@ class Output:
             self._undo_parents()
             raise _out_error("a folder initscope can write", out, exc.strerror or str(exc)) from None
         self._inside = mode == "merge"
+
+    def _settings(self, out, command: str, line: str, overwrite: bool, replace: bool, writes: tuple[str, ...]):
+        self.given, self.target = _resolve(out)
+        self.command, self.line, self.overwrite, self.replace = command, line, overwrite, replace
+        self.writes = writes
+        self._created: list[Path] = []
+
+    @classmethod
+    def check(cls, out: str | os.PathLike | None, *, command: str, overwrite: bool = False, replace: bool = True,
+              writes: tuple[str, ...] = ()) -> None:
+        """`Output`'s checks of `out`, creating nothing: for a command that writes only at the end of a
+        long computation (a sweep's report), so that a refusal comes before the computation."""
+        output = cls.__new__(cls)
+        output._settings(out, command, "", overwrite, replace, writes)
+        output._plan()
 
     # --- planning ------------------------------------------------------------------------------
 
@@ -349,6 +361,10 @@ class Output:
 
     def _refusal(self, foreign: list[str]) -> OutputError:
         more = f" and {len(foreign) - _EXAMPLES} more" if len(foreign) > _EXAMPLES else ""
+        if not self.replace:
+            return _out_error("a folder where the files initscope writes are initscope's", self.given,
+                              f"it holds {', '.join(foreign[:_EXAMPLES])}{more}, which initscope did not write; "
+                              "pass --overwrite to replace it")
         return _out_error(
             "a new folder or one initscope wrote", self.given,
             f"it holds files initscope did not write: {', '.join(foreign[:_EXAMPLES])}{more}; "
