@@ -67,7 +67,7 @@ def run_app(app: typer.Typer, args: list[str]) -> int:
     finally:
         _ARGV.reset(token)
     if status == EXIT_INTERRUPTED:
-        typer.echo("initscope: interrupted; nothing was written", err=True)
+        typer.echo("initscope: interrupted; nothing was left half-written", err=True)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     return status
 
