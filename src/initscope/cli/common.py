@@ -210,7 +210,7 @@ def check_output(out: str | os.PathLike | None, *, command: str, overwrite: bool
 def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, report_source=None,
                 png: bool = False) -> None:
     """`initscope.report.writer.write_files`, with report.html skipped (and a note) without plotly."""
-    from initscope.report.writer import write_files as write
+    from initscope.report.run_files import write_files as write
 
     write(folder, tables, texts, report_source=report_source if report_source is not None and has_report_extra()
           else None, png=png)
@@ -218,7 +218,7 @@ def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, 
 
 def write_run(folder: Path, result, *, report: bool, png: bool) -> None:
     """`initscope.report.writer.write_run`, with report.html skipped (and a note) without plotly."""
-    from initscope.report.writer import write_run as write
+    from initscope.report.run_files import write_run as write
 
     write(folder, result, report=report and has_report_extra(), png=png)
 
