@@ -209,7 +209,7 @@ def check_output(out: str | os.PathLike | None, *, command: str, overwrite: bool
 
 def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, report_source=None,
                 png: bool = False) -> None:
-    """`initscope.report.writer.write_files`, with report.html skipped (and a note) without plotly."""
+    """`initscope.report.run_files.write_files`, with report.html skipped (and a note) without plotly."""
     from initscope.report.run_files import write_files as write
 
     write(folder, tables, texts, report_source=report_source if report_source is not None and has_report_extra()
@@ -217,7 +217,7 @@ def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, 
 
 
 def write_run(folder: Path, result, *, report: bool, png: bool) -> None:
-    """`initscope.report.writer.write_run`, with report.html skipped (and a note) without plotly."""
+    """`initscope.report.run_files.write_run`, with report.html skipped (and a note) without plotly."""
     from initscope.report.run_files import write_run as write
 
     write(folder, result, report=report and has_report_extra(), png=png)
@@ -242,7 +242,8 @@ class ConfigFlag:
     input_dim = _flag("Input dimension (synthetic data) (default: 3).", "--input-dim", metavar="INT")
     width = _flag("Units per hidden layer (default: 40).", "--width", metavar="INT")
     depth = _flag("Hidden layers (default: 10).", "--depth", metavar="INT")
-    samples = _flag("Samples per trial (default: 100).", "--samples", metavar="INT")
+    samples = _flag("Samples per trial (default: 100; a data file or dataset: all its rows, and fewer draw a random "
+                    "subset per trial).", "--samples", metavar="INT")
     activation = _flag("relu, leaky_relu, tanh, gelu, identity (default: relu).", "--activation")
     shift = _flag("linspace, zeros, normal, uniform, quantile (default: linspace).", "--shift")
     shift_scale = _flag("Scale of the shifts (default: 1).", "--shift-scale", metavar="FLOAT")
