@@ -30,6 +30,8 @@ from initscope.cli.common import (
     run_app,
     with_config_flags,
 )
+from initscope.core.network import Architecture
+from initscope.study.config import load_config, make_config
 
 __all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
@@ -60,8 +62,6 @@ def certify_command(
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
 ) -> None:
     """Certify per layer that no two samples merge and no input direction is lost (exit 0 yes, 3 no)."""
-    from initscope.study.config import load_config, make_config
-
     given = {k: v for k, v in fields.items() if v is not None}
     try:
         cfg = load_config(config_file, **given) if config_file else make_config(**given)
@@ -84,7 +84,6 @@ def _certificate(cfg, tolerance: float | None, quiet: bool):
     import pandas as pd
 
     from initscope.core.certify import certify
-    from initscope.core.network import Architecture
 
     arch = Architecture(cfg.activation, cfg.norm, cfg.residual)
     tables = []

@@ -30,6 +30,8 @@ from typing import Optional
 import typer
 
 from initscope.cli.common import BadInput, Out, Overwrite, args_or_help, exit_process, output_folder, run_app, write_files
+from initscope.core.metrics import METRICS
+from initscope.study.config import toml_text
 
 __all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES"]
 
@@ -209,8 +211,6 @@ def _quote(text: str) -> str:
 
 
 def _toml(config: dict) -> str:
-    from initscope.study.config import toml_text
-
     return toml_text(config, header="initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)")
 
 
@@ -230,7 +230,6 @@ def _print(result, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from initscope.core.metrics import METRICS
     from initscope.torch import diagnose, flag_table
 
     console = Console(width=None if sys.stdout.isatty() else 180)

@@ -25,7 +25,8 @@ from initscope.cli.common import (
     workers_option,
     write_run,
 )
-from initscope.study.config import load_config, make_config
+from initscope.cli.sweep import is_store, sweep_report
+from initscope.study.config import load_config, make_config, subsample_note
 
 __all__ = ["run_command", "report_command"]
 
@@ -48,7 +49,6 @@ def run_command(
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
 
-    from initscope.study.config import subsample_note
     from initscope.study.runner import run
 
     note = subsample_note(cfg)
@@ -80,8 +80,6 @@ def report_command(
 ) -> None:
     """Rebuild report.html from a run folder's CSVs, or build the sweep report of a results store."""
     if folder.is_file():
-        from initscope.cli.sweep import is_store, sweep_report
-
         if is_store(folder):
             sweep_report(folder, out, metric=metric, x=x, y=y, group_by=group_by, overwrite=overwrite)
             return

@@ -32,9 +32,18 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from initscope.core.activations import ACTIVATIONS
+from initscope.core.data import TARGETS
+from initscope.core.initializers import REGISTRY
+from initscope.core.metrics import METRICS
+from initscope.core.network import NORMS, READOUTS, SHIFTS
 from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
                                    encode, fields_from_query, result_payload)
 from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Jobs, depth_plan
+from initscope.report.flags import flags_table
+from initscope.report.run_files import write_run
+from initscope.study.config import Config, DTYPES, INIT_TRAIN
+from initscope.study.runner import run
 
 __all__ = ["create_app", "Settings", "compute", "DEFAULT_MAX_SIZE", "CLIENT_HEADER"]
 
@@ -112,8 +121,6 @@ def _orient(request: Request) -> str:
 def compute(config, *, orient: str = "records", workers: int | None = None, final: bool = True,
             depth: int | None = None) -> bytes:
     """Run one config and encode its answer (one JSON object) -- on a pool thread."""
-    from initscope.study.runner import run
-
     t0 = time.perf_counter()
     result = run(config, workers=workers)
     t1 = time.perf_counter()
@@ -127,8 +134,6 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
 
 def verdict(result) -> dict[str, Any]:
     """What happened, per initializer: the report's flags table in words ("first layer where ...")."""
-    from initscope.report.flags import flags_table
-
     m = result.metrics
     # flags_table reads only these metrics (and readout); filtering first makes it ~2x faster.
     used = m.loc[m["metric"].isin(_FLAG_METRICS), ["init", "trial", "layer", "metric", "value", "readout"]]
@@ -254,9 +259,6 @@ def _static_files() -> dict[str, Path]:
 
 def run_zip(config, *, workers: int | None = None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
-    from initscope.report.run_files import write_run
-    from initscope.study.runner import run
-
     result = run(config, workers=workers)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
@@ -271,13 +273,6 @@ def run_zip(config, *, workers: int | None = None) -> bytes:
 
 def meta(settings: Settings) -> dict[str, Any]:
     """What the page needs to draw its controls: every field's default and choices."""
-    from initscope.core.data import TARGETS
-    from initscope.core.activations import ACTIVATIONS
-    from initscope.core.initializers import REGISTRY
-    from initscope.core.metrics import METRICS
-    from initscope.core.network import NORMS, READOUTS, SHIFTS
-    from initscope.study.config import DTYPES, INIT_TRAIN, Config
-
     files = []
     if settings.data_dir is not None:
         root = settings.data_dir.resolve()

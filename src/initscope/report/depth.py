@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from initscope.core import theory
 from initscope.core.activations import ACTIVATIONS
 from initscope.core.metrics import METRICS
 from initscope.report._common import (
@@ -108,8 +109,6 @@ def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, 
 
 
 def _theory(at: dict[int, float], metric: str, init: str, config):
-    from initscope.core import theory
-
     act = ACTIVATIONS[str(config["activation"])]
     if metric == "rms" and math.isfinite(at.get(0, math.nan)):
         depth = int(config.get("depth") or max(at))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from initscope.study.config import Config
 from initscope.study.plugins import active_plugins, load_plugins
+from initscope.study.runner import NumericalWarning, run
 from initscope.study.store import ConfigBatch, Store, batch_from_result, failed_batch
 from initscope.study.sweep import Sweep
 
@@ -56,8 +57,6 @@ def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...
     collapse are results (flags), so their NumericalWarning is not shown.
     """
     from threadpoolctl import threadpool_limits
-
-    from initscope.study.runner import NumericalWarning, run  # imported per call, so a test can patch initscope.run.run
 
     start = time.perf_counter()
     try:
