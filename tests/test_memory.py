@@ -1,0 +1,83 @@
+"""Memory planning (issue 14, item 3): the peak is estimated before anything is allocated.
+
+A run whose estimate exceeds the budget either runs in smaller chunks (with
+exactly the same numbers) or is refused at once, exit 2, naming the
+parameter that drives the estimate and both sizes.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import initscope
+from initscope.cli.app import main
+from initscope.study.config import make_config
+from initscope.study.memory import (
+    DEFAULT_SHARE,
+    MemoryBudgetError,
+    available_memory,
+    format_bytes,
+    memory_budget,
+    parse_memory,
+    plan_run,
+    run_estimate,
+)
+
+
+@pytest.mark.parametrize("text,want", [("4000", 4000), (4000, 4000), ("512MiB", 512 * 2**20), ("4 GB", 4 * 10**9),
+                                       ("2G", 2 * 10**9), ("1.5GiB", int(1.5 * 2**30)), ("1e9", 10**9)])
+def test_parse_memory(text, want):
+    assert parse_memory(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-4G", "4 parsecs", "0", "nan", True, None])
+def test_parse_memory_rejects_with_the_parameter(text):
+    with pytest.raises(ValueError, match="The 'memory_limit' parameter must be a size"):
+        parse_memory(text)
+
+
+def test_default_budget_is_a_share_of_available_memory():
+    available = available_memory()
+    assert available is not None and available > 0  # Linux: /proc/meminfo
+    assert memory_budget() == pytest.approx(DEFAULT_SHARE * available, rel=0.2)  # memory moves meanwhile
+    assert memory_budget("1GiB") == 2**30
+
+
+def test_estimate_grows_with_what_the_runner_holds():
+    base = make_config(width=100, depth=5, samples=50, trials=4)
+    est = run_estimate(base, 4, 1)
+    wider = run_estimate(make_config(width=200, depth=5, samples=50, trials=4), 4, 1)
+    assert wider.parts["weights"][0] == 4 * est.parts["weights"][0]
+    assert run_estimate(base, 2, 1).total < est.total  # fewer trials in flight
+    assert "jacobian" not in run_estimate(make_config(width=100, metrics="rms"), 4, 1).parts
+    f32 = run_estimate(make_config(width=100, depth=5, samples=50, trials=4, dtype="float32"), 4, 1)
+    assert f32.parts["weights"][0] * 2 == est.parts["weights"][0]
+
+
+@pytest.mark.parametrize("fields,param", [
+    (dict(width=200000, depth=100), "width"),
+    (dict(trials=1000000), "trials"),
+    (dict(input_dim=100000, width=40, samples=64, metrics="jacobian_rank"), "input_dim"),
+    (dict(samples=200000, width=4000, metrics="rms"), "samples"),
+])
+def test_plan_refuses_naming_the_driving_parameter(fields, param):
+    config = make_config(**fields)
+    with pytest.raises(MemoryBudgetError, match=f"The '{param}' parameter must be smaller") as info:
+        plan_run(config, 2, 8 * 2**30)
+    assert "GiB" in str(info.value) and format_bytes(8 * 2**30) in str(info.value)
+
+
+def test_plan_keeps_the_requested_split_when_it_fits_and_shrinks_it_otherwise():
+    config = make_config(width=300, depth=3, samples=40, trials=16)
+    roomy = plan_run(config, 4, 2**40)
+    assert (roomy.trials_per_chunk, roomy.concurrent, roomy.chunked) == (4, 4, False)
+    one = run_estimate(config, 1, 1).total
+    tight = plan_run(config, 4, one + (one // 2))
+    assert tight.chunked and tight.trials_per_chunk * tight.concurrent < 16
+    assert tight.estimate.total <= one + one // 2
