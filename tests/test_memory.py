@@ -81,3 +81,30 @@ def test_plan_keeps_the_requested_split_when_it_fits_and_shrinks_it_otherwise():
     tight = plan_run(config, 4, one + (one // 2))
     assert tight.chunked and tight.trials_per_chunk * tight.concurrent < 16
     assert tight.estimate.total <= one + one // 2
+
+
+# Not layer norm: with ReLU it leaves directions whose singular values sit at 1e-16..1e-14 of the
+# largest, right at matrix_rank's threshold, where the two products' rounding may count differently.
+@pytest.mark.parametrize("norm,residual", [("none", 0.0), ("batch", 0.5), ("none", 1.0), ("batch", 0.0)])
+def test_jacobian_triangle_gives_the_ranks_of_the_full_tangent(rng, norm, residual):
+    """Wide inputs (d ≫ w): the (w, w) triangle of layer 1's tangent stands for the (d, w) tangent."""
+    from initscope.core import metrics as M
+    from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp
+    from initscope.core.numerics import qr_triangle
+
+    T, n, d, w, L = 2, 12, 50, 6, 4
+    arch = Architecture("relu", norm, residual)
+    X = rng.standard_normal((T, n, d))
+    full = np.broadcast_to(np.eye(d), (T, n, d, d)).copy()
+    S, tri = X, None
+    for layer in range(1, L + 1):
+        W = rng.standard_normal((T, S.shape[2], w)) / np.sqrt(S.shape[2])
+        if layer == 3:
+            W[:, :, :2] = 0  # rank-deficient from here on: ranks below w
+        S_next, z = layer_forward(S, W, np.zeros((T, w)), arch, keep_pre=True)
+        sigma = batch_norm_sigma(z, arch)
+        full = layer_jvp(full, W, z, arch, sigma)
+        tri = qr_triangle(full) if layer == 1 else layer_jvp(tri, W, z, arch, sigma)
+        np.testing.assert_array_equal(M.jacobian_rank(tri, input_dim=d), M.jacobian_rank(full))
+        S = S_next
+    assert M.jacobian_rank(full).max() < w / d  # the deficient layers were reached

@@ -374,7 +374,7 @@ def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activ
     return {name: fn() for name, fn in rules.items() if name in want}
 
 
-def jacobian_rank(J: np.ndarray) -> np.ndarray:
+def jacobian_rank(J: np.ndarray, *, input_dim: int | None = None) -> np.ndarray:
     """Mean over samples of rank(∂s_l/∂x)/d, rank as numpy's `matrix_rank` counts it.
 
     J: (T, m, d, w) per-sample Jacobians. Most samples are plainly full rank,
@@ -387,8 +387,12 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
     scaled by a power of two near its largest entry (`numerics.unit_scaled`):
     the rank does not change, and LAPACK no longer fails on huge finite
     Jacobians (deep normal init), whose squares overflow inside the SVD.
+    input_dim: the true d when J holds, instead of each (d, w) Jacobian E, the
+    triangle R of its QR factorization E = QR (w, w) (d > w: `tangent_triangle`);
+    ranks are the same, and d sets the normalization and the tolerance.
     """
     T, m, d, w = J.shape
+    d_true = d if input_dim is None else int(input_dim)
     out = np.full(T, np.nan)
     if d == 0 or m == 0:
         return out
@@ -400,14 +404,14 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
         return out
     Jf, _ = unit_scaled(J[finite])
     ranks = np.full(Jf.shape[:2], min(d, w), dtype=np.float64)
-    unsure = ~_certified_full_rank(Jf)
+    unsure = ~_certified_full_rank(Jf, tol_dim=max(d_true, w))
     if unsure.any():
-        ranks[unsure] = _exact_ranks(Jf[unsure])
-    out[finite] = ranks.mean(axis=1) / d
+        ranks[unsure] = _exact_ranks(Jf[unsure], tol_dim=max(d_true, w))
+    out[finite] = ranks.mean(axis=1) / d_true
     return out
 
 
-def _exact_ranks(J: np.ndarray) -> np.ndarray:
+def _exact_ranks(J: np.ndarray, *, tol_dim: int | None = None) -> np.ndarray:
     """`matrix_rank` of each (d, w) matrix in J (k, d, w), via QR then the triangle's SVD.
 
     (k,) float; NaN where LAPACK failed even on the scaled matrix.
@@ -415,11 +419,11 @@ def _exact_ranks(J: np.ndarray) -> np.ndarray:
     d, w = J.shape[-2:]
     tall = J.transpose(0, 2, 1) if w >= d else J  # (k, max, min)
     sv = relative_singular_values(tall)  # NaN rows where LAPACK failed even after scaling
-    tol = sv.max(axis=-1, keepdims=True) * max(d, w) * np.finfo(J.dtype).eps
+    tol = sv.max(axis=-1, keepdims=True) * (tol_dim or max(d, w)) * np.finfo(J.dtype).eps
     return np.where(np.isnan(sv).any(axis=-1), np.nan, (sv > tol).sum(axis=-1))
 
 
-def _certified_full_rank(J: np.ndarray) -> np.ndarray:
+def _certified_full_rank(J: np.ndarray, *, tol_dim: int | None = None) -> np.ndarray:
     """True where a (d, w) matrix in J (T, m, d, w) surely has matrix_rank k = min(d, w). (T, m) bool.
 
     A = J Jᵀ (or JᵀJ, the smaller side) is formed in float64. If Cholesky
@@ -437,7 +441,8 @@ def _certified_full_rank(J: np.ndarray) -> np.ndarray:
     T, m, d, w = J.shape
     k = min(d, w)
     eps64 = np.finfo(np.float64).eps
-    delta = max(1e-10, 100 * (max(d, w) + k * k) * eps64, (10 * max(d, w) * np.finfo(J.dtype).eps) ** 2)
+    big = tol_dim or max(d, w)  # matrix_rank's max(d, w), of the Jacobian J stands for (see jacobian_rank)
+    delta = max(1e-10, 100 * (big + k * k) * eps64, (10 * big * np.finfo(J.dtype).eps) ** 2)
     J64 = J.astype(np.float64, copy=False)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         A = np.matmul(J64, J64.swapaxes(-1, -2)) if d <= w else np.matmul(J64.swapaxes(-1, -2), J64)
