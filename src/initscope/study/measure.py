@@ -129,19 +129,30 @@ def _first_tangent(W: np.ndarray, z_rows: np.ndarray, arch: Architecture, sigma)
     ∂z_1/∂x = W for every sample, so W itself goes through the rest of the
     layer's JVP (an identity matmul: exact, as the identity's product with W
     is). A residual (d = w only) adds the identity: that case takes the
-    identity path. When d > w the result is reduced to its (w, w) QR
-    triangle: the same singular values, and every later layer's JVP is a
-    product on the right, so the triangle stands for the tangent at d/w of
-    the cost (jacobian_rank reads input_dim for the true d).
+    identity path. When d > w the result is the (w, w) matrix R_W·N_i with
+    W = Q·R_W: the same singular values as the (d, w) tangent, and every
+    later layer's JVP is a product on the right, so it stands for the tangent
+    at w/d of the memory and (w/d)² of the work (jacobian_rank reads
+    input_dim for the true d).
     """
     T, d, w = W.shape
     m = z_rows.shape[1]
     if d == w and arch.residual > 0:
         return layer_jvp(np.broadcast_to(np.eye(d, dtype=W.dtype), (T, m, d, d)), W, z_rows, arch, sigma)
-    eye = np.broadcast_to(np.eye(w, dtype=W.dtype), (T, w, w))
+    eye = np.broadcast_to(np.eye(w, dtype=W.dtype), (1, w, w))
     no_skip = Architecture(arch.activation, arch.norm, 0.0)  # no residual at layer 1 when d != w
-    E = layer_jvp(np.broadcast_to(W[:, None], (T, m, d, w)), eye, z_rows, no_skip, sigma)
-    return qr_triangle(E) if d > w else E
+
+    def one(t: int) -> np.ndarray:  # (1, m, d, w): one trial at a time keeps the (d, w) tangents small
+        return layer_jvp(np.broadcast_to(W[t:t + 1, None], (1, m, d, w)), eye, z_rows[t:t + 1], no_skip,
+                         None if sigma is None else sigma[t:t + 1])
+
+    if d <= w:
+        return np.concatenate([one(t) for t in range(T)])
+    # d > w: sample i's tangent is W·N_i (N_i (w, w): the activation's slopes and the
+    # normalization, acting on the right). With W = Q·R_W, it is Q·(R_W·N_i), whose
+    # singular values are those of R_W·N_i: one QR of W, then a (w, w) JVP per sample.
+    R_W = qr_triangle(W)  # (T, w, w); NaN where W is not finite
+    return layer_jvp(np.broadcast_to(np.eye(w, dtype=W.dtype), (T, m, w, w)), R_W, z_rows, no_skip, sigma)
 
 
 def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarray, *, X_c, ref, tangent,

@@ -32,7 +32,7 @@ import numpy as np
 
 from initscope.study.config import Config
 
-__all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "available_memory", "memory_budget", "parse_memory",
+__all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "available_memory", "memory_budget", "parse_memory",
            "run_estimate", "plan_run", "inspect_estimate", "check_estimate", "format_bytes", "DEFAULT_SHARE"]
 
 DEFAULT_SHARE = 0.8  # of MemAvailable: the rest is the page cache's and other processes' headroom
@@ -40,6 +40,10 @@ JACOBIAN_SAMPLES = 64  # runner.JACOBIAN_SAMPLES (not imported: the runner impor
 DISTANCE_MAX_SAMPLES = 2000
 METRIC_ROW_BYTES = 260  # metrics.csv row in memory: 5 columns + ~24 config columns of 8-byte references, pandas overhead
 SPECTRUM_ROW_BYTES = 90  # spectra row: 5 columns, built from pieces then joined (twice at the peak)
+
+
+class MemoryPlanWarning(UserWarning):
+    """A run was split into smaller chunks to fit the memory budget (its numbers do not change)."""
 
 
 class MemoryBudgetError(ValueError):
@@ -168,8 +172,12 @@ def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, tria
     if "distance_corr" in want:
         parts["distance"] = (T * md * md * f8 + 3 * concurrent * md * md * f8, "samples")
     if "jacobian_rank" in want:
-        # Tangents (T, m, d, w) old and new, and jacobian_rank's float64 and scaled copies.
-        parts["jacobian"] = (4 * Tc * m * d * w * f8, "input_dim" if d >= w else "width")
+        # Tangents (T, m, min(d, w), w) old and new (wide inputs: (w, w) matrices with the same
+        # singular values), jacobian_rank's float64 and scaled copies, and W's QR (d > w).
+        parts["jacobian"] = ((4 * m * min(d, w) * w + 2 * d * w) * Tc * f8, "input_dim" if d >= w else "width")
+    if config.init_train != "none":
+        # Training holds every layer's parameters of all trials, their gradients and the new ones.
+        parts["init training"] = (3 * T * L * fan * w * b, "depth")
     if "grad_norm" in want and config.readout != "zeros":
         # Checkpoints and one block of layers (inputs, pre-activations, weights) in the backward pass.
         parts["gradients"] = (12 * Tc * n * w * b + 4 * Tc * fan * w * b, states_driver)
