@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -313,6 +314,10 @@ def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
     assert main(["explore", "--port", "70000", "--no-browser"]) == 2
     config.write_text("depth = 0\n")
     assert main(["explore", "--config", str(config), "--no-browser"]) == 2
+    with socket.socket() as taken:  # a port in use is one line and exit 2, not a traceback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        assert main(["explore", "--port", str(taken.getsockname()[1]), "--no-browser"]) == 2
 
 
 def test_explore_is_a_command():
