@@ -254,13 +254,13 @@ def _static_files() -> dict[str, Path]:
 
 def run_zip(config, *, workers: int | None = None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
-    from initscope.cli.app import _write_outputs
+    from initscope.report.writer import write_run
     from initscope.study.runner import run
 
     result = run(config, workers=workers)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
-        _write_outputs(result, out, report=True, png=False)
+        write_run(out, result, report=True, png=False)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(out.iterdir()):
