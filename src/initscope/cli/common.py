@@ -231,7 +231,8 @@ class ConfigFlag:
     input_dim = _flag("Input dimension (synthetic data) (default: 3).", "--input-dim", metavar="INT")
     width = _flag("Units per hidden layer (default: 40).", "--width", metavar="INT")
     depth = _flag("Hidden layers (default: 10).", "--depth", metavar="INT")
-    samples = _flag("Samples per trial (default: 100).", "--samples", metavar="INT")
+    samples = _flag("Samples per trial (default: 100; a data file or dataset: all its rows, and fewer draw a random "
+                    "subset per trial).", "--samples", metavar="INT")
     activation = _flag("relu, leaky_relu, tanh, gelu, identity (default: relu).", "--activation")
     shift = _flag("linspace, zeros, normal, uniform, quantile (default: linspace).", "--shift")
     shift_scale = _flag("Scale of the shifts (default: 1).", "--shift-scale", metavar="FLOAT")

@@ -215,11 +215,16 @@ def make_config(**kwargs: Any) -> Config:
         raise _fail("target", f"one of {list(TARGETS)}", target)
     c["target"] = target
     config = Config(**c)
-    return _resolve_data(config)
+    return _resolve_data(config, samples_given="samples" in kw)
 
 
-def _resolve_data(config: Config) -> Config:
-    """Check the data and target names; for fixed data, load once and fix input_dim."""
+def _resolve_data(config: Config, *, samples_given: bool = True) -> Config:
+    """Check the data and target names; for fixed data, load once and fix input_dim.
+
+    Fixed data (a file or a built-in dataset) use all their rows unless
+    `samples` was given: a smaller `samples` draws a random subset per trial
+    (`subsample_note` says so).
+    """
     valid_targets = TARGETS + ("dataset",)
     if config.data in SYNTHETIC:
         if config.target not in TARGETS:
@@ -238,6 +243,8 @@ def _resolve_data(config: Config) -> Config:
         if config.target not in valid_targets and not config.target.startswith("column:"):
             raise _fail("target", f"one of {list(valid_targets)} or 'column:NAME'", config.target)
         n_rows = table.x.shape[0]
+        if not samples_given:
+            config = dataclasses.replace(config, samples=int(n_rows))
         if config.samples > n_rows:
             raise _fail(
                 "samples",
@@ -247,6 +254,17 @@ def _resolve_data(config: Config) -> Config:
             )
         return dataclasses.replace(config, input_dim=int(table.x.shape[1]))
     raise _fail("data", f"one of {list(SYNTHETIC + REAL_DATA)} or a path ending in .csv or .npy", config.data)
+
+
+def subsample_note(config: Config) -> str | None:
+    """One sentence when a run uses fewer samples than its fixed data's rows, else None."""
+    if not config.data_is_fixed:
+        return None
+    rows = int(load_table(config).x.shape[0])
+    if config.samples >= rows:
+        return None
+    return (f"samples: {config.samples} of the {rows} rows of {config.data!r}, a random subset per trial "
+            f"(all rows without --samples, or with --samples {rows})")
 
 
 def load_table(config: Config):
