@@ -78,6 +78,13 @@ def test_config_equals_initscope_run_in_both_forms(server):
         assert_answer_equals_run(answer, expected)
     assert answer["gains"] == {"kaiming-normal": 1.2, "orthogonal": 1.2}
     assert {row["init"] for row in answer["verdict"]["flags"]} == {"kaiming-normal", "orthogonal"}
+    # The verdict in words is the study's, for the same run.
+    from initscope.study.verdict import run_verdict
+
+    words = run_verdict(expected.metrics, expected.spectra, expected.flags, config=expected.config,
+                        gains=expected.gains)
+    assert answer["verdict"]["lines"] == words.lines()
+    assert [v["title"] for v in answer["verdict"]["initializers"]] == ["kaiming-normal (gain 1.2)", "orthogonal (gain 1.2)"]
 
 
 def test_overflow_is_a_result_nan_as_null(server):
