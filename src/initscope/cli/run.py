@@ -27,6 +27,8 @@ from initscope.cli.common import (
 )
 from initscope.cli.sweep import is_store, sweep_report
 from initscope.study.config import load_config, make_config, subsample_note
+from initscope.study.memory import memory_budget, plan_run
+from initscope.study.parallel import worker_count
 
 __all__ = ["run_command", "report_command"]
 
@@ -41,6 +43,8 @@ def run_command(
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
+                                               help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
 ) -> None:
     """Run the study (defaults: the seed post's) and write tidy CSVs, config.toml and report.html."""
     try:
@@ -51,6 +55,12 @@ def run_command(
 
     from initscope.study.runner import run
 
+    try:  # before the output folder exists: a run that cannot fit is refused at once
+        budget = memory_budget(memory_limit)
+        plan_run(cfg, worker_count(n_workers, cfg.trials), budget)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
     note = subsample_note(cfg)
     if note:  # once, before the run: the table it prints is of the subsets
         typer.echo(f"note: {note}", err=True)
@@ -58,7 +68,7 @@ def run_command(
     with output_folder(out, command="run", overwrite=overwrite) as folder:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = run(cfg, workers=n_workers)
+            result = run(cfg, workers=n_workers, memory_limit=budget)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         write_run(folder, result, report=report, png=png)
