@@ -114,10 +114,8 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
     """Run one config and encode its answer (one JSON object) -- on a pool thread.
 
     on_layer: initscope.run's layer hook (a ticket's, which raises `Cancelled` to stop the run)."""
-    from initscope.study.runner import run
-
     t0 = time.perf_counter()
-    result = run(config, workers=workers, on_layer=on_layer)
+    result = _run(config, workers=workers, on_layer=on_layer)
     t1 = time.perf_counter()
     payload = result_payload(result, orient)
     payload["verdict"] = verdict(result)
@@ -125,6 +123,17 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
     payload.update(final=final, depth=config.depth, of=depth or config.depth,
                    timing_ms={"run": round((t1 - t0) * 1e3, 2), "tables": round((t2 - t1) * 1e3, 2)})
     return encode(payload)
+
+
+def _run(config, **kw):
+    """initscope.run; a run that cannot fit this machine's memory is a 413 naming the parameter to reduce."""
+    from initscope.study.memory import MemoryBudgetError
+    from initscope.study.runner import run
+
+    try:
+        return run(config, **kw)
+    except MemoryBudgetError as exc:
+        raise RequestError(413, str(exc)) from None
 
 
 def verdict(result) -> dict[str, Any]:
@@ -275,9 +284,8 @@ def _static_files() -> dict[str, Path]:
 def run_zip(config, *, workers: int | None = None, on_layer=None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
     from initscope.report.run_files import write_run
-    from initscope.study.runner import run
 
-    result = run(config, workers=workers, on_layer=on_layer)
+    result = _run(config, workers=workers, on_layer=on_layer)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
         write_run(out, result, report=True, png=False)
