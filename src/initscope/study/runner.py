@@ -65,6 +65,27 @@ class RunResult:
     init_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "layer", "quantity", "value"]))
     train_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "objective", "seconds"]))
 
+    def __repr__(self) -> str:
+        from initscope.study.display import run_repr
+
+        return run_repr(self)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the verdict in words and the last layer's numbers (`initscope.study.display`)."""
+        from initscope.study.display import run_html
+
+        return run_html(self)
+
+    def show(self, *, height: int = 900):
+        """Display the full report inline in a notebook (self-contained, offline); elsewhere open it in a browser.
+
+        The report is an edge above this layer: it is found at call time, so
+        that the study never imports it (`initscope.report.notebook.show`).
+        """
+        import importlib
+
+        return importlib.import_module("initscope.report.notebook").show(self, height=height)
+
 
 def _init_key(name: str) -> int:
     return zlib.crc32(name.encode())
