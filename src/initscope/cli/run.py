@@ -83,7 +83,7 @@ def report_command(
         from initscope.cli.sweep import is_store, sweep_report
 
         if is_store(folder):
-            sweep_report(folder, out, metric=metric, x=x, y=y, group_by=group_by)
+            sweep_report(folder, out, metric=metric, x=x, y=y, group_by=group_by, overwrite=overwrite)
             return
     if not folder.is_dir() or not (folder / "metrics.csv").is_file():
         raise BadInput(f"The 'folder' parameter must be a run folder containing metrics.csv or a results store. Got {str(folder)!r} instead.")

@@ -254,7 +254,7 @@ def _static_files() -> dict[str, Path]:
 
 def run_zip(config, *, workers: int | None = None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
-    from initscope.report.writer import write_run
+    from initscope.report.run_files import write_run
     from initscope.study.runner import run
 
     result = run(config, workers=workers)
