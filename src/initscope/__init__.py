@@ -7,6 +7,8 @@
 
 Each public name loads its module on first use (PEP 562), so `import
 initscope` and `initscope --help` stay light (no pandas, scipy or plotly).
+Subpackages: `initscope.core` (numpy/scipy only), `initscope.study`,
+`initscope.report`, `initscope.cli`, `initscope.torch`.
 """
 
 from __future__ import annotations
@@ -16,34 +18,43 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> (module, attribute)
+# public name -> (module, attribute). No public name is also a submodule's name.
 _API = {
-    "Config": ("initscope.study.config", "Config"),
-    "load_config": ("initscope.study.config", "load_config"),
-    "make_config": ("initscope.study.config", "make_config"),
-    "INITIALIZERS": ("initscope.core.initializers", "INITIALIZERS"),
-    "METRICS": ("initscope.core.metrics", "METRICS"),
-    "RunResult": ("initscope.study.runner", "RunResult"),
-    "materialize": ("initscope.study.runner", "materialize"),
     "run": ("initscope.study.runner", "run"),
+    "make_config": ("initscope.study.config", "make_config"),
+    "load_config": ("initscope.study.config", "load_config"),
+    "Config": ("initscope.study.config", "Config"),
+    "RunResult": ("initscope.study.records", "RunResult"),
+    "materialize": ("initscope.study.model", "materialize"),
+    "register_metric": ("initscope.core.metrics", "register_metric"),
+    "register_initializer": ("initscope.core.initializers", "register_initializer"),
+    "register_activation": ("initscope.core.activations", "register_activation"),
+    "METRICS": ("initscope.core.metrics", "METRICS"),
+    "INITIALIZERS": ("initscope.core.initializers", "REGISTRY"),
+    "ACTIVATIONS": ("initscope.core.activations", "ACTIVATIONS"),
+    "load_plugins": ("initscope.study.plugins", "load_plugins"),
 }
 
 __all__ = sorted(_API) + ["__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
-    from initscope.core.initializers import INITIALIZERS
-    from initscope.core.metrics import METRICS
+    from initscope.core.activations import ACTIVATIONS, register_activation
+    from initscope.core.initializers import REGISTRY as INITIALIZERS, register_initializer
+    from initscope.core.metrics import METRICS, register_metric
+    from initscope.study.plugins import load_plugins
     from initscope.study.config import Config, load_config, make_config
-    from initscope.study.runner import RunResult, materialize, run
+    from initscope.study.model import materialize
+    from initscope.study.records import RunResult
+    from initscope.study.runner import run
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
-        module, attr = _API[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'initscope' has no attribute {name!r}")
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'initscope' has no attribute {name!r}")
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def __dir__() -> list[str]:

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from initscope.core.metrics import METRICS
 from initscope.study.flags import flags_table
 
-SUMMARY_METRICS = ("rms", "std", "effective_rank", "numerical_rank", "dead_fraction",
-                   "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm")
-_SHORT = {"effective_rank": "eff_rank", "numerical_rank": "num_rank", "dead_fraction": "dead",
-          "mean_cosine": "cos", "distance_corr": "dist_corr", "jacobian_rank": "jac_rank"}
+
+def summary_metrics() -> list[str]:
+    """The table's metric columns: registry entries marked `summary`, in registry order (registered ones too)."""
+    return [name for name, entry in METRICS.items() if entry.summary]
 
 
 def layer_summary(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +60,7 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 180)
     cfg = result.config
     summary = layer_summary(result.metrics)
-    present = [m for m in SUMMARY_METRICS if m in cfg.metrics]
+    present = [m for m in summary_metrics() if m in cfg.metrics]
     from initscope.study.verdict import with_lost_directions
 
     flags = with_lost_directions(result.metrics, result.spectra, result.flags, cfg)
@@ -70,7 +71,7 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
                       title_justify="left")
         table.add_column("layer", justify="right", no_wrap=True)
         for m in present:
-            table.add_column(_SHORT.get(m, m), justify="right", no_wrap=True)
+            table.add_column(METRICS[m].label, justify="right", no_wrap=True)
         table.add_column("flags", no_wrap=True)
         for layer in range(cfg.depth + 1):
             cells = [str(layer)]

@@ -272,10 +272,11 @@ def run_zip(config, *, workers: int | None = None) -> bytes:
 def meta(settings: Settings) -> dict[str, Any]:
     """What the page needs to draw its controls: every field's default and choices."""
     from initscope.core.data import TARGETS
-    from initscope.core.initializers import ACTIVATIONS
+    from initscope.core.activations import ACTIVATIONS
+    from initscope.core.initializers import REGISTRY
     from initscope.core.metrics import METRICS
     from initscope.core.network import NORMS, READOUTS, SHIFTS
-    from initscope.study.config import ALL_INITS, DTYPES, INIT_TRAIN, Config
+    from initscope.study.config import DTYPES, INIT_TRAIN, Config
 
     files = []
     if settings.data_dir is not None:
@@ -283,7 +284,7 @@ def meta(settings: Settings) -> dict[str, Any]:
         files = sorted(str(p.relative_to(root)) for p in root.rglob("*")
                        if p.suffix.lower() in (".csv", ".npy") and p.is_file())[:500]
     choices = {
-        "init": list(ALL_INITS), "activation": list(ACTIVATIONS), "shift": list(SHIFTS), "norm": list(NORMS),
+        "init": list(REGISTRY), "activation": list(ACTIVATIONS), "shift": list(SHIFTS), "norm": list(NORMS),
         "readout": list(READOUTS), "dtype": list(DTYPES), "metrics": list(METRICS), "init_train": list(INIT_TRAIN),
         "data": list(BUILTIN_DATA) + files, "target": list(TARGETS) + ["dataset"],
     }

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from initscope.core.activations import ACTIVATIONS
+
 # Plotly's D3 palette: one fixed colour per initializer across every figure.
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -260,10 +262,15 @@ def resolved_gain(config: Mapping[str, Any], init: str) -> float:
 
 
 def theory_applies(config: Mapping[str, Any]) -> bool:
-    """True when the closed forms of `theory` hold: ReLU, zero shifts, no norm, no residual."""
+    """True when the closed forms of `theory` hold: zero shifts, no norm, no residual, and an activation
+    whose registry entry has them (a constant second-moment factor and a correlation map: ReLU, leaky
+    ReLU, the identity, or a registered one)."""
     shift_zero = config.get("shift") == "zeros" or _number(config.get("shift_scale")) == 0.0
+    act = ACTIVATIONS.get(str(config.get("activation")))
     return (
-        config.get("activation") == "relu"
+        act is not None
+        and act.correlation_map is not None
+        and math.isfinite(act.second_moment)
         and shift_zero
         and config.get("norm", "none") == "none"
         and _number(config.get("residual", 0.0)) == 0.0

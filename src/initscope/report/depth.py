@@ -6,25 +6,36 @@ import math
 
 import numpy as np
 
+from initscope.core.activations import ACTIVATIONS
+from initscope.core.metrics import METRICS
 from initscope.report._common import (
     Summary, all_summaries, as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, layer_summary,
     resolved_gain, rgba, template, theory_applies,
 )
 from initscope.report.tables import config_dict
 
-__all__ = ["metric_depth_figure", "metric_depth_spec", "METRIC_ORDER", "theory_curves", "display_summary"]
+__all__ = ["metric_depth_figure", "metric_depth_spec", "METRIC_ORDER", "metric_order", "display_floor",
+           "theory_curves", "display_summary"]
 
-# The fixed metric names of DESIGN.md, in the order the panels appear.
-METRIC_ORDER = (
-    "rms", "std", "effective_rank", "stable_rank", "numerical_rank", "dead_fraction", "linear_fraction",
-    "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm",
-)
+# The built-in metric names of DESIGN.md, in the order the panels appear; registered
+# metrics follow in registration order (`metric_order`).
+METRIC_ORDER = tuple(METRICS)
 _LOG_DECADES = 2.0
 
 
-# Display floors: leave-one-out R² can reach −1e4 when a layer's states are
-# nearly collinear; anything ≤ 0 already means "nothing recoverable".
-DISPLAY_FLOOR = {"linear_r2": -1.0}
+def metric_order() -> list[str]:
+    """Every registered metric, in registry order: the order of the depth panels."""
+    return list(METRICS)
+
+
+def display_floor(metric: str) -> float | None:
+    """The metric's display floor, if its registry entry has one.
+
+    linear_r2's is −1: leave-one-out R² can reach −1e4 when a layer's states
+    are nearly collinear, and anything ≤ 0 already means "nothing recoverable".
+    """
+    entry = METRICS.get(metric)
+    return None if entry is None else entry.display_floor
 
 
 def display_summary(metrics, metric: str):
@@ -33,7 +44,7 @@ def display_summary(metrics, metric: str):
 
 
 def _clipped_arrays(summary: Summary, metric: str) -> Summary:
-    floor = DISPLAY_FLOOR.get(metric)
+    floor = display_floor(metric)
     if floor is None:
         return summary
     return Summary(summary.layers, *(np.maximum(a, floor, where=~np.isnan(a), out=a.copy())
@@ -41,7 +52,7 @@ def _clipped_arrays(summary: Summary, metric: str) -> Summary:
 
 
 def _clipped(summary, metric: str):
-    floor = DISPLAY_FLOOR.get(metric)
+    floor = display_floor(metric)
     if floor is not None:
         for column in ("median", "lo", "hi"):
             summary[column] = summary[column].clip(lower=floor)
@@ -49,24 +60,24 @@ def _clipped(summary, metric: str):
 
 
 def panel_title(metric: str) -> str:
-    floor = DISPLAY_FLOOR.get(metric)
+    floor = display_floor(metric)
     return f"{metric} (clipped at {floor:g})" if floor is not None else metric
 
 
 def _metrics_present(metrics) -> list[str]:
     present = list(dict.fromkeys(metrics["metric"].astype(str)))
-    return [m for m in METRIC_ORDER if m in present] + [m for m in present if m not in METRIC_ORDER]
-
-
-# Shares, cosines and correlations live on a fixed linear scale; a log axis
-# would only stretch their noise near 0.
-LINEAR_ONLY = frozenset({"dead_fraction", "linear_fraction", "mean_cosine", "linear_r2", "distance_corr",
-                         "jacobian_rank"})
+    order = metric_order()
+    return [m for m in order if m in present] + [m for m in present if m not in order]
 
 
 def log_axis(metric: str, values: np.ndarray) -> bool:
-    """True for a scale-like metric whose positive values span more than two decades."""
-    return metric not in LINEAR_ONLY and _spans_decades(values)
+    """True for a scale-like metric whose positive values span more than two decades.
+
+    Shares, cosines and correlations (registry entries with `linear_scale`)
+    live on a fixed linear scale; a log axis would only stretch their noise near 0.
+    """
+    entry = METRICS.get(metric)
+    return not (entry is not None and entry.linear_scale) and _spans_decades(values)
 
 
 def _spans_decades(values: np.ndarray) -> bool:
@@ -79,10 +90,11 @@ def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, 
 
     summary: `layer_summary`'s table (init, layer, median, ...), or one
     initializer's `Summary` arrays. rms: the He/Xavier second-moment recursion
-    from the measured input rms (`theory.expected_rms`). mean_cosine: the ReLU
-    arc-cosine map iterated from the measured median at layer 1
-    (`theory.relu_correlation_map`; Cho & Saul 2009). Both need ReLU, zero
-    shifts, no norm and no residual.
+    from the measured input rms (`theory.expected_rms`). mean_cosine: the
+    activation's closed-form correlation map iterated from the measured median
+    at layer 1 (for ReLU the arc-cosine map, `theory.relu_correlation_map`;
+    Cho & Saul 2009). Both need an activation whose registry entry has these
+    closed forms, zero shifts, no norm and no residual (`theory_applies`).
     """
     if not theory_applies(config):
         return None
@@ -98,12 +110,13 @@ def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, 
 def _theory(at: dict[int, float], metric: str, init: str, config):
     from initscope.core import theory
 
+    act = ACTIVATIONS[str(config["activation"])]
     if metric == "rms" and math.isfinite(at.get(0, math.nan)):
         depth = int(config.get("depth") or max(at))
         if config.get("input_dim") is None or config.get("width") is None:
             return None
         curve = theory.expected_rms(
-            at[0], init=init, gain=resolved_gain(config, init), activation="relu",
+            at[0], init=init, gain=resolved_gain(config, init), activation=act.name,
             input_dim=int(config["input_dim"]), width=int(config["width"]), depth=depth,
         )
         if not np.isfinite(curve[1:]).any():
@@ -113,8 +126,8 @@ def _theory(at: dict[int, float], metric: str, init: str, config):
         layers = np.array(sorted(layer for layer in at if layer >= 1), dtype=int)
         values = [at[1]]
         for _ in layers[1:]:
-            values.append(float(theory.relu_correlation_map(values[-1])))
-        return layers, np.array(values), "theory: arc-cosine map from layer 1"
+            values.append(float(act.correlation_map(values[-1])))
+        return layers, np.array(values), f"theory: {'arc-cosine' if act.relu_like else 'correlation'} map from layer 1"
     return None
 
 
@@ -122,7 +135,7 @@ def metric_depth_figure(metrics, *, config=None, columns: int = 3):
     """Each metric against layer: median over trials with a 10–90% band, one line per initializer.
 
     metrics: the tidy table (init, trial, layer, metric, value, config columns).
-    One panel per metric present, in the order of `METRIC_ORDER`. A panel
+    One panel per metric present, in registry order (`metric_order`). A panel
     whose values span more than two decades gets a log y axis. Dashed lines
     are theory (`theory_curves`), drawn only where its assumptions hold.
     `config` (a Config or mapping) defaults to the config columns of `metrics`.

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from initscope.core.data import SYNTHETIC, TARGETS
-from initscope.core.initializers import ACTIVATIONS, INITIALIZERS
-from initscope.core.fitted import LAYER_INITIALIZERS
-from initscope.core.metrics import DEFAULT_METRICS, METRICS
+from initscope.core.activations import ACTIVATIONS
+from initscope.core.initializers import REGISTRY as INIT_REGISTRY
+from initscope.core.metrics import DEFAULT_METRICS, METRICS, default_metrics
 from initscope.core.network import NORMS, READOUTS, SHIFTS
 
 __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES", "MAX_SEED",
@@ -30,7 +30,6 @@ __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_col
 
 DTYPES = ("float64", "float32")
 INIT_TRAIN = ("none", "forward-gradient", "backprop")
-ALL_INITS = tuple(INITIALIZERS) + tuple(LAYER_INITIALIZERS)
 REAL_DATA = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 DATA_FILE_SUFFIXES = (".csv", ".npy")
 
@@ -172,15 +171,16 @@ def make_config(**kwargs: Any) -> Config:
         )
     kw = {k: v for k, v in kwargs.items() if v is not None}
     c: dict[str, Any] = {}
-    c["init"] = _names("init", kw.get("init", Config.init), ALL_INITS)
+    # The registries are read now, not at import: names registered after import are valid.
+    c["init"] = _names("init", kw.get("init", Config.init), tuple(INIT_REGISTRY))
     gain = kw.get("gain")
     c["gain"] = None if gain is None else _float("gain", gain, minimum=0.0, strict=True)
-    c["activation"] = _choice("activation", kw.get("activation", Config.activation), ACTIVATIONS)
+    c["activation"] = _choice("activation", kw.get("activation", Config.activation), tuple(ACTIVATIONS))
     c["shift"] = _choice("shift", kw.get("shift", Config.shift), SHIFTS)
     c["norm"] = _choice("norm", kw.get("norm", Config.norm), NORMS)
     c["readout"] = _choice("readout", kw.get("readout", Config.readout), READOUTS)
     c["dtype"] = _choice("dtype", kw.get("dtype", Config.dtype), DTYPES)
-    c["metrics"] = _names("metrics", kw.get("metrics", Config.metrics), METRICS)
+    c["metrics"] = _names("metrics", kw.get("metrics", default_metrics()), tuple(METRICS))
     c["input_dim"] = _int("input_dim", kw.get("input_dim", Config.input_dim), 1)
     c["width"] = _int("width", kw.get("width", Config.width), 1)
     c["depth"] = _int("depth", kw.get("depth", Config.depth), 1)

@@ -66,13 +66,9 @@ class FixOutcome:
 def _certificate(config: Config, init: str) -> pd.DataFrame:
     from initscope.core.certify import certify
     from initscope.core.network import Architecture
-    from initscope.study.runner import materialize
+    from initscope.study.model import networks
 
-    X, _, params = materialize(config, init)
-    if config.init_train != "none":
-        from initscope.study.runner import trained
-
-        params, _ = trained(config, init, X)
+    X, params = networks(config, init)
     return certify(X, params, Architecture(config.activation, config.norm, config.residual)).layers
 
 

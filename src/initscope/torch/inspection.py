@@ -49,7 +49,7 @@ def _as_tensor(value, label: str) -> torch.Tensor:
 
 def _metric_names(metrics) -> tuple[str, ...]:
     if metrics is None:
-        return tuple(M.METRICS)
+        return M.default_metrics()
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names or any(m not in M.METRICS for m in names):
         raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(M.METRICS)}. "
@@ -206,7 +206,7 @@ def inspect(
 
     notes: list[str] = []
     X_flat = to_numpy(x.reshape(n, -1))[None]
-    ref = M.distance_reference(X_flat, rng=np.random.default_rng(seed)) if "distance_corr" in want else None
+    ref = M.distance_reference(X_flat, rng=np.random.default_rng(seed)) if M.needing("distances", want) else None
     rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=want, channels=channels,
                    X_c=M.centred(X_flat), ref=ref, notes=notes)
     weights = {id(m): _weights(m) for _, m in selected} if "grad_norm" in want else {}
@@ -258,6 +258,8 @@ def inspect(
         if "grad_norm" in want:
             ps = weights.get(id(layer.module), []) if layer.module is not None else []
             v["grad_norm"] = math.sqrt(sum(grads.get(id(p), math.nan) ** 2 for p in ps)) if ps else math.nan
+        for name in metric_names:  # a registered metric that reads Jacobians: not measured on torch models
+            v.setdefault(name, math.nan)
         values[layer.index] = v
     config = {"init": (label,), "model": type(model).__name__, "samples": n, "input_dim": X_flat.shape[2],
               "dtype": str(X_flat.dtype), "mode": mode or ("train" if model.training else "eval"), "seed": seed,

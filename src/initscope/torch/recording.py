@@ -163,13 +163,17 @@ class Measured:
 
 def measure(S: np.ndarray, flat: np.ndarray, *, want: set[str], activation: str, X_c: np.ndarray,
             ref: M.DistanceReference | None, first: bool) -> Measured:
-    """The core's metrics of one state (everything but jacobian_rank and grad_norm).
+    """The core's metrics of one state (all but those needing Jacobians or gradients, measured apart).
 
     S: (1, n', c) state matrix; flat: (1, n, |rest|); X_c: (1, n, d) centred
-    flat inputs; first: this is layer 0 (linear_fraction is NaN there, as in
-    the core). A non-finite state gives NaN metrics and no spectrum.
+    flat inputs; first: this is layer 0 (ReLU-only metrics are NaN there, as
+    in the core). Metrics that compare with the input (needing "input" or
+    "distances") read the flat matrix, one row per sample; the others read S.
+    A non-finite state gives NaN metrics and no spectrum.
     """
-    nan = dict.fromkeys(want - {"jacobian_rank", "grad_norm"}, math.nan)
+    names = [m for m in M.METRICS if m in want]
+    apart = set(M.needing("tangents", names)) | set(M.needing("gradient", names))
+    nan = dict.fromkeys(set(names) - apart, math.nan)
     n = flat.shape[1]
     if not (np.isfinite(S).all() and np.isfinite(flat).all()):
         return Measured(nan, np.zeros(0), np.full((n, 3), np.nan), False, False)
@@ -180,26 +184,24 @@ def measure(S: np.ndarray, flat: np.ndarray, *, want: set[str], activation: str,
         same = flat.shape == S.shape  # a dense output: S is the flat matrix
         if same:
             sv, eig_flat = M.gram_spectrum(G, vectors=True)
-            F_c = S_c
+            F_c, sv_flat = S_c, sv
         else:
             sv = M.gram_spectrum(G)
             F_c = M.centred(flat)
-            _, eig_flat = M.gram_spectrum(M.gram(F_c), vectors=True)
+            sv_flat, eig_flat = M.gram_spectrum(M.gram(F_c), vectors=True)
         if not np.isfinite(sv).all():
             return Measured(nan, np.zeros(0), np.full((n, 3), np.nan), False, False)
-        col = bool(M.collapsed(S, sv)[0])
-        values: dict[str, float] = {}
-
-        def put(name: str, fn) -> None:
-            if name in want:
-                values[name] = float(fn()[0])
-
-        values.update({name: float(v[0]) for name, v in M.state_metrics(
-            S, S_c, sv, want, activation=activation, rtol=rtol, is_input=first).items()})
-        put("linear_r2", lambda: M.linear_r2(F_c, X_c, eig_flat, M.rank_rtol(flat.dtype)))
-        put("distance_corr", lambda: M.distance_corr(flat, ref))
+        col = M.collapsed(S, sv)
+        by_sample = set(M.needing("input", names)) | set(M.needing("distances", names))
+        state_view = {"state": S, "centred": S_c, "spectrum": sv, "eigh": None, "rtol": rtol, "activation": activation}
+        flat_view = {"state": flat, "centred": F_c, "spectrum": sv_flat, "eigh": eig_flat, "input": X_c,
+                     "distances": ref, "rtol": M.rank_rtol(flat.dtype), "activation": activation}
+        values = M.layer_values([m for m in names if m not in apart | by_sample], state_view, col=col, is_input=first)
+        values.update(M.layer_values([m for m in names if m in by_sample and m not in apart], flat_view,
+                                     col=M.collapsed(flat, sv_flat) if not same else col, is_input=first))
+        values = {name: float(values[name][0]) for name in names if name in values}
         projection = principal_coordinates(F_c[0], *eig_flat)
-    return Measured(values, sv[0].astype(np.float64), projection, True, col)
+    return Measured(values, sv[0].astype(np.float64), projection, True, bool(col[0]))
 
 
 def display_name(name: str) -> str:
