@@ -55,3 +55,35 @@ def test_off_when_not_a_terminal_or_disabled():
     assert not bar.shown and out.getvalue() == ""
     # Under pytest, stderr is captured: not a terminal, so the default is off.
     assert DelayedProgress().enabled is False
+
+
+def test_run_reports_every_layer_of_every_chunk_once():
+    from initscope.study.runner import run
+
+    seen = []
+    run(trials=4, depth=3, samples=20, width=8, workers=2, init=("normal", "sphere"),
+        progress=lambda done, total: seen.append((done, total)))
+    total = 2 * 2 * (3 + 1)  # initializers × chunks × (depth + 1)
+    assert sorted(seen) == [(i, total) for i in range(1, total + 1)]
+
+
+def test_a_run_on_a_terminal_shows_the_bar_when_slow(monkeypatch, tmp_path):
+    """Through the CLI: a pseudo-terminal stderr and a zero delay draw the bar; --quiet never does."""
+    import initscope.cli.progress as progress
+    from initscope.cli.app import main
+
+    drawn = []
+    real_open = progress.DelayedProgress._open
+
+    def spy(self):
+        drawn.append(self.description)
+        real_open(self)
+
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    monkeypatch.setattr(progress.DelayedProgress, "_open", spy)
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True, raising=False)
+    args = ["run", "--trials", "2", "--depth", "3", "--no-report"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert drawn == ["measuring layers"]
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert drawn == ["measuring layers"]  # not again under --quiet

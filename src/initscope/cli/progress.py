@@ -9,6 +9,7 @@ short runs print exactly what they printed before.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -20,29 +21,32 @@ DELAY_S = 2.0
 class DelayedProgress:
     """A `progress(done, total)` callback that draws a rich bar on stderr after `delay` seconds.
 
-    enabled: None decides by whether stderr is a terminal. `clock` and
+    enabled: None decides by whether stderr is a terminal; delay: None is
+    `DELAY_S`. `clock` and
     `console` are for tests (a fake clock, a recording console).
     """
 
-    def __init__(self, description: str = "trials", *, enabled: bool | None = None, delay: float = DELAY_S,
+    def __init__(self, description: str = "trials", *, enabled: bool | None = None, delay: float | None = None,
                  clock: Callable[[], float] = time.monotonic, console=None):
         self.description = description
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.delay = delay
+        self.delay = DELAY_S if delay is None else delay
         self.clock = clock
         self.console = console
         self.started = clock()
         self.bar = None
         self.task = None
+        self._lock = threading.Lock()  # run() reports from its worker threads
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
             return
-        if self.bar is None:
-            if self.clock() - self.started < self.delay or done >= total:
-                return
-            self._open()
-        self.bar.update(self.task, completed=done, total=total)
+        with self._lock:
+            if self.bar is None:
+                if self.clock() - self.started < self.delay or done >= total:
+                    return
+                self._open()
+            self.bar.update(self.task, completed=max(done, self.bar.tasks[0].completed), total=total)
 
     def _open(self) -> None:
         from rich.console import Console

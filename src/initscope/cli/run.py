@@ -48,6 +48,7 @@ def run_command(
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
 
+    from initscope.cli.progress import DelayedProgress
     from initscope.study.config import subsample_note
     from initscope.study.runner import run
 
@@ -56,9 +57,11 @@ def run_command(
         typer.echo(f"note: {note}", err=True)
 
     with output_folder(out, command="run", overwrite=overwrite) as folder:
-        with warnings.catch_warnings(record=True) as caught:
+        # A bar on stderr for runs past ~2 s, on a terminal only, and never under --quiet.
+        with warnings.catch_warnings(record=True) as caught, DelayedProgress(
+                "measuring layers", enabled=False if quiet else None) as bar:
             warnings.simplefilter("always")
-            result = run(cfg, workers=n_workers)
+            result = run(cfg, workers=n_workers, progress=bar)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         write_run(folder, result, report=report, png=png)

@@ -19,6 +19,7 @@ from initscope.study.measure import JACOBIAN_SAMPLES, Chunk, prepare, simulate
 from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
 from initscope.study.parallel import parallel_map, worker_count
 from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
+from initscope.study.verdict import with_lost_directions
 
 # The names tests and older code import from here; they live in the modules above.
 __all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
@@ -42,7 +43,8 @@ def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
     return config
 
 
-def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, **kwargs: Any) -> RunResult:
+def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, progress=None,
+        **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
     `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
@@ -51,6 +53,9 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     trial_ids: run only these trial indices (each gives exactly the numbers it
     gives in a full run: a trial's randomness depends on its index alone), e.g.
     to complete an interrupted sweep.
+    progress: called as progress(done, total) from worker threads as layers
+    are measured (total: initializers × chunks × (depth + 1)), e.g. the CLI's bar.
+    The flags table gets the lost_directions rows (`initscope.study.verdict`).
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
@@ -78,12 +83,31 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
             jobs += [(init, gain, part, None if given is None else [(W[c], b[c]) for W, b in given])
                      for part, c in zip(inputs, chunks)]
     # All initializers' chunks share one pool, so one's Python overlaps another's LAPACK.
-    done = parallel_map(lambda job: simulate(config, *job), jobs, n_workers)
+    tick = _ticker(progress, len(jobs) * (config.depth + 1))
+    done = parallel_map(lambda job: simulate(config, *job, tick=tick), jobs, n_workers)
     results: dict[str, list[Chunk]] = {init: [] for init in config.init}
     for job, chunk in zip(jobs, done):
         results[job[0]].append(chunk)
     result = tables(config, results, chunks, y, gains)
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
+    result.flags = with_lost_directions(result.metrics, result.spectra, result.flags, config)
     warn_overflow(config, result.flags)
     return result
+
+
+def _ticker(progress, total: int):
+    """A thread-safe `tick()` that counts finished layers and reports (done, total), or None."""
+    if progress is None:
+        return None
+    import threading
+
+    lock, count = threading.Lock(), [0]
+
+    def tick() -> None:
+        with lock:
+            count[0] += 1
+            done = count[0]
+        progress(done, total)
+
+    return tick
