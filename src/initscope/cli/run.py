@@ -71,11 +71,7 @@ def run_command(
         with warnings.catch_warnings(record=True) as caught, DelayedProgress(
                 "measuring layers", enabled=False if quiet else None) as bar:
             warnings.simplefilter("always")
-<<<<<<< HEAD
-            result = run(cfg, workers=n_workers, progress=bar)
-=======
-            result = run(cfg, workers=n_workers, memory_limit=budget)
->>>>>>> main
+            result = run(cfg, workers=n_workers, memory_limit=budget, progress=bar)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         write_run(folder, result, report=report, png=png)
