@@ -63,7 +63,7 @@ def test_run_reports_every_layer_of_every_chunk_once():
     seen = []
     run(trials=4, depth=3, samples=20, width=8, workers=2, init=("normal", "sphere"),
         progress=lambda done, total: seen.append((done, total)))
-    total = 2 * 2 * (3 + 1)  # initializers × chunks × (depth + 1)
+    total = 2 * 2 * 3  # initializers × chunks × depth
     assert sorted(seen) == [(i, total) for i in range(1, total + 1)]
 
 

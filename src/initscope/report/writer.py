@@ -291,7 +291,6 @@ class Output:
             raise _out_error("a folder initscope can write", out, exc.strerror or str(exc)) from None
         self._inside = mode == "merge"
 
-
     @classmethod
     def check(cls, out: str | os.PathLike | None, *, command: str, overwrite: bool = False, replace: bool = True,
               writes: tuple[str, ...] = ()) -> None:
@@ -321,9 +320,13 @@ class Output:
         if foreign and not self.overwrite:
             raise self._refusal(foreign)
         owners = set(marker["files"].values())
-        here = Path.cwd().resolve()
+        try:  # swapping the current folder (or one above it) would leave the shell in a deleted one
+            here = Path.cwd().resolve()
+            around_cwd = self.target in (here, *here.parents)
+        except OSError:  # the current folder is gone already
+            around_cwd = False
         if (self.replace and not foreign and owners == {self.command} and not os.path.ismount(self.target)
-                and self.target not in (here, *here.parents)):
+                and not around_cwd):
             return "swap"
         return "merge"
 

@@ -202,18 +202,18 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
     return _Layer(values, spectrum, projection, col, overflow_layer)
 
 
-def simulate(config: Config, init: str, gain: float, inputs: Inputs, given=None, *, tick=None) -> Chunk:
+def simulate(config: Config, init: str, gain: float, inputs: Inputs, given=None, *, on_layer=None) -> Chunk:
     """Run one chunk of trials of one initializer through every layer.
 
     Overflow is expected (it is a result), so floating-point warnings are off
-    here; errstate is per thread, hence set inside the worker. tick: called
-    once per layer measured (depth + 1 times, the last after the gradients).
+    here; errstate is per thread, hence set inside the worker. on_layer(init,
+    layer), when given, is called after each hidden layer is measured.
     """
     with np.errstate(all="ignore"):
-        return _simulate_chunk(config, init, gain, inputs, given, tick or (lambda: None))
+        return _simulate_chunk(config, init, gain, inputs, given, on_layer)
 
 
-def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, given, tick) -> Chunk:
+def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, given=None, on_layer=None) -> Chunk:
     want = set(config.metrics)
     arch = Architecture(config.activation, config.norm, config.residual)
     X, y, trials = inputs.X, inputs.y, inputs.trials
@@ -257,7 +257,8 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
         overflow_layer = out.overflow_layer
         record(layer, out)
         del out
-        tick()
+        if on_layer is not None:
+            on_layer(init, layer)
 
     tangent = None  # the forward pass's Jacobians: not needed by the backward pass
     for name in gradient:
@@ -267,7 +268,6 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
             np.nan,
             values[name][overflow_layer >= 0, 1:],
         )
-    tick()  # layer 0 was measured once for all initializers; this one stands for the gradient pass
     info = [(trials[t], layer, key, value) for t, layer, key, value in source.info]
     return Chunk(values, spectra, proj, weight_norms, overflow_layer, collapsed, info)
 

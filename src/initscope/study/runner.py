@@ -46,7 +46,7 @@ def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
 
 
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
-        progress=None,
+        on_layer=None, progress=None,
         **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
@@ -62,8 +62,11 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     numbers, with a MemoryPlanWarning), and when one trial alone does not fit
     a `MemoryBudgetError` (a ValueError naming the parameter that drives the
     estimate) is raised before anything is allocated.
-    progress: called as progress(done, total) from worker threads as layers
-    are measured (total: initializers × chunks × (depth + 1)), e.g. the CLI's bar.
+    on_layer(init, layer): called on a worker thread after each hidden layer
+    of each chunk of trials is measured; an exception it raises stops the
+    run and propagates (the explorer stops a superseded request this way).
+    progress: called as progress(done, total) from worker threads as hidden
+    layers are measured (total: initializers × chunks × depth), e.g. the CLI's bar.
     The flags table gets the lost_directions rows (`initscope.study.verdict`).
     """
     config = _resolve(config, kwargs)
@@ -99,8 +102,8 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
             jobs += [(init, gain, part, None if given is None else [(W[c], b[c]) for W, b in given])
                      for part, c in zip(inputs, chunks)]
     # All initializers' chunks share one pool, so one's Python overlaps another's LAPACK.
-    tick = _ticker(progress, len(jobs) * (config.depth + 1))
-    done = parallel_map(lambda job: simulate(config, *job, tick=tick), jobs, n_workers)
+    hook = _layer_hook(on_layer, _ticker(progress, len(jobs) * config.depth))
+    done = parallel_map(lambda job: simulate(config, *job, on_layer=hook), jobs, n_workers)
     results: dict[str, list[Chunk]] = {init: [] for init in config.init}
     for job, chunk in zip(jobs, done):
         results[job[0]].append(chunk)
@@ -110,6 +113,19 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     result.flags = with_lost_directions(result.metrics, result.spectra, result.flags, config)
     warn_overflow(config, result.flags)
     return result
+
+
+def _layer_hook(on_layer, tick):
+    """One on_layer(init, layer) callback for simulate: the caller's, then the progress count."""
+    if tick is None:
+        return on_layer
+
+    def hook(init: str, layer: int) -> None:
+        if on_layer is not None:
+            on_layer(init, layer)
+        tick()
+
+    return hook
 
 
 def _ticker(progress, total: int):
