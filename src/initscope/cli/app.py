@@ -120,7 +120,8 @@ def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
     """A run's tables, config.toml and report.html, moved into `out` together."""
     tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags")}
     # What data-driven initializers did (LSUV iterations) and init-training histories.
-    tables.update({name: getattr(result, name) for name in ("init_log", "train_log") if len(getattr(result, name))})
+    tables.update({name: getattr(result, name) for name in ("init_log", "train_log", "jacobian_spectra")
+                   if len(getattr(result, name))})
     write_folder(out, tables, {"config.toml": config_to_toml(result.config)},
                  report_source=result if report else None, png=png)
 

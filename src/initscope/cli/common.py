@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 __all__ = ["BadInput", "run_app", "write_folder", "OPTIONAL_OUTPUTS", "with_config_flags", "ConfigFlag"]
 
 # Files a run writes only sometimes: an earlier run's copy must not survive beside new CSVs.
-OPTIONAL_OUTPUTS = frozenset({"report.html", "figures", "init_log.csv", "train_log.csv"})
+OPTIONAL_OUTPUTS = frozenset({"report.html", "figures", "init_log.csv", "train_log.csv", "jacobian_spectra.csv"})
 
 
 class BadInput(Exception):

@@ -70,8 +70,12 @@ def _spans_decades(values: np.ndarray) -> bool:
     return positive.size > 1 and math.log10(positive.max() / positive.min()) > _LOG_DECADES
 
 
-def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, np.ndarray, str] | None:
+def theory_curves(summary, metric: str, init: str, config, metrics=None) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(layers, values, label) of the closed form for `metric`, or None where none applies.
+
+    pre_q, pre_cosine, jacobian_sq_mean: the mean-field maps started from the
+    measured layer 0 (`report.meanfield`; needs `metrics`, the tidy table, for
+    layer 0's pre_q and pre_cosine), wherever `meanfield.overlay_reason` is None.
 
     rms: the He/Xavier second-moment recursion from the measured input rms
     (`theory.expected_rms`). mean_cosine: the activation's closed-form
@@ -81,7 +85,10 @@ def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, 
     norm and no residual (`theory_applies`).
     """
     from initscope.core import theory
+    from initscope.report.meanfield import OVERLAID
 
+    if metric in OVERLAID:
+        return _mean_field_curve(metric, init, config, metrics)
     if not theory_applies(config):
         return None
     act = ACTIVATIONS[str(config["activation"])]
@@ -104,6 +111,43 @@ def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, 
             values.append(float(act.correlation_map(values[-1])))
         return layers, np.array(values), f"theory: {'arc-cosine' if act.relu_like else 'correlation'} map from layer 1"
     return None
+
+
+def _layer0(metrics, init: str, metric: str) -> float:
+    rows = metrics[(metrics["init"].astype(str) == init) & (metrics["layer"] == 0) & (metrics["metric"] == metric)]
+    return float(rows["value"].median()) if len(rows) else math.nan
+
+
+def _mean_field_curve(metric: str, init: str, config, metrics):
+    from initscope.report.meanfield import mean_field_curves, overlay_reason
+
+    if metrics is None or overlay_reason(config, init) is not None:
+        return None
+    q0, c0 = _layer0(metrics, init, "pre_q"), _layer0(metrics, init, "pre_cosine")
+    if not math.isfinite(q0) or (metric == "pre_cosine" and not math.isfinite(c0)):
+        return None
+    curve = mean_field_curves(config, init, q0, c0 if math.isfinite(c0) else 0.0)[metric]
+    if not np.isfinite(curve[1:]).any():
+        return None
+    what = {"pre_q": "q-map", "pre_cosine": "c-map", "jacobian_sq_mean": "∏χ₁"}[metric]
+    return np.arange(len(curve)), curve, f"theory: mean-field {what} from layer 0"
+
+
+def mean_field_notes(metrics, config) -> list[str]:
+    """One line per initializer whose pre_q/pre_cosine/jacobian_sq_mean panels get no mean-field overlay, and why."""
+    from initscope.report.meanfield import OVERLAID, overlay_reason
+
+    present = set(metrics["metric"].astype(str)) & set(OVERLAID)
+    if not present:
+        return []
+    notes = []
+    for init in inits_of(metrics, config):
+        reason = overlay_reason(config, init)
+        if reason is None and not math.isfinite(_layer0(metrics, init, "pre_q")):
+            reason = "pre_q was not measured, so the maps have no start"
+        if reason is not None:
+            notes.append(f"{init}: no mean-field overlay ({reason})")
+    return notes
 
 
 def metric_depth_figure(metrics, *, config=None, columns: int = 3):
@@ -151,7 +195,7 @@ def metric_depth_figure(metrics, *, config=None, columns: int = 3):
                 showlegend=n == 0, line={"color": c, "width": 2}, marker={"size": 4},
                 hovertemplate=f"{name}<br>{metric}<br>layer %{{x}}: %{{y:.4g}}<extra></extra>",
             ), row=row, col=col)
-            theory = theory_curves(summary, metric, init, config)
+            theory = theory_curves(summary, metric, init, config, metrics)
             if theory is not None:
                 t_layers, t_values, t_label = theory
                 fig.add_trace(go.Scatter(
@@ -170,10 +214,15 @@ def metric_depth_figure(metrics, *, config=None, columns: int = 3):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="theory (dashed)",
                                  line={"color": "#555", "dash": "dash", "width": 2}, hoverinfo="skip"))
     trials = int(metrics.groupby("init")["trial"].nunique().max())
+    notes = mean_field_notes(metrics, config)
+    if notes:  # the reader learns why a theory line is missing, not only that it is
+        fig.add_annotation(text=label("; ".join(notes)), showarrow=False, xref="paper", yref="paper", x=0, y=0,
+                           yshift=-45, xanchor="left", yanchor="top", font={"size": 11, "color": "#555"})
+    fig.update_layout(meta={"mean_field_notes": notes})
     fig.update_layout(
         template=TEMPLATE,
         height=260 * rows + 110,
-        margin={"l": 60, "r": 10, "t": 80, "b": 50},
+        margin={"l": 60, "r": 10, "t": 80, "b": 100 if notes else 50},
         title={"text": f"Metrics over depth: median over {trials} trial{'s' if trials != 1 else ''}, "
                        "band 10–90% (dashed: theory)", "x": 0.01},
         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},

@@ -62,13 +62,31 @@ def report_figures(tables: RunTables) -> dict[str, Any]:
 
     config = tables.config
     seed = int(config.get("seed") or 0)
-    return {
+    figures = {
         "layers-3d": layer_projection_figure(tables.projections, config=config, seed=seed),
         "weight-norms": weight_norm_figure(tables.weight_norms, config=config),
         "spectra": spectrum_animation_figure(tables.spectra, config=config),
         "spectrum-heatmap": spectrum_heatmap_figure(tables.spectra, config=config),
         "metrics-depth": metric_depth_figure(tables.metrics, config=config),
     }
+    if _has_jacobian_spectra(tables):
+        from initscope.report.jacobian import jacobian_spectrum_figure
+
+        figures["jacobian-spectrum"] = jacobian_spectrum_figure(tables.jacobian_spectra, tables.metrics, config=config)
+    return figures
+
+
+def _has_jacobian_spectra(tables: RunTables) -> bool:
+    return tables.jacobian_spectra is not None and len(tables.jacobian_spectra) > 0
+
+
+def _sections(tables: RunTables) -> tuple:
+    """SECTIONS, and the Jacobian spectrum's when the run measured it (jacobian_log_spread)."""
+    if not _has_jacobian_spectra(tables):
+        return SECTIONS
+    from initscope.report.jacobian import JACOBIAN_SECTION
+
+    return SECTIONS + (JACOBIAN_SECTION,)
 
 
 def command_line(config: dict[str, Any]) -> str:
@@ -176,9 +194,9 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
     figures = report_figures(tables)
     config = tables.config
     inits = ", ".join(str(i) for i in config.get("init", ()))
-    nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in SECTIONS)
+    nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in _sections(tables))
     sections = [_flags_html(tables)]
-    for sid, title, note in SECTIONS:
+    for sid, title, note in _sections(tables):
         extra = ""
         meta = figures[sid].layout.meta
         if sid == "layers-3d" and isinstance(meta, dict) and meta.get("shown", 0) < meta.get("samples", 0):
