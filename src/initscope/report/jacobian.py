@@ -54,6 +54,27 @@ def _theory_rms(metrics, config, init: str) -> tuple[np.ndarray | None, str | No
     return np.sqrt(curve), None
 
 
+def _add_lines(fig, metrics, config, init: str, line_colour: str, n: int) -> str | None:
+    """Measured √jacobian_sq_mean (median over trials) and theory √(χ₁^l) on panel n; the reason if no theory."""
+    import plotly.graph_objects as go
+
+    measured = metrics[(metrics["init"].astype(str) == init) & (metrics["metric"] == "jacobian_sq_mean")]
+    if len(measured):
+        med = measured.groupby("layer")["value"].median()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = 0.5 * np.log10(med.to_numpy(float))
+        fig.add_trace(go.Scatter(x=med.index.to_numpy(int), y=y, mode="lines", line=dict(color="white", width=2),
+                                 name="measured √jacobian_sq_mean", legendgroup="measured", showlegend=n == 0),
+                      row=1, col=n + 1)
+    rms, reason = _theory_rms(metrics, config, init)
+    if rms is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fig.add_trace(go.Scatter(x=np.arange(len(rms)), y=np.log10(rms), mode="lines",
+                                     line=dict(color=line_colour, width=2, dash="dash"),
+                                     name=label(f"theory √(χ₁^l), {init}"), legendgroup="theory"), row=1, col=n + 1)
+    return reason
+
+
 def jacobian_spectrum_figure(histogram, metrics, *, config):
     """One density heat map per initializer: x layer, y log10 of the normalised singular value.
 
@@ -88,21 +109,7 @@ def jacobian_spectrum_figure(histogram, metrics, *, config):
                                  coloraxis="coloraxis", name=label(init),
                                  hovertemplate="layer %{x}<br>log10 σ %{y:.2f}<br>share %{customdata:.3g}"
                                                "<extra></extra>"), row=1, col=n + 1)
-        measured = metrics[(metrics["init"].astype(str) == init) & (metrics["metric"] == "jacobian_sq_mean")]
-        if len(measured):
-            med = measured.groupby("layer")["value"].median()
-            with np.errstate(divide="ignore", invalid="ignore"):
-                y = 0.5 * np.log10(med.to_numpy(float))
-            fig.add_trace(go.Scatter(x=med.index.to_numpy(int), y=y, mode="lines", line=dict(color="white", width=2),
-                                     name="measured √jacobian_sq_mean", legendgroup="measured", showlegend=n == 0),
-                          row=1, col=n + 1)
-        rms, reasons[init] = _theory_rms(metrics, config, init)
-        if rms is not None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                fig.add_trace(go.Scatter(x=np.arange(len(rms)), y=np.log10(rms), mode="lines",
-                                         line=dict(color=colour(inits, init), width=2, dash="dash"),
-                                         name="theory √(χ₁^l)", legendgroup="theory", showlegend=True),
-                              row=1, col=n + 1)
+        reasons[init] = _add_lines(fig, metrics, config, init, colour(inits, init), n)
     notes = [f"{init}: no theory line ({why})" for init, why in reasons.items() if why]
     if notes:
         fig.add_annotation(text=label("; ".join(notes)), showarrow=False, xref="paper", yref="paper", x=0, y=-0.02,
