@@ -15,7 +15,8 @@ SMALL = ["--sigma-w2", "1.2,1.8,3", "--sigma-b2", "0.05,0.2"]
 def test_phase_writes_theory_tables_and_report(tmp_path, capsys):
     out = tmp_path / "phase"
     assert main(["phase", *SMALL, "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"phase_theory.csv", "phase_critical.csv", "phase.toml", "report.html"}
+    assert {p.name for p in out.iterdir()} == {"phase_theory.csv", "phase_critical.csv", "phase.toml", "report.html",
+                                               ".initscope"}  # the marker of the one output writer
     theory = pd.read_csv(out / "phase_theory.csv")
     assert len(theory) == 6 and theory["phase"].tolist()[:3] == ["ordered", "chaotic", "chaotic"]
     critical = pd.read_csv(out / "phase_critical.csv")

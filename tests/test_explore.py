@@ -79,6 +79,21 @@ def test_config_equals_initscope_run_in_both_forms(server):
     assert {row["init"] for row in answer["verdict"]["flags"]} == {"kaiming-normal", "orthogonal"}
 
 
+def test_overflow_is_a_result_nan_as_null(server):
+    from initscope.study.runner import NumericalWarning
+
+    config = {"init": "normal", "depth": 500, "trials": 2, "samples": 50, "metrics": "rms,effective_rank"}
+    status, _, answer = post(server, "/api/run", config)
+    assert status == 200, answer
+    with pytest.warns(NumericalWarning):
+        expected = initscope.run(**config)
+    assert_answer_equals_run(answer, expected)
+    values = [row["value"] for row in answer["tables"]["metrics"]]
+    assert None in values  # NaN after the overflow
+    assert float("inf") in values and np.isinf(expected.metrics["value"]).any()  # ±1e999 reads back as ±inf
+    assert {row["flag"] for row in answer["tables"]["flags"]} >= {"overflow"}
+
+
 def test_text_fields_as_from_a_form_or_url(server):
     # The page and the URL send text; an empty field means the default, as on the command line.
     status, _, answer = post(server, "/api/run?orient=columns", {"depth": "3", "gain": "", "init": "sphere,normal",
@@ -242,7 +257,8 @@ def test_download_is_what_initscope_run_writes(server, tmp_path):
     assert cli.returncode == 0, cli.stderr
     with zipfile.ZipFile(io.BytesIO(raw)) as zf:
         names = sorted(zf.namelist())
-        assert names == sorted(p.name for p in out.iterdir())
+        # The folder's marker (.initscope: the command line that wrote it) has no counterpart in a download.
+        assert names == sorted(p.name for p in out.iterdir() if p.name != ".initscope")
         assert "report.html" in names
         for name in names:
             if name.endswith((".csv", ".toml")):

@@ -123,6 +123,14 @@ def test_depth_and_init_controls_redraw_the_views(page):
         page.wait_for_function(UPDATED, arg=before)
         latency.append(time.perf_counter() - start)
         assert layer_view(page)["frames"] == depth + 1
+    # The 3-D view's frames hold every layer's points: moving to a layer shows them and says how far they spread.
+    shown = page.evaluate("""async () => {
+        const gd = document.getElementById('fig-layers');
+        await Plotly.animate(gd, ['3'], {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}});
+        return {title: gd.layout.annotations[0].text, points: gd.data[0].x.length,
+                same: gd.data[0].x.every((v, i) => v === gd._transitionData._frames[3].data[0].x[i])};
+    }""")
+    assert "layer 3: spread" in shown["title"] and shown["points"] == 100 and shown["same"], shown
     inner = page.evaluate("window.explore.latencies")
     last = page.evaluate("window.explore.last")
     print(f"\nupdate latency (control change -> views redrawn), seconds: "
@@ -156,6 +164,22 @@ def test_bad_input_shows_the_message_and_marks_the_field(page):
     refused = [e for e in page.errors if "status of 400" in e]
     assert len(refused) == 1
     page.errors.remove(refused[0])
+
+
+def test_a_large_config_streams_its_first_layers(page, server):
+    # Above the streaming size: the views show the first depth prefix while the rest compute.
+    query = "?init=normal,orthogonal&depth=200&width=100&samples=200&trials=2&metrics=rms,effective_rank,dead_fraction"
+    page.goto(server.url + query)
+    page.wait_for_function("window.explore.partials > 0")
+    partial = page.evaluate("window.explore.last")
+    status = page.inner_text("#status")
+    page.wait_for_function(UPDATED, arg=0)
+    final = page.evaluate("window.explore.last")
+    assert partial["of"] == 200 and partial["depth"] < 200, partial
+    assert "so far" in status or partial["final"] is False
+    assert final["depth"] == 200 and layer_view(page)["frames"] == 201
+    print(f"\nstreamed: first {partial['depth']} of 200 layers shown after {partial['latency']:.0f} ms, "
+          f"all after {final['latency']:.0f} ms")
 
 
 def test_offline_and_no_errors(page):

@@ -5,8 +5,8 @@
     >>> result.metrics                              # tidy: init, trial, layer, metric, value, ...
     >>> result.spectra                              # init, trial, layer, k, singular_value
 
-The public API is below; each name loads its module on first use (PEP 562),
-so `import initscope` stays light (no pandas, scipy.stats or plotly).
+Each public name loads its module on first use (PEP 562), so `import
+initscope` and `initscope --help` stay light (no pandas, scipy or plotly).
 Subpackages: `initscope.core` (numpy/scipy only), `initscope.study`,
 `initscope.report`, `initscope.cli`, `initscope.torch`.
 """

@@ -3,32 +3,39 @@
 from __future__ import annotations
 
 import html
-import os
-import tempfile
-from pathlib import Path
 from typing import Optional
 
 import typer
 
+from initscope.cli.common import (
+    BadInput,
+    Out,
+    Overwrite,
+    command_line,
+    output_folder,
+    parse_workers,
+    workers_option,
+    write_run,
+)
 from initscope.study.fixes import FIXES, compare_fixes, outcome_label
 
 __all__ = ["compare_fixes_command", "index_page"]
 
 
 def compare_fixes_command(
-    out: Path = typer.Option(Path("initscope-fixes"), "--out", help="Output folder."),
+    out: Out = "initscope-fixes",
+    overwrite: Overwrite = False,
     fixes: Optional[str] = typer.Option(None, help=f"Comma-separated fixes (default: all of {', '.join(FIXES)})."),
     depths: str = typer.Option("10,50", help="Comma-separated depths."),
     trials: str = typer.Option("20", metavar="INT", help="Trials per fix and depth."),
     seed: str = typer.Option("0", metavar="INT", help="Seed."),
-    workers: Optional[str] = typer.Option(None, metavar="INT", help="Threads over trials (default: cores)."),
+    workers: workers_option("Threads over trials (default: cores).") = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write each fix's report.html."),
 ) -> None:
     """Run the seed's network (input_dim = width = 40) under every fix and rank them by what survives."""
     from rich.console import Console
-    from rich.table import Table
 
-    from initscope.cli.app import BadInput, _write_outputs
+    from initscope.report.writer import mark_folder
 
     names = None if fixes is None else [f.strip() for f in fixes.split(",") if f.strip()]
     try:
@@ -37,35 +44,68 @@ def compare_fixes_command(
             raise ValueError
     except ValueError:
         raise BadInput(f"The 'depths' parameter must be a comma-separated list of integers >= 1. Got {depths!r} instead.") from None
-    try:
-        n_workers = None if workers is None else int(workers)
-        ranking, outcomes = compare_fixes(names, depths=depth_list, trials=int(trials) if trials.strip().isdigit() else trials,
-                                          seed=int(seed) if seed.strip().isdigit() else seed, workers=n_workers)
-    except (ValueError, TypeError) as exc:
-        raise BadInput(str(exc)) from None
-
-    out.mkdir(parents=True, exist_ok=True)
-    for o in outcomes:
-        folder = out / outcome_label(o)
-        _write_outputs(o.result, folder, report=report, png=False)
-        o.certificate.to_csv(folder / "certificate.csv", index=False)
-    _atomic_text(out / "ranking.csv", ranking.to_csv(index=False))
-    _atomic_text(out / "index.html", index_page(ranking, linked=report))
+    n_workers = parse_workers(workers)
+    with output_folder(out, command="compare-fixes", overwrite=overwrite) as folder:
+        try:
+            ranking, outcomes = compare_fixes(names, depths=depth_list,
+                                              trials=int(trials) if trials.strip().isdigit() else trials,
+                                              seed=int(seed) if seed.strip().isdigit() else seed, workers=n_workers)
+        except (ValueError, TypeError) as exc:
+            raise BadInput(str(exc)) from None
+        for o in outcomes:
+            # Each fix's folder is a run folder of its own: `initscope report` redraws it, `run --out` replaces it.
+            sub = folder / outcome_label(o)
+            write_run(sub, o.result, report=report, png=False)
+            o.certificate.to_csv(sub / "certificate.csv", index=False)
+            mark_folder(sub, "run", command_line(), owners={"certificate.csv": "certify"})
+        (folder / "ranking.csv").write_text(ranking.to_csv(index=False))
+        (folder / "index.html").write_text(index_page(ranking, linked=report), encoding="utf-8")
 
     console = Console()
     for depth, rows in ranking.groupby("depth", sort=True):
-        table = Table(title=f"depth {depth}: ranked by certified share, then last-layer jacobian_rank, linear_r2, effective_rank",
-                      title_justify="left")
-        for col in ["rank", "fix", "certified_share", "first_uncertified_layer", "jacobian_rank", "linear_r2",
-                    "effective_rank", "rms_ratio"]:
-            table.add_column(col, justify="right" if col != "fix" else "left")
-        for _, r in rows.iterrows():
-            table.add_row(str(r["rank"]), r["fix"], f"{r['certified_share']:.2f}",
-                          "never" if r["first_uncertified_layer"] < 0 else str(r["first_uncertified_layer"]),
-                          f"{r['jacobian_rank']:.3g}", f"{r['linear_r2']:.3g}", f"{r['effective_rank']:.3g}",
-                          f"{r['rms_ratio']:.3g}")
-        console.print(table)
+        console.print(ranking_table(rows, title=f"depth {depth}: ranked by certified share, then last-layer "
+                                                "jacobian_rank, linear_r2, effective_rank"))
+    console.print(LEGEND, highlight=False)
     console.print(f"wrote {out}/ (index.html, ranking.csv, one folder per fix and depth)")
+
+
+# Short headers keep the table inside 80 columns, so that no fix name is ever cut; the legend says what they mean.
+_COLUMNS = (("#", "rank"), ("fix", "fix"), ("certified", "certified_share"), ("lost from", "first_uncertified_layer"),
+            ("jac_rank", "jacobian_rank"), ("lin_r2", "linear_r2"), ("eff_rank", "effective_rank"),
+            ("rms×", "rms_ratio"))
+LEGEND = ("certified: share of trials certified injective at every layer; lost from: the first layer some trial "
+          "is not certified; jac_rank, lin_r2, eff_rank: the last layer's median jacobian_rank, linear_r2 "
+          "(leave-one-out) and effective_rank; rms×: the last layer's rms over the input's.")
+
+
+def _num(value: float) -> str:
+    """Three significant digits, short exponents (9.34e31, -0.0409), so numbers fit their column."""
+    return f"{value:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+def first_lost(value) -> str:
+    """'never' when every layer is certified (an empty cell in ranking.csv), else 'layer l'."""
+    import pandas as pd
+
+    return "never" if pd.isna(value) else f"layer {int(value)}"
+
+
+def ranking_table(rows, *, title: str):
+    """One depth's ranking as a rich table whose fix names are never cut (they set the column's width)."""
+    from rich import box
+    from rich.table import Table
+
+    # No cell padding: SIMPLE_HEAD already puts a space between columns, so the 8 columns fit in 80.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False)
+    for header, column in _COLUMNS:
+        if column == "fix":
+            table.add_column(header, no_wrap=True, min_width=max(len(str(f)) for f in rows["fix"]))
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
+    for _, r in rows.iterrows():
+        table.add_row(str(r["rank"]), str(r["fix"]), f"{r['certified_share']:.2f}", first_lost(r["first_uncertified_layer"]),
+                      *(_num(float(r[c])) for c in ("jacobian_rank", "linear_r2", "effective_rank", "rms_ratio")))
+    return table
 
 
 def index_page(ranking, *, linked: bool = True) -> str:
@@ -88,7 +128,9 @@ def index_page(ranking, *, linked: bool = True) -> str:
             cells = []
             for c in cols:
                 v = r[c]
-                if c == "fix":
+                if c == "first_uncertified_layer":
+                    cells.append(f"<td>{html.escape(first_lost(v))}</td>")
+                elif c == "fix":
                     label = html.escape(str(v))
                     href = html.escape(f"{v}-depth{int(depth)}/report.html")
                     cells.append(f"<td class='l'><a href='{href}'>{label}</a></td>" if linked else f"<td class='l'>{label}</td>")
@@ -100,10 +142,3 @@ def index_page(ranking, *, linked: bool = True) -> str:
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -3,7 +3,7 @@
 Writes into --out: phase_theory.csv (one row per grid point), phase_critical.csv
 (σ_w² on the χ₁ = 1 line at each σ_b²), with --measure phase_measured.csv and
 phase_decay.csv, phase.toml (the parameters) and report.html, all moved into
-place together.
+place together by the one output writer (`--out` checked before computing).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from initscope.cli.common import BadInput
+from initscope.cli.common import BadInput, Out, Overwrite, has_report_extra, output_folder, write_files
 
 __all__ = ["phase_command"]
 
@@ -38,7 +38,8 @@ def phase_command(
     samples: str = typer.Option("32", "--samples", metavar="INT", help="Inputs per group (two groups)."),
     seed: str = typer.Option("0", "--seed", metavar="INT", help="Seed of every random draw."),
     nodes: str = typer.Option("100", "--nodes", metavar="INT", help="Gauss–Hermite nodes of the theory."),
-    out: Path = typer.Option(Path("initscope-phase"), "--out", help="Output folder."),
+    out: Out = "initscope-phase",
+    overwrite: Overwrite = False,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs plotly)."),
 ) -> None:
     """Draw the order-to-chaos phase diagram (χ₁ = 1 line, ξ_c and ξ_q) and optionally measure ξ_c."""
@@ -52,18 +53,20 @@ def phase_command(
             raise BadInput(f"The '{name}' parameter must be an integer. Got {text!r} instead.") from None
     if ints["seed"] < 0:
         raise BadInput(f"The 'seed' parameter must be an integer >= 0. Got {seed!r} instead.")
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
     try:
         config = PhaseConfig(activation=activation, sigma_w2=parse_grid(sigma_w2, "sigma_w2"),
                              sigma_b2=parse_grid(sigma_b2, "sigma_b2"), measure=measure,
                              measure_sigma_w2=parse_grid(measure_sigma_w2, "measure_sigma_w2"),
                              measure_sigma_b2=parse_grid(measure_sigma_b2, "measure_sigma_b2"), **ints)
-        result, critical = _study(config)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
-    _write(result, critical, out, report=report)
-    _print_summary(result, critical, out)
+    with output_folder(out, command="phase", overwrite=overwrite) as folder:
+        try:
+            result, critical = _study(config)
+        except (ValueError, TypeError) as exc:
+            raise BadInput(str(exc)) from None
+        _write(result, critical, folder, report=report)
+    _print_summary(result, critical, Path(out))
 
 
 def _study(config):
@@ -94,8 +97,7 @@ def command_line(config) -> str:
     return " ".join(parts)
 
 
-def _write(result, critical, out: Path, *, report: bool) -> None:
-    from initscope.cli.common import write_folder
+def _write(result, critical, folder: Path, *, report: bool) -> None:
     from initscope.study.config import toml_text
     from initscope.study.phase import config_dict
 
@@ -104,16 +106,11 @@ def _write(result, critical, out: Path, *, report: bool) -> None:
     if result.config.measure:
         tables.update(phase_measured=result.measured, phase_decay=result.decay)
     texts = {"phase.toml": toml}
-    if report:
-        try:
-            import plotly  # noqa: F401
-        except ImportError:
-            typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
-        else:
-            from initscope.report.phase_page import build_phase_page
+    if report and has_report_extra():
+        from initscope.report.phase_page import build_phase_page
 
-            texts["report.html"] = build_phase_page(result, critical, command=command_line(result.config), toml=toml)
-    write_folder(out, tables, texts)
+        texts["report.html"] = build_phase_page(result, critical, command=command_line(result.config), toml=toml)
+    write_files(folder, tables, texts)
 
 
 def _print_summary(result, critical, out: Path) -> None:

@@ -37,6 +37,20 @@ def _fmt(mean: float, spread: float, trials: int) -> str:
     return _num(mean)
 
 
+def print_verdict(result, console) -> None:
+    """The verdict in words (`initscope.study.verdict`): one paragraph per initializer, then the notes."""
+    from rich.markup import escape
+
+    from initscope.study.verdict import run_verdict
+
+    verdict = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains)
+    console.print("[bold]Verdict[/bold]")
+    for v in verdict.verdicts:
+        console.print(f"[bold]{escape(v.title)}[/bold]: {escape(' '.join(v.sentences))}", highlight=False)
+    for note in verdict.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
+
+
 def print_summary(result, out: Path | None = None, console=None) -> None:
     """Print one table per initializer (mean ± std over trials) and the plain-words flags."""
     from rich.console import Console
@@ -47,7 +61,9 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
     cfg = result.config
     summary = layer_summary(result.metrics)
     present = [m for m in summary_metrics() if m in cfg.metrics]
-    flags = result.flags
+    from initscope.study.verdict import with_lost_directions
+
+    flags = with_lost_directions(result.metrics, result.spectra, result.flags, cfg)
     for init in cfg.init:
         rows = summary[summary["init"] == init]
         gain = result.gains.get(init, float("nan"))
@@ -71,5 +87,6 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
         console.print(f"[bold]{row.iloc[0]}[/bold]")
         for col in ft.columns[1:]:
             console.print(f"  {col}: {row[col]}")
+    print_verdict(result, console)
     if out is not None:
         console.print(f"wrote {out}/ (metrics.csv, spectra.csv, config.toml, …)")

@@ -8,7 +8,7 @@ factor E[φ(z)²]/E[z²] for symmetric z, positive homogeneity (the correlation
 map then does not depend on the scale q) and the zero-bias correlation map.
 `register_activation` adds a user's own; every part of initscope (network,
 initializers' default gains, metrics, theory, report) reads this registry.
-Pure numpy and scipy.special; no I/O.
+Pure numpy (scipy.special for GELU's Φ, loaded on first use); no I/O.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
 
 from initscope.core.kernels import LEAKY_SLOPE, leaky_relu_correlation_map, relu_correlation_map
 
@@ -130,13 +129,20 @@ def _dtanh(z):
     return 1.0 - t * t
 
 
+def _ndtr(z: np.ndarray) -> np.ndarray:
+    """The standard normal CDF Φ(z); scipy.special is imported here, not at the top (~0.2 s, off start-up)."""
+    from scipy.special import ndtr
+
+    return ndtr(z)
+
+
 def _gelu(z):
     # The exact erf form, z·Φ(z) (Hendrycks & Gimpel 2016).
-    return z * ndtr(z).astype(z.dtype, copy=False)
+    return z * _ndtr(z).astype(z.dtype, copy=False)
 
 
 def _dgelu(z):
-    return (ndtr(z) + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)).astype(z.dtype, copy=False)
+    return (_ndtr(z) + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)).astype(z.dtype, copy=False)
 
 
 def _identity(z):

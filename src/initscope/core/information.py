@@ -92,8 +92,10 @@ class DistanceReference:
         self.D0 = np.stack([np.sqrt(_squared_distances(s)) for s in sub]) if len(sub) else np.zeros((0, 0, 0))
         m = len(idx)
         self.pairs = m * (m - 1) / 2.0
-        self.sum0 = self.D0.sum(axis=(1, 2)) / 2.0
-        self.sumsq0 = np.einsum("tij,tij->t", self.D0, self.D0) / 2.0
+        # Per trial, on (m, m) arrays: a reduction over (T, m, m) adds in an order that
+        # depends on T, and T is the chunk size, i.e. the number of workers (issue 14).
+        self.sum0 = np.array([D.sum() for D in self.D0]) / 2.0
+        self.sumsq0 = np.array([np.einsum("ij,ij->", D, D) for D in self.D0]) / 2.0
 
 
 def distance_reference(X: np.ndarray, *, rng: np.random.Generator) -> DistanceReference:
@@ -153,7 +155,9 @@ def distance_corr(S: np.ndarray, ref: DistanceReference) -> np.ndarray:
         np.maximum(D, 0.0, out=D)
         np.sqrt(D, out=D)
         s1 = D.sum() / 2.0
-        cross = np.vdot(D, ref.D0[t]) / 2.0
+        # Not vdot: BLAS ddot splits long vectors over threads, so its last bits
+        # would depend on how many BLAS threads a worker has (issue 14).
+        cross = np.einsum("ij,ij->", D, ref.D0[t]) / 2.0
         var = P * (m * sq.sum()) - s1 * s1
         if var > 0 and var0[t] > 0:
             out[t] = (P * cross - s1 * ref.sum0[t]) / np.sqrt(var * var0[t])

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from initscope.core.network import Architecture, forward, layer_param_jvp, layer_param_vjp
+from initscope.core.numerics import safe_eigh
 
 __all__ = [
     "METHODS",
@@ -72,7 +73,7 @@ def _layer_term(S: np.ndarray, ref_ms: np.ndarray, kind: str, rms_penalty: float
     S_c = S - S.mean(axis=1, keepdims=True)
     C = np.matmul(S_c.transpose(0, 2, 1), S_c) / n
     C += (eps * ref_ms)[:, None, None] * np.eye(w, dtype=S.dtype)
-    lam, Q = np.linalg.eigh(C)
+    lam, Q = safe_eigh(C)  # overflowed states: NaN value and gradient (the step is skipped), no LinAlgError
     lam = np.maximum(lam, np.finfo(S.dtype).tiny)
     if kind == "logdet":
         value = np.log(lam).sum(axis=1)
@@ -232,6 +233,35 @@ def _check(X, params, method, objective_name, steps, lr, batch, rms_penalty, eps
     return X, out
 
 
+def _minibatch(X: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """`batch` samples of X (T, n, d) drawn afresh per trial without replacement; all of X when batch is 0 or >= n."""
+    T, n, _ = X.shape
+    if not 0 < batch < n:
+        return X
+    idx = np.argsort(rng.random((T, n)), axis=1)[:, :batch]
+    return np.take_along_axis(X, idx[:, :, None], axis=1)
+
+
+def _ascend(params: Params, grads: Params, lr: float) -> Params:
+    """One ascent step θ + lr·g per trial; a trial whose step is not finite keeps its parameters."""
+    if not params:
+        return params
+    # A trial whose gradient overflowed (huge states, e.g. the seed's normal init) skips the
+    # step rather than turning its network into NaN; the history shows it stalled.
+    ok = np.ones(params[0][0].shape[0], dtype=bool)
+    for gW, gb in grads:
+        ok &= np.isfinite(gW).all(axis=(1, 2)) & np.isfinite(gb).all(axis=1)
+    rate = np.where(ok, lr, 0.0).astype(params[0][0].dtype)
+    stepped = [(W + rate[:, None, None] * np.where(ok[:, None, None], gW, 0.0),
+                b + rate[:, None] * np.where(ok[:, None], gb, 0.0))
+               for (W, b), (gW, gb) in zip(params, grads)]
+    # A step so large that the parameters themselves overflow (lr 1e300) is skipped too.
+    for W, b in stepped:
+        ok &= np.isfinite(W).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
+    return [(np.where(ok[:, None, None], Wn, W), np.where(ok[:, None], bn, b))
+            for (W, b), (Wn, bn) in zip(params, stepped)]
+
+
 def train(
     X: np.ndarray,
     params: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -257,51 +287,41 @@ def train(
     eval_every steps (and the last), and the optimisation's cumulative wall
     time up to that step (the evaluation itself not counted). Trials are
     independent problems optimised side by side; a trial whose gradient is
-    not finite skips that step. Too large a step can still make f fall or
-    overflow: forward-gradient's noise grows with the number of parameters P
+    not finite, or whose step would make a parameter non-finite, skips that
+    step. Too large a step can still make f fall or overflow: forward-gradient's noise grows with the number of parameters P
     (E‖(∇f·v)v‖² = (P + 2)‖∇f‖²), so it needs a step about P times smaller.
     """
     X, params = _check(X, params, method, objective, steps, lr, batch, rms_penalty, eps, rng, eval_every)
-    T, n, _ = X.shape
+    T = X.shape[0]
     ref = _reference(X)
     kw = dict(objective=objective, rms_penalty=rms_penalty, eps=eps, ref_ms=ref)
-    rows_trial, rows_step, rows_value, rows_seconds = [], [], [], []
+    logged: list[tuple[int, np.ndarray, float]] = []  # (step, f per trial, seconds so far)
     elapsed = 0.0
 
     def log(step: int) -> None:
-        rows_trial.append(np.arange(T))
-        rows_step.append(np.full(T, step))
-        rows_value.append(objective_value(X, params, arch, **kw))
-        rows_seconds.append(np.full(T, elapsed))
+        logged.append((step, objective_value(X, params, arch, **kw), elapsed))
 
     with np.errstate(all="ignore"):
         log(0)
         for step in range(1, steps + 1):
             start = time.perf_counter()
-            Xb = X
-            if 0 < batch < n:
-                idx = np.argsort(rng.random((T, n)), axis=1)[:, :batch]
-                Xb = np.take_along_axis(X, idx[:, :, None], axis=1)
+            Xb = _minibatch(X, batch, rng)
             if method == "backprop":
                 _, grads = objective_gradient(Xb, params, arch, **kw)
             else:
                 _, grads = forward_gradient(Xb, params, arch, rng=rng, **kw)
-            # A trial whose gradient overflowed (huge states, e.g. the seed's normal init) skips the
-            # step rather than turning its network into NaN; the history shows it stalled.
-            ok = np.ones(T, dtype=bool)
-            for gW, gb in grads:
-                ok &= np.isfinite(gW).all(axis=(1, 2)) & np.isfinite(gb).all(axis=1)
-            rate = np.where(ok, lr, 0.0).astype(X.dtype)
-            params = [(W + rate[:, None, None] * np.where(ok[:, None, None], gW, 0.0),
-                       b + rate[:, None] * np.where(ok[:, None], gb, 0.0))
-                      for (W, b), (gW, gb) in zip(params, grads)]
+            params = _ascend(params, grads, lr)
             elapsed += time.perf_counter() - start
             if step % eval_every == 0 or step == steps:
                 log(step)
-    history = pd.DataFrame({
-        "trial": np.concatenate(rows_trial),
-        "step": np.concatenate(rows_step),
-        "objective": np.concatenate(rows_value),
-        "seconds": np.concatenate(rows_seconds),
+    return params, _history(logged, T)
+
+
+def _history(logged: list[tuple[int, np.ndarray, float]], T: int) -> pd.DataFrame:
+    """The history table (`HISTORY_COLUMNS`): one row per trial and logged step."""
+    return pd.DataFrame({
+        "trial": np.tile(np.arange(T), len(logged)),
+        "step": np.repeat(np.array([step for step, _, _ in logged], dtype=np.int64), T),
+        "objective": np.concatenate([value for _, value, _ in logged]),
+        "seconds": np.repeat(np.array([seconds for _, _, seconds in logged], dtype=np.float64), T),
     })
-    return params, history

@@ -31,6 +31,7 @@ from initscope.core.information import (
     linear_r2,
     ridge_factor,
 )
+from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
 from initscope.core.propagation import jacobian_log_spread, jacobian_sq_mean, pre_q
 
 __all__ = [
@@ -232,14 +233,23 @@ def gram_spectrum(G: np.ndarray, *, vectors: bool = False):
 
     Eigenvalues of the smaller Gram matrix; tiny negative eigenvalues
     (rounding) are clipped to 0. Values below σ_1·√eps are at the noise floor
-    and are returned as computed. With vectors=True also returns
+    and are returned as computed; a non-finite G gives a NaN row. With vectors=True also returns
     (eigenvalues ascending (T, k), eigenvectors (T, k, k)): what linear_r2 and
     the 3-D projections need, from one `eigh` call instead of a second pass.
     """
-    if vectors:
-        lam, V = np.linalg.eigh(G)
-    else:
-        lam = np.linalg.eigvalsh(G)
+    finite = np.isfinite(G).all(axis=(1, 2))
+    try:
+        if not finite.all():
+            raise np.linalg.LinAlgError("non-finite Gram matrix")
+        if vectors:
+            lam, V = np.linalg.eigh(G)
+        else:
+            lam = np.linalg.eigvalsh(G)
+    except np.linalg.LinAlgError:
+        # Overflow is a result: a non-finite Gram matrix (or one LAPACK cannot converge
+        # on) gives a NaN spectrum for its trial, and the others are computed scaled.
+        res = safe_eigh(G, vectors=vectors)
+        lam, V = res if vectors else (res, None)
     sv = np.sqrt(np.clip(lam[:, ::-1], 0.0, None))
     if vectors:
         return sv, (lam, V)
@@ -254,6 +264,14 @@ def collapsed(S: np.ndarray, sv: np.ndarray) -> np.ndarray:
     """
     eps = np.finfo(S.dtype).eps
     frob = np.sqrt(np.einsum("tnw,tnw->t", S, S))
+    huge = np.isinf(frob)
+    if huge.any():
+        # The sum of squares overflowed although S is finite (its Gram entries may not
+        # be): measure those trials' norms scaled, or a huge state would read "collapsed".
+        frob = frob.astype(np.float64)
+        for t in np.flatnonzero(huge):
+            top = float(np.abs(S[t]).max())
+            frob[t] = top * np.sqrt(np.einsum("nw,nw->", S[t] / top, S[t] / top, dtype=np.float64))
     top = sv[:, 0] if sv.shape[1] else np.zeros(S.shape[0], S.dtype)
     return (frob == 0) | (top <= 100 * eps * frob)
 
@@ -330,7 +348,6 @@ def mean_cosine(S: np.ndarray) -> np.ndarray:
     return np.where(m >= 2, out, np.nan)
 
 
-
 def jacobian_rank(J: np.ndarray) -> np.ndarray:
     """Mean over samples of rank(∂s_l/∂x)/d, rank as numpy's `matrix_rank` counts it.
 
@@ -340,7 +357,10 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
     The others get the exact count: a thin QR of the tall orientation shrinks
     each d×w matrix to its min(d, w)² triangle, whose singular values are the
     same, then σ > σ_max·max(d, w)·eps is counted, `matrix_rank`'s default
-    tolerance. Non-finite Jacobians give NaN.
+    tolerance. Non-finite Jacobians give NaN. Each sample's matrix is first
+    scaled by a power of two near its largest entry (`numerics.unit_scaled`):
+    the rank does not change, and LAPACK no longer fails on huge finite
+    Jacobians (deep normal init), whose squares overflow inside the SVD.
     """
     T, m, d, w = J.shape
     out = np.full(T, np.nan)
@@ -352,8 +372,8 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
     if min(d, w) == 0:
         out[finite] = 0.0
         return out
-    Jf = J[finite]
-    ranks = np.full(Jf.shape[:2], min(d, w), dtype=np.int64)
+    Jf, _ = unit_scaled(J[finite])
+    ranks = np.full(Jf.shape[:2], min(d, w), dtype=np.float64)
     unsure = ~_certified_full_rank(Jf)
     if unsure.any():
         ranks[unsure] = _exact_ranks(Jf[unsure])
@@ -362,13 +382,15 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
 
 
 def _exact_ranks(J: np.ndarray) -> np.ndarray:
-    """`matrix_rank` of each (d, w) matrix in J (k, d, w), via QR then the triangle's SVD. (k,) int."""
+    """`matrix_rank` of each (d, w) matrix in J (k, d, w), via QR then the triangle's SVD.
+
+    (k,) float; NaN where LAPACK failed even on the scaled matrix.
+    """
     d, w = J.shape[-2:]
     tall = J.transpose(0, 2, 1) if w >= d else J  # (k, max, min)
-    R = np.linalg.qr(tall, mode="r")
-    sv = np.linalg.svd(R, compute_uv=False)
+    sv = relative_singular_values(tall)  # NaN rows where LAPACK failed even after scaling
     tol = sv.max(axis=-1, keepdims=True) * max(d, w) * np.finfo(J.dtype).eps
-    return (sv > tol).sum(axis=-1)
+    return np.where(np.isnan(sv).any(axis=-1), np.nan, (sv > tol).sum(axis=-1))
 
 
 def _certified_full_rank(J: np.ndarray) -> np.ndarray:

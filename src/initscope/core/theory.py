@@ -123,16 +123,25 @@ def weight_norm_density(
 ) -> np.ndarray | None:
     """Density of one neuron's weight-vector 2-norm at the points r.
 
-    For i.i.d. N(0, σ²) entries the norm is σ times a chi variable with fan_in
-    degrees of freedom. That covers normal (σ = gain), kaiming-normal and
+    For i.i.d. N(0, σ²) entries the norm is σ times a chi variable with k =
+    fan_in degrees of freedom. That covers normal (σ = gain), kaiming-normal and
     lecun-normal (σ = gain/sqrt(fan_in)), and xavier-normal when fan_out is
     given (σ = gain·sqrt(2/(fan_in+fan_out))); see `weight_norm_distribution`.
+    The chi density in closed form, in logs so that k in the thousands does not
+    overflow: f(r) = (r/σ)^(k−1)·exp(−(r/σ)²/2) / (2^(k/2−1)·Γ(k/2)·σ), r ≥ 0
+    (no scipy.stats: importing it took over a second of every report).
     Returns None where the norm has no such closed form (sphere: a spike at gain).
     """
-    dist = weight_norm_distribution(init, fan_in, fan_out, gain)
-    if dist is None:
+    sigma = _chi_scale(init, fan_in, fan_out, gain)
+    if sigma is None:
         return None
-    return dist.pdf(np.asarray(r, dtype=np.float64))
+    x = np.asarray(r, dtype=np.float64) / sigma
+    k = float(fan_in)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_f = (k - 1.0) * np.log(x) - 0.5 * x * x - (0.5 * k - 1.0) * math.log(2.0) - math.lgamma(0.5 * k)
+        density = np.exp(log_f) / sigma
+    density = np.where(x > 0, density, (1.0 if k == 1 else 0.0) * math.sqrt(2.0 / math.pi) / sigma)
+    return np.where(x >= 0, density, 0.0)
 
 
 def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: float):
@@ -147,8 +156,16 @@ def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: 
     orthogonal with fan_in ≥ fan_out) or no closed form (uniform entries,
     sphere-rows, other rules).
     """
+    sigma = _chi_scale(init, fan_in, fan_out, gain)
+    if sigma is None:
+        return None
     from scipy.stats import chi
 
+    return chi(df=fan_in, scale=sigma)
+
+
+def _chi_scale(init: str, fan_in: int, fan_out: int | None, gain: float) -> float | None:
+    """σ of i.i.d. N(0, σ²) weights, or None where the initializer's norms are not σ·χ(fan_in)."""
     if init not in ("normal", "kaiming-normal", "lecun-normal", "xavier-normal"):
         return None
     if fan_in is None or fan_in <= 0 or (init == "xavier-normal" and (fan_out is None or fan_out <= 0)):
@@ -156,7 +173,7 @@ def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: 
     variance = weight_variance(init, fan_in, fan_out if fan_out is not None else 1, gain)
     if not (math.isfinite(variance) and variance > 0):
         return None
-    return chi(df=fan_in, scale=math.sqrt(variance))
+    return math.sqrt(variance)
 
 
 # ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from initscope.core.data import SYNTHETIC
 from initscope.study.config import DATA_FILE_SUFFIXES, FIELD_NAMES, REAL_DATA, Config, config_columns, make_config
 
 __all__ = ["RequestError", "config_from_fields", "fields_from_query", "check_budget", "request_size",
-           "result_payload", "TABLES", "ORIENTS", "BUILTIN_DATA", "one_line", "config_json"]
+           "result_payload", "encode", "TABLES", "ORIENTS", "BUILTIN_DATA", "one_line", "config_json"]
 
 TABLES = ("metrics", "spectra", "projections", "flags")
 ORIENTS = ("records", "columns")
@@ -177,9 +177,9 @@ def result_payload(result, orient: str = "records") -> dict[str, Any]:
     records: each table a list of row objects with the CSV's columns (named
     under "columns" too, for tables without rows); columns:
     each table {"rows", "columns" (names in CSV order), "data" (name -> list),
-    "constant" (name -> the one value of a config column)}. Floats go out at
-    full precision (orjson writes the shortest repr that reads back to the same
-    double); NaN goes out as null.
+    "constant" (name -> the one value of a config column)}. Serialise with
+    `encode`: floats at full precision (the shortest repr that reads back to
+    the same double), NaN as null, ±inf as ±1e999.
     """
     if orient not in ORIENTS:
         raise RequestError(400, f"The 'orient' parameter must be one of {list(ORIENTS)}. Got {orient!r} instead.")
@@ -199,16 +199,44 @@ def result_payload(result, orient: str = "records") -> dict[str, Any]:
     }
 
 
+# JSON has no infinity and orjson writes it as null, which would read back as NaN. An infinite value
+# (a state's rms at the edge of overflow) goes out as the number 1e999 instead: valid JSON grammar, and
+# JavaScript's JSON.parse and Python's json read it back as ±inf. Tokens mark them until `encode`.
+_INF = {math.inf: "\u0000initscope:+inf\u0000", -math.inf: "\u0000initscope:-inf\u0000"}
+_INF_BYTES = {b'"\\u0000initscope:+inf\\u0000"': b"1e999", b'"\\u0000initscope:-inf\\u0000"': b"-1e999"}
+
+
+def encode(payload: Any) -> bytes:
+    """The payload as JSON bytes: floats at full precision, NaN as null, ±inf as ±1e999."""
+    import orjson
+
+    out = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    for token, number in _INF_BYTES.items():
+        out = out.replace(token, number)
+    return out
+
+
+def _finite_or_token(values: list) -> list:
+    return [_INF[v] if isinstance(v, float) and math.isinf(v) else v for v in values]
+
+
 def _column_values(series) -> list | np.ndarray:
     values = series.to_numpy()
-    if values.dtype.kind in "fiub":
-        return values  # orjson writes numpy arrays natively (NaN as null)
+    if values.dtype.kind in "iub":
+        return values  # orjson writes numpy arrays natively
+    if values.dtype.kind == "f":
+        return _finite_or_token(values.tolist()) if np.isinf(values).any() else values  # NaN goes out as null
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values.tolist()]
 
 
 def _records(df) -> list[dict[str, Any]]:
     names = list(df.columns)
-    columns = [df[name].tolist() for name in names]
+    columns = []
+    for name in names:
+        values = df[name].tolist()
+        if df[name].dtype.kind == "f" and np.isinf(df[name].to_numpy()).any():
+            values = _finite_or_token(values)
+        columns.append(values)
     return [dict(zip(names, row)) for row in zip(*columns)]
 
 

@@ -11,7 +11,8 @@
 Answers: 200; 400 bad input (make_config's one-line message, as the CLI
 prints it); 413 over the size budget (naming the field to reduce); 415 a body
 that is not JSON; 429 superseded by the same client's newer request; 503 too
-many requests waiting. `?orient=columns` gives compact column tables.
+many requests waiting; 500 anything unexpected (with its reason; the server
+carries on). `?orient=columns` gives compact column tables.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
-                                   fields_from_query, result_payload)
+                                   encode, fields_from_query, result_payload)
 from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Jobs, depth_plan
 
 __all__ = ["create_app", "Settings", "compute", "DEFAULT_MAX_SIZE", "CLIENT_HEADER"]
@@ -74,8 +75,14 @@ def _handles_errors(handler):
             return await handler(request)
         except RequestError as exc:
             return _error(exc)
+        except Exception as exc:  # noqa: BLE001 - as the CLI's exit 1: the reason, and the server carries on
+            return _error(unexpected(exc))
 
     return wrapped
+
+
+def unexpected(exc: Exception) -> RequestError:
+    return RequestError(500, f"unexpected error: {type(exc).__name__}: {exc}")
 
 
 async def _body_fields(request: Request) -> dict[str, Any]:
@@ -115,7 +122,7 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
     t2 = time.perf_counter()
     payload.update(final=final, depth=config.depth, of=depth or config.depth,
                    timing_ms={"run": round((t1 - t0) * 1e3, 2), "tables": round((t2 - t1) * 1e3, 2)})
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    return encode(payload)
 
 
 def verdict(result) -> dict[str, Any]:
@@ -176,6 +183,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         yield b"\n"
             except RequestError as exc:  # superseded or busy after the answer began: the last line says so
                 yield orjson.dumps({**exc.payload(), "status": exc.status}) + b"\n"
+            except Exception as exc:  # noqa: BLE001
+                error = unexpected(exc)
+                yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
             finally:
                 jobs.release(ticket)
 
@@ -244,13 +254,13 @@ def _static_files() -> dict[str, Path]:
 
 def run_zip(config, *, workers: int | None = None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
-    from initscope.cli.app import _write_outputs
+    from initscope.report.run_files import write_run
     from initscope.study.runner import run
 
     result = run(config, workers=workers)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
-        _write_outputs(result, out, report=True, png=False)
+        write_run(out, result, report=True, png=False)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(out.iterdir()):

@@ -27,8 +27,14 @@ def parallel_map(fn, items: list, n_workers: int) -> list:
     """[fn(item) for item in items], on n_workers threads each with BLAS pinned to one thread."""
     if n_workers == 1:
         return [fn(item) for item in items]
-    with _blas_controller().limit(limits=1), ThreadPoolExecutor(n_workers) as pool:
-        return list(pool.map(fn, items))
+    with _blas_controller().limit(limits=1):
+        pool = ThreadPoolExecutor(n_workers)
+        try:
+            return list(pool.map(fn, items))
+        finally:
+            # Not `with pool`: on Ctrl-C it would wait for the running chunks (minutes) before the
+            # KeyboardInterrupt got out. On success every item is done, so nothing is left to wait for.
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def worker_count(requested: int | None, trials: int) -> int:

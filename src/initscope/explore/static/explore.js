@@ -181,6 +181,7 @@ async function show(message, started) {
   state.last = {depth: message.depth, of: message.of, final: message.final, timing: message.timing_ms,
                 latency: now - started, draw: now - t0};
   if (message.final) state.latencies.push(now - started);
+  else state.partials = (state.partials || 0) + 1;
   const part = message.final ? "" : ` — layers 0–${message.depth} of ${message.of} so far, computing the rest`;
   setStatus(`Updated in ${Math.round(now - started)} ms (study ${message.timing_ms.run} ms, ` +
             `tables ${message.timing_ms.tables} ms, drawing ${Math.round(now - t0)} ms)${part}`);
@@ -262,11 +263,30 @@ function layerFigure(message) {
             marker: {size: 3, color: p.c, coloraxis: "coloraxis", opacity: 0.85},
             hovertemplate: `${init}, layer ${layer}<br>pc1 %{x:.4g}, pc2 %{y:.4g}, pc3 %{z:.4g}<extra></extra>`};
   };
+  // Each view's title says how far the points spread, against the input's (the post's first observation).
+  const spread = p => {
+    if (!p || !p.x.length) return NaN;
+    let sum = 0, n = 0;
+    for (let j = 0; j < p.x.length; j++) {
+      const d = p.x[j] * p.x[j] + p.y[j] * p.y[j] + p.z[j] * p.z[j];
+      if (Number.isFinite(d)) { sum += d; n += 1; }
+    }
+    return n ? Math.sqrt(sum / n) : NaN;
+  };
+  const note = (init, layer) => {
+    const base = spread((cube[init] || {})[layers[0]]), here = spread((cube[init] || {})[layer]);
+    if (layer === 0) return "the input";
+    if (!Number.isFinite(here)) return "non-finite (overflow)";
+    return base > 0 ? `spread ${here / base < 1e-3 || here / base > 1e4 ? (here / base).toExponential(2) :
+                                 (here / base).toPrecision(3)}× the input's` : `spread ${here.toPrecision(3)}`;
+  };
+  const titles = layer => names.map((init, i) => ({
+    text: `<b>${init}</b>, layer ${layer}: ${note(init, layer)}`, showarrow: false, xref: "paper", yref: "paper",
+    x: (i % cols + 0.5) / cols, y: 1 - Math.floor(i / cols) / rows, xanchor: "center", yanchor: "bottom"}));
   const layout = {
     height: 430 * rows + 80, margin: {l: 0, r: 0, t: 30, b: 70}, uirevision: "layers",
     coloraxis: {colorscale: "Viridis", colorbar: {title: {text: "target"}, len: 0.8}},
-    annotations: names.map((init, i) => ({text: `<b>${init}</b>`, showarrow: false, xref: "paper", yref: "paper",
-      x: (i % cols + 0.5) / cols, y: 1 - Math.floor(i / cols) / rows, xanchor: "center", yanchor: "bottom"})),
+    annotations: titles(current),
     sliders: [{active: layers.indexOf(current), pad: {t: 20}, currentvalue: {prefix: "layer ", visible: true},
       steps: layers.map(l => ({method: "animate", label: String(l),
         args: [[String(l)], {mode: "immediate", frame: {duration: 0, redraw: true}, transition: {duration: 0}}]}))}],
@@ -278,7 +298,7 @@ function layerFigure(message) {
       xaxis: {title: {text: "pc1"}}, yaxis: {title: {text: "pc2"}}, zaxis: {title: {text: "pc3"}}, aspectmode: "data"};
   });
   const frames = layers.map(l => ({name: String(l), data: names.map(init => trace(init, l)),
-                                   traces: names.map((_, i) => i)}));
+                                   traces: names.map((_, i) => i), layout: {annotations: titles(l)}}));
   return {data: names.map(init => trace(init, current)), layout, frames, layers};
 }
 
