@@ -126,14 +126,22 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
 
 
 def verdict(result) -> dict[str, Any]:
-    """What happened, per initializer: the report's flags table in words ("first layer where ...")."""
+    """What happened, per initializer, in words: the study's verdict (as `initscope run` prints it and
+    the report shows it first) and the flags table ("first layer where ...")."""
     from initscope.report.flags import flags_table
+    from initscope.study.verdict import run_verdict
 
+    words = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains)
     m = result.metrics
     # flags_table reads only these metrics (and readout); filtering first makes it ~2x faster.
     used = m.loc[m["metric"].isin(_FLAG_METRICS), ["init", "trial", "layer", "metric", "value", "readout"]]
     table = flags_table(used, result.flags)
-    return {"sentences": None, "flags": table.to_dict("records")}
+    return {
+        "initializers": [{"init": v.init, "title": v.title, "sentences": list(v.sentences)} for v in words.verdicts],
+        "notes": list(words.notes),
+        "lines": words.lines(),
+        "flags": table.to_dict("records"),
+    }
 
 
 _FLAG_METRICS = ("rms", "effective_rank", "dead_fraction", "grad_norm")
