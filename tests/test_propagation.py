@@ -197,3 +197,27 @@ def test_jacobian_log_spread_stays_small_for_orthogonal_critical_tanh_and_grows_
     assert orth[depth] < 1.0  # O(1): the singular values stay within a factor e of each other
     assert gauss[depth] > gauss[2] + 2.0  # Gaussian weights spread them layer after layer
     assert gauss[depth] > 4 * orth[depth]
+
+
+def test_wide_inputs_jacobian_metrics_equal_the_direct_product():
+    # d > w: the loop carries each tangent as its (w, w) QR triangle; the metrics must not notice.
+    from initscope.study.model import materialize
+
+    config = make_config(init=("kaiming-normal",), activation="tanh", shift="normal", shift_scale=0.1, width=8,
+                         input_dim=24, data="normal", depth=3, samples=5, trials=2,
+                         metrics=("jacobian_sq_mean", "jacobian_log_spread", "jacobian_rank"), seed=4)
+    result = run(config)
+    X, _, params = materialize(config, "kaiming-normal")
+    sq = _per_trial(result, "jacobian_sq_mean")
+    spread, cond = _direct_log_spread(X, params, (1, 2, 3))
+    for layer in (1, 2, 3):
+        J = []
+        for i in range(X.shape[1]):
+            s, Ji = X[0, i], np.eye(24)
+            for W, b in params[:layer]:
+                z = s @ W[0] + b[0]
+                Ji, s = Ji @ W[0] * (1 - np.tanh(z) ** 2), np.tanh(z)
+            J.append(Ji)
+        assert sq.loc[0, layer] == pytest.approx(np.mean([(j**2).sum() / 8 for j in J]), rel=1e-12)
+        tol = 100 * np.finfo(float).eps * cond[layer]
+        assert _per_trial(result, "jacobian_log_spread").loc[0, layer] == pytest.approx(spread[layer], rel=tol, abs=1e-12)

@@ -49,7 +49,10 @@ def test_run_writes_jacobian_histograms_that_count_every_kept_singular_value(tan
     table = tanh_run.jacobian_spectra
     assert list(table.columns) == ["init", "trial", "layer", "log10_sv", "count"]
     per = table.groupby(["init", "trial", "layer"])["count"].sum()
-    assert (per == 10 * 16).all()  # 10 samples × min(d, w) = 16 values, none at the rank threshold here
+    hidden = per[per.index.get_level_values("layer") > 0]
+    assert (hidden == 10 * 16).all()  # 10 samples × min(d, w) = 16 values, none at the rank threshold here
+    # layer 0's Jacobian, the identity, is carried as a 1×1 identity per sample: one value of 1 each
+    assert (per[per.index.get_level_values("layer") == 0] == 10).all()
     assert set(table["layer"]) == {0, 1, 2, 3}
 
 

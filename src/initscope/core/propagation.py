@@ -55,9 +55,13 @@ def jacobian_sq_mean(J: np.ndarray) -> np.ndarray:
     return out
 
 
-def jacobian_singular_values(J: np.ndarray) -> np.ndarray:
+def jacobian_singular_values(J: np.ndarray, input_dim: int | None = None) -> np.ndarray:
     """Singular values of each sample's Jacobian, descending, with those at or below `matrix_rank`'s
     threshold (σ_max·max(d, w)·eps of J's dtype) set to 0: (T, m, d, w) -> (T, m, min(d, w)).
+
+    input_dim: the true d when J stands for a wider Jacobian (the measuring
+    loop passes wide inputs' tangents as their (w, w) QR triangle, which has
+    the same singular values); it sets the threshold as `matrix_rank` would.
 
     A thin QR of the tall orientation shrinks each d×w matrix to its
     min(d, w)² triangle, whose singular values are the same, then one batched
@@ -75,7 +79,7 @@ def jacobian_singular_values(J: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
         R = np.linalg.qr(tall, mode="r")
         sv = np.linalg.svd(R, compute_uv=False)
-    tol = sv[..., :1] * max(d, w) * np.finfo(J.dtype).eps
+    tol = sv[..., :1] * max(input_dim or d, d, w) * np.finfo(J.dtype).eps
     out[finite] = np.where(sv > tol, sv, 0.0)
     return out
 
