@@ -25,6 +25,7 @@ from initscope.cli.common import (
     workers_option,
     write_run,
 )
+from initscope.cli.progress import DelayedProgress
 from initscope.cli.sweep import is_store, sweep_report
 from initscope.study.config import load_config, make_config, subsample_note
 from initscope.study.memory import memory_budget, plan_run
@@ -66,9 +67,11 @@ def run_command(
         typer.echo(f"note: {note}", err=True)
 
     with output_folder(out, command="run", overwrite=overwrite) as folder:
-        with warnings.catch_warnings(record=True) as caught:
+        # A bar on stderr for runs past ~2 s, on a terminal only, and never under --quiet.
+        with warnings.catch_warnings(record=True) as caught, DelayedProgress(
+                "measuring layers", enabled=False if quiet else None) as bar:
             warnings.simplefilter("always")
-            result = run(cfg, workers=n_workers, memory_limit=budget)
+            result = run(cfg, workers=n_workers, memory_limit=budget, progress=bar)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         write_run(folder, result, report=report, png=png)
