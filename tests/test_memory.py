@@ -63,6 +63,7 @@ def test_estimate_grows_with_what_the_runner_holds():
 @pytest.mark.parametrize("fields,param", [
     (dict(width=200000, depth=100), "width"),
     (dict(trials=1000000), "trials"),
+    (dict(depth=2**31 - 1), "depth"),
     (dict(input_dim=10**8, width=40, samples=64, metrics="jacobian_rank"), "input_dim"),
     (dict(samples=200000, width=4000, metrics="rms"), "samples"),
 ])

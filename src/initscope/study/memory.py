@@ -156,6 +156,7 @@ def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, tria
     f8 = 8
     wide = _wider(config)
     states_driver = "samples" if n >= fan else wide
+    rows_driver = "depth" if L + 1 > T else "trials"  # the tables have a row per trial × layer
     parts: dict[str, tuple[int, str]] = {
         # W is drawn, kept for weight norms and multiplied: about three copies at once.
         "weights": (3 * Tc * fan * w * b, wide),
@@ -164,8 +165,8 @@ def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, tria
         # Gram matrix, eigenvalues' workspace and vectors (linear_r2, projections).
         "gram": (4 * Tc * k * k * f8, states_driver),
         "inputs": (4 * T * n * d * f8, "samples" if n >= d else "input_dim"),
-        "results": (I * T * (L + 1) * (k + M) * f8, "depth"),
-        "tables": (I * T * (L + 1) * (M * METRIC_ROW_BYTES + k * SPECTRUM_ROW_BYTES), "trials"),
+        "results": (I * T * (L + 1) * (k + M) * f8, rows_driver),
+        "tables": (I * T * (L + 1) * (M * METRIC_ROW_BYTES + k * SPECTRUM_ROW_BYTES), rows_driver),
     }
     if "linear_r2" in want:
         parts["linear_r2"] = (3 * Tc * n * k * f8, states_driver)
