@@ -180,3 +180,9 @@ def _wide_csv(tmp_path):
     path = tmp_path / "wide.csv"
     np.savetxt(path, np.random.default_rng(0).standard_normal((50, 5000)), delimiter=",")
     return str(path)
+
+
+def test_certify_refuses_what_cannot_fit(capsys):
+    assert main(["certify", "--width", "200000", "--depth", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "'width'" in err and "certify" in err and err.count("\n") == 1, err

@@ -33,7 +33,7 @@ import numpy as np
 from initscope.study.config import Config
 
 __all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "available_memory", "memory_budget", "parse_memory",
-           "run_estimate", "plan_run", "inspect_estimate", "check_estimate", "format_bytes", "DEFAULT_SHARE"]
+           "run_estimate", "plan_run", "inspect_estimate", "certify_estimate", "check_estimate", "format_bytes", "DEFAULT_SHARE"]
 
 DEFAULT_SHARE = 0.8  # of MemAvailable: the rest is the page cache's and other processes' headroom
 JACOBIAN_SAMPLES = 64  # runner.JACOBIAN_SAMPLES (not imported: the runner imports this module)
@@ -224,6 +224,19 @@ def _too_big(config: Config, est: Estimate, budget: int) -> MemoryBudgetError:
         f"the budget of {format_bytes(budget)} (memory_limit / --memory-limit; default "
         f"{DEFAULT_SHARE:.0%} of available memory)."
     )
+
+
+def certify_estimate(config: Config) -> Estimate:
+    """`certify`'s peak: every layer's parameters of all trials held at once (it materializes the
+    networks), its states, the pairwise distances per trial and its Jacobian chunk (2**24 entries)."""
+    s = _sizes(config)
+    T, n, fan, w, L, b = config.trials, s["n"], s["fan"], s["w"], s["L"], s["b"]
+    return Estimate({
+        "parameters": (T * L * fan * w * b, "depth" if L > fan * w else _wider(config)),
+        "states": (4 * T * n * fan * b, "samples" if n >= fan else _wider(config)),
+        "distances": (3 * n * n * 8, "samples"),
+        "jacobians": (4 * (1 << 24) * 8, "input_dim"),
+    })
 
 
 def inspect_estimate(shape: tuple[int, ...], itemsize: int = 4) -> Estimate:
