@@ -33,6 +33,7 @@ from initscope.cli.common import (
 )
 from initscope.core.network import Architecture
 from initscope.study.config import load_config, make_config
+from initscope.study.memory import certify_estimate, check_estimate, memory_budget
 
 __all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
@@ -69,7 +70,6 @@ def certify_command(
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     tolerance = _parse_rtol(rtol)
-    from initscope.study.memory import certify_estimate, check_estimate, memory_budget
 
     try:  # certify holds every layer's parameters: refuse now what cannot fit
         est = certify_estimate(cfg)
