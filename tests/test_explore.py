@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -77,6 +78,13 @@ def test_config_equals_initscope_run_in_both_forms(server):
         assert_answer_equals_run(answer, expected)
     assert answer["gains"] == {"kaiming-normal": 1.2, "orthogonal": 1.2}
     assert {row["init"] for row in answer["verdict"]["flags"]} == {"kaiming-normal", "orthogonal"}
+    # The verdict in words is the study's, for the same run.
+    from initscope.study.verdict import run_verdict
+
+    words = run_verdict(expected.metrics, expected.spectra, expected.flags, config=expected.config,
+                        gains=expected.gains)
+    assert answer["verdict"]["lines"] == words.lines()
+    assert [v["title"] for v in answer["verdict"]["initializers"]] == ["kaiming-normal (gain 1.2)", "orthogonal (gain 1.2)"]
 
 
 def test_overflow_is_a_result_nan_as_null(server):
@@ -287,14 +295,34 @@ def test_sigint_stops_cleanly_and_frees_the_port():
     assert not [e for e in srv.errors if "Traceback" in e], srv.errors
 
 
-def test_sigint_while_computing_stops_too():
+# Long enough (tens of seconds) that it is still computing when the signal comes.
+LONG = dict(STREAMED, depth=200, trials=20)
+
+
+def test_sigint_while_computing_stops_the_run_at_a_layer():
     srv = Server()
-    thread = threading.Thread(target=lambda: call(srv.url, "/api/run", dict(STREAMED, depth=200), method="POST",
-                                                  timeout=120), daemon=True)
+    thread = threading.Thread(target=lambda: call(srv.url, "/api/run", LONG, method="POST", timeout=300),
+                              daemon=True)
     thread.start()
     assert wait_until(lambda: json.loads(call(srv.url, "/api/health")[2])["running"] > 0, timeout=60)
-    assert srv.stop(timeout=30) == 0, srv.errors
-    assert "abandoned" in srv.lines[-1] and port_is_free(srv.port)
+    assert srv.stop(timeout=60) == 0, srv.errors
+    assert srv.lines[-1] == "initscope explore: stopped (1 run(s) stopped at a layer)", srv.lines
+    assert port_is_free(srv.port)
+
+
+def test_a_superseded_run_stops_computing(server):
+    client = {"X-Initscope-Client": "script-7"}
+    older: dict = {}
+    thread = threading.Thread(target=lambda: older.update(answer=post(server, "/api/run", LONG, headers=client)))
+    thread.start()
+    assert wait_until(lambda: json.loads(call(server.url, "/api/health")[2])["running"] > 0, timeout=60)
+    status, _, answer = post(server, "/api/run?orient=columns", SMALL, headers=client)
+    assert status == 200
+    thread.join(300)
+    status, _, answer = older["answer"]
+    # Answered 429 (stopped at a layer by initscope.run's hook), not 200 after computing all 200 layers.
+    assert status == 429 and answer["superseded"] is True, (status, answer)
+    assert wait_until(lambda: json.loads(call(server.url, "/api/health")[2])["running"] == 0, timeout=60)
 
 
 def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
@@ -314,6 +342,10 @@ def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
     assert main(["explore", "--port", "70000", "--no-browser"]) == 2
     config.write_text("depth = 0\n")
     assert main(["explore", "--config", str(config), "--no-browser"]) == 2
+    with socket.socket() as taken:  # a port in use is one line and exit 2, not a traceback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        assert main(["explore", "--port", str(taken.getsockname()[1]), "--no-browser"]) == 2
 
 
 def test_explore_is_a_command():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from initscope import make_config, run
-from initscope.core.metrics import METRICS
+from initscope.core.metrics import DEFAULT_METRICS
 from initscope.study.runner import JACOBIAN_SAMPLES, NumericalWarning, materialize
 
 SMALL = dict(depth=3, width=8, samples=12, trials=3)
@@ -21,8 +21,8 @@ def test_default_run_is_the_seed_study():
     assert (cfg.input_dim, cfg.width, cfg.depth, cfg.samples) == (3, 40, 10, 100)
     assert cfg.init == ("normal", "sphere") and cfg.readout == "zeros" and cfg.shift == "linspace"
     m = res.metrics
-    assert set(m["metric"]) == set(METRICS)
-    assert len(m) == 2 * 2 * 11 * len(METRICS)
+    assert set(m["metric"]) == set(DEFAULT_METRICS)
+    assert len(m) == 2 * 2 * 11 * len(DEFAULT_METRICS)
     assert list(m.columns[:5]) == ["init", "trial", "layer", "metric", "value"]
     assert set(res.spectra["layer"]) == set(range(11))
     # layer 0 is the input: 3 singular values; hidden layers: min(100, 40)
@@ -82,7 +82,7 @@ def test_collapse_is_flagged_with_rank_zero():
 @pytest.mark.parametrize("samples,width", [(1, 6), (5, 40), (12, 1)])
 def test_edge_sizes_run_end_to_end(samples, width):
     res = run(depth=2, width=width, samples=samples, trials=2, readout="init")
-    assert len(res.metrics) == 2 * 2 * 3 * len(METRICS)
+    assert len(res.metrics) == 2 * 2 * 3 * len(DEFAULT_METRICS)
     assert res.spectra.groupby(["init", "trial", "layer"]).size().max() == max(min(samples, 3), min(samples, width))
 
 
@@ -122,17 +122,19 @@ def test_identity_jacobian_keeps_full_rank_and_relu_loses_it():
     assert (thin.metrics.query("layer > 0")["value"] <= 0.4 + 1e-12).all()
 
 
-def test_jacobian_rank_in_a_run_is_matrix_rank_of_the_chain_rule_jacobians():
+@pytest.mark.parametrize("d", [6, 7, 30])
+def test_jacobian_rank_in_a_run_is_matrix_rank_of_the_chain_rule_jacobians(d):
     # Narrow ReLU layers with shifts: some samples lose input directions (exact path),
     # others keep all of them (certified path); both must count as matrix_rank does.
-    cfg = dict(init="kaiming-normal", input_dim=6, width=7, depth=5, samples=80, trials=3, shift="normal",
+    # d = 30 > width: the run pushes (w, w) matrices with the (d, w) Jacobians' singular values.
+    cfg = dict(init="kaiming-normal", input_dim=d, width=7, depth=5, samples=80, trials=3, shift="normal",
                shift_scale=0.5, metrics="jacobian_rank", seed=3)
     got = run(**cfg).metrics.pivot(index="trial", columns="layer", values="value")
     X, _, params = materialize(make_config(**cfg), "kaiming-normal")
     m = JACOBIAN_SAMPLES
     seen = set()
     for t in range(3):
-        J = np.broadcast_to(np.eye(6), (m, 6, 6))  # (sample, input direction, unit)
+        J = np.broadcast_to(np.eye(d), (m, d, d))  # (sample, input direction, unit)
         S = X[t]
         for layer, (W, b) in enumerate(params, start=1):
             z = S @ W[t] + b[t]
@@ -140,7 +142,7 @@ def test_jacobian_rank_in_a_run_is_matrix_rank_of_the_chain_rule_jacobians():
             S = np.maximum(z, 0)
             ranks = [np.linalg.matrix_rank(J[i]) for i in range(m)]
             seen.update(ranks)
-            assert got.loc[t, layer] == pytest.approx(np.mean(ranks) / 6, abs=1e-12)
+            assert got.loc[t, layer] == pytest.approx(np.mean(ranks) / d, abs=1e-12)
     assert len(seen) > 2  # the case really mixes full and deficient ranks
 
 
@@ -165,3 +167,26 @@ def test_trial_ids_reproduce_those_trials_of_the_full_run():
     np.testing.assert_allclose(part.to_numpy(), full.loc[part.index].to_numpy(), rtol=1e-12, equal_nan=True)
     with pytest.raises(ValueError, match="'trial_ids'"):
         run(cfg, trial_ids=[1, 1])
+
+
+def test_on_layer_hook_sees_every_layer_and_can_stop_the_run():
+    import pandas as pd
+
+    from initscope.study.runner import run
+
+    seen = []
+    hooked = run(init="normal,sphere", depth=4, trials=3, samples=20, workers=1,
+                 on_layer=lambda init, layer: seen.append((init, layer)))
+    assert seen == [(init, layer) for init in ("normal", "sphere") for layer in range(1, 5)]
+    plain = run(init="normal,sphere", depth=4, trials=3, samples=20, workers=1)
+    pd.testing.assert_frame_equal(hooked.metrics, plain.metrics)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(init, layer):
+        if layer == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(init="normal", depth=50, trials=4, samples=20, workers=2, on_layer=stop_at_2)

@@ -40,6 +40,8 @@ def run_command(
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
+                                               help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
 ) -> None:
     """Run the study (defaults: the seed post's) and write tidy CSVs, config.toml and report.html."""
     try:
@@ -48,17 +50,28 @@ def run_command(
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
 
+    from initscope.cli.progress import DelayedProgress
     from initscope.study.config import subsample_note
+    from initscope.study.memory import memory_budget, plan_run
+    from initscope.study.parallel import worker_count
     from initscope.study.runner import run
+
+    try:  # before the output folder exists: a run that cannot fit is refused at once
+        budget = memory_budget(memory_limit)
+        plan_run(cfg, worker_count(n_workers, cfg.trials), budget)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
     note = subsample_note(cfg)
     if note:  # once, before the run: the table it prints is of the subsets
         typer.echo(f"note: {note}", err=True)
 
     with output_folder(out, command="run", overwrite=overwrite) as folder:
-        with warnings.catch_warnings(record=True) as caught:
+        # A bar on stderr for runs past ~2 s, on a terminal only, and never under --quiet.
+        with warnings.catch_warnings(record=True) as caught, DelayedProgress(
+                "measuring layers", enabled=False if quiet else None) as bar:
             warnings.simplefilter("always")
-            result = run(cfg, workers=n_workers)
+            result = run(cfg, workers=n_workers, memory_limit=budget, progress=bar)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         write_run(folder, result, report=report, png=png)

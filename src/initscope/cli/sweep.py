@@ -118,9 +118,13 @@ def sweep_command(
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
+    if scheduler is None:
+        _check_memory(sweep, n_workers)
     store_path, out_dir = _store_path(store, out)
-    if report:  # the page comes at the end: a report.html that is not initscope's is refused now, not then
-        check_output(out_dir, command="sweep", overwrite=overwrite, replace=False, writes=("report.html",))
+    # The store goes into OUT and the page comes at the end: an OUT that cannot be written, or a
+    # report.html in it that initscope did not write, is refused now, not after the sweep.
+    check_output(out_dir, command="sweep", overwrite=overwrite, replace=False,
+                 writes=("report.html",) if report else ())
 
     from initscope.study.executors import open_executor, run_sweep
     from initscope.study.store import Store
@@ -151,6 +155,29 @@ def sweep_command(
         _auto_report(store_path, out_dir, overwrite=overwrite)
     if outcome.failures:
         raise typer.Exit(1)
+
+
+def _check_memory(sweep, n_workers: int | None) -> None:
+    """Refuse now a configuration that cannot fit its process's share of the memory budget.
+
+    Each local process runs one configuration at a time (run(workers=1)),
+    so a process gets budget / processes; otherwise the configuration would
+    only fail, recorded in the store, once its turn came.
+    """
+    from initscope.study.executors import available_cores
+    from initscope.study.memory import memory_budget, plan_run
+
+    budget = memory_budget()
+    if budget is None:
+        return
+    processes = min(n_workers or available_cores(), available_cores())
+    for config in sweep.configs:
+        try:
+            plan_run(config, 1, budget // processes)
+        except ValueError as exc:
+            raise BadInput(f"{exc} (a configuration of {sweep.source}: init={config.init[0]!r}, "
+                           f"width={config.width}, depth={config.depth}, samples={config.samples}; "
+                           f"{processes} process(es) share the budget)") from None
 
 
 class _NoProgress:
@@ -324,12 +351,16 @@ def _export(frame, path: Path, kind: str) -> None:
     """Write to a temporary sibling, then rename: a failed export leaves no half file."""
     from initscope.report.writer import atomic_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        if kind == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            if kind == "csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
+    except OSError as exc:  # a read-only place, /proc, a file where a folder should be
+        raise BadInput(f"The '{kind}' parameter must be a file path initscope can write "
+                       f"({exc.strerror or exc}). Got {str(path)!r} instead.") from None
 
 
 def sweep_report(

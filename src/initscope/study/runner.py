@@ -9,6 +9,7 @@ generator, derived from (seed, initializer name, trial) with SeedSequence.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,15 @@ import pandas as pd
 
 from initscope.study.config import Config, load_table, make_config
 from initscope.study.measure import JACOBIAN_SAMPLES, Chunk, prepare, simulate
+from initscope.study.memory import MemoryBudgetError, MemoryPlanWarning, format_bytes, memory_budget, plan_run
 from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
 from initscope.study.parallel import parallel_map, worker_count
 from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
+from initscope.study.verdict import with_lost_directions
 
 # The names tests and older code import from here; they live in the modules above.
 __all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
-           "ParamSource", "trained"]
+           "ParamSource", "trained", "MemoryBudgetError", "MemoryPlanWarning"]
 
 
 def _trial_ids(trial_ids) -> np.ndarray:
@@ -42,7 +45,9 @@ def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
     return config
 
 
-def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, **kwargs: Any) -> RunResult:
+def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
+        on_layer=None, progress=None,
+        **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
     `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
@@ -51,6 +56,18 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     trial_ids: run only these trial indices (each gives exactly the numbers it
     gives in a full run: a trial's randomness depends on its index alone), e.g.
     to complete an interrupted sweep.
+    memory_limit: the memory budget in bytes (or text such as "8GiB"); default
+    80% of the memory available now. The run's peak is estimated first
+    (`study.memory`): over the budget, fewer trials run at a time (the same
+    numbers, with a MemoryPlanWarning), and when one trial alone does not fit
+    a `MemoryBudgetError` (a ValueError naming the parameter that drives the
+    estimate) is raised before anything is allocated.
+    on_layer(init, layer): called on a worker thread after each hidden layer
+    of each chunk of trials is measured; an exception it raises stops the
+    run and propagates (the explorer stops a superseded request this way).
+    progress: called as progress(done, total) from worker threads as hidden
+    layers are measured (total: initializers × chunks × depth), e.g. the CLI's bar.
+    The flags table gets the lost_directions rows (`initscope.study.verdict`).
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
@@ -58,8 +75,15 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
         raise ValueError(f"The 'trial_ids' parameter must be below trials={config.trials} with init_train. "
                          f"Got {ids.max()} instead.")
     n_workers = worker_count(workers, len(ids))
+    plan = plan_run(config, n_workers, memory_budget(memory_limit), trials=len(ids))
+    n_chunks = n_workers
+    if plan.chunked:  # chunks change no number: every trial's reductions are its own
+        n_workers, n_chunks = plan.concurrent, -(-len(ids) // plan.trials_per_chunk)
+        warnings.warn(f"memory: the run's estimated peak exceeds the budget of {format_bytes(plan.budget)}; running "
+                      f"{plan.trials_per_chunk} trial(s) per chunk, {plan.concurrent} at a time "
+                      f"(estimated {format_bytes(plan.estimate.total)})", MemoryPlanWarning, stacklevel=2)
     table = load_table(config) if config.data_is_fixed else None
-    positions = [p for p in np.array_split(np.arange(len(ids)), n_workers) if len(p)]
+    positions = [p for p in np.array_split(np.arange(len(ids)), n_chunks) if len(p)]
     chunks = [ids[p] for p in positions]
     # Data and layer 0 once per chunk, in parallel: every initializer sees the same input.
     inputs = parallel_map(lambda c: prepare(config, table, [int(t) for t in c]), chunks, n_workers)
@@ -78,12 +102,44 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
             jobs += [(init, gain, part, None if given is None else [(W[c], b[c]) for W, b in given])
                      for part, c in zip(inputs, chunks)]
     # All initializers' chunks share one pool, so one's Python overlaps another's LAPACK.
-    done = parallel_map(lambda job: simulate(config, *job), jobs, n_workers)
+    hook = _layer_hook(on_layer, _ticker(progress, len(jobs) * config.depth))
+    done = parallel_map(lambda job: simulate(config, *job, on_layer=hook), jobs, n_workers)
     results: dict[str, list[Chunk]] = {init: [] for init in config.init}
     for job, chunk in zip(jobs, done):
         results[job[0]].append(chunk)
     result = tables(config, results, chunks, y, gains)
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
+    result.flags = with_lost_directions(result.metrics, result.spectra, result.flags, config)
     warn_overflow(config, result.flags)
     return result
+
+
+def _layer_hook(on_layer, tick):
+    """One on_layer(init, layer) callback for simulate: the caller's, then the progress count."""
+    if tick is None:
+        return on_layer
+
+    def hook(init: str, layer: int) -> None:
+        if on_layer is not None:
+            on_layer(init, layer)
+        tick()
+
+    return hook
+
+
+def _ticker(progress, total: int):
+    """A thread-safe `tick()` that counts finished layers and reports (done, total), or None."""
+    if progress is None:
+        return None
+    import threading
+
+    lock, count = threading.Lock(), [0]
+
+    def tick() -> None:
+        with lock:
+            count[0] += 1
+            done = count[0]
+        progress(done, total)
+
+    return tick

@@ -47,9 +47,13 @@ def _as_tensor(value, label: str) -> torch.Tensor:
     return value
 
 
+_NOT_RECORDED = frozenset({"pre_q", "pre_cosine", "jacobian_sq_mean", "jacobian_log_spread"})
+
+
 def _metric_names(metrics) -> tuple[str, ...]:
     if metrics is None:
-        return M.default_metrics()
+        # Pre-activations and Jacobian spectra are not recorded from torch modules (yet): by default, left out.
+        return tuple(m for m in M.default_metrics() if m not in _NOT_RECORDED)
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names or any(m not in M.METRICS for m in names):
         raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(M.METRICS)}. "

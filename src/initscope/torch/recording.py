@@ -161,6 +161,9 @@ class Measured:
     collapsed: bool
 
 
+_RECORDED = frozenset({"state", "centred", "spectrum", "eigh", "input", "distances", "rtol", "activation"})
+
+
 def measure(S: np.ndarray, flat: np.ndarray, *, want: set[str], activation: str, X_c: np.ndarray,
             ref: M.DistanceReference | None, first: bool) -> Measured:
     """The core's metrics of one state (all but those needing Jacobians or gradients, measured apart).
@@ -172,7 +175,8 @@ def measure(S: np.ndarray, flat: np.ndarray, *, want: set[str], activation: str,
     A non-finite state gives NaN metrics and no spectrum.
     """
     names = [m for m in M.METRICS if m in want]
-    apart = set(M.needing("tangents", names)) | set(M.needing("gradient", names))
+    # Jacobians, gradients and pre-activations are not read from a recorded state: measured apart or NaN.
+    apart = {m for m in names if not set(M.METRICS[m].needs) <= _RECORDED}
     nan = dict.fromkeys(set(names) - apart, math.nan)
     n = flat.shape[1]
     if not (np.isfinite(S).all() and np.isfinite(flat).all()):
