@@ -23,7 +23,7 @@ from initscope.core import activations as A
 from initscope.core import initializers as I
 from initscope.core import metrics as M
 from initscope.core import theory
-from initscope.core.network import Architecture, activate, activation_derivative, layer_forward
+from initscope.core.propagation import jacobian_singular_values
 from initscope.study import plugins
 from initscope.study.model import materialize
 
@@ -228,9 +228,12 @@ def _view(rng, T=3, n=12, w=5, d=4, dtype=np.float64):
     S_c, X_c = M.centred(S), M.centred(X)
     sv, eig = M.gram_spectrum(M.gram(S_c), vectors=True)
     J = rng.standard_normal((T, min(n, 4), d, w)).astype(dtype)
-    return {"state": S, "centred": S_c, "spectrum": sv, "eigh": eig, "input": X_c,
-            "distances": M.distance_reference(X, rng=rng), "tangents": J, "rtol": M.rank_rtol(dtype),
+    view = {"state": S, "centred": S_c, "spectrum": sv, "eigh": eig, "input": X_c, "pre": rng.standard_normal(S.shape),
+            "distances": M.distance_reference(X, rng=rng), "tangents": J, "input_dim": d,
+            "jacobian_spectrum": jacobian_singular_values(J, input_dim=d), "rtol": M.rank_rtol(dtype),
             "activation": "relu"}
+    assert set(M.NEEDS) - {"gradient"} <= set(view), "a new need: give the contract test a value for it"
+    return view
 
 
 @pytest.mark.parametrize("name", list(M.METRICS))
