@@ -32,6 +32,7 @@ _PANDAS = "pulls pandas (~0.75 s): the command module also loads for its own hel
 _STARLETTE = "the server imports starlette and uvicorn (the optional 'explore' extra) at its top"
 # (importing module, imported module or a package above it) -> why it is imported inside a function.
 LAZY = {
+    ("initscope.cli.app", "initscope.study.plugins"): _HELP,
     ("initscope.cli.common", "initscope.report"): _HELP,
     ("initscope.cli.common", "initscope.study"): _HELP,
     ("initscope.cli.certify", "initscope.core.certify"): _PANDAS,
