@@ -154,6 +154,21 @@ def test_the_url_carries_the_config(page):
     assert href.startswith("/api/download?") and "depth=9" in href
 
 
+def test_the_download_button_gives_the_run_files(page, tmp_path):
+    import io
+    import zipfile
+
+    with page.expect_download() as info:
+        page.click("#download")
+    path = tmp_path / "run.zip"
+    info.value.save_as(path)
+    with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as zf:
+        names = set(zf.namelist())
+        config = zf.read("config.toml").decode()
+    assert {"metrics.csv", "spectra.csv", "projections.csv", "flags.csv", "config.toml", "report.html"} <= names
+    assert "depth = 9" in config and '"kaiming-normal", "orthogonal"' in config
+
+
 def test_bad_input_shows_the_message_and_marks_the_field(page):
     page.fill('[name="width"]', "0")
     page.wait_for_function("document.getElementById('status').classList.contains('error')")
@@ -181,6 +196,14 @@ def test_a_large_config_streams_its_first_layers(page, server):
     assert final["depth"] == 200 and layer_view(page)["frames"] == 201
     print(f"\nstreamed: first {partial['depth']} of 200 layers shown after {partial['latency']:.0f} ms, "
           f"all after {final['latency']:.0f} ms")
+
+
+def test_a_data_set_shows_the_sizes_it_sets(page, server):
+    page.goto(server.url + "?data=iris&depth=3&trials=2")
+    page.wait_for_function(UPDATED, arg=0)
+    assert page.inner_text('label[for="in-samples"]') == "samples (this run: 150)"  # all of iris's rows
+    assert page.inner_text('label[for="in-input_dim"]') == "input_dim (this run: 4)"
+    assert page.inner_text('label[for="in-depth"]') == "depth"
 
 
 def test_offline_and_no_errors(page):

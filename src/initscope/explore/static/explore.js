@@ -175,6 +175,7 @@ async function show(message, started) {
     return;
   }
   const t0 = performance.now();
+  effectiveValues(message.config);
   await render(message);
   const now = performance.now();
   state.updates += 1;
@@ -186,6 +187,23 @@ async function show(message, started) {
   setStatus(`Updated in ${Math.round(now - started)} ms (study ${message.timing_ms.run} ms, ` +
             `tables ${message.timing_ms.tables} ms, drawing ${Math.round(now - t0)} ms)${part}`);
   document.body.dataset.updates = String(state.updates);
+}
+
+// A field the study set itself (input_dim and samples follow a data set's columns and rows) shows the
+// value the run used beside its name, when the control says otherwise.
+function effectiveValues(config) {
+  for (const name of state.meta.fields) {
+    const label = document.querySelector(`label[for="in-${name}"]`);
+    if (!label || name === "data") continue;
+    let hint = label.querySelector(".used");
+    const used = asText(config[name]), shown = readControl(name) || asText(state.meta.defaults[name]);
+    if (used === shown || (config[name] === null && shown === "")) {
+      if (hint) hint.remove();
+      continue;
+    }
+    if (!hint) label.appendChild(hint = el("span", {class: "used note"}));
+    hint.textContent = ` (this run: ${used})`;
+  }
 }
 
 // ---------------------------------------------------------------- tables
@@ -484,8 +502,31 @@ async function render(message) {
   state.draws = ms;  // where the drawing time goes, per figure
 }
 
+// ---------------------------------------------------------------- download
+// Fetched rather than followed, so that a refused request (400, 413, 503) shows its message here
+// instead of being saved as the zip.
+async function download(event) {
+  event.preventDefault();
+  const link = event.currentTarget;
+  setStatus("Preparing the download (the run, its CSVs and report.html)…", "busy");
+  const response = await fetch(link.getAttribute("href"));
+  if (!response.ok) {
+    const answer = await response.json().catch(() => ({error: response.statusText}));
+    setStatus(`${response.status}: ${answer.error}`, "error");
+    return;
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const save = el("a", {href: url, download: "initscope-run.zip"});
+  document.body.appendChild(save);
+  save.click();
+  save.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  setStatus("Downloaded initscope-run.zip.");
+}
+
 // ---------------------------------------------------------------- start
 async function start() {
+  document.getElementById("download").addEventListener("click", download);
   const meta = state.meta = await (await fetch("/api/meta")).json();
   buildControls(meta);
   const initial = {...meta.defaults, ...meta.preload};
