@@ -1,15 +1,20 @@
 """Where an inspected model first goes wrong, in plain words, naming the module.
 
 The thresholds are those of the report's flags table (`initscope.report.flags`):
-rms outside [0.1, 10]× the input's, effective rank below half the input's,
-over half the units dead; and, for gradients, a weighted layer whose
-grad_norm is below 1e-3 of the largest layer's (vanishing gradients).
+rms outside [0.1, 10]× the reference's, effective rank below half the
+reference's, over half the units dead; and, for gradients, a weighted layer
+whose grad_norm is below 1e-3 of the largest layer's (vanishing gradients).
+The reference is the result's reference state (`layers["reference"]`: the
+input, or the embedding's output for token ids, the first layer for images);
+states before it, and states constant because their module's inputs are
+("constant input"), are not compared with it.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["flag_table", "diagnose", "FLAG_COLUMNS"]
@@ -32,14 +37,37 @@ FLAG_COLUMNS = (
 )
 
 
-def _wide(metrics: pd.DataFrame, init: str) -> pd.DataFrame:
-    """One row per layer, one column per metric, with module, module_type and units where known."""
+def _wide(metrics: pd.DataFrame, init: str, result=None) -> pd.DataFrame:
+    """One row per layer, one column per metric, with module and module_type, and the rows to compare.
+
+    Rows before the reference state and rows flagged "constant input" are
+    dropped (except the reference itself, which the checks skip), so the
+    checks see only states to compare with the reference; the reference is
+    the index's first entry.
+    """
     rows = metrics[metrics["init"].astype(str) == init]
     wide = rows.pivot_table(index="layer", columns="metric", values="value", aggfunc="first", dropna=False)
     info = rows.drop_duplicates("layer").set_index("layer")
     for column in ("module", "module_type"):
         wide[column] = info.get(column, "")
-    return wide.sort_index()
+    wide = wide.sort_index()
+    ref, constant = _reference(result, init)
+    keep = (wide.index >= ref) & ~wide.index.isin(constant)
+    return wide[keep]
+
+
+def _reference(result, init: str) -> tuple[int, set[int]]:
+    """(the reference layer, the layers flagged constant input) of one init label; (0, {}) when unknown."""
+    layers, flags = getattr(result, "layers", None), getattr(result, "flags", None)
+    ref = 0
+    if layers is not None and "reference" in layers and len(layers):
+        part = layers[(layers["init"].astype(str) == init) & layers["reference"].astype(bool)]
+        ref = int(part["layer"].iloc[0]) if len(part) else 0
+    constant: set[int] = set()
+    if flags is not None and len(flags):
+        hit = flags[(flags["init"].astype(str) == init) & (flags["flag"].astype(str) == "constant input")]
+        constant = set(hit["layer"].astype(int))
+    return ref, constant
 
 
 def _where(row: pd.Series, layer: int) -> str:
@@ -49,9 +77,9 @@ def _where(row: pd.Series, layer: int) -> str:
 def _first(wide: pd.DataFrame, metric: str, test) -> str:
     if metric not in wide:
         return NOT_MEASURED
-    for layer, row in wide.iterrows():
+    for layer, row in wide.iloc[1:].iterrows():
         value = row[metric]
-        if layer < 1 or not math.isfinite(value):
+        if not math.isfinite(value):
             continue
         detail = test(value)
         if detail:
@@ -59,20 +87,28 @@ def _first(wide: pd.DataFrame, metric: str, test) -> str:
     return NEVER
 
 
+def _base(wide: pd.DataFrame, metric: str) -> float:
+    return float(wide[metric].iloc[0]) if metric in wide and len(wide) else math.nan
+
+
 def _scale(wide: pd.DataFrame) -> str:
-    base = wide["rms"].get(0, math.nan) if "rms" in wide else math.nan
+    base = _base(wide, "rms")
     if "rms" in wide and not (math.isfinite(base) and base > 0):
-        return "no input rms to compare with"
+        return "no reference rms to compare with"
     lo, hi = SCALE_BAND
-    return _first(wide, "rms", lambda v: f"rms {v / base:.3g}× the input's" if not lo <= v / base <= hi else "")
+    return _first(wide, "rms", lambda v: f"rms {v / base:.3g}× the reference's" if not lo <= v / base <= hi else "")
 
 
 def _units(result, init: str) -> dict[int, int]:
+    """The most effective rank each layer can have: its units, or its state's rows − 1 (centred) if fewer."""
     layers = getattr(result, "layers", None)
     if layers is None or not len(layers):
         return {}
     part = layers[layers["init"].astype(str) == init] if "init" in layers else layers
-    return dict(zip(part["layer"].astype(int), part["units"].astype(int), strict=True))
+    units = part["units"].astype(int)
+    if "state_samples" in part:
+        units = np.minimum(units, np.maximum(part["state_samples"].astype(int) - 1, 1))
+    return dict(zip(part["layer"].astype(int), units.astype(int), strict=True))
 
 
 def _rank_issue(value: float, base: float, units: int | None) -> str:
@@ -80,19 +116,18 @@ def _rank_issue(value: float, base: float, units: int | None) -> str:
     ceiling = min(base, units) if units else base
     if not (math.isfinite(value) and math.isfinite(ceiling)) or value >= RANK_SHARE * ceiling:
         return ""
-    of = f" of {units} units" if units else ""
-    return f"effective rank {value:.3g}{of} (input {base:.3g})"
+    of = f" of at most {units}" if units else ""
+    return f"effective rank {value:.3g}{of} (reference {base:.3g})"
 
 
 def _rank(wide: pd.DataFrame, units: dict[int, int]) -> str:
     if "effective_rank" not in wide:
         return NOT_MEASURED
-    base = wide["effective_rank"].get(0, math.nan)
-    for layer, row in wide.iterrows():
-        if layer >= 1:
-            detail = _rank_issue(row["effective_rank"], base, units.get(layer))
-            if detail:
-                return f"{_where(row, layer)}: {detail}"
+    base = _base(wide, "effective_rank")
+    for layer, row in wide.iloc[1:].iterrows():
+        detail = _rank_issue(row["effective_rank"], base, units.get(layer))
+        if detail:
+            return f"{_where(row, layer)}: {detail}"
     return NEVER
 
 
@@ -103,10 +138,10 @@ def _dead(wide: pd.DataFrame) -> str:
 def _gradients(wide: pd.DataFrame) -> str:
     if "grad_norm" not in wide:
         return NOT_MEASURED
-    g = wide["grad_norm"][(wide.index >= 1)]
+    g = wide["grad_norm"].iloc[1:]
     g = g[g.notna()]
     if not len(g):
-        return "no weighted layers" if wide["grad_norm"].isna().all() else NOT_MEASURED
+        return "no weighted layers" if wide["grad_norm"].iloc[1:].isna().all() else NOT_MEASURED
     finite = g[g.map(math.isfinite)]
     if not len(finite):
         return "not finite"
@@ -140,35 +175,33 @@ def flag_table(result) -> pd.DataFrame:
     metrics, flags = result.metrics, result.flags
     rows = []
     for init in dict.fromkeys(metrics["init"].astype(str)):
-        wide = _wide(metrics, init)
-        rows.append((init, _scale(wide), _rank(wide, _units(result, init)), _dead(wide), _gradients(wide),
-                     _flagged(flags, wide, init, "overflow"), _flagged(flags, wide, init, "collapsed")))
+        wide = _wide(metrics, init, result)
+        everything = _wide(metrics, init)  # gradients of every weighted layer, the reference's included
+        rows.append((init, _scale(wide), _rank(wide, _units(result, init)), _dead(wide), _gradients(everything),
+                     _flagged(flags, everything, init, "overflow"), _flagged(flags, everything, init, "collapsed")))
     return pd.DataFrame(rows, columns=list(FLAG_COLUMNS))
 
 
 def diagnose(result, *, limit: int = 12) -> list[str]:
     """Plain-language lines, one per layer with a problem, e.g.
-    "model: layer 7 (body.6, ReLU): 61% dead units, effective rank 3.1 of 256 units (input 28.4)".
+    "model: layer 7 (body.6, ReLU): 61% dead units, effective rank 3.1 of at most 256 (reference 28.4)".
 
     At most `limit` lines per init label, then a count of the rest.
     """
     lines: list[str] = []
     for init in dict.fromkeys(result.metrics["init"].astype(str)):
-        wide = _wide(result.metrics, init)
+        wide = _wide(result.metrics, init, result)
         units = _units(result, init)
-        rms0 = wide["rms"].get(0, math.nan) if "rms" in wide else math.nan
-        er0 = wide["effective_rank"].get(0, math.nan) if "effective_rank" in wide else math.nan
-        gmax = wide["grad_norm"][wide.index >= 1].max() if "grad_norm" in wide else math.nan
+        rms0, er0 = _base(wide, "rms"), _base(wide, "effective_rank")
+        gmax = wide["grad_norm"].iloc[1:].max() if "grad_norm" in wide else math.nan
         found = []
-        for layer, row in wide.iterrows():
-            if layer < 1:
-                continue
+        for layer, row in wide.iloc[1:].iterrows():
             issues = []
             rms = row.get("rms", math.nan)
             if "rms" in row and not math.isfinite(rms):
                 issues.append("not finite")
             elif math.isfinite(rms) and rms0 > 0 and not SCALE_BAND[0] <= rms / rms0 <= SCALE_BAND[1]:
-                issues.append(f"rms {rms / rms0:.3g}× the input's")
+                issues.append(f"rms {rms / rms0:.3g}× the reference's")
             dead = row.get("dead_fraction", math.nan)
             if math.isfinite(dead) and dead > DEAD_SHARE:
                 issues.append(f"{dead:.0%} dead units")

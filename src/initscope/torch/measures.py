@@ -1,0 +1,331 @@
+"""One recorded state measured with the core's metrics, in time and memory that real models allow.
+
+A state x: (n, *shape) with a `Layout` gives three readings:
+
+- the **state matrix** S (rows × units): (n, w) for units; one row per
+  (sample, position) and one column per channel or feature otherwise. rms,
+  std, spectra, ranks, dead and linear units, mean_cosine and collapse are
+  read on S.
+- the **flat** matrix (n, |shape|), one row per sample, for linear_r2,
+  distance_corr and the 3-D projections, compared with the comparison state
+  (`Comparison`: the input, or for integer inputs the reference state).
+- for ``tokens``, each sequence's positions × features matrix X_i, for the
+  token metrics (`token_cosine`, `token_effective_rank`), averaged over sequences.
+
+Cost. The metrics that read every row once (rms, std, dead and linear
+units, mean_cosine) use every row, in torch, without copying the state.
+Spectra cost O(rows·w²), so when S has more than `max_rows` rows (e.g.
+32 images × 112² positions = 401,408 rows) they are computed from a fixed,
+seeded subset of `max_rows` rows; their `sample_size` is then that count and
+their `std_error` is a delete-a-group jackknife over 4 random groups of the
+subset (the spread of the subset's value around the all-rows value), and the
+stored singular values are rescaled by sqrt(rows/max_rows) to estimate the
+all-rows ones. The flat matrix of a wide state (n < |shape|) is reduced to
+its n × n Gram matrix in torch: linear_r2, distance_corr and the
+projections need nothing else, so no float64 copy of the state is made.
+Token metrics use at most `max_sequences` sequences (seeded); their
+std_error is the standard error of the mean over sequences, sd/√m.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from initscope.core import metrics as M
+from initscope.torch.layouts import Layout
+
+__all__ = ["Measured", "Comparison", "measure_state", "to_numpy", "principal_coordinates", "TOKEN_METRICS",
+           "MAX_ROWS", "MAX_SEQUENCES", "JACKKNIFE_GROUPS", "token_cosine", "token_effective_rank"]
+
+TOKEN_METRICS = ("token_cosine", "token_effective_rank")
+MAX_ROWS = 8192
+MAX_SEQUENCES = 256
+JACKKNIFE_GROUPS = 4
+_SPECTRAL = ("effective_rank", "stable_rank", "numerical_rank")
+_ONE_PASS = ("rms", "std", "dead_fraction", "linear_fraction", "mean_cosine")
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A detached CPU copy in float32 or float64 (half and bfloat16 widen to float32)."""
+    t = t.detach()
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t.to("cpu", copy=True).numpy()
+
+
+@dataclass
+class Comparison:
+    """The state linear_r2 and distance_corr compare with: X_c (1, n, d) centred flat, and its distances."""
+
+    X_c: np.ndarray
+    ref: M.DistanceReference | None
+
+
+@dataclass
+class Measured:
+    values: dict[str, float]
+    spectrum: np.ndarray  # (k,) float64, empty when non-finite
+    projection: np.ndarray  # (n, 3)
+    finite: bool
+    collapsed: bool
+    sizes: dict[str, int] = field(default_factory=dict)  # rows (or sequences) behind a value, where fewer than all
+    errors: dict[str, float] = field(default_factory=dict)  # its standard error, where estimated
+
+
+def token_cosine(X: np.ndarray) -> np.ndarray:
+    """Per sequence, the mean cosine between distinct positions, uncentred. X: (m, P, E) -> (m,).
+
+    1 when every position of the sequence holds the same direction: the rank
+    collapse of pure attention (Dong et al. 2021, "Attention is not all you
+    need"). NaN for sequences with fewer than two nonzero positions.
+    """
+    return M.mean_cosine(X)
+
+
+def token_effective_rank(X: np.ndarray) -> np.ndarray:
+    """Per sequence, the effective rank (Roy & Vetterli 2007) of its uncentred P × E token matrix. (m,).
+
+    Uncentred so that collapse reads as 1 (all tokens the same vector), not as
+    the rank of a vanishing residual; 0 for an all-zero sequence.
+    """
+    return M.effective_rank(M.gram_spectrum(M.gram(X)))
+
+
+def _rows_view(x: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """(A, C, B) view of x (n, *shape) whose rows are (a, b) pairs and columns the C units; no copy."""
+    n = x.shape[0]
+    if layout.kind == "channels-first":
+        return x.reshape(n, layout.units, -1)
+    return x.reshape(n * layout.positions, layout.units, 1)
+
+
+def _gather_rows(x3: torch.Tensor, idx: np.ndarray) -> np.ndarray:
+    """Rows idx (of A·B) of the (A, C, B) view as a numpy (len(idx), C) array."""
+    B = x3.shape[2]
+    i = torch.from_numpy(idx // B)
+    if B == 1:
+        return to_numpy(x3[i, :, 0])
+    return to_numpy(x3[i, :, torch.from_numpy(idx % B)])
+
+
+def _one_pass(x3: torch.Tensor, want: set[str], activation: str, first: bool) -> dict[str, float]:
+    """rms, std, dead and linear units, mean_cosine of all rows of the (A, C, B) view, as the core defines them."""
+    A, C, B = x3.shape
+    rows = A * B
+    out: dict[str, float] = {}
+    if C == 0 or rows == 0:
+        return {k: (0.0 if k in ("rms", "std") else math.nan) for k in _ONE_PASS if k in want}
+    if "rms" in want:
+        out["rms"] = float(torch.linalg.vector_norm(x3, dtype=torch.float64)) / math.sqrt(rows * C)
+    if "std" in want:
+        var = torch.var_mean(x3, dim=(0, 2), correction=0)[0].to(torch.float64)
+        out["std"] = math.sqrt(float(var.mean()))
+    if "dead_fraction" in want or "linear_fraction" in want:
+        hi, lo = torch.amax(x3, dim=(0, 2)), torch.amin(x3, dim=(0, 2))
+        out["dead_fraction"] = float(((hi == 0) & (lo == 0)).double().mean())
+        relu_like = activation in M.RELU_LIKE and not first
+        out["linear_fraction"] = float((lo > 0).double().mean()) if relu_like else math.nan
+    if "mean_cosine" in want:
+        norms = torch.linalg.vector_norm(x3, dim=1)  # (A, B)
+        m = float((norms > 0).sum())
+        inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
+        v = torch.einsum("acb,ab->c", x3, inv).to(torch.float64)
+        out["mean_cosine"] = float((v @ v - m) / (m * (m - 1.0))) if m >= 2 else math.nan
+    return {k: v for k, v in out.items() if k in want}
+
+
+def _spectral(S: np.ndarray, sv: np.ndarray, rtol: float, want: set[str]) -> dict[str, float]:
+    col = M.collapsed(S, sv) if S is not None else np.zeros(sv.shape[0], bool)
+    rules = {"effective_rank": M.effective_rank, "stable_rank": M.stable_rank,
+             "numerical_rank": lambda s: M.numerical_rank(s, rtol)}
+    return {k: np.where(col, 0.0, fn(sv)) for k, fn in rules.items() if k in want}
+
+
+def _jackknife(S_c: np.ndarray, rtol: float, want: set[str], rng: np.random.Generator) -> dict[str, float]:
+    """Delete-a-group jackknife standard errors of the spectral metrics of centred rows S_c (R, C), C <= R.
+
+    Each group's Gram matrix is formed once; leaving group g out is a
+    subtraction, re-centred on the remaining rows' mean: one Gram's work in all.
+    """
+    R, C = S_c.shape
+    g = JACKKNIFE_GROUPS
+    groups = np.array_split(rng.permutation(R), g)
+    S64 = S_c.astype(np.float64)
+    grams = np.stack([S64[idx].T @ S64[idx] for idx in groups])
+    sums = np.stack([S64[idx].sum(axis=0) for idx in groups])
+    total, total_sum = grams.sum(axis=0), sums.sum(axis=0)
+    G = np.empty((g, C, C))
+    for k, idx in enumerate(groups):
+        count = R - len(idx)
+        s = total_sum - sums[k]
+        G[k] = total - grams[k] - np.outer(s, s) / count
+    sv = M.gram_spectrum(G)
+    stats = _spectral(None, sv, rtol, want)
+    return {k: float(math.sqrt((g - 1) / g * ((v - v.mean()) ** 2).sum())) for k, v in stats.items()}
+
+
+def _state_part(x: torch.Tensor, layout: Layout, *, want: set[str], activation: str, first: bool,
+                max_rows: int, rng: np.random.Generator) -> tuple[dict, dict, dict, np.ndarray, bool]:
+    """(values, sizes, errors, spectrum (k,), collapsed) of the state matrix S of x."""
+    x3 = _rows_view(x, layout)
+    rows = x3.shape[0] * x3.shape[2]
+    rtol = M.rank_rtol(to_numpy(x3[:0]).dtype)
+    sizes, errors = {}, {}
+    if rows <= max_rows:
+        S = to_numpy(x3.movedim(1, -1).reshape(rows, -1))[None]
+        S_c = M.centred(S)
+        sv = M.gram_spectrum(M.gram(S_c))
+        values = {k: float(v[0]) for k, v in M.state_metrics(S, S_c, sv, want, activation=activation, rtol=rtol,
+                                                             is_input=first).items()}
+        return values, sizes, errors, sv[0].astype(np.float64), bool(M.collapsed(S, sv)[0])
+    idx = np.sort(rng.choice(rows, max_rows, replace=False))
+    S = _gather_rows(x3, idx)[None]
+    S_c = M.centred(S)
+    sv = M.gram_spectrum(M.gram(S_c))
+    col = bool(M.collapsed(S, sv)[0])
+    values = _one_pass(x3, want, activation, first)
+    values.update({k: float(v[0]) for k, v in _spectral(S, sv, rtol, want).items()})
+    spectral = [k for k in _SPECTRAL if k in want]
+    for k in spectral:
+        sizes[k] = max_rows
+    if spectral and not col and S.shape[2] <= max_rows // 2:
+        errors.update(_jackknife(S_c[0], rtol, want, rng))
+    return values, sizes, errors, sv[0].astype(np.float64) * math.sqrt(rows / max_rows), col
+
+
+def _flat_eig(x: torch.Tensor):
+    """(F_c (1, n, W) or a zero-cost stand-in, eig of its smaller Gram, centred Gram (n, n) or None).
+
+    Narrow states (n >= W) go through the core's numpy path. Wide ones are
+    reduced to F_c·F_cᵀ in torch: linear_r2 (n < W) and the projections read
+    only its eigen-decomposition, distance_corr only the Gram matrix.
+    """
+    n = x.shape[0]
+    F = x.reshape(n, -1)
+    if n >= F.shape[1]:
+        F_c = M.centred(to_numpy(F)[None])
+        return F_c, M.gram_spectrum(M.gram(F_c), vectors=True)[1], None
+    Fc = F - F.mean(dim=0, keepdim=True)
+    G = (Fc @ Fc.T).to(torch.float64).numpy()[None]
+    lam, V = np.linalg.eigh(G)
+    dtype = np.float64 if x.dtype == torch.float64 else np.float32
+    stand_in = np.broadcast_to(np.zeros((), dtype), (1, n, F.shape[1]))  # only its shape is read when n < W
+    return stand_in, (lam, V), G[0]
+
+
+def distance_corr_from_gram(G: np.ndarray, ref: M.DistanceReference) -> float:
+    """distance_corr (the core's definition) from the centred Gram matrix G (n, n) of a state's flat rows.
+
+    Distances do not depend on centring: d²_ij = G_ii + G_jj − 2G_ij.
+    """
+    m = len(ref.idx)
+    if ref.pairs < 2:
+        return math.nan
+    g = G if m == G.shape[0] else G[np.ix_(ref.idx, ref.idx)]
+    sq = np.diagonal(g).copy()
+    D = sq[:, None] + sq[None, :] - 2.0 * g
+    np.maximum(D, 0.0, out=D)
+    np.fill_diagonal(D, 0.0)
+    np.sqrt(D, out=D)
+    P = ref.pairs
+    s1, s2 = D.sum() / 2.0, np.vdot(D, D) / 2.0
+    cross = np.vdot(D, ref.D0[0]) / 2.0
+    var, var0 = P * s2 - s1 * s1, P * ref.sumsq0[0] - ref.sum0[0] ** 2
+    return float((P * cross - s1 * ref.sum0[0]) / math.sqrt(var * var0)) if var > 0 and var0 > 0 else math.nan
+
+
+def principal_coordinates(F_c: np.ndarray, lam: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """Coordinates (n, 3) of the samples on the top-3 principal components, as `run` stores them.
+
+    F_c: (n, w) centred flat states (only its shape is read when n < w); lam
+    (1, k) ascending and V (1, k, k): the eigen-decomposition of their smaller
+    Gram matrix. Signs are fixed (largest |coordinate| positive) so that
+    frames do not flip; components beyond the rank are 0.
+    """
+    n, w = F_c.shape
+    out = np.zeros((n, 3))
+    k = min(3, lam.shape[1])
+    if n == 0 or w == 0 or k == 0:
+        return out
+    top = V[0][:, ::-1][:, :k].astype(np.float64)
+    if n >= w:
+        coords = F_c.astype(np.float64) @ top
+    else:  # V holds left singular vectors: coordinates are u_k·σ_k
+        coords = top * np.sqrt(np.clip(lam[0][::-1][:k], 0.0, None))
+    big = np.abs(coords).argmax(axis=0)
+    coords *= np.where(coords[big, np.arange(k)] < 0, -1.0, 1.0)
+    out[:, :k] = coords
+    return out
+
+
+def _flat_part(x: torch.Tensor, want: set[str], comparison: Comparison | None) -> tuple[dict, np.ndarray]:
+    """(linear_r2 and distance_corr against the comparison state, projection (n, 3))."""
+    F_c, eig, G = _flat_eig(x)
+    values = {}
+    with np.errstate(all="ignore"):
+        if "linear_r2" in want:
+            ok = comparison is not None and comparison.X_c.shape[1] == x.shape[0]
+            values["linear_r2"] = float(M.linear_r2(F_c, comparison.X_c, eig, M.rank_rtol(F_c.dtype))[0]) \
+                if ok else math.nan
+        if "distance_corr" in want:
+            if comparison is None or comparison.ref is None:
+                values["distance_corr"] = math.nan
+            elif G is not None:
+                values["distance_corr"] = distance_corr_from_gram(G, comparison.ref)
+            else:
+                values["distance_corr"] = float(M.distance_corr(F_c + 0.0, comparison.ref)[0])
+        projection = principal_coordinates(F_c[0], *eig)
+    return values, projection
+
+
+def _token_part(x: torch.Tensor, layout: Layout, want: set[str], max_sequences: int,
+                rng: np.random.Generator) -> tuple[dict, dict, dict]:
+    n = x.shape[0]
+    m = min(n, max_sequences)
+    idx = np.arange(n) if m == n else np.sort(rng.choice(n, m, replace=False))
+    X = to_numpy(x[torch.from_numpy(idx)].reshape(m, layout.positions, layout.units))
+    values, sizes, errors = {}, {}, {}
+    with np.errstate(all="ignore"):
+        for name, fn in (("token_cosine", token_cosine), ("token_effective_rank", token_effective_rank)):
+            if name not in want:
+                continue
+            per = fn(X)
+            per = per[np.isfinite(per)]
+            values[name] = float(per.mean()) if len(per) else math.nan
+            sizes[name] = len(per)
+            errors[name] = float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else math.nan
+    return values, sizes, errors
+
+
+def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activation: str,
+                  comparison: Comparison | None, first: bool, max_rows: int = MAX_ROWS,
+                  max_sequences: int = MAX_SEQUENCES, rng: np.random.Generator) -> Measured:
+    """Every metric of `want` but jacobian_rank and grad_norm for one state out (n, *shape).
+
+    comparison: what linear_r2 and distance_corr compare with (None: NaN).
+    first: this is the input (linear_fraction NaN). Token metrics are NaN
+    unless the layout is tokens. A non-finite state gives NaN and no spectrum.
+    """
+    x = out.detach()
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float32)
+    x = x.to("cpu")
+    n = x.shape[0]
+    names = want - {"jacobian_rank", "grad_norm"}
+    nan = dict.fromkeys(names, math.nan)
+    if not bool(torch.isfinite(x).all()):
+        return Measured(nan, np.zeros(0), np.full((n, 3), np.nan), False, False)
+    values, sizes, errors, spectrum, col = _state_part(x, layout, want=want, activation=activation, first=first,
+                                                       max_rows=max_rows, rng=rng)
+    flat, projection = _flat_part(x, want, comparison)
+    values.update(flat)
+    if layout.kind == "tokens":
+        v, s, e = _token_part(x, layout, want, max_sequences, rng)
+        values.update(v)
+        sizes.update(s)
+        errors.update(e)
+    return Measured(dict(nan, **values), spectrum, projection, True, col, sizes, errors)
