@@ -34,8 +34,9 @@ DEFAULT_OUT = Path("initscope-inspect")
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
                 "config.toml")
 _SHORT = {"effective_rank": "eff_rank", "dead_fraction": "dead", "jacobian_rank": "jac_rank",
-          "mean_cosine": "cos"}
-_TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "jacobian_rank", "grad_norm")
+          "mean_cosine": "cos", "token_cosine": "tok_cos"}
+_TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "token_cosine", "jacobian_rank",
+                  "grad_norm")
 
 torch_app = typer.Typer(
     add_completion=False,
@@ -79,6 +80,20 @@ def _int(name: str, text: str | None, low: int, default: int) -> int:
     return value
 
 
+def _layout(text: str | None):
+    """--layout: one layout for all ("tokens") or NAME=LAYOUT pairs ("GPT2Block=tokens,input=units")."""
+    if text is None or "=" not in text:
+        return text
+    rules = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, value = part.rpartition("=")
+        if not sep or not name:
+            raise _bad(f"The 'layout' parameter must be a layout or NAME=LAYOUT pairs separated by commas "
+                       f"(e.g. GPT2Block=tokens,input=units). Got {text!r} instead.")
+        rules[name.strip()] = value.strip()
+    return rules
+
+
 def _gain(text: str | None) -> float | None:
     if text is None:
         return None
@@ -112,6 +127,18 @@ def inspect_command(
     dtype: Optional[str] = typer.Option(None, help="float32 or float64: convert the model (default: as built)."),
     jacobian_samples: Optional[str] = typer.Option(None, "--jacobian-samples", metavar="INT",
                                                    help="Samples for jacobian_rank (default: 64)."),
+    layout: Optional[str] = typer.Option(None, metavar="LAYOUT|NAME=LAYOUT,...",
+                                         help="How multi-axis states read: units, channels-first or tokens, for all "
+                                              "(e.g. tokens) or per module name or type (e.g. GPT2Block=tokens,"
+                                              "input=units). Default: inferred from each module."),
+    reference: Optional[str] = typer.Option(None, metavar="MODULE",
+                                            help="The module whose output the scale and rank flags compare with, or "
+                                                 "'input' (default: the input, or for token ids the embedding's "
+                                                 "output and for images the first layer)."),
+    max_rows: Optional[str] = typer.Option(None, "--max-rows", metavar="INT",
+                                           help="Spectra of states with more rows use a seeded subset of this many "
+                                                "(default: 8192); the sample size and standard error go to "
+                                                "metrics.csv."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", help="Output folder."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
@@ -133,6 +160,8 @@ def inspect_command(
     shape = _shape(input_shape) if input_shape is not None else None
     seed_value = _int("seed", seed, 0, 0)
     jac = _int("jacobian-samples", jacobian_samples, 1, 64)
+    rows = _int("max-rows", max_rows, 16, 8192)
+    layout_value = _layout(layout)
     gain_value = _gain(gain)
     try:
         import torch
@@ -169,7 +198,8 @@ def inspect_command(
                 model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
                 layers=None if layers is None else [s.strip() for s in layers.split(",") if s.strip()],
                 metrics=None if metrics is None else [s.strip() for s in metrics.split(",") if s.strip()],
-                mode=mode, jacobian_samples=jac, seed=seed_value,
+                mode=mode, jacobian_samples=jac, seed=seed_value, layout=layout_value, reference=reference,
+                max_rows=rows,
             )
     except ModelError as exc:
         where = f" (inputs of shape {tuple(x.shape)})" if "forward pass" in str(exc) else ""
@@ -185,7 +215,8 @@ def inspect_command(
     given = {"--input": input_file, "--input-shape": input_shape, "--targets": targets_file, "--weights": weights,
              "--init": init, "--gain": gain, "--activation": activation if init else None, "--seed": seed,
              "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
-             "--jacobian-samples": jacobian_samples}
+             "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
+             "--max-rows": max_rows}
     result.config["command"] = " ".join(["initscope inspect", _quote(factory)] + [
         f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None])
     _write(result, out, report=report, png=png)
@@ -232,13 +263,13 @@ def _print(result, out: Path) -> None:
     label = result.config["init"][0]
     table = Table(title=f"{result.config['model']} ({label}), {result.config['samples']} samples, "
                         f"mode {result.config['mode']}", title_justify="left")
-    for column in ("layer", "module", "type", "shape", "units"):
+    for column in ("layer", "module", "type", "layout", "shape", "units"):
         table.add_column(column, justify="right" if column in ("layer", "units") else "left")
     for m in present:
         table.add_column(_SHORT.get(m, m), justify="right")
     table.add_column("flags")
     for row in result.layers.itertuples(index=False):
-        cells = [str(row.layer), row.module, row.module_type, row.shape, str(row.units)]
+        cells = [str(row.layer), row.module, row.module_type, row.layout, row.shape, str(row.units)]
         cells += [_number(float(wide.at[row.layer, m])) for m in present]
         cells.append(flags.get(row.layer, "") if len(flags) else "")
         table.add_row(*cells)

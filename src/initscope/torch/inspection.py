@@ -259,6 +259,7 @@ def inspect(
                 if value is not None:
                     grads = _gradient_norms(value, params)
                 del output, value
+            rec.last = None  # the last state, held for its identity, is not needed any more
             for h in handles:
                 h.remove()
             _restore(buffers)

@@ -100,7 +100,7 @@ class Recorder:
         self.guessed: list[Layer] = []
         self.nested = False
         self.called: set[int] = set()  # modules whose hook ran, with or without a state
-        self.last: tuple | None = None  # (tensor identity, layout kind, measurement) of the last state measured
+        self.last: tuple | None = None  # (identity key, tensor, measurement) of the last state measured
 
     def _measure(self, out: torch.Tensor, layout: Layout, module: nn.Module | None) -> Measured:
         rng = np.random.default_rng([self.seed, len(self.layers)])
@@ -139,14 +139,15 @@ class Recorder:
         if layout.kind != "units" or len(layout.shape) > 1:
             self.previous = layout
         # Dropout in eval mode, Identity and a Transformer layer's last norm hand on the very same tensor:
-        # measure it once (in-place changes bump _version, so a changed tensor is measured again).
+        # measure it once. The last tensor is held, so its memory cannot be reused by another tensor at the
+        # same address; in-place changes bump _version, so a changed tensor is measured again.
         key = (out.data_ptr(), tuple(out.shape), out.stride(), out._version, out.dtype, layout.kind,
                activation_of(module))
         if self.last is not None and self.last[0] == key and module is not None:
-            got = self.last[1]
+            got = self.last[2]
         else:
             got = self._measure(out, layout, module)
-            self.last = (key, got)
+            self.last = (key, out, got)
         layer = Layer(len(self.layers), name, output, module, call, layout, out.shape[0] * layout.positions, got)
         self.layers.append(layer)
         if layout.reason == "guess":
