@@ -285,5 +285,5 @@ def test_layer_wise_errors_name_the_layers():
     ids = torch.randint(0, tm.VOCAB, (3, 5))
     with pytest.raises(ValueError, match=r"attn.0.out_proj \(NonDynamicallyQuantizableLinear: never called"):
         initialize(tm.attention_only(depth=1, dim=8, heads=2), "lsuv", inputs=ids)
-    with pytest.raises(ValueError, match=r"'looks-linear' is layer-wise.*4 \(Linear: 4 outputs"):
+    with pytest.raises(ValueError, match=r"'looks-linear' is layer-wise.*4 \(Linear: 3 outputs"):
         initialize(nn.Sequential(*list(_mlp())[:4], nn.Linear(32, 3)), "looks-linear", inputs=torch.randn(3, 8))
