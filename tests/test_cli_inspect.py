@@ -257,3 +257,15 @@ def test_as_a_subprocess(project):
     )
     assert proc.returncode == 2, proc.stderr
     assert 'ValueError: "batch too small for this model"' in proc.stderr and not out.exists()
+
+
+def test_layer_wise_init_fits_the_given_inputs(project, capsys):
+    out = project / "lsuv"
+    code, _, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "x.npy"), "--init", "lsuv",
+                       "--out", str(out), "--no-report", "--quiet", "--metrics", "rms")
+    assert code == 0, err
+    rms = pd.read_csv(out / "metrics.csv").set_index("module")["value"]
+    assert rms["0"] == pytest.approx(1.0, abs=0.02)  # the first Linear's output: unit variance on these inputs
+    code, _, err = cli(capsys, f"{project}/models.py:cnn", "--input-shape", "4,2,6,6", "--init", "well-spaced",
+                       "--out", str(out), "--no-report", "--quiet")
+    assert code == 0, err

@@ -184,13 +184,13 @@ def inspect_command(
             model = model.to(getattr(torch, dtype))
         if weights is not None:
             load_state_dict(model, weights)
-        if init is not None:
-            initialize(model, init, gain=gain_value, activation=activation, seed=seed_value)
         model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         if shape is not None:
             x = random_inputs(shape, seed=seed_value, dtype=model_dtype)
         else:
             x = load_tensor(input_file, "input")
+        if init is not None:  # the layer-wise ones (lsuv, well-spaced, looks-linear) fit to these inputs
+            initialize(model, init, gain=gain_value, activation=activation, seed=seed_value, inputs=x)
         y = load_tensor(targets_file, "targets") if targets_file is not None else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
