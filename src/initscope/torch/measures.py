@@ -103,27 +103,20 @@ def _rows_view(x: torch.Tensor, layout: Layout) -> torch.Tensor:
     return x.reshape(n * layout.positions, layout.units, 1)
 
 
-def _gather_rows(x3: torch.Tensor, idx: np.ndarray) -> np.ndarray:
-    """Rows idx (of A·B) of the (A, C, B) view as a numpy (len(idx), C) array."""
-    B = x3.shape[2]
-    i = torch.from_numpy(idx // B)
-    if B == 1:
-        return to_numpy(x3[i, :, 0])
-    return to_numpy(x3[i, :, torch.from_numpy(idx % B)])
+def _one_pass(x3: torch.Tensor, want: set[str], activation: str, first: bool, var_mean) -> dict[str, float]:
+    """rms, std, dead and linear units, mean_cosine of all rows of the (A, C, B) view, as the core defines them.
 
-
-def _one_pass(x3: torch.Tensor, want: set[str], activation: str, first: bool) -> dict[str, float]:
-    """rms, std, dead and linear units, mean_cosine of all rows of the (A, C, B) view, as the core defines them."""
+    var_mean: the per-unit (variance, mean) over rows, already computed. rms² is
+    the mean over units of variance + mean², the same sum the core takes.
+    """
     A, C, B = x3.shape
     rows = A * B
     out: dict[str, float] = {}
     if C == 0 or rows == 0:
         return {k: (0.0 if k in ("rms", "std") else math.nan) for k in _ONE_PASS if k in want}
-    if "rms" in want:
-        out["rms"] = float(torch.linalg.vector_norm(x3, dtype=torch.float64)) / math.sqrt(rows * C)
-    if "std" in want:
-        var = torch.var_mean(x3, dim=(0, 2), correction=0)[0].to(torch.float64)
-        out["std"] = math.sqrt(float(var.mean()))
+    var, mean = (v.to(torch.float64) for v in var_mean)
+    out["rms"] = math.sqrt(float((var + mean * mean).mean()))
+    out["std"] = math.sqrt(float(var.mean()))
     if "dead_fraction" in want or "linear_fraction" in want:
         hi, lo = torch.amax(x3, dim=(0, 2)), torch.amin(x3, dim=(0, 2))
         out["dead_fraction"] = float(((hi == 0) & (lo == 0)).double().mean())
@@ -138,63 +131,96 @@ def _one_pass(x3: torch.Tensor, want: set[str], activation: str, first: bool) ->
     return {k: v for k, v in out.items() if k in want}
 
 
-def _spectral(S: np.ndarray, sv: np.ndarray, rtol: float, want: set[str]) -> dict[str, float]:
-    col = M.collapsed(S, sv) if S is not None else np.zeros(sv.shape[0], bool)
+def _spectrum(G: torch.Tensor) -> np.ndarray:
+    """Singular values (..., k) descending, float64, from Gram matrices (..., k, k): the core's `gram_spectrum`.
+
+    In torch rather than numpy: torch's OpenMP threads keep spinning after
+    each torch operation, and a numpy LAPACK call right after one ran 2-3×
+    slower for it (0.79 s vs 0.33 s for a 512² eigvalsh, measured).
+    """
+    lam = torch.linalg.eigvalsh(G)
+    return lam.flip(-1).clamp_min(0).sqrt().to(torch.float64).numpy()
+
+
+def _gram(S_c: torch.Tensor) -> torch.Tensor:
+    return S_c.T @ S_c if S_c.shape[0] >= S_c.shape[1] else S_c @ S_c.T
+
+
+def _collapsed(frob: float, sv: np.ndarray, dtype: torch.dtype) -> bool:
+    """The core's `collapsed`: all zero, or σ_1 below 100·eps of the uncentred norm (nothing varies)."""
+    eps = torch.finfo(dtype).eps
+    top = float(sv[0]) if sv.shape[0] else 0.0
+    return frob == 0 or top <= 100 * eps * frob
+
+
+def _spectral(sv: np.ndarray, col: bool, rtol: float, want: set[str]) -> dict[str, np.ndarray]:
+    """effective, stable and numerical rank of spectra sv (T, k); 0 for a collapsed state."""
     rules = {"effective_rank": M.effective_rank, "stable_rank": M.stable_rank,
              "numerical_rank": lambda s: M.numerical_rank(s, rtol)}
     return {k: np.where(col, 0.0, fn(sv)) for k, fn in rules.items() if k in want}
 
 
-def _jackknife(S_c: np.ndarray, rtol: float, want: set[str], rng: np.random.Generator) -> dict[str, float]:
-    """Delete-a-group jackknife standard errors of the spectral metrics of centred rows S_c (R, C), C <= R.
+def _jackknife(S_c: torch.Tensor, rtol: float, want: set[str], rng: np.random.Generator
+               ) -> tuple[np.ndarray, dict[str, float]]:
+    """(the spectrum of S_c (R, C), C <= R, and delete-a-group jackknife standard errors of its ranks).
 
-    Each group's Gram matrix is formed once; leaving group g out is a
-    subtraction, re-centred on the remaining rows' mean: one Gram's work in all.
+    Each group's Gram matrix is formed once: their sum is S_c's own, and
+    leaving group g out is a subtraction, re-centred on the remaining rows'
+    mean. All g + 1 spectra come from one batched eigvalsh.
     """
     R, C = S_c.shape
     g = JACKKNIFE_GROUPS
-    groups = np.array_split(rng.permutation(R), g)
-    S64 = S_c.astype(np.float64)
-    grams = np.stack([S64[idx].T @ S64[idx] for idx in groups])
-    sums = np.stack([S64[idx].sum(axis=0) for idx in groups])
-    total, total_sum = grams.sum(axis=0), sums.sum(axis=0)
-    G = np.empty((g, C, C))
-    for k, idx in enumerate(groups):
-        count = R - len(idx)
+    S_p = S_c[torch.from_numpy(rng.permutation(R))]
+    bounds = np.linspace(0, R, g + 1).astype(int)
+    parts = [S_p[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    grams = torch.stack([p.T @ p for p in parts]).to(torch.float64)
+    sums = torch.stack([p.sum(dim=0) for p in parts]).to(torch.float64)
+    total, total_sum = grams.sum(dim=0), sums.sum(dim=0)
+    G = torch.empty((g + 1, C, C), dtype=torch.float64)
+    G[0] = total
+    for k, p in enumerate(parts):
         s = total_sum - sums[k]
-        G[k] = total - grams[k] - np.outer(s, s) / count
-    sv = M.gram_spectrum(G)
-    stats = _spectral(None, sv, rtol, want)
-    return {k: float(math.sqrt((g - 1) / g * ((v - v.mean()) ** 2).sum())) for k, v in stats.items()}
+        G[k + 1] = total - grams[k] - torch.outer(s, s) / (R - p.shape[0])
+    sv = _spectrum(G)
+    stats = _spectral(sv[1:], np.zeros(g, bool), rtol, want)
+    errors = {k: float(math.sqrt((g - 1) / g * ((v - v.mean()) ** 2).sum())) for k, v in stats.items()}
+    return sv[0], errors
 
 
 def _state_part(x: torch.Tensor, layout: Layout, *, want: set[str], activation: str, first: bool,
-                max_rows: int, rng: np.random.Generator) -> tuple[dict, dict, dict, np.ndarray, bool]:
+                max_rows: int, rng: np.random.Generator, var_mean) -> tuple[dict, dict, dict, np.ndarray, bool]:
     """(values, sizes, errors, spectrum (k,), collapsed) of the state matrix S of x."""
     x3 = _rows_view(x, layout)
     rows = x3.shape[0] * x3.shape[2]
-    rtol = M.rank_rtol(to_numpy(x3[:0]).dtype)
+    rtol = M.rank_rtol(np.float64 if x.dtype == torch.float64 else np.float32)
+    values = _one_pass(x3, want, activation, first, var_mean)
     sizes, errors = {}, {}
-    if rows <= max_rows:
-        S = to_numpy(x3.movedim(1, -1).reshape(rows, -1))[None]
-        S_c = M.centred(S)
-        sv = M.gram_spectrum(M.gram(S_c))
-        values = {k: float(v[0]) for k, v in M.state_metrics(S, S_c, sv, want, activation=activation, rtol=rtol,
-                                                             is_input=first).items()}
-        return values, sizes, errors, sv[0].astype(np.float64), bool(M.collapsed(S, sv)[0])
-    idx = np.sort(rng.choice(rows, max_rows, replace=False))
-    S = _gather_rows(x3, idx)[None]
-    S_c = M.centred(S)
-    sv = M.gram_spectrum(M.gram(S_c))
-    col = bool(M.collapsed(S, sv)[0])
-    values = _one_pass(x3, want, activation, first)
-    values.update({k: float(v[0]) for k, v in _spectral(S, sv, rtol, want).items()})
     spectral = [k for k in _SPECTRAL if k in want]
+    if rows <= max_rows:
+        S = x3.movedim(1, -1).reshape(rows, -1)
+        sv = _spectrum(_gram(S - S.mean(dim=0, keepdim=True)))
+        col = _collapsed(float(torch.linalg.vector_norm(S, dtype=torch.float64)), sv, x.dtype)
+        values.update({k: float(v[0]) for k, v in _spectral(sv[None], col, rtol, want).items()})
+        return values, sizes, errors, sv, col
+    S = x3[torch.from_numpy(np.sort(rng.choice(rows, max_rows, replace=False)))] if x3.shape[2] == 1 else None
+    if S is None:
+        idx = np.sort(rng.choice(rows, max_rows, replace=False))
+        S = x3[torch.from_numpy(idx // x3.shape[2]), :, torch.from_numpy(idx % x3.shape[2])]
+    else:
+        S = S[:, :, 0]
+    S_c = S - S.mean(dim=0, keepdim=True)
+    jack = bool(spectral) and S.shape[1] <= max_rows // 2
+    if jack:
+        sv, errs = _jackknife(S_c, rtol, want, rng)
+    else:
+        sv, errs = _spectrum(_gram(S_c)), {}
+    col = _collapsed(float(torch.linalg.vector_norm(S, dtype=torch.float64)), sv, x.dtype)
+    values.update({k: float(v[0]) for k, v in _spectral(sv[None], col, rtol, want).items()})
     for k in spectral:
         sizes[k] = max_rows
-    if spectral and not col and S.shape[2] <= max_rows // 2:
-        errors.update(_jackknife(S_c[0], rtol, want, rng))
-    return values, sizes, errors, sv[0].astype(np.float64) * math.sqrt(rows / max_rows), col
+        if not col and k in errs:
+            errors[k] = errs[k]
+    return values, sizes, errors, sv * math.sqrt(rows / max_rows), col
 
 
 def _flat_eig(x: torch.Tensor):
@@ -284,20 +310,28 @@ def _flat_part(x: torch.Tensor, want: set[str], comparison: Comparison | None) -
 
 def _token_part(x: torch.Tensor, layout: Layout, want: set[str], max_sequences: int,
                 rng: np.random.Generator) -> tuple[dict, dict, dict]:
+    """token_cosine and token_effective_rank (`token_cosine`, `token_effective_rank`), in torch, per sequence."""
     n = x.shape[0]
     m = min(n, max_sequences)
-    idx = np.arange(n) if m == n else np.sort(rng.choice(n, m, replace=False))
-    X = to_numpy(x[torch.from_numpy(idx)].reshape(m, layout.positions, layout.units))
+    X = x if m == n else x[torch.from_numpy(np.sort(rng.choice(n, m, replace=False)))]
+    X = X.reshape(m, layout.positions, layout.units)
+    per: dict[str, np.ndarray] = {}
+    if "token_cosine" in want:  # the core's mean_cosine, one sequence at a time: Σ_{p≠q} u_p·u_q = ‖Σu_p‖² − P'
+        norms = torch.linalg.vector_norm(X, dim=2)
+        valid = (norms > 0).to(torch.float64).sum(dim=1)
+        inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
+        v = torch.einsum("mp,mpe->me", inv, X).to(torch.float64)
+        cos = ((v * v).sum(dim=1) - valid) / (valid * (valid - 1.0))
+        per["token_cosine"] = torch.where(valid >= 2, cos, torch.nan).numpy()
+    if "token_effective_rank" in want:  # uncentred: X_i's own singular values
+        G = X @ X.transpose(1, 2) if layout.positions <= layout.units else X.transpose(1, 2) @ X
+        per["token_effective_rank"] = M.effective_rank(_spectrum(G))
     values, sizes, errors = {}, {}, {}
-    with np.errstate(all="ignore"):
-        for name, fn in (("token_cosine", token_cosine), ("token_effective_rank", token_effective_rank)):
-            if name not in want:
-                continue
-            per = fn(X)
-            per = per[np.isfinite(per)]
-            values[name] = float(per.mean()) if len(per) else math.nan
-            sizes[name] = len(per)
-            errors[name] = float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else math.nan
+    for name, v in per.items():
+        v = v[np.isfinite(v)]
+        values[name] = float(v.mean()) if len(v) else math.nan
+        sizes[name] = len(v)
+        errors[name] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
     return values, sizes, errors
 
 
@@ -317,10 +351,16 @@ def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activati
     n = x.shape[0]
     names = want - {"jacobian_rank", "grad_norm"}
     nan = dict.fromkeys(names, math.nan)
-    if not bool(torch.isfinite(x).all()):
+    # Any NaN or Inf makes a unit's mean or variance non-finite: one pass that the metrics need anyway.
+    var_mean, finite = None, True
+    if x.numel():
+        var_mean = torch.var_mean(_rows_view(x, layout), dim=(0, 2), correction=0)
+        finite = bool(torch.isfinite(var_mean[0]).all() and torch.isfinite(var_mean[1]).all()) or \
+            bool(torch.isfinite(x).all())  # a variance can overflow where no entry does
+    if not finite:
         return Measured(nan, np.zeros(0), np.full((n, 3), np.nan), False, False)
     values, sizes, errors, spectrum, col = _state_part(x, layout, want=want, activation=activation, first=first,
-                                                       max_rows=max_rows, rng=rng)
+                                                       max_rows=max_rows, rng=rng, var_mean=var_mean)
     flat, projection = _flat_part(x, want, comparison)
     values.update(flat)
     if layout.kind == "tokens":

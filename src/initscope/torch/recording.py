@@ -133,7 +133,7 @@ class Recorder:
         ref = None
         if "distance_corr" in self.want:
             ref = M.distance_reference(flat, rng=np.random.default_rng(self.seed))
-        self.comparison = Comparison(M.centred(flat), ref)
+        self.comparison = Comparison(M.centred(flat).astype(np.float64), ref)  # linear_r2 reads it in float64
 
     def _record(self, module, name: str, output: str, call: int, out: torch.Tensor, layout: Layout) -> Layer:
         if layout.kind != "units" or len(layout.shape) > 1:
