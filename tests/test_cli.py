@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from initscope.cli.app import OUTPUT_FILES, main
+from initscope.report.writer import MARKER
 from initscope.study.config import FIELD_NAMES
 from initscope.core.initializers import INITIALIZERS
 from initscope.core.metrics import METRICS
@@ -41,8 +42,9 @@ def small_run(capsys, out: Path, *extra: str, options: dict[str, str] | None = N
     return cli(capsys, "run", "--out", str(out), *args_of(opts), "--no-report", "--quiet", *extra)
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def snapshot(folder: Path, *, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in skip}
 
 
 def command() -> list[str]:
@@ -68,7 +70,7 @@ def test_run_writes_exactly_the_contracted_files(capsys, tmp_path):
     out = tmp_path / "out"
     code, stdout, err = small_run(capsys, out)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUT_FILES, MARKER))
     assert set(OUTPUT_FILES) == {"metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv",
                                  "flags.csv", "config.toml"}
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
@@ -116,7 +118,7 @@ def test_default_run_writes_the_report_and_a_later_run_replaces_it_whole(capsys,
     out = tmp_path / "out"
     code, _, err = cli(capsys, "run", "--out", str(out), "--quiet")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUT_FILES, "report.html"))
+    assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUT_FILES, MARKER, "report.html"))
     html = (out / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html")
     assert "normal" in html and "sphere" in html
@@ -125,7 +127,7 @@ def test_default_run_writes_the_report_and_a_later_run_replaces_it_whole(capsys,
     assert tomllib.loads((out / "config.toml").read_text())["width"] == 40
     # A later run without a report must not leave the earlier run's page beside its CSVs.
     assert small_run(capsys, out)[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUT_FILES, MARKER))
 
 
 # --- every flag lands in config.toml --------------------------------------------------------
@@ -186,7 +188,8 @@ def test_config_file_reruns_to_identical_outputs(capsys, tmp_path):
     code, _, err = cli(capsys, "run", "--config", str(first / "config.toml"), "--out", str(second),
                        "--no-report", "--quiet")
     assert code == 0, err
-    assert snapshot(second) == snapshot(first)
+    # The marker records each run's own command line; everything else is byte-identical.
+    assert snapshot(second, skip=(MARKER,)) == snapshot(first, skip=(MARKER,))
 
 
 def test_flags_override_the_config_file(capsys, tmp_path):
@@ -430,7 +433,7 @@ def test_console_script_runs_and_writes_outputs(tmp_path):
     proc = subprocess.run([*command(), "run", "--out", str(out), *args_of(SMALL), "--no-report"],
                           capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUT_FILES, MARKER))
     assert "normal" in proc.stdout and "layer" in proc.stdout
     assert len(pd.read_csv(out / "metrics.csv")) == 2 * 2 * 3 * len(METRICS)
 

@@ -8,7 +8,7 @@ import pytest
 
 from initscope.core import init_train as it
 from initscope.core.data import sample
-from initscope.core.network import Architecture, draw_layer, layer_forward
+from initscope.core.network import Architecture, draw_layer, layer_forward, layer_param_jvp
 
 ARCHS = [
     Architecture("relu"),
@@ -63,7 +63,7 @@ def test_state_jvp_matches_layer_forward(rng):
         ds = None
         for (W, b), (dW, db) in zip(params, _random_tangents(params, rng)):
             ref, _ = layer_forward(s, W, b, arch)
-            s, ds, _ = it._layer_jvp(s, ds, W, b, dW, db, arch)
+            s, ds, _ = layer_param_jvp(s, ds, W, b, dW, db, arch)
             np.testing.assert_allclose(s, ref, rtol=1e-13, atol=1e-13)
 
 

@@ -13,10 +13,14 @@ from initscope.core.network import (
     activate,
     activation_derivative,
     draw_shifts,
+    forward,
     layer_forward,
     layer_jvp,
+    layer_param_jvp,
+    layer_param_vjp,
     layer_vjp,
     mse_output_gradient,
+    pre_activation_vjp,
 )
 
 ACTS = ["relu", "leaky_relu", "tanh", "gelu", "identity"]
@@ -233,3 +237,72 @@ def test_zero_readout_gives_exact_zero_gradients(rng):
     norms = weight_gradient_norms(x, lambda l, s: (_ for _ in ()).throw(AssertionError("no work")), 4,
                                   Architecture(), np.zeros((2, 5, 4)))
     assert norms.shape == (2, 4) and not norms.any()
+
+
+# ---- parameter tangents: the forward-mode and reverse-mode maps init training uses ----
+
+# Every norm, and residual off, partial, full, and on a layer whose width changes (where it cannot apply).
+PARAM_ARCHS = [Architecture(a, n, r) for a, n, r in itertools.product(["tanh", "gelu"], ["none", "layer", "batch"],
+                                                                          [0.0, 0.5, 1.0])]
+
+
+def _param_problem(rng, w_prev, w, T=2, n=6):
+    s_prev = rng.standard_normal((T, n, w_prev))
+    W = rng.standard_normal((T, w_prev, w)) / np.sqrt(w_prev)
+    b = rng.standard_normal((T, w)) * 0.1
+    tangents = rng.standard_normal(s_prev.shape), rng.standard_normal(W.shape), rng.standard_normal(b.shape)
+    return s_prev, W, b, tangents
+
+
+@pytest.mark.parametrize("w_prev", [4, 3], ids=["square", "widening"])
+@pytest.mark.parametrize("arch", PARAM_ARCHS, ids=str)
+def test_param_jvp_matches_finite_differences(arch, w_prev, rng):
+    s_prev, W, b, (ds_prev, dW, db) = _param_problem(rng, w_prev, 4)
+    s, ds, z = layer_param_jvp(s_prev, ds_prev, W, b, dW, db, arch)
+    ref, ref_z = layer_forward(s_prev, W, b, arch)
+    np.testing.assert_allclose(s, ref, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(z, ref_z, rtol=1e-13, atol=1e-13)
+    h = 1e-6
+    plus, _ = layer_forward(s_prev + h * ds_prev, W + h * dW, b + h * db, arch)
+    minus, _ = layer_forward(s_prev - h * ds_prev, W - h * dW, b - h * db, arch)
+    # Central differences of smooth maps: truncation O(h²), rounding O(eps/h) ≈ 1e-10.
+    np.testing.assert_allclose(ds, (plus - minus) / (2 * h), rtol=1e-6, atol=1e-7)
+    # A fixed input (ds_prev None) is the zero input tangent.
+    _, ds_fixed, _ = layer_param_jvp(s_prev, None, W, b, dW, db, arch)
+    _, ds_zero, _ = layer_param_jvp(s_prev, np.zeros_like(s_prev), W, b, dW, db, arch)
+    np.testing.assert_allclose(ds_fixed, ds_zero, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("w_prev", [4, 3], ids=["square", "widening"])
+@pytest.mark.parametrize("arch", [Architecture("relu", n, r) for n in ("none", "layer", "batch") for r in (0.0, 0.5, 1.0)]
+                         + PARAM_ARCHS, ids=str)
+def test_param_vjp_is_the_adjoint_of_the_param_jvp(arch, w_prev, rng):
+    """<JVP(v), u> = <v, VJP(u)> for v = (ds_prev, dW, db) and any cotangent u, trial by trial."""
+    s_prev, W, b, (ds_prev, dW, db) = _param_problem(rng, w_prev, 4)
+    s, ds, z = layer_param_jvp(s_prev, ds_prev, W, b, dW, db, arch)
+    u = rng.standard_normal(s.shape)
+    g_prev, gW, gb = layer_param_vjp(u, s_prev, W, z, arch)
+    lhs = np.einsum("tnw,tnw->t", ds, u)
+    rhs = (np.einsum("tnw,tnw->t", ds_prev, g_prev) + np.einsum("tij,tij->t", dW, gW)
+           + np.einsum("tj,tj->t", db, gb))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-11, atol=1e-12)
+    # layer_vjp is the same map without the shifts, and ∂/∂b sums ∂/∂z over samples.
+    want_prev, want_W = layer_vjp(u, s_prev, W, z, arch)
+    np.testing.assert_array_equal(g_prev, want_prev)
+    np.testing.assert_array_equal(gW, want_W)
+    np.testing.assert_array_equal(gb, pre_activation_vjp(u, s_prev, W, z, arch).sum(axis=1))
+
+
+def test_forward_keeps_every_state_and_pre_activation(rng):
+    arch = Architecture("gelu", "layer", 0.5)
+    x = rng.standard_normal((2, 5, 3))
+    params = [(rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4))),
+              (rng.standard_normal((2, 4, 4)), rng.standard_normal((2, 4)))]
+    states, zs = forward(x, params, arch)
+    assert len(states) == 3 and len(zs) == 2 and states[0] is x
+    s = x
+    for (W, b), got_s, got_z in zip(params, states[1:], zs):
+        want_z = s @ W + b[:, None, :]
+        s, _ = layer_forward(s, W, b, arch)
+        np.testing.assert_array_equal(got_s, s)
+        np.testing.assert_allclose(got_z, want_z, rtol=1e-14)

@@ -1,9 +1,11 @@
 """The `initscope` command line: `initscope run` and `initscope report`.
 
 Bad input is one line on stderr and exit status 2; anything unexpected is
-exit status 1. Output files are written to a temporary folder beside `--out`
-and moved into place only when everything succeeded, so a failed run leaves
-nothing half-written and an earlier run's files are replaced whole or not at all.
+exit status 1; Ctrl-C is 130 and SIGTERM 143. Output files are written to a
+temporary folder beside `--out` and moved into place only when everything
+succeeded (`initscope.cli.common.output_folder`), so a failed or interrupted run
+leaves nothing half-written, an earlier run's files are replaced whole or not at
+all, and a file initscope did not write is never touched.
 """
 
 from __future__ import annotations
@@ -14,8 +16,21 @@ from typing import Optional
 
 import typer
 
-from initscope.cli.common import BadInput, args_or_help, run_app, with_config_flags, write_folder
-from initscope.study.config import config_to_toml, load_config, make_config
+from initscope.cli.common import (
+    BadInput,
+    Out,
+    Overwrite,
+    args_or_help,
+    exit_process,
+    has_report_extra,
+    output_folder,
+    parse_workers,
+    run_app,
+    with_config_flags,
+    workers_option,
+    write_run,
+)
+from initscope.study.config import load_config, make_config
 
 app = typer.Typer(
     add_completion=False,
@@ -32,9 +47,10 @@ __all__ = ["app", "main", "entry", "BadInput", "OUTPUT_FILES"]
 @with_config_flags
 def run_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
-    out: Path = typer.Option(Path("initscope-out"), "--out", help="Output folder."),
+    out: Out = "initscope-out",
+    overwrite: Overwrite = False,
     fields: dict | None = None,
-    workers: Optional[str] = typer.Option(None, metavar="INT", help="Threads over trials (default: cores)."),
+    workers: workers_option("Threads over trials (default: cores).") = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
@@ -44,21 +60,21 @@ def run_command(
         cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
-    n_workers = _workers(workers)
-    _check_out(out)
+    n_workers = parse_workers(workers)
 
     from initscope.study.runner import run
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = run(cfg, workers=n_workers)
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
-    _write_outputs(result, out, report=report, png=png)
+    with output_folder(out, command="run", overwrite=overwrite) as folder:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run(cfg, workers=n_workers)
+        for w in caught:
+            typer.echo(f"warning: {w.message}", err=True)
+        write_run(folder, result, report=report, png=png)
     if not quiet:
         from initscope.cli.summary import print_summary
 
-        print_summary(result, out)
+        print_summary(result, Path(out))
 
 
 @app.command("report")
@@ -70,6 +86,7 @@ def report_command(
     x: Optional[str] = typer.Option(None, "--x", help="Sweep report only: heat-map x axis, a config field (default: depth)."),
     y: Optional[str] = typer.Option(None, "--y", help="Sweep report only: heat-map y axis, a config field (default: width)."),
     group_by: str = typer.Option("init", "--group-by", help="Sweep report only: config field the depth curves are grouped by."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Rebuild report.html from a run folder's CSVs, or build the sweep report of a results store."""
     if folder.is_file():
@@ -80,49 +97,19 @@ def report_command(
             return
     if not folder.is_dir() or not (folder / "metrics.csv").is_file():
         raise BadInput(f"The 'folder' parameter must be a run folder containing metrics.csv or a results store. Got {str(folder)!r} instead.")
-    report_mod = _report_module()
+    has_report_extra(required=True)
+    from initscope import report as report_mod
+    from initscope.report.writer import read_marker
+
     try:
         tables = report_mod.load_run(folder)
     except (ValueError, KeyError) as exc:
         raise BadInput(f"The 'folder' parameter must hold a readable run: {exc}") from None
-    path = report_mod.write_report(tables, folder / "report.html", png=png)
-    typer.echo(f"wrote {path}")
-
-
-def _workers(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise BadInput(f"The 'workers' parameter must be an integer >= 1. Got {text!r} instead.")
-    return value
-
-
-def _report_module():
-    try:
-        import plotly  # noqa: F401
-    except ImportError:
-        raise BadInput("The report needs plotly: pip install 'initscope[report]'.") from None
-    from initscope import report
-
-    return report
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
-
-
-def _write_outputs(result, out: Path, *, report: bool, png: bool) -> None:
-    """A run's tables, config.toml and report.html, moved into `out` together."""
-    tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags")}
-    # What data-driven initializers did (LSUV iterations) and init-training histories.
-    tables.update({name: getattr(result, name) for name in ("init_log", "train_log") if len(getattr(result, name))})
-    write_folder(out, tables, {"config.toml": config_to_toml(result.config)},
-                 report_source=result if report else None, png=png)
+    # The page belongs to the run that wrote the folder (run or inspect): a later run replaces it.
+    owner = (read_marker(folder) or {"files": {}})["files"].get("metrics.csv", "run")
+    with output_folder(folder, command=owner, overwrite=overwrite, replace=False, writes=("report.html",)) as staging:
+        report_mod.write_report(tables, staging / "report.html", png=png)
+    typer.echo(f"wrote {folder / 'report.html'}")
 
 
 from initscope.cli.inspect import inspect_command  # noqa: E402  (torch is imported only when the command runs)
@@ -132,11 +119,15 @@ app.command("inspect")(inspect_command)
 from initscope.cli.compare import compare_fixes_command  # noqa: E402
 from initscope.cli.certify import certify_command  # noqa: E402
 from initscope.cli.sweep import results_command, sweep_command  # noqa: E402
+from initscope.cli.phase import phase_command  # noqa: E402
+from initscope.cli.explore import explore_command  # noqa: E402  (starlette is imported only when it runs)
 
 app.command("certify")(certify_command)
 app.command("compare-fixes")(compare_fixes_command)
 app.command("sweep")(sweep_command)
 app.command("results")(results_command)
+app.command("phase")(phase_command)
+app.command("explore")(explore_command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +136,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    import sys
-
-    sys.exit(main())
+    exit_process(main())

@@ -14,15 +14,22 @@ Register it on the main CLI with `app.command("certify")(certify_command)`;
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from initscope.cli.common import args_or_help, run_app, with_config_flags
+from initscope.cli.common import (
+    BadInput,
+    Overwrite,
+    args_or_help,
+    exit_process,
+    output_folder,
+    run_app,
+    with_config_flags,
+)
 
 __all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
@@ -42,17 +49,12 @@ def _group() -> None:
     """A callback keeps `certify` a named subcommand, as on the main CLI (one command alone would not be)."""
 
 
-def _bad(message: str) -> typer.Exit:
-    """Print one line on stderr and return the exit-2 exception (works under either app)."""
-    typer.echo(f"initscope: error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(2)
-
-
 @certify_app.command("certify")
 @with_config_flags
 def certify_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for certificate.csv (default: print only)."),
+    out: Optional[str] = typer.Option(None, "--out", metavar="DIR", help="Folder for certificate.csv (default: print only)."),
+    overwrite: Overwrite = False,
     rtol: Optional[str] = typer.Option(None, "--rtol", metavar="FLOAT", help="Collision tolerance relative to the state scale (default: 1e-6 float64, 1e-3 float32)."),
     fields: dict | None = None,
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
@@ -64,11 +66,21 @@ def certify_command(
     try:
         cfg = load_config(config_file, **given) if config_file else make_config(**given)
     except (ValueError, TypeError) as exc:
-        raise _bad(str(exc)) from None
+        raise BadInput(str(exc)) from None
     tolerance = _parse_rtol(rtol)
-    if out is not None and out.exists() and not out.is_dir():
-        raise _bad(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
+    with contextlib.ExitStack() as stack:
+        folder = None if out is None else stack.enter_context(output_folder(out, command="certify", overwrite=overwrite))
+        layers = _certificate(cfg, tolerance, quiet)
+        if folder is not None:
+            layers.to_csv(folder / CERTIFICATE_FILE, index=False)
+    if out is not None and not quiet:
+        typer.echo(f"wrote {Path(out) / CERTIFICATE_FILE}")
+    if not bool(layers["certified"].all()):
+        raise typer.Exit(EXIT_NOT_CERTIFIED)
 
+
+def _certificate(cfg, tolerance: float | None, quiet: bool):
+    """The per-layer certificate of every initializer (one table), printed unless quiet."""
     import pandas as pd
 
     from initscope.core.certify import certify
@@ -83,13 +95,7 @@ def certify_command(
         if not quiet:
             _print_certificate(name, cert, cfg)
     layers = pd.concat(tables, ignore_index=True)
-    layers = layers[["init", *[c for c in layers.columns if c != "init"]]]
-    if out is not None:
-        _write_csv(layers, out / CERTIFICATE_FILE)
-        if not quiet:
-            typer.echo(f"wrote {out / CERTIFICATE_FILE}")
-    if not bool(layers["certified"].all()):
-        raise typer.Exit(EXIT_NOT_CERTIFIED)
+    return layers[["init", *[c for c in layers.columns if c != "init"]]]
 
 
 def _parse_rtol(text: str | None) -> float | None:
@@ -100,7 +106,7 @@ def _parse_rtol(text: str | None) -> float | None:
     except ValueError:
         value = float("nan")
     if not (value >= 0 and value != float("inf")):
-        raise _bad(f"The 'rtol' parameter must be a finite number >= 0. Got {text!r} instead.")
+        raise BadInput(f"The 'rtol' parameter must be a finite number >= 0. Got {text!r} instead.")
     return value
 
 
@@ -144,23 +150,10 @@ def _print_certificate(name: str, cert, cfg) -> None:
         console.print(f"note: {sum(cert.duplicates)} pair(s) of input rows coincide within rtol and count as one sample")
 
 
-def _write_csv(frame, path: Path) -> None:
-    """Write to a temporary sibling, then rename: never a half-written certificate."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run `certify` alone; returns the exit status (0, 3, 2 or 1)."""
     return run_app(certify_app, ["certify", *args_or_help(argv)])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

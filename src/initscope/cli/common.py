@@ -1,24 +1,34 @@
-"""What every initscope command shares: exit codes, atomic output folders, config flags.
+"""What every initscope command shares: exit codes, signals, output folders, shared options, config flags.
 
-- `run_app(app, args)`: one line on stderr and exit 2 for bad input, 1 for
-  anything unexpected, the command's own status otherwise.
-- `write_folder(out, tables, texts, report_source, ...)`: every file goes to a
-  temporary sibling folder first and is moved in only when all succeeded.
-- `ConfigFlags`: the run config's flags, declared once, so that `run` and
+- `run_app(app, args)`: one line on stderr and exit 2 for bad input (`BadInput`),
+  1 for anything unexpected, 130 for Ctrl-C and 143 for SIGTERM (the temporary
+  folder removed first), the command's own status otherwise. `exit_process`
+  ends the process without waiting for worker threads after an interrupt.
+- `output_folder(out, command=..., overwrite=...)`: the output folder of a
+  command (`initscope.report.writer.Output`): checked before anything is
+  computed, written whole or not at all, never losing a file initscope did not write.
+- `write_files`, `write_run`: the report layer's, with the note that
+  report.html was skipped when plotly is missing.
+- `Out`, `Overwrite`, `workers_option`/`parse_workers`, `has_report_extra`:
+  options and checks declared once for every command.
+- `ConfigFlag`: the run config's flags, declared once, so that `run` and
   `certify` (and any command that builds a Config) take exactly the same ones.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import os
-import shutil
+import shlex
+import signal
 import sys
-import tempfile
+import threading
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -27,14 +37,21 @@ try:  # typer ≥ 0.16 vendors click; older ones use the installed click
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException as UsageError
 
-__all__ = ["BadInput", "run_app", "write_folder", "OPTIONAL_OUTPUTS", "with_config_flags", "ConfigFlag"]
+__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "write_files", "write_run",
+           "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
+           "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
-# Files a run writes only sometimes: an earlier run's copy must not survive beside new CSVs.
-OPTIONAL_OUTPUTS = frozenset({"report.html", "figures", "init_log.csv", "train_log.csv"})
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+_ARGV: contextvars.ContextVar[list[str]] = contextvars.ContextVar("initscope_argv", default=[])
 
 
 class BadInput(Exception):
-    """User input a command rejects with exit status 2."""
+    """User input a command rejects with exit status 2 (one line on stderr, under any app)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is, so that the same clean-up runs."""
 
 
 def one_line(text: str) -> str:
@@ -43,6 +60,19 @@ def one_line(text: str) -> str:
 
 def run_app(app: typer.Typer, args: list[str]) -> int:
     """Run a Typer app without its standalone handling; map outcomes to exit statuses."""
+    token = _ARGV.set(list(args))
+    try:
+        with _sigterm_raises() as terminated:
+            status = _run(app, args)
+    finally:
+        _ARGV.reset(token)
+    if status == EXIT_INTERRUPTED:
+        typer.echo("initscope: interrupted; nothing was written", err=True)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    return status
+
+
+def _run(app: typer.Typer, args: list[str]) -> int:
     try:
         status = app(args=args, prog_name="initscope", standalone_mode=False)
     except BadInput as exc:
@@ -51,7 +81,11 @@ def run_app(app: typer.Typer, args: list[str]) -> int:
         return 2
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
+    except KeyboardInterrupt:  # typer turns it into Exit(130); older ones into Abort, below
+        return EXIT_INTERRUPTED
+    except typer.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
         typer.echo("initscope: aborted", err=True)
         return 1
     except UsageError as exc:  # unknown flag, missing argument
@@ -64,45 +98,118 @@ def run_app(app: typer.Typer, args: list[str]) -> int:
     return status if isinstance(status, int) else 0
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[list[int]]:
+    """While a command runs, SIGTERM raises `Terminated` in the main thread (its default would kill the
+    process on the spot, leaving the temporary folder behind). Yields a list that records it."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_process(status: int) -> typing.NoReturn:
+    """End the process with `status`. After an interrupt, worker threads may still be inside a
+    chunk of trials; the interpreter would wait for them at exit, so leave without waiting."""
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 def args_or_help(argv: list[str] | None) -> list[str]:
     args = list(sys.argv[1:] if argv is None else argv)
     return args or ["--help"]  # bare `initscope` asks what it can do; not an error
 
 
-def write_folder(out: Path, tables: dict[str, Any], texts: dict[str, str], *, report_source=None,
-                 png: bool = False) -> None:
-    """Write tables (name -> DataFrame, as NAME.csv), texts (file name -> str) and, when
-    report_source is given, report.html into a temporary sibling folder, then move them in."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        for name, table in tables.items():
-            table.to_csv(tmp / f"{name}.csv", index=False)
-        for name, text in texts.items():
-            (tmp / name).write_text(text)
-        if report_source is not None:
-            try:
-                import plotly  # noqa: F401
-            except ImportError:
-                typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
-            else:
-                from initscope.report import write_report
+def command_line() -> str:
+    """The command line being run, for the output folder's marker."""
+    return shlex.join(["initscope", *_ARGV.get()])
 
-                write_report(report_source, tmp / "report.html", png=png)
-        out.mkdir(exist_ok=True)
-        produced = {item.name for item in tmp.iterdir()}
-        for stale in OPTIONAL_OUTPUTS - produced:
-            if (out / stale).is_dir():
-                shutil.rmtree(out / stale)
-            elif (out / stale).exists():
-                (out / stale).unlink()
-        for item in sorted(tmp.iterdir()):
-            target = out / item.name
-            if item.is_dir() and target.exists():
-                shutil.rmtree(target)
-            os.replace(item, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+# --- options every command shares -------------------------------------------------------------
+
+Out = Annotated[Optional[str], typer.Option("--out", metavar="DIR", help="Output folder.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Write into an output folder that holds files initscope did not write "
+                        "(only initscope's own file names are written; nothing else is touched).")]
+
+
+def workers_option(help_text: str) -> Any:
+    """The `--workers INT` option, read as text and checked by `parse_workers` (one message everywhere)."""
+    return Annotated[Optional[str], typer.Option("--workers", metavar="INT", help=help_text)]
+
+
+def parse_workers(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BadInput(f"The 'workers' parameter must be an integer >= 1. Got {text!r} instead.")
+    return value
+
+
+def has_report_extra(*, required: bool = False) -> bool:
+    """Whether plotly (the 'report' extra) is installed. required: bad input without it; otherwise a
+    note on stderr says the page was skipped."""
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        if required:
+            raise BadInput("The report needs plotly: pip install 'initscope[report]'.") from None
+        typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
+        return False
+    return True
+
+
+# --- output folders ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def output_folder(out: str | os.PathLike | None, *, command: str, overwrite: bool = False,
+                  replace: bool = True, writes: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Check `out` now (bad input before any computing) and yield the temporary folder to write into;
+    the files reach `out` when the block ends without an exception (see `initscope.report.writer`)."""
+    from initscope.report.writer import Output, OutputError
+
+    try:
+        output = Output(out, command=command, line=command_line(), overwrite=overwrite, replace=replace,
+                        writes=writes)
+        with output as folder:
+            yield folder
+    except OutputError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, report_source=None,
+                png: bool = False) -> None:
+    """`initscope.report.writer.write_files`, with report.html skipped (and a note) without plotly."""
+    from initscope.report.writer import write_files as write
+
+    write(folder, tables, texts, report_source=report_source if report_source is not None and has_report_extra()
+          else None, png=png)
+
+
+def write_run(folder: Path, result, *, report: bool, png: bool) -> None:
+    """`initscope.report.writer.write_run`, with report.html skipped (and a note) without plotly."""
+    from initscope.report.writer import write_run as write
+
+    write(folder, result, report=report and has_report_extra(), png=png)
 
 
 def _flag(help_text: str, *names: str, metavar: str | None = None):

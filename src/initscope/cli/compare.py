@@ -3,32 +3,40 @@
 from __future__ import annotations
 
 import html
-import os
-import tempfile
-from pathlib import Path
 from typing import Optional
 
 import typer
 
+from initscope.cli.common import (
+    BadInput,
+    Out,
+    Overwrite,
+    command_line,
+    output_folder,
+    parse_workers,
+    workers_option,
+    write_run,
+)
 from initscope.study.fixes import FIXES, compare_fixes, outcome_label
 
 __all__ = ["compare_fixes_command", "index_page"]
 
 
 def compare_fixes_command(
-    out: Path = typer.Option(Path("initscope-fixes"), "--out", help="Output folder."),
+    out: Out = "initscope-fixes",
+    overwrite: Overwrite = False,
     fixes: Optional[str] = typer.Option(None, help=f"Comma-separated fixes (default: all of {', '.join(FIXES)})."),
     depths: str = typer.Option("10,50", help="Comma-separated depths."),
     trials: str = typer.Option("20", metavar="INT", help="Trials per fix and depth."),
     seed: str = typer.Option("0", metavar="INT", help="Seed."),
-    workers: Optional[str] = typer.Option(None, metavar="INT", help="Threads over trials (default: cores)."),
+    workers: workers_option("Threads over trials (default: cores).") = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write each fix's report.html."),
 ) -> None:
     """Run the seed's network (input_dim = width = 40) under every fix and rank them by what survives."""
     from rich.console import Console
     from rich.table import Table
 
-    from initscope.cli.app import BadInput, _write_outputs
+    from initscope.report.writer import mark_folder
 
     names = None if fixes is None else [f.strip() for f in fixes.split(",") if f.strip()]
     try:
@@ -37,20 +45,22 @@ def compare_fixes_command(
             raise ValueError
     except ValueError:
         raise BadInput(f"The 'depths' parameter must be a comma-separated list of integers >= 1. Got {depths!r} instead.") from None
-    try:
-        n_workers = None if workers is None else int(workers)
-        ranking, outcomes = compare_fixes(names, depths=depth_list, trials=int(trials) if trials.strip().isdigit() else trials,
-                                          seed=int(seed) if seed.strip().isdigit() else seed, workers=n_workers)
-    except (ValueError, TypeError) as exc:
-        raise BadInput(str(exc)) from None
-
-    out.mkdir(parents=True, exist_ok=True)
-    for o in outcomes:
-        folder = out / outcome_label(o)
-        _write_outputs(o.result, folder, report=report, png=False)
-        o.certificate.to_csv(folder / "certificate.csv", index=False)
-    _atomic_text(out / "ranking.csv", ranking.to_csv(index=False))
-    _atomic_text(out / "index.html", index_page(ranking, linked=report))
+    n_workers = parse_workers(workers)
+    with output_folder(out, command="compare-fixes", overwrite=overwrite) as folder:
+        try:
+            ranking, outcomes = compare_fixes(names, depths=depth_list,
+                                              trials=int(trials) if trials.strip().isdigit() else trials,
+                                              seed=int(seed) if seed.strip().isdigit() else seed, workers=n_workers)
+        except (ValueError, TypeError) as exc:
+            raise BadInput(str(exc)) from None
+        for o in outcomes:
+            # Each fix's folder is a run folder of its own: `initscope report` redraws it, `run --out` replaces it.
+            sub = folder / outcome_label(o)
+            write_run(sub, o.result, report=report, png=False)
+            o.certificate.to_csv(sub / "certificate.csv", index=False)
+            mark_folder(sub, "run", command_line(), owners={"certificate.csv": "certify"})
+        (folder / "ranking.csv").write_text(ranking.to_csv(index=False))
+        (folder / "index.html").write_text(index_page(ranking, linked=report), encoding="utf-8")
 
     console = Console()
     for depth, rows in ranking.groupby("depth", sort=True):
@@ -100,10 +110,3 @@ def index_page(ranking, *, linked: bool = True) -> str:
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -14,8 +14,9 @@ alone (`main([...])`, `python -m initscope.cli_torch inspect ...`) and is
 registered on the main CLI with `app.command("inspect")(inspect_command)`.
 Bad input, a broken factory, and a model, loss or backward pass that raises
 are one line on stderr ("initscope: error: ...", quoting the model's own
-message) and exit status 2, raised as `typer.Exit(2)` so that it works under
-either app. torch is imported only when the command runs.
+message) and exit status 2 (`BadInput`, mapped by `run_app` under either
+app). `--out` is checked before the model is built. torch is imported only
+when the command runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from initscope.cli.common import BadInput, Out, Overwrite, args_or_help, exit_process, output_folder, run_app, write_files
 
 __all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES"]
 
@@ -51,24 +54,18 @@ def _group() -> None:
     """Keeps `inspect` a named subcommand when this app runs alone."""
 
 
-def _bad(message: str) -> typer.Exit:
-    """Print one line on stderr and return the exit-2 exception for the caller to raise."""
-    typer.echo(f"initscope: error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(2)
-
-
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
         shape = ()
     if not shape or any(s < 1 for s in shape):
-        raise _bad(f"The 'input-shape' parameter must be comma-separated integers >= 1, samples first "
+        raise BadInput(f"The 'input-shape' parameter must be comma-separated integers >= 1, samples first "
                    f"(e.g. 64,3,32,32). Got {text!r} instead.")
     return shape
 
 
-def _int(name: str, text: str | None, low: int, default: int) -> int:
+def _int(name: str, text: str | None, low: int, default: int, high: int = 2**31 - 1) -> int:
     if text is None:
         return default
     try:
@@ -76,7 +73,9 @@ def _int(name: str, text: str | None, low: int, default: int) -> int:
     except ValueError:
         value = low - 1
     if value < low:
-        raise _bad(f"The '{name}' parameter must be an integer >= {low}. Got {text!r} instead.")
+        raise BadInput(f"The '{name}' parameter must be an integer >= {low}. Got {text!r} instead.")
+    if value > high:  # torch.manual_seed and SQLite stop at 64 bits; sizes far earlier
+        raise BadInput(f"The '{name}' parameter must be an integer >= {low} and <= {high}. Got {text!r} instead.")
     return value
 
 
@@ -88,8 +87,8 @@ def _layout(text: str | None):
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, sep, value = part.rpartition("=")
         if not sep or not name:
-            raise _bad(f"The 'layout' parameter must be a layout or NAME=LAYOUT pairs separated by commas "
-                       f"(e.g. GPT2Block=tokens,input=units). Got {text!r} instead.")
+            raise BadInput(f"The 'layout' parameter must be a layout or NAME=LAYOUT pairs separated by commas "
+                           f"(e.g. GPT2Block=tokens,input=units). Got {text!r} instead.")
         rules[name.strip()] = value.strip()
     return rules
 
@@ -102,7 +101,7 @@ def _gain(text: str | None) -> float | None:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise _bad(f"The 'gain' parameter must be a finite number > 0. Got {text!r} instead.")
+        raise BadInput(f"The 'gain' parameter must be a finite number > 0. Got {text!r} instead.")
     return value
 
 
@@ -139,34 +138,64 @@ def inspect_command(
                                            help="Spectra of states with more rows use a seeded subset of this many "
                                                 "(default: 8192); the sample size and standard error go to "
                                                 "metrics.csv."),
-    out: Path = typer.Option(DEFAULT_OUT, "--out", help="Output folder."),
+    out: Out = str(DEFAULT_OUT),
+    overwrite: Overwrite = False,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
 ) -> None:
     """Run your model on a batch and write per-layer metrics, spectra, flags and report.html."""
     if (input_file is None) == (input_shape is None):
-        raise _bad("Give the inputs with exactly one of --input FILE or --input-shape N,... .")
+        raise BadInput("Give the inputs with exactly one of --input FILE or --input-shape N,... .")
     if init is not None and weights is not None:
-        raise _bad("Give either --weights (trained or saved weights) or --init (fresh ones), not both.")
+        raise BadInput("Give either --weights (trained or saved weights) or --init (fresh ones), not both.")
     if gain is not None and init is None:
-        raise _bad("The 'gain' parameter applies to --init; give --init NAME with it.")
+        raise BadInput("The 'gain' parameter applies to --init; give --init NAME with it.")
     if mode is not None and mode not in ("train", "eval"):
-        raise _bad(f"The 'mode' parameter must be one of ['train', 'eval']. Got {mode!r} instead.")
+        raise BadInput(f"The 'mode' parameter must be one of ['train', 'eval']. Got {mode!r} instead.")
     if dtype is not None and dtype not in ("float32", "float64"):
-        raise _bad(f"The 'dtype' parameter must be one of ['float32', 'float64']. Got {dtype!r} instead.")
-    if out.exists() and not out.is_dir():
-        raise _bad(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
+        raise BadInput(f"The 'dtype' parameter must be one of ['float32', 'float64']. Got {dtype!r} instead.")
     shape = _shape(input_shape) if input_shape is not None else None
-    seed_value = _int("seed", seed, 0, 0)
+    seed_value = _int("seed", seed, 0, 0, high=2**63 - 1)  # config.MAX_SEED, without importing the study
     jac = _int("jacobian-samples", jacobian_samples, 1, 64)
     rows = _int("max-rows", max_rows, 16, 8192)
     layout_value = _layout(layout)
     gain_value = _gain(gain)
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
-        raise _bad("initscope inspect needs PyTorch: pip install 'initscope[torch]'.") from None
+        raise BadInput("initscope inspect needs PyTorch: pip install 'initscope[torch]'.") from None
+
+    with output_folder(out, command="inspect", overwrite=overwrite) as folder:
+        result = _inspect_model(factory, input_file=input_file, shape=shape, targets_file=targets_file,
+                                weights=weights, init=init, gain=gain_value, activation=activation,
+                                seed=seed_value, mode=mode, layers=layers, metrics=metrics, dtype=dtype,
+                                jacobian_samples=jac, layout=layout_value, reference=reference, max_rows=rows)
+        source = input_file if input_file is not None else f"standard normal {input_shape}"
+        result.config.update(factory=factory, inputs=str(source))
+        if weights is not None:
+            result.config["weights"] = str(weights)
+        given = {"--input": input_file, "--input-shape": input_shape, "--targets": targets_file, "--weights": weights,
+                 "--init": init, "--gain": gain, "--activation": activation if init else None, "--seed": seed,
+                 "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
+                 "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
+                 "--max-rows": max_rows}
+        result.config["command"] = " ".join(["initscope inspect", _quote(factory)] + [
+            f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None])
+        _write(result, folder, report=report, png=png)
+    if not quiet:
+        _print(result, Path(out))
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, init, gain, activation, seed, mode,
+                   layers, metrics, dtype, jacobian_samples, layout=None, reference=None, max_rows=8192):
+    """Build the user's model, load or draw its weights and inputs, and inspect it; their errors are BadInput."""
+    import torch
+
     from initscope.torch import (
         ModelError,
         build_model,
@@ -178,6 +207,7 @@ def inspect_command(
         random_inputs,
     )
 
+    x = None
     try:
         model = build_model(load_factory(factory), factory)
         if dtype is not None:
@@ -185,43 +215,24 @@ def inspect_command(
         if weights is not None:
             load_state_dict(model, weights)
         model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        if shape is not None:
-            x = random_inputs(shape, seed=seed_value, dtype=model_dtype)
-        else:
-            x = load_tensor(input_file, "input")
+        x = random_inputs(shape, seed=seed, dtype=model_dtype) if shape is not None else load_tensor(input_file, "input")
         if init is not None:  # the layer-wise ones (lsuv, well-spaced, looks-linear) fit to these inputs
-            initialize(model, init, gain=gain_value, activation=activation, seed=seed_value, inputs=x)
+            initialize(model, init, gain=gain, activation=activation, seed=seed, inputs=x)
         y = load_tensor(targets_file, "targets") if targets_file is not None else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = inspect(
-                model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
-                layers=None if layers is None else [s.strip() for s in layers.split(",") if s.strip()],
-                metrics=None if metrics is None else [s.strip() for s in metrics.split(",") if s.strip()],
-                mode=mode, jacobian_samples=jac, seed=seed_value, layout=layout_value, reference=reference,
-                max_rows=rows,
-            )
+            result = inspect(model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
+                             layers=_names(layers), metrics=_names(metrics), mode=mode,
+                             jacobian_samples=jacobian_samples, seed=seed, layout=layout, reference=reference,
+                             max_rows=max_rows)
     except ModelError as exc:
-        where = f" (inputs of shape {tuple(x.shape)})" if "forward pass" in str(exc) else ""
-        raise _bad(f"{exc}{where}") from None
+        where = f" (inputs of shape {tuple(x.shape)})" if x is not None and "forward pass" in str(exc) else ""
+        raise BadInput(f"{exc}{where}") from None
     except (ValueError, TypeError) as exc:
-        raise _bad(str(exc)) from None
+        raise BadInput(str(exc)) from None
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
-    source = input_file if input_file is not None else f"standard normal {input_shape}"
-    result.config.update(factory=factory, inputs=str(source))
-    if weights is not None:
-        result.config["weights"] = str(weights)
-    given = {"--input": input_file, "--input-shape": input_shape, "--targets": targets_file, "--weights": weights,
-             "--init": init, "--gain": gain, "--activation": activation if init else None, "--seed": seed,
-             "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
-             "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
-             "--max-rows": max_rows}
-    result.config["command"] = " ".join(["initscope inspect", _quote(factory)] + [
-        f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None])
-    _write(result, out, report=report, png=png)
-    if not quiet:
-        _print(result, out)
+    return result
 
 
 def _quote(text: str) -> str:
@@ -236,12 +247,10 @@ def _toml(config: dict) -> str:
     return toml_text(config, header="initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)")
 
 
-def _write(result, out: Path, *, report: bool, png: bool) -> None:
-    """Every output into a temporary sibling folder, then moved in together."""
-    from initscope.cli.common import write_folder
-
+def _write(result, folder: Path, *, report: bool, png: bool) -> None:
+    """Every output into the output folder's temporary folder."""
     tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "layers")}
-    write_folder(out, tables, {"config.toml": _toml(result.config)}, report_source=result if report else None, png=png)
+    write_files(folder, tables, {"config.toml": _toml(result.config)}, report_source=result if report else None, png=png)
 
 
 def _number(v: float) -> str:
@@ -287,10 +296,8 @@ def _print(result, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of this app alone; returns the exit status."""
-    from initscope.cli.common import args_or_help, run_app
-
     return run_app(torch_app, args_or_help(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from initscope.study.flags import flags_table
+
 SUMMARY_METRICS = ("rms", "std", "effective_rank", "numerical_rank", "dead_fraction",
                    "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm")
 _SHORT = {"effective_rank": "eff_rank", "numerical_rank": "num_rank", "dead_fraction": "dead",
@@ -63,10 +65,6 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
             cells.append(", ".join(f"{k} ({n}/{cfg.trials})" for k, n in f["flag"].value_counts().items()))
             table.add_row(*cells)
         console.print(table)
-    try:
-        from initscope.report import flags_table
-    except ImportError:  # the report extra is optional; the table above stands alone
-        return
     ft = flags_table(result.metrics, flags)
     for _, row in ft.iterrows():
         console.print(f"[bold]{row.iloc[0]}[/bold]")

@@ -4,20 +4,21 @@ They live on their own Typer app, `study_app`, so they can be tested alone
 (`main([...])`, or `python -m initscope.cli_study ...`) and registered on the
 main CLI with `app.command("sweep")(sweep_command)` and
 `app.command("results")(results_command)`. Bad input is one line on stderr
-("initscope: error: ...") and exit status 2, raised as `typer.Exit(2)` so
-that it works under either app; nothing is written before the sweep file,
+("initscope: error: ...") and exit status 2 (`BadInput`, mapped by
+`run_app` under either app); nothing is written before the sweep file,
 the options and the store have been checked.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from initscope.cli.common import BadInput, args_or_help, exit_process, has_report_extra, parse_workers, run_app, workers_option
 
 __all__ = [
     "study_app",
@@ -41,12 +42,6 @@ study_app = typer.Typer(
 )
 
 
-def _bad(message: str) -> typer.Exit:
-    """Print one line on stderr and return the exit-2 exception for the caller to raise."""
-    typer.echo(f"initscope: error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(2)
-
-
 def is_store(path: str | os.PathLike) -> bool:
     """True when `path` is an initscope results store (what `initscope report PATH` dispatches on)."""
     from initscope.study.store import is_store as _is_store
@@ -54,32 +49,20 @@ def is_store(path: str | os.PathLike) -> bool:
     return _is_store(path)
 
 
-def _parse_workers(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise _bad(f"The 'workers' parameter must be an integer >= 1. Got {text!r} instead.")
-    return value
-
-
 def _store_path(store: Path | None, out: Path | None) -> tuple[Path, Path]:
     """(store file, output folder): the store defaults to OUT/results.sqlite, OUT to the store's folder."""
     if out is None:
         out = store.parent if store is not None else DEFAULT_SWEEP_OUT
     if out.exists() and not out.is_dir():
-        raise _bad(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
+        raise BadInput(f"The 'out' parameter must be a folder. Got {str(out)!r}, which is a file.")
     store = store if store is not None else out / STORE_NAME
     if store.exists():
         from initscope.study.store import store_state
 
         if store.is_dir():
-            raise _bad(f"The 'store' parameter must be a file. Got {str(store)!r}, which is a folder.")
+            raise BadInput(f"The 'store' parameter must be a file. Got {str(store)!r}, which is a folder.")
         if store_state(store) == "foreign":
-            raise _bad(f"The 'store' parameter must be an initscope results store. Got {str(store)!r}, "
+            raise BadInput(f"The 'store' parameter must be an initscope results store. Got {str(store)!r}, "
                        "which is some other file.")
     return store, out
 
@@ -91,8 +74,7 @@ def sweep_command(
     store: Optional[Path] = typer.Option(None, "--store", help="Results store (SQLite) (default: OUT/results.sqlite)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder for the store and report.html "
                                        "(default: the store's folder, else initscope-sweep)."),
-    workers: Optional[str] = typer.Option(None, metavar="INT", help="Local processes running configurations "
-                                          "(default: cores; 1 = in this process)."),
+    workers: workers_option("Local processes running configurations (default: cores; 1 = in this process).") = None,
     scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="Run on this Dask scheduler "
                                             "(e.g. tcp://host:8786) instead of local processes."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html at the end (needs plotly)."),
@@ -122,8 +104,8 @@ def sweep_command(
     try:
         sweep = load_sweep(config_file)
     except (ValueError, TypeError) as exc:
-        raise _bad(str(exc)) from None
-    n_workers = _parse_workers(workers)
+        raise BadInput(str(exc)) from None
+    n_workers = parse_workers(workers)
     store_path, out_dir = _store_path(store, out)
 
     from initscope.study.executors import open_executor, run_sweep
@@ -133,12 +115,15 @@ def sweep_command(
     try:
         executor, slots = stack.enter_context(open_executor(n_workers, scheduler))
     except ValueError as exc:
-        raise _bad(str(exc)) from None
+        raise BadInput(str(exc)) from None
+    if scheduler is None and n_workers is not None and slots < n_workers:
+        typer.echo(f"note: --workers {n_workers} capped at {slots}, the CPU cores available "
+                   "(more processes would only add memory)", err=True)
     try:
         db = Store(store_path)
     except ValueError as exc:  # e.g. replaced by another file since it was checked
         stack.close()
-        raise _bad(str(exc)) from None
+        raise BadInput(str(exc)) from None
     try:
         with stack, db, _progress(quiet) as progress:
             outcome = run_sweep(sweep, db, executor, slots=slots, on_start=progress.start,
@@ -239,10 +224,7 @@ def _print_outcome(sweep, outcome, store_path: Path) -> None:
 
 
 def _auto_report(store_path: Path, path: Path) -> None:
-    try:
-        import plotly  # noqa: F401
-    except ImportError:
-        typer.echo("note: report.html skipped (pip install 'initscope[report]' for it)", err=True)
+    if not has_report_extra():
         return
     from initscope.report.sweep_page import write_sweep_report
 
@@ -273,19 +255,19 @@ def results_command(
     from initscope.study.store import Store
 
     if table not in _TABLES:
-        raise _bad(f"The 'table' parameter must be one of {list(_TABLES)}. Got {table!r} instead.")
+        raise BadInput(f"The 'table' parameter must be one of {list(_TABLES)}. Got {table!r} instead.")
     if parquet is not None:
         import importlib.util
 
         if importlib.util.find_spec("pyarrow") is None:
-            raise _bad("Parquet export needs pyarrow: pip install 'initscope[parquet]' (or pip install pyarrow).")
+            raise BadInput("Parquet export needs pyarrow: pip install 'initscope[parquet]' (or pip install pyarrow).")
     for name, path in (("csv", csv), ("parquet", parquet)):
         if path is not None and path.is_dir():
-            raise _bad(f"The '{name}' parameter must be a file path. Got {str(path)!r}, which is a folder.")
+            raise BadInput(f"The '{name}' parameter must be a file path. Got {str(path)!r}, which is a folder.")
     try:
         db = Store(store, create=False)
     except ValueError as exc:
-        raise _bad(str(exc)) from None
+        raise BadInput(str(exc)) from None
     with db:
         summary = db.summary()
         _print_summary(summary, store)
@@ -324,16 +306,14 @@ def _print_summary(summary, store: Path) -> None:
 
 def _export(frame, path: Path, kind: str) -> None:
     """Write to a temporary sibling, then rename: a failed export leaves no half file."""
+    from initscope.report.writer import atomic_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         if kind == "csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sweep_report(
@@ -348,19 +328,16 @@ def sweep_report(
     """Build the sweep report of a store (what `initscope report STORE` runs); return the page's path.
 
     out: the .html path (default: report.html beside the store). Bad
-    options raise typer.Exit(2) after one line on stderr.
+    options raise BadInput (exit status 2, one line on stderr).
     """
-    try:
-        import plotly  # noqa: F401
-    except ImportError:
-        raise _bad("The report needs plotly: pip install 'initscope[report]'.") from None
+    has_report_extra(required=True)
     from initscope.report.sweep_page import write_sweep_report
 
     path = out if out is not None else Path(store).with_name("report.html")
     try:
         written = write_sweep_report(store, path, metrics=metric, x=x, y=y, group_by=group_by)
     except ValueError as exc:
-        raise _bad(str(exc)) from None
+        raise BadInput(str(exc)) from None
     typer.echo(f"wrote {written}")
     return written
 
@@ -377,16 +354,14 @@ def report_store_command(
 ) -> None:
     """Build the sweep report: heat maps over two config fields and metric-vs-depth curves."""
     if not is_store(store):
-        raise _bad(f"The 'store' parameter must be an initscope results store. Got {str(store)!r} instead.")
+        raise BadInput(f"The 'store' parameter must be an initscope results store. Got {str(store)!r} instead.")
     sweep_report(store, out, metric=metric, x=x, y=y, group_by=group_by)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of this app alone; returns the exit status."""
-    from initscope.cli.common import args_or_help, run_app
-
     return run_app(study_app, args_or_help(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

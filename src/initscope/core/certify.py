@@ -30,6 +30,7 @@ import pandas as pd
 
 from initscope.core.metrics import rank_rtol
 from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp
+from initscope.core.numerics import relative_singular_values
 
 __all__ = ["Certificate", "certify", "LAYER_COLUMNS", "FAILURE_COLUMNS", "MAX_LISTED"]
 
@@ -189,9 +190,13 @@ def _record(J: np.ndarray, layer: int, rows: slice, ranks, margins, finite_J) ->
         ranks[layer][:, rows] = 0
         margins[layer][:, rows] = 0.0
         return
-    Jf = np.where(finite[:, :, None, None], J, 0.0)
-    tall = Jf.transpose(0, 1, 3, 2) if w >= d else Jf  # (…, max, min): its R has the same σ
-    sv = np.linalg.svd(np.linalg.qr(tall, mode="r"), compute_uv=False)  # (T, m, min(d, w)), descending
+    # Scaled per sample by a power of two (numerics.relative_singular_values): ranks and
+    # σ_min/σ_max do not change, and huge finite Jacobians (deep normal init) no longer
+    # make LAPACK's SVD fail to converge. Samples it still fails on count as non-finite.
+    sv = relative_singular_values(J)  # (T, m, min(d, w)), descending; NaN rows: non-finite
+    finite &= ~np.isnan(sv).any(axis=-1)
+    finite_J[layer][:, rows] = finite
+    sv = np.where(finite[..., None], sv, 0.0)
     top = sv[..., 0]
     tol = top * max(d, w) * np.finfo(J.dtype).eps
     rank = (sv > tol[..., None]).sum(axis=-1)
@@ -262,6 +267,15 @@ class _Separations:
                 continue
             St = S[t].astype(np.float64, copy=False)
             scale = math.sqrt(float(np.mean(St * St)) * w) if St.size else 0.0
+            top = float(np.abs(St).max(initial=0.0))
+            if not math.isfinite(scale) or top > math.sqrt(np.finfo(np.float64).max / (4.0 * max(w, 1))):
+                # Finite states whose squared distances overflow cannot be compared: that
+                # layer overflowed (a result: the certificate says "non-finite state").
+                finite[t] = False
+                collide.append(empty)
+                if layer == 0:
+                    self.same.append(np.zeros((n, n), dtype=bool))
+                continue
             i, j, dist = _close_pairs(St, self.rtol * scale)
             if layer == 0:
                 same = np.zeros((n, n), dtype=bool)
@@ -301,7 +315,7 @@ def _tables(sep, ranks, margins, finite_J, widths, d) -> tuple[pd.DataFrame, pd.
             ci, cj = sep.collide[layer][t]
             reasons, bad_samples = [], set(low) | set(nonfinite)
             if not sep.finite[layer][t] or nonfinite:
-                reasons.append("non-finite state" + (f" at sample {nonfinite[0]}" if nonfinite else ""))
+                reasons.append("overflow: non-finite state" + (f" at sample {nonfinite[0]}" if nonfinite else ""))
                 failure_rows.append((t, layer, "non-finite", nonfinite[0] if nonfinite else -1, -1, -1,
                                      reasons[-1]))
             if low:

@@ -78,6 +78,50 @@ def recompute_schedule(depth: int, *, slots: int = 4, checkpoints: int = CHECKPO
     return order, peak
 
 
+class _Backprop:
+    """One checkpointed backward pass; writes each layer's ‖∂loss/∂W_l‖ into `norms` (T, depth)."""
+
+    def __init__(self, params: Params, arch: Architecture, slots: int, norms: np.ndarray):
+        self.params, self.arch, self.slots, self.norms = params, arch, slots, norms
+
+    def advance(self, s: np.ndarray, a: int, b: int) -> np.ndarray:
+        """The state after layers a+1..b from s = s_a, keeping nothing else."""
+        for layer in range(a + 1, b + 1):
+            W, bias = self.params(layer, s)
+            s, _ = layer_forward(s, W, bias, self.arch)
+        return s
+
+    # The gradient travels in a one-item list that the callee empties, so that no
+    # caller's frame keeps an outdated ∂loss/∂s alive while deeper segments run.
+    def segment(self, s_a: np.ndarray, a: int, b: int, ds_box: list[np.ndarray], budget: int) -> np.ndarray:
+        """∂loss/∂s_a from ∂loss/∂s_b (in ds_box) over layers a+1..b, checkpointing at the revolve split."""
+        mid = checkpoint_split(a, b, budget, self.slots)
+        if mid is None:
+            return self.leaf(s_a, a, b, ds_box)
+        s_mid = self.advance(s_a, a, mid)
+        box = [self.segment(s_mid, mid, b, ds_box, max(budget - 1, 0))]
+        del s_mid
+        return self.segment(s_a, a, mid, box, budget)
+
+    def leaf(self, s_a: np.ndarray, a: int, b: int, ds_box: list[np.ndarray]) -> np.ndarray:
+        """A segment short enough to keep: forward with every state, then backward, freeing as it goes."""
+        inputs, zs, Ws = [s_a], [], []
+        for layer in range(a + 1, b + 1):
+            W, bias = self.params(layer, inputs[-1])
+            s, z = layer_forward(inputs[-1], W, bias, self.arch)
+            inputs.append(s)
+            zs.append(z)
+            Ws.append(W)
+        del s, z
+        ds = ds_box.pop()
+        for layer in range(b, a, -1):
+            i = layer - a - 1
+            ds, dW = layer_vjp(ds, inputs[i], Ws[i], zs[i], self.arch)
+            self.norms[:, layer - 1] = np.sqrt(np.einsum("tij,tij->t", dW, dW))
+            inputs[i + 1] = zs[i] = Ws[i] = None  # free as we go
+        return ds
+
+
 def weight_gradient_norms(
     x: np.ndarray,
     params: Params,
@@ -93,46 +137,24 @@ def weight_gradient_norms(
     x: (T, n, d) the input; params(l, s_prev) -> (W_l (T, fan_in, w), b_l (T, w));
     ds_last: (T, n, w) ∂loss/∂s_L (see `network.mse_output_gradient`).
     Returns (T, depth). A zero ds_last gives exact zeros without any work:
-    backprop is linear in it (the seed's zero readout).
+    backprop is linear in it (the seed's zero readout). Overflow is a result:
+    non-finite ds_last (an overflowed output) or a gradient that overflows on
+    its way down gives NaN for those trials and layers, never an exception.
     """
     T = x.shape[0]
     norms = np.zeros((T, depth), dtype=np.float64)
+    # A trial whose output overflowed has a non-finite ∂loss/∂s_L (0·inf = NaN even with
+    # the seed's zero readout): every gradient of it is NaN, a result. Its rows go
+    # backward as zeros, so that the other trials' zero test below still holds.
+    finite = np.isfinite(ds_last).all(axis=(1, 2))
+    if not finite.all():
+        ds_last = np.where(finite[:, None, None], ds_last, 0)
     if depth == 0 or not np.any(ds_last):
-        norms[~np.isfinite(ds_last).all(axis=(1, 2))] = np.nan
+        norms[~finite] = np.nan
         return norms
 
-    def advance(s: np.ndarray, a: int, b: int) -> np.ndarray:
-        for layer in range(a + 1, b + 1):
-            W, bias = params(layer, s)
-            s, _ = layer_forward(s, W, bias, arch)
-        return s
-
-    # The gradient travels in a one-item list that the callee empties, so that no
-    # caller's frame keeps an outdated ∂loss/∂s alive while deeper segments run.
-    def backprop(s_a: np.ndarray, a: int, b: int, ds_box: list[np.ndarray], budget: int) -> np.ndarray:
-        mid = checkpoint_split(a, b, budget, slots)
-        if mid is None:
-            inputs, zs, Ws = [s_a], [], []
-            for layer in range(a + 1, b + 1):
-                W, bias = params(layer, inputs[-1])
-                s, z = layer_forward(inputs[-1], W, bias, arch)
-                inputs.append(s)
-                zs.append(z)
-                Ws.append(W)
-            del s, z
-            ds = ds_box.pop()
-            for layer in range(b, a, -1):
-                i = layer - a - 1
-                ds, dW = layer_vjp(ds, inputs[i], Ws[i], zs[i], arch)
-                norms[:, layer - 1] = np.sqrt(np.einsum("tij,tij->t", dW, dW))
-                inputs[i + 1] = zs[i] = Ws[i] = None  # free as we go
-            return ds
-        s_mid = advance(s_a, a, mid)
-        box = [backprop(s_mid, mid, b, ds_box, max(budget - 1, 0))]
-        del s_mid
-        return backprop(s_a, a, mid, box, budget)
-
     with np.errstate(all="ignore"):
-        backprop(x, 0, depth, [ds_last], checkpoints)
+        _Backprop(params, arch, slots, norms).segment(x, 0, depth, [ds_last], checkpoints)
     norms[~np.isfinite(norms)] = np.nan
+    norms[~finite] = np.nan
     return norms

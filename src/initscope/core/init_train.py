@@ -35,7 +35,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from initscope.core.network import NORM_EPS, Architecture, activate, activation_derivative, layer_vjp
+from initscope.core.network import Architecture, forward, layer_param_jvp, layer_param_vjp
+from initscope.core.numerics import safe_eigh
 
 __all__ = [
     "METHODS",
@@ -60,77 +61,6 @@ Params = list[tuple[np.ndarray, np.ndarray]]
 
 
 # ---------------------------------------------------------------------------
-# The network, differentiated (the model of DESIGN.md, as network.layer_forward)
-
-def _normalize(h: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    mu = h.mean(axis=axis, keepdims=True)
-    hc = h - mu
-    sigma = np.sqrt((hc * hc).mean(axis=axis, keepdims=True) + NORM_EPS)
-    return hc / sigma, sigma
-
-
-def _normalize_linear(dh: np.ndarray, yhat: np.ndarray, sigma: np.ndarray, axis: int) -> np.ndarray:
-    """The normalization's Jacobian applied to dh; it is symmetric, so JVP and VJP share it."""
-    return (dh - dh.mean(axis=axis, keepdims=True) - yhat * (dh * yhat).mean(axis=axis, keepdims=True)) / sigma
-
-
-def _axis(arch: Architecture) -> int:
-    return -1 if arch.norm == "layer" else -2  # layer norm: over units; batch norm: over samples
-
-
-def _residual(arch: Architecture, s_prev: np.ndarray, W: np.ndarray) -> bool:
-    return arch.residual > 0 and s_prev.shape[-1] == W.shape[-1]
-
-
-def _layer_jvp(s_prev, ds_prev, W, b, dW, db, arch: Architecture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One layer and its directional derivative along (ds_prev, dW, db), all trials at once.
-
-    z = s_prev·W + b, so dz = ds_prev·W + s_prev·dW + db; then φ', the
-    normalization's linear map (batch norm in training mode, as `layer_vjp`),
-    and the residual branch. Returns (s, ds, z).
-    """
-    z = np.matmul(s_prev, W) + b[:, None, :]
-    dz = np.matmul(s_prev, dW) + db[:, None, :]
-    if ds_prev is not None:
-        dz += np.matmul(ds_prev, W)
-    h = activate(arch.activation, z)
-    dh = activation_derivative(arch.activation, z) * dz
-    if arch.norm != "none":
-        axis = _axis(arch)
-        h, sigma = _normalize(h, axis)
-        dh = _normalize_linear(dh, h, sigma, axis)
-    if _residual(arch, s_prev, W):
-        h = s_prev + arch.residual * h
-        dh = arch.residual * dh + (ds_prev if ds_prev is not None else 0.0)
-    return h, dh, z
-
-
-def _pre_activation_grad(ds: np.ndarray, s_prev: np.ndarray, W: np.ndarray, z: np.ndarray, arch: Architecture):
-    """∂f/∂z (T, n, w) from ∂f/∂s: the first half of `network.layer_vjp`, whose db = Σ_samples ∂f/∂z."""
-    dh = ds * arch.residual if _residual(arch, s_prev, W) else ds
-    if arch.norm != "none":
-        axis = _axis(arch)
-        yhat, sigma = _normalize(activate(arch.activation, z), axis)
-        dh = _normalize_linear(dh, yhat, sigma, axis)
-    return dh * activation_derivative(arch.activation, z)
-
-
-def _forward(X: np.ndarray, params: Params, arch: Architecture) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """States [S_0 = X, S_1, …, S_L] and pre-activations [z_1, …, z_L]."""
-    states, zs = [X], []
-    for W, b in params:
-        z = np.matmul(states[-1], W) + b[:, None, :]
-        h = activate(arch.activation, z)
-        if arch.norm != "none":
-            h, _ = _normalize(h, _axis(arch))
-        if _residual(arch, states[-1], W):
-            h = states[-1] + arch.residual * h
-        states.append(h)
-        zs.append(z)
-    return states, zs
-
-
-# ---------------------------------------------------------------------------
 # The objective of one layer's states, its value and its gradient w.r.t. the states
 
 def _layer_term(S: np.ndarray, ref_ms: np.ndarray, kind: str, rms_penalty: float, eps: float):
@@ -143,7 +73,7 @@ def _layer_term(S: np.ndarray, ref_ms: np.ndarray, kind: str, rms_penalty: float
     S_c = S - S.mean(axis=1, keepdims=True)
     C = np.matmul(S_c.transpose(0, 2, 1), S_c) / n
     C += (eps * ref_ms)[:, None, None] * np.eye(w, dtype=S.dtype)
-    lam, Q = np.linalg.eigh(C)
+    lam, Q = safe_eigh(C)  # overflowed states: NaN value and gradient (the step is skipped), no LinAlgError
     lam = np.maximum(lam, np.finfo(S.dtype).tiny)
     if kind == "logdet":
         value = np.log(lam).sum(axis=1)
@@ -183,7 +113,7 @@ def objective_value(
 ) -> np.ndarray:
     """f per trial (T,) on the samples X (T, n, d). ref_ms: the input's mean square (default X's)."""
     ref = _reference(X) if ref_ms is None else ref_ms
-    states, _ = _forward(X, list(params), arch)
+    states, _ = forward(X, params, arch)
     total = np.zeros(X.shape[0])
     for S in states[1:]:
         total += _layer_term(S, ref, objective, rms_penalty, eps)[0]
@@ -210,7 +140,7 @@ def objective_jvp(
     value, slope = np.zeros(T), np.zeros(T)
     s, ds = X, None
     for (W, b), (dW, db) in zip(params, tangents, strict=True):
-        s, ds, _ = _layer_jvp(s, ds, W, b, dW, db, arch)
+        s, ds, _ = layer_param_jvp(s, ds, W, b, dW, db, arch)
         v, grad = _layer_term(s, ref, objective, rms_penalty, eps)
         value += v
         slope += np.einsum("tnw,tnw->t", grad, ds)
@@ -227,10 +157,10 @@ def objective_gradient(
     eps: float = DEFAULT_EPS,
     ref_ms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Params]:
-    """f (T,) and its exact gradient [(∂f/∂W_l, ∂f/∂b_l)] by reverse mode (`network.layer_vjp`)."""
+    """f (T,) and its exact gradient [(∂f/∂W_l, ∂f/∂b_l)] by reverse mode (`network.layer_param_vjp`)."""
     params = list(params)
     ref = _reference(X) if ref_ms is None else ref_ms
-    states, zs = _forward(X, params, arch)
+    states, zs = forward(X, params, arch)
     value = np.zeros(X.shape[0])
     local = []
     for S in states[1:]:
@@ -243,8 +173,7 @@ def objective_gradient(
         W, _ = params[layer - 1]
         ds = local[layer - 1] if ds is None else ds + local[layer - 1]
         s_prev, z = states[layer - 1], zs[layer - 1]
-        db = _pre_activation_grad(ds, s_prev, W, z, arch).sum(axis=1)
-        ds, dW = layer_vjp(ds, s_prev, W, z, arch)
+        ds, dW, db = layer_param_vjp(ds, s_prev, W, z, arch)
         grads[layer - 1] = (dW, db)
     return value, grads
 
@@ -304,6 +233,35 @@ def _check(X, params, method, objective_name, steps, lr, batch, rms_penalty, eps
     return X, out
 
 
+def _minibatch(X: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """`batch` samples of X (T, n, d) drawn afresh per trial without replacement; all of X when batch is 0 or >= n."""
+    T, n, _ = X.shape
+    if not 0 < batch < n:
+        return X
+    idx = np.argsort(rng.random((T, n)), axis=1)[:, :batch]
+    return np.take_along_axis(X, idx[:, :, None], axis=1)
+
+
+def _ascend(params: Params, grads: Params, lr: float) -> Params:
+    """One ascent step θ + lr·g per trial; a trial whose step is not finite keeps its parameters."""
+    if not params:
+        return params
+    # A trial whose gradient overflowed (huge states, e.g. the seed's normal init) skips the
+    # step rather than turning its network into NaN; the history shows it stalled.
+    ok = np.ones(params[0][0].shape[0], dtype=bool)
+    for gW, gb in grads:
+        ok &= np.isfinite(gW).all(axis=(1, 2)) & np.isfinite(gb).all(axis=1)
+    rate = np.where(ok, lr, 0.0).astype(params[0][0].dtype)
+    stepped = [(W + rate[:, None, None] * np.where(ok[:, None, None], gW, 0.0),
+                b + rate[:, None] * np.where(ok[:, None], gb, 0.0))
+               for (W, b), (gW, gb) in zip(params, grads)]
+    # A step so large that the parameters themselves overflow (lr 1e300) is skipped too.
+    for W, b in stepped:
+        ok &= np.isfinite(W).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
+    return [(np.where(ok[:, None, None], Wn, W), np.where(ok[:, None], bn, b))
+            for (W, b), (Wn, bn) in zip(params, stepped)]
+
+
 def train(
     X: np.ndarray,
     params: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -329,51 +287,41 @@ def train(
     eval_every steps (and the last), and the optimisation's cumulative wall
     time up to that step (the evaluation itself not counted). Trials are
     independent problems optimised side by side; a trial whose gradient is
-    not finite skips that step. Too large a step can still make f fall or
-    overflow: forward-gradient's noise grows with the number of parameters P
+    not finite, or whose step would make a parameter non-finite, skips that
+    step. Too large a step can still make f fall or overflow: forward-gradient's noise grows with the number of parameters P
     (E‖(∇f·v)v‖² = (P + 2)‖∇f‖²), so it needs a step about P times smaller.
     """
     X, params = _check(X, params, method, objective, steps, lr, batch, rms_penalty, eps, rng, eval_every)
-    T, n, _ = X.shape
+    T = X.shape[0]
     ref = _reference(X)
     kw = dict(objective=objective, rms_penalty=rms_penalty, eps=eps, ref_ms=ref)
-    rows_trial, rows_step, rows_value, rows_seconds = [], [], [], []
+    logged: list[tuple[int, np.ndarray, float]] = []  # (step, f per trial, seconds so far)
     elapsed = 0.0
 
     def log(step: int) -> None:
-        rows_trial.append(np.arange(T))
-        rows_step.append(np.full(T, step))
-        rows_value.append(objective_value(X, params, arch, **kw))
-        rows_seconds.append(np.full(T, elapsed))
+        logged.append((step, objective_value(X, params, arch, **kw), elapsed))
 
     with np.errstate(all="ignore"):
         log(0)
         for step in range(1, steps + 1):
             start = time.perf_counter()
-            Xb = X
-            if 0 < batch < n:
-                idx = np.argsort(rng.random((T, n)), axis=1)[:, :batch]
-                Xb = np.take_along_axis(X, idx[:, :, None], axis=1)
+            Xb = _minibatch(X, batch, rng)
             if method == "backprop":
                 _, grads = objective_gradient(Xb, params, arch, **kw)
             else:
                 _, grads = forward_gradient(Xb, params, arch, rng=rng, **kw)
-            # A trial whose gradient overflowed (huge states, e.g. the seed's normal init) skips the
-            # step rather than turning its network into NaN; the history shows it stalled.
-            ok = np.ones(T, dtype=bool)
-            for gW, gb in grads:
-                ok &= np.isfinite(gW).all(axis=(1, 2)) & np.isfinite(gb).all(axis=1)
-            rate = np.where(ok, lr, 0.0).astype(X.dtype)
-            params = [(W + rate[:, None, None] * np.where(ok[:, None, None], gW, 0.0),
-                       b + rate[:, None] * np.where(ok[:, None], gb, 0.0))
-                      for (W, b), (gW, gb) in zip(params, grads)]
+            params = _ascend(params, grads, lr)
             elapsed += time.perf_counter() - start
             if step % eval_every == 0 or step == steps:
                 log(step)
-    history = pd.DataFrame({
-        "trial": np.concatenate(rows_trial),
-        "step": np.concatenate(rows_step),
-        "objective": np.concatenate(rows_value),
-        "seconds": np.concatenate(rows_seconds),
+    return params, _history(logged, T)
+
+
+def _history(logged: list[tuple[int, np.ndarray, float]], T: int) -> pd.DataFrame:
+    """The history table (`HISTORY_COLUMNS`): one row per trial and logged step."""
+    return pd.DataFrame({
+        "trial": np.tile(np.arange(T), len(logged)),
+        "step": np.repeat(np.array([step for step, _, _ in logged], dtype=np.int64), T),
+        "objective": np.concatenate([value for _, value, _ in logged]),
+        "seconds": np.repeat(np.array([seconds for _, _, seconds in logged], dtype=np.float64), T),
     })
-    return params, history

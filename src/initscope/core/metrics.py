@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
+
 __all__ = [
     "METRICS",
     "DEFAULT_METRICS",
@@ -101,14 +103,23 @@ def gram_spectrum(G: np.ndarray, *, vectors: bool = False):
 
     Eigenvalues of the smaller Gram matrix; tiny negative eigenvalues
     (rounding) are clipped to 0. Values below σ_1·√eps are at the noise floor
-    and are returned as computed. With vectors=True also returns
+    and are returned as computed; a non-finite G gives a NaN row. With vectors=True also returns
     (eigenvalues ascending (T, k), eigenvectors (T, k, k)): what linear_r2 and
     the 3-D projections need, from one `eigh` call instead of a second pass.
     """
-    if vectors:
-        lam, V = np.linalg.eigh(G)
-    else:
-        lam = np.linalg.eigvalsh(G)
+    finite = np.isfinite(G).all(axis=(1, 2))
+    try:
+        if not finite.all():
+            raise np.linalg.LinAlgError("non-finite Gram matrix")
+        if vectors:
+            lam, V = np.linalg.eigh(G)
+        else:
+            lam = np.linalg.eigvalsh(G)
+    except np.linalg.LinAlgError:
+        # Overflow is a result: a non-finite Gram matrix (or one LAPACK cannot converge
+        # on) gives a NaN spectrum for its trial, and the others are computed scaled.
+        res = safe_eigh(G, vectors=vectors)
+        lam, V = res if vectors else (res, None)
     sv = np.sqrt(np.clip(lam[:, ::-1], 0.0, None))
     if vectors:
         return sv, (lam, V)
@@ -123,6 +134,14 @@ def collapsed(S: np.ndarray, sv: np.ndarray) -> np.ndarray:
     """
     eps = np.finfo(S.dtype).eps
     frob = np.sqrt(np.einsum("tnw,tnw->t", S, S))
+    huge = np.isinf(frob)
+    if huge.any():
+        # The sum of squares overflowed although S is finite (its Gram entries may not
+        # be): measure those trials' norms scaled, or a huge state would read "collapsed".
+        frob = frob.astype(np.float64)
+        for t in np.flatnonzero(huge):
+            top = float(np.abs(S[t]).max())
+            frob[t] = top * np.sqrt(np.einsum("nw,nw->", S[t] / top, S[t] / top, dtype=np.float64))
     top = sv[:, 0] if sv.shape[1] else np.zeros(S.shape[0], S.dtype)
     return (frob == 0) | (top <= 100 * eps * frob)
 
@@ -260,8 +279,10 @@ class DistanceReference:
         self.D0 = np.stack([np.sqrt(_squared_distances(s)) for s in sub]) if len(sub) else np.zeros((0, 0, 0))
         m = len(idx)
         self.pairs = m * (m - 1) / 2.0
-        self.sum0 = self.D0.sum(axis=(1, 2)) / 2.0
-        self.sumsq0 = np.einsum("tij,tij->t", self.D0, self.D0) / 2.0
+        # Per trial, on (m, m) arrays: a reduction over (T, m, m) adds in an order that
+        # depends on T, and T is the chunk size, i.e. the number of workers (issue 14).
+        self.sum0 = np.array([D.sum() for D in self.D0]) / 2.0
+        self.sumsq0 = np.array([np.einsum("ij,ij->", D, D) for D in self.D0]) / 2.0
 
 
 def distance_reference(X: np.ndarray, *, rng: np.random.Generator) -> DistanceReference:
@@ -321,7 +342,9 @@ def distance_corr(S: np.ndarray, ref: DistanceReference) -> np.ndarray:
         np.maximum(D, 0.0, out=D)
         np.sqrt(D, out=D)
         s1 = D.sum() / 2.0
-        cross = np.vdot(D, ref.D0[t]) / 2.0
+        # Not vdot: BLAS ddot splits long vectors over threads, so its last bits
+        # would depend on how many BLAS threads a worker has (issue 14).
+        cross = np.einsum("ij,ij->", D, ref.D0[t]) / 2.0
         var = P * (m * sq.sum()) - s1 * s1
         if var > 0 and var0[t] > 0:
             out[t] = (P * cross - s1 * ref.sum0[t]) / np.sqrt(var * var0[t])
@@ -360,7 +383,10 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
     The others get the exact count: a thin QR of the tall orientation shrinks
     each d×w matrix to its min(d, w)² triangle, whose singular values are the
     same, then σ > σ_max·max(d, w)·eps is counted, `matrix_rank`'s default
-    tolerance. Non-finite Jacobians give NaN.
+    tolerance. Non-finite Jacobians give NaN. Each sample's matrix is first
+    scaled by a power of two near its largest entry (`numerics.unit_scaled`):
+    the rank does not change, and LAPACK no longer fails on huge finite
+    Jacobians (deep normal init), whose squares overflow inside the SVD.
     """
     T, m, d, w = J.shape
     out = np.full(T, np.nan)
@@ -372,8 +398,8 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
     if min(d, w) == 0:
         out[finite] = 0.0
         return out
-    Jf = J[finite]
-    ranks = np.full(Jf.shape[:2], min(d, w), dtype=np.int64)
+    Jf, _ = unit_scaled(J[finite])
+    ranks = np.full(Jf.shape[:2], min(d, w), dtype=np.float64)
     unsure = ~_certified_full_rank(Jf)
     if unsure.any():
         ranks[unsure] = _exact_ranks(Jf[unsure])
@@ -382,13 +408,15 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
 
 
 def _exact_ranks(J: np.ndarray) -> np.ndarray:
-    """`matrix_rank` of each (d, w) matrix in J (k, d, w), via QR then the triangle's SVD. (k,) int."""
+    """`matrix_rank` of each (d, w) matrix in J (k, d, w), via QR then the triangle's SVD.
+
+    (k,) float; NaN where LAPACK failed even on the scaled matrix.
+    """
     d, w = J.shape[-2:]
     tall = J.transpose(0, 2, 1) if w >= d else J  # (k, max, min)
-    R = np.linalg.qr(tall, mode="r")
-    sv = np.linalg.svd(R, compute_uv=False)
+    sv = relative_singular_values(tall)  # NaN rows where LAPACK failed even after scaling
     tol = sv.max(axis=-1, keepdims=True) * max(d, w) * np.finfo(J.dtype).eps
-    return (sv > tol).sum(axis=-1)
+    return np.where(np.isnan(sv).any(axis=-1), np.nan, (sv > tol).sum(axis=-1))
 
 
 def _certified_full_rank(J: np.ndarray) -> np.ndarray:

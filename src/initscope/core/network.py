@@ -37,6 +37,10 @@ __all__ = [
     "layer_forward",
     "layer_jvp",
     "layer_vjp",
+    "forward",
+    "layer_param_jvp",
+    "pre_activation_vjp",
+    "layer_param_vjp",
     "mse_output_gradient",
 ]
 
@@ -242,18 +246,91 @@ def layer_vjp(
     every sample), layer norm per sample. Returns (∂loss/∂s_prev (T, n, w_prev),
     ∂loss/∂W (T, w_prev, w)).
     """
-    residual = _residual_applies(arch, s_prev, W.shape[-1])
-    dh = ds * arch.residual if residual else ds
+    dz = pre_activation_vjp(ds, s_prev, W, z, arch)
+    dW = np.matmul(s_prev.transpose(0, 2, 1), dz)
+    ds_prev = np.matmul(dz, W.transpose(0, 2, 1))
+    if _residual_applies(arch, s_prev, W.shape[-1]):
+        ds_prev += ds
+    return ds_prev, dW
+
+
+def pre_activation_vjp(
+    ds: np.ndarray, s_prev: np.ndarray, W: np.ndarray, z: np.ndarray, arch: Architecture
+) -> np.ndarray:
+    """∂loss/∂z (T, n, w) from ∂loss/∂s (T, n, w): back through the residual branch, the norm and φ.
+
+    The shared first half of `layer_vjp` and `layer_param_vjp`; ∂loss/∂b is its sum over samples.
+    """
+    dh = ds * arch.residual if _residual_applies(arch, s_prev, W.shape[-1]) else ds
     if arch.norm != "none":
         axis = _norm_axis(arch.norm)
         yhat, sigma = _normalize(activate(arch.activation, z), axis)
         dh = _normalize_linear(dh, yhat, sigma, axis)
-    dz = dh * activation_derivative(arch.activation, z)
+    return dh * activation_derivative(arch.activation, z)
+
+
+def layer_param_vjp(
+    ds: np.ndarray, s_prev: np.ndarray, W: np.ndarray, z: np.ndarray, arch: Architecture
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`layer_vjp` with the shifts' gradient too: (∂loss/∂s_prev (T, n, w_prev), ∂loss/∂W (T, w_prev, w),
+    ∂loss/∂b (T, w)). The adjoint of `layer_param_jvp`'s tangent map."""
+    dz = pre_activation_vjp(ds, s_prev, W, z, arch)
     dW = np.matmul(s_prev.transpose(0, 2, 1), dz)
     ds_prev = np.matmul(dz, W.transpose(0, 2, 1))
-    if residual:
+    if _residual_applies(arch, s_prev, W.shape[-1]):
         ds_prev += ds
-    return ds_prev, dW
+    return ds_prev, dW, dz.sum(axis=1)
+
+
+def forward(
+    X: np.ndarray, params: Sequence[tuple[np.ndarray, np.ndarray]], arch: Architecture
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Every layer of the network on X (T, n, d) with params [(W_l (T, w_{l-1}, w_l), b_l (T, w_l))].
+
+    Returns the states [S_0 = X, S_1, …, S_L] and pre-activations [z_1, …, z_L],
+    as `layer_forward` computes them (all kept: for a reverse pass).
+    """
+    states, zs = [X], []
+    for W, b in params:
+        s, z = layer_forward(states[-1], W, b, arch)
+        states.append(s)
+        zs.append(z)
+    return states, zs
+
+
+def layer_param_jvp(
+    s_prev: np.ndarray,
+    ds_prev: np.ndarray | None,
+    W: np.ndarray,
+    b: np.ndarray,
+    dW: np.ndarray,
+    db: np.ndarray,
+    arch: Architecture,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One layer and its directional derivative along (ds_prev, dW, db), all trials and samples at once.
+
+    s_prev, ds_prev (T, n, w_prev) (ds_prev None: the input X is fixed),
+    W, dW (T, w_prev, w), b, db (T, w). z = s_prev·W + b, so
+    dz = ds_prev·W + s_prev·dW + db; then φ', the normalization's linear map
+    (batch norm in training mode, as `layer_vjp`: its statistics move with
+    the parameters) and the residual branch. Unlike `layer_jvp` (per-sample
+    input tangents) this is the tangent of the whole batch's forward pass.
+    Returns (s, ds, z), each (T, n, w); s is `layer_forward`'s state.
+    """
+    z = np.matmul(s_prev, W) + b[:, None, :]
+    dz = np.matmul(s_prev, dW) + db[:, None, :]
+    if ds_prev is not None:
+        dz += np.matmul(ds_prev, W)
+    h = activate(arch.activation, z)
+    dh = activation_derivative(arch.activation, z) * dz
+    if arch.norm != "none":
+        axis = _norm_axis(arch.norm)
+        h, sigma = _normalize(h, axis)
+        dh = _normalize_linear(dh, h, sigma, axis)
+    if _residual_applies(arch, s_prev, W.shape[-1]):
+        h = s_prev + arch.residual * h
+        dh = arch.residual * dh + (ds_prev if ds_prev is not None else 0.0)
+    return h, dh, z
 
 
 def mse_output_gradient(s_last: np.ndarray, W_out: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

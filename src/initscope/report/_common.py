@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,23 +154,3 @@ def layer_slider(layers: list[int], *, prefix: str = "layer ") -> dict:
         "currentvalue": {"prefix": prefix, "visible": True, "xanchor": "left"},
         "steps": slider_steps([str(layer) for layer in layers], [str(layer) for layer in layers]),
     }
-
-
-def temp_path(path: Path) -> Path:
-    """A fresh hidden name beside `path`, with its suffix (writers pick the format from it)."""
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`.
-
-    A reader never sees a half-written file, and a failure leaves the old one.
-    """
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

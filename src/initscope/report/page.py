@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from initscope.report._common import atomic_write
 from initscope.report.tables import RunTables, as_tables
+from initscope.report.writer import atomic_write
 
 __all__ = ["write_report", "build_page", "report_figures", "command_line", "SECTIONS"]
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from initscope.report._common import PALETTE, atomic_write, inits_of, sqrt_eps, temp_path
+from initscope.report._common import PALETTE, inits_of, sqrt_eps
 from initscope.report.tables import RunTables
+from initscope.report.writer import atomic_file, atomic_write
 
 __all__ = ["write_static"]
 
@@ -38,17 +38,11 @@ def _save_gif(fig, path: Path, frames: list, draw) -> Path:
     """Draw each frame with `draw(frame)` and write an animated GIF (PillowWriter)."""
     from matplotlib.animation import PillowWriter
 
-    tmp = temp_path(path)
-    try:
-        writer = PillowWriter(fps=_GIF_FPS)
-        with writer.saving(fig, tmp, dpi=_GIF_DPI):
-            for frame in frames:
-                draw(frame)
-                writer.grab_frame()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    writer = PillowWriter(fps=_GIF_FPS)
+    with atomic_file(path) as tmp, writer.saving(fig, tmp, dpi=_GIF_DPI):
+        for frame in frames:
+            draw(frame)
+            writer.grab_frame()
     return path
 
 

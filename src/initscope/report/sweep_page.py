@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from initscope.report.writer import atomic_write
 from initscope.study.store import CONFIG_COLUMNS, Store, StoreSummary
 
 __all__ = [
@@ -263,19 +264,8 @@ def write_sweep_report(store_path: str | os.PathLike, path: str | os.PathLike, *
         raise ValueError(f"The store {str(store_path)!r} holds no finished trials of {names}.")
     page = build_sweep_page(table, summary, metrics=names, x=x, y=y, group=group_by, facet=facet)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, page.encode("utf-8"))
+    atomic_write(path, page.encode("utf-8"))
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write beside `path` under a temporary name, then rename: never a half-written page."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _metric_names(metrics: str | list[str] | None, summary: StoreSummary) -> list[str]:

@@ -25,7 +25,8 @@ from initscope.core.fitted import LAYER_INITIALIZERS
 from initscope.core.metrics import DEFAULT_METRICS, METRICS
 from initscope.core.network import NORMS, READOUTS, SHIFTS
 
-__all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES"]
+__all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES", "MAX_SEED",
+           "MAX_SIZE", "INT_FIELDS", "FLOAT_FIELDS"]
 
 DTYPES = ("float64", "float32")
 INIT_TRAIN = ("none", "forward-gradient", "backprop")
@@ -79,6 +80,10 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+# The numeric fields, from the dataclass's annotations (strings here: postponed evaluation),
+# so that a field added to Config is typed the same way in sweep files.
+INT_FIELDS = tuple(f.name for f in fields(Config) if f.type == "int")
+FLOAT_FIELDS = tuple(f.name for f in fields(Config) if f.type in ("float", "float | None"))
 
 
 def _fail(name: str, constraint: str, value: Any, fix: str = "") -> ValueError:
@@ -92,11 +97,23 @@ def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
     return value
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
+# The largest integer any field takes. A seed is stored in SQLite's signed 64-bit INTEGER
+# (the results store), so one bound for it everywhere: run, sweep, store and CLI. Sizes are
+# far smaller in practice; the memory check (study/memory.py) refuses what does not fit,
+# but a size must first be an integer numpy can index with.
+MAX_SEED = 2**63 - 1
+MAX_SIZE = 2**31 - 1
+
+
+def _int(name: str, value: Any, minimum: int, maximum: int = MAX_SIZE) -> int:
     # bool is an int subclass; `depth = true` in a TOML file is a mistake, not 1.
     original = value
+    if isinstance(value, np.integer) and not isinstance(value, bool):
+        value = int(value)  # numpy.int64(3) from user code is an integer like any other
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, np.floating) and float(value).is_integer():
             value = int(value)
         elif isinstance(value, str):
             # Text comes from CLI flags; int() alone decides, so "--3" or "²" fail here
@@ -109,6 +126,8 @@ def _int(name: str, value: Any, minimum: int) -> int:
             raise _fail(name, f"an integer >= {minimum}", value)
     if value < minimum:
         raise _fail(name, f"an integer >= {minimum}", original)
+    if value > maximum:
+        raise _fail(name, f"an integer >= {minimum} and <= {maximum}", original)
     return value
 
 
@@ -167,7 +186,7 @@ def make_config(**kwargs: Any) -> Config:
     c["depth"] = _int("depth", kw.get("depth", Config.depth), 1)
     c["samples"] = _int("samples", kw.get("samples", Config.samples), 1)
     c["trials"] = _int("trials", kw.get("trials", Config.trials), 1)
-    c["seed"] = _int("seed", kw.get("seed", Config.seed), 0)
+    c["seed"] = _int("seed", kw.get("seed", Config.seed), 0, MAX_SEED)
     c["shift_scale"] = _float("shift_scale", kw.get("shift_scale", Config.shift_scale), minimum=0.0)
     c["residual"] = _float("residual", kw.get("residual", Config.residual), minimum=0.0)
     c["lsuv_tol"] = _float("lsuv_tol", kw.get("lsuv_tol", Config.lsuv_tol), minimum=0.0, strict=True)
@@ -180,11 +199,16 @@ def make_config(**kwargs: Any) -> Config:
         raise _fail("width", "even for init 'looks-linear' (its units come in mirrored pairs)", c["width"])
 
     data = kw.get("data", Config.data)
+    if isinstance(data, os.PathLike):
+        data = os.fspath(data)  # data=pathlib.Path("x.csv") names a file, as the string does
     if not isinstance(data, str) or not data:
         raise _fail("data", f"one of {list(SYNTHETIC + REAL_DATA)} or a .csv/.npy path", data)
     if data.lower().endswith(DATA_FILE_SUFFIXES):
         # An absolute path keeps config.toml rerunnable from any working directory.
-        data = str(Path(data).expanduser().resolve())
+        try:
+            data = str(Path(data).expanduser().resolve())
+        except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+            raise _fail("data", "an existing .csv or .npy file", data, f"({exc}).") from None
     c["data"] = data
     target = kw.get("target", Config.target)
     if not isinstance(target, str):

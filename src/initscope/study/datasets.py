@@ -101,6 +101,11 @@ def _read_npy(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise ValueError(f"The 'data' parameter: could not read '{path}' as a .npy array ({error}).") from None
+    if not isinstance(array, np.ndarray):  # np.load reads an .npz archive whatever the file is called
+        names = list(array.files)
+        array.close()
+        raise ValueError(f"The 'data' parameter must be a .npy array file. Got '{path}', which is an .npz archive "
+                         f"(arrays {names[:5]}); save one array with numpy.save instead.")
     if array.dtype.kind not in "biuf":
         raise ValueError(
             f"The 'data' parameter must be a file of real numbers. Got '{path}' with dtype {array.dtype} (not numeric)."

@@ -34,6 +34,7 @@ __all__ = [
     "run_sweep",
     "SweepOutcome",
     "estimated_cost",
+    "available_cores",
 ]
 
 DASK_CONNECT_TIMEOUT_S = 10
@@ -95,6 +96,43 @@ def _pool_worker_init(parent: int) -> None:
     threading.Thread(target=watch, name="initscope-parent-watch", daemon=True).start()
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_scheduler(scheduler: str, timeout: float) -> None:
+    """Refuse a scheduler address that is malformed or where nothing listens, before any Client exists.
+
+    A Client that failed half-way still closes itself from its finalizer,
+    which blocks for 20 s and prints a traceback after the one-line error
+    (issue 14); a parse and a plain TCP connect decide first, in at most
+    `timeout` seconds.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"The 'scheduler' parameter must be the address of a running Dask scheduler "
+                          f"(e.g. 'tcp://10.0.0.5:8786'). Got {scheduler!r} ({reason}).")
+
+    if not isinstance(scheduler, str) or not scheduler.strip() or any(c.isspace() for c in scheduler):
+        raise bad("not an address")
+    try:
+        scheme, location = parse_address(scheduler)
+        if scheme not in ("tcp", "tls"):
+            return  # inproc://, ucx://...: left to dask
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise bad(_describe(exc)) from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise bad(f"cannot connect: {_describe(exc)}") from None
+
+
 @contextmanager
 def open_executor(workers: int | None = None, scheduler: str | None = None, *,
                   connect_timeout: float = DASK_CONNECT_TIMEOUT_S) -> Iterator[tuple[cf.Executor, int]]:
@@ -102,7 +140,8 @@ def open_executor(workers: int | None = None, scheduler: str | None = None, *,
 
     scheduler: address of a running Dask scheduler (e.g. 'tcp://10.0.0.5:8786');
     workers is then ignored. Otherwise workers=1 runs in this process and
-    workers=N>1 uses N spawned processes (default: the machine's cores).
+    workers=N>1 uses N spawned processes (default: the machine's cores), at
+    most `available_cores()`: the slots returned say how many.
     Raises ValueError for a bad workers value, a missing dask.distributed, or
     a scheduler that cannot be reached within connect_timeout seconds.
     """
@@ -111,6 +150,7 @@ def open_executor(workers: int | None = None, scheduler: str | None = None, *,
             from distributed import Client
         except ImportError:
             raise ValueError("The 'scheduler' option needs dask.distributed: pip install 'initscope[dask]'.") from None
+        _check_scheduler(scheduler, connect_timeout)
         try:
             client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -128,6 +168,10 @@ def open_executor(workers: int | None = None, scheduler: str | None = None, *,
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"The 'workers' parameter must be an integer >= 1. Got {workers!r} instead.")
+    # More processes than cores only adds memory (each holds its own interpreter and arrays,
+    # ~130 MiB) and contention: cap at the cores this process may use. The caller sees the cap
+    # in the returned slots.
+    workers = min(workers, available_cores())
     if workers == 1:
         yield InlineExecutor(), 1
         return

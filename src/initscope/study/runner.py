@@ -396,8 +396,14 @@ def _parallel_map(fn, items: list, n_workers: int) -> list:
         from threadpoolctl import ThreadpoolController
 
         _BLAS = ThreadpoolController()
-    with _BLAS.limit(limits=1), ThreadPoolExecutor(n_workers) as pool:
-        return list(pool.map(fn, items))
+    with _BLAS.limit(limits=1):
+        pool = ThreadPoolExecutor(n_workers)
+        try:
+            return list(pool.map(fn, items))
+        finally:
+            # Not `with pool`: on Ctrl-C it would wait for the running chunks (minutes) before the
+            # KeyboardInterrupt got out. On success every item is done, so nothing is left to wait for.
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _workers(requested: int | None, trials: int) -> int:

@@ -28,18 +28,18 @@ import datetime as _dt
 import json
 import math
 import os
-import random
 import sqlite3
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from initscope.study.batches import ConfigBatch, batch_from_result, failed_batch  # re-exported: the store's API
 from initscope.study.config import Config
+from initscope.study.sql import BUSY_TIMEOUT_S, enable_wal, insert_rows
 from initscope.study.sweep import config_record
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "1"
-BUSY_TIMEOUT_S = 120.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 CONFIG_COLUMNS = (
     ("init", "TEXT"), ("gain", "REAL"), ("data", "TEXT"), ("input_dim", "INTEGER"), ("width", "INTEGER"),
@@ -110,62 +109,6 @@ CREATE VIEW IF NOT EXISTS spectra AS
     SELECT t.init, t.trial, s.layer, s.k, s.singular_value, t.config_id
     FROM singular_values s JOIN trials t USING (trial_id);
 """
-
-
-@dataclass
-class ConfigBatch:
-    """One configuration's finished (or failed) trials, as a worker hands them to the store.
-
-    metric_* arrays are parallel, one entry per (trial, metric, layer) value;
-    metric_code indexes metric_names. spectra_* likewise per singular value.
-    """
-
-    config: Config
-    config_id: str
-    trials: list[int]
-    status: str = "ok"
-    error: str | None = None
-    seconds: float = 0.0
-    worker: str = ""
-    metric_names: list[str] = field(default_factory=list)
-    metric_trial: np.ndarray | None = None
-    metric_code: np.ndarray | None = None
-    metric_layer: np.ndarray | None = None
-    metric_value: np.ndarray | None = None
-    spectra_trial: np.ndarray | None = None
-    spectra_layer: np.ndarray | None = None
-    spectra_k: np.ndarray | None = None
-    spectra_value: np.ndarray | None = None
-    flags: list[tuple[int, int, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-def batch_from_result(result, cid: str, *, seconds: float, worker: str = "") -> ConfigBatch:
-    """A ConfigBatch from a single-initializer `RunResult` (numpy arrays, cheap to pickle)."""
-    m = result.metrics
-    names = list(dict.fromkeys(m["metric"].tolist()))
-    codes = pd.Categorical(m["metric"], categories=names).codes.astype(np.int16)
-    s = result.spectra
-    flags = [(int(t), int(layer), str(f)) for t, layer, f in
-             zip(result.flags["trial"], result.flags["layer"], result.flags["flag"])]
-    return ConfigBatch(
-        config=result.config, config_id=cid, trials=list(range(result.config.trials)), seconds=seconds,
-        worker=worker, metric_names=names,
-        metric_trial=m["trial"].to_numpy(np.int64), metric_code=codes,
-        metric_layer=m["layer"].to_numpy(np.int64), metric_value=m["value"].to_numpy(np.float64),
-        spectra_trial=s["trial"].to_numpy(np.int64), spectra_layer=s["layer"].to_numpy(np.int64),
-        spectra_k=s["k"].to_numpy(np.int64), spectra_value=s["singular_value"].to_numpy(np.float64),
-        flags=flags,
-    )
-
-
-def failed_batch(config: Config, cid: str, error: str, *, seconds: float = 0.0, worker: str = "") -> ConfigBatch:
-    """A record of a configuration that raised: every trial 'failed' with the error."""
-    return ConfigBatch(config=config, config_id=cid, trials=list(range(config.trials)), status="failed",
-                       error=error, seconds=seconds, worker=worker)
 
 
 @dataclass
@@ -228,24 +171,6 @@ def _real(value: Any) -> Any:
     return value
 
 
-def _enable_wal(con: sqlite3.Connection) -> None:
-    """Switch the file to WAL, waiting out other processes that open it at the same moment.
-
-    Changing the journal mode needs an exclusive lock, and SQLite answers
-    "database is locked" at once, without the busy handler, when another
-    connection is mid-way through the same switch; so retry until the timeout.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    while True:
-        try:
-            con.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005 + 0.02 * random.random())
-
-
 class Store:
     """An open results store. Use as a context manager, or call `close()`.
 
@@ -270,7 +195,9 @@ class Store:
         # isolation_level=None: no implicit transactions; every write is an explicit BEGIN IMMEDIATE.
         self._con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self._con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        _enable_wal(self._con)
+        if state == "store":
+            self._check_sound()
+        enable_wal(self._con)
         # In WAL mode NORMAL survives any crash of the process (kill -9 included) without fsync per
         # commit; only a power cut can drop the last commits, which a resumed sweep recomputes.
         self._con.execute("PRAGMA synchronous = NORMAL")
@@ -278,6 +205,27 @@ class Store:
         if create:
             self._create_schema()
         self._metric_ids: dict[str, int] = {}
+
+    def _check_sound(self) -> None:
+        """Refuse a damaged file now, naming it, rather than with a DatabaseError mid-way.
+
+        `PRAGMA quick_check` reads every page once (about a second per GB)
+        but skips the index cross-checks of integrity_check.
+        """
+        try:
+            rows = self._con.execute("PRAGMA quick_check(1)").fetchall()
+            problem = None if rows and rows[0][0] == "ok" else (rows[0][0] if rows else "no answer")
+        except sqlite3.OperationalError:
+            raise  # e.g. locked: not damage
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        if problem is not None:
+            self._con.close()
+            raise ValueError(
+                f"The 'store' parameter must be a sound results store. Got {str(self.path)!r}, which is damaged "
+                f"({' '.join(problem.split())}). Keep it for inspection and sweep into a new store; "
+                "'sqlite3 FILE .recover' may rescue its rows."
+            )
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -386,24 +334,27 @@ class Store:
                 cur = con.execute(insert, (batch.config_id, t, *fixed, "ok", None, per_trial, stamp, batch.worker,
                                            config_json))
                 ids[t] = int(cur.lastrowid)
-            new = len(ids)
-            code_to_id = np.array([self._metric_id(n) for n in batch.metric_names] or [0], dtype=np.int64)
-            tid = _trial_ids(batch.metric_trial, ids)
-            keep = tid >= 0
-            values = [None if math.isnan(v) else v for v in batch.metric_value[keep].tolist()]  # NaN -> NULL
-            _insert_rows(con, "metric_values (trial_id, metric_id, layer, value)",
-                         [tid[keep].tolist(), code_to_id[batch.metric_code[keep]].tolist(),
-                          batch.metric_layer[keep].tolist(), values])
-            sid = _trial_ids(batch.spectra_trial, ids)
-            keep = sid >= 0
-            _insert_rows(con, "singular_values (trial_id, layer, k, singular_value)",
-                         [sid[keep].tolist(), batch.spectra_layer[keep].tolist(), batch.spectra_k[keep].tolist(),
-                          batch.spectra_value[keep].tolist()])
-            con.executemany(
-                "INSERT OR IGNORE INTO flags (trial_id, layer, flag) VALUES (?, ?, ?)",
-                [(ids[t], layer, f) for t, layer, f in batch.flags if t in ids],
-            )
-        return new
+            self._insert_values(con, batch, ids)
+        return len(ids)
+
+    def _insert_values(self, con: sqlite3.Connection, batch: ConfigBatch, ids: dict[int, int]) -> None:
+        """An ok batch's metric values, singular values and flags for the new trial rows `ids` (trial -> trial_id)."""
+        code_to_id = np.array([self._metric_id(n) for n in batch.metric_names] or [0], dtype=np.int64)
+        tid = _trial_ids(batch.metric_trial, ids)
+        keep = tid >= 0
+        values = [None if math.isnan(v) else v for v in batch.metric_value[keep].tolist()]  # NaN -> NULL
+        insert_rows(con, "metric_values (trial_id, metric_id, layer, value)",
+                     [tid[keep].tolist(), code_to_id[batch.metric_code[keep]].tolist(),
+                      batch.metric_layer[keep].tolist(), values])
+        sid = _trial_ids(batch.spectra_trial, ids)
+        keep = sid >= 0
+        insert_rows(con, "singular_values (trial_id, layer, k, singular_value)",
+                     [sid[keep].tolist(), batch.spectra_layer[keep].tolist(), batch.spectra_k[keep].tolist(),
+                      batch.spectra_value[keep].tolist()])
+        con.executemany(
+            "INSERT OR IGNORE INTO flags (trial_id, layer, flag) VALUES (?, ?, ?)",
+            [(ids[t], layer, f) for t, layer, f in batch.flags if t in ids],
+        )
 
     # -- reading ---------------------------------------------------------------------------------
     def _query(self, sql: str, params: tuple | list = ()) -> pd.DataFrame:
@@ -491,28 +442,6 @@ class Store:
     def integrity_check(self) -> str:
         """SQLite's `PRAGMA integrity_check`: 'ok' for a sound file."""
         return "; ".join(r[0] for r in self._con.execute("PRAGMA integrity_check").fetchall())
-
-
-_ROWS_PER_STATEMENT = 200  # 4 columns × 200 = 800 parameters, under SQLite's oldest limit of 999
-
-
-def _insert_rows(con: sqlite3.Connection, target: str, columns: list[list]) -> None:
-    """INSERT many rows with multi-row VALUES statements: about twice as fast as executemany row by row."""
-    n, width = len(columns[0]), len(columns)
-    if n == 0:
-        return
-    flat = np.empty(n * width, dtype=object)
-    for j, column in enumerate(columns):
-        flat[j::width] = column
-    flat = flat.tolist()
-    step = _ROWS_PER_STATEMENT * width
-    full = (n // _ROWS_PER_STATEMENT) * step
-    row = "(" + ", ".join("?" * width) + ")"
-    if full:
-        statement = f"INSERT INTO {target} VALUES " + ", ".join([row] * _ROWS_PER_STATEMENT)
-        con.executemany(statement, (flat[i:i + step] for i in range(0, full, step)))
-    if full < len(flat):
-        con.execute(f"INSERT INTO {target} VALUES " + ", ".join([row] * ((len(flat) - full) // width)), flat[full:])
 
 
 def _trial_ids(trials: np.ndarray, ids: dict[int, int]) -> np.ndarray:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from initscope.study.config import FIELD_NAMES, Config, make_config
+from initscope.study.config import FIELD_NAMES, FLOAT_FIELDS, INT_FIELDS, Config, make_config
 
 __all__ = [
     "Sweep",
@@ -57,8 +57,8 @@ __all__ = [
 
 MAX_CONFIGS = 100_000
 HASH_VERSION = "initscope-config-v1"
-_INT_FIELDS = ("input_dim", "width", "depth", "samples", "trials", "seed")
-_FLOAT_FIELDS = ("gain", "shift_scale", "residual")
+_INT_FIELDS = INT_FIELDS  # every numeric field of Config, lsuv_* and train_* included
+_FLOAT_FIELDS = FLOAT_FIELDS
 _NAME_LIST_FIELDS = ("init", "metrics")
 _NOT_AXES = ("metrics", "trials")
 

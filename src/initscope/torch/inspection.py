@@ -105,7 +105,7 @@ def _call(model: nn.Module, x: torch.Tensor):
         return model(x)
     except HookError as exc:
         raise exc.__cause__ from None
-    except Exception as exc:  # noqa: BLE001 - the model's own error, quoted
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the model's own error, quoted
         raise ModelError(f"the model raised {_quote(exc)} in its forward pass") from exc
 
 
@@ -114,7 +114,7 @@ def _loss_value(output, targets, loss: Callable | None, notes: list[str]) -> tor
     if loss is not None:
         try:
             value = loss(output, targets)
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             raise ModelError(f"the loss raised {_quote(exc)}") from exc
     elif not isinstance(output, torch.Tensor):
         notes.append(f"grad_norm not measured: the model returns a {type(output).__name__}, not a tensor; "
@@ -141,7 +141,7 @@ def _gradient_norms(value: torch.Tensor, params: list[nn.Parameter]) -> dict[int
         return {id(p): 0.0 for p in params}
     try:
         grads = torch.autograd.grad(value, params, allow_unused=True)
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise ModelError(f"the backward pass raised {_quote(exc)}") from exc
     return {id(p): 0.0 if g is None else float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
             for p, g in zip(params, grads, strict=True)}

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +32,8 @@ class ModelError(RuntimeError):
 
 
 def _quote(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit (it called sys.exit({exc.code!r}))"
     text = " ".join(str(exc).split()) or "(no message)"
     return f'{type(exc).__name__}: "{text}"'
 
@@ -61,7 +64,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
                 loader_spec.loader.exec_module(module)
             finally:
                 sys.path.remove(str(path.resolve().parent))
-        except Exception as exc:  # noqa: BLE001 - anything the user's file raises is theirs to see
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - anything the user's file raises is theirs to see
             raise ModelError(f"importing {where!r} raised {_quote(exc)}") from exc
     else:
         try:
@@ -70,7 +73,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
             if exc.name and where.startswith(exc.name):
                 raise ValueError(f"The 'factory' parameter must name an importable module. Got {where!r}: {exc}.") from None
             raise ModelError(f"importing {where!r} raised {_quote(exc)}") from exc
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             raise ModelError(f"importing {where!r} raised {_quote(exc)}") from exc
     factory = getattr(module, name, None)
     if factory is None:
@@ -88,7 +91,7 @@ def build_model(factory: Callable[[], nn.Module], spec: str = "factory") -> nn.M
     """Call the factory with no arguments; it must return an nn.Module."""
     try:
         model = factory()
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise ModelError(f"the factory {spec!r} raised {_quote(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise TypeError(
@@ -111,8 +114,11 @@ def load_tensor(path: str | os.PathLike, label: str = "input") -> torch.Tensor:
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:  # EOFError: an empty file (click would say "aborted")
             raise ValueError(f"The '{label}' parameter must be a readable .npy array of numbers. Got {str(path)!r}: {exc}") from None
+        if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+            array.close()
+            raise ValueError(f"The '{label}' parameter must be a .npy array file. Got {str(path)!r}, an .npz archive.")
         if array.dtype.kind not in "biuf":
             raise ValueError(f"The '{label}' parameter must hold numbers. Got dtype {array.dtype} in {str(path)!r}.")
         tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -134,7 +140,10 @@ def load_tensor(path: str | os.PathLike, label: str = "input") -> torch.Tensor:
 
 def _torch_load(path: Path, label: str):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns about a file's pickle protocol before refusing it; the refusal below says it all.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError...
         text = " ".join(str(exc).split())
         if "weights_only" in text or "Unsupported global" in text or "pickle" in text.lower():

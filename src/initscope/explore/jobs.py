@@ -1,0 +1,171 @@
+"""Runs behind the API: a bounded pool, per-client cancellation and depth-prefix streaming.
+
+- At most `slots` runs compute at once, each on its own thread; at most
+  `queue` more wait for a slot. Beyond that a request is answered 503 at
+  once: the server degrades by refusing, never by piling up threads.
+- A client that names itself (header `X-Initscope-Client`) has one live
+  request: a newer one supersedes the older, which stops waiting at once or,
+  when computing, at its next depth step, and is answered 429.
+- Streaming: a large config runs as a short sequence of depth prefixes
+  d_1 < d_2 < ... < depth. Each prefix is an exact run of its own config (a
+  layer's numbers do not depend on the layers after it: each layer draws from
+  per-trial generators in layer order), so the first layers show while the
+  rest compute, and the last message is `initscope.run` of the request itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from initscope.explore.api import RequestError, request_size
+from initscope.study.config import Config
+
+__all__ = ["Jobs", "Ticket", "depth_plan", "STREAM_SIZE", "FIRST_STEP_SIZE"]
+
+# A config above this size (api.request_size: ~4× the seed's) streams; its first prefix is about
+# FIRST_STEP_SIZE, so the first layers show in about the time of the seed's run.
+STREAM_SIZE = 1e7
+FIRST_STEP_SIZE = 3e6
+MAX_STEPS = 6
+
+
+def depth_plan(config: Config, *, stream_size: float = STREAM_SIZE, first: float = FIRST_STEP_SIZE) -> list[int]:
+    """The depths to run, ending with config.depth: [depth] when small, else doubling prefixes.
+
+    The ratio between steps grows beyond 2 when needed so that there are at
+    most MAX_STEPS runs; the total work is then under twice the full run's
+    (a geometric series), the price of exact partial answers.
+    """
+    depth = config.depth
+    if request_size(config) <= stream_size or depth == 1:
+        return [depth]
+    per_layer = request_size(dataclasses.replace(config, depth=1))
+    d = max(1, min(depth, int(first // per_layer)))
+    ratio = max(2.0, (depth / d) ** (1 / (MAX_STEPS - 1)))
+    plan = []
+    while d < depth:
+        plan.append(d)
+        d = max(d + 1, int(math.ceil(d * ratio)))
+    return plan + [depth]
+
+
+@dataclasses.dataclass
+class Ticket:
+    """One request's place: its client and whether a newer request from that client superseded it."""
+
+    client: str | None
+    number: int
+    superseded: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def check(self) -> None:
+        if self.superseded.is_set():
+            raise RequestError(429, f"Superseded by a newer request from client {self.client!r}.",
+                               superseded=True)
+
+
+class Jobs:
+    """The pool of runs. Use from the event loop: `ticket()`, then `async with slot(ticket)`, then `call`."""
+
+    def __init__(self, *, slots: int = 2, queue: int = 16):
+        if slots < 1 or queue < 0:
+            raise ValueError(f"The 'slots' parameter must be >= 1 and 'queue' >= 0. Got {slots}, {queue} instead.")
+        self.slots, self.queue = slots, queue
+        self._pool = ThreadPoolExecutor(slots, thread_name_prefix="initscope-explore")
+        self._sem: asyncio.Semaphore | None = None
+        self._waiting = 0
+        self._running = 0
+        self._lock = threading.Lock()
+        self._count = itertools.count(1)
+        self._latest: dict[str, Ticket] = {}
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    def ticket(self, client: str | None) -> Ticket:
+        """A new request's ticket; supersedes the client's previous one, if any."""
+        ticket = Ticket(client, next(self._count))
+        if client:
+            old = self._latest.get(client)
+            if old is not None:
+                old.superseded.set()
+            self._latest[client] = ticket
+        return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        if ticket.client and self._latest.get(ticket.client) is ticket:
+            del self._latest[ticket.client]
+
+    def slot(self, ticket: Ticket):
+        """An async context holding one of the run slots (503 when too many wait, 429 if superseded)."""
+        return _Slot(self, ticket)
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """fn() on a pool thread (the caller holds a slot)."""
+        def counted():
+            with self._lock:
+                self._running += 1
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, counted)
+
+    def shutdown(self) -> int:
+        """Stop taking work; return how many runs were still computing (their threads are abandoned)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        return self.running
+
+    def refusing(self) -> bool:
+        """True when every slot is taken and the queue is full: a new request gets 503."""
+        return self._sem is not None and self._sem.locked() and self._waiting >= self.queue
+
+    def busy(self) -> RequestError:
+        return RequestError(503, f"The server is busy: {self.slots} runs computing and {self._waiting} "
+                                 f"waiting. Retry shortly.", retry_after=1)
+
+    async def _acquire(self, ticket: Ticket) -> None:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.slots)
+        ticket.check()
+        if self.refusing():
+            raise self.busy()
+        self._waiting += 1
+        acquire = asyncio.ensure_future(self._sem.acquire())
+        stop = asyncio.ensure_future(ticket.superseded.wait())
+        finished = False
+        try:
+            await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finished = True
+        finally:
+            self._waiting -= 1
+            stop.cancel()
+            if not acquire.done():
+                acquire.cancel()  # asyncio's Semaphore passes a slot on if it was handed one meanwhile
+            got = acquire.done() and not acquire.cancelled()
+            # A slot taken by a request that is leaving (superseded, or the client went away) goes back.
+            if got and (not finished or ticket.superseded.is_set()):
+                self._sem.release()
+        ticket.check()
+
+
+class _Slot:
+    def __init__(self, jobs: Jobs, ticket: Ticket):
+        self.jobs, self.ticket = jobs, ticket
+
+    async def __aenter__(self):
+        await self.jobs._acquire(self.ticket)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.jobs._sem.release()
+        return False

@@ -1,0 +1,295 @@
+"""The explorer's routes: the page, its static files, and the JSON API.
+
+    GET  /                  the page (static HTML; it reads its config from the URL)
+    GET  /static/NAME       explore.js, explore.css, plotly.min.js (from the installed plotly)
+    GET  /api/meta          the config fields: defaults, choices, the preloaded config, the budget
+    POST /api/run           config fields (JSON object; empty = defaults) -> the tables as JSON
+    POST /api/stream        the same, as NDJSON: one message per depth prefix, the last one final
+    GET  /api/download      ?FIELD=VALUE... -> a zip of what `initscope run` writes (CSVs, report.html)
+    GET  /api/health        {"ok": true, "running": N}
+
+Answers: 200; 400 bad input (make_config's one-line message, as the CLI
+prints it); 413 over the size budget (naming the field to reduce); 415 a body
+that is not JSON; 429 superseded by the same client's newer request; 503 too
+many requests waiting; 500 anything unexpected (with its reason; the server
+carries on). `?orient=columns` gives compact column tables.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
+                                   encode, fields_from_query, result_payload)
+from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Jobs, depth_plan
+
+__all__ = ["create_app", "Settings", "compute", "DEFAULT_MAX_SIZE", "CLIENT_HEADER"]
+
+DEFAULT_MAX_SIZE = 4e8  # ~1.5 s of the study per 1e8 on one core; a larger study belongs to `initscope run`
+CLIENT_HEADER = "x-initscope-client"
+STATIC = Path(__file__).with_name("static")
+_JSON = "application/json"
+
+
+@dataclass
+class Settings:
+    """What `initscope explore` was started with."""
+
+    data_dir: Path | None = None
+    max_size: float = DEFAULT_MAX_SIZE
+    stream_size: float = STREAM_SIZE
+    first_step_size: float = FIRST_STEP_SIZE
+    slots: int = 2
+    queue: int = 16
+    workers: int | None = None  # threads of one run (initscope.run's `workers`)
+    preload: dict[str, Any] = field(default_factory=dict)
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type=_JSON, headers=headers)
+
+
+def _error(exc: RequestError) -> Response:
+    headers = {"Retry-After": str(exc.details["retry_after"])} if "retry_after" in exc.details else None
+    return _json(exc.payload(), exc.status, headers)
+
+
+def _handles_errors(handler):
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RequestError as exc:
+            return _error(exc)
+        except Exception as exc:  # noqa: BLE001 - as the CLI's exit 1: the reason, and the server carries on
+            return _error(unexpected(exc))
+
+    return wrapped
+
+
+def unexpected(exc: Exception) -> RequestError:
+    return RequestError(500, f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+async def _body_fields(request: Request) -> dict[str, Any]:
+    """Config fields from a JSON object body (empty body: the defaults)."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    ctype = request.headers.get("content-type", "")
+    # Requiring JSON also keeps other web sites out: a browser sends it cross-origin only after a preflight.
+    if "json" not in ctype.split(";")[0].lower():
+        raise RequestError(415, f"The request body must be JSON (Content-Type: application/json). "
+                                f"Got content type {ctype!r} instead.")
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, f"The request body must be a JSON object of config fields. Got invalid JSON: {exc}")
+    if not isinstance(fields, dict):
+        raise RequestError(400, f"The request body must be a JSON object of config fields. "
+                                f"Got a {type(fields).__name__} instead.")
+    return fields
+
+
+def _orient(request: Request) -> str:
+    return request.query_params.get("orient", "records")
+
+
+def compute(config, *, orient: str = "records", workers: int | None = None, final: bool = True,
+            depth: int | None = None) -> bytes:
+    """Run one config and encode its answer (one JSON object) -- on a pool thread."""
+    from initscope.study.runner import run
+
+    t0 = time.perf_counter()
+    result = run(config, workers=workers)
+    t1 = time.perf_counter()
+    payload = result_payload(result, orient)
+    payload["verdict"] = verdict(result)
+    t2 = time.perf_counter()
+    payload.update(final=final, depth=config.depth, of=depth or config.depth,
+                   timing_ms={"run": round((t1 - t0) * 1e3, 2), "tables": round((t2 - t1) * 1e3, 2)})
+    return encode(payload)
+
+
+def verdict(result) -> dict[str, Any]:
+    """What happened, per initializer: the report's flags table in words ("first layer where ...")."""
+    from initscope.report.flags import flags_table
+
+    m = result.metrics
+    # flags_table reads only these metrics (and readout); filtering first makes it ~2x faster.
+    used = m.loc[m["metric"].isin(_FLAG_METRICS), ["init", "trial", "layer", "metric", "value", "readout"]]
+    table = flags_table(used, result.flags)
+    return {"sentences": None, "flags": table.to_dict("records")}
+
+
+_FLAG_METRICS = ("rms", "effective_rank", "dead_fraction", "grad_norm")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The explorer's ASGI app."""
+    settings = settings or Settings()
+    jobs = Jobs(slots=settings.slots, queue=settings.queue)
+
+    def parse(fields: dict[str, Any]):
+        config = config_from_fields(fields, data_dir=settings.data_dir)
+        check_budget(config, settings.max_size)
+        return config
+
+    @_handles_errors
+    async def api_run(request: Request) -> Response:
+        started = time.perf_counter()
+        config = parse(await _body_fields(request))
+        orient = _orient(request)
+        ticket = jobs.ticket(request.headers.get(CLIENT_HEADER))
+        try:
+            async with jobs.slot(ticket):
+                body = await jobs.call(lambda: compute(config, orient=orient, workers=settings.workers))
+        finally:
+            jobs.release(ticket)
+        total = (time.perf_counter() - started) * 1e3
+        return Response(body, media_type=_JSON, headers={"Server-Timing": f"total;dur={total:.1f}"})
+
+    @_handles_errors
+    async def api_stream(request: Request) -> Response:
+        config = parse(await _body_fields(request))
+        orient = _orient(request)
+        if jobs.refusing():
+            raise jobs.busy()
+        ticket = jobs.ticket(request.headers.get(CLIENT_HEADER))
+        plan = depth_plan(config, stream_size=settings.stream_size, first=settings.first_step_size)
+
+        async def lines():
+            try:
+                async with jobs.slot(ticket):
+                    for d in plan:
+                        ticket.check()
+                        step = config if d == config.depth else _with_depth(config, d)
+                        yield await jobs.call(lambda: compute(step, orient=orient, workers=settings.workers,
+                                                              final=d == config.depth, depth=config.depth))
+                        yield b"\n"
+            except RequestError as exc:  # superseded or busy after the answer began: the last line says so
+                yield orjson.dumps({**exc.payload(), "status": exc.status}) + b"\n"
+            except Exception as exc:  # noqa: BLE001
+                error = unexpected(exc)
+                yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
+            finally:
+                jobs.release(ticket)
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson",
+                                 headers={"X-Initscope-Plan": ",".join(map(str, plan))})
+
+    @_handles_errors
+    async def api_download(request: Request) -> Response:
+        if request.method == "POST":
+            fields = await _body_fields(request)
+        else:
+            fields = fields_from_query(list(request.query_params.multi_items()))
+        config = parse(fields)
+        ticket = jobs.ticket(None)
+        async with jobs.slot(ticket):
+            data = await jobs.call(lambda: run_zip(config, workers=settings.workers))
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": 'attachment; filename="initscope-run.zip"'})
+
+    async def api_meta(request: Request) -> Response:
+        return _json(meta(settings))
+
+    async def api_health(request: Request) -> Response:
+        return _json({"ok": True, "running": jobs.running})
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    async def static(request: Request) -> Response:
+        path = _static_files().get(request.path_params["name"])
+        if path is None:
+            return _json({"error": "No such file."}, 404)
+        return FileResponse(path)
+
+    routes = [
+        Route("/", page),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
+        Route("/static/{name}", static),
+        Route("/api/meta", api_meta),
+        Route("/api/health", api_health),
+        Route("/api/run", api_run, methods=["POST"]),
+        Route("/api/stream", api_stream, methods=["POST"]),
+        Route("/api/download", api_download, methods=["GET", "POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.jobs = jobs
+    app.state.settings = settings
+    return app
+
+
+def _with_depth(config, depth: int):
+    import dataclasses
+
+    return dataclasses.replace(config, depth=depth)
+
+
+@functools.lru_cache(maxsize=1)
+def _static_files() -> dict[str, Path]:
+    """The only files the page may load: ours, and plotly.js from the installed plotly package."""
+    import plotly
+
+    files = {p.name: p for p in STATIC.iterdir() if p.suffix in (".js", ".css")}
+    files["plotly.min.js"] = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return files
+
+
+def run_zip(config, *, workers: int | None = None) -> bytes:
+    """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
+    from initscope.report.writer import write_run
+    from initscope.study.runner import run
+
+    result = run(config, workers=workers)
+    with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
+        out = Path(tmp) / "run"
+        write_run(out, result, report=True, png=False)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(out.iterdir()):
+                if path.is_file():
+                    zf.write(path, path.name)
+    return buffer.getvalue()
+
+
+def meta(settings: Settings) -> dict[str, Any]:
+    """What the page needs to draw its controls: every field's default and choices."""
+    from initscope.core.data import TARGETS
+    from initscope.core.initializers import ACTIVATIONS
+    from initscope.core.metrics import METRICS
+    from initscope.core.network import NORMS, READOUTS, SHIFTS
+    from initscope.study.config import ALL_INITS, DTYPES, INIT_TRAIN, Config
+
+    files = []
+    if settings.data_dir is not None:
+        root = settings.data_dir.resolve()
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                       if p.suffix.lower() in (".csv", ".npy") and p.is_file())[:500]
+    choices = {
+        "init": list(ALL_INITS), "activation": list(ACTIVATIONS), "shift": list(SHIFTS), "norm": list(NORMS),
+        "readout": list(READOUTS), "dtype": list(DTYPES), "metrics": list(METRICS), "init_train": list(INIT_TRAIN),
+        "data": list(BUILTIN_DATA) + files, "target": list(TARGETS) + ["dataset"],
+    }
+    defaults = config_json(Config())
+    return {
+        "fields": list(defaults), "defaults": defaults, "choices": choices,
+        "preload": settings.preload, "max_size": settings.max_size,
+        "stream_size": settings.stream_size, "has_data_dir": settings.data_dir is not None,
+    }

@@ -1,0 +1,482 @@
+"""The one writer of initscope's outputs: nothing half-written, nothing of yours lost.
+
+Two primitives, used by every command and by `write_report`:
+
+- `atomic_file(path)` / `atomic_write(path, data)`: one file, written under a
+  temporary name beside it and renamed over it, so a reader sees the old file
+  or the new one, never half of one.
+- `Output`: an output folder. Everything is written into a fresh temporary
+  folder first; only when all of it succeeded does it reach the target:
+  - a target that does not exist is created by one rename;
+  - a target that initscope wrote (its marker file `.initscope` lists every
+    file in it, all written by the same command) is swapped for the new one
+    with one rename (Linux `renameat2(RENAME_EXCHANGE)`; elsewhere two renames);
+  - any other target (an empty folder, the current folder, a mount point, a
+    folder another initscope command also wrote into, or one holding files
+    initscope did not write, which needs `overwrite=True`) is merged: each of
+    initscope's files is renamed into place, every other file is left alone,
+    and an earlier output of the same command is removed only where the
+    marker lists it.
+  A folder holding files initscope did not write is refused (`OutputError`,
+  naming `out` and a few of those files) unless `overwrite=True`.
+
+Temporary names are `.initscope-tmp-<pid>-<hex>` (and `.initscope-old-...`):
+those whose process is gone are left-overs of a killed run, removed by the next
+run that writes beside or into them. The temporary folder is created beside the
+target's real location (symlinks resolved), so every rename stays on one
+filesystem; files get the user's umask (no `mkstemp` 0600). SIGINT and SIGTERM
+are held back while renames run, so an interrupt never lands between two of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["MARKER", "Output", "OutputError", "atomic_file", "atomic_write", "temp_name", "mark_folder",
+           "write_marker", "read_marker", "remove_stale", "write_files", "write_run", "RUN_TABLES"]
+
+MARKER = ".initscope"
+RUN_TABLES = ("metrics", "spectra", "projections", "weight_norms", "flags")
+_TEMP = re.compile(r"^\.initscope-(?:tmp|old)-(\d+)-[0-9a-f]{12}(?:\..*)?$")
+_EXAMPLES = 5
+
+
+class OutputError(ValueError):
+    """An output path initscope must not or cannot write (the CLI's exit status 2)."""
+
+
+def _out_error(constraint: str, out: object, why: str = "") -> OutputError:
+    detail = f" ({why})" if why else ""
+    return OutputError(f"The 'out' parameter must be {constraint}{detail}. Got {str(out)!r} instead.")
+
+
+def temp_name(kind: str = "tmp", suffix: str = "") -> str:
+    """A hidden name no other process uses: `.initscope-<kind>-<pid>-<hex><suffix>`."""
+    return f".initscope-{kind}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+
+
+def _is_stale(name: str) -> bool:
+    """True for an initscope temporary name whose process no longer runs."""
+    match = _TEMP.match(name)
+    if match is None:
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, someone else's
+        return False
+    return False
+
+
+def remove_stale(folder: Path) -> list[str]:
+    """Remove the left-overs of killed initscope runs directly inside `folder`; return their names."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if _is_stale(entry.name):
+            _remove(Path(entry.path))
+            removed.append(entry.name)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block is done, then deliver them.
+
+    Renames that must happen together (old folder out, new one in) and the
+    clean-up of a temporary folder must not be cut in half by Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in saved:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in caught[:1]:
+            signal.raise_signal(sig)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix: savers pick the format from it);
+    rename it over `path` when the block succeeds, remove it when it fails."""
+    path = Path(path)
+    tmp = path.with_name(temp_name(suffix=path.suffix))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically (a failure leaves the old file); return the path."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+    return Path(path)
+
+
+def write_files(folder: Path, tables: dict, texts: dict[str, str], *, report_source=None, png: bool = False) -> None:
+    """Tables (name -> DataFrame, as NAME.csv), texts (file name -> str) and, given a report source,
+    report.html (needs plotly; with png, figures/ too) into `folder`, normally an `Output`'s."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    if report_source is not None:
+        from initscope.report.page import write_report
+
+        write_report(report_source, folder / "report.html", png=png)
+
+
+def write_run(folder: Path, result, *, report: bool, png: bool = False) -> None:
+    """The files of a run folder (the CSVs, config.toml, report.html when asked for) of a `RunResult`."""
+    from initscope.study.config import config_to_toml
+
+    tables = {name: getattr(result, name) for name in RUN_TABLES}
+    # What data-driven initializers did (LSUV iterations) and init-training histories, when there is any.
+    tables.update({name: getattr(result, name) for name in ("init_log", "train_log") if len(getattr(result, name))})
+    write_files(folder, tables, {"config.toml": config_to_toml(result.config)},
+                report_source=result if report else None, png=png)
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The marker of an initscope folder: {"files": {relpath: command}, "commands": {...}, ...}, or None."""
+    try:
+        data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        return None
+    data["files"] = {k: v for k, v in files.items() if _safe_relpath(k)}
+    if not isinstance(data.get("commands"), dict):
+        data["commands"] = {}
+    return data
+
+
+def _safe_relpath(rel: str) -> bool:
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts) and rel != MARKER
+
+
+def write_marker(folder: Path, files: dict[str, str], commands: dict[str, str]) -> None:
+    """Write `folder/.initscope`: the initscope version, the command lines and every file it wrote."""
+    from initscope import __version__
+
+    text = json.dumps({"initscope": __version__, "commands": dict(sorted(commands.items())),
+                       "files": dict(sorted(files.items()))}, indent=1)
+    atomic_write(Path(folder) / MARKER, (text + "\n").encode("utf-8"))
+
+
+def mark_folder(folder: Path, command: str, line: str = "", owners: dict[str, str] | None = None) -> None:
+    """Mark a folder written inside an `Output` (one run of `compare-fixes`) as initscope's own:
+    every file in it is listed, written by `command` unless `owners` names another."""
+    owners = owners or {}
+    write_marker(folder, {rel: owners.get(rel, command) for rel in _files(Path(folder))}, {command: line})
+
+
+def _files(folder: Path, prefix: str = "") -> list[str]:
+    """Every file (and symlink) under `folder` as relative posix paths, the top marker excluded."""
+    found = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        rel = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            found += _files(Path(entry.path), rel + "/")
+        elif rel != MARKER:
+            found.append(rel)
+    return found
+
+
+def _foreign(folder: Path, listed: set[str]) -> list[str]:
+    """Entries of `folder` its marker does not list (folders as 'name/'); cleans stale temporaries.
+
+    Only folders that hold listed files are entered, so a large foreign tree
+    (`--out ~`) costs one directory listing, not a walk.
+    """
+    prefixes = {"/".join(rel.split("/")[:i]) for rel in listed for i in range(1, rel.count("/") + 1)}
+    foreign: list[str] = []
+
+    def visit(here: Path, prefix: str) -> None:
+        for entry in sorted(os.scandir(here), key=lambda e: e.name):
+            rel = prefix + entry.name
+            if _TEMP.match(entry.name):
+                if _is_stale(entry.name):
+                    _remove(Path(entry.path))
+                continue  # a live temporary: another initscope run's, not the user's
+            if rel == MARKER:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if rel in prefixes:
+                    visit(Path(entry.path), rel + "/")
+                else:
+                    foreign.append(rel + "/")
+            elif rel not in listed:
+                foreign.append(rel)
+
+    visit(folder, "")
+    return foreign
+
+
+def _resolve(out: str | os.PathLike | None) -> tuple[Path, Path]:
+    """(the path as given, its real location) after the checks that need no writing."""
+    if out is None or str(out).strip() == "":
+        raise _out_error("a folder path", "" if out is None else out, "an empty path would mean the current folder")
+    given = Path(out)
+    try:
+        st = os.stat(given)
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        raise _out_error("a folder path", out, "a part of it is a file, not a folder") from None
+    except OSError as exc:  # a symlink loop, a name too long, no permission to look
+        raise _out_error("a folder path initscope can use", out, exc.strerror or str(exc)) from None
+    if st is not None and not os.path.isdir(given):
+        raise _out_error("a folder", out, "it is a file")
+    return given, Path(os.path.realpath(given))
+
+
+def _existing_ancestor(path: Path) -> Path:
+    here = path
+    while not os.path.lexists(here):
+        here = here.parent
+    if not here.is_dir():
+        raise _out_error("a folder path", path, f"{str(here)!r} is a file, not a folder")
+    return here
+
+
+class Output:
+    """An output folder, written whole or not at all, never losing a file initscope did not write.
+
+        with Output("runs/a", command="run", line="initscope run ...") as folder:
+            (folder / "metrics.csv").write_text(...)   # a fresh temporary folder
+
+    Constructing it checks `out` and creates the temporary folder, so a bad
+    `out` fails before any computing (`OutputError`, naming `out`). Leaving
+    the block normally puts the files in place; an exception (Ctrl-C included)
+    removes the temporary folder and anything it created.
+
+    command: the writing command (`run`, `inspect`, ...): the marker records
+    which command wrote each file, and a new output replaces only files that
+    the same command wrote. replace=False only adds files (`initscope report`
+    redrawing a run's page); it refuses only when a file it writes exists and
+    is not initscope's, and `writes` names those checked before computing.
+    overwrite: write initscope's files into a folder that holds other files
+    too (those are never touched, unless they bear one of initscope's names).
+    """
+
+    def __init__(self, out: str | os.PathLike | None, *, command: str, line: str = "", overwrite: bool = False,
+                 replace: bool = True, writes: tuple[str, ...] = ()):
+        self.given, self.target = _resolve(out)
+        self.command, self.line, self.overwrite, self.replace = command, line, overwrite, replace
+        self.writes = writes
+        self._created: list[Path] = []
+        mode = self._plan()
+        where = self.target if mode == "merge" else self.target.parent
+        self._prepare(where)
+        try:
+            self.staging = where / temp_name()
+            os.mkdir(self.staging)  # not mkdtemp: its 0700 would end up as the folder's mode
+        except OSError as exc:
+            self._undo_parents()
+            raise _out_error("a folder initscope can write", out, exc.strerror or str(exc)) from None
+        self._inside = mode == "merge"
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def _plan(self) -> str:
+        """'create', 'swap' or 'merge'; refuses a folder with files initscope did not write."""
+        if not os.path.lexists(self.target):
+            return "create"
+        if not self.target.is_dir():
+            raise _out_error("a folder", self.given, "it is a file")
+        marker = read_marker(self.target) or {"files": {}, "commands": {}}
+        if self.replace:
+            try:
+                foreign = _foreign(self.target, set(marker["files"]))
+            except OSError as exc:
+                raise _out_error("a folder initscope can read", self.given, exc.strerror or str(exc)) from None
+        else:  # adding files: only the names it writes matter
+            foreign = self._clashes(self.writes, marker)
+        if foreign and not self.overwrite:
+            raise self._refusal(foreign)
+        owners = set(marker["files"].values())
+        here = Path.cwd().resolve()
+        if (self.replace and not foreign and owners == {self.command} and not os.path.ismount(self.target)
+                and self.target not in (here, *here.parents)):
+            return "swap"
+        return "merge"
+
+    def _clashes(self, names, marker: dict) -> list[str]:
+        """Those of `names` that exist in the target but were not written by initscope."""
+        return [rel for rel in names if os.path.lexists(self.target / rel) and rel not in marker["files"]]
+
+    def _refusal(self, foreign: list[str]) -> OutputError:
+        more = f" and {len(foreign) - _EXAMPLES} more" if len(foreign) > _EXAMPLES else ""
+        return _out_error(
+            "a new folder or one initscope wrote", self.given,
+            f"it holds files initscope did not write: {', '.join(foreign[:_EXAMPLES])}{more}; "
+            "pass --overwrite to write initscope's files beside them, leaving those untouched")
+
+    def _prepare(self, where: Path) -> None:
+        """Create the missing parents of `where` (remembered, to undo) and clean left-overs beside it."""
+        base = _existing_ancestor(where)
+        missing = [p for p in [where, *where.parents] if p not in (base, *base.parents)]
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                self._undo_parents()
+                raise _out_error("a folder initscope can create", self.given, exc.strerror or str(exc)) from None
+            self._created.append(folder)
+        remove_stale(where)
+
+    def _undo_parents(self) -> None:
+        for folder in reversed(self._created):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        self._created = []
+
+    # --- the block -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Path:
+        return self.staging
+
+    def __exit__(self, kind, value, tb) -> None:
+        with _signals_held():
+            if kind is None:
+                try:
+                    self._commit()
+                    return
+                except BaseException:
+                    self._abort()
+                    raise
+            self._abort()
+
+    def _abort(self) -> None:
+        _remove(self.staging)
+        self._undo_parents()
+
+    def _commit(self) -> None:
+        mode = self._plan()
+        if mode == "swap" and self._inside:
+            mode = "merge"  # the temporary folder sits inside the target: its files move one by one
+        new = _files(self.staging)
+        commands = {self.command: self.line}
+        if mode in ("create", "swap"):
+            write_marker(self.staging, {rel: self.command for rel in new}, commands)
+            if mode == "create":
+                os.rename(self.staging, self.target)
+            else:
+                _exchange(self.staging, self.target)
+                _remove(self.staging)  # now the earlier output
+            return
+        self._merge(new, commands)
+        _remove(self.staging)
+
+    def _merge(self, new: list[str], commands: dict[str, str]) -> None:
+        """Rename each new file into the target; remove the same command's earlier files the marker lists."""
+        marker = read_marker(self.target) or {"files": {}, "commands": {}}
+        clashes = self._clashes(new, marker)
+        if clashes and not self.overwrite:
+            raise self._refusal(clashes)
+        for rel in new:
+            dest = self.target / rel
+            if dest.is_dir() and not dest.is_symlink():
+                raise _out_error("a folder where initscope's file names are free", self.given,
+                                 f"{rel!r} is a folder there")
+        old = marker["files"]
+        stale = [rel for rel, owner in old.items() if owner == self.command and rel not in new] if self.replace else []
+        files = {**old, **{rel: self.command for rel in new}}
+        # First the marker names everything this merge may leave behind, so that a kill part-way
+        # leaves no file of ours unlisted.
+        write_marker(self.target, files, {**marker["commands"], **commands})
+        for rel in new:
+            dest = self.target / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging / rel, dest)
+        for rel in stale:
+            if self._remove_listed(rel):
+                files.pop(rel)
+        write_marker(self.target, files, {**marker["commands"], **commands})
+
+    def _remove_listed(self, rel: str) -> bool:
+        """Remove one file the marker lists, only if it is a file inside the target; prune emptied folders."""
+        path = self.target / rel
+        real_parent = Path(os.path.realpath(path.parent))
+        if real_parent != self.target and self.target not in real_parent.parents:
+            return False  # a symlinked folder leading elsewhere: not ours to touch
+        if path.is_dir() and not path.is_symlink():
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        for parent in path.relative_to(self.target).parents:
+            if str(parent) == ".":
+                break
+            with contextlib.suppress(OSError):  # not empty: something else lives there
+                os.rmdir(self.target / parent)
+        return True
+
+
+def _exchange(new: Path, old: Path) -> None:
+    """Swap two folders: one atomic `renameat2(RENAME_EXCHANGE)` on Linux, else two renames."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(old), rename_exchange) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(old))
+    aside = old.with_name(temp_name("old"))
+    os.rename(old, aside)
+    try:
+        os.rename(new, old)
+    except BaseException:
+        os.rename(aside, old)
+        raise
+    os.rename(aside, new)

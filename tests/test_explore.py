@@ -1,0 +1,323 @@
+"""`initscope explore`: the server as a subprocess on a free port, called over HTTP.
+
+The API's answers must be `initscope.run`'s numbers for the same config, bit
+for bit; bad input, the size budget, the data folder, concurrency, streaming,
+cancellation, the download and Ctrl-C are each checked against a real server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest_explore import Server, assert_answer_equals_run, call, port_is_free, table_from_json, wait_until
+
+import initscope
+from initscope.explore.api import RequestError, check_budget, config_from_fields, request_size
+from initscope.explore.jobs import MAX_STEPS, depth_plan
+
+SMALL = {"init": ["kaiming-normal", "orthogonal"], "depth": 4, "width": 16, "samples": 30, "trials": 3,
+         "gain": 1.2, "shift": "zeros", "norm": "layer", "residual": 0.5, "seed": 7}
+# Above the streaming threshold (api.request_size > 1e7) yet quick: it runs as several depth prefixes.
+STREAMED = {"init": "normal", "depth": 60, "width": 96, "samples": 400, "trials": 4, "seed": 3,
+            "metrics": "rms,effective_rank,jacobian_rank"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("explore-data")
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(150, 4))
+    lines = ["a,b,c,d"] + [",".join(f"{v:.6f}" for v in row) for row in x]
+    (root / "mine.csv").write_text("\n".join(lines) + "\n")
+    (root / "sub").mkdir()
+    outside = root.parent / f"{root.name}-outside.csv"
+    outside.write_text("\n".join(lines) + "\n")
+    (root / "link.csv").symlink_to(outside)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(data_dir):
+    srv = Server("--data-dir", str(data_dir))
+    yield srv
+    assert srv.stop() == 0, srv.errors
+
+
+def post(server, path, body=None, **kw):
+    status, headers, raw = call(server.url, path, body if body is not None else None,
+                                method="POST", raw=None if body is not None else b"", **kw)
+    return status, headers, (json.loads(raw) if raw and not path.startswith("/api/stream") else raw)
+
+
+def test_defaults_equal_initscope_run(server):
+    status, headers, answer = post(server, "/api/run")
+    assert status == 200, answer
+    assert_answer_equals_run(answer, initscope.run())
+    assert answer["config"]["init"] == ["normal", "sphere"] and answer["final"] is True
+    assert "Server-Timing" in headers or "server-timing" in headers
+    print(f"\nseed defaults, server side: {answer['timing_ms']} ms (run, tables)")
+
+
+def test_config_equals_initscope_run_in_both_forms(server):
+    expected = initscope.run(**SMALL)
+    for orient in ("records", "columns"):
+        status, _, answer = post(server, f"/api/run?orient={orient}", SMALL)
+        assert status == 200, answer
+        assert_answer_equals_run(answer, expected)
+    assert answer["gains"] == {"kaiming-normal": 1.2, "orthogonal": 1.2}
+    assert {row["init"] for row in answer["verdict"]["flags"]} == {"kaiming-normal", "orthogonal"}
+
+
+def test_overflow_is_a_result_nan_as_null(server):
+    from initscope.study.runner import NumericalWarning
+
+    config = {"init": "normal", "depth": 500, "trials": 2, "samples": 50, "metrics": "rms,effective_rank"}
+    status, _, answer = post(server, "/api/run", config)
+    assert status == 200, answer
+    with pytest.warns(NumericalWarning):
+        expected = initscope.run(**config)
+    assert_answer_equals_run(answer, expected)
+    values = [row["value"] for row in answer["tables"]["metrics"]]
+    assert None in values  # NaN after the overflow
+    assert float("inf") in values and np.isinf(expected.metrics["value"]).any()  # ±1e999 reads back as ±inf
+    assert {row["flag"] for row in answer["tables"]["flags"]} >= {"overflow"}
+
+
+def test_text_fields_as_from_a_form_or_url(server):
+    # The page and the URL send text; an empty field means the default, as on the command line.
+    status, _, answer = post(server, "/api/run?orient=columns", {"depth": "3", "gain": "", "init": "sphere,normal",
+                                                                  "trials": "2", "shift_scale": "0.5"})
+    assert status == 200, answer
+    assert_answer_equals_run(answer, initscope.run(depth=3, init="sphere,normal", trials=2, shift_scale=0.5))
+
+
+def test_bad_input_is_400_with_the_cli_message(server, tmp_path):
+    # The page sends text, as the command line does; a JSON number gets make_config's message for a number.
+    status, _, answer = post(server, "/api/run", {"depth": 0})
+    assert status == 400 and answer["error"] == "The 'depth' parameter must be an integer >= 1. Got 0 instead."
+    status, _, answer = post(server, "/api/run", {"depth": "0"})
+    assert status == 400
+    cli = subprocess.run([sys.executable, "-c", "from initscope.cli import entry; entry()", "run", "--depth", "0",
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert cli.returncode == 2
+    assert cli.stderr.strip() == f"initscope: error: {answer['error']}"
+    for body, words in (({"activation": "swish"}, "'activation'"), ({"width": "wide"}, "'width'"),
+                        ({"depht": 3}, "Unknown config field 'depht'"), ({"init": []}, "'init'")):
+        status, _, answer = post(server, "/api/run", body)
+        assert status == 400 and words in answer["error"] and "\n" not in answer["error"], answer
+
+
+def test_bodies_that_are_not_a_json_object(server):
+    status, _, raw = call(server.url, "/api/run", raw=b"{depth: 3", headers={"Content-Type": "application/json"})
+    assert status == 400 and b"JSON" in raw
+    status, _, raw = call(server.url, "/api/run", raw=b"[1, 2]", headers={"Content-Type": "application/json"})
+    assert status == 400 and b"a list" in raw
+    # A form post (what another web site can send without asking) is refused.
+    status, _, raw = call(server.url, "/api/run", raw=b'{"depth": 3}', headers={"Content-Type": "text/plain"})
+    assert status == 415
+
+
+def test_size_budget_is_413_naming_the_field(server):
+    status, _, answer = post(server, "/api/run", {"samples": 100000, "width": 500})
+    assert status == 413
+    assert answer["field"] == "samples" and "'samples'" in answer["error"] and answer["max"] > 0
+    status, _, answer = post(server, "/api/run", {"depth": 2000000})
+    assert status == 413 and answer["field"] == "depth"
+    _, _, health = call(server.url, "/api/health")
+    assert json.loads(health)["running"] == 0  # refused before any work
+
+
+def test_budget_boundary_is_exact():
+    config = initscope.make_config(init="normal", trials=1, width=10, samples=5, depth=1000, metrics="rms")
+    budget = 50 * 10 * 5  # depth 50 fits exactly
+    with pytest.raises(RequestError) as info:
+        check_budget(config, budget)
+    assert info.value.status == 413 and info.value.details["field"] == "depth" and info.value.details["max"] == 50
+    check_budget(dataclasses.replace(config, depth=50), budget)
+    with pytest.raises(RequestError):
+        check_budget(dataclasses.replace(config, depth=51), budget)
+    # The Jacobian pass counts: samples (at most 64) × input_dim tangents per state row.
+    with_jac = dataclasses.replace(config, metrics=("rms", "jacobian_rank"))
+    assert request_size(with_jac) == request_size(config) * (1 + config.input_dim)
+
+
+def test_data_files_only_under_the_data_folder(server, data_dir):
+    status, _, answer = post(server, "/api/run?orient=columns", {"data": "mine.csv", "trials": 2, "depth": 3})
+    assert status == 200, answer
+    assert_answer_equals_run(answer, initscope.run(data=str(data_dir / "mine.csv"), trials=2, depth=3))
+    status, _, answer = post(server, "/api/run", {"data": "sub/../mine.csv", "trials": 2, "depth": 3})
+    assert status == 200, answer  # inside the folder after resolution
+    for bad in ("../../etc/passwd", "/etc/passwd", "../" + data_dir.name + "-outside.csv", "link.csv",
+                "nothere.csv", str(data_dir / ".." / "x.npy"), "sub"):
+        status, _, answer = post(server, "/api/run", {"data": bad})
+        assert status == 400 and "'data'" in answer["error"], (bad, answer)
+
+
+def test_no_data_folder_means_built_in_data_only(data_dir):
+    with pytest.raises(RequestError) as info:
+        config_from_fields({"data": "mine.csv"}, data_dir=None)
+    assert info.value.status == 400 and "--data-dir" in info.value.message
+    assert config_from_fields({"data": "iris"}, data_dir=None).data == "iris"
+
+
+def test_fifty_concurrent_requests(server):
+    configs = [dict(SMALL, seed=s, depth=3) for s in range(5)]
+    expected = [initscope.run(**c) for c in configs]
+
+    def one(i):
+        return i, post(server, "/api/run?orient=columns", configs[i % 5])
+
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(one, range(50)))
+    statuses = [a[1][0] for a in answers]
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert statuses.count(200) >= 2
+    for i, (status, headers, answer) in answers:
+        if status == 200:
+            assert_answer_equals_run(answer, expected[i % 5], tables=("metrics",))
+        else:
+            assert "error" in answer
+    # From one named client only its newest request matters: the others are 429 or 503, none crashes.
+    with ThreadPoolExecutor(50) as pool:
+        same = list(pool.map(lambda i: post(server, "/api/run?orient=columns", configs[0],
+                                            headers={"X-Initscope-Client": "one"})[0], range(50)))
+    assert set(same) <= {200, 429, 503} and 429 in same, same
+    status, _, answer = post(server, "/api/run?orient=columns", configs[1])
+    assert status == 200
+    print(f"\n50 concurrent: {statuses.count(200)} answered, {statuses.count(503)} busy (503); "
+          f"one client: {same.count(200)} answered, {same.count(429)} superseded, {same.count(503)} busy")
+
+
+def stream_lines(raw: bytes) -> list[dict]:
+    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+
+
+def test_stream_sends_exact_depth_prefixes(server):
+    status, headers, raw = post(server, "/api/stream?orient=columns", STREAMED)
+    assert status == 200
+    messages = stream_lines(raw)
+    depths = [m["depth"] for m in messages]
+    assert headers["x-initscope-plan"] == ",".join(map(str, depths))
+    assert len(messages) >= 2 and depths == sorted(depths) and depths[-1] == STREAMED["depth"]
+    assert [m["final"] for m in messages] == [False] * (len(messages) - 1) + [True]
+    assert_answer_equals_run(messages[-1], initscope.run(**STREAMED))
+    first = messages[0]
+    assert_answer_equals_run(first, initscope.run(**dict(STREAMED, depth=first["depth"])))
+    # A small config is one message, the same as /api/run's.
+    status, _, raw = post(server, "/api/stream?orient=columns", SMALL)
+    assert len(stream_lines(raw)) == 1
+
+
+def test_a_newer_request_cancels_the_older(server):
+    client = {"X-Initscope-Client": "page-1"}
+    older: dict = {}
+
+    def first():
+        older["answer"] = post(server, "/api/stream?orient=columns", dict(STREAMED, depth=150), headers=client)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(0.3)  # the older stream is computing its first prefix
+    status, _, raw = post(server, "/api/stream?orient=columns", SMALL, headers=client)
+    assert status == 200 and stream_lines(raw)[-1]["final"] is True
+    thread.join(300)
+    messages = stream_lines(older["answer"][2])
+    assert messages[-1].get("status") == 429 and messages[-1].get("superseded") is True, messages[-1].keys()
+    assert not any(m.get("final") for m in messages)
+
+
+def test_depth_plan():
+    seed = initscope.make_config()
+    assert depth_plan(seed) == [10]
+    deep = initscope.make_config(depth=200, width=256, samples=500, trials=4)
+    plan = depth_plan(deep)
+    assert plan[-1] == 200 and plan == sorted(set(plan)) and len(plan) <= MAX_STEPS
+    assert request_size(dataclasses.replace(deep, depth=plan[0])) <= 3e6 or plan[0] == 1
+
+
+def test_download_is_what_initscope_run_writes(server, tmp_path):
+    query = "?depth=3&trials=2&init=normal&init=orthogonal&seed=4"
+    status, headers, raw = call(server.url, "/api/download" + query)
+    assert status == 200 and headers["content-type"] == "application/zip"
+    out = tmp_path / "cli"
+    cli = subprocess.run([sys.executable, "-c", "from initscope.cli import entry; entry()", "run", "--depth", "3",
+                          "--trials", "2", "--init", "normal,orthogonal", "--seed", "4", "--out", str(out),
+                          "--quiet"], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        names = sorted(zf.namelist())
+        # The folder's marker (.initscope: the command line that wrote it) has no counterpart in a download.
+        assert names == sorted(p.name for p in out.iterdir() if p.name != ".initscope")
+        assert "report.html" in names
+        for name in names:
+            if name.endswith((".csv", ".toml")):
+                assert zf.read(name) == (out / name).read_bytes(), name
+
+
+def test_meta_and_page(server):
+    status, _, raw = call(server.url, "/api/meta")
+    meta = json.loads(raw)
+    assert status == 200 and meta["fields"][:3] == ["init", "gain", "data"]
+    assert "mine.csv" in meta["choices"]["data"] and "sub/../mine.csv" not in meta["choices"]["data"]
+    status, headers, raw = call(server.url, "/")
+    assert status == 200 and b"<html" in raw.lower()
+    status, _, raw = call(server.url, "/static/plotly.min.js")
+    assert status == 200 and len(raw) > 1_000_000
+    assert call(server.url, "/static/..%2Fapi.py")[0] == 404
+    assert call(server.url, "/static/server.py")[0] == 404
+
+
+def test_sigint_stops_cleanly_and_frees_the_port():
+    srv = Server()
+    assert call(srv.url, "/api/health")[0] == 200
+    assert srv.stop() == 0, srv.errors
+    assert "stopped" in srv.lines[-1]
+    assert port_is_free(srv.port)
+    assert not [e for e in srv.errors if "Traceback" in e], srv.errors
+
+
+def test_sigint_while_computing_stops_too():
+    srv = Server()
+    thread = threading.Thread(target=lambda: call(srv.url, "/api/run", dict(STREAMED, depth=200), method="POST",
+                                                  timeout=120), daemon=True)
+    thread.start()
+    assert wait_until(lambda: json.loads(call(srv.url, "/api/health")[2])["running"] > 0, timeout=60)
+    assert srv.stop(timeout=30) == 0, srv.errors
+    assert "abandoned" in srv.lines[-1] and port_is_free(srv.port)
+
+
+def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
+    config = tmp_path / "c.toml"
+    config.write_text('depth = 17\ninit = ["orthogonal"]\ndata = "mine.csv"\n')
+    srv = Server("--host", "0.0.0.0", "--config", str(config), "--data-dir", str(data_dir), cwd=data_dir)
+    try:
+        meta = json.loads(call(srv.url, "/api/meta")[2])
+        assert meta["preload"]["depth"] == 17 and meta["preload"]["init"] == ["orthogonal"]
+        assert meta["preload"]["data"] == "mine.csv"
+    finally:
+        assert srv.stop() == 0
+    assert any("no authentication" in e for e in srv.errors), srv.errors
+    from initscope.cli import main
+
+    assert main(["explore", "--data-dir", str(tmp_path / "missing"), "--no-browser"]) == 2
+    assert main(["explore", "--port", "70000", "--no-browser"]) == 2
+    config.write_text("depth = 0\n")
+    assert main(["explore", "--config", str(config), "--no-browser"]) == 2
+
+
+def test_explore_is_a_command():
+    from initscope.cli import main
+
+    assert main(["explore", "--help"]) == 0
+    assert table_from_json({"rows": 0, "columns": ["a"], "data": {"a": []}, "constant": {}}, ["a"]).empty

@@ -1,0 +1,187 @@
+"""The explorer's page in a real browser: Chromium from the OS through playwright, offline.
+
+The server runs as a subprocess; every request that is not to it is aborted
+and recorded (plotly.js comes from the server, never a CDN). Latencies are
+measured and printed, never asserted. Like the report's browser tests, these
+FAIL rather than skip without Chromium (`apt-get install -y chromium`) or the
+Python driver (`pip install playwright`; never `playwright install`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+from conftest_explore import Server, call
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+SCREENSHOT = Path("/tmp/initscope-explore.png")
+TIMEOUT_MS = 180_000  # software WebGL on a busy 2-core machine is slow; nothing here is a timing test
+UPDATED = "n => Number(document.body.dataset.updates || 0) > n && window.explore.last.final"
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server()
+    yield srv
+    assert srv.stop() == 0, srv.errors
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `apt-get install -y chromium`.")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("The Python driver is missing: run `pip install playwright` (not `playwright install`).")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.errors, page.blocked = [], []
+        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+
+        def route(r):
+            if r.request.url.startswith(server.url):
+                r.continue_()
+            else:
+                page.blocked.append(r.request.url)
+                r.abort()
+
+        page.route("**/*", route)
+        page.set_default_timeout(TIMEOUT_MS)
+        start = time.perf_counter()
+        page.goto(server.url)
+        page.wait_for_function(UPDATED, arg=0)
+        print(f"\nfirst view: {time.perf_counter() - start:.2f} s from navigation")
+        yield page
+        browser.close()
+
+
+def updates(page) -> int:
+    return int(page.evaluate("Number(document.body.dataset.updates || 0)"))
+
+
+def change(page, selector: str, value) -> float:
+    """Set a control as a user would and wait for the views; returns seconds until they were redrawn."""
+    before = updates(page)
+    start = time.perf_counter()
+    if isinstance(value, list):
+        page.select_option(selector, value)
+    else:
+        page.fill(selector, str(value))
+    page.wait_for_function(UPDATED, arg=before)
+    return time.perf_counter() - start
+
+
+def layer_view(page) -> dict:
+    return page.evaluate("""() => {
+        const gd = document.getElementById('fig-layers');
+        return {frames: gd._transitionData._frames.length, steps: gd.layout.sliders[0].steps.length,
+                names: gd.data.map(t => t.name), dataset: Number(gd.dataset.frames)};
+    }""")
+
+
+def test_every_config_field_is_a_named_control(page, server):
+    meta = json.loads(call(server.url, "/api/meta")[2])
+    missing = [f for f in meta["fields"] if page.locator(f'[name="{f}"]').count() != 1]
+    assert not missing
+    for f in ("init", "gain", "depth", "width", "input_dim", "samples", "activation", "shift", "shift_scale",
+              "residual", "norm", "data", "trials", "seed"):
+        assert f in meta["fields"]
+
+
+def test_depth_and_init_controls_redraw_the_views(page):
+    assert layer_view(page)["frames"] == 11  # the seed's depth 10: layers 0..10
+    seconds = change(page, '[name="depth"]', 6)
+    view = layer_view(page)
+    assert view["frames"] == view["steps"] == view["dataset"] == 7
+    assert "depth=6" in page.url
+    latency = [seconds]
+    seconds = change(page, '[name="init"]', ["kaiming-normal", "orthogonal"])
+    latency.append(seconds)
+    view = layer_view(page)
+    assert view["names"] == ["kaiming-normal", "orthogonal"] and view["frames"] == 7
+    depth_names = page.evaluate("Array.from(new Set(document.getElementById('fig-depth').data.map(t => t.name)"
+                                ".filter(Boolean)))")
+    assert depth_names == ["kaiming-normal", "orthogonal"]
+    verdict = page.inner_text("#verdict")
+    assert "kaiming-normal" in verdict and "orthogonal" in verdict
+    # The depth slider, dragged a few steps: each step is one redraw.
+    for depth in (7, 8, 9):
+        before = updates(page)
+        start = time.perf_counter()
+        page.evaluate("d => { const r = document.querySelector('input[data-for=depth]'); r.value = d;"
+                      " r.dispatchEvent(new Event('input')); }", depth)
+        page.wait_for_function(UPDATED, arg=before)
+        latency.append(time.perf_counter() - start)
+        assert layer_view(page)["frames"] == depth + 1
+    # The 3-D view's frames hold every layer's points: moving to a layer shows them and says how far they spread.
+    shown = page.evaluate("""async () => {
+        const gd = document.getElementById('fig-layers');
+        await Plotly.animate(gd, ['3'], {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}});
+        return {title: gd.layout.annotations[0].text, points: gd.data[0].x.length,
+                same: gd.data[0].x.every((v, i) => v === gd._transitionData._frames[3].data[0].x[i])};
+    }""")
+    assert "layer 3: spread" in shown["title"] and shown["points"] == 100 and shown["same"], shown
+    inner = page.evaluate("window.explore.latencies")
+    last = page.evaluate("window.explore.last")
+    print(f"\nupdate latency (control change -> views redrawn), seconds: "
+          f"{', '.join(f'{s:.3f}' for s in latency)}; median {statistics.median(latency):.3f}; "
+          f"in-page (input event -> Plotly.react done), ms: {', '.join(f'{v:.0f}' for v in inner[-5:])}; "
+          f"last server timing {last['timing']} ms, drawing {last['draw']:.0f} ms")
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def test_the_url_carries_the_config(page):
+    url = page.url
+    assert "depth=9" in url and "init=kaiming-normal%2Corthogonal" in url
+    page.goto(url)
+    page.wait_for_function(UPDATED, arg=0)
+    assert page.input_value('[name="depth"]') == "9"
+    assert page.evaluate("Array.from(document.querySelector('[name=init]').selectedOptions).map(o => o.value)") \
+        == ["kaiming-normal", "orthogonal"]
+    assert layer_view(page)["frames"] == 10
+    href = page.get_attribute("#download", "href")
+    assert href.startswith("/api/download?") and "depth=9" in href
+
+
+def test_bad_input_shows_the_message_and_marks_the_field(page):
+    page.fill('[name="width"]', "0")
+    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    assert "The 'width' parameter must be" in page.inner_text("#status")
+    assert page.locator("#field-width.invalid").count() == 1
+    change(page, '[name="width"]', 12)
+    assert page.locator(".field.invalid").count() == 0
+    # The browser logs the refused request itself; that one is expected.
+    refused = [e for e in page.errors if "status of 400" in e]
+    assert len(refused) == 1
+    page.errors.remove(refused[0])
+
+
+def test_a_large_config_streams_its_first_layers(page, server):
+    # Above the streaming size: the views show the first depth prefix while the rest compute.
+    query = "?init=normal,orthogonal&depth=200&width=100&samples=200&trials=2&metrics=rms,effective_rank,dead_fraction"
+    page.goto(server.url + query)
+    page.wait_for_function("window.explore.partials > 0")
+    partial = page.evaluate("window.explore.last")
+    status = page.inner_text("#status")
+    page.wait_for_function(UPDATED, arg=0)
+    final = page.evaluate("window.explore.last")
+    assert partial["of"] == 200 and partial["depth"] < 200, partial
+    assert "so far" in status or partial["final"] is False
+    assert final["depth"] == 200 and layer_view(page)["frames"] == 201
+    print(f"\nstreamed: first {partial['depth']} of 200 layers shown after {partial['latency']:.0f} ms, "
+          f"all after {final['latency']:.0f} ms")
+
+
+def test_offline_and_no_errors(page):
+    assert not page.blocked, page.blocked
+    assert not page.errors, page.errors
