@@ -13,6 +13,12 @@ Cases (select with --cases, default all):
      (a) and (b) also print a kernel floor: the unavoidable kernels of one trial (weight draws,
      forward products, Gram matrices, eigvalsh), timed alone on one core, and the ceiling
      ratio they allow if two cores scaled perfectly and nothing else cost anything.
+     Both (a) and (b) also run the peers (../shared/bench/peer_numpy.py and peer_torch.py, batched numpy
+     and PyTorch scripts of the same study) in the same invocation: targets >= 3x peer_numpy at (a),
+     >= 8x peer_torch at (b).
+  s  start-up (benchmarks/everyday.py): import initscope, initscope --help, --version, each < 0.3 s.
+  r  report build: the default run's page < 0.5 s, 5 inits x 50 layers x 1000 samples < 3 s; the default
+     `initscope run` whole-process < 1.5 s.
   d  peak memory, depth 10 vs depth 200, each in a fresh subprocess (ru_maxrss at the end):
      1 init x 10 trials, width 256, 1000 samples, input 40; all metrics with readout "init",
      and spectra only. Target ratio <= 1.3. tracemalloc peaks in separate subprocesses.
@@ -43,11 +49,15 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import everyday  # noqa: E402  (start-up, report build and the peers)
+
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 DEFAULT_BASELINE = HERE.parents[2] / "shared/bench/seed_baseline.py"
 
-TARGETS = {"a_ratio": 10.0, "b_ratio": 25.0, "c_time_ratio": 5.0, "c_matmul_fraction": 0.5, "d_ratio": 1.3}
+TARGETS = {"a_ratio": 10.0, "b_ratio": 25.0, "c_time_ratio": 5.0, "c_matmul_fraction": 0.5, "d_ratio": 1.3,
+           "a_numpy_ratio": 3.0, "b_torch_ratio": 8.0}
 
 SEED = {"inits": "normal,sphere", "input_dim": 40, "width": 40, "depth": 10, "samples": 100}
 LARGE = {"inits": "normal,sphere", "input_dim": 40, "width": 256, "depth": 50, "samples": 1000}
@@ -158,7 +168,7 @@ def source_state() -> str:
     except OSError:
         rev = "?"
     if not _SOURCE_FILES:
-        import initscope.run  # noqa: F401
+        import initscope.study.runner  # noqa: F401
 
         _SOURCE_FILES.extend(sorted(Path(m.__file__) for name, m in list(sys.modules.items())
                                     if name.split(".")[0] == "initscope" and getattr(m, "__file__", None)))
@@ -395,7 +405,7 @@ def case_a(args, res: dict) -> None:
     T = args.trials_a
     kw = run_kwargs(SEED, T, metrics="effective_rank")
     log(f"  initscope: run({', '.join(f'{k}={v!r}' for k, v in kw.items())})")
-    base, mine = [], []
+    base, mine, peer = [], [], []
     if args.side in ("both", "baseline"):
         log(f"  baseline:  {Path(args.baseline).name} --inits {SEED['inits']} --trials {T} --input-dim 40 "
             f"--width 40 --depth 10 --samples 100")
@@ -405,7 +415,18 @@ def case_a(args, res: dict) -> None:
             base.append(b["trials_per_s"])
         if args.side in ("both", "initscope"):
             mine.append(n_inits(SEED) * T / time_initscope(kw, args.workers))
+        if args.side == "both":
+            p = everyday.run_peer("peer_numpy.py", SEED, T)
+            peer.append(p["trials_per_s"])
     out = {"trials_per_init": T, "total_trials": n_inits(SEED) * T, "repeats": args.repeats}
+    if peer and mine:
+        out["peer_numpy_trials_per_s_all"] = peer
+        out["peer_numpy_trials_per_s"] = max(peer)
+        out["numpy_ratio"] = max(mine) / max(peer)
+        log(f"  peer_numpy trials/s: {max(peer):9.1f}   (best of {len(peer)}: {', '.join(f'{x:.1f}' for x in peer)}; "
+            f"{p['command']})")
+        log(f"  ratio initscope/peer_numpy: {out['numpy_ratio']:.2f}x   target >= {TARGETS['a_numpy_ratio']:g}: "
+            f"{status(out['numpy_ratio'] >= TARGETS['a_numpy_ratio'])}")
     if base:
         out["baseline_trials_per_s_all"] = base
         out["baseline_trials_per_s"] = max(base)
@@ -444,6 +465,16 @@ def case_b(args, res: dict) -> None:
                    initscope_trials_per_s=n_inits(LARGE) * T / best)
         log(f"  initscope trials/s: {out['initscope_trials_per_s']:10.3f}   ({n_inits(LARGE) * T} trials, best of "
             f"{len(times)}: {', '.join(f'{t:.2f}' for t in times)} s)")
+    if args.side == "both" and "initscope_trials_per_s" in out:
+        for name, trials in (("peer_torch.py", args.peer_trials_large), ("peer_numpy.py", args.peer_trials_large)):
+            p = everyday.run_peer(name, LARGE, trials)
+            key = name.split(".")[0]
+            ratio = out["initscope_trials_per_s"] / p["trials_per_s"]
+            out[f"{key}_trials_per_s"], out[f"{key}_ratio"], out[f"{key}_command"] = p["trials_per_s"], ratio, p["command"]
+            target = TARGETS["b_torch_ratio"] if key == "peer_torch" else None
+            log(f"  {key} trials/s: {p['trials_per_s']:10.3f}   ({p['trials']} trials in {p['seconds']:.2f} s); "
+                f"ratio initscope/{key}: {ratio:.2f}x"
+                + (f"   target >= {target:g}: {status(ratio >= target)}" if target else ""))
     if "baseline_trials_per_s" in out and "initscope_trials_per_s" in out:
         ratio = out["initscope_trials_per_s"] / out["baseline_trials_per_s"]
         out["ratio"] = ratio
@@ -649,7 +680,7 @@ def case_d(args, res: dict) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--cases", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    p.add_argument("--cases", default="s,r,a,b,c,d", help="comma-separated subset of s,r,a,b,c,d")
     p.add_argument("--quick", action="store_true", help="few trials, shallower memory case: a smoke run")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="seed_baseline.py (default: %(default)s)")
@@ -672,7 +703,7 @@ def main(argv=None) -> int:
 
 def _main(args, p) -> int:
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    bad = set(cases) - set("abcd")
+    bad = set(cases) - set("srabcd")
     if bad:
         p.error(f"--cases: unknown {sorted(bad)}")
     args.baseline = args.baseline.resolve()
@@ -681,7 +712,9 @@ def _main(args, p) -> int:
     if args.quick:
         args.trials_a, args.repeats, args.trials_large, args.repeats_large = 20, 2, 2, 1
         args.baseline_trials_large, args.trials_mem, args.mem_depths, args.matmul_repeats = 1, 2, (10, 40), 3
+        args.peer_trials_large, args.everyday_repeats = 1, 2
     else:
+        args.peer_trials_large, args.everyday_repeats = 2, 5
         args.trials_a, args.repeats, args.trials_large, args.repeats_large = 100, 3, 10, 2
         args.baseline_trials_large, args.trials_mem, args.mem_depths, args.matmul_repeats = 2, 10, (10, 200), 7
 
@@ -701,10 +734,16 @@ def _main(args, p) -> int:
         time_initscope(run_kwargs(SEED, 2, metrics="effective_rank"), args.workers)  # warm-up: imports, caches
 
     busy: list[str] = []
-    for case, fn in (("a", case_a), ("b", case_b), ("c", case_c), ("d", case_d)):
+    def case_s(args, res):
+        res["s"] = everyday.case_startup(args.everyday_repeats)
+
+    def case_r(args, res):
+        res["r"] = everyday.case_report(args.everyday_repeats)
+
+    for case, fn in (("s", case_s), ("r", case_r), ("a", case_a), ("b", case_b), ("c", case_c), ("d", case_d)):
         if case not in cases:
             continue
-        if case in "cd" and args.side == "baseline":
+        if case in "cdsr" and args.side == "baseline":
             continue
         load = os.getloadavg()
         res.setdefault("loadavg_before_case", {})[case] = load
@@ -727,6 +766,22 @@ def _main(args, p) -> int:
         args.launcher.close()
     log(f"\n== summary  (load average at the end: {os.getloadavg()})")
     rows = []
+    for name, v in res.get("s", {}).get("probes", {}).items():
+        rows.append((f"(s) {name}", f"{v['best_s']:.3f} s", f"< {everyday.TARGETS['startup_s']:g} s",
+                     v["best_s"] < everyday.TARGETS["startup_s"]))
+    for key, label in (("report_default_s", "(r) report build, default run"),
+                       ("report_large_s", "(r) report build, 5 inits x 50 x 1000"),
+                       ("run_default_s", "(r) initscope run, whole process")):
+        if key in res.get("r", {}):
+            v = res["r"][key]["best_s"]
+            rows.append((label, f"{v:.3f} s", f"< {everyday.TARGETS[key]:g} s", v < everyday.TARGETS[key]))
+    if "numpy_ratio" in res.get("a", {}):
+        rows.append(("(a) seed scale vs peer_numpy", f"{res['a']['numpy_ratio']:.2f}x",
+                     f">= {TARGETS['a_numpy_ratio']:g}x", res["a"]["numpy_ratio"] >= TARGETS["a_numpy_ratio"]))
+    if "peer_torch_ratio" in res.get("b", {}):
+        rows.append(("(b) large vs peer_torch", f"{res['b']['peer_torch_ratio']:.2f}x",
+                     f">= {TARGETS['b_torch_ratio']:g}x", res["b"]["peer_torch_ratio"] >= TARGETS["b_torch_ratio"]))
+        rows.append(("(b) large vs peer_numpy", f"{res['b']['peer_numpy_ratio']:.2f}x", "(context)", True))
     if "ratio" in res.get("a", {}):
         rows.append(("(a) seed-scale speed-up", f"{res['a']['ratio']:.2f}x", f">= {TARGETS['a_ratio']:g}x",
                      res["a"]["ratio"] >= TARGETS["a_ratio"]))

@@ -403,3 +403,39 @@ def test_missing_data_file_names_data(tmp_path):
     with pytest.raises(ValueError) as info:
         make_config(data=str(path))
     assert_names(str(info.value), "data", str(path))
+
+
+def _rows_file(tmp_path, rows: int = 150):
+    path = tmp_path / "rows.csv"
+    x = np.random.default_rng(1).standard_normal((rows, 3))
+    path.write_text("a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in x) + "\n")
+    return path
+
+
+def test_a_data_file_uses_all_its_rows_unless_samples_is_given(tmp_path):
+    from initscope.study.config import subsample_note
+
+    path = _rows_file(tmp_path)
+    config = make_config(data=str(path))
+    assert config.samples == 150 and subsample_note(config) is None
+    assert make_config(data="iris").samples == 150
+    fewer = make_config(data=str(path), samples=100)
+    assert fewer.samples == 100
+    assert subsample_note(fewer).startswith("samples: 100 of the 150 rows of ")
+    assert subsample_note(make_config()) is None  # synthetic data: nothing to subsample
+
+
+def test_the_cli_says_once_that_it_subsamples_and_not_otherwise(tmp_path, capsys):
+    from initscope.cli.app import main
+
+    path = _rows_file(tmp_path)
+    base = ["run", "--data", str(path), "--trials", "2", "--depth", "2", "--no-report", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--samples", "40"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("note: samples: 40 of the 150 rows") == 1
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    assert "note: samples" not in capsys.readouterr().err
+    import pandas as pd
+
+    metrics = pd.read_csv(tmp_path / "b" / "metrics.csv")
+    assert set(metrics["samples"]) == {150}

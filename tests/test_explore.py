@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -77,6 +78,13 @@ def test_config_equals_initscope_run_in_both_forms(server):
         assert_answer_equals_run(answer, expected)
     assert answer["gains"] == {"kaiming-normal": 1.2, "orthogonal": 1.2}
     assert {row["init"] for row in answer["verdict"]["flags"]} == {"kaiming-normal", "orthogonal"}
+    # The verdict in words is the study's, for the same run.
+    from initscope.study.verdict import run_verdict
+
+    words = run_verdict(expected.metrics, expected.spectra, expected.flags, config=expected.config,
+                        gains=expected.gains)
+    assert answer["verdict"]["lines"] == words.lines()
+    assert [v["title"] for v in answer["verdict"]["initializers"]] == ["kaiming-normal (gain 1.2)", "orthogonal (gain 1.2)"]
 
 
 def test_overflow_is_a_result_nan_as_null(server):
@@ -314,6 +322,10 @@ def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
     assert main(["explore", "--port", "70000", "--no-browser"]) == 2
     config.write_text("depth = 0\n")
     assert main(["explore", "--config", str(config), "--no-browser"]) == 2
+    with socket.socket() as taken:  # a port in use is one line and exit 2, not a traceback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        assert main(["explore", "--port", str(taken.getsockname()[1]), "--no-browser"]) == 2
 
 
 def test_explore_is_a_command():

@@ -21,7 +21,7 @@ from conftest_explore import Server, call
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]
-SCREENSHOT = Path("/tmp/initscope-explore.png")
+SCREENSHOT = Path(f"/tmp/initscope-explore-{os.getpid()}.png")  # several checkouts may run this at once
 TIMEOUT_MS = 180_000  # software WebGL on a busy 2-core machine is slow; nothing here is a timing test
 UPDATED = "n => Number(document.body.dataset.updates || 0) > n && window.explore.last.final"
 
@@ -138,6 +138,7 @@ def test_depth_and_init_controls_redraw_the_views(page):
           f"in-page (input event -> Plotly.react done), ms: {', '.join(f'{v:.0f}' for v in inner[-5:])}; "
           f"last server timing {last['timing']} ms, drawing {last['draw']:.0f} ms")
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+    print(f"screenshot: {SCREENSHOT}")
 
 
 def test_the_url_carries_the_config(page):

@@ -119,10 +119,10 @@ def test_run_table_uses_the_median_over_trials():
     assert F.flags_table(metrics).iloc[0][F.DEAD_COLUMN] == F.NEVER
 
 
-def test_run_table_explains_all_zero_gradients_from_a_zero_readout():
+def test_run_table_says_a_zero_readout_leaves_gradients_unmeasured():
     metrics = _metrics({"rms": [1.0, 1.0], "grad_norm": [math.nan, 0.0]}, readout="zeros")
     cell = F.flags_table(metrics).iloc[0]["hidden-layer gradients"]
-    assert cell == "all exactly 0: the readout is all zeros, so no gradient reaches any hidden layer"
+    assert cell == "not measured: the readout is zero, as in the post; use --readout init" == F.READOUT_ZERO
     metrics["readout"] = "gaussian"
     assert F.flags_table(metrics).iloc[0]["hidden-layer gradients"] == "all exactly 0"
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from initscope import run
-from initscope.core.fitted import LAYER_INITIALIZERS, quantile_shifts
+from initscope.core.fitted import quantile_shifts
+from initscope.core.initializers import LAYER_INITIALIZERS
 from initscope.core.network import Architecture, layer_forward
 from initscope.study.runner import materialize
 from initscope.study.config import make_config

@@ -333,6 +333,32 @@ def test_report_rebuild_keeps_the_users_figures_and_refuses_a_page_it_did_not_wr
     assert code == 2 and "report.html" in one_error_line(err)
 
 
+SWEEP = 'init = ["normal"]\ndepth = [2, 3]\nwidth = 8\nsamples = 10\ntrials = 1\nmetrics = "rms,effective_rank"\n'
+
+
+def test_sweep_refuses_a_report_html_it_did_not_write_before_sweeping(capsys, tmp_path):
+    pytest.importorskip("plotly")
+    (tmp_path / "grid.toml").write_text(SWEEP)
+    out = with_user_files(tmp_path / "sweep")
+    sweep = ["sweep", str(tmp_path / "grid.toml"), "--out", str(out), "--workers", "1", "--quiet"]
+    code, _, err = cli(capsys, *sweep)
+    assert code == 2 and "report.html" in one_error_line(err)
+    assert not (out / "results.sqlite").exists()  # refused before running anything
+    code, _, err = cli(capsys, *sweep, "--no-report")
+    assert code == 0, err
+    store = out / "results.sqlite"
+    code, _, err = cli(capsys, "report", str(store))
+    assert code == 2 and "report.html" in one_error_line(err)
+    assert user_files_intact(out)
+    for _ in range(2):  # a page of its own, in any folder: listed by the marker, so replaced the second time
+        code, _, err = cli(capsys, "report", str(store), "--out", str(out / "page.html"))
+        assert code == 0, err
+    assert read_marker(out)["files"] == {"page.html": "sweep"}
+    assert cli(capsys, "report", str(store), "--overwrite")[0] == 0
+    assert (out / "report.html").read_bytes() != USER_FILES["report.html"]
+    assert (out / "figures" / "my_plot.png").read_bytes() == USER_FILES["figures/my_plot.png"]
+
+
 FACTORY = textwrap.dedent(
     """
     from torch import nn

@@ -50,12 +50,12 @@ def _frame_layers(fig) -> list[int]:
 
 def test_page_has_every_section_with_one_figure_each(page):
     parsed = parse_page(page)
-    assert parsed.sections[0] == "flags"
+    assert parsed.sections[:2] == ["verdict", "flags"]
     assert parsed.sections[-1] == "config"
     for section in FIGURE_SECTIONS:
         assert section in parsed.sections
         assert parsed.figures[section] == 1, section
-    assert parsed.figures.get("flags", 0) == 0
+    assert parsed.figures.get("flags", 0) == parsed.figures.get("verdict", 0) == 0
     assert sum(parsed.figures.values()) == len(FIGURE_SECTIONS)
 
 
@@ -84,10 +84,12 @@ def test_page_states_version_seed_and_command(page, seed_result):
     assert f"--depth {config.depth}" in page
 
 
-def test_flags_come_first_and_say_gradients_are_zero(page):
-    flags = page.index('id="flags"')
-    assert flags < page.index('id="layers-3d"')
-    assert "all exactly 0: the readout is all zeros" in page
+def test_verdict_then_flags_come_first_and_the_zero_readout_is_neutral(page):
+    verdict, flags = page.index('id="verdict"'), page.index('id="flags"')
+    assert verdict < flags < page.index('id="layers-3d"')
+    assert re.search(r"<section[^>]*>", page).group(0) == '<section id="verdict">'
+    cell = '<td class="">not measured: the readout is zero, as in the post; use --readout init</td>'
+    assert cell in page  # neutral: no "hit" colour for the post's own setting
 
 
 def test_write_report_is_atomic_and_replaces(seed_result, tmp_path):
@@ -290,7 +292,7 @@ def test_flags_table_in_plain_words():
     assert normal["over half the units dead"] == "layer 2 (70% of units dead)"
     assert normal["overflow"] == "layer 3 (in 1 of 2 trials)"
     assert normal["collapse"] == "layer 3 (in 1 of 2 trials)"
-    assert normal["hidden-layer gradients"].startswith("all exactly 0: the readout is all zeros")
+    assert normal["hidden-layer gradients"] == "not measured: the readout is zero, as in the post; use --readout init"
     assert (sphere.iloc[:5] == "never").all()
     assert sphere["hidden-layer gradients"] == "nonzero (smallest median 0.167, at layer 3)"
 
@@ -445,3 +447,35 @@ def test_the_page_command_line_reproduces_the_run_config(tmp_path):
     assert args[:2] == ["initscope", "run"]
     assert main(args[1:] + ["--out", str(tmp_path / "again"), "--quiet", "--no-report"]) == 0
     assert report.load_run(tmp_path / "again").config == original
+
+
+def test_an_inspection_made_in_python_shows_a_python_snippet_that_reruns_it(tmp_path):
+    """No `initscope run --model ...` (there is no such command): the page gives the API call, and it runs."""
+    import html as html_mod
+
+    import torch
+
+    import initscope.torch as it
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    inputs = torch.randn(32, 4)
+    page = report.write_report(it.inspect(model, inputs, mode="eval"), tmp_path / "report.html").read_text()
+    assert "initscope run" not in page and "Rerun from Python:" in page
+    snippet = html_mod.unescape(re.search(r"Rerun from Python:</p><pre>(.*?)</pre>", page, re.S).group(1))
+    assert "it.inspect(model, inputs, label='model', mode='eval', seed=0)" in snippet
+    # The two placeholder lines (model = ..., inputs = ...) are what the reader fills in; here they exist.
+    code = "\n".join(line for line in snippet.splitlines() if not line.startswith(("model = ...", "inputs = ...")))
+    namespace = {"model": model, "inputs": inputs}
+    work = tmp_path / "rerun"
+    work.mkdir()
+    import os
+
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        exec(compile(code, "snippet", "exec"), namespace)  # noqa: S102 - the page's own snippet, on our model
+    finally:
+        os.chdir(here)
+    assert (work / "report.html").is_file()
+    assert namespace["result"].metrics["value"].equals(it.inspect(model, inputs, mode="eval").metrics["value"])

@@ -22,6 +22,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 MARKER = f"--initscope-test={os.getpid()}"  # an inert switch that finds this browser's processes
 SCREENSHOT = Path("/tmp/initscope-report.png")
 DEPTH = 6
+INITS = ("normal", "sphere", "kaiming-normal")
 RENDERED = """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
     .every(gd => gd._fullLayout && gd.querySelector('.main-svg'))"""
 
@@ -76,7 +77,7 @@ class Opened:
 def opened(browser, tmp_path_factory):
     from initscope.report import write_report
 
-    result = small_run(depth=DEPTH, samples=60, shift="zeros", init=("normal", "sphere", "kaiming-normal"))
+    result = small_run(depth=DEPTH, samples=60, shift="zeros", init=INITS)
     path = write_report(result, tmp_path_factory.mktemp("browser") / "report.html")
     page = Opened(browser, path)
     yield page
@@ -94,6 +95,22 @@ def test_page_opens_offline_without_errors(opened):
     assert opened.errors == []
     assert opened.blocked == []
     assert opened.dialogs == []
+
+
+def test_the_verdict_is_the_first_section_and_names_every_initializer(opened):
+    first = opened.js("""() => {
+        const s = document.querySelector('section');
+        return {id: s.id, heading: s.querySelector('h2').textContent,
+                items: Array.from(s.querySelectorAll('ul.verdict > li'), li => li.innerText),
+                visible: s.getBoundingClientRect().height > 0};
+    }""")
+    assert first["id"] == "verdict" and first["heading"] == "Verdict" and first["visible"]
+    assert len(first["items"]) == len(INITS)
+    for item, init in zip(first["items"], INITS):
+        assert item.startswith(f"{init} (gain ")  # one paragraph per initializer, in the run's order
+        assert "layer" in item  # sentences with numbers, not a bare name
+    top = opened.js("() => document.getElementById('verdict').getBoundingClientRect().top + window.scrollY")
+    assert top < opened.js("() => document.getElementById('flags').getBoundingClientRect().top + window.scrollY")
 
 
 def test_every_figure_rendered(opened):

@@ -60,7 +60,7 @@ def test_interrupt_stops_at_once_and_leaves_nothing(tmp_path, sig, status):
     proc = start_computing(out)
     code, err = stop(proc, sig)
     assert code == status, err
-    assert err.splitlines()[-1] == "initscope: interrupted; nothing was written"
+    assert err.splitlines()[-1] == "initscope: interrupted; nothing was left half-written"
     assert list(tmp_path.iterdir()) == []  # no temporary folder, no target
 
 

@@ -1,133 +1,139 @@
-"""The `initscope` command line: `initscope run` and `initscope report`.
+"""The `initscope` command line: a group whose commands load only when they run.
+
+`initscope --help`, `-h`, `--version` and shell completion of command names
+import none of the command modules (and so neither pandas, scipy nor
+plotly): each command is named here with its one-line help, and its module
+(`initscope.cli.run`, `.inspect`, `.certify`, `.compare`, `.sweep`, `.phase`, `.explore`) is
+imported when the command is resolved to run, or asked for its own help.
 
 Bad input is one line on stderr and exit status 2; anything unexpected is
-exit status 1; Ctrl-C is 130 and SIGTERM 143. Output files are written to a
-temporary folder beside `--out` and moved into place only when everything
-succeeded (`initscope.cli.common.output_folder`), so a failed or interrupted run
-leaves nothing half-written, an earlier run's files are replaced whole or not at
-all, and a file initscope did not write is never touched.
+exit status 1; Ctrl-C is 130 and SIGTERM 143 (`initscope.cli.common.run_app`).
+
+Shell completion (bash, zsh, fish), e.g. in ~/.bashrc:
+
+    eval "$(_INITSCOPE_COMPLETE=bash_source initscope)"
+
+(`zsh_source` and `fish_source` for the other shells).
 """
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-from typing import Optional
+import difflib
+import importlib
+from typing import NamedTuple
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from initscope.cli.common import (
-    BadInput,
-    Out,
-    Overwrite,
-    args_or_help,
-    exit_process,
-    has_report_extra,
-    output_folder,
-    parse_workers,
-    run_app,
-    with_config_flags,
-    workers_option,
-    write_run,
-)
-from initscope.study.config import load_config, make_config
+from initscope.cli.common import BadInput, args_or_help, exit_process, run_app
+
+try:  # typer ≥ 0.16 vendors click; older ones use the installed click
+    from typer import _click as click
+except ImportError:  # pragma: no cover - depends on the installed typer
+    import click
+
+__all__ = ["app", "main", "entry", "BadInput", "OUTPUT_FILES", "COMMANDS", "LazyGroup"]
+
+OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "config.toml")
+
+
+class Lazy(NamedTuple):
+    """Where a command lives and its one-line help (checked against its docstring by the tests)."""
+
+    module: str
+    attr: str
+    short_help: str
+
+
+# In the order `initscope --help` lists them.
+COMMANDS: dict[str, Lazy] = {
+    "run": Lazy("initscope.cli.run", "run_command",
+                "Run the study (defaults: the seed post's) and write tidy CSVs, config.toml and report.html."),
+    "report": Lazy("initscope.cli.run", "report_command",
+                   "Rebuild report.html from a run folder's CSVs, or build the sweep report of a results store."),
+    "inspect": Lazy("initscope.cli.inspect", "inspect_command",
+                    "Run your model on a batch and write per-layer metrics, spectra, flags and report.html."),
+    "certify": Lazy("initscope.cli.certify", "certify_command",
+                    "Certify per layer that no two samples merge and no input direction is lost (exit 0 yes, 3 no)."),
+    "compare-fixes": Lazy("initscope.cli.compare", "compare_fixes_command",
+                          "Run the seed's network (input_dim = width = 40) under every fix and rank them by what "
+                          "survives."),
+    "sweep": Lazy("initscope.cli.sweep", "sweep_command",
+                  "Run every configuration of a sweep file into a results store, skipping what it already holds."),
+    "results": Lazy("initscope.cli.sweep", "results_command",
+                    "Summarise a results store (configurations, trials done/failed, rows per metric) and export a "
+                    "table."),
+    "phase": Lazy("initscope.cli.phase", "phase_command",
+                  "Draw the order-to-chaos phase diagram (χ₁ = 1 line, ξ_c and ξ_q) and optionally measure ξ_c."),
+    "explore": Lazy("initscope.cli.explore", "explore_command",
+                    "Serve an interactive page: every config field a control, every view redrawn as you change them."),
+}
+
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def load_command(name: str) -> click.Command:
+    """The real click command `name`: its module imported, its function turned into a command by Typer."""
+    spec = COMMANDS[name]
+    function = getattr(importlib.import_module(spec.module), spec.attr)
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=_CONTEXT)
+    single.command(name)(function)
+    return typer.main.get_command(single)
+
+
+class LazyGroup(TyperGroup):
+    """A Typer group that lists `COMMANDS` by name and imports one only to run it.
+
+    Listing (the group's help, completion of command names) gets a stand-in
+    that carries the name and the one-line help; resolving a command to run
+    it, or to complete its options, loads the real one.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            return self.commands.get(cmd_name) or TyperCommand(cmd_name, help=COMMANDS[cmd_name].short_help)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            name, cmd, rest = super().resolve_command(ctx, args)
+        except click.exceptions.UsageError as exc:
+            close = difflib.get_close_matches(args[0], list(COMMANDS)) if args else []
+            if close and "Did you mean" not in exc.message:
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?"
+            raise
+        if name in COMMANDS and name not in self.commands:
+            self.commands[name] = load_command(name)
+        return name, (self.commands.get(name) or cmd), rest
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from initscope import __version__
+
+        typer.echo(f"initscope {__version__}")
+        raise typer.Exit(0)
+
 
 app = typer.Typer(
-    add_completion=False,
+    cls=LazyGroup,
+    add_completion=True,
     no_args_is_help=True,
     help="See and measure what a neural network does to data at initialization, layer by layer.",
     pretty_exceptions_enable=False,
+    context_settings=_CONTEXT,
 )
 
-OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "config.toml")
-__all__ = ["app", "main", "entry", "BadInput", "OUTPUT_FILES"]
 
-
-@app.command("run")
-@with_config_flags
-def run_command(
-    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
-    out: Out = "initscope-out",
-    overwrite: Overwrite = False,
-    fields: dict | None = None,
-    workers: workers_option("Threads over trials (default: cores).") = None,
-    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
-    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
-    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                 help="Print initscope's version and exit."),
 ) -> None:
-    """Run the study (defaults: the seed post's) and write tidy CSVs, config.toml and report.html."""
-    try:
-        cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
-    except (ValueError, TypeError) as exc:
-        raise BadInput(str(exc)) from None
-    n_workers = parse_workers(workers)
-
-    from initscope.study.runner import run
-
-    with output_folder(out, command="run", overwrite=overwrite) as folder:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = run(cfg, workers=n_workers)
-        for w in caught:
-            typer.echo(f"warning: {w.message}", err=True)
-        write_run(folder, result, report=report, png=png)
-    if not quiet:
-        from initscope.cli.summary import print_summary
-
-        print_summary(result, Path(out))
-
-
-@app.command("report")
-def report_command(
-    folder: Path = typer.Argument(..., help="A run's output folder, or a results store written by `initscope sweep`."),
-    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures (run folders)."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH", help="Sweep report only: the .html file (default: report.html beside the store)."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Sweep report only: metric(s), comma-separated (default: effective_rank)."),
-    x: Optional[str] = typer.Option(None, "--x", help="Sweep report only: heat-map x axis, a config field (default: depth)."),
-    y: Optional[str] = typer.Option(None, "--y", help="Sweep report only: heat-map y axis, a config field (default: width)."),
-    group_by: str = typer.Option("init", "--group-by", help="Sweep report only: config field the depth curves are grouped by."),
-    overwrite: Overwrite = False,
-) -> None:
-    """Rebuild report.html from a run folder's CSVs, or build the sweep report of a results store."""
-    if folder.is_file():
-        from initscope.cli.sweep import is_store, sweep_report
-
-        if is_store(folder):
-            sweep_report(folder, out, metric=metric, x=x, y=y, group_by=group_by)
-            return
-    if not folder.is_dir() or not (folder / "metrics.csv").is_file():
-        raise BadInput(f"The 'folder' parameter must be a run folder containing metrics.csv or a results store. Got {str(folder)!r} instead.")
-    has_report_extra(required=True)
-    from initscope import report as report_mod
-    from initscope.report.writer import read_marker
-
-    try:
-        tables = report_mod.load_run(folder)
-    except (ValueError, KeyError) as exc:
-        raise BadInput(f"The 'folder' parameter must hold a readable run: {exc}") from None
-    # The page belongs to the run that wrote the folder (run or inspect): a later run replaces it.
-    owner = (read_marker(folder) or {"files": {}})["files"].get("metrics.csv", "run")
-    with output_folder(folder, command=owner, overwrite=overwrite, replace=False, writes=("report.html",)) as staging:
-        report_mod.write_report(tables, staging / "report.html", png=png)
-    typer.echo(f"wrote {folder / 'report.html'}")
-
-
-from initscope.cli.inspect import inspect_command  # noqa: E402  (torch is imported only when the command runs)
-
-app.command("inspect")(inspect_command)
-
-from initscope.cli.compare import compare_fixes_command  # noqa: E402
-from initscope.cli.certify import certify_command  # noqa: E402
-from initscope.cli.sweep import results_command, sweep_command  # noqa: E402
-from initscope.cli.phase import phase_command  # noqa: E402
-from initscope.cli.explore import explore_command  # noqa: E402  (starlette is imported only when it runs)
-
-app.command("certify")(certify_command)
-app.command("compare-fixes")(compare_fixes_command)
-app.command("sweep")(sweep_command)
-app.command("results")(results_command)
-app.command("phase")(phase_command)
-app.command("explore")(explore_command)
+    """See and measure what a neural network does to data at initialization, layer by layer."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,16 +115,9 @@ def _network(cfg, name: str):
 
     With init_train on, the parameters are the trained ones, as `run` measures them.
     """
-    import numpy as np
+    from initscope.study.model import networks
 
-    from initscope.study.runner import materialize, trained
-
-    with np.errstate(all="ignore"):
-        X, _, params = materialize(cfg, name)
-        if cfg.init_train != "none":
-            # The same training (and generator) as `run`, so that both measure the same networks.
-            params, _ = trained(cfg, name, X)
-    return X, params
+    return networks(cfg, name)
 
 
 def _print_certificate(name: str, cert, cfg) -> None:

@@ -37,7 +37,7 @@ try:  # typer ≥ 0.16 vendors click; older ones use the installed click
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException as UsageError
 
-__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "write_files", "write_run",
+__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "check_output", "write_files", "write_run",
            "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
            "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
@@ -67,7 +67,7 @@ def run_app(app: typer.Typer, args: list[str]) -> int:
     finally:
         _ARGV.reset(token)
     if status == EXIT_INTERRUPTED:
-        typer.echo("initscope: interrupted; nothing was written", err=True)
+        typer.echo("initscope: interrupted; nothing was left half-written", err=True)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     return status
 
@@ -196,18 +196,29 @@ def output_folder(out: str | os.PathLike | None, *, command: str, overwrite: boo
         raise BadInput(str(exc)) from None
 
 
+def check_output(out: str | os.PathLike | None, *, command: str, overwrite: bool = False, replace: bool = True,
+                 writes: tuple[str, ...] = ()) -> None:
+    """`output_folder`'s checks alone, creating nothing (bad input before a long computation)."""
+    from initscope.report.writer import Output, OutputError
+
+    try:
+        Output.check(out, command=command, overwrite=overwrite, replace=replace, writes=writes)
+    except OutputError as exc:
+        raise BadInput(str(exc)) from None
+
+
 def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, report_source=None,
                 png: bool = False) -> None:
-    """`initscope.report.writer.write_files`, with report.html skipped (and a note) without plotly."""
-    from initscope.report.writer import write_files as write
+    """`initscope.report.run_files.write_files`, with report.html skipped (and a note) without plotly."""
+    from initscope.report.run_files import write_files as write
 
     write(folder, tables, texts, report_source=report_source if report_source is not None and has_report_extra()
           else None, png=png)
 
 
 def write_run(folder: Path, result, *, report: bool, png: bool) -> None:
-    """`initscope.report.writer.write_run`, with report.html skipped (and a note) without plotly."""
-    from initscope.report.writer import write_run as write
+    """`initscope.report.run_files.write_run`, with report.html skipped (and a note) without plotly."""
+    from initscope.report.run_files import write_run as write
 
     write(folder, result, report=report and has_report_extra(), png=png)
 
@@ -231,7 +242,8 @@ class ConfigFlag:
     input_dim = _flag("Input dimension (synthetic data) (default: 3).", "--input-dim", metavar="INT")
     width = _flag("Units per hidden layer (default: 40).", "--width", metavar="INT")
     depth = _flag("Hidden layers (default: 10).", "--depth", metavar="INT")
-    samples = _flag("Samples per trial (default: 100).", "--samples", metavar="INT")
+    samples = _flag("Samples per trial (default: 100; a data file or dataset: all its rows, and fewer draw a random "
+                    "subset per trial).", "--samples", metavar="INT")
     activation = _flag("relu, leaky_relu, tanh, gelu, identity (default: relu).", "--activation")
     shift = _flag("linspace, zeros, normal, uniform, quantile (default: linspace).", "--shift")
     shift_scale = _flag("Scale of the shifts (default: 1).", "--shift-scale", metavar="FLOAT")

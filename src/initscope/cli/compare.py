@@ -34,7 +34,6 @@ def compare_fixes_command(
 ) -> None:
     """Run the seed's network (input_dim = width = 40) under every fix and rank them by what survives."""
     from rich.console import Console
-    from rich.table import Table
 
     from initscope.report.writer import mark_folder
 
@@ -64,18 +63,49 @@ def compare_fixes_command(
 
     console = Console()
     for depth, rows in ranking.groupby("depth", sort=True):
-        table = Table(title=f"depth {depth}: ranked by certified share, then last-layer jacobian_rank, linear_r2, effective_rank",
-                      title_justify="left")
-        for col in ["rank", "fix", "certified_share", "first_uncertified_layer", "jacobian_rank", "linear_r2",
-                    "effective_rank", "rms_ratio"]:
-            table.add_column(col, justify="right" if col != "fix" else "left")
-        for _, r in rows.iterrows():
-            table.add_row(str(r["rank"]), r["fix"], f"{r['certified_share']:.2f}",
-                          "never" if r["first_uncertified_layer"] < 0 else str(r["first_uncertified_layer"]),
-                          f"{r['jacobian_rank']:.3g}", f"{r['linear_r2']:.3g}", f"{r['effective_rank']:.3g}",
-                          f"{r['rms_ratio']:.3g}")
-        console.print(table)
+        console.print(ranking_table(rows, title=f"depth {depth}: ranked by certified share, then last-layer "
+                                                "jacobian_rank, linear_r2, effective_rank"))
+    console.print(LEGEND, highlight=False)
     console.print(f"wrote {out}/ (index.html, ranking.csv, one folder per fix and depth)")
+
+
+# Short headers keep the table inside 80 columns, so that no fix name is ever cut; the legend says what they mean.
+_COLUMNS = (("#", "rank"), ("fix", "fix"), ("certified", "certified_share"), ("lost from", "first_uncertified_layer"),
+            ("jac_rank", "jacobian_rank"), ("lin_r2", "linear_r2"), ("eff_rank", "effective_rank"),
+            ("rms×", "rms_ratio"))
+LEGEND = ("certified: share of trials certified injective at every layer; lost from: the first layer some trial "
+          "is not certified; jac_rank, lin_r2, eff_rank: the last layer's median jacobian_rank, linear_r2 "
+          "(leave-one-out) and effective_rank; rms×: the last layer's rms over the input's.")
+
+
+def _num(value: float) -> str:
+    """Three significant digits, short exponents (9.34e31, -0.0409), so numbers fit their column."""
+    return f"{value:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+def first_lost(value) -> str:
+    """'never' when every layer is certified (an empty cell in ranking.csv), else 'layer l'."""
+    import pandas as pd
+
+    return "never" if pd.isna(value) else f"layer {int(value)}"
+
+
+def ranking_table(rows, *, title: str):
+    """One depth's ranking as a rich table whose fix names are never cut (they set the column's width)."""
+    from rich import box
+    from rich.table import Table
+
+    # No cell padding: SIMPLE_HEAD already puts a space between columns, so the 8 columns fit in 80.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False)
+    for header, column in _COLUMNS:
+        if column == "fix":
+            table.add_column(header, no_wrap=True, min_width=max(len(str(f)) for f in rows["fix"]))
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
+    for _, r in rows.iterrows():
+        table.add_row(str(r["rank"]), str(r["fix"]), f"{r['certified_share']:.2f}", first_lost(r["first_uncertified_layer"]),
+                      *(_num(float(r[c])) for c in ("jacobian_rank", "linear_r2", "effective_rank", "rms_ratio")))
+    return table
 
 
 def index_page(ranking, *, linked: bool = True) -> str:
@@ -98,7 +128,9 @@ def index_page(ranking, *, linked: bool = True) -> str:
             cells = []
             for c in cols:
                 v = r[c]
-                if c == "fix":
+                if c == "first_uncertified_layer":
+                    cells.append(f"<td>{html.escape(first_lost(v))}</td>")
+                elif c == "fix":
                     label = html.escape(str(v))
                     href = html.escape(f"{v}-depth{int(depth)}/report.html")
                     cells.append(f"<td class='l'><a href='{href}'>{label}</a></td>" if linked else f"<td class='l'>{label}</td>")

@@ -36,8 +36,6 @@ __all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES"
 DEFAULT_OUT = Path("initscope-inspect")
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
                 "config.toml")
-_SHORT = {"effective_rank": "eff_rank", "dead_fraction": "dead", "jacobian_rank": "jac_rank",
-          "mean_cosine": "cos", "token_cosine": "tok_cos"}
 _TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "token_cosine", "jacobian_rank",
                   "grad_norm")
 
@@ -263,6 +261,7 @@ def _print(result, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from initscope.core.metrics import METRICS
     from initscope.torch import diagnose, flag_table
 
     console = Console(width=None if sys.stdout.isatty() else 180)
@@ -275,7 +274,7 @@ def _print(result, out: Path) -> None:
     for column in ("layer", "module", "type", "layout", "shape", "units"):
         table.add_column(column, justify="right" if column in ("layer", "units") else "left")
     for m in present:
-        table.add_column(_SHORT.get(m, m), justify="right")
+        table.add_column(METRICS[m].label, justify="right")
     table.add_column("flags")
     for row in result.layers.itertuples(index=False):
         cells = [str(row.layer), row.module, row.module_type, row.layout, row.shape, str(row.units)]

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from initscope.core.metrics import METRICS
 from initscope.study.flags import flags_table
 
-SUMMARY_METRICS = ("rms", "std", "effective_rank", "numerical_rank", "dead_fraction",
-                   "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm")
-_SHORT = {"effective_rank": "eff_rank", "numerical_rank": "num_rank", "dead_fraction": "dead",
-          "mean_cosine": "cos", "distance_corr": "dist_corr", "jacobian_rank": "jac_rank"}
+
+def summary_metrics() -> list[str]:
+    """The table's metric columns: registry entries marked `summary`, in registry order (registered ones too)."""
+    return [name for name, entry in METRICS.items() if entry.summary]
 
 
 def layer_summary(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -36,6 +37,20 @@ def _fmt(mean: float, spread: float, trials: int) -> str:
     return _num(mean)
 
 
+def print_verdict(result, console) -> None:
+    """The verdict in words (`initscope.study.verdict`): one paragraph per initializer, then the notes."""
+    from rich.markup import escape
+
+    from initscope.study.verdict import run_verdict
+
+    verdict = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains)
+    console.print("[bold]Verdict[/bold]")
+    for v in verdict.verdicts:
+        console.print(f"[bold]{escape(v.title)}[/bold]: {escape(' '.join(v.sentences))}", highlight=False)
+    for note in verdict.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
+
+
 def print_summary(result, out: Path | None = None, console=None) -> None:
     """Print one table per initializer (mean ± std over trials) and the plain-words flags."""
     from rich.console import Console
@@ -45,8 +60,10 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 180)
     cfg = result.config
     summary = layer_summary(result.metrics)
-    present = [m for m in SUMMARY_METRICS if m in cfg.metrics]
-    flags = result.flags
+    present = [m for m in summary_metrics() if m in cfg.metrics]
+    from initscope.study.verdict import with_lost_directions
+
+    flags = with_lost_directions(result.metrics, result.spectra, result.flags, cfg)
     for init in cfg.init:
         rows = summary[summary["init"] == init]
         gain = result.gains.get(init, float("nan"))
@@ -54,7 +71,7 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
                       title_justify="left")
         table.add_column("layer", justify="right", no_wrap=True)
         for m in present:
-            table.add_column(_SHORT.get(m, m), justify="right", no_wrap=True)
+            table.add_column(METRICS[m].label, justify="right", no_wrap=True)
         table.add_column("flags", no_wrap=True)
         for layer in range(cfg.depth + 1):
             cells = [str(layer)]
@@ -70,5 +87,6 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
         console.print(f"[bold]{row.iloc[0]}[/bold]")
         for col in ft.columns[1:]:
             console.print(f"  {col}: {row[col]}")
+    print_verdict(result, console)
     if out is not None:
         console.print(f"wrote {out}/ (metrics.csv, spectra.csv, config.toml, …)")

@@ -18,7 +18,18 @@ from typing import Optional
 
 import typer
 
-from initscope.cli.common import BadInput, args_or_help, exit_process, has_report_extra, parse_workers, run_app, workers_option
+from initscope.cli.common import (
+    BadInput,
+    Overwrite,
+    args_or_help,
+    check_output,
+    exit_process,
+    has_report_extra,
+    output_folder,
+    parse_workers,
+    run_app,
+    workers_option,
+)
 
 __all__ = [
     "study_app",
@@ -79,6 +90,7 @@ def sweep_command(
                                             "(e.g. tcp://host:8786) instead of local processes."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html at the end (needs plotly)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Run every configuration of a sweep file into a results store, skipping what it already holds.
 
@@ -107,6 +119,8 @@ def sweep_command(
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
     store_path, out_dir = _store_path(store, out)
+    if report:  # the page comes at the end: a report.html that is not initscope's is refused now, not then
+        check_output(out_dir, command="sweep", overwrite=overwrite, replace=False, writes=("report.html",))
 
     from initscope.study.executors import open_executor, run_sweep
     from initscope.study.store import Store
@@ -134,7 +148,7 @@ def sweep_command(
         raise typer.Exit(130) from None
     _print_outcome(sweep, outcome, store_path)
     if report:
-        _auto_report(store_path, out_dir / "report.html")
+        _auto_report(store_path, out_dir, overwrite=overwrite)
     if outcome.failures:
         raise typer.Exit(1)
 
@@ -223,17 +237,19 @@ def _print_outcome(sweep, outcome, store_path: Path) -> None:
     typer.echo("\n".join(lines))
 
 
-def _auto_report(store_path: Path, path: Path) -> None:
+def _auto_report(store_path: Path, out_dir: Path, *, overwrite: bool) -> None:
     if not has_report_extra():
         return
     from initscope.report.sweep_page import write_sweep_report
 
     try:
-        write_sweep_report(store_path, path)
+        with output_folder(out_dir, command="sweep", overwrite=overwrite, replace=False,
+                           writes=("report.html",)) as folder:
+            write_sweep_report(store_path, folder / "report.html")
     except ValueError as exc:  # e.g. every configuration failed: nothing to plot
         typer.echo(f"note: report.html skipped: {exc}", err=True)
         return
-    typer.echo(f"report: {path}")
+    typer.echo(f"report: {out_dir / 'report.html'}")
 
 
 _TABLES = ("metrics", "spectra", "trials", "flags")
@@ -324,6 +340,7 @@ def sweep_report(
     x: Optional[str] = None,
     y: Optional[str] = None,
     group_by: str = "init",
+    overwrite: bool = False,
 ) -> Path:
     """Build the sweep report of a store (what `initscope report STORE` runs); return the page's path.
 
@@ -333,13 +350,19 @@ def sweep_report(
     has_report_extra(required=True)
     from initscope.report.sweep_page import write_sweep_report
 
-    path = out if out is not None else Path(store).with_name("report.html")
+    path = Path(out) if out is not None else Path(store).with_name("report.html")
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise BadInput(f"The 'out' parameter must end in .html. Got {str(path)!r} instead.")
+    # The page is one of initscope's files in its folder: a page of the same name that initscope did
+    # not write is refused (unless overwrite), and the folder's marker lists it.
     try:
-        written = write_sweep_report(store, path, metrics=metric, x=x, y=y, group_by=group_by)
+        with output_folder(path.parent, command="sweep", overwrite=overwrite, replace=False,
+                           writes=(path.name,)) as folder:
+            write_sweep_report(store, folder / path.name, metrics=metric, x=x, y=y, group_by=group_by)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    typer.echo(f"wrote {written}")
-    return written
+    typer.echo(f"wrote {path}")
+    return path
 
 
 @study_app.command("report")
@@ -351,11 +374,12 @@ def report_store_command(
     x: Optional[str] = typer.Option(None, "--x", help="Heat map x axis: a config field (default: depth)."),
     y: Optional[str] = typer.Option(None, "--y", help="Heat map y axis: a config field (default: width)."),
     group_by: str = typer.Option("init", "--group-by", help="Config field the depth curves are grouped by."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Build the sweep report: heat maps over two config fields and metric-vs-depth curves."""
     if not is_store(store):
         raise BadInput(f"The 'store' parameter must be an initscope results store. Got {str(store)!r} instead.")
-    sweep_report(store, out, metric=metric, x=x, y=y, group_by=group_by)
+    sweep_report(store, out, metric=metric, x=x, y=y, group_by=group_by, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

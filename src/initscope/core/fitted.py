@@ -3,22 +3,22 @@
 `looks-linear` mirrors weights so that a ReLU layer acts linearly at init, which
 needs to know whether its input is already a mirrored pair (every layer but
 the first). `lsuv` and `well-spaced` are data-driven: they look at a batch of
-the layer's input states. Each entry maps one trial's input states
-S (n, fan_in) to weights W (fan_in, fan_out), optionally shifts b (fan_out,),
-and a small dict of what it did (e.g. LSUV's iteration count). Pure numpy.
+the layer's input states. Each maps one trial's input states S (n, fan_in)
+to weights W (fan_in, fan_out), optionally shifts b (fan_out,), and a small
+dict of what it did (e.g. LSUV's iteration count); their registry entries
+(`fit`) are in `initializers`. Pure numpy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from initscope.core.initializers import _orthogonal
+from initscope.core.rules import orthogonal as _orthogonal
 
-__all__ = ["LayerDraw", "LayerInitializer", "LAYER_INITIALIZERS", "quantile_shifts", "LSUV_TOL", "LSUV_MAX_ITER"]
+__all__ = ["LayerDraw", "looks_linear", "lsuv", "well_spaced", "quantile_shifts", "LSUV_TOL", "LSUV_MAX_ITER"]
 
 LSUV_TOL = 0.01
 LSUV_MAX_ITER = 10
@@ -32,22 +32,7 @@ class LayerDraw:
     info: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class LayerInitializer:
-    """fit(S, fan_out, *, gain, rng, layer, b, tol, max_iter) -> LayerDraw.
-
-    S: (n, fan_in) this trial's input states to the layer; b: (fan_out,) the
-    shifts already drawn for the layer (LSUV accounts for them).
-    """
-
-    name: str
-    fit: Callable[..., LayerDraw]
-    rule: str
-    sets_shifts: bool = False
-    needs_data: bool = True
-
-
-def _looks_linear(S, fan_out, *, gain, rng, layer, b, **_) -> LayerDraw:
+def looks_linear(S, fan_out, *, gain, rng, layer, b, **_) -> LayerDraw:
     """Balduzzi et al. 2017 ("The shattered gradients problem"), mirrored weights.
 
     Units come in pairs (u, −u). The first layer maps x to [xV, −xV]; later
@@ -66,7 +51,7 @@ def _looks_linear(S, fan_out, *, gain, rng, layer, b, **_) -> LayerDraw:
     return LayerDraw(np.concatenate([top, -top], axis=0))
 
 
-def _lsuv(S, fan_out, *, gain, rng, layer, b, tol=LSUV_TOL, max_iter=LSUV_MAX_ITER, **_) -> LayerDraw:
+def lsuv(S, fan_out, *, gain, rng, layer, b, tol=LSUV_TOL, max_iter=LSUV_MAX_ITER, **_) -> LayerDraw:
     """Mishkin & Matas 2016 ("All you need is a good init"), LSUV.
 
     Orthogonal weights (times gain), then W ← W/sqrt(Var(z)) with z = S·W + b,
@@ -88,7 +73,7 @@ def _lsuv(S, fan_out, *, gain, rng, layer, b, tol=LSUV_TOL, max_iter=LSUV_MAX_IT
     return LayerDraw(W, info={"iterations": float(iterations), "variance": var})
 
 
-def _well_spaced(S, fan_out, *, gain, rng, layer, b, **_) -> LayerDraw:
+def well_spaced(S, fan_out, *, gain, rng, layer, b, **_) -> LayerDraw:
     """Data-driven: directions spread over the data's principal components, shifts at quantiles.
 
     The input's principal directions V (fan_in, k) and spreads σ (k,) whiten the
@@ -140,16 +125,3 @@ def quantile_shifts(Z: np.ndarray) -> np.ndarray:
         return np.zeros((T, w), dtype=Z.dtype)
     levels = np.linspace(*QUANTILE_RANGE, w)
     return np.stack([-_column_quantiles(Z[t], levels) for t in range(T)]).astype(Z.dtype, copy=False)
-
-
-LAYER_INITIALIZERS: dict[str, LayerInitializer] = {
-    entry.name: entry
-    for entry in (
-        LayerInitializer("looks-linear", _looks_linear,
-                         "mirrored [V, −V] so ReLU acts linearly at init (Balduzzi et al. 2017)", needs_data=False),
-        LayerInitializer("lsuv", _lsuv,
-                         "orthogonal, then rescaled on the batch until Var(pre-activation) = 1 (Mishkin & Matas 2016)"),
-        LayerInitializer("well-spaced", _well_spaced,
-                         "whitened principal directions, shifts at spread quantiles of the batch", sets_shifts=True),
-    )
-}

@@ -1,34 +1,37 @@
-"""The initializer registry.
+"""The initializer registry: every weight rule initscope knows, one entry each.
 
 A weight matrix ``W: (fan_in, fan_out)`` maps row vectors ``s: (n, fan_in)``
 to ``s @ W: (n, fan_out)``, so ``fan_in`` is the number of rows and one
 neuron's weight vector is a column. ``gain`` is the factor in each rule
 (std = gain * ...); :func:`default_gain` gives the value used when none is
-chosen.
+chosen, and :func:`variance` the entries' second moment E[w²] that the theory
+needs. Two kinds of entry share the registry: rules that draw from a
+generator alone (``draw``) and layer-aware ones that see the layer's index or
+input (``fit``: looks-linear, lsuv, well-spaced; see `fitted`).
+`register_initializer` adds a user's rule, which make_config, ``--init``,
+sweeps and ``initscope.torch.initialize`` then accept.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "gelu", "identity")
+from initscope.core import fitted, rules
+from initscope.core.activations import ACTIVATIONS, activation
 
-# torch.nn.init.calculate_gain. GELU has no entry there; 1 is what torch
-# falls back to for unlisted functions ("linear").
-_RECOMMENDED_GAIN = {
-    "relu": math.sqrt(2.0),
-    "leaky_relu": math.sqrt(2.0 / (1.0 + 0.01**2)),
-    "tanh": 5.0 / 3.0,
-    "gelu": 1.0,
-    "identity": 1.0,
-}
+__all__ = ["Initializer", "REGISTRY", "INITIALIZERS", "LAYER_INITIALIZERS", "ACTIVATIONS", "register_initializer",
+           "initializer", "recommended_gain", "default_gain", "draw", "variance"]
 
-_KAIMING = frozenset({"kaiming-normal", "kaiming-uniform"})
+Draw = Callable[[int, int, float, np.random.Generator], np.ndarray]
+
+
+def _unit_gain(activation_name: str) -> float:
+    return 1.0
 
 
 @dataclass(frozen=True)
@@ -38,36 +41,134 @@ class Initializer:
     ``draw(fan_in, fan_out, gain, rng)`` returns a float64 ``(fan_in, fan_out)``
     array for positive fans; use the module-level :func:`draw`, which
     validates, handles empty fans and casts. ``rule`` is one line for docs.
+    ``default_gain(activation) -> gain`` is the gain used when none is given;
+    ``variance(fan_in, fan_out, gain) -> E[w²]`` (None: not known).
+    Layer-aware entries have ``draw = None`` and ``fit(S, fan_out, *, gain,
+    rng, layer, b, tol, max_iter) -> fitted.LayerDraw`` instead, S being one
+    trial's input states (n, fan_in) to the layer.
     """
 
     name: str
-    draw: Callable[[int, int, float, np.random.Generator], np.ndarray]
+    draw: Draw | None
     rule: str
     random: bool = True  # False: the same matrix every time (ZerO)
+    default_gain: Callable[[str], float] = _unit_gain
+    variance: Callable[[int, int, float], float] | None = None
+    fit: Callable[..., fitted.LayerDraw] | None = None
+    sets_shifts: bool = False  # a fit that sets the layer's shifts too
+    needs_data: bool = True  # a fit that reads the layer's input, not only its index
 
 
-def recommended_gain(activation: str) -> float:
-    """The gain that keeps the second moment through ``activation``.
+REGISTRY: dict[str, Initializer] = {}
+
+
+class _View(Mapping):
+    """A live, read-only view of the registry's entries of one kind (names in registration order)."""
+
+    def __init__(self, layer_aware: bool):
+        self._layer_aware = layer_aware
+
+    def _keys(self) -> list[str]:
+        return [k for k, v in REGISTRY.items() if (v.fit is not None) == self._layer_aware]
+
+    def __getitem__(self, name: str) -> Initializer:
+        entry = REGISTRY[name]
+        if (entry.fit is not None) != self._layer_aware:
+            raise KeyError(name)
+        return entry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._keys()!r})"
+
+
+INITIALIZERS: Mapping[str, Initializer] = _View(layer_aware=False)  # rules that draw from a generator alone
+LAYER_INITIALIZERS: Mapping[str, Initializer] = _View(layer_aware=True)  # rules that see the layer
+
+
+def register_initializer(name: str, fn: Draw | None = None, *, default_gain: float | Callable[[str], float] = 1.0,
+                         variance: Callable[[int, int, float], float] | None = None, rule: str = "",
+                         random: bool = True, fit: Callable | None = None, sets_shifts: bool = False,
+                         needs_data: bool = True) -> Initializer:
+    """Add an initializer under `name`; make_config, ``--init``, sweeps and torch's initialize accept it.
+
+    fn: ``draw(fan_in, fan_out, gain, rng) -> W (fan_in, fan_out)`` (the
+    contract of every built-in rule; rng a numpy Generator, the only source of
+    randomness). default_gain: a number, or ``f(activation) -> gain``
+    (e.g. `recommended_gain` for He-style rules). variance:
+    ``f(fan_in, fan_out, gain) -> E[w²]`` for the theory overlays, or None.
+    Layer-aware rules pass ``fit`` (see `Initializer`) instead of fn.
+    Raises ValueError for a taken name, TypeError for a non-callable.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or "," in name:
+        raise ValueError(f"The 'name' parameter must be a non-empty string without commas or surrounding spaces. "
+                         f"Got {name!r} instead.")
+    if name in REGISTRY:
+        raise ValueError(f"The 'name' parameter must be a new initializer name; {name!r} is already registered.")
+    if (fn is None) == (fit is None):
+        raise TypeError(f"The 'fn' parameter must be a callable draw(fan_in, fan_out, gain, rng) (or give 'fit' "
+                        f"for a layer-aware rule, not both). Got fn={fn!r}, fit={fit!r} instead.")
+    for label, value in (("fn", fn), ("fit", fit), ("variance", variance)):
+        if value is not None and not callable(value):
+            raise TypeError(f"The '{label}' parameter must be callable. Got {value!r} instead.")
+    if callable(default_gain):
+        gain_rule = default_gain
+    elif (not isinstance(default_gain, bool) and isinstance(default_gain, (int, float))
+          and math.isfinite(default_gain) and default_gain > 0):
+        value = float(default_gain)
+
+        def gain_rule(activation_name: str, value: float = value) -> float:
+            return value
+    else:
+        raise ValueError(f"The 'default_gain' parameter must be a finite number > 0 or a callable of the "
+                         f"activation name. Got {default_gain!r} instead.")
+    entry = Initializer(name, fn, rule or (getattr(fn or fit, "__doc__", None) or name).strip().splitlines()[0],
+                        bool(random), gain_rule, variance, fit, bool(sets_shifts), bool(needs_data))
+    REGISTRY[name] = entry
+    return entry
+
+
+def initializer(init: str) -> Initializer:
+    """The registry entry of `init`; ValueError listing the valid names otherwise."""
+    entry = REGISTRY.get(init) if isinstance(init, str) else None
+    if entry is None:
+        raise ValueError(f"The 'init' parameter must be one of {list(REGISTRY)}. Got {init!r} instead.")
+    return entry
+
+
+def recommended_gain(activation_name: str) -> float:
+    """The gain that keeps the second moment through ``activation``: its registry entry's.
 
     The values of PyTorch's ``torch.nn.init.calculate_gain`` (He et al. 2015
     for ReLU): relu sqrt(2), leaky_relu sqrt(2 / (1 + 0.01**2)) at negative
     slope 0.01, tanh 5/3, identity 1. torch has no GELU entry; GELU gets 1.
     """
-    gain = _RECOMMENDED_GAIN.get(activation)
-    if gain is None:
-        raise ValueError(f"The 'activation' parameter must be one of {list(ACTIVATIONS)}. Got {activation!r} instead.")
-    return gain
+    return activation(activation_name).gain
 
 
-def default_gain(init: str, activation: str) -> float:
-    """The gain ``init`` uses when none is given.
+def default_gain(init: str, activation_name: str) -> float:
+    """The gain ``init`` uses when none is given: the entry's rule.
 
     Kaiming takes :func:`recommended_gain` of the activation; every other
-    initializer takes 1, xavier included, as in ``torch.nn.init``.
+    initializer takes 1, xavier included, as in ``torch.nn.init``, and the
+    layer-aware ones too (orthogonal or whitened directions: 1 is isometric).
     """
-    _initializer(init)
-    gain = recommended_gain(activation)
-    return gain if init in _KAIMING else 1.0
+    entry = initializer(init)
+    activation(activation_name)  # an unknown activation is an error whatever the rule
+    return float(entry.default_gain(activation_name))
+
+
+def variance(init: str, fan_in: int, fan_out: int, gain: float) -> float:
+    """E[w_ij²] of one entry of W (fan_in, fan_out) under ``init``; NaN where the entry does not say."""
+    entry = initializer(init)
+    if fan_in <= 0 or fan_out <= 0 or entry.variance is None:
+        return math.nan
+    return float(entry.variance(fan_in, fan_out, gain))
 
 
 def draw(
@@ -82,9 +183,13 @@ def draw(
     """Draw ``W: (fan_in, fan_out)`` of ``dtype`` from the initializer ``init``.
 
     The result depends only on the state of ``rng``, which it advances. A fan
-    of 0 gives an empty array of that shape.
+    of 0 gives an empty array of that shape. Layer-aware entries need the
+    layer's input and are drawn by the study's ParamSource, not here.
     """
-    initializer = _initializer(init)
+    entry = initializer(init)
+    if entry.draw is None:
+        raise ValueError(f"The 'init' parameter must be one of {list(INITIALIZERS)} (a rule that draws without "
+                         f"seeing the layer's input). Got {init!r} instead.")
     fan_in = _fan("fan_in", fan_in)
     fan_out = _fan("fan_out", fan_out)
     if not (isinstance(gain, (int, float, np.integer, np.floating)) and math.isfinite(gain) and gain > 0):
@@ -94,14 +199,7 @@ def draw(
         raise ValueError(f"The 'dtype' parameter must be a floating dtype such as float64 or float32. Got {dtype} instead.")
     if fan_in == 0 or fan_out == 0:
         return np.zeros((fan_in, fan_out), dtype=dtype)
-    return initializer.draw(fan_in, fan_out, float(gain), rng).astype(dtype, copy=False)
-
-
-def _initializer(init: str) -> Initializer:
-    initializer = INITIALIZERS.get(init)
-    if initializer is None:
-        raise ValueError(f"The 'init' parameter must be one of {list(INITIALIZERS)}. Got {init!r} instead.")
-    return initializer
+    return np.asarray(entry.draw(fan_in, fan_out, float(gain), rng)).astype(dtype, copy=False)
 
 
 def _fan(label: str, value) -> int:
@@ -114,101 +212,36 @@ def _fan(label: str, value) -> int:
     return value
 
 
-def _normal(fan_in, fan_out, gain, rng):
-    # In place: the same numbers as gain * w, without a second array per draw.
-    w = rng.standard_normal((fan_in, fan_out))
-    return np.multiply(w, gain, out=w)
-
-
-def _uniform(fan_in, fan_out, gain, rng):
-    return _symmetric_uniform(fan_in, fan_out, gain, rng)
-
-
-def _sphere(fan_in, fan_out, gain, rng):
-    w = rng.standard_normal((fan_in, fan_out))
-    norms = np.sqrt(np.einsum("ij,ij->j", w, w))
-    return np.multiply(w, gain / norms, out=w)
-
-
-def _sphere_rows(fan_in, fan_out, gain, rng):
-    w = rng.standard_normal((fan_in, fan_out))
-    return w * (gain / np.linalg.norm(w, axis=1, keepdims=True))
-
-
-def _xavier_normal(fan_in, fan_out, gain, rng):
-    return (gain * math.sqrt(2.0 / (fan_in + fan_out))) * rng.standard_normal((fan_in, fan_out))
-
-
-def _xavier_uniform(fan_in, fan_out, gain, rng):
-    return _symmetric_uniform(fan_in, fan_out, gain * math.sqrt(6.0 / (fan_in + fan_out)), rng)
-
-
-def _kaiming_normal(fan_in, fan_out, gain, rng):
-    return (gain / math.sqrt(fan_in)) * rng.standard_normal((fan_in, fan_out))
-
-
-def _kaiming_uniform(fan_in, fan_out, gain, rng):
-    return _symmetric_uniform(fan_in, fan_out, gain * math.sqrt(3.0 / fan_in), rng)
-
-
-def _orthogonal(fan_in, fan_out, gain, rng):
-    """Haar-distributed (semi-)orthogonal ``W``, all singular values ``gain``.
-
-    The Q of a Gaussian matrix's QR is Haar-distributed only after each column
-    is multiplied by the sign of R's diagonal entry (Mezzadri 2007); LAPACK's
-    own sign convention would bias it.
-    """
-    tall = fan_in >= fan_out
-    a = rng.standard_normal((fan_in, fan_out) if tall else (fan_out, fan_in))
-    q, r = np.linalg.qr(a)
-    signs = np.sign(np.diagonal(r))
-    signs[signs == 0] = 1.0
-    q *= gain * signs
-    return q if tall else q.T
-
-
-def _torch_default(fan_in, fan_out, gain, rng):
-    return _symmetric_uniform(fan_in, fan_out, gain / math.sqrt(fan_in), rng)
-
-
-def _zero(fan_in, fan_out, gain, rng):
-    """ZerO (Zhao et al. 2021, "ZerO initialization", Algorithm 1): deterministic.
-
-    Shrinking or square layers get the partial identity (input i feeds unit i);
-    growing layers get a scaled Hadamard block c·H[:fan_in, :fan_out] with
-    H of size 2^m ≥ fan_out and c = 2^(−(m−1)/2), whose columns spread every
-    input over all new units. `rng` is not used.
-    """
-    if fan_in >= fan_out:
-        return gain * np.eye(fan_in, fan_out)
-    from scipy.linalg import hadamard
-
-    m = max(1, math.ceil(math.log2(fan_out)))
-    c = 2.0 ** (-(m - 1) / 2.0)
-    return (gain * c) * hadamard(2**m)[:fan_in, :fan_out].astype(np.float64)
-
-
-def _symmetric_uniform(fan_in, fan_out, bound, rng):
-    # bound * U(-1, 1) rather than rng.uniform(-bound, bound), so that a draw
-    # is exactly linear in the gain.
-    return bound * (2.0 * rng.random((fan_in, fan_out)) - 1.0)
-
-
-INITIALIZERS: dict[str, Initializer] = {
-    entry.name: entry
-    for entry in (
-        Initializer("normal", _normal, "N(0, gain²) entries"),
-        Initializer("uniform", _uniform, "U(−gain, gain) entries"),
-        Initializer("sphere", _sphere, "each column (one neuron's weights) uniform on the sphere of radius gain"),
-        Initializer("sphere-rows", _sphere_rows, "each row uniform on the sphere of radius gain"),
-        Initializer("xavier-normal", _xavier_normal, "N(0, gain²·2/(fan_in+fan_out)) (Glorot & Bengio 2010)"),
-        Initializer("xavier-uniform", _xavier_uniform, "U(±gain·sqrt(6/(fan_in+fan_out))) (Glorot & Bengio 2010)"),
-        Initializer("kaiming-normal", _kaiming_normal, "N(0, gain²/fan_in) (He et al. 2015)"),
-        Initializer("kaiming-uniform", _kaiming_uniform, "U(±gain·sqrt(3/fan_in)) (He et al. 2015)"),
-        Initializer("lecun-normal", _kaiming_normal, "N(0, gain²/fan_in) (LeCun et al. 1998)"),
-        Initializer("orthogonal", _orthogonal, "Haar (semi-)orthogonal, every singular value gain (Saxe et al. 2014)"),
-        Initializer("torch-default", _torch_default, "U(±gain/sqrt(fan_in)), torch.nn.Linear's default at gain 1"),
-        Initializer("zero", _zero, "ZerO: partial identity, or scaled Hadamard when growing (Zhao et al. 2021)",
-                    random=False),
-    )
-}
+# Second moments E[w²]: all these rules have zero-mean entries, uncorrelated within a column.
+# `sphere` puts a column on the sphere of radius gain (gain²/fan_in); `sphere-rows` a row
+# (gain²/fan_out); `orthogonal` has orthonormal columns (fan_in ≥ fan_out) or rows.
+_BUILTIN = (
+    ("normal", rules.normal, "N(0, gain²) entries", lambda i, o, g: g * g),
+    ("uniform", rules.uniform, "U(−gain, gain) entries", lambda i, o, g: g * g / 3.0),
+    ("sphere", rules.sphere, "each column (one neuron's weights) uniform on the sphere of radius gain",
+     lambda i, o, g: g * g / i),
+    ("sphere-rows", rules.sphere_rows, "each row uniform on the sphere of radius gain", lambda i, o, g: g * g / o),
+    ("xavier-normal", rules.xavier_normal, "N(0, gain²·2/(fan_in+fan_out)) (Glorot & Bengio 2010)",
+     lambda i, o, g: g * g * 2.0 / (i + o)),
+    ("xavier-uniform", rules.xavier_uniform, "U(±gain·sqrt(6/(fan_in+fan_out))) (Glorot & Bengio 2010)",
+     lambda i, o, g: g * g * 2.0 / (i + o)),
+    ("kaiming-normal", rules.kaiming_normal, "N(0, gain²/fan_in) (He et al. 2015)", lambda i, o, g: g * g / i),
+    ("kaiming-uniform", rules.kaiming_uniform, "U(±gain·sqrt(3/fan_in)) (He et al. 2015)", lambda i, o, g: g * g / i),
+    ("lecun-normal", rules.kaiming_normal, "N(0, gain²/fan_in) (LeCun et al. 1998)", lambda i, o, g: g * g / i),
+    ("orthogonal", rules.orthogonal, "Haar (semi-)orthogonal, every singular value gain (Saxe et al. 2014)",
+     lambda i, o, g: g * g / max(i, o)),
+    ("torch-default", rules.torch_default, "U(±gain/sqrt(fan_in)), torch.nn.Linear's default at gain 1",
+     lambda i, o, g: g * g / (3.0 * i)),
+)
+for _name, _fn, _rule, _var in _BUILTIN:
+    register_initializer(_name, _fn, rule=_rule, variance=_var,
+                         default_gain=recommended_gain if _name.startswith("kaiming") else 1.0)
+register_initializer("zero", rules.zero, rule="ZerO: partial identity, or scaled Hadamard when growing (Zhao et al. 2021)",
+                     random=False)
+register_initializer("looks-linear", fit=fitted.looks_linear, needs_data=False,
+                     rule="mirrored [V, −V] so ReLU acts linearly at init (Balduzzi et al. 2017)")
+register_initializer("lsuv", fit=fitted.lsuv,
+                     rule="orthogonal, then rescaled on the batch until Var(pre-activation) = 1 (Mishkin & Matas 2016)")
+register_initializer("well-spaced", fit=fitted.well_spaced, sets_shifts=True,
+                     rule="whitened principal directions, shifts at spread quantiles of the batch")
+del _name, _fn, _rule, _var

@@ -32,9 +32,8 @@ import math
 
 import numpy as np
 
-from initscope.core.network import LEAKY_SLOPE
-
 __all__ = [
+    "LEAKY_SLOPE",
     "MAX_NODES",
     "check_nodes",
     "gauss_hermite",
@@ -53,6 +52,9 @@ __all__ = [
 # hundred nodes nothing that the maps integrate changes in double precision, so a larger
 # count is refused rather than left to exhaust memory.
 MAX_NODES = 4096
+# torch.nn.LeakyReLU's default negative slope, so gains and results match torch. Defined here,
+# the lowest module that needs it; the activation registry (and network) re-export it.
+LEAKY_SLOPE = 0.01
 _PAIR_CHUNK = 1 << 21  # points per block of the 2-D rule: ~16 MB of float64 at a time
 
 

@@ -1,4 +1,4 @@
-"""Per-layer metrics of batched state matrices, with DESIGN.md's definitions.
+"""Per-layer metrics of batched state matrices, with DESIGN.md's definitions, and their registry.
 
 Every function takes states for T trials at once, S: (T, n, w) (n samples, w
 units), and returns one value per trial, (T,), unless it says otherwise.
@@ -6,19 +6,45 @@ S_c is S minus its column (per-unit) means. σ_1 ≥ σ_2 ≥ … are the singul
 values of S_c, computed from the smaller Gram matrix with batched `eigvalsh`
 (or `eigh` when linear_r2 also needs the vectors): one LAPACK call per batch,
 never a per-trial SVD. Pure numpy; no I/O.
+
+The registry (`METRICS`) holds one `Metric` per name: its function, what it
+reads (`NEEDS`), and how it is shown. The measuring loop computes the shared
+pieces (centred states, spectrum, Gram eigenvectors, Jacobians) once per
+layer, only when a wanted metric needs them, and `layer_values` hands each
+metric its pieces. `register_metric` adds a user's own.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
 import numpy as np
 
+from initscope.core.activations import ACTIVATIONS, activation as activation_entry
+from initscope.core.information import (
+    DISTANCE_MAX_SAMPLES,
+    DistanceReference,
+    distance_corr,
+    distance_reference,
+    linear_r2,
+    ridge_factor,
+)
 from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
 
 __all__ = [
+    "Metric",
     "METRICS",
+    "NEEDS",
     "DEFAULT_METRICS",
     "SPECTRAL_METRICS",
     "RELU_LIKE",
+    "register_metric",
+    "metric",
+    "default_metrics",
+    "needing",
+    "layer_values",
     "rank_rtol",
     "ridge_factor",
     "centred",
@@ -39,42 +65,146 @@ __all__ = [
     "distance_corr",
     "jacobian_rank",
     "state_metrics",
+    "DISTANCE_MAX_SAMPLES",
 ]
 
-METRICS = (
-    "rms",
-    "std",
-    "effective_rank",
-    "stable_rank",
-    "numerical_rank",
-    "dead_fraction",
-    "linear_fraction",
-    "mean_cosine",
-    "linear_r2",
-    "distance_corr",
-    "jacobian_rank",
-    "grad_norm",
-)
-DEFAULT_METRICS = METRICS
-SPECTRAL_METRICS = ("effective_rank", "stable_rank", "numerical_rank")
-RELU_LIKE = ("relu", "leaky_relu")
-DISTANCE_MAX_SAMPLES = 2000
+# What a metric can read, passed to its function positionally in the order of its `needs`.
+NEEDS: dict[str, str] = {
+    "state": "S (T, n, w): the layer's states (trials × samples × units)",
+    "centred": "S_c (T, n, w): the states minus their per-unit mean over samples",
+    "spectrum": "sv (T, k): the singular values of S_c, descending, k = min(n, w)",
+    "input": "X_c (T, n, d): the centred input (layer 0's states)",
+    "tangents": "J (T, m, d, w): per-sample Jacobians ∂s/∂x of the first m samples",
+    "eigh": "(lam (T, k) ascending, V (T, k, k)): eigendecomposition of S_c's smaller Gram matrix",
+    "distances": "the input's pairwise distances (a DistanceReference)",
+    "rtol": "numerical_rank's relative threshold for the run's dtype (float)",
+    "activation": "the activation's name (str)",
+    "gradient": "‖∂loss/∂W_l‖ from the backward pass (grad_norm only: not available to registered metrics)",
+    "tokens": "X (m, P, E): each sequence's positions × features (token states of torch models only)",
+}
+_USER_NEEDS = tuple(k for k in NEEDS if k != "gradient")
 
 
-def ridge_factor(rtol: float) -> float:
-    """linear_r2's ridge relative to σ_1²: 1e-6, in float64 and float32 (rtol is not used).
+@dataclass(frozen=True)
+class Metric:
+    """One registry entry: a named per-layer measurement.
 
-    Directions with σ_k ≥ 0.03·σ_1 are fitted to within 0.1%; weaker ones
-    are shrunk. A ridge at the rounding level (1e-9·σ_1² was used before)
-    leaves leave-one-out at the mercy of near-null directions: at the seed's
-    sphere init, trial 3, layer 8 (20 of 40 directions numerically alive) the
-    LOO R² read −3.4 between 0.97 and 0.94 at the layers around it, and
-    brute-force least-squares refits gave 0.68 or −9.8 depending only on the
-    truncation rcond (1e-6 or 1e-9). With 1e-6 it reads 0.89, and moving the
-    ridge tenfold either way moves it by < 0.06. Still far above the Gram
-    matrix's rounding (eps·σ_1²), so 1 − h_ii is resolved.
+    fn: called with one positional argument per entry of `needs` (see `NEEDS`),
+    returns one value per trial (T,). relu_only: NaN at the input and for
+    activations that are not ReLU-like. rank_like: 0 for collapsed states
+    (a constant state has no directions). linear_scale: shares, cosines and
+    correlations (the report never puts them on a log axis). display_floor:
+    the report clips values below it. short: the CLI table's column label.
+    summary: a column of `initscope run`'s table. default: measured when a
+    config names no metrics.
     """
-    return 1e-6
+
+    name: str
+    fn: Callable[..., np.ndarray] | None
+    needs: tuple[str, ...] = ("state",)
+    description: str = ""
+    relu_only: bool = False
+    rank_like: bool = False
+    linear_scale: bool = False
+    display_floor: float | None = None
+    short: str = ""
+    summary: bool = True
+    default: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.short or self.name
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def metric(name: str) -> Metric:
+    """The registry entry of `name`; ValueError listing the valid names otherwise."""
+    entry = METRICS.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise ValueError(f"The 'metrics' parameter must be a list of names from {list(METRICS)}. Got {name!r} instead.")
+    return entry
+
+
+def register_metric(name: str, fn: Callable[..., np.ndarray], *, needs: Iterable[str] | str = ("state",),
+                    description: str = "", relu_only: bool = False, rank_like: bool = False,
+                    linear_scale: bool = False, display_floor: float | None = None, short: str = "",
+                    summary: bool = True, default: bool = True) -> Metric:
+    """Add a metric under `name`: `--metrics`, metrics.csv, the CLI table, the report and sweeps then show it.
+
+    The contract: fn(S) takes one layer's states S (trials × samples × width,
+    float) and returns one value per trial, (T,). With `needs` naming other
+    pieces (see `NEEDS`: "centred", "spectrum", "input", "tangents", ...),
+    fn gets them instead, one positional argument each, in that order.
+    default=True measures it in every run that does not list its metrics.
+    Raises ValueError for a taken name or an unknown need, TypeError for a
+    non-callable fn.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"The 'name' parameter must be an identifier-like string (it becomes a column name). "
+                         f"Got {name!r} instead.")
+    if name in METRICS:
+        raise ValueError(f"The 'name' parameter must be a new metric name; {name!r} is already registered.")
+    if not callable(fn):
+        raise TypeError(f"The 'fn' parameter must be callable. Got {fn!r} instead.")
+    needs = (needs,) if isinstance(needs, str) else tuple(needs) if isinstance(needs, Iterable) else needs
+    if not isinstance(needs, tuple) or not needs or any(n not in _USER_NEEDS for n in needs) or len(set(needs)) < len(needs):
+        raise ValueError(f"The 'needs' parameter must be a non-empty list of distinct names from {list(_USER_NEEDS)}. "
+                         f"Got {needs!r} instead.")
+    if display_floor is not None and not (isinstance(display_floor, (int, float)) and math.isfinite(display_floor)):
+        raise ValueError(f"The 'display_floor' parameter must be a finite number or None. Got {display_floor!r} instead.")
+    return _add(Metric(name, fn, needs, description, bool(relu_only), bool(rank_like), bool(linear_scale),
+                       display_floor, str(short), bool(summary), bool(default)))
+
+
+def _add(entry: Metric) -> Metric:
+    METRICS[entry.name] = entry
+    return entry
+
+
+def default_metrics() -> tuple[str, ...]:
+    """The metrics a config measures when it names none: every entry marked default, in registry order."""
+    return tuple(name for name, entry in METRICS.items() if entry.default)
+
+
+def needing(need: str, names: Iterable[str]) -> list[str]:
+    """The names among `names` whose metric reads `need` (e.g. "tangents": the Jacobian pass is wanted)."""
+    return [n for n in names if need in METRICS[n].needs]
+
+
+def layer_values(names: Iterable[str], view: Mapping[str, object], *, col: np.ndarray,
+                 is_input: bool) -> dict[str, np.ndarray]:
+    """Each named metric of one layer, (T,) each, from the pieces in `view` (keys of `NEEDS`).
+
+    Metrics that need the gradient are left out (the backward pass fills
+    them). col (T,) bool: collapsed states (rank-like metrics read 0 there).
+    is_input: layer 0, which no activation produced (ReLU-only metrics: NaN).
+    """
+    out: dict[str, np.ndarray] = {}
+    T = col.shape[0]
+    relu = None
+    for name in names:
+        entry = METRICS[name]
+        if "gradient" in entry.needs:
+            continue
+        if any(need not in view for need in entry.needs):  # e.g. token metrics of a state without sequences
+            out[name] = np.full(T, np.nan)
+            continue
+        if entry.relu_only:
+            if relu is None:
+                relu = not is_input and activation_entry(view["activation"]).relu_like
+            if not relu:
+                out[name] = np.full(T, np.nan)
+                continue
+        value = entry.fn(*[view[need] for need in entry.needs])
+        if not (isinstance(value, np.ndarray) and value.shape == (T,)):
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != (T,):
+                raise ValueError(f"The metric {name!r} must return one value per trial, shape ({T},). "
+                                 f"Got shape {value.shape} instead.")
+        out[name] = np.where(col, 0.0, value) if entry.rank_like else value
+    return out
 
 
 def rank_rtol(dtype) -> float:
@@ -194,7 +324,7 @@ def linear_fraction(S: np.ndarray, activation: str) -> np.ndarray:
 
     NaN for activations that are not ReLU-like, where "active" has no meaning.
     """
-    if activation not in RELU_LIKE or S.shape[2] == 0:
+    if not activation_entry(activation).relu_like or S.shape[2] == 0:
         return np.full(S.shape[0], np.nan)
     return np.all(S > 0, axis=1).mean(axis=1)
 
@@ -216,162 +346,6 @@ def mean_cosine(S: np.ndarray) -> np.ndarray:
         total = np.einsum("tw,tw->t", v, v) - m
         out = total / (m * (m - 1.0))
     return np.where(m >= 2, out, np.nan)
-
-
-def linear_r2(S_c: np.ndarray, X_c: np.ndarray, eig, rtol: float) -> np.ndarray:
-    """Leave-one-out R² of recovering the input linearly (with intercept) from S.
-
-    S_c (T, n, w) and X_c (T, n, d) are centred states and centred inputs; eig
-    is `gram_spectrum(gram(S_c), vectors=True)[1]`. The hat matrix is
-    H = 11ᵀ/n + Σ_k f_k u_k u_kᵀ over the left singular vectors u_k of S_c, and
-    PRESS residuals are e_i/(1 − h_ii) (Allen 1974), exact without refitting.
-    f_k = σ_k²/(σ_k² + ρ) with a tiny ridge ρ = `ridge_factor(rtol)`·σ_1²
-    (1e-6·σ_1²), and f_k = 0 below the numerical-rank threshold.
-    The ridge is what makes PRESS exact where least squares has h_ii = 1:
-    always when n ≤ w + 1, and whenever a unit is active on one sample only
-    (common after ReLU). There e_i = 0 and 1 − h_ii = 0, and the ridge's ratio
-    tends to the refit's (minimum-norm) leave-one-out residual as ρ → 0.
-    Computed in float64. R² = 1 − PRESS/SST; 1 = nothing lost linearly,
-    ≤ 0 = nothing recoverable. NaN for n < 3.
-    """
-    lam, V = eig
-    T, n, w = S_c.shape
-    gram_is_units = n >= w
-    if n < 3 or X_c.shape[2] == 0:
-        return np.full(T, np.nan)
-    S64 = S_c.astype(np.float64, copy=False)
-    X64 = X_c.astype(np.float64, copy=False)
-    lam = lam.astype(np.float64, copy=False)
-    top = np.clip(lam[:, -1:], 0.0, None)
-    # Eigenvalues under the numerical-rank threshold are rounding noise of the Gram
-    # matrix (the centring direction among them); they carry no signal and, near
-    # h_ii = 1, even their tiny filter factors would move 1 − h_ii.
-    keep = lam > (rtol * rtol) * top
-    f = np.where(keep, lam / (lam + ridge_factor(rtol) * top), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # U_f = U·diag(√f): the hat matrix is 11ᵀ/n + U_f U_fᵀ, so h_ii is a row's squared
-        # norm and the fit is U_f (U_fᵀ X); √f is folded into V before the one big product.
-        if gram_is_units:
-            # V are right singular vectors; u_k = S_c v_k / σ_k.
-            scale = np.where(keep, np.sqrt(f / np.where(keep, lam, 1.0)), 0.0)
-            U = np.matmul(S64, V.astype(np.float64, copy=False) * scale[:, None, :])
-        else:
-            U = V.astype(np.float64, copy=False) * np.sqrt(f)[:, None, :]
-        resid = X64 - np.matmul(U, np.matmul(U.transpose(0, 2, 1), X64))
-        h = 1.0 / n + np.einsum("tnk,tnk->tn", U, U)
-        one_minus_h = np.maximum(1.0 - h, 1e-12)
-        press = ((resid / one_minus_h[:, :, None]) ** 2).sum(axis=(1, 2))
-        sst = (X64 * X64).sum(axis=(1, 2))
-        out = 1.0 - press / sst
-    return np.where(sst > 0, out, np.nan)
-
-
-class DistanceReference:
-    """The input's pairwise distances for distance_corr, computed once per trial.
-
-    idx: the samples used (all up to 2,000; a fixed random subset beyond).
-    D0: (T, m, m) distances with a zero diagonal; sums are over pairs i < j.
-    """
-
-    def __init__(self, X: np.ndarray, idx: np.ndarray):
-        self.idx = idx
-        sub = X[:, idx, :].astype(np.float64, copy=False)
-        self.D0 = np.stack([np.sqrt(_squared_distances(s)) for s in sub]) if len(sub) else np.zeros((0, 0, 0))
-        m = len(idx)
-        self.pairs = m * (m - 1) / 2.0
-        # Per trial, on (m, m) arrays: a reduction over (T, m, m) adds in an order that
-        # depends on T, and T is the chunk size, i.e. the number of workers (issue 14).
-        self.sum0 = np.array([D.sum() for D in self.D0]) / 2.0
-        self.sumsq0 = np.array([np.einsum("ij,ij->", D, D) for D in self.D0]) / 2.0
-
-
-def distance_reference(X: np.ndarray, *, rng: np.random.Generator) -> DistanceReference:
-    """Reference distances of the input X (T, n, d); rng picks the subset when n > 2,000."""
-    n = X.shape[1]
-    if n > DISTANCE_MAX_SAMPLES:
-        idx = np.sort(rng.choice(n, DISTANCE_MAX_SAMPLES, replace=False))
-    else:
-        idx = np.arange(n)
-    return DistanceReference(X, idx)
-
-
-def _squared_distances(s: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances (n, n) of the rows of s (n, w), via the Gram matrix.
-
-    Clipped at 0 (rounding) with an exact zero diagonal; done in place on one
-    n×n buffer so that the elementwise passes stay in cache.
-    """
-    K = s @ s.T
-    sq = np.diagonal(K).copy()
-    K *= -2.0
-    K += sq[:, None]
-    K += sq[None, :]
-    np.maximum(K, 0.0, out=K)
-    np.fill_diagonal(K, 0.0)
-    return K
-
-
-def distance_corr(S: np.ndarray, ref: DistanceReference) -> np.ndarray:
-    """Pearson correlation of pairwise distances, layer vs input, over pairs i < j.
-
-    S: (T, n, w). Sums over the full symmetric matrices are twice the sums
-    over pairs (the diagonals are 0). NaN when there are fewer than two pairs
-    or the distances do not vary (e.g. a collapsed state).
-
-    Per trial this is one n×n matrix product (numpy runs c·cᵀ as a symmetric
-    rank-k update: half a product's work) and a few passes over it. Rows are
-    centred first: distances do not change, and ‖a‖² + ‖b‖² − 2a·b loses far
-    less to cancellation once a shared offset is gone. Σ_{i<j} d_ij² is
-    m·Σ_i ‖c_i‖² for centred rows, so it needs no pass.
-    """
-    T = S.shape[0]
-    out = np.full(T, np.nan)
-    P = ref.pairs
-    if P < 2:
-        return out
-    m = len(ref.idx)
-    var0 = P * ref.sumsq0 - ref.sum0 ** 2
-    for t in range(T):
-        c = (S[t] if m == S.shape[1] else S[t, ref.idx, :]).astype(np.float64)  # a copy either way
-        c -= c.mean(axis=0)
-        c *= np.sqrt(2.0)  # so that the product below is 2·c_i·c_j, saving a pass over D
-        D = c @ c.T
-        sq = np.diagonal(D) / 2.0  # exact halves: D²_ii = sq_i + sq_i − D_ii is exactly 0
-        np.subtract(sq[:, None], D, out=D)
-        D += sq[None, :]
-        np.maximum(D, 0.0, out=D)
-        np.sqrt(D, out=D)
-        s1 = D.sum() / 2.0
-        # Not vdot: BLAS ddot splits long vectors over threads, so its last bits
-        # would depend on how many BLAS threads a worker has (issue 14).
-        cross = np.einsum("ij,ij->", D, ref.D0[t]) / 2.0
-        var = P * (m * sq.sum()) - s1 * s1
-        if var > 0 and var0[t] > 0:
-            out[t] = (P * cross - s1 * ref.sum0[t]) / np.sqrt(var * var0[t])
-    return out
-
-
-def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activation: str,
-                  rtol: float, is_input: bool, col: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The metrics that read only a state and its spectrum, each (T,), for those named in `want`.
-
-    S, S_c: (T, n, w) states and centred states; sv: (T, k) their spectrum.
-    Collapsed states (see `collapsed`; pass `col` when already computed) get
-    rank 0; linear_fraction is NaN for the input (is_input), which no
-    activation produced.
-    """
-    col = collapsed(S, sv) if col is None else col
-    rules = {
-        "rms": lambda: rms(S),
-        "std": lambda: std(S_c),
-        "effective_rank": lambda: np.where(col, 0.0, effective_rank(sv)),
-        "stable_rank": lambda: np.where(col, 0.0, stable_rank(sv)),
-        "numerical_rank": lambda: np.where(col, 0.0, numerical_rank(sv, rtol)),
-        "dead_fraction": lambda: dead_fraction(S),
-        "linear_fraction": lambda: np.full(S.shape[0], np.nan) if is_input else linear_fraction(S, activation),
-        "mean_cosine": lambda: mean_cosine(S),
-    }
-    return {name: fn() for name, fn in rules.items() if name in want}
 
 
 def jacobian_rank(J: np.ndarray) -> np.ndarray:
@@ -451,3 +425,74 @@ def _certified_full_rank(J: np.ndarray) -> np.ndarray:
         _, info = dpotrf(A[t, i].T, lower=0, clean=0, overwrite_a=1)
         ok[t, i] = info == 0
     return ok
+
+def token_cosine(X: np.ndarray) -> np.ndarray:
+    """Per sequence, the mean cosine between distinct positions, uncentred. X: (m, P, E) -> (m,).
+
+    `mean_cosine` with each sequence as its own trial: 1 when every position
+    holds the same direction, the rank collapse of pure attention (Dong et
+    al. 2021, "Attention is not all you need"). NaN with fewer than two
+    nonzero positions.
+    """
+    return mean_cosine(X)
+
+
+def token_effective_rank(X: np.ndarray) -> np.ndarray:
+    """Per sequence, the effective rank of its uncentred P × E token matrix. X: (m, P, E) -> (m,).
+
+    Uncentred, so that collapse reads 1 (every token the same vector), not
+    the rank of a vanishing residual; 0 for an all-zero sequence.
+    """
+    return effective_rank(gram_spectrum(gram(X)))
+
+
+def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activation: str,
+                  rtol: float, is_input: bool, col: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The metrics that read only a state and its spectrum, each (T,), for those named in `want`.
+
+    S, S_c: (T, n, w) states and centred states; sv: (T, k) their spectrum.
+    Collapsed states (see `collapsed`; pass `col` when already computed) get
+    rank 0; linear_fraction is NaN for the input (is_input), which no
+    activation produced.
+    """
+    col = collapsed(S, sv) if col is None else col
+    view = {"state": S, "centred": S_c, "spectrum": sv, "rtol": rtol, "activation": activation}
+    names = [n for n in METRICS if n in want and set(METRICS[n].needs) <= set(view)]
+    return layer_values(names, view, col=col, is_input=is_input)
+
+
+_S, _SC, _SV = ("state",), ("centred",), ("spectrum",)
+for _entry in (
+    Metric("rms", rms, _S, "sqrt(mean of S²): the uncentred per-unit second moment (mean-field q)"),
+    Metric("std", std, _SC, "sqrt(mean over units of the variance over samples)"),
+    Metric("effective_rank", effective_rank, _SV, "exp of the entropy of the normalised spectrum (Roy & Vetterli 2007)",
+           rank_like=True, short="eff_rank"),
+    Metric("stable_rank", stable_rank, _SV, "Σσ²/σ_1²", rank_like=True, summary=False),
+    Metric("numerical_rank", numerical_rank, ("spectrum", "rtol"), "count of σ_k > σ_1·rtol", rank_like=True,
+           short="num_rank"),
+    Metric("dead_fraction", dead_fraction, _S, "fraction of units exactly 0 for every sample", linear_scale=True,
+           short="dead"),
+    Metric("linear_fraction", linear_fraction, ("state", "activation"),
+           "fraction of units > 0 for every sample (ReLU-like only)", relu_only=True, linear_scale=True, summary=False),
+    Metric("mean_cosine", mean_cosine, _S, "mean pairwise cosine of the samples' states", linear_scale=True,
+           short="cos"),
+    Metric("linear_r2", linear_r2, ("centred", "input", "eigh", "rtol"),
+           "leave-one-out R² of recovering the input linearly", linear_scale=True, display_floor=-1.0),
+    Metric("distance_corr", distance_corr, ("state", "distances"),
+           "correlation of pairwise distances with the input's", linear_scale=True, short="dist_corr"),
+    Metric("jacobian_rank", jacobian_rank, ("tangents",), "mean over samples of rank(∂s/∂x)/d", linear_scale=True,
+           short="jac_rank"),
+    Metric("grad_norm", None, ("gradient",), "‖∂loss/∂W_l‖_F of the readout's MSE"),
+    # Per sequence, averaged over sequences: torch models' token states only (not measured by `run`).
+    Metric("token_cosine", token_cosine, ("tokens",), "mean cosine between a sequence's positions (1: collapse)",
+           linear_scale=True, short="tok_cos", summary=False, default=False),
+    Metric("token_effective_rank", token_effective_rank, ("tokens",),
+           "effective rank of a sequence's uncentred tokens (1: collapse)", short="tok_rank", summary=False,
+           default=False),
+):
+    _add(_entry)
+del _entry
+
+DEFAULT_METRICS = default_metrics()
+SPECTRAL_METRICS = tuple(n for n, e in METRICS.items() if e.rank_like)
+RELU_LIKE = tuple(n for n, e in ACTIVATIONS.items() if e.relu_like)  # the built-ins; read the registry for others

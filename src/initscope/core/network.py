@@ -9,19 +9,18 @@ b (T, w) to
 
 exactly as DESIGN.md defines it. Everything here is pure numpy (scipy.special
 for the Gaussian CDF of GELU): arrays in, arrays out, randomness only through
-explicit generators.
+explicit generators. Activations come from `initscope.core.activations`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
 
-from initscope.core.initializers import INITIALIZERS, draw as draw_weights
+from initscope.core.activations import LEAKY_SLOPE, activation
+from initscope.core.initializers import initializer, draw as draw_weights
 
 __all__ = [
     "SHIFTS",
@@ -47,9 +46,7 @@ __all__ = [
 SHIFTS = ("linspace", "zeros", "normal", "uniform", "quantile")
 NORMS = ("none", "layer", "batch")
 READOUTS = ("zeros", "init")
-LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default, so gains and results match torch
 NORM_EPS = 1e-5  # torch.nn.LayerNorm / BatchNorm1d default
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -62,34 +59,13 @@ class Architecture:
 
 
 def activate(name: str, z: np.ndarray) -> np.ndarray:
-    """φ(z) elementwise. GELU is the exact erf form, z·Φ(z) (Hendrycks & Gimpel 2016)."""
-    if name == "relu":
-        return np.maximum(z, 0)
-    if name == "leaky_relu":
-        return np.where(z > 0, z, LEAKY_SLOPE * z)
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "gelu":
-        return z * ndtr(z).astype(z.dtype, copy=False)
-    if name == "identity":
-        return z
-    raise ValueError(f"The 'activation' parameter must be one of relu, leaky_relu, tanh, gelu, identity. Got {name!r} instead.")
+    """φ(z) elementwise, from the activation registry (`initscope.core.activations`)."""
+    return activation(name).phi(z)
 
 
 def activation_derivative(name: str, z: np.ndarray) -> np.ndarray:
     """φ'(z) elementwise (ReLU's derivative at 0 taken as 0, as autograd does)."""
-    if name == "relu":
-        return (z > 0).astype(z.dtype)
-    if name == "leaky_relu":
-        return np.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype)
-    if name == "tanh":
-        t = np.tanh(z)
-        return 1.0 - t * t
-    if name == "gelu":
-        return (ndtr(z) + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)).astype(z.dtype, copy=False)
-    if name == "identity":
-        return np.ones_like(z)
-    raise ValueError(f"The 'activation' parameter must be one of relu, leaky_relu, tanh, gelu, identity. Got {name!r} instead.")
+    return activation(name).dphi(z)
 
 
 def draw_shifts(kind: str, width: int, *, scale: float, rng: np.random.Generator | None, dtype=np.float64) -> np.ndarray:
@@ -142,7 +118,7 @@ def draw_layer(
     W[0] = draw_weights(init, fan_in, fan_out, gain=gain, rng=rngs[0], dtype=dtype)
     if random_shift:
         b[0] = draw_shifts(shift, fan_out, scale=shift_scale, rng=rngs[0], dtype=dtype)
-    rule = INITIALIZERS[init].draw if fan_in and fan_out else None
+    rule = initializer(init).draw if fan_in and fan_out else None
     for t in range(1, T):
         if rule is not None:
             W[t] = rule(fan_in, fan_out, float(gain), rngs[t])
@@ -181,16 +157,17 @@ def layer_forward(
 
     Returns (s, z): the state (T, n, w) and the pre-activation z (T, n, w),
     which the Jacobian and gradient passes need. keep_pre=False returns
-    z = None and lets ReLU and tanh work in z's buffer (one array less per layer).
+    z = None and lets activations with an in-place form (ReLU, tanh, identity)
+    work in z's buffer (one array less per layer).
     """
     z = np.matmul(s_prev, W)
     z += b[:, None, :]
-    if not keep_pre and arch.activation in ("relu", "tanh", "identity"):
-        h = np.maximum(z, 0, out=z) if arch.activation == "relu" else (
-            np.tanh(z, out=z) if arch.activation == "tanh" else z)
+    act = activation(arch.activation)
+    if not keep_pre and act.inplace is not None:
+        h = act.inplace(z)
         z = None
     else:
-        h = activate(arch.activation, z)
+        h = act.phi(z)
         if h is z:  # identity: the residual update below must not write into the returned z
             h = z.copy()
     if arch.norm != "none":

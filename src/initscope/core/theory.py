@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from initscope.core.activations import ACTIVATIONS, LEAKY_SLOPE, activation as activation_entry
+from initscope.core.initializers import REGISTRY as INIT_REGISTRY, variance as init_variance
 from initscope.core.kernels import (
     check_nodes,
     gaussian_expectation,
@@ -31,7 +33,7 @@ from initscope.core.kernels import (
     piecewise_linear_second_moment,
 )
 from initscope.core.kernels import leaky_relu_correlation_map, relu_correlation_map  # re-exported: theory's API
-from initscope.core.network import LEAKY_SLOPE, activate, activation_derivative
+from initscope.core.network import activate, activation_derivative
 
 __all__ = [
     "relu_correlation_map",
@@ -54,48 +56,33 @@ __all__ = [
 ]
 
 
-def activation_second_moment_factor(activation: str, negative_slope: float = 0.01) -> float:
-    """E[φ(z)²] / E[z²] for symmetric z, where that ratio is a constant.
+def activation_second_moment_factor(activation: str, negative_slope: float = LEAKY_SLOPE) -> float:
+    """E[φ(z)²] / E[z²] for symmetric z, where that ratio is a constant: the registry entry's.
 
     ReLU keeps half of a symmetric variable's second moment, leaky ReLU keeps
-    (1 + a²)/2 of it, the identity all of it. For tanh and GELU the ratio
-    depends on the scale, so there is no constant and NaN is returned.
+    (1 + a²)/2 of it, the identity all of it. For tanh and GELU (and unknown
+    names) the ratio depends on the scale, so there is no constant and NaN is
+    returned. negative_slope: leaky ReLU's a, when not torch's 0.01.
     """
-    if activation == "relu":
-        return 0.5
-    if activation == "leaky_relu":
+    if activation == "leaky_relu" and negative_slope != LEAKY_SLOPE:
         return 0.5 * (1.0 + negative_slope**2)
-    if activation == "identity":
-        return 1.0
-    return math.nan
+    entry = ACTIVATIONS.get(activation)
+    return math.nan if entry is None else entry.second_moment
 
 
 def weight_variance(init: str, fan_in: int, fan_out: int, gain: float) -> float:
-    """E[w_ij²] of one entry of W (fan_in, fan_out) under an initializer.
+    """E[w_ij²] of one entry of W (fan_in, fan_out) under an initializer: its registry entry's `variance`.
 
-    All registry rules have zero-mean entries that are uncorrelated within a
+    All built-in rules have zero-mean entries that are uncorrelated within a
     column, so a unit's pre-activation second moment is fan_in·E[w²]·(mean s²).
     `sphere` puts a column on the sphere of radius gain, so E[w²] = gain²/fan_in;
     `sphere-rows` does the same for rows (gain²/fan_out); `orthogonal` has
     orthonormal columns (fan_in ≥ fan_out) or rows (fan_in < fan_out).
+    NaN for entries without a variance (zero, the layer-aware ones) and unknown names.
     """
-    if fan_in <= 0 or fan_out <= 0:
+    if init not in INIT_REGISTRY:
         return math.nan
-    g2 = gain * gain
-    rules = {
-        "normal": g2,
-        "uniform": g2 / 3.0,
-        "sphere": g2 / fan_in,
-        "sphere-rows": g2 / fan_out,
-        "xavier-normal": g2 * 2.0 / (fan_in + fan_out),
-        "xavier-uniform": g2 * 2.0 / (fan_in + fan_out),
-        "kaiming-normal": g2 / fan_in,
-        "kaiming-uniform": g2 / fan_in,
-        "lecun-normal": g2 / fan_in,
-        "orthogonal": g2 / max(fan_in, fan_out),
-        "torch-default": g2 / (3.0 * fan_in),
-    }
-    return rules.get(init, math.nan)
+    return init_variance(init, fan_in, fan_out, gain)
 
 
 def expected_rms(
@@ -136,16 +123,25 @@ def weight_norm_density(
 ) -> np.ndarray | None:
     """Density of one neuron's weight-vector 2-norm at the points r.
 
-    For i.i.d. N(0, σ²) entries the norm is σ times a chi variable with fan_in
-    degrees of freedom. That covers normal (σ = gain), kaiming-normal and
+    For i.i.d. N(0, σ²) entries the norm is σ times a chi variable with k =
+    fan_in degrees of freedom. That covers normal (σ = gain), kaiming-normal and
     lecun-normal (σ = gain/sqrt(fan_in)), and xavier-normal when fan_out is
     given (σ = gain·sqrt(2/(fan_in+fan_out))); see `weight_norm_distribution`.
+    The chi density in closed form, in logs so that k in the thousands does not
+    overflow: f(r) = (r/σ)^(k−1)·exp(−(r/σ)²/2) / (2^(k/2−1)·Γ(k/2)·σ), r ≥ 0
+    (no scipy.stats: importing it took over a second of every report).
     Returns None where the norm has no such closed form (sphere: a spike at gain).
     """
-    dist = weight_norm_distribution(init, fan_in, fan_out, gain)
-    if dist is None:
+    sigma = _chi_scale(init, fan_in, fan_out, gain)
+    if sigma is None:
         return None
-    return dist.pdf(np.asarray(r, dtype=np.float64))
+    x = np.asarray(r, dtype=np.float64) / sigma
+    k = float(fan_in)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_f = (k - 1.0) * np.log(x) - 0.5 * x * x - (0.5 * k - 1.0) * math.log(2.0) - math.lgamma(0.5 * k)
+        density = np.exp(log_f) / sigma
+    density = np.where(x > 0, density, (1.0 if k == 1 else 0.0) * math.sqrt(2.0 / math.pi) / sigma)
+    return np.where(x >= 0, density, 0.0)
 
 
 def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: float):
@@ -160,8 +156,16 @@ def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: 
     orthogonal with fan_in ≥ fan_out) or no closed form (uniform entries,
     sphere-rows, other rules).
     """
+    sigma = _chi_scale(init, fan_in, fan_out, gain)
+    if sigma is None:
+        return None
     from scipy.stats import chi
 
+    return chi(df=fan_in, scale=sigma)
+
+
+def _chi_scale(init: str, fan_in: int, fan_out: int | None, gain: float) -> float | None:
+    """σ of i.i.d. N(0, σ²) weights, or None where the initializer's norms are not σ·χ(fan_in)."""
     if init not in ("normal", "kaiming-normal", "lecun-normal", "xavier-normal"):
         return None
     if fan_in is None or fan_in <= 0 or (init == "xavier-normal" and (fan_out is None or fan_out <= 0)):
@@ -169,7 +173,7 @@ def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: 
     variance = weight_variance(init, fan_in, fan_out if fan_out is not None else 1, gain)
     if not (math.isfinite(variance) and variance > 0):
         return None
-    return chi(df=fan_in, scale=math.sqrt(variance))
+    return math.sqrt(variance)
 
 
 # ---------------------------------------------------------------------------
@@ -180,16 +184,16 @@ def weight_norm_distribution(init: str, fan_in: int, fan_out: int | None, gain: 
 # error of E[tanh(√q·z)²] is 7e-12 at q = 1, 6e-7 at q = 3, 5e-4 at q = 10 (against adaptive
 # quadrature); about 40·q nodes reach rounding. GELU converges faster (4e-14 at q = 3).
 DEFAULT_NODES = 100
-_HOMOGENEOUS = ("relu", "leaky_relu", "identity")
 
 
 def _slope(activation: str) -> float | None:
     """The negative-side slope a of a piecewise-linear φ = max(u, 0) + a·min(u, 0), else None.
 
     These φ have exact Gaussian expectations (`core.kernels`), so their maps
-    use no quadrature at all.
+    use no quadrature at all. The registry entry says (`Activation.slope`).
     """
-    return {"relu": 0.0, "leaky_relu": LEAKY_SLOPE, "identity": 1.0}.get(activation)
+    entry = ACTIVATIONS.get(activation)
+    return None if entry is None else entry.slope
 
 
 def weight_sigma2(init: str, fan_in: int, fan_out: int, gain: float) -> float:
@@ -208,7 +212,7 @@ def shift_sigma2(shift: str, shift_scale: float) -> float:
 
 
 def _check_activation(activation: str) -> None:
-    activate(activation, np.zeros(0))  # raises the registry's ValueError for unknown names
+    activation_entry(activation)  # raises the registry's ValueError for unknown names
 
 
 def q_map(
@@ -313,7 +317,7 @@ def _pair_expectation(fn, activation: str, c: np.ndarray, q: float, nodes: int) 
 
 def _default_q(activation: str, sigma_w2: float, sigma_b2: float, nodes: int) -> float:
     q = q_star(activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, nodes=nodes)
-    if not (math.isfinite(q) and q > 0) and sigma_b2 == 0 and activation in _HOMOGENEOUS:
+    if not (math.isfinite(q) and q > 0) and sigma_b2 == 0 and activation_entry(activation).homogeneous:
         return 1.0  # a positively homogeneous φ's correlation map is the same at every scale
     return q
 

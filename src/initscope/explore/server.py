@@ -126,14 +126,22 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
 
 
 def verdict(result) -> dict[str, Any]:
-    """What happened, per initializer: the report's flags table in words ("first layer where ...")."""
+    """What happened, per initializer, in words: the study's verdict (as `initscope run` prints it and
+    the report shows it first) and the flags table ("first layer where ...")."""
     from initscope.report.flags import flags_table
+    from initscope.study.verdict import run_verdict
 
+    words = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains)
     m = result.metrics
     # flags_table reads only these metrics (and readout); filtering first makes it ~2x faster.
     used = m.loc[m["metric"].isin(_FLAG_METRICS), ["init", "trial", "layer", "metric", "value", "readout"]]
     table = flags_table(used, result.flags)
-    return {"sentences": None, "flags": table.to_dict("records")}
+    return {
+        "initializers": [{"init": v.init, "title": v.title, "sentences": list(v.sentences)} for v in words.verdicts],
+        "notes": list(words.notes),
+        "lines": words.lines(),
+        "flags": table.to_dict("records"),
+    }
 
 
 _FLAG_METRICS = ("rms", "effective_rank", "dead_fraction", "grad_norm")
@@ -254,7 +262,7 @@ def _static_files() -> dict[str, Path]:
 
 def run_zip(config, *, workers: int | None = None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
-    from initscope.report.writer import write_run
+    from initscope.report.run_files import write_run
     from initscope.study.runner import run
 
     result = run(config, workers=workers)
@@ -272,10 +280,11 @@ def run_zip(config, *, workers: int | None = None) -> bytes:
 def meta(settings: Settings) -> dict[str, Any]:
     """What the page needs to draw its controls: every field's default and choices."""
     from initscope.core.data import TARGETS
-    from initscope.core.initializers import ACTIVATIONS
+    from initscope.core.activations import ACTIVATIONS
+    from initscope.core.initializers import REGISTRY
     from initscope.core.metrics import METRICS
     from initscope.core.network import NORMS, READOUTS, SHIFTS
-    from initscope.study.config import ALL_INITS, DTYPES, INIT_TRAIN, Config
+    from initscope.study.config import DTYPES, INIT_TRAIN, Config
 
     files = []
     if settings.data_dir is not None:
@@ -283,7 +292,7 @@ def meta(settings: Settings) -> dict[str, Any]:
         files = sorted(str(p.relative_to(root)) for p in root.rglob("*")
                        if p.suffix.lower() in (".csv", ".npy") and p.is_file())[:500]
     choices = {
-        "init": list(ALL_INITS), "activation": list(ACTIVATIONS), "shift": list(SHIFTS), "norm": list(NORMS),
+        "init": list(REGISTRY), "activation": list(ACTIVATIONS), "shift": list(SHIFTS), "norm": list(NORMS),
         "readout": list(READOUTS), "dtype": list(DTYPES), "metrics": list(METRICS), "init_train": list(INIT_TRAIN),
         "data": list(BUILTIN_DATA) + files, "target": list(TARGETS) + ["dataset"],
     }

@@ -6,28 +6,53 @@ import math
 
 import numpy as np
 
-from initscope.report._common import TEMPLATE, colour, compact, inits_of, label, layer_summary, resolved_gain, rgba, theory_applies
+from initscope.core.activations import ACTIVATIONS
+from initscope.core.metrics import METRICS
+from initscope.report._common import (
+    Summary, all_summaries, as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, layer_summary,
+    resolved_gain, rgba, template, theory_applies,
+)
 from initscope.report.tables import config_dict
 
-__all__ = ["metric_depth_figure", "METRIC_ORDER", "theory_curves", "display_summary"]
+__all__ = ["metric_depth_figure", "metric_depth_spec", "METRIC_ORDER", "metric_order", "display_floor",
+           "theory_curves", "display_summary"]
 
-# The fixed metric names of DESIGN.md, in the order the panels appear.
-METRIC_ORDER = (
-    "rms", "std", "effective_rank", "stable_rank", "numerical_rank", "dead_fraction", "linear_fraction",
-    "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm",
-)
+# The built-in metric names of DESIGN.md, in the order the panels appear; registered
+# metrics follow in registration order (`metric_order`).
+METRIC_ORDER = tuple(METRICS)
 _LOG_DECADES = 2.0
 
 
-# Display floors: leave-one-out R² can reach −1e4 when a layer's states are
-# nearly collinear; anything ≤ 0 already means "nothing recoverable".
-DISPLAY_FLOOR = {"linear_r2": -1.0}
+def metric_order() -> list[str]:
+    """Every registered metric, in registry order: the order of the depth panels."""
+    return list(METRICS)
+
+
+def display_floor(metric: str) -> float | None:
+    """The metric's display floor, if its registry entry has one.
+
+    linear_r2's is −1: leave-one-out R² can reach −1e4 when a layer's states
+    are nearly collinear, and anything ≤ 0 already means "nothing recoverable".
+    """
+    entry = METRICS.get(metric)
+    return None if entry is None else entry.display_floor
 
 
 def display_summary(metrics, metric: str):
     """`layer_summary` with values clipped at the metric's display floor, if it has one."""
-    summary = layer_summary(metrics, metric)
-    floor = DISPLAY_FLOOR.get(metric)
+    return _clipped(layer_summary(metrics, metric), metric)
+
+
+def _clipped_arrays(summary: Summary, metric: str) -> Summary:
+    floor = display_floor(metric)
+    if floor is None:
+        return summary
+    return Summary(summary.layers, *(np.maximum(a, floor, where=~np.isnan(a), out=a.copy())
+                                     for a in (summary.median, summary.lo, summary.hi)))
+
+
+def _clipped(summary, metric: str):
+    floor = display_floor(metric)
     if floor is not None:
         for column in ("median", "lo", "hi"):
             summary[column] = summary[column].clip(lower=floor)
@@ -35,24 +60,24 @@ def display_summary(metrics, metric: str):
 
 
 def panel_title(metric: str) -> str:
-    floor = DISPLAY_FLOOR.get(metric)
+    floor = display_floor(metric)
     return f"{metric} (clipped at {floor:g})" if floor is not None else metric
 
 
 def _metrics_present(metrics) -> list[str]:
     present = list(dict.fromkeys(metrics["metric"].astype(str)))
-    return [m for m in METRIC_ORDER if m in present] + [m for m in present if m not in METRIC_ORDER]
-
-
-# Shares, cosines and correlations live on a fixed linear scale; a log axis
-# would only stretch their noise near 0.
-LINEAR_ONLY = frozenset({"dead_fraction", "linear_fraction", "mean_cosine", "linear_r2", "distance_corr",
-                         "jacobian_rank"})
+    order = metric_order()
+    return [m for m in order if m in present] + [m for m in present if m not in order]
 
 
 def log_axis(metric: str, values: np.ndarray) -> bool:
-    """True for a scale-like metric whose positive values span more than two decades."""
-    return metric not in LINEAR_ONLY and _spans_decades(values)
+    """True for a scale-like metric whose positive values span more than two decades.
+
+    Shares, cosines and correlations (registry entries with `linear_scale`)
+    live on a fixed linear scale; a log axis would only stretch their noise near 0.
+    """
+    entry = METRICS.get(metric)
+    return not (entry is not None and entry.linear_scale) and _spans_decades(values)
 
 
 def _spans_decades(values: np.ndarray) -> bool:
@@ -63,33 +88,46 @@ def _spans_decades(values: np.ndarray) -> bool:
 def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(layers, values, label) of the closed form for `metric`, or None where none applies.
 
-    rms: the He/Xavier second-moment recursion from the measured input rms
-    (`theory.expected_rms`). mean_cosine: the ReLU arc-cosine map iterated from
-    the measured median at layer 1 (`theory.relu_correlation_map`; Cho & Saul
-    2009). Both need ReLU, zero shifts, no norm and no residual.
+    summary: `layer_summary`'s table (init, layer, median, ...), or one
+    initializer's `Summary` arrays. rms: the He/Xavier second-moment recursion
+    from the measured input rms (`theory.expected_rms`). mean_cosine: the
+    activation's closed-form correlation map iterated from the measured median
+    at layer 1 (for ReLU the arc-cosine map, `theory.relu_correlation_map`;
+    Cho & Saul 2009). Both need an activation whose registry entry has these
+    closed forms, zero shifts, no norm and no residual (`theory_applies`).
     """
-    from initscope.core import theory
-
     if not theory_applies(config):
         return None
-    rows = summary[summary["init"].astype(str) == init].set_index("layer")["median"]
-    if metric == "rms" and 0 in rows.index and math.isfinite(rows[0]):
-        depth = int(config.get("depth") or rows.index.max())
+    if isinstance(summary, Summary):
+        layers, median = summary.layers, summary.median
+    else:
+        rows = summary[summary["init"].astype(str) == init]
+        layers, median = rows["layer"].to_numpy(dtype=int), rows["median"].to_numpy(dtype=np.float64)
+    at = dict(zip(layers.tolist(), median.tolist()))
+    return _theory(at, metric, init, config)
+
+
+def _theory(at: dict[int, float], metric: str, init: str, config):
+    from initscope.core import theory
+
+    act = ACTIVATIONS[str(config["activation"])]
+    if metric == "rms" and math.isfinite(at.get(0, math.nan)):
+        depth = int(config.get("depth") or max(at))
         if config.get("input_dim") is None or config.get("width") is None:
             return None
         curve = theory.expected_rms(
-            float(rows[0]), init=init, gain=resolved_gain(config, init), activation="relu",
+            at[0], init=init, gain=resolved_gain(config, init), activation=act.name,
             input_dim=int(config["input_dim"]), width=int(config["width"]), depth=depth,
         )
         if not np.isfinite(curve[1:]).any():
             return None
         return np.arange(depth + 1), np.asarray(curve, dtype=np.float64), "theory: second-moment recursion"
-    if metric == "mean_cosine" and 1 in rows.index and math.isfinite(rows[1]):
-        layers = np.sort(rows.index[rows.index >= 1].to_numpy(dtype=int))
-        values = [float(rows[1])]
+    if metric == "mean_cosine" and math.isfinite(at.get(1, math.nan)):
+        layers = np.array(sorted(layer for layer in at if layer >= 1), dtype=int)
+        values = [at[1]]
         for _ in layers[1:]:
-            values.append(float(theory.relu_correlation_map(values[-1])))
-        return layers, np.array(values), "theory: arc-cosine map from layer 1"
+            values.append(float(act.correlation_map(values[-1])))
+        return layers, np.array(values), f"theory: {'arc-cosine' if act.relu_like else 'correlation'} map from layer 1"
     return None
 
 
@@ -97,72 +135,80 @@ def metric_depth_figure(metrics, *, config=None, columns: int = 3):
     """Each metric against layer: median over trials with a 10–90% band, one line per initializer.
 
     metrics: the tidy table (init, trial, layer, metric, value, config columns).
-    One panel per metric present, in the order of `METRIC_ORDER`. A panel
+    One panel per metric present, in registry order (`metric_order`). A panel
     whose values span more than two decades gets a log y axis. Dashed lines
     are theory (`theory_curves`), drawn only where its assumptions hold.
-    `config` defaults to the config columns of `metrics`.
-    Returns a `plotly.graph_objects.Figure`.
+    `config` (a Config or mapping) defaults to the config columns of `metrics`.
+    Returns a `plotly.graph_objects.Figure` (`metric_depth_spec` as plain data).
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    return as_figure(metric_depth_spec(metrics, config=config, columns=columns))
 
+
+def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
+    """`metric_depth_figure` as a plain plotly spec (dicts and numpy arrays)."""
     config = config_dict(config, metrics)
     names = _metrics_present(metrics)
     if not names:
-        from initscope.report.geometry import _empty
-
-        return _empty("No metrics in this run.")
+        return empty_spec("No metrics in this run.")
     inits = inits_of(metrics, config)
     cols = min(columns, len(names))
     rows = math.ceil(len(names) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[label(panel_title(m)) for m in names],
-                        horizontal_spacing=0.07,
-                        vertical_spacing=min(0.5 / max(rows - 1, 1), 0.12))
+    layout = grid(rows, cols, [label(panel_title(m)) for m in names], horizontal_spacing=0.07,
+                  vertical_spacing=min(0.5 / max(rows - 1, 1), 0.12))
+    data: list[dict] = []
     theory_shown = False
+    summaries = all_summaries(metrics)
     for n, metric in enumerate(names):
-        row, col = n // cols + 1, n % cols + 1
-        summary = display_summary(metrics, metric)
+        xref, yref = axis_names(n)
+        by_init = {init: _clipped_arrays(s, metric) for init, s in summaries.get(metric, {}).items()}
         for init in inits:
-            part = summary[summary["init"].astype(str) == init].sort_values("layer")
-            c = colour(inits, init)
-            x = part["layer"].to_numpy(dtype=np.int32)
-            name = label(init)
-            for edge, fill in (("hi", None), ("lo", "tonexty")):
-                fig.add_trace(go.Scatter(
-                    x=x, y=compact(part[edge]), mode="lines", line={"width": 0, "color": c}, fill=fill,
-                    fillcolor=rgba(c, 0.18), legendgroup=init, showlegend=False, hoverinfo="skip",
-                    name=f"{name} {'90%' if edge == 'hi' else '10%'}",
-                ), row=row, col=col)
-            fig.add_trace(go.Scatter(
-                x=x, y=compact(part["median"]), mode="lines+markers", name=name, legendgroup=init,
-                showlegend=n == 0, line={"color": c, "width": 2}, marker={"size": 4},
-                hovertemplate=f"{name}<br>{metric}<br>layer %{{x}}: %{{y:.4g}}<extra></extra>",
-            ), row=row, col=col)
-            theory = theory_curves(summary, metric, init, config)
-            if theory is not None:
-                t_layers, t_values, t_label = theory
-                fig.add_trace(go.Scatter(
-                    x=t_layers.astype(np.int32), y=compact(t_values), mode="lines", name=f"{name}: theory",
-                    legendgroup=init, showlegend=False,
-                    line={"color": c, "width": 2, "dash": "dash"},
-                    hovertemplate=f"{name}<br>{t_label}<br>layer %{{x}}: %{{y:.4g}}<extra></extra>",
-                ), row=row, col=col)
-                theory_shown = True
-        values = summary[["median", "lo", "hi"]].to_numpy(dtype=np.float64)
+            if init not in by_init:
+                continue
+            traces, drew_theory = _init_traces(by_init[init], metric, init, inits, config, first=n == 0)
+            data += [dict(t, xaxis=xref, yaxis=yref) for t in traces]
+            theory_shown |= drew_theory
+        values = np.concatenate([np.concatenate(s[1:]) for s in by_init.values()]) if by_init else np.zeros(0)
         if log_axis(metric, values):
-            fig.update_yaxes(type="log", row=row, col=col)
-        fig.update_xaxes(title_text="layer" if row == rows else None, row=row, col=col)
+            layout["yaxis" + yref[1:]]["type"] = "log"
+        if n // cols + 1 == rows:
+            layout["xaxis" + xref[1:]]["title"] = {"text": "layer"}
     if theory_shown:
         # One neutral legend entry explains the dashes; each init's theory line toggles with its init.
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="theory (dashed)",
-                                 line={"color": "#555", "dash": "dash", "width": 2}, hoverinfo="skip"))
+        data.append({"type": "scatter", "x": [None], "y": [None], "mode": "lines", "name": "theory (dashed)",
+                     "line": {"color": "#555", "dash": "dash", "width": 2}, "hoverinfo": "skip"})
     trials = int(metrics.groupby("init")["trial"].nunique().max())
-    fig.update_layout(
-        template=TEMPLATE,
+    layout.update(
+        template=template(),
         height=260 * rows + 110,
         margin={"l": 60, "r": 10, "t": 80, "b": 50},
         title={"text": f"Metrics over depth: median over {trials} trial{'s' if trials != 1 else ''}, "
                        "band 10–90% (dashed: theory)", "x": 0.01},
         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
     )
-    return fig
+    return {"data": data, "layout": layout}
+
+
+def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], config, *,
+                 first: bool) -> tuple[list[dict], bool]:
+    """One initializer's band, median line and (where it applies) theory line in one panel."""
+    c = colour(inits, init)
+    x = summary.layers.astype(np.int32)
+    name = label(init)
+    out = [
+        {"type": "scatter", "x": x, "y": compact(getattr(summary, edge)), "mode": "lines", "line": {"width": 0, "color": c},
+         **({"fill": "tonexty"} if edge == "lo" else {}), "fillcolor": rgba(c, 0.18), "legendgroup": init,
+         "showlegend": False, "hoverinfo": "skip", "name": f"{name} {'90%' if edge == 'hi' else '10%'}"}
+        for edge in ("hi", "lo")
+    ]
+    out.append({"type": "scatter", "x": x, "y": compact(summary.median), "mode": "lines+markers", "name": name,
+                "legendgroup": init, "showlegend": first, "line": {"color": c, "width": 2}, "marker": {"size": 4},
+                "hovertemplate": f"{name}<br>{metric}<br>layer %{{x}}: %{{y:.4g}}<extra></extra>"})
+    theory = theory_curves(summary, metric, init, config)
+    if theory is None:
+        return out, False
+    t_layers, t_values, t_label = theory
+    out.append({"type": "scatter", "x": t_layers.astype(np.int32), "y": compact(t_values), "mode": "lines",
+                "name": f"{name}: theory", "legendgroup": init, "showlegend": False,
+                "line": {"color": c, "width": 2, "dash": "dash"},
+                "hovertemplate": f"{name}<br>{t_label}<br>layer %{{x}}: %{{y:.4g}}<extra></extra>"})
+    return out, True

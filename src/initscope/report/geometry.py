@@ -6,9 +6,12 @@ import math
 
 import numpy as np
 
-from initscope.report._common import TEMPLATE, compact, inits_of, label, layer_slider, play_buttons
+from initscope.report._common import (
+    as_figure, colorscale, compact, empty_spec, grid, inits_of, label, layer_slider, play_buttons, template,
+)
+from initscope.report.tables import config_dict
 
-__all__ = ["layer_projection_figure", "projection_cube"]
+__all__ = ["layer_projection_figure", "layer_projection_spec", "projection_cube"]
 
 MAX_POINTS = 2000
 _PCS = ("pc1", "pc2", "pc3")
@@ -55,61 +58,54 @@ def layer_projection_figure(projections, *, max_points: int = MAX_POINTS, seed: 
     across all layers, so that growth or shrinkage of scale shows.
     At most `max_points` samples are drawn (a fixed random subset drawn with
     `seed`); `layout.meta` records how many were shown of how many.
-    Returns a `plotly.graph_objects.Figure`.
+    `config` (a Config or mapping) orders the initializers.
+    Returns a `plotly.graph_objects.Figure` (`layer_projection_spec` as plain data).
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    return as_figure(layer_projection_spec(projections, max_points=max_points, seed=seed, config=config))
 
+
+def layer_projection_spec(projections, *, max_points: int = MAX_POINTS, seed: int = 0, config=None) -> dict:
+    """`layer_projection_figure` as a plain plotly spec (dicts and numpy arrays)."""
     if max_points < 1:
         raise ValueError(
             f"The 'max_points' parameter of layer_projection_figure must be >= 1. Got {max_points!r} instead."
         )
+    config = config_dict(config)
     inits = inits_of(projections, config)
     if not inits:
-        return _empty("No projections in this run.")
+        return empty_spec("No projections in this run.")
     ids, total = chosen_samples(projections, max_points, seed=seed)
     cubes = {init: projection_cube(projections, init, ids) for init in inits}
     layers = sorted({int(layer) for cube in cubes.values() for layer in cube[0]})
     cols = min(len(inits), 3)
     rows = math.ceil(len(inits) / cols)
-    fig = make_subplots(
-        rows=rows, cols=cols, specs=[[{"type": "scene"}] * cols for _ in range(rows)],
-        subplot_titles=[label(i) for i in inits], horizontal_spacing=0.02, vertical_spacing=0.06,
-    )
+    layout = grid(rows, cols, [label(i) for i in inits], horizontal_spacing=0.02, vertical_spacing=0.06, scene=True)
     targets = np.concatenate([cube[3] for cube in cubes.values()])
+    data = []
     for i, init in enumerate(inits):
-        cube_layers, _, coords, target = cubes[init]
-        fig.add_trace(
-            go.Scatter3d(
-                x=_axis(coords, cube_layers, layers[0], 0), y=_axis(coords, cube_layers, layers[0], 1),
-                z=_axis(coords, cube_layers, layers[0], 2),
-                mode="markers", name=label(init), showlegend=False,
-                marker={"size": 3, "color": compact(target), "coloraxis": "coloraxis", "opacity": 0.85},
-                customdata=np.column_stack([ids, compact(target)]).astype(np.float32),
-                hovertemplate=_hover(init, layers[0]),
-            ),
-            row=i // cols + 1, col=i % cols + 1,
-        )
-    fig.frames = [
-        go.Frame(
-            name=str(layer),
-            data=[_frame_trace(go, init, cubes[init], layer) for init in inits],
-            traces=list(range(len(inits))),
-            layout={"annotations": _titles(fig, inits, cubes, layer)},
-        )
-        for layer in layers
-    ]
-    fig.layout.annotations = _titles(fig, inits, cubes, layers[0])
-    fixed, fitted = _scene_ranges(fig, inits, cubes)
-    fig.update_layout(fitted)
+        trace = _frame_trace(init, cubes[init], layers[0])
+        trace.update(type="scatter3d", mode="markers", name=label(init), showlegend=False,
+                     scene="scene" if i == 0 else f"scene{i + 1}",
+                     marker={"size": 3, "color": compact(cubes[init][3]), "coloraxis": "coloraxis", "opacity": 0.85},
+                     customdata=np.column_stack([ids, compact(cubes[init][3])]).astype(np.float32))
+        data.append(trace)
+    subplot_titles = layout["annotations"]
+    frames = [{"name": str(layer), "data": [_frame_trace(init, cubes[init], layer) for init in inits],
+               "traces": list(range(len(inits))), "layout": {"annotations": _titles(subplot_titles, inits, cubes, layer)}}
+              for layer in layers]
+    layout["annotations"] = _titles(subplot_titles, inits, cubes, layers[0])
+    fixed, fitted = _scene_ranges(inits, cubes)
+    for key, value in fitted.items():  # what `update_layout(fitted)` does with its dotted keys
+        _set_path(layout, key, value)
+    finite = np.isfinite(targets).any()
     shown = f"showing {len(ids):,} of {total:,} samples (a fixed random subset), " if len(ids) < total else ""
-    fig.update_layout(
-        template=TEMPLATE,
+    layout.update(
+        template=template(),
         height=460 * rows + 90,
         margin={"l": 10, "r": 10, "t": 70, "b": 110},
         title={"text": f"Samples on each layer's top 3 principal components ({shown}trial 0)", "x": 0.01},
-        coloraxis={"colorscale": "Viridis", "cmin": float(np.nanmin(targets)) if np.isfinite(targets).any() else None,
-                   "cmax": float(np.nanmax(targets)) if np.isfinite(targets).any() else None,
+        coloraxis={"colorscale": colorscale("Viridis"), "cmin": float(np.nanmin(targets)) if finite else None,
+                   "cmax": float(np.nanmax(targets)) if finite else None,
                    "colorbar": {"title": {"text": "target"}, "len": 0.8}},
         sliders=[layer_slider(layers)],
         updatemenus=[
@@ -125,7 +121,14 @@ def layer_projection_figure(projections, *, max_points: int = MAX_POINTS, seed: 
         ],
         meta={"shown": int(len(ids)), "samples": int(total), "layers": layers},
     )
-    return fig
+    return {"data": data, "layout": layout, "frames": frames}
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
 
 
 def _axis(coords: np.ndarray, cube_layers: np.ndarray, layer: int, pc: int) -> np.ndarray:
@@ -135,12 +138,10 @@ def _axis(coords: np.ndarray, cube_layers: np.ndarray, layer: int, pc: int) -> n
     return compact(coords[where[0], :, pc])
 
 
-def _frame_trace(go, init: str, cube, layer: int):
+def _frame_trace(init: str, cube, layer: int) -> dict:
     cube_layers, _, coords, _ = cube
-    return go.Scatter3d(
-        x=_axis(coords, cube_layers, layer, 0), y=_axis(coords, cube_layers, layer, 1),
-        z=_axis(coords, cube_layers, layer, 2), hovertemplate=_hover(init, layer),
-    )
+    return {"type": "scatter3d", "x": _axis(coords, cube_layers, layer, 0), "y": _axis(coords, cube_layers, layer, 1),
+            "z": _axis(coords, cube_layers, layer, 2), "hovertemplate": _hover(init, layer)}
 
 
 def _hover(init: str, layer: int) -> str:
@@ -158,10 +159,10 @@ def _spread(coords: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum(coords[finite] ** 2, axis=-1))))
 
 
-def _titles(fig, inits, cubes, layer: int) -> list[dict]:
+def _titles(subplot_titles: list[dict], inits, cubes, layer: int) -> list[dict]:
     """Subplot titles for one layer: the initializer and its spread against the input's."""
     out = []
-    for annotation, init in zip(fig.layout.annotations[: len(inits)], inits):
+    for annotation, init in zip(subplot_titles[: len(inits)], inits):
         cube_layers, _, coords, _ = cubes[init]
         where = np.flatnonzero(cube_layers == layer)
         base = _spread(coords[0]) if len(cube_layers) else math.nan
@@ -174,13 +175,13 @@ def _titles(fig, inits, cubes, layer: int) -> list[dict]:
             note = f"spread {spread / base:.3g}× the input's"
         else:
             note = f"spread {spread:.3g}"
-        entry = annotation.to_plotly_json()
+        entry = dict(annotation)
         entry["text"] = f"<b>{label(init)}</b>, layer {layer}: {note}"
         out.append(entry)
     return out
 
 
-def _scene_ranges(fig, inits, cubes) -> tuple[dict, dict]:
+def _scene_ranges(inits, cubes) -> tuple[dict, dict]:
     """Layout updates for (one cube range per initializer over all layers, per-layer fit)."""
     fixed, fitted = {}, {}
     for i, init in enumerate(inits):
@@ -200,10 +201,5 @@ def _scene_ranges(fig, inits, cubes) -> tuple[dict, dict]:
 
 
 def _empty(message: str):
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    note = {"text": message, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}
-    fig.update_layout(template=TEMPLATE, height=200, annotations=[note],
-                      xaxis={"visible": False}, yaxis={"visible": False})
-    return fig
+    """A figure that only says `message`."""
+    return as_figure(empty_spec(message))

@@ -9,10 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from initscope.report._common import as_figure, figure_html
 from initscope.report.tables import RunTables, as_tables
 from initscope.report.writer import atomic_write
 
-__all__ = ["write_report", "build_page", "report_figures", "command_line", "SECTIONS"]
+__all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
+           "SECTIONS"]
 
 # (section id, heading, what the reader should look for)
 SECTIONS = (
@@ -47,28 +49,35 @@ th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-al
 th { background: #f0f0f0; }
 td.never { color: #2a7a2a; }
 td.hit { color: #a14a00; font-weight: 600; }
+ul.verdict { max-width: 70em; padding-left: 1.2em; }
+ul.verdict li { margin: 0.45em 0; line-height: 1.45; }
 pre { background: #f4f4f4; border: 1px solid #ddd; padding: 8px; white-space: pre-wrap; overflow-wrap: anywhere; }
 .figure { background: white; border: 1px solid #e4e4e4; }
 .figure > div { height: auto !important; }
 """
 
 
-def report_figures(tables: RunTables) -> dict[str, Any]:
-    """The page's figures by section id, each a `plotly.graph_objects.Figure`."""
-    from initscope.report.depth import metric_depth_figure
-    from initscope.report.geometry import layer_projection_figure
-    from initscope.report.spectra import spectrum_animation_figure, spectrum_heatmap_figure
-    from initscope.report.weights import weight_norm_figure
+def report_specs(tables: RunTables) -> dict[str, dict]:
+    """The page's figures by section id, each a plain plotly spec (dicts and numpy arrays)."""
+    from initscope.report.depth import metric_depth_spec
+    from initscope.report.geometry import layer_projection_spec
+    from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_spec
+    from initscope.report.weights import weight_norm_spec
 
     config = tables.config
     seed = int(config.get("seed") or 0)
     return {
-        "layers-3d": layer_projection_figure(tables.projections, config=config, seed=seed),
-        "weight-norms": weight_norm_figure(tables.weight_norms, config=config),
-        "spectra": spectrum_animation_figure(tables.spectra, config=config),
-        "spectrum-heatmap": spectrum_heatmap_figure(tables.spectra, config=config),
-        "metrics-depth": metric_depth_figure(tables.metrics, config=config),
+        "layers-3d": layer_projection_spec(tables.projections, config=config, seed=seed),
+        "weight-norms": weight_norm_spec(tables.weight_norms, config=config),
+        "spectra": spectrum_animation_spec(tables.spectra, config=config),
+        "spectrum-heatmap": spectrum_heatmap_spec(tables.spectra, config=config),
+        "metrics-depth": metric_depth_spec(tables.metrics, config=config),
     }
+
+
+def report_figures(tables: RunTables) -> dict[str, Any]:
+    """The page's figures by section id, each a `plotly.graph_objects.Figure`."""
+    return {sid: as_figure(spec) for sid, spec in report_specs(tables).items()}
 
 
 def command_line(config: dict[str, Any]) -> str:
@@ -81,6 +90,29 @@ def command_line(config: dict[str, Any]) -> str:
         values = value if isinstance(value, (tuple, list)) else [value]
         parts.append(f"{flag} {_shell_quote(','.join(_flag_value(v) for v in values))}")
     return " ".join(parts)
+
+
+def inspect_snippet(config: dict[str, Any]) -> str:
+    """The Python that reproduces an inspection made with `initscope.torch.inspect` (there is no command for it)."""
+    labels = [str(label) for label in config.get("init", ("model",))]
+    args = [f"mode={config['mode']!r}"] if config.get("mode") else []
+    if config.get("seed") is not None:
+        args.append(f"seed={int(config['seed'])}")
+    lines = [
+        "import initscope.torch as it",
+        "from initscope.report import write_report",
+        "",
+        f"model = ...   # your {config.get('model', 'model')}, with the weights it had",
+        f"inputs = ...  # the same {config.get('samples', 'n')} samples it was inspected on",
+    ]
+    calls = [f"it.inspect(model, inputs, label={label!r}, {', '.join(args)})".replace(", )", ")") for label in labels]
+    if len(calls) == 1:
+        lines.append(f"result = {calls[0]}")
+    else:
+        lines.append("# one inspection per label (re-initialize the model between them), then combined:")
+        lines.append("result = it.combine(" + ", ".join(calls) + ")")
+    lines.append('write_report(result, "report.html")')
+    return "\n".join(lines)
 
 
 def _flag_value(value: Any) -> str:
@@ -100,6 +132,25 @@ def _toml(config: dict[str, Any]) -> str:
     return toml_text(config)
 
 
+def with_lost_directions(tables: RunTables) -> RunTables:
+    """The tables with the lost_directions flags (`initscope.study.verdict`) added when a run lacks them."""
+    import dataclasses
+
+    from initscope.study.verdict import with_lost_directions as add
+
+    return dataclasses.replace(tables, flags=add(tables.metrics, tables.spectra, tables.flags, tables.config))
+
+
+def _verdict_html(tables: RunTables) -> str:
+    """The verdict in words (`initscope.study.verdict`), the page's first section."""
+    from initscope.study.verdict import run_verdict
+
+    verdict = run_verdict(tables.metrics, tables.spectra, tables.flags, config=tables.config)
+    return ('<section id="verdict"><h2>Verdict</h2><p class="note">What happened to the data under each '
+            "initializer, in words (medians over trials; the sections below show it).</p>"
+            f"{verdict.to_html()}</section>")
+
+
 def _flags_html(tables: RunTables) -> str:
     from initscope.report.flags import NEVER, NOT_MEASURED, flags_table
 
@@ -110,14 +161,14 @@ def _flags_html(tables: RunTables) -> str:
         cells = [f"<th>{html.escape(str(row[0]))}</th>"]
         for value in row[1:]:
             text = str(value)
-            css = "never" if text == NEVER else ("" if text == NOT_MEASURED else "hit")
+            css = "never" if text == NEVER else ("" if text.startswith(NOT_MEASURED) else "hit")
             cells.append(f'<td class="{css}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
         '<section id="flags"><h2>Flags</h2>'
         '<p class="note">For each initializer, the first hidden layer where something goes wrong. '
         "Scale, rank and dead units use the median over trials, compared with the input (layer 0); "
-        "overflow and collapse count any trial.</p>"
+        "overflow, collapse and lost directions count any trial.</p>"
         f'<table class="flags"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
     )
 
@@ -139,6 +190,9 @@ def _config_html(tables: RunTables, png_files: list[Path], page: Path) -> str:
     if config.get("command"):
         # Not a `run` (e.g. `initscope inspect` of a torch model): its own command reproduces it.
         rerun = f"<p>Rerun with:</p><pre>{html.escape(str(config['command']))}</pre>"
+    elif config.get("model"):
+        # An inspection made from Python: no command exists for it, the API call does.
+        rerun = f"<p>Rerun from Python:</p><pre>{html.escape(inspect_snippet(config))}</pre>"
     else:
         rerun = ("<p>Rerun with the config file saved next to this page:</p>"
                  "<pre>initscope run --config config.toml --out DIR\ninitscope report DIR</pre>"
@@ -160,33 +214,28 @@ def _display(value: Any) -> str:
     return str(value)
 
 
-def _figure_html(section: str, fig) -> str:
-    return fig.to_html(
-        include_plotlyjs=False, full_html=False, div_id=f"fig-{section}", auto_play=False,
-        config={"responsive": True, "displaylogo": False},
-    )
-
-
 def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: Path | None = None) -> str:
     """The report as one HTML string: plotly.js inline once, then one figure per section."""
     from plotly.offline import get_plotlyjs
 
     from initscope import __version__
 
-    figures = report_figures(tables)
+    tables = with_lost_directions(tables)
+    figures = report_specs(tables)
     config = tables.config
     inits = ", ".join(str(i) for i in config.get("init", ()))
-    nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in SECTIONS)
-    sections = [_flags_html(tables)]
+    nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>'
+                   for sid, title, _ in (("verdict", "Verdict", ""), ("flags", "Flags", ""), *SECTIONS))
+    sections = [_verdict_html(tables), _flags_html(tables)]
     for sid, title, note in SECTIONS:
         extra = ""
-        meta = figures[sid].layout.meta
+        meta = figures[sid]["layout"].get("meta")
         if sid == "layers-3d" and isinstance(meta, dict) and meta.get("shown", 0) < meta.get("samples", 0):
             extra = (f'<p class="note"><strong>Downsampled:</strong> showing {meta["shown"]:,} of '
                      f'{meta["samples"]:,} samples, the same random subset at every layer, to keep the page light.</p>')
         sections.append(
             f'<section id="{sid}"><h2>{html.escape(title)}</h2><p class="note">{note}</p>{extra}'
-            f'<div class="figure">{_figure_html(sid, figures[sid])}</div></section>'
+            f'<div class="figure">{figure_html(figures[sid], f"fig-{sid}")}</div></section>'
         )
     sections.append(_config_html(tables, png_files or [], page or Path("report.html")))
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -6,10 +6,15 @@ import math
 
 import numpy as np
 
-from initscope.report._common import TEMPLATE, colour, compact, inits_of, label, layer_slider, play_buttons, sqrt_eps
+from initscope.report._common import (
+    as_figure, axis_names, colorscale, colour, compact, empty_spec, grid, inits_of, label, layer_slider, play_buttons, sqrt_eps,
+    template,
+)
 from initscope.report.tables import config_dict
 
-__all__ = ["spectrum_animation_figure", "spectrum_heatmap_figure", "median_spectra"]
+__all__ = ["spectrum_animation_figure", "spectrum_heatmap_figure", "spectrum_animation_spec", "spectrum_heatmap_spec",
+           "median_spectra", "all_median_spectra"]
+
 
 
 def median_spectra(spectra, init: str):
@@ -25,6 +30,23 @@ def median_spectra(spectra, init: str):
     trials = int(rows["trial"].nunique())
     return (table.index.to_numpy(dtype=int), table.columns.to_numpy(dtype=int),
             table.to_numpy(dtype=np.float64), trials)
+
+
+def all_median_spectra(spectra, inits: list[str]) -> dict:
+    """`median_spectra` of every initializer, from one group-by over the whole table."""
+    frame = spectra[["init", "trial", "layer", "k", "singular_value"]].copy()
+    frame["init"] = frame["init"].astype(str)
+    medians = frame.groupby(["init", "layer", "k"], sort=True)["singular_value"].median()
+    trials = frame.groupby("init")["trial"].nunique()
+    out = {}
+    for init in inits:
+        if init not in trials.index:
+            out[init] = (np.zeros(0, dtype=int), np.zeros(0, dtype=int), np.zeros((0, 0)), 0)
+            continue
+        table = medians.xs(init, level="init").unstack("k").sort_index().sort_index(axis=1)
+        out[init] = (table.index.to_numpy(dtype=int), table.columns.to_numpy(dtype=int),
+                     table.to_numpy(dtype=np.float64), int(trials[init]))
+    return out
 
 
 def _floor(sigma: np.ndarray, dtype: str | None) -> np.ndarray:
@@ -57,42 +79,20 @@ def spectrum_animation_figure(spectra, *, config=None):
     every series and none lingers from the previous layer. The y axis is
     logarithmic and fixed across layers so that changes of scale show.
     `config` (a Config or mapping) gives the dtype for the floor σ_1·√eps.
-    Returns a `plotly.graph_objects.Figure`.
+    Returns a `plotly.graph_objects.Figure` (`spectrum_animation_spec` as plain data).
     """
-    import plotly.graph_objects as go
+    return as_figure(spectrum_animation_spec(spectra, config=config))
 
+
+def spectrum_animation_spec(spectra, *, config=None) -> dict:
+    """`spectrum_animation_figure` as a plain plotly spec (dicts and numpy arrays)."""
     config = config_dict(config)
     inits = inits_of(spectra, config)
     if not inits:
-        from initscope.report.geometry import _empty
-
-        return _empty("No spectra in this run.")
-    data = {init: median_spectra(spectra, init) for init in inits}
+        return empty_spec("No spectra in this run.")
+    data = all_median_spectra(spectra, inits)
     layers = sorted({int(layer) for d in data.values() for layer in d[0]})
     dtype = config.get("dtype")
-
-    def traces(layer: int) -> list:
-        out = []
-        for init in inits:
-            d_layers, ks, sigma, trials = data[init]
-            where = np.flatnonzero(d_layers == layer)
-            row = sigma[where[0]] if len(where) else np.full(len(ks), np.nan)
-            floor = _floor(row[None, :], dtype)[0] if len(ks) else math.nan
-            c = colour(inits, init)
-            out.append(go.Scatter(
-                x=ks.astype(np.int32), y=compact(_positive(row)), mode="lines+markers", name=label(init),
-                legendgroup=init, line={"color": c, "width": 2}, marker={"size": 4, "color": c},
-                hovertemplate=f"{label(init)}<br>layer {layer}<br>k %{{x}}<br>σ %{{y:.4g}}<extra></extra>",
-            ))
-            out.append(go.Scatter(
-                x=[1, int(ks.max()) if len(ks) else 1], y=compact([floor, floor]), mode="lines",
-                name=f"{label(init)}: noise floor σ₁·√eps", legendgroup=init, showlegend=True,
-                line={"color": c, "width": 1, "dash": "dot"},
-                hovertemplate=f"{label(init)} noise floor σ₁·√eps = %{{y:.3g}}<extra></extra>",
-            ))
-        return out
-
-    fig = go.Figure(data=traces(layers[0]))
     trials = max(d[3] for d in data.values())
     heading = f"Singular values of the centred states (median over {trials} trial{'s' if trials != 1 else ''})"
 
@@ -102,26 +102,50 @@ def spectrum_animation_figure(spectra, *, config=None):
         note = f"; non-finite or absent: {', '.join(lost)}" if lost else ""
         return {"text": f"{heading}, layer {layer}{note}", "x": 0.01}
 
-    fig.frames = [go.Frame(name=str(layer), data=traces(layer), traces=list(range(2 * len(inits))),
-                           layout={"title": title(layer)})
-                  for layer in layers]
+    frames = [{"name": str(layer), "data": _spectrum_traces(data, inits, layer, dtype),
+               "traces": list(range(2 * len(inits))), "layout": {"title": title(layer)}}
+              for layer in layers]
     values = np.concatenate([_positive(d[2]).ravel() for d in data.values()])
     floors = np.concatenate([_floor(d[2], dtype) for d in data.values()])
     finite = np.concatenate([values, floors])
     finite = finite[np.isfinite(finite) & (finite > 0)]
     y_range = ([math.log10(finite.min()) - 0.3, math.log10(finite.max()) + 0.3] if finite.size else None)
-    fig.update_layout(
-        template=TEMPLATE,
-        height=520,
-        margin={"l": 70, "r": 10, "t": 60, "b": 110},
-        title=title(layers[0]),
-        xaxis={"title": {"text": "component k"}},
-        yaxis={"title": {"text": "singular value σ_k"}, "type": "log", "range": y_range, "autorange": False},
-        sliders=[layer_slider(layers)],
-        updatemenus=[play_buttons()],
-        meta={"layers": layers},
-    )
-    return fig
+    layout = {
+        "template": template(),
+        "height": 520,
+        "margin": {"l": 70, "r": 10, "t": 60, "b": 110},
+        "title": title(layers[0]),
+        "xaxis": {"title": {"text": "component k"}},
+        "yaxis": {"title": {"text": "singular value σ_k"}, "type": "log", "range": y_range, "autorange": False},
+        "sliders": [layer_slider(layers)],
+        "updatemenus": [play_buttons()],
+        "meta": {"layers": layers},
+    }
+    return {"data": frames[0]["data"], "layout": layout, "frames": frames}
+
+
+def _spectrum_traces(data: dict, inits: list[str], layer: int, dtype) -> list[dict]:
+    """One layer's traces: each initializer's spectrum and its noise floor σ₁·√eps."""
+    out = []
+    for init in inits:
+        d_layers, ks, sigma, trials = data[init]
+        where = np.flatnonzero(d_layers == layer)
+        row = sigma[where[0]] if len(where) else np.full(len(ks), np.nan)
+        floor = _floor(row[None, :], dtype)[0] if len(ks) else math.nan
+        c = colour(inits, init)
+        out.append({
+            "type": "scatter", "x": ks.astype(np.int32), "y": compact(_positive(row)), "mode": "lines+markers",
+            "name": label(init), "legendgroup": init, "line": {"color": c, "width": 2},
+            "marker": {"size": 4, "color": c},
+            "hovertemplate": f"{label(init)}<br>layer {layer}<br>k %{{x}}<br>σ %{{y:.4g}}<extra></extra>",
+        })
+        out.append({
+            "type": "scatter", "x": [1, int(ks.max()) if len(ks) else 1], "y": compact([floor, floor]),
+            "mode": "lines", "name": f"{label(init)}: noise floor σ₁·√eps", "legendgroup": init,
+            "showlegend": True, "line": {"color": c, "width": 1, "dash": "dot"},
+            "hovertemplate": f"{label(init)} noise floor σ₁·√eps = %{{y:.3g}}<extra></extra>",
+        })
+    return out
 
 
 def spectrum_heatmap_figure(spectra, *, config=None):
@@ -129,19 +153,19 @@ def spectrum_heatmap_figure(spectra, *, config=None):
 
     The white line marks, at each layer, how many components lie above the
     Gram-matrix noise floor σ_1·√eps (DESIGN.md): the cells above it are noise.
-    Returns a `plotly.graph_objects.Figure`.
+    Returns a `plotly.graph_objects.Figure` (`spectrum_heatmap_spec` as plain data).
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    return as_figure(spectrum_heatmap_spec(spectra, config=config))
 
+
+def spectrum_heatmap_spec(spectra, *, config=None) -> dict:
+    """`spectrum_heatmap_figure` as a plain plotly spec (dicts and numpy arrays)."""
     config = config_dict(config)
     inits = inits_of(spectra, config)
     if not inits:
-        from initscope.report.geometry import _empty
-
-        return _empty("No spectra in this run.")
+        return empty_spec("No spectra in this run.")
     dtype = config.get("dtype")
-    data = {init: median_spectra(spectra, init) for init in inits}
+    data = all_median_spectra(spectra, inits)
     logs = {}
     for init, (_, _, sigma, _) in data.items():
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -151,43 +175,47 @@ def spectrum_heatmap_figure(spectra, *, config=None):
     every = every[np.isfinite(every)]
     cols = min(len(inits), 3)
     rows = math.ceil(len(inits) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[label(i) for i in inits],
-                        horizontal_spacing=0.06, vertical_spacing=0.12)
+    layout = grid(rows, cols, [label(i) for i in inits], horizontal_spacing=0.06, vertical_spacing=0.12)
+    traces, shapes = [], []
     for i, init in enumerate(inits):
         layers, ks, sigma, _ = data[init]
-        row, col = i // cols + 1, i % cols + 1
-        fig.add_trace(go.Heatmap(
-            x=layers.astype(np.int32), y=ks.astype(np.int32), z=compact(logs[init].T), coloraxis="coloraxis",
-            hovertemplate=f"{label(init)}<br>layer %{{x}}<br>k %{{y}}<br>σ = 10^%{{z:.2f}}<extra></extra>",
-        ), row=row, col=col)
+        xref, yref = axis_names(i)
+        traces.append({
+            "type": "heatmap", "x": layers.astype(np.int32), "y": ks.astype(np.int32), "z": compact(logs[init].T),
+            "coloraxis": "coloraxis", "xaxis": xref, "yaxis": yref,
+            "hovertemplate": f"{label(init)}<br>layer %{{x}}<br>k %{{y}}<br>σ = 10^%{{z:.2f}}<extra></extra>",
+        })
         floor = _floor(sigma, dtype)
         above = np.sum(sigma > floor[:, None], axis=1).astype(np.float64)
         above[~np.isfinite(floor)] = np.nan
-        fig.add_trace(go.Scatter(
-            x=layers.astype(np.int32), y=above + 0.5, mode="lines", line={"color": "white", "width": 2, "dash": "dash",
-                                                                            "shape": "hvh"},
-            name="noise floor σ₁·√eps", showlegend=False,
-            hovertemplate="layer %{x}: components above the noise floor<extra></extra>",
-        ), row=row, col=col)
+        traces.append({
+            "type": "scatter", "x": layers.astype(np.int32), "y": above + 0.5, "mode": "lines",
+            "line": {"color": "white", "width": 2, "dash": "dash", "shape": "hvh"}, "name": "noise floor σ₁·√eps",
+            "showlegend": False, "xaxis": xref, "yaxis": yref,
+            "hovertemplate": "layer %{x}: components above the noise floor<extra></extra>",
+        })
         lost = _first_lost_layer(layers, sigma, all_layers)
         if lost is not None:
-            fig.add_vrect(x0=lost - 0.5, x1=all_layers[-1] + 0.5, fillcolor="#bbb", opacity=0.35, line_width=0,
-                          annotation_text=f"non-finite from layer {lost}", annotation_position="top left",
-                          annotation_font_size=10, row=row, col=col)
-        fig.update_xaxes(title_text="layer", range=[all_layers[0] - 0.5, all_layers[-1] + 0.5], row=row, col=col)
-        fig.update_yaxes(title_text="component k", row=row, col=col)
+            shapes.append({"type": "rect", "x0": lost - 0.5, "x1": all_layers[-1] + 0.5, "xref": xref, "y0": 0,
+                           "y1": 1, "yref": f"{yref} domain", "fillcolor": "#bbb", "opacity": 0.35,
+                           "line": {"width": 0}})
+            layout["annotations"].append({"text": f"non-finite from layer {lost}", "font": {"size": 10},
+                                          "showarrow": False, "x": lost - 0.5, "xanchor": "left", "xref": xref,
+                                          "y": 1, "yanchor": "top", "yref": f"{yref} domain"})
+        layout["xaxis" + xref[1:]].update(title={"text": "layer"}, range=[all_layers[0] - 0.5, all_layers[-1] + 0.5])
+        layout["yaxis" + yref[1:]]["title"] = {"text": "component k"}
     lo, hi = (float(every.min()), float(every.max())) if every.size else (0.0, 1.0)
     ticks = list(range(math.floor(lo), math.ceil(hi) + 1))
-    step = max(1, len(ticks) // 8)
-    ticks = ticks[::step]
-    fig.update_layout(
-        template=TEMPLATE,
+    ticks = ticks[::max(1, len(ticks) // 8)]
+    layout.update(
+        template=template(),
         height=380 * rows + 80,
         margin={"l": 70, "r": 10, "t": 70, "b": 50},
         title={"text": "Spectrum heat map: log₁₀ σ_k by layer and component (dashed: noise floor σ₁·√eps)",
                "x": 0.01},
-        coloraxis={"colorscale": "Magma", "cmin": lo, "cmax": hi,
-                   "colorbar": {"title": {"text": "σ_k"}, "tickvals": ticks,
-                                "ticktext": [f"1e{t}" for t in ticks]}},
+        coloraxis={"colorscale": colorscale("Magma"), "cmin": lo, "cmax": hi,
+                   "colorbar": {"title": {"text": "σ_k"}, "tickvals": ticks, "ticktext": [f"1e{t}" for t in ticks]}},
     )
-    return fig
+    if shapes:
+        layout["shapes"] = shapes
+    return {"data": traces, "layout": layout}

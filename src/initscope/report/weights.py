@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from initscope.report._common import TEMPLATE, colour, compact, inits_of, label, resolved_gain, rgba
+from initscope.report._common import (
+    as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, resolved_gain, rgba, template, vline,
+)
 from initscope.report.tables import config_dict
 
-__all__ = ["weight_norm_figure", "norm_histogram"]
+__all__ = ["weight_norm_figure", "weight_norm_spec", "norm_histogram"]
 
 _KINDS = ("input", "internal")
 _MAX_BINS = 60
@@ -71,58 +73,63 @@ def weight_norm_figure(weight_norms, *, config=None):
     The theoretical density (scaled chi, from `theory.weight_norm_density`) is
     overlaid where one exists, a spike for sphere; a dotted line marks norm 1,
     the norm that neither grows nor shrinks a unit's input.
-    Returns a `plotly.graph_objects.Figure`.
+    Returns a `plotly.graph_objects.Figure` (`weight_norm_spec` as plain data).
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    return as_figure(weight_norm_spec(weight_norms, config=config))
 
+
+def weight_norm_spec(weight_norms, *, config=None) -> dict:
+    """`weight_norm_figure` as a plain plotly spec (dicts and numpy arrays)."""
     config = config_dict(config)
     inits = inits_of(weight_norms, config)
     if not inits:
-        from initscope.report.geometry import _empty
-
-        return _empty("No weight norms in this run.")
+        return empty_spec("No weight norms in this run.")
     kinds = [k for k in _KINDS if (weight_norms["kind"] == k).any()]
     kinds += sorted(set(weight_norms["kind"].astype(str)) - set(kinds))
     titles = [f"{label(init)}, {label(kind)} layer{'s' if kind == 'internal' else ''}"
               for init in inits for kind in kinds]
-    fig = make_subplots(rows=len(inits), cols=len(kinds), subplot_titles=titles,
-                        horizontal_spacing=0.08, vertical_spacing=min(0.3 / max(len(inits) - 1, 1), 0.1))
+    layout = grid(len(inits), len(kinds), titles, horizontal_spacing=0.08,
+                  vertical_spacing=min(0.3 / max(len(inits) - 1, 1), 0.1))
+    groups = {key: part["norm"].to_numpy(dtype=np.float64)
+              for key, part in weight_norms.assign(init=weight_norms["init"].astype(str)).groupby(["init", "kind"])}
+    data, shapes = [], []
     theory_shown = False
     for i, init in enumerate(inits):
         c = colour(inits, init)
         for j, kind in enumerate(kinds):
-            row, col = i + 1, j + 1
-            mask = (weight_norms["init"].astype(str) == init) & (weight_norms["kind"] == kind)
-            norms = weight_norms.loc[mask, "norm"].to_numpy(dtype=np.float64)
-            edges, density = norm_histogram(norms)
-            fig.add_trace(go.Bar(
-                x=compact((edges[:-1] + edges[1:]) / 2), y=compact(density), width=compact(np.diff(edges)),
-                marker={"color": rgba(c, 0.55), "line": {"width": 0}}, name=f"{label(init)} ({label(kind)})",
-                showlegend=False,
-                hovertemplate=f"{label(init)}, {label(kind)}<br>norm %{{x:.3g}}<br>density %{{y:.3g}}<extra></extra>",
-            ), row=row, col=col)
+            n = i * len(kinds) + j
+            xref, yref = axis_names(n)
+            edges, density = norm_histogram(groups.get((init, kind), np.zeros(0)))
+            data.append({
+                "type": "bar", "x": compact((edges[:-1] + edges[1:]) / 2), "y": compact(density),
+                "width": compact(np.diff(edges)), "marker": {"color": rgba(c, 0.55), "line": {"width": 0}},
+                "name": f"{label(init)} ({label(kind)})", "showlegend": False, "xaxis": xref, "yaxis": yref,
+                "hovertemplate": f"{label(init)}, {label(kind)}<br>norm %{{x:.3g}}<br>density %{{y:.3g}}<extra></extra>",
+            })
             theory = _theory(config, init, kind, edges, float(density.max()) if density.size else 1.0)
             if theory is not None:
                 x, y, t_label = theory
-                fig.add_trace(go.Scatter(
-                    x=compact(x), y=compact(y), mode="lines", name="theory", legendgroup="theory",
-                    showlegend=not theory_shown, line={"color": "black", "width": 2},
-                    hovertemplate=f"{t_label}<br>norm %{{x:.3g}}<br>density %{{y:.3g}}<extra></extra>",
-                ), row=row, col=col)
+                data.append({
+                    "type": "scatter", "x": compact(x), "y": compact(y), "mode": "lines", "name": "theory",
+                    "legendgroup": "theory", "showlegend": not theory_shown, "line": {"color": "black", "width": 2},
+                    "xaxis": xref, "yaxis": yref,
+                    "hovertemplate": f"{t_label}<br>norm %{{x:.3g}}<br>density %{{y:.3g}}<extra></extra>",
+                })
                 theory_shown = True
-            fig.add_vline(x=1.0, line={"color": "#444", "dash": "dot", "width": 1}, row=row, col=col)
-            fig.update_xaxes(title_text="weight-vector 2-norm" if i == len(inits) - 1 else None, row=row, col=col)
-            fig.update_yaxes(title_text="density" if j == 0 else None, row=row, col=col)
-    count = len(set(zip(weight_norms["init"], weight_norms["trial"])))
-    fig.update_layout(
-        template=TEMPLATE,
+            shapes.append(vline(n, 1.0, {"color": "#444", "dash": "dot", "width": 1}))
+            if i == len(inits) - 1:
+                layout["xaxis" + xref[1:]]["title"] = {"text": "weight-vector 2-norm"}
+            if j == 0:
+                layout["yaxis" + yref[1:]]["title"] = {"text": "density"}
+    count = len(set(zip(weight_norms["init"], weight_norms["trial"]))) // max(len(inits), 1)
+    layout.update(
+        template=template(),
         height=max(300, 260 * len(inits)) + 80,
         margin={"l": 70, "r": 10, "t": 80, "b": 50},
         title={"text": "Each neuron's weight-vector 2-norm (dotted: norm 1; black: theory) "
-                       f"over {count // max(len(inits), 1)} trial{'s' if count // max(len(inits), 1) != 1 else ''}",
-               "x": 0.01},
+                       f"over {count} trial{'s' if count != 1 else ''}", "x": 0.01},
         bargap=0,
         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        shapes=shapes,
     )
-    return fig
+    return {"data": data, "layout": layout}

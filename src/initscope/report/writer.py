@@ -42,11 +42,12 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from initscope import __version__
+
 __all__ = ["MARKER", "Output", "OutputError", "atomic_file", "atomic_write", "temp_name", "mark_folder",
-           "write_marker", "read_marker", "remove_stale", "write_files", "write_run", "RUN_TABLES"]
+           "write_marker", "read_marker", "remove_stale"]
 
 MARKER = ".initscope"
-RUN_TABLES = ("metrics", "spectra", "projections", "weight_norms", "flags")
 _TEMP = re.compile(r"^\.initscope-(?:tmp|old)-(\d+)-[0-9a-f]{12}(?:\..*)?$")
 _EXAMPLES = 5
 
@@ -150,32 +151,6 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def write_files(folder: Path, tables: dict, texts: dict[str, str], *, report_source=None, png: bool = False) -> None:
-    """Tables (name -> DataFrame, as NAME.csv), texts (file name -> str) and, given a report source,
-    report.html (needs plotly; with png, figures/ too) into `folder`, normally an `Output`'s."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        table.to_csv(folder / f"{name}.csv", index=False)
-    for name, text in texts.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    if report_source is not None:
-        from initscope.report.page import write_report
-
-        write_report(report_source, folder / "report.html", png=png)
-
-
-def write_run(folder: Path, result, *, report: bool, png: bool = False) -> None:
-    """The files of a run folder (the CSVs, config.toml, report.html when asked for) of a `RunResult`."""
-    from initscope.study.config import config_to_toml
-
-    tables = {name: getattr(result, name) for name in RUN_TABLES}
-    # What data-driven initializers did (LSUV iterations) and init-training histories, when there is any.
-    tables.update({name: getattr(result, name) for name in ("init_log", "train_log") if len(getattr(result, name))})
-    write_files(folder, tables, {"config.toml": config_to_toml(result.config)},
-                report_source=result if report else None, png=png)
-
-
 def read_marker(folder: Path) -> dict | None:
     """The marker of an initscope folder: {"files": {relpath: command}, "commands": {...}, ...}, or None."""
     try:
@@ -198,8 +173,6 @@ def _safe_relpath(rel: str) -> bool:
 
 def write_marker(folder: Path, files: dict[str, str], commands: dict[str, str]) -> None:
     """Write `folder/.initscope`: the initscope version, the command lines and every file it wrote."""
-    from initscope import __version__
-
     text = json.dumps({"initscope": __version__, "commands": dict(sorted(commands.items())),
                        "files": dict(sorted(files.items()))}, indent=1)
     atomic_write(Path(folder) / MARKER, (text + "\n").encode("utf-8"))
@@ -303,10 +276,7 @@ class Output:
 
     def __init__(self, out: str | os.PathLike | None, *, command: str, line: str = "", overwrite: bool = False,
                  replace: bool = True, writes: tuple[str, ...] = ()):
-        self.given, self.target = _resolve(out)
-        self.command, self.line, self.overwrite, self.replace = command, line, overwrite, replace
-        self.writes = writes
-        self._created: list[Path] = []
+        self._settings(out, command, line, overwrite, replace, writes)
         mode = self._plan()
         where = self.target if mode == "merge" else self.target.parent
         self._prepare(where)
@@ -317,6 +287,21 @@ class Output:
             self._undo_parents()
             raise _out_error("a folder initscope can write", out, exc.strerror or str(exc)) from None
         self._inside = mode == "merge"
+
+    def _settings(self, out, command: str, line: str, overwrite: bool, replace: bool, writes: tuple[str, ...]):
+        self.given, self.target = _resolve(out)
+        self.command, self.line, self.overwrite, self.replace = command, line, overwrite, replace
+        self.writes = writes
+        self._created: list[Path] = []
+
+    @classmethod
+    def check(cls, out: str | os.PathLike | None, *, command: str, overwrite: bool = False, replace: bool = True,
+              writes: tuple[str, ...] = ()) -> None:
+        """`Output`'s checks of `out`, creating nothing: for a command that writes only at the end of a
+        long computation (a sweep's report), so that a refusal comes before the computation."""
+        output = cls.__new__(cls)
+        output._settings(out, command, "", overwrite, replace, writes)
+        output._plan()
 
     # --- planning ------------------------------------------------------------------------------
 
@@ -349,6 +334,10 @@ class Output:
 
     def _refusal(self, foreign: list[str]) -> OutputError:
         more = f" and {len(foreign) - _EXAMPLES} more" if len(foreign) > _EXAMPLES else ""
+        if not self.replace:
+            return _out_error("a folder where the files initscope writes are initscope's", self.given,
+                              f"it holds {', '.join(foreign[:_EXAMPLES])}{more}, which initscope did not write; "
+                              "pass --overwrite to replace it")
         return _out_error(
             "a new folder or one initscope wrote", self.given,
             f"it holds files initscope did not write: {', '.join(foreign[:_EXAMPLES])}{more}; "

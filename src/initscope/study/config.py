@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from initscope.core.data import SYNTHETIC, TARGETS
-from initscope.core.initializers import ACTIVATIONS, INITIALIZERS
-from initscope.core.fitted import LAYER_INITIALIZERS
-from initscope.core.metrics import DEFAULT_METRICS, METRICS
+from initscope.core.activations import ACTIVATIONS
+from initscope.core.initializers import REGISTRY as INIT_REGISTRY
+from initscope.core.metrics import DEFAULT_METRICS, METRICS, default_metrics
 from initscope.core.network import NORMS, READOUTS, SHIFTS
 
 __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES", "MAX_SEED",
@@ -30,7 +30,6 @@ __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_col
 
 DTYPES = ("float64", "float32")
 INIT_TRAIN = ("none", "forward-gradient", "backprop")
-ALL_INITS = tuple(INITIALIZERS) + tuple(LAYER_INITIALIZERS)
 REAL_DATA = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 DATA_FILE_SUFFIXES = (".csv", ".npy")
 
@@ -172,15 +171,16 @@ def make_config(**kwargs: Any) -> Config:
         )
     kw = {k: v for k, v in kwargs.items() if v is not None}
     c: dict[str, Any] = {}
-    c["init"] = _names("init", kw.get("init", Config.init), ALL_INITS)
+    # The registries are read now, not at import: names registered after import are valid.
+    c["init"] = _names("init", kw.get("init", Config.init), tuple(INIT_REGISTRY))
     gain = kw.get("gain")
     c["gain"] = None if gain is None else _float("gain", gain, minimum=0.0, strict=True)
-    c["activation"] = _choice("activation", kw.get("activation", Config.activation), ACTIVATIONS)
+    c["activation"] = _choice("activation", kw.get("activation", Config.activation), tuple(ACTIVATIONS))
     c["shift"] = _choice("shift", kw.get("shift", Config.shift), SHIFTS)
     c["norm"] = _choice("norm", kw.get("norm", Config.norm), NORMS)
     c["readout"] = _choice("readout", kw.get("readout", Config.readout), READOUTS)
     c["dtype"] = _choice("dtype", kw.get("dtype", Config.dtype), DTYPES)
-    c["metrics"] = _names("metrics", kw.get("metrics", Config.metrics), METRICS)
+    c["metrics"] = _names("metrics", kw.get("metrics", default_metrics()), tuple(METRICS))
     c["input_dim"] = _int("input_dim", kw.get("input_dim", Config.input_dim), 1)
     c["width"] = _int("width", kw.get("width", Config.width), 1)
     c["depth"] = _int("depth", kw.get("depth", Config.depth), 1)
@@ -215,11 +215,16 @@ def make_config(**kwargs: Any) -> Config:
         raise _fail("target", f"one of {list(TARGETS)}", target)
     c["target"] = target
     config = Config(**c)
-    return _resolve_data(config)
+    return _resolve_data(config, samples_given="samples" in kw)
 
 
-def _resolve_data(config: Config) -> Config:
-    """Check the data and target names; for fixed data, load once and fix input_dim."""
+def _resolve_data(config: Config, *, samples_given: bool = True) -> Config:
+    """Check the data and target names; for fixed data, load once and fix input_dim.
+
+    Fixed data (a file or a built-in dataset) use all their rows unless
+    `samples` was given: a smaller `samples` draws a random subset per trial
+    (`subsample_note` says so).
+    """
     valid_targets = TARGETS + ("dataset",)
     if config.data in SYNTHETIC:
         if config.target not in TARGETS:
@@ -238,6 +243,8 @@ def _resolve_data(config: Config) -> Config:
         if config.target not in valid_targets and not config.target.startswith("column:"):
             raise _fail("target", f"one of {list(valid_targets)} or 'column:NAME'", config.target)
         n_rows = table.x.shape[0]
+        if not samples_given:
+            config = dataclasses.replace(config, samples=int(n_rows))
         if config.samples > n_rows:
             raise _fail(
                 "samples",
@@ -247,6 +254,17 @@ def _resolve_data(config: Config) -> Config:
             )
         return dataclasses.replace(config, input_dim=int(table.x.shape[1]))
     raise _fail("data", f"one of {list(SYNTHETIC + REAL_DATA)} or a path ending in .csv or .npy", config.data)
+
+
+def subsample_note(config: Config) -> str | None:
+    """One sentence when a run uses fewer samples than its fixed data's rows, else None."""
+    if not config.data_is_fixed:
+        return None
+    rows = int(load_table(config).x.shape[0])
+    if config.samples >= rows:
+        return None
+    return (f"samples: {config.samples} of the {rows} rows of {config.data!r}, a random subset per trial "
+            f"(all rows without --samples, or with --samples {rows})")
 
 
 def load_table(config: Config):

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from initscope.study.config import Config
+from initscope.study.plugins import active_plugins, load_plugins
 from initscope.study.store import ConfigBatch, Store, batch_from_result, failed_batch
 from initscope.study.sweep import Sweep
 
@@ -44,10 +45,13 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_config(config: Config, cid: str, trial_ids=None) -> ConfigBatch:
+def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...] = ()) -> ConfigBatch:
     """Run one single-initializer configuration, all its (or the given) trials at once.
 
-    Any exception (MemoryError included) becomes a 'failed' batch carrying
+    plugins: the parent's loaded plugins (see `plugins.load_plugins`), loaded
+    here first (once per process), so that a worker process or a Dask worker
+    knows the user's metrics, initializers and activations; INITSCOPE_PLUGINS
+    is honoured too. Any exception (MemoryError included) becomes a 'failed' batch carrying
     the error, so one bad configuration never stops a sweep. Overflow and
     collapse are results (flags), so their NumericalWarning is not shown.
     """
@@ -57,6 +61,8 @@ def run_config(config: Config, cid: str, trial_ids=None) -> ConfigBatch:
 
     start = time.perf_counter()
     try:
+        load_plugins()
+        load_plugins(plugins)
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore", NumericalWarning)
             result = run(config, workers=1, trial_ids=trial_ids)
@@ -199,6 +205,7 @@ def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, windo
     a failed batch. Closing the generator cancels what has not started.
     """
     it = iter(tasks)
+    plugins = active_plugins()  # a process pool's or Dask's workers load them before each task
     pending: dict[cf.Future, tuple[Config, str]] = {}
     exhausted = False
     try:
@@ -211,7 +218,7 @@ def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, windo
                     break
                 config, cid = task[0], task[1]
                 try:
-                    pending[executor.submit(run_config, *task)] = (config, cid)
+                    pending[executor.submit(run_config, *task, plugins=plugins)] = (config, cid)
                 except Exception as exc:  # noqa: BLE001 - e.g. a broken pool: record it, go on
                     yield failed_batch(config, cid, f"not submitted: {_describe(exc)}")
             if not pending:

@@ -66,13 +66,9 @@ class FixOutcome:
 def _certificate(config: Config, init: str) -> pd.DataFrame:
     from initscope.core.certify import certify
     from initscope.core.network import Architecture
-    from initscope.study.runner import materialize
+    from initscope.study.model import networks
 
-    X, _, params = materialize(config, init)
-    if config.init_train != "none":
-        from initscope.study.runner import trained
-
-        params, _ = trained(config, init, X)
+    X, params = networks(config, init)
     return certify(X, params, Architecture(config.activation, config.norm, config.residual)).layers
 
 
@@ -104,7 +100,8 @@ def ranking(outcomes: Iterable[FixOutcome]) -> pd.DataFrame:
             "depth": o.depth,
             "fix": o.fix,
             "certified_share": float(cert.mean()),
-            "first_uncertified_layer": int(failing["layer"].min()) if len(failing) else -1,
+            # None (an empty CSV cell, pandas <NA>) when every layer of every trial is certified.
+            "first_uncertified_layer": int(failing["layer"].min()) if len(failing) else None,
             "jacobian_rank": last.get("jacobian_rank", np.nan),
             "linear_r2": last.get("linear_r2", np.nan),
             "effective_rank": last.get("effective_rank", np.nan),
@@ -112,6 +109,7 @@ def ranking(outcomes: Iterable[FixOutcome]) -> pd.DataFrame:
             "overflowed_trials": int((o.result.flags["flag"] == "overflow").sum()),
         })
     table = pd.DataFrame(rows)
+    table["first_uncertified_layer"] = table["first_uncertified_layer"].astype("Int64")
     keys = ["depth", *RANK_BY]
     table = table.sort_values(keys, ascending=[True] + [False] * len(RANK_BY), na_position="last", kind="stable")
     table["rank"] = table.groupby("depth").cumcount() + 1

@@ -30,7 +30,7 @@ import pandas as pd
 
 __all__ = [
     "SCALE_BAND", "RANK_SHARE", "DEAD_SHARE", "GRAD_SHARE", "NEVER", "NOT_MEASURED",
-    "FLAG_COLUMNS", "MODEL_FLAG_COLUMNS",
+    "FLAG_COLUMNS", "MODEL_FLAG_COLUMNS", "READOUT_ZERO",
     "scale_issue", "rank_issue", "rank_cell", "dead_issue", "dead_cell", "gradient_issue",
     "first_issue", "place", "layer_issues",
     "flags_table", "model_flags_table", "diagnosis_lines",
@@ -42,12 +42,15 @@ DEAD_SHARE = 0.5
 GRAD_SHARE = 1e-3
 NEVER = "never"
 NOT_MEASURED = "not measured"
+READOUT_ZERO = "not measured: the readout is zero, as in the post; use --readout init"
 
 SCALE_COLUMN = f"scale (rms) left [{SCALE_BAND[0]:g}, {SCALE_BAND[1]:g}]× the input's"
 RANK_COLUMN = "effective rank below half the input's"
 DEAD_COLUMN = "over half the units dead"
 # A run's table: per initializer, medians over trials (`flags_table`).
-FLAG_COLUMNS = ("init", SCALE_COLUMN, RANK_COLUMN, DEAD_COLUMN, "overflow", "collapse", "hidden-layer gradients")
+LOST_COLUMN = "directions lost (under the noise floor)"
+FLAG_COLUMNS = ("init", SCALE_COLUMN, RANK_COLUMN, DEAD_COLUMN, "overflow", "collapse", LOST_COLUMN,
+                "hidden-layer gradients")
 # A model's table: per init label of an inspected torch model (`model_flags_table`).
 MODEL_FLAG_COLUMNS = ("init", SCALE_COLUMN, RANK_COLUMN, DEAD_COLUMN, "vanishing gradients", "overflow", "collapse")
 
@@ -221,8 +224,8 @@ def _run_gradients(metrics: pd.DataFrame, init: str, readout: str | None) -> str
     if not finite.size:
         return "not finite"
     if np.all(finite == 0):
-        why = ": the readout is all zeros, so no gradient reaches any hidden layer" if readout == "zeros" else ""
-        return f"all exactly 0{why}"
+        # The seed's setting, not a problem: with a zero readout no gradient can reach a hidden layer.
+        return READOUT_ZERO if readout == "zeros" else "all exactly 0"
     medians = _medians(metrics, "grad_norm", init)
     medians = medians[(medians.index >= 1) & np.isfinite(medians.to_numpy())]
     zero = medians[medians == 0]
@@ -265,6 +268,7 @@ def flags_table(metrics: pd.DataFrame, flags: pd.DataFrame | None = None) -> pd.
             _run_dead(metrics, init),
             _run_flagged(flags, init, "overflow", trials),
             _run_flagged(flags, init, "collapsed", trials),
+            _run_flagged(flags, init, "lost_directions", trials),  # see initscope.study.verdict
             _run_gradients(metrics, init, readout),
         ))
     return pd.DataFrame(rows, columns=list(FLAG_COLUMNS))

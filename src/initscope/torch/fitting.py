@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initscope.core.fitted import LAYER_INITIALIZERS
+from initscope.core.initializers import LAYER_INITIALIZERS
 
 __all__ = ["fit_layers", "fit_rows"]
 

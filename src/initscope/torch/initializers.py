@@ -41,8 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from initscope.core.fitted import LAYER_INITIALIZERS
-from initscope.core.initializers import ACTIVATIONS, INITIALIZERS, default_gain, draw
+from initscope.core.initializers import ACTIVATIONS, INITIALIZERS, LAYER_INITIALIZERS, default_gain, draw
 
 __all__ = ["Fans", "weight_fans", "initialize", "INITIALIZABLE", "BIAS_MODES"]
 

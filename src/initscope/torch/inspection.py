@@ -30,10 +30,9 @@ from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES, TOKEN_METRICS, to_
 from initscope.torch.recording import HookError, Recorder, display_name, input_hint
 from initscope.torch.tables import InspectResult, build_result
 
-__all__ = ["inspect", "MODES", "METRICS"]
+__all__ = ["inspect", "MODES"]
 
 MODES = ("train", "eval")
-METRICS = (*M.METRICS, *TOKEN_METRICS)
 # Modules whose forward does not call their children as modules (fused kernels, F.multi_head_attention_forward):
 # recorded themselves by default, so that their output is never lost to a fast path.
 OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
@@ -55,13 +54,14 @@ def _as_tensor(value, label: str) -> torch.Tensor:
 
 
 def _metric_names(metrics) -> tuple[str, ...]:
+    """The registry's default metrics and the token metrics, or the names given, in registry order."""
     if metrics is None:
-        return METRICS
+        return tuple(dict.fromkeys((*M.default_metrics(), *TOKEN_METRICS)))
     names = [metrics] if isinstance(metrics, str) else list(metrics)
-    if not names or any(m not in METRICS for m in names):
-        raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(METRICS)}. "
+    if not names or any(m not in M.METRICS for m in names):
+        raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(M.METRICS)}. "
                          f"Got {metrics!r} instead.")
-    return tuple(m for m in METRICS if m in names)
+    return tuple(m for m in M.METRICS if m in names)
 
 
 def _select(model: nn.Module, layers) -> list[tuple[str, nn.Module]]:
@@ -287,6 +287,8 @@ def inspect(
         if "grad_norm" in want:
             ps = weights.get(id(layer.module), []) if layer.module is not None else []
             v["grad_norm"] = math.sqrt(sum(grads.get(id(p), math.nan) ** 2 for p in ps)) if ps else math.nan
+        for name in metric_names:  # a registered metric that reads Jacobians: not measured on torch models
+            v.setdefault(name, math.nan)
         values[layer.index] = v
     first = rec.layers[0]
     config = {"init": (label,), "model": type(model).__name__, "samples": n, "input_dim": first.layout.flat_units,

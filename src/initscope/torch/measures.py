@@ -41,7 +41,10 @@ from initscope.torch.layouts import Layout
 __all__ = ["Measured", "Comparison", "measure_state", "to_numpy", "principal_coordinates", "TOKEN_METRICS",
            "MAX_ROWS", "MAX_SEQUENCES", "JACKKNIFE_GROUPS", "token_cosine", "token_effective_rank"]
 
-TOKEN_METRICS = ("token_cosine", "token_effective_rank")
+TOKEN_METRICS = ("token_cosine", "token_effective_rank")  # core registry entries needing "tokens"
+BUILT_IN = ("rms", "std", "effective_rank", "stable_rank", "numerical_rank", "dead_fraction", "linear_fraction",
+            "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm", *TOKEN_METRICS)
+token_cosine, token_effective_rank = M.token_cosine, M.token_effective_rank  # the definitions (numpy)
 MAX_ROWS = 8192
 MAX_SEQUENCES = 256
 JACKKNIFE_GROUPS = 4
@@ -74,25 +77,6 @@ class Measured:
     collapsed: bool
     sizes: dict[str, int] = field(default_factory=dict)  # rows (or sequences) behind a value, where fewer than all
     errors: dict[str, float] = field(default_factory=dict)  # its standard error, where estimated
-
-
-def token_cosine(X: np.ndarray) -> np.ndarray:
-    """Per sequence, the mean cosine between distinct positions, uncentred. X: (m, P, E) -> (m,).
-
-    1 when every position of the sequence holds the same direction: the rank
-    collapse of pure attention (Dong et al. 2021, "Attention is not all you
-    need"). NaN for sequences with fewer than two nonzero positions.
-    """
-    return M.mean_cosine(X)
-
-
-def token_effective_rank(X: np.ndarray) -> np.ndarray:
-    """Per sequence, the effective rank (Roy & Vetterli 2007) of its uncentred P × E token matrix. (m,).
-
-    Uncentred so that collapse reads as 1 (all tokens the same vector), not as
-    the rank of a vanishing residual; 0 for an all-zero sequence.
-    """
-    return M.effective_rank(M.gram_spectrum(M.gram(X)))
 
 
 def _rows_view(x: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -340,6 +324,41 @@ def _token_part(x: torch.Tensor, layout: Layout, want: set[str], max_sequences: 
     return values, sizes, errors
 
 
+def _registered(x: torch.Tensor, layout: Layout, names: list[str], *, activation: str, first: bool,
+                comparison: Comparison | None, max_rows: int, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Metrics registered by users (`initscope.register_metric`), through the core's `layer_values`.
+
+    They read S (at most max_rows seeded rows; sizes say so) and its
+    spectrum, or, when they need the input or distances, the flat matrix.
+    """
+    x3 = _rows_view(x, layout)
+    rows = x3.shape[0] * x3.shape[2]
+    S = x3.movedim(1, -1).reshape(rows, -1)
+    sizes = {}
+    if rows > max_rows:
+        S = S[torch.from_numpy(np.sort(rng.choice(rows, max_rows, replace=False)))]
+        sizes = dict.fromkeys(names, max_rows)
+    S = to_numpy(S)[None]
+    S_c = M.centred(S)
+    sv = M.gram_spectrum(M.gram(S_c))
+    col = M.collapsed(S, sv)
+    rtol = M.rank_rtol(S.dtype)
+    view = {"state": S, "centred": S_c, "spectrum": sv, "rtol": rtol, "activation": activation}
+    flat_names = [n for n in names if set(M.METRICS[n].needs) & {"input", "distances", "eigh"}]
+    values = M.layer_values([n for n in names if n not in flat_names], view, col=col, is_input=first)
+    if flat_names:
+        F = to_numpy(x.reshape(x.shape[0], -1))[None]
+        F_c = M.centred(F)
+        sv_f, eig = M.gram_spectrum(M.gram(F_c), vectors=True)
+        flat = {"state": F, "centred": F_c, "spectrum": sv_f, "eigh": eig, "rtol": M.rank_rtol(F.dtype),
+                "activation": activation, "input": None if comparison is None else comparison.X_c,
+                "distances": None if comparison is None else comparison.ref}
+        if comparison is None:
+            flat = {k: v for k, v in flat.items() if k not in ("input", "distances")}
+        values.update(M.layer_values(flat_names, flat, col=M.collapsed(F, sv_f), is_input=first))
+    return {k: float(v[0]) for k, v in values.items()}, sizes
+
+
 def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activation: str,
                   comparison: Comparison | None, first: bool, max_rows: int = MAX_ROWS,
                   max_sequences: int = MAX_SEQUENCES, rng: np.random.Generator) -> Measured:
@@ -354,7 +373,7 @@ def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activati
         x = x.to(torch.float32)
     x = x.to("cpu")
     n = x.shape[0]
-    names = want - {"jacobian_rank", "grad_norm"}
+    names = {m for m in want if not set(M.METRICS[m].needs) & {"tangents", "gradient"}} if want else set()
     nan = dict.fromkeys(names, math.nan)
     # Any NaN or Inf makes a unit's mean or variance non-finite: one pass that the metrics need anyway.
     var_mean, finite = None, True
@@ -373,4 +392,12 @@ def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activati
         values.update(v)
         sizes.update(s)
         errors.update(e)
-    return Measured(dict(nan, **values), spectrum, projection, True, col, sizes, errors)
+    extra = [m for m in M.METRICS if m in want and m not in BUILT_IN
+             and not set(M.METRICS[m].needs) & {"tangents", "gradient", "tokens"}]
+    if extra:
+        v, s = _registered(x, layout, extra, activation=activation, first=first, comparison=comparison,
+                           max_rows=max_rows, rng=rng)
+        values.update(v)
+        sizes.update(s)
+    return Measured(dict(nan, **{k: v for k, v in values.items() if k in want}), spectrum, projection, True, col,
+                    sizes, errors)

@@ -131,7 +131,7 @@ class Recorder:
     def set_comparison(self, state: torch.Tensor) -> None:
         flat = to_numpy(state.reshape(self.n, -1))[None]
         ref = None
-        if "distance_corr" in self.want:
+        if M.needing("distances", self.want):
             ref = M.distance_reference(flat, rng=np.random.default_rng(self.seed))
         self.comparison = Comparison(M.centred(flat).astype(np.float64), ref)  # linear_r2 reads it in float64
 

@@ -54,6 +54,12 @@ class InspectResult:
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the diagnosis in words, the flags and a per-layer table (`initscope.study.display`)."""
+        from initscope.study.display import inspect_html
+
+        return inspect_html(self)
+
 
 def incoming_norms(module: nn.Module) -> np.ndarray | None:
     """Each output unit's incoming weight-vector 2-norm (units,), for Linear and (transposed) Conv; else None."""

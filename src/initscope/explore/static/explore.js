@@ -421,19 +421,26 @@ function rgba(hex, alpha) {
 }
 
 // ---------------------------------------------------------------- verdict
-// The study's verdict in words when the server gives one (message.verdict.sentences); until then the
-// flags table: for each initializer, the first layer where each problem appears.
+// The study's verdict in words (initscope.study.verdict: what `initscope run` prints last and the report
+// shows first), then its run-wide notes, then the flags table: the first layer where each problem appears.
 function renderVerdict(message) {
   const box = document.getElementById("verdict");
+  const opened = Boolean(document.querySelector("#flags[open]"));  // keep the reader's choice across updates
   box.textContent = "";
   const verdict = message.verdict || {};
-  if (verdict.sentences && verdict.sentences.length) {
-    const list = el("ul", {class: "verdict"});
-    for (const s of verdict.sentences) list.appendChild(el("li", {}, s));
-    box.appendChild(list);
+  const list = el("ul", {class: "verdict"});
+  for (const v of verdict.initializers || []) {
+    const item = el("li");
+    item.appendChild(el("strong", {}, v.title));
+    item.appendChild(document.createTextNode(": " + v.sentences.join(" ")));
+    list.appendChild(item);
   }
+  box.appendChild(list);
+  for (const note of verdict.notes || []) box.appendChild(el("p", {class: "note"}, note));
   const rows = verdict.flags || [];
   if (!rows.length) return;
+  const details = el("details", opened ? {id: "flags", open: ""} : {id: "flags"});
+  details.appendChild(el("summary", {}, "Flags: the first layer where each problem appears"));
   const table = el("table", {class: "flags"}), head = el("tr");
   const keys = Object.keys(rows[0]);
   for (const k of keys) head.appendChild(el("th", {}, k));
@@ -446,7 +453,8 @@ function renderVerdict(message) {
     });
     table.appendChild(tr);
   }
-  box.appendChild(table);
+  details.appendChild(table);
+  box.appendChild(details);
 }
 
 // ---------------------------------------------------------------- render

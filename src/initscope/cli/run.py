@@ -1,0 +1,102 @@
+"""`initscope run` and `initscope report`, registered lazily on the main CLI (`initscope.cli.app`).
+
+Output files are written to a temporary folder beside `--out` and moved into
+place only when everything succeeded (`initscope.cli.common.output_folder`), so
+a failed or interrupted run leaves nothing half-written, an earlier run's files
+are replaced whole or not at all, and a file initscope did not write is never touched.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from initscope.cli.common import (
+    BadInput,
+    Out,
+    Overwrite,
+    has_report_extra,
+    output_folder,
+    parse_workers,
+    with_config_flags,
+    workers_option,
+    write_run,
+)
+from initscope.study.config import load_config, make_config
+
+__all__ = ["run_command", "report_command"]
+
+
+@with_config_flags
+def run_command(
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
+    out: Out = "initscope-out",
+    overwrite: Overwrite = False,
+    fields: dict | None = None,
+    workers: workers_option("Threads over trials (default: cores).") = None,
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
+    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+) -> None:
+    """Run the study (defaults: the seed post's) and write tidy CSVs, config.toml and report.html."""
+    try:
+        cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc)) from None
+    n_workers = parse_workers(workers)
+
+    from initscope.study.config import subsample_note
+    from initscope.study.runner import run
+
+    note = subsample_note(cfg)
+    if note:  # once, before the run: the table it prints is of the subsets
+        typer.echo(f"note: {note}", err=True)
+
+    with output_folder(out, command="run", overwrite=overwrite) as folder:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run(cfg, workers=n_workers)
+        for w in caught:
+            typer.echo(f"warning: {w.message}", err=True)
+        write_run(folder, result, report=report, png=png)
+    if not quiet:
+        from initscope.cli.summary import print_summary
+
+        print_summary(result, Path(out))
+
+
+def report_command(
+    folder: Path = typer.Argument(..., help="A run's output folder, or a results store written by `initscope sweep`."),
+    png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures (run folders)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH", help="Sweep report only: the .html file (default: report.html beside the store)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Sweep report only: metric(s), comma-separated (default: effective_rank)."),
+    x: Optional[str] = typer.Option(None, "--x", help="Sweep report only: heat-map x axis, a config field (default: depth)."),
+    y: Optional[str] = typer.Option(None, "--y", help="Sweep report only: heat-map y axis, a config field (default: width)."),
+    group_by: str = typer.Option("init", "--group-by", help="Sweep report only: config field the depth curves are grouped by."),
+    overwrite: Overwrite = False,
+) -> None:
+    """Rebuild report.html from a run folder's CSVs, or build the sweep report of a results store."""
+    if folder.is_file():
+        from initscope.cli.sweep import is_store, sweep_report
+
+        if is_store(folder):
+            sweep_report(folder, out, metric=metric, x=x, y=y, group_by=group_by, overwrite=overwrite)
+            return
+    if not folder.is_dir() or not (folder / "metrics.csv").is_file():
+        raise BadInput(f"The 'folder' parameter must be a run folder containing metrics.csv or a results store. Got {str(folder)!r} instead.")
+    has_report_extra(required=True)
+    from initscope import report as report_mod
+    from initscope.report.writer import read_marker
+
+    try:
+        tables = report_mod.load_run(folder)
+    except (ValueError, KeyError) as exc:
+        raise BadInput(f"The 'folder' parameter must hold a readable run: {exc}") from None
+    # The page belongs to the run that wrote the folder (run or inspect): a later run replaces it.
+    owner = (read_marker(folder) or {"files": {}})["files"].get("metrics.csv", "run")
+    with output_folder(folder, command=owner, overwrite=overwrite, replace=False, writes=("report.html",)) as staging:
+        report_mod.write_report(tables, staging / "report.html", png=png)
+    typer.echo(f"wrote {folder / 'report.html'}")

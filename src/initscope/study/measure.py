@@ -1,0 +1,231 @@
+"""Measuring a network layer by layer: every wanted metric, the spectrum and the 3-D projection.
+
+For each initializer, all trials of a chunk run at once (weights
+(T, fan_in, fan_out), states (T, n, w)); layers stream: each layer's metrics
+are computed as soon as it exists and the state is then dropped, so memory
+does not grow with depth. The pieces metrics share (centred states, the Gram
+spectrum, its eigenvectors, the input's distances, the Jacobians) are
+computed once per layer, and only when a wanted metric needs them (see
+`metrics.NEEDS`); the metric registry then hands each metric its pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from initscope.core import metrics as M
+from initscope.core.gradients import weight_gradient_norms
+from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp, mse_output_gradient
+from initscope.study.config import Config
+from initscope.study.model import SUBSET_KEY, ParamSource, inputs as draw_inputs, readout_weights
+
+__all__ = ["JACOBIAN_SAMPLES", "WEIGHT_NORM_TRIALS", "WEIGHT_NORM_LAYERS", "Chunk", "Inputs", "prepare", "simulate"]
+
+JACOBIAN_SAMPLES = 64
+WEIGHT_NORM_TRIALS = 10
+WEIGHT_NORM_LAYERS = 10  # and the last layer: the histograms' rows, not a per-layer record of a deep net
+
+
+@dataclass
+class Chunk:
+    values: dict[str, np.ndarray]  # metric -> (Tc, L+1)
+    spectra: list[np.ndarray]  # per layer (Tc, k_l)
+    projections: np.ndarray | None  # (L+1, n, 3) for trial 0 when in this chunk
+    weight_norms: list[tuple[int, list[int], np.ndarray]]  # (layer, trials, norms (k, fan_out))
+    overflow_layer: np.ndarray  # (Tc,) first non-finite layer, -1 if none
+    collapsed: np.ndarray  # (Tc, L+1) bool
+    init_info: list[tuple[int, int, str, float]]  # (trial, layer, quantity, value)
+
+
+def _top3(S_c: np.ndarray, G: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Coordinates (n, 3) of one trial's samples on its top-3 principal components.
+
+    S_c: (n, w) centred states; G: their smaller Gram matrix (w×w or n×n);
+    eig: G's full eigendecomposition (ascending values (k,), vectors (k, k))
+    when linear_r2 already computed it, else only the top three eigenpairs
+    are computed (LAPACK's MRRR on the tridiagonal form: cheaper than the
+    spectrum itself at width 256, where a full eigh costs 2.6× eigvalsh).
+    Signs are fixed (largest |coordinate| positive) so that frames do not flip.
+    Components beyond the rank are 0.
+    """
+    n, w = S_c.shape
+    out = np.zeros((n, 3))
+    if n == 0 or w == 0:
+        return out
+    size = G.shape[0]
+    k = min(3, size)
+    if eig is not None:
+        lam, V = eig[0][-k:].astype(np.float64), eig[1][:, -k:].astype(np.float64)
+    else:
+        from scipy.linalg import eigh
+
+        lam, V = eigh(G.astype(np.float64), subset_by_index=[size - k, size - 1], check_finite=False)
+    lam, top = lam[::-1], V[:, ::-1]
+    if n >= w:
+        coords = S_c.astype(np.float64) @ top
+    else:
+        coords = top * np.sqrt(np.clip(lam, 0.0, None))
+    big = np.abs(coords).argmax(axis=0)
+    coords *= np.where(coords[big, np.arange(k)] < 0, -1.0, 1.0)
+    out[:, :k] = coords
+    return out
+
+
+@dataclass
+class _Layer:
+    """One layer's measurements for a chunk of T trials."""
+
+    values: dict[str, np.ndarray]  # metric -> (T,), NaN where overflowed
+    spectrum: np.ndarray  # (T, k) float64, NaN rows where overflowed
+    projection: np.ndarray | None  # (n, 3) for trial 0 when in the chunk
+    collapsed: np.ndarray  # (T,) bool
+    overflow_layer: np.ndarray  # (T,) first non-finite layer so far, -1 if none
+
+
+@dataclass
+class Inputs:
+    """One chunk's data and the measurements of layer 0, which every initializer shares."""
+
+    trials: list[int]
+    X: np.ndarray  # (T, n, d)
+    y: np.ndarray  # (T, n, 1)
+    X_c: np.ndarray  # (T, n, d) centred
+    ref: M.DistanceReference | None
+    layer0: _Layer
+
+
+def prepare(config: Config, table, trials: list[int]) -> Inputs:
+    """Draw a chunk's data and measure it (layer 0) once for all initializers."""
+    with np.errstate(all="ignore"):
+        X, y = draw_inputs(config, table, trials)
+        X_c = M.centred(X)
+        ref = None
+        if M.needing("distances", config.metrics):
+            ref = M.distance_reference(X, rng=np.random.default_rng([config.seed, SUBSET_KEY]))
+        tangent = None
+        if M.needing("tangents", config.metrics):
+            m_jac = min(X.shape[1], JACOBIAN_SAMPLES)
+            tangent = np.broadcast_to(np.eye(X.shape[2], dtype=X.dtype), (len(trials), m_jac, X.shape[2], X.shape[2]))
+        layer0 = _measure(config, X, 0, np.full(len(trials), -1), X_c=X_c, ref=ref, tangent=tangent,
+                          i0=trials.index(0) if 0 in trials else None, S_c=X_c)
+    return Inputs(trials, X, y, X_c, ref, layer0)
+
+
+def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarray, *, X_c, ref, tangent,
+             i0: int | None, S_c: np.ndarray | None = None) -> _Layer:
+    """Every wanted metric, the spectrum and trial 0's projection of the states S (T, n, w).
+
+    overflow_layer (T,) is the first non-finite layer so far (-1: none); a
+    copy updated with this layer is returned. Non-finite states, or finite
+    ones whose Gram matrix overflows, give NaN from here on. S_c: the centred
+    states when the caller has them already (the input's X_c).
+    """
+    want = config.metrics
+    rtol = M.rank_rtol(np.dtype(config.dtype))
+    finite = np.isfinite(S).all(axis=(1, 2))
+    S_work = S if finite.all() else np.where(finite[:, None, None], S, 0.0)
+    S_c = S_c if S_c is not None and S_work is S else M.centred(S_work)
+    G = M.gram(S_c)
+    # Finite but huge states can still overflow in the Gram matrix.
+    finite &= np.isfinite(G).all(axis=(1, 2))
+    if not finite.all():
+        S_work = np.where(finite[:, None, None], S_work, 0.0)
+        S_c = np.where(finite[:, None, None], S_c, 0.0)
+        G = np.where(finite[:, None, None], G, 0.0)
+    eig = None
+    if M.needing("eigh", want):
+        sv, eig = M.gram_spectrum(G, vectors=True)
+    else:
+        sv = M.gram_spectrum(G)
+    finite &= np.isfinite(sv).all(axis=1)
+    overflow_layer = np.where((~finite) & (overflow_layer < 0), layer, overflow_layer)
+    bad = overflow_layer >= 0
+    col_any = M.collapsed(S_work, sv)
+    col = col_any & ~bad
+    spectrum = sv.astype(np.float64)
+    spectrum[bad] = np.nan
+    projection = None
+    if i0 is not None:
+        projection = np.full((S.shape[1], 3), np.nan) if bad[i0] else _top3(
+            S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
+    view = {"state": S_work, "centred": S_c, "spectrum": sv, "eigh": eig, "input": X_c, "distances": ref,
+            "tangents": tangent, "rtol": rtol, "activation": config.activation}
+    values = M.layer_values(config.metrics, view, col=col_any, is_input=layer == 0)
+    values = {name: np.where(bad, np.nan, value) for name, value in values.items()}
+    return _Layer(values, spectrum, projection, col, overflow_layer)
+
+
+def simulate(config: Config, init: str, gain: float, inputs: Inputs, given=None) -> Chunk:
+    """Run one chunk of trials of one initializer through every layer.
+
+    Overflow is expected (it is a result), so floating-point warnings are off
+    here; errstate is per thread, hence set inside the worker.
+    """
+    with np.errstate(all="ignore"):
+        return _simulate_chunk(config, init, gain, inputs, given)
+
+
+def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, given=None) -> Chunk:
+    want = set(config.metrics)
+    dtype = np.dtype(config.dtype)
+    arch = Architecture(config.activation, config.norm, config.residual)
+    X, y, trials = inputs.X, inputs.y, inputs.trials
+    T, n, d = X.shape
+    L = config.depth
+    gradient = M.needing("gradient", config.metrics)  # grad_norm: the backward pass
+    source = ParamSource(config, init, gain, trials, given=given, remember=bool(gradient) and config.readout != "zeros")
+    values = {m: np.full((T, L + 1), np.nan) for m in config.metrics}
+    spectra: list[np.ndarray] = []
+    weight_norms: list[tuple[int, list[int], np.ndarray]] = []
+    collapsed = np.zeros((T, L + 1), dtype=bool)
+    i0 = trials.index(0) if 0 in trials else None
+    proj = np.zeros((L + 1, n, 3)) if i0 is not None else None
+    m_jac = min(n, JACOBIAN_SAMPLES)
+    tangent = None
+    if M.needing("tangents", want):
+        tangent = np.broadcast_to(np.eye(d, dtype=dtype), (T, m_jac, d, d)).copy()
+
+    def record(layer: int, out: _Layer) -> None:
+        for name, value in out.values.items():
+            values[name][:, layer] = value
+        spectra.append(out.spectrum)
+        collapsed[:, layer] = out.collapsed
+        if proj is not None:
+            proj[layer] = out.projection
+
+    record(0, inputs.layer0)
+    overflow_layer = inputs.layer0.overflow_layer
+    S = X
+    for layer in range(1, L + 1):
+        W, b = source.layer(layer, S)
+        sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
+        if sel and (layer <= WEIGHT_NORM_LAYERS or layer == L):
+            weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
+        S, z = layer_forward(S, W, b, arch, keep_pre=tangent is not None)
+        if tangent is not None:
+            tangent = layer_jvp(tangent, W, z[:, :m_jac], arch, batch_norm_sigma(z, arch))
+        del z
+        out = _measure(config, S, layer, overflow_layer, X_c=inputs.X_c, ref=inputs.ref, tangent=tangent, i0=i0)
+        overflow_layer = out.overflow_layer
+        record(layer, out)
+        del out
+
+    tangent = None  # the forward pass's Jacobians: not needed by the backward pass
+    for name in gradient:
+        values[name][:, 1:] = _grad_norms(config, init, gain, X, y, S, source, arch)
+        values[name][overflow_layer >= 0, 1:] = np.where(
+            np.arange(1, L + 1)[None, :] >= overflow_layer[overflow_layer >= 0, None],
+            np.nan,
+            values[name][overflow_layer >= 0, 1:],
+        )
+    info = [(trials[t], layer, key, value) for t, layer, key, value in source.info]
+    return Chunk(values, spectra, proj, weight_norms, overflow_layer, collapsed, info)
+
+
+def _grad_norms(config, init, gain, X, y, S_last, source: ParamSource, arch) -> np.ndarray:
+    """‖∂loss/∂W_l‖_F for l = 1..L (T, L): MSE of the readout against the target."""
+    W_out = readout_weights(config, init, gain, S_last.shape[2], y.shape[2], source.rngs)
+    _, ds_last = mse_output_gradient(S_last, W_out, y)
+    return weight_gradient_norms(X, source.regenerate, config.depth, arch, ds_last)

@@ -1,0 +1,162 @@
+"""Tidy tables of a run: RunResult and the assembly of measured chunks into long tables.
+
+Tidy long tables (init, trial, layer, metric, value, config columns) are the
+common currency between study, store, report and CLI. Assembly is one numpy
+array per column, never a Python loop per row: deep runs have millions of rows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from initscope.study.config import Config, config_columns
+from initscope.study.measure import Chunk
+
+__all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow"]
+
+
+class NumericalWarning(RuntimeWarning):
+    """Overflow or collapse happened in a run; it is in the results, not an error."""
+
+
+@dataclass
+class RunResult:
+    """Tidy tables of one run (see DESIGN.md's output contract)."""
+
+    config: Config
+    metrics: pd.DataFrame
+    spectra: pd.DataFrame
+    projections: pd.DataFrame
+    weight_norms: pd.DataFrame
+    flags: pd.DataFrame
+    gains: dict[str, float] = field(default_factory=dict)
+    init_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "layer", "quantity", "value"]))
+    train_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "objective", "seconds"]))
+
+
+def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarray, gains) -> RunResult:
+    """Assemble the chunks into tidy tables, one numpy array per column (no per-row Python)."""
+    L = config.depth
+    trials = np.concatenate(chunks)
+    T = len(trials)
+    names = list(config.metrics)
+    m_cols: dict[str, list] = {"init": [], "trial": [], "layer": [], "metric": [], "value": []}
+    s_cols: dict[str, list] = {"init": [], "trial": [], "layer": [], "k": [], "singular_value": []}
+    proj_cols: dict[str, list] = {k: [] for k in ("init", "layer", "sample", "pc1", "pc2", "pc3", "target")}
+    norm_cols: dict[str, list] = {k: [] for k in ("init", "trial", "layer", "kind", "norm")}
+    flag_rows = []
+    for init, parts in results.items():
+        vals = np.stack([np.concatenate([p.values[name] for p in parts]) for name in names])  # (M, T, L+1)
+        size = vals.size
+        m_cols["init"].append(_repeat(init, size))
+        m_cols["metric"].append(np.repeat(_names_array(names), T * (L + 1)))
+        m_cols["trial"].append(np.tile(np.repeat(trials, L + 1), len(names)))
+        m_cols["layer"].append(np.tile(np.arange(L + 1), len(names) * T))
+        m_cols["value"].append(vals.reshape(-1))
+        for layer in range(L + 1):
+            sv = np.concatenate([p.spectra[layer] for p in parts])  # (T, k); NaN rows: overflowed trials
+            keep = ~np.isnan(sv).any(axis=1)
+            sv, kept = sv[keep], trials[keep]
+            k = sv.shape[1]
+            s_cols["init"].append(_repeat(init, sv.size))
+            s_cols["trial"].append(np.repeat(kept.astype(np.int32), k))
+            s_cols["layer"].append(np.full(sv.size, layer, dtype=np.int32))
+            s_cols["k"].append(np.tile(np.arange(1, k + 1, dtype=np.int32), len(kept)))
+            s_cols["singular_value"].append(sv.reshape(-1))
+        for p in parts:
+            if p.projections is not None:
+                n = p.projections.shape[1]
+                proj_cols["init"].append(_repeat(init, (L + 1) * n))
+                proj_cols["layer"].append(np.repeat(np.arange(L + 1, dtype=np.int32), n))
+                proj_cols["sample"].append(np.tile(np.arange(n, dtype=np.int32), L + 1))
+                for k in range(3):
+                    proj_cols[f"pc{k + 1}"].append(p.projections[:, :, k].reshape(-1))
+                proj_cols["target"].append(np.tile(y[0, :, 0].astype(np.float64), L + 1))
+        # Chunks arrive per thread; rows go by (trial, layer) within an initializer so
+        # the table is the same bytes whatever the number of workers.
+        pieces = [(np.repeat(np.asarray(ts, dtype=np.int64), norms.shape[1]), np.full(norms.size, layer, dtype=np.int64),
+                   norms.reshape(-1)) for p in parts for layer, ts, norms in p.weight_norms]
+        if pieces:
+            t_col, l_col, n_col = (np.concatenate(col) for col in zip(*pieces))
+            order = np.lexsort((l_col, t_col))  # stable: units keep their order within (trial, layer)
+            t_col, l_col, n_col = t_col[order], l_col[order], n_col[order]
+            kind = _repeat("internal", len(l_col))
+            kind[l_col == 1] = "input"
+            norm_cols["init"].append(_repeat(init, len(l_col)))
+            norm_cols["trial"].append(t_col)
+            norm_cols["layer"].append(l_col)
+            norm_cols["kind"].append(kind)
+            norm_cols["norm"].append(n_col)
+        overflow = np.concatenate([p.overflow_layer for p in parts])
+        collapsed = np.concatenate([p.collapsed for p in parts])
+        rows = [(init, int(trials[i]), int(overflow[i]), "overflow") for i in np.flatnonzero(overflow >= 0)]
+        rows += [(init, int(trials[i]), int(layer), "collapsed") for i, layer in zip(*np.nonzero(collapsed))]
+        flag_rows += sorted(rows, key=lambda r: (r[1], r[2]))
+
+    fixed = config_columns(config)
+    metrics = _frame(m_cols, ["init", "trial", "layer", "metric", "value", *fixed], **fixed)
+    spectra = _frame(s_cols, ["init", "trial", "layer", "k", "singular_value"])
+    projections = _frame(proj_cols, ["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"], trial=0)
+    weight_norms = _frame(norm_cols, ["init", "trial", "layer", "kind", "norm"])
+    flags = pd.DataFrame(flag_rows, columns=["init", "trial", "layer", "flag"])
+    info_rows = [(init, *row) for init, parts in results.items() for p in parts for row in p.init_info]
+    init_log = pd.DataFrame(info_rows, columns=["init", "trial", "layer", "quantity", "value"])
+    return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
+
+
+def _repeat(value: str, n: int) -> np.ndarray:
+    """An object array of n references to one string.
+
+    np.full(n, value, dtype=object) goes through a unicode array and makes n
+    separate str objects (~70 bytes each): hundreds of MB for deep runs.
+    """
+    out = np.empty(n, dtype=object)
+    out.fill(value)
+    return out
+
+
+def _column(values: np.ndarray):
+    return pd.Series(values, dtype=object, copy=False) if values.dtype == object else values
+
+
+def _names_array(names: list[str]) -> np.ndarray:
+    out = np.empty(len(names), dtype=object)
+    out[:] = names
+    return out
+
+
+def _frame(cols: dict[str, list], order: list[str], **constant) -> pd.DataFrame:
+    """One DataFrame from lists of column pieces (empty with the same columns when no pieces).
+
+    Consumes `cols`. `constant` columns (one value for every row) are named in
+    `order` too, and are built with the rest: inserting them one by one into a
+    finished frame cost more than the whole table at seed scale.
+    """
+    if not cols[next(iter(cols))]:
+        return pd.DataFrame(columns=order)
+    # Pop each column's pieces as it is joined, so that the pieces and the joined
+    # column are never all alive at once (deep runs have ~10⁶ spectrum rows).
+    # Label columns stay object arrays of shared strs: pandas' inferred (Arrow) strings
+    # would copy each row into a memory pool that the process keeps (~70 B/row).
+    joined = {k: np.concatenate(cols.pop(k)) for k in list(cols)}
+    rows = len(next(iter(joined.values())))
+    for key, value in constant.items():
+        joined[key] = _repeat(value, rows) if isinstance(value, str) else np.full(rows, value)
+    return pd.DataFrame({k: _column(joined.pop(k)) for k in order})
+
+
+def warn_overflow(config: Config, flags: pd.DataFrame) -> None:
+    """One warning per initializer that overflowed, naming the first layer."""
+    over = flags[flags["flag"] == "overflow"]
+    for init, rows in over.groupby("init", sort=False):
+        first = int(rows["layer"].min())
+        warnings.warn(
+            f"init {init!r}: states overflow (non-finite) from layer {first} in "
+            f"{rows['trial'].nunique()} of {config.trials} trials; metrics are NaN from there on",
+            NumericalWarning,
+            stacklevel=3,
+        )
