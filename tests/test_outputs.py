@@ -359,6 +359,19 @@ def test_sweep_refuses_a_report_html_it_did_not_write_before_sweeping(capsys, tm
     assert (out / "figures" / "my_plot.png").read_bytes() == USER_FILES["figures/my_plot.png"]
 
 
+def test_sweep_and_export_paths_that_cannot_be_written_are_bad_input(capsys, tmp_path):
+    (tmp_path / "grid.toml").write_text(SWEEP)
+    code, _, err = cli(capsys, "sweep", str(tmp_path / "grid.toml"), "--out", "/proc/initscope-sweep", "--no-report",
+                       "--quiet")
+    assert code == 2 and "'/proc/initscope-sweep'" in one_error_line(err)
+    out = tmp_path / "sweep"
+    assert cli(capsys, "sweep", str(tmp_path / "grid.toml"), "--out", str(out), "--no-report", "--quiet",
+               "--workers", "1")[0] == 0
+    code, _, err = cli(capsys, "results", str(out / "results.sqlite"), "--csv", "/proc/initscope.csv")
+    assert code == 2 and err.startswith("initscope: error: The 'csv' parameter must be a file path initscope can write")
+    assert temporaries(out) == []
+
+
 FACTORY = textwrap.dedent(
     """
     from torch import nn

@@ -122,17 +122,19 @@ def test_identity_jacobian_keeps_full_rank_and_relu_loses_it():
     assert (thin.metrics.query("layer > 0")["value"] <= 0.4 + 1e-12).all()
 
 
-def test_jacobian_rank_in_a_run_is_matrix_rank_of_the_chain_rule_jacobians():
+@pytest.mark.parametrize("d", [6, 7, 30])
+def test_jacobian_rank_in_a_run_is_matrix_rank_of_the_chain_rule_jacobians(d):
     # Narrow ReLU layers with shifts: some samples lose input directions (exact path),
     # others keep all of them (certified path); both must count as matrix_rank does.
-    cfg = dict(init="kaiming-normal", input_dim=6, width=7, depth=5, samples=80, trials=3, shift="normal",
+    # d = 30 > width: the run pushes (w, w) matrices with the (d, w) Jacobians' singular values.
+    cfg = dict(init="kaiming-normal", input_dim=d, width=7, depth=5, samples=80, trials=3, shift="normal",
                shift_scale=0.5, metrics="jacobian_rank", seed=3)
     got = run(**cfg).metrics.pivot(index="trial", columns="layer", values="value")
     X, _, params = materialize(make_config(**cfg), "kaiming-normal")
     m = JACOBIAN_SAMPLES
     seen = set()
     for t in range(3):
-        J = np.broadcast_to(np.eye(6), (m, 6, 6))  # (sample, input direction, unit)
+        J = np.broadcast_to(np.eye(d), (m, d, d))  # (sample, input direction, unit)
         S = X[t]
         for layer, (W, b) in enumerate(params, start=1):
             z = S @ W[t] + b[t]
@@ -140,7 +142,7 @@ def test_jacobian_rank_in_a_run_is_matrix_rank_of_the_chain_rule_jacobians():
             S = np.maximum(z, 0)
             ranks = [np.linalg.matrix_rank(J[i]) for i in range(m)]
             seen.update(ranks)
-            assert got.loc[t, layer] == pytest.approx(np.mean(ranks) / 6, abs=1e-12)
+            assert got.loc[t, layer] == pytest.approx(np.mean(ranks) / d, abs=1e-12)
     assert len(seen) > 2  # the case really mixes full and deficient ranks
 
 

@@ -29,6 +29,7 @@ from initscope.cli.common import (
     output_folder,
     run_app,
     with_config_flags,
+    write_files,
 )
 
 __all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
@@ -72,7 +73,7 @@ def certify_command(
         folder = None if out is None else stack.enter_context(output_folder(out, command="certify", overwrite=overwrite))
         layers = _certificate(cfg, tolerance, quiet)
         if folder is not None:
-            layers.to_csv(folder / CERTIFICATE_FILE, index=False)
+            write_files(folder, {Path(CERTIFICATE_FILE).stem: layers}, {})
     if out is not None and not quiet:
         typer.echo(f"wrote {Path(out) / CERTIFICATE_FILE}")
     if not bool(layers["certified"].all()):

@@ -198,7 +198,7 @@ def output_folder(out: str | os.PathLike | None, *, command: str, overwrite: boo
 
 def check_output(out: str | os.PathLike | None, *, command: str, overwrite: bool = False, replace: bool = True,
                  writes: tuple[str, ...] = ()) -> None:
-    """`output_folder`'s checks alone, creating nothing (bad input before a long computation)."""
+    """`output_folder`'s checks alone, leaving nothing behind (bad input before a long computation)."""
     from initscope.report.writer import Output, OutputError
 
     try:

@@ -15,6 +15,7 @@ from initscope.cli.common import (
     output_folder,
     parse_workers,
     workers_option,
+    write_files,
     write_run,
 )
 from initscope.study.fixes import FIXES, compare_fixes, outcome_label
@@ -56,10 +57,9 @@ def compare_fixes_command(
             # Each fix's folder is a run folder of its own: `initscope report` redraws it, `run --out` replaces it.
             sub = folder / outcome_label(o)
             write_run(sub, o.result, report=report, png=False)
-            o.certificate.to_csv(sub / "certificate.csv", index=False)
+            write_files(sub, {"certificate": o.certificate}, {})
             mark_folder(sub, "run", command_line(), owners={"certificate.csv": "certify"})
-        (folder / "ranking.csv").write_text(ranking.to_csv(index=False))
-        (folder / "index.html").write_text(index_page(ranking, linked=report), encoding="utf-8")
+        write_files(folder, {"ranking": ranking}, {"index.html": index_page(ranking, linked=report)})
 
     console = Console()
     for depth, rows in ranking.groupby("depth", sort=True):

@@ -63,6 +63,33 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _check_memory(shape: tuple[int, ...] | None, input_file: Path | None, limit: str | None) -> None:
+    """Refuse at once inputs whose copies alone exceed the memory budget (before torch is imported)."""
+    from initscope.study.memory import check_estimate, inspect_estimate, memory_budget
+
+    try:
+        budget = memory_budget(limit)
+        if shape is not None:
+            check_estimate(inspect_estimate(shape), budget, "inspect", ",".join(map(str, shape)))
+        elif input_file is not None and input_file.suffix.lower() == ".npy" and input_file.is_file():
+            # The header alone gives the shape: nothing is loaded to find out it does not fit.
+            import numpy as np
+
+            try:
+                fmt = np.lib.format
+                with open(input_file, "rb") as fh:
+                    version = fmt.read_magic(fh)
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    file_shape, _, file_dtype = read(fh)
+            except (ValueError, OSError, EOFError, TypeError):
+                return  # not a readable .npy: the loader says so, naming --input
+            est = inspect_estimate(tuple(file_shape) or (1,), file_dtype.itemsize)
+            check_estimate(est, budget, "inspect", str(input_file))
+    except ValueError as exc:
+        message = str(exc) if shape is not None else str(exc).replace("'input-shape' parameter", "'input' parameter")
+        raise BadInput(message) from None
+
+
 def _int(name: str, text: str | None, low: int, default: int, high: int = 2**31 - 1) -> int:
     if text is None:
         return default
@@ -136,6 +163,8 @@ def inspect_command(
                                            help="Spectra of states with more rows use a seeded subset of this many "
                                                 "(default: 8192); the sample size and standard error go to "
                                                 "metrics.csv."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
+                                               help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
     out: Out = str(DEFAULT_OUT),
     overwrite: Overwrite = False,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the 'report' extra)."),
@@ -154,6 +183,7 @@ def inspect_command(
     if dtype is not None and dtype not in ("float32", "float64"):
         raise BadInput(f"The 'dtype' parameter must be one of ['float32', 'float64']. Got {dtype!r} instead.")
     shape = _shape(input_shape) if input_shape is not None else None
+    _check_memory(shape, input_file, memory_limit)
     seed_value = _int("seed", seed, 0, 0, high=2**63 - 1)  # config.MAX_SEED, without importing the study
     jac = _int("jacobian-samples", jacobian_samples, 1, 64)
     rows = _int("max-rows", max_rows, 16, 8192)

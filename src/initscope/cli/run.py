@@ -40,6 +40,8 @@ def run_command(
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
+                                               help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
 ) -> None:
     """Run the study (defaults: the seed post's) and write tidy CSVs, config.toml and report.html."""
     try:
@@ -49,7 +51,15 @@ def run_command(
     n_workers = parse_workers(workers)
 
     from initscope.study.config import subsample_note
+    from initscope.study.memory import memory_budget, plan_run
+    from initscope.study.parallel import worker_count
     from initscope.study.runner import run
+
+    try:  # before the output folder exists: a run that cannot fit is refused at once
+        budget = memory_budget(memory_limit)
+        plan_run(cfg, worker_count(n_workers, cfg.trials), budget)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
     note = subsample_note(cfg)
     if note:  # once, before the run: the table it prints is of the subsets
@@ -58,7 +68,7 @@ def run_command(
     with output_folder(out, command="run", overwrite=overwrite) as folder:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = run(cfg, workers=n_workers)
+            result = run(cfg, workers=n_workers, memory_limit=budget)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         write_run(folder, result, report=report, png=png)

@@ -119,8 +119,10 @@ def sweep_command(
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
     store_path, out_dir = _store_path(store, out)
-    if report:  # the page comes at the end: a report.html that is not initscope's is refused now, not then
-        check_output(out_dir, command="sweep", overwrite=overwrite, replace=False, writes=("report.html",))
+    # The store goes into OUT and the page comes at the end: an OUT that cannot be written, or a
+    # report.html in it that initscope did not write, is refused now, not after the sweep.
+    check_output(out_dir, command="sweep", overwrite=overwrite, replace=False,
+                 writes=("report.html",) if report else ())
 
     from initscope.study.executors import open_executor, run_sweep
     from initscope.study.store import Store
@@ -324,12 +326,16 @@ def _export(frame, path: Path, kind: str) -> None:
     """Write to a temporary sibling, then rename: a failed export leaves no half file."""
     from initscope.report.writer import atomic_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        if kind == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            if kind == "csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
+    except OSError as exc:  # a read-only place, /proc, a file where a folder should be
+        raise BadInput(f"The '{kind}' parameter must be a file path initscope can write "
+                       f"({exc.strerror or exc}). Got {str(path)!r} instead.") from None
 
 
 def sweep_report(

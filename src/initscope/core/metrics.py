@@ -74,7 +74,10 @@ NEEDS: dict[str, str] = {
     "centred": "S_c (T, n, w): the states minus their per-unit mean over samples",
     "spectrum": "sv (T, k): the singular values of S_c, descending, k = min(n, w)",
     "input": "X_c (T, n, d): the centred input (layer 0's states)",
-    "tangents": "J (T, m, d, w): per-sample Jacobians ∂s/∂x of the first m samples",
+    "tangents": "J (T, m, d, w): per-sample Jacobians ∂s/∂x of the first m samples; when d > w, the (w, w) "
+                "triangle R of J = QR, which has J's singular values (see `input_dim`)",
+    "input_dim": "d (int): the input dimension, which `tangents` may no longer show (layer 0, whose Jacobian "
+                 "is the identity, gets a (T, m, 1, 1) identity and input_dim 1)",
     "eigh": "(lam (T, k) ascending, V (T, k, k)): eigendecomposition of S_c's smaller Gram matrix",
     "distances": "the input's pairwise distances (a DistanceReference)",
     "rtol": "numerical_rank's relative threshold for the run's dtype (float)",
@@ -348,7 +351,7 @@ def mean_cosine(S: np.ndarray) -> np.ndarray:
     return np.where(m >= 2, out, np.nan)
 
 
-def jacobian_rank(J: np.ndarray) -> np.ndarray:
+def jacobian_rank(J: np.ndarray, *, input_dim: int | None = None) -> np.ndarray:
     """Mean over samples of rank(∂s_l/∂x)/d, rank as numpy's `matrix_rank` counts it.
 
     J: (T, m, d, w) per-sample Jacobians. Most samples are plainly full rank,
@@ -361,8 +364,12 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
     scaled by a power of two near its largest entry (`numerics.unit_scaled`):
     the rank does not change, and LAPACK no longer fails on huge finite
     Jacobians (deep normal init), whose squares overflow inside the SVD.
+    input_dim: the true d when J holds, instead of each (d, w) Jacobian E, the
+    triangle R of its QR factorization E = QR (w, w) (d > w: `tangent_triangle`);
+    ranks are the same, and d sets the normalization and the tolerance.
     """
     T, m, d, w = J.shape
+    d_true = d if input_dim is None else int(input_dim)
     out = np.full(T, np.nan)
     if d == 0 or m == 0:
         return out
@@ -374,14 +381,14 @@ def jacobian_rank(J: np.ndarray) -> np.ndarray:
         return out
     Jf, _ = unit_scaled(J[finite])
     ranks = np.full(Jf.shape[:2], min(d, w), dtype=np.float64)
-    unsure = ~_certified_full_rank(Jf)
+    unsure = ~_certified_full_rank(Jf, tol_dim=max(d_true, w))
     if unsure.any():
-        ranks[unsure] = _exact_ranks(Jf[unsure])
-    out[finite] = ranks.mean(axis=1) / d
+        ranks[unsure] = _exact_ranks(Jf[unsure], tol_dim=max(d_true, w))
+    out[finite] = ranks.mean(axis=1) / d_true
     return out
 
 
-def _exact_ranks(J: np.ndarray) -> np.ndarray:
+def _exact_ranks(J: np.ndarray, *, tol_dim: int | None = None) -> np.ndarray:
     """`matrix_rank` of each (d, w) matrix in J (k, d, w), via QR then the triangle's SVD.
 
     (k,) float; NaN where LAPACK failed even on the scaled matrix.
@@ -389,11 +396,11 @@ def _exact_ranks(J: np.ndarray) -> np.ndarray:
     d, w = J.shape[-2:]
     tall = J.transpose(0, 2, 1) if w >= d else J  # (k, max, min)
     sv = relative_singular_values(tall)  # NaN rows where LAPACK failed even after scaling
-    tol = sv.max(axis=-1, keepdims=True) * max(d, w) * np.finfo(J.dtype).eps
+    tol = sv.max(axis=-1, keepdims=True) * (tol_dim or max(d, w)) * np.finfo(J.dtype).eps
     return np.where(np.isnan(sv).any(axis=-1), np.nan, (sv > tol).sum(axis=-1))
 
 
-def _certified_full_rank(J: np.ndarray) -> np.ndarray:
+def _certified_full_rank(J: np.ndarray, *, tol_dim: int | None = None) -> np.ndarray:
     """True where a (d, w) matrix in J (T, m, d, w) surely has matrix_rank k = min(d, w). (T, m) bool.
 
     A = J Jᵀ (or JᵀJ, the smaller side) is formed in float64. If Cholesky
@@ -411,7 +418,8 @@ def _certified_full_rank(J: np.ndarray) -> np.ndarray:
     T, m, d, w = J.shape
     k = min(d, w)
     eps64 = np.finfo(np.float64).eps
-    delta = max(1e-10, 100 * (max(d, w) + k * k) * eps64, (10 * max(d, w) * np.finfo(J.dtype).eps) ** 2)
+    big = tol_dim or max(d, w)  # matrix_rank's max(d, w), of the Jacobian J stands for (see jacobian_rank)
+    delta = max(1e-10, 100 * (big + k * k) * eps64, (10 * big * np.finfo(J.dtype).eps) ** 2)
     J64 = J.astype(np.float64, copy=False)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         A = np.matmul(J64, J64.swapaxes(-1, -2)) if d <= w else np.matmul(J64.swapaxes(-1, -2), J64)
@@ -480,7 +488,8 @@ for _entry in (
            "leave-one-out R² of recovering the input linearly", linear_scale=True, display_floor=-1.0),
     Metric("distance_corr", distance_corr, ("state", "distances"),
            "correlation of pairwise distances with the input's", linear_scale=True, short="dist_corr"),
-    Metric("jacobian_rank", jacobian_rank, ("tangents",), "mean over samples of rank(∂s/∂x)/d", linear_scale=True,
+    Metric("jacobian_rank", lambda J, d: jacobian_rank(J, input_dim=d), ("tangents", "input_dim"),
+           "mean over samples of rank(∂s/∂x)/d", linear_scale=True,
            short="jac_rank"),
     Metric("grad_norm", None, ("gradient",), "‖∂loss/∂W_l‖_F of the readout's MSE"),
     # Per sequence, averaged over sequences: torch models' token states only (not measured by `run`).

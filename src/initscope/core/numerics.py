@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["unit_scaled", "relative_singular_values", "finite_matrices", "safe_eigh"]
+__all__ = ["unit_scaled", "relative_singular_values", "finite_matrices", "safe_eigh", "qr_triangle"]
 
 
 def finite_matrices(A: np.ndarray) -> np.ndarray:
@@ -103,3 +103,16 @@ def safe_eigh(C: np.ndarray, *, vectors: bool = True):
     if vectors:
         return lam, np.where(finite[..., None, None], V, np.nan)
     return lam
+
+
+def qr_triangle(E: np.ndarray) -> np.ndarray:
+    """R (..., q, q) of the thin QR factorization E = Q·R of each tall matrix of E (..., p, q), p > q.
+
+    E and R have the same singular values, hence the same rank, and E·M has
+    those of R·M for any M: a forward-mode tangent (m, d, w) with d ≫ w can be
+    pushed through later layers as its (w, w) triangle, d/w times cheaper.
+    Non-finite matrices give NaN triangles.
+    """
+    finite = finite_matrices(E)
+    R = np.linalg.qr(np.where(finite[..., None, None], E, 0), mode="r")
+    return np.where(finite[..., None, None], R, np.nan).astype(E.dtype, copy=False)

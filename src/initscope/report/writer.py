@@ -276,7 +276,10 @@ class Output:
 
     def __init__(self, out: str | os.PathLike | None, *, command: str, line: str = "", overwrite: bool = False,
                  replace: bool = True, writes: tuple[str, ...] = ()):
-        self._settings(out, command, line, overwrite, replace, writes)
+        self.given, self.target = _resolve(out)
+        self.command, self.line, self.overwrite, self.replace = command, line, overwrite, replace
+        self.writes = writes
+        self._created: list[Path] = []
         mode = self._plan()
         where = self.target if mode == "merge" else self.target.parent
         self._prepare(where)
@@ -288,20 +291,15 @@ class Output:
             raise _out_error("a folder initscope can write", out, exc.strerror or str(exc)) from None
         self._inside = mode == "merge"
 
-    def _settings(self, out, command: str, line: str, overwrite: bool, replace: bool, writes: tuple[str, ...]):
-        self.given, self.target = _resolve(out)
-        self.command, self.line, self.overwrite, self.replace = command, line, overwrite, replace
-        self.writes = writes
-        self._created: list[Path] = []
-
     @classmethod
     def check(cls, out: str | os.PathLike | None, *, command: str, overwrite: bool = False, replace: bool = True,
               writes: tuple[str, ...] = ()) -> None:
-        """`Output`'s checks of `out`, creating nothing: for a command that writes only at the end of a
-        long computation (a sweep's report), so that a refusal comes before the computation."""
-        output = cls.__new__(cls)
-        output._settings(out, command, "", overwrite, replace, writes)
-        output._plan()
+        """`Output`'s checks of `out`, leaving nothing behind: for a command that writes only at the end
+        of a long computation (a sweep's report), so that a refusal comes before the computation. The
+        temporary folder is made and removed again: only that proves the place can be written."""
+        output = cls(out, command=command, overwrite=overwrite, replace=replace, writes=writes)
+        with _signals_held():
+            output._abort()
 
     # --- planning ------------------------------------------------------------------------------
 
@@ -322,9 +320,13 @@ class Output:
         if foreign and not self.overwrite:
             raise self._refusal(foreign)
         owners = set(marker["files"].values())
-        here = Path.cwd().resolve()
+        try:  # swapping the current folder (or one above it) would leave the shell in a deleted one
+            here = Path.cwd().resolve()
+            around_cwd = self.target in (here, *here.parents)
+        except OSError:  # the current folder is gone already
+            around_cwd = False
         if (self.replace and not foreign and owners == {self.command} and not os.path.ismount(self.target)
-                and self.target not in (here, *here.parents)):
+                and not around_cwd):
             return "swap"
         return "merge"
 

@@ -124,6 +124,16 @@ def _read_npy(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
 def _read_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     import pandas as pd
 
+    # Fast path: an all-numeric file without a header parses straight to float64 in C.
+    # Anything else (a header, a text cell) falls to the careful path below, which also
+    # says where the problem is. A 50 × 5000 CSV: 0.3 s here, 10 s cell by cell.
+    try:
+        values = pd.read_csv(path, header=None, dtype=np.float64, skipinitialspace=True).to_numpy()
+    except (ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        pass
+    else:
+        _check_size(path, values.shape)
+        return values, tuple(str(j) for j in range(values.shape[1]))
     try:
         cells = pd.read_csv(path, header=None, dtype=str, na_filter=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:

@@ -18,6 +18,7 @@ import numpy as np
 from initscope.core import metrics as M
 from initscope.core.gradients import weight_gradient_norms
 from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp, mse_output_gradient
+from initscope.core.numerics import qr_triangle
 from initscope.study.config import Config
 from initscope.study.model import SUBSET_KEY, ParamSource, inputs as draw_inputs, readout_weights
 
@@ -106,11 +107,52 @@ def prepare(config: Config, table, trials: list[int]) -> Inputs:
             ref = M.distance_reference(X, rng=np.random.default_rng([config.seed, SUBSET_KEY]))
         tangent = None
         if M.needing("tangents", config.metrics):
-            m_jac = min(X.shape[1], JACOBIAN_SAMPLES)
-            tangent = np.broadcast_to(np.eye(X.shape[2], dtype=X.dtype), (len(trials), m_jac, X.shape[2], X.shape[2]))
+            tangent = _input_tangent(len(trials), min(X.shape[1], JACOBIAN_SAMPLES), X.dtype)
         layer0 = _measure(config, X, 0, np.full(len(trials), -1), X_c=X_c, ref=ref, tangent=tangent,
                           i0=trials.index(0) if 0 in trials else None, S_c=X_c)
     return Inputs(trials, X, y, X_c, ref, layer0)
+
+
+def _input_tangent(T: int, m: int, dtype) -> np.ndarray:
+    """Layer 0's Jacobian, the (d, d) identity, as a (T, m, 1, 1) identity (viewed with input_dim 1).
+
+    Its rank share is 1 by definition; forming m identities of a wide input
+    (50 samples × 5000² for a 5000-column CSV: 9.3 GiB) only to count that is
+    what made wide data run out of memory (issue 14).
+    """
+    return np.broadcast_to(np.ones((1, 1), dtype=dtype), (T, m, 1, 1))
+
+
+def _first_tangent(W: np.ndarray, z_rows: np.ndarray, arch: Architecture, sigma) -> np.ndarray:
+    """Layer 1's per-sample Jacobians ∂s_1/∂x (T, m, d, w) of the input, without the (d, d) identity.
+
+    ∂z_1/∂x = W for every sample, so W itself goes through the rest of the
+    layer's JVP (an identity matmul: exact, as the identity's product with W
+    is). A residual (d = w only) adds the identity: that case takes the
+    identity path. When d > w the result is the (w, w) matrix R_W·N_i with
+    W = Q·R_W: the same singular values as the (d, w) tangent, and every
+    later layer's JVP is a product on the right, so it stands for the tangent
+    at w/d of the memory and (w/d)² of the work (jacobian_rank reads
+    input_dim for the true d).
+    """
+    T, d, w = W.shape
+    m = z_rows.shape[1]
+    if d == w and arch.residual > 0:
+        return layer_jvp(np.broadcast_to(np.eye(d, dtype=W.dtype), (T, m, d, d)), W, z_rows, arch, sigma)
+    eye = np.broadcast_to(np.eye(w, dtype=W.dtype), (1, w, w))
+    no_skip = Architecture(arch.activation, arch.norm, 0.0)  # no residual at layer 1 when d != w
+
+    def one(t: int) -> np.ndarray:  # (1, m, d, w): one trial at a time keeps the (d, w) tangents small
+        return layer_jvp(np.broadcast_to(W[t:t + 1, None], (1, m, d, w)), eye, z_rows[t:t + 1], no_skip,
+                         None if sigma is None else sigma[t:t + 1])
+
+    if d <= w:
+        return np.concatenate([one(t) for t in range(T)])
+    # d > w: sample i's tangent is W·N_i (N_i (w, w): the activation's slopes and the
+    # normalization, acting on the right). With W = Q·R_W, it is Q·(R_W·N_i), whose
+    # singular values are those of R_W·N_i: one QR of W, then a (w, w) JVP per sample.
+    R_W = qr_triangle(W)  # (T, w, w); NaN where W is not finite
+    return layer_jvp(np.broadcast_to(np.eye(w, dtype=W.dtype), (T, m, w, w)), R_W, z_rows, no_skip, sigma)
 
 
 def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarray, *, X_c, ref, tangent,
@@ -125,6 +167,8 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
     want = config.metrics
     rtol = M.rank_rtol(np.dtype(config.dtype))
     finite = np.isfinite(S).all(axis=(1, 2))
+    if tangent is not None:  # a Jacobian that overflows is an overflow of the layer too
+        finite &= np.isfinite(tangent).all(axis=(1, 2, 3))
     S_work = S if finite.all() else np.where(finite[:, None, None], S, 0.0)
     S_c = S_c if S_c is not None and S_work is S else M.centred(S_work)
     G = M.gram(S_c)
@@ -151,7 +195,8 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
         projection = np.full((S.shape[1], 3), np.nan) if bad[i0] else _top3(
             S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
     view = {"state": S_work, "centred": S_c, "spectrum": sv, "eigh": eig, "input": X_c, "distances": ref,
-            "tangents": tangent, "rtol": rtol, "activation": config.activation}
+            "tangents": tangent, "input_dim": 1 if layer == 0 else X_c.shape[2], "rtol": rtol,
+            "activation": config.activation}
     values = M.layer_values(config.metrics, view, col=col_any, is_input=layer == 0)
     values = {name: np.where(bad, np.nan, value) for name, value in values.items()}
     return _Layer(values, spectrum, projection, col, overflow_layer)
@@ -169,7 +214,6 @@ def simulate(config: Config, init: str, gain: float, inputs: Inputs, given=None)
 
 def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, given=None) -> Chunk:
     want = set(config.metrics)
-    dtype = np.dtype(config.dtype)
     arch = Architecture(config.activation, config.norm, config.residual)
     X, y, trials = inputs.X, inputs.y, inputs.trials
     T, n, d = X.shape
@@ -183,9 +227,8 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
     i0 = trials.index(0) if 0 in trials else None
     proj = np.zeros((L + 1, n, 3)) if i0 is not None else None
     m_jac = min(n, JACOBIAN_SAMPLES)
+    jacobians = bool(M.needing("tangents", want))
     tangent = None
-    if M.needing("tangents", want):
-        tangent = np.broadcast_to(np.eye(d, dtype=dtype), (T, m_jac, d, d)).copy()
 
     def record(layer: int, out: _Layer) -> None:
         for name, value in out.values.items():
@@ -203,9 +246,11 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
         sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
         if sel and (layer <= WEIGHT_NORM_LAYERS or layer == L):
             weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
-        S, z = layer_forward(S, W, b, arch, keep_pre=tangent is not None)
-        if tangent is not None:
-            tangent = layer_jvp(tangent, W, z[:, :m_jac], arch, batch_norm_sigma(z, arch))
+        S, z = layer_forward(S, W, b, arch, keep_pre=jacobians)
+        if jacobians:
+            sigma = batch_norm_sigma(z, arch)
+            tangent = (_first_tangent(W, z[:, :m_jac], arch, sigma) if tangent is None
+                       else layer_jvp(tangent, W, z[:, :m_jac], arch, sigma))
         del z
         out = _measure(config, S, layer, overflow_layer, X_c=inputs.X_c, ref=inputs.ref, tangent=tangent, i0=i0)
         overflow_layer = out.overflow_layer

@@ -103,7 +103,10 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
     projections = _frame(proj_cols, ["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"], trial=0)
     weight_norms = _frame(norm_cols, ["init", "trial", "layer", "kind", "norm"])
     flags = pd.DataFrame(flag_rows, columns=["init", "trial", "layer", "flag"])
-    info_rows = [(init, *row) for init, parts in results.items() for p in parts for row in p.init_info]
+    # Rows by (trial, layer) within an initializer, whatever chunks the trials ran in:
+    # a chunk lists its rows layer by layer, so one chunk or seven would interleave differently.
+    info_rows = [(init, *row) for init, parts in results.items()
+                 for row in sorted((r for p in parts for r in p.init_info), key=lambda r: (r[0], r[1]))]
     init_log = pd.DataFrame(info_rows, columns=["init", "trial", "layer", "quantity", "value"])
     return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
 

@@ -9,6 +9,7 @@ generator, derived from (seed, initializer name, trial) with SeedSequence.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,14 @@ import pandas as pd
 
 from initscope.study.config import Config, load_table, make_config
 from initscope.study.measure import JACOBIAN_SAMPLES, Chunk, prepare, simulate
+from initscope.study.memory import MemoryBudgetError, MemoryPlanWarning, format_bytes, memory_budget, plan_run
 from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
 from initscope.study.parallel import parallel_map, worker_count
 from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
 
 # The names tests and older code import from here; they live in the modules above.
 __all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
-           "ParamSource", "trained"]
+           "ParamSource", "trained", "MemoryBudgetError", "MemoryPlanWarning"]
 
 
 def _trial_ids(trial_ids) -> np.ndarray:
@@ -42,7 +44,8 @@ def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
     return config
 
 
-def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, **kwargs: Any) -> RunResult:
+def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
+        **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
     `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
@@ -51,6 +54,12 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     trial_ids: run only these trial indices (each gives exactly the numbers it
     gives in a full run: a trial's randomness depends on its index alone), e.g.
     to complete an interrupted sweep.
+    memory_limit: the memory budget in bytes (or text such as "8GiB"); default
+    80% of the memory available now. The run's peak is estimated first
+    (`study.memory`): over the budget, fewer trials run at a time (the same
+    numbers, with a MemoryPlanWarning), and when one trial alone does not fit
+    a `MemoryBudgetError` (a ValueError naming the parameter that drives the
+    estimate) is raised before anything is allocated.
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
@@ -58,8 +67,15 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
         raise ValueError(f"The 'trial_ids' parameter must be below trials={config.trials} with init_train. "
                          f"Got {ids.max()} instead.")
     n_workers = worker_count(workers, len(ids))
+    plan = plan_run(config, n_workers, memory_budget(memory_limit), trials=len(ids))
+    n_chunks = n_workers
+    if plan.chunked:  # chunks change no number: every trial's reductions are its own
+        n_workers, n_chunks = plan.concurrent, -(-len(ids) // plan.trials_per_chunk)
+        warnings.warn(f"memory: the run's estimated peak exceeds the budget of {format_bytes(plan.budget)}; running "
+                      f"{plan.trials_per_chunk} trial(s) per chunk, {plan.concurrent} at a time "
+                      f"(estimated {format_bytes(plan.estimate.total)})", MemoryPlanWarning, stacklevel=2)
     table = load_table(config) if config.data_is_fixed else None
-    positions = [p for p in np.array_split(np.arange(len(ids)), n_workers) if len(p)]
+    positions = [p for p in np.array_split(np.arange(len(ids)), n_chunks) if len(p)]
     chunks = [ids[p] for p in positions]
     # Data and layer 0 once per chunk, in parallel: every initializer sees the same input.
     inputs = parallel_map(lambda c: prepare(config, table, [int(t) for t in c]), chunks, n_workers)

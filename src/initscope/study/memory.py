@@ -1,0 +1,253 @@
+"""Memory planning: estimate a run's peak before allocating anything, then fit it or refuse it.
+
+`run_estimate(config, trials_per_chunk, concurrent)` adds up what the runner
+holds at its peak, in bytes: for each chunk of trials in flight, the weights
+(T, fan_in, w), the states and their copies (T, n, w), the Gram matrices and
+eigenvectors (T, k, k), the Jacobian tangents (T, m, d, w) that
+jacobian_rank pushes forward, the distance matrices (T, m_d, m_d), the
+gradient pass's checkpoints; and, once for the whole run, the inputs, the
+per-layer results and the tidy tables (one row per trial × layer × metric and
+per singular value). The constants count the temporaries each step makes
+(measured with ru_maxrss on the runner; the estimate errs high).
+
+`plan_run(config, workers, budget)` keeps the requested split of trials when
+it fits; otherwise it first runs fewer trials per chunk (more chunks, the
+same threads: results are identical whatever the chunking), then fewer
+chunks at once; and when one trial alone does not fit, it raises
+`MemoryBudgetError` (a ValueError) naming the parameter that drives the
+estimate and both numbers, before anything is allocated.
+
+The budget defaults to `DEFAULT_SHARE` of the memory available now
+(/proc/meminfo's MemAvailable, or psutil's when installed); `memory_limit`
+(`--memory-limit` on the CLI) sets it explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from initscope.study.config import Config
+
+__all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "available_memory", "memory_budget", "parse_memory",
+           "run_estimate", "plan_run", "inspect_estimate", "check_estimate", "format_bytes", "DEFAULT_SHARE"]
+
+DEFAULT_SHARE = 0.8  # of MemAvailable: the rest is the page cache's and other processes' headroom
+JACOBIAN_SAMPLES = 64  # runner.JACOBIAN_SAMPLES (not imported: the runner imports this module)
+DISTANCE_MAX_SAMPLES = 2000
+METRIC_ROW_BYTES = 260  # metrics.csv row in memory: 5 columns + ~24 config columns of 8-byte references, pandas overhead
+SPECTRUM_ROW_BYTES = 90  # spectra row: 5 columns, built from pieces then joined (twice at the peak)
+
+
+class MemoryPlanWarning(UserWarning):
+    """A run was split into smaller chunks to fit the memory budget (its numbers do not change)."""
+
+
+class MemoryBudgetError(ValueError):
+    """A run that cannot fit the memory budget in any chunking; raised before anything is allocated."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A peak in bytes and its parts: name -> (bytes, the parameter that drives that part)."""
+
+    parts: dict[str, tuple[int, str]]
+
+    @property
+    def total(self) -> int:
+        return sum(b for b, _ in self.parts.values())
+
+    @property
+    def largest(self) -> tuple[str, int, str]:
+        """(part, bytes, parameter) of the largest part."""
+        name = max(self.parts, key=lambda k: self.parts[k][0])
+        return name, self.parts[name][0], self.parts[name][1]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How a run splits its trials: chunks of at most `trials_per_chunk`, `concurrent` at once."""
+
+    trials_per_chunk: int
+    concurrent: int
+    estimate: Estimate
+    budget: int | None
+    chunked: bool = False  # True when the chunks or the concurrency were shrunk to fit
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_memory(value, name: str = "memory_limit") -> int:
+    """Bytes from 4000000, '4e9', '512MiB', '4 GB' or '2G'. ValueError naming `name` otherwise."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    elif isinstance(value, float):
+        number, unit = value, ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+        number = float(match.group(1)) if match else math.nan
+        unit = match.group(2).lower() if match else "?"
+    if unit not in _UNITS or not math.isfinite(number) or number * _UNITS[unit] < 1:
+        raise ValueError(f"The '{name}' parameter must be a size in bytes such as 4000000000, '512MiB' or '4GB'. "
+                         f"Got {value!r} instead.")
+    return int(number * _UNITS[unit])
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now (MemAvailable), or None if unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_budget(limit=None) -> int | None:
+    """The budget in bytes: `limit` (parsed) when given, else DEFAULT_SHARE of the available memory."""
+    if limit is not None:
+        return parse_memory(limit)
+    available = available_memory()
+    return None if available is None else int(DEFAULT_SHARE * available)
+
+
+def _sizes(config: Config) -> dict[str, int]:
+    n, d, w = config.samples, config.input_dim, config.width
+    return dict(n=n, d=d, w=w, fan=max(d, w), k=min(n, max(d, w)), m=min(n, JACOBIAN_SAMPLES),
+                md=min(n, DISTANCE_MAX_SAMPLES), L=config.depth, M=len(config.metrics), I=len(config.init),
+                b=np.dtype(config.dtype).itemsize)
+
+
+def _wider(config: Config) -> str:
+    return "width" if config.width >= config.input_dim else "input_dim"
+
+
+def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, trials: int | None = None) -> Estimate:
+    """The runner's peak in bytes for chunks of `trials_per_chunk` trials, `concurrent` of them at once.
+
+    trials: how many trials the run has (default config.trials); the global
+    parts (inputs, results, tables) scale with it.
+    """
+    s = _sizes(config)
+    n, d, w, fan, k, m, md, L, M, I, b = (s[x] for x in ("n", "d", "w", "fan", "k", "m", "md", "L", "M", "I", "b"))
+    want = set(config.metrics)
+    T = config.trials if trials is None else trials
+    Tc = concurrent * trials_per_chunk  # trials in flight
+    f8 = 8
+    wide = _wider(config)
+    states_driver = "samples" if n >= fan else wide
+    parts: dict[str, tuple[int, str]] = {
+        # W is drawn, kept for weight norms and multiplied: about three copies at once.
+        "weights": (3 * Tc * fan * w * b, wide),
+        # S_prev, S, z, the centred copy and masked copies.
+        "states": (6 * Tc * n * fan * b, states_driver),
+        # Gram matrix, eigenvalues' workspace and vectors (linear_r2, projections).
+        "gram": (4 * Tc * k * k * f8, states_driver),
+        "inputs": (4 * T * n * d * f8, "samples" if n >= d else "input_dim"),
+        "results": (I * T * (L + 1) * (k + M) * f8, "depth"),
+        "tables": (I * T * (L + 1) * (M * METRIC_ROW_BYTES + k * SPECTRUM_ROW_BYTES), "trials"),
+    }
+    if "linear_r2" in want:
+        parts["linear_r2"] = (3 * Tc * n * k * f8, states_driver)
+    if "distance_corr" in want:
+        parts["distance"] = (T * md * md * f8 + 3 * concurrent * md * md * f8, "samples")
+    if "jacobian_rank" in want:
+        # Tangents (T, m, min(d, w), w) old and new (wide inputs: (w, w) matrices with the same
+        # singular values), jacobian_rank's float64 and scaled copies, and W's QR (d > w).
+        parts["jacobian"] = ((4 * m * min(d, w) * w + 2 * d * w) * Tc * f8, "input_dim" if d >= w else "width")
+    if config.init_train != "none":
+        # Training holds every layer's parameters of all trials, their gradients and the new ones.
+        parts["init training"] = (3 * T * L * fan * w * b, "depth")
+    if "grad_norm" in want and config.readout != "zeros":
+        # Checkpoints and one block of layers (inputs, pre-activations, weights) in the backward pass.
+        parts["gradients"] = (12 * Tc * n * w * b + 4 * Tc * fan * w * b, states_driver)
+    return Estimate(parts)
+
+
+def plan_run(config: Config, workers: int, budget: int | None, *, trials: int | None = None) -> RunPlan:
+    """The split of trials that fits `budget` bytes (None: no check), or MemoryBudgetError.
+
+    Requested: `workers` chunks at once of ceil(trials/workers) trials each.
+    Then fewer trials per chunk, then fewer chunks at once, down to one
+    trial at a time.
+    """
+    T = config.trials if trials is None else trials
+    workers = max(1, min(workers, T))
+    per_chunk = -(-T // workers)
+    first = run_estimate(config, per_chunk, workers, trials=T)
+    if budget is None or first.total <= budget:
+        return RunPlan(per_chunk, workers, first, budget)
+    for concurrent in range(workers, 0, -1):
+        for tc in _halvings(per_chunk):
+            est = run_estimate(config, tc, concurrent, trials=T)
+            if est.total <= budget:
+                return RunPlan(tc, concurrent, est, budget, chunked=True)
+    smallest = run_estimate(config, 1, 1, trials=T)
+    raise _too_big(config, smallest, budget)
+
+
+def _halvings(start: int) -> list[int]:
+    out, tc = [], start
+    while tc > 1:
+        out.append(tc)
+        tc = -(-tc // 2)
+    return out + [1]
+
+
+def _too_big(config: Config, est: Estimate, budget: int) -> MemoryBudgetError:
+    part, size, param = est.largest
+    value = getattr(config, param) if hasattr(config, param) else None
+    return MemoryBudgetError(
+        f"The '{param}' parameter must be smaller for this run to fit in memory. Got {value!r}: the run needs "
+        f"an estimated {format_bytes(est.total)} even one trial at a time ({part}: {format_bytes(size)}), over "
+        f"the budget of {format_bytes(budget)} (memory_limit / --memory-limit; default "
+        f"{DEFAULT_SHARE:.0%} of available memory)."
+    )
+
+
+def inspect_estimate(shape: tuple[int, ...], itemsize: int = 4) -> Estimate:
+    """A lower bound on `inspect`'s peak for random inputs of `shape` (samples first).
+
+    The input, its float64 flat copy, its centred copy and its Gram matrix
+    (k = min(n, features)) exist before the model runs at all.
+    """
+    n = shape[0]
+    rest = math.prod(shape[1:]) if len(shape) > 1 else 1
+    k = min(n, rest)
+    return Estimate({
+        "input": (n * rest * itemsize, "input-shape"),
+        "flat copies": (2 * n * rest * 8, "input-shape"),
+        "gram": (2 * k * k * 8, "input-shape"),
+    })
+
+
+def check_estimate(est: Estimate, budget: int | None, what: str, value) -> None:
+    """Raise MemoryBudgetError naming the estimate's driver (`what`) when it exceeds the budget."""
+    if budget is None or est.total <= budget:
+        return
+    part, size, param = est.largest
+    raise MemoryBudgetError(
+        f"The '{param}' parameter must be smaller to fit in memory. Got {value!r}: {what} needs an estimated "
+        f"{format_bytes(est.total)} ({part}: {format_bytes(size)}), over the budget of {format_bytes(budget)} "
+        f"(--memory-limit; default {DEFAULT_SHARE:.0%} of available memory)."
+    )
