@@ -295,14 +295,34 @@ def test_sigint_stops_cleanly_and_frees_the_port():
     assert not [e for e in srv.errors if "Traceback" in e], srv.errors
 
 
-def test_sigint_while_computing_stops_too():
+# Long enough (tens of seconds) that it is still computing when the signal comes.
+LONG = dict(STREAMED, depth=200, trials=20)
+
+
+def test_sigint_while_computing_stops_the_run_at_a_layer():
     srv = Server()
-    thread = threading.Thread(target=lambda: call(srv.url, "/api/run", dict(STREAMED, depth=200), method="POST",
-                                                  timeout=120), daemon=True)
+    thread = threading.Thread(target=lambda: call(srv.url, "/api/run", LONG, method="POST", timeout=300),
+                              daemon=True)
     thread.start()
     assert wait_until(lambda: json.loads(call(srv.url, "/api/health")[2])["running"] > 0, timeout=60)
-    assert srv.stop(timeout=30) == 0, srv.errors
-    assert "abandoned" in srv.lines[-1] and port_is_free(srv.port)
+    assert srv.stop(timeout=60) == 0, srv.errors
+    assert srv.lines[-1] == "initscope explore: stopped (1 run(s) stopped at a layer)", srv.lines
+    assert port_is_free(srv.port)
+
+
+def test_a_superseded_run_stops_computing(server):
+    client = {"X-Initscope-Client": "script-7"}
+    older: dict = {}
+    thread = threading.Thread(target=lambda: older.update(answer=post(server, "/api/run", LONG, headers=client)))
+    thread.start()
+    assert wait_until(lambda: json.loads(call(server.url, "/api/health")[2])["running"] > 0, timeout=60)
+    status, _, answer = post(server, "/api/run?orient=columns", SMALL, headers=client)
+    assert status == 200
+    thread.join(300)
+    status, _, answer = older["answer"]
+    # Answered 429 (stopped at a layer by initscope.run's hook), not 200 after computing all 200 layers.
+    assert status == 429 and answer["superseded"] is True, (status, answer)
+    assert wait_until(lambda: json.loads(call(server.url, "/api/health")[2])["running"] == 0, timeout=60)
 
 
 def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):

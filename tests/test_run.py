@@ -167,3 +167,26 @@ def test_trial_ids_reproduce_those_trials_of_the_full_run():
     np.testing.assert_allclose(part.to_numpy(), full.loc[part.index].to_numpy(), rtol=1e-12, equal_nan=True)
     with pytest.raises(ValueError, match="'trial_ids'"):
         run(cfg, trial_ids=[1, 1])
+
+
+def test_on_layer_hook_sees_every_layer_and_can_stop_the_run():
+    import pandas as pd
+
+    from initscope.study.runner import run
+
+    seen = []
+    hooked = run(init="normal,sphere", depth=4, trials=3, samples=20, workers=1,
+                 on_layer=lambda init, layer: seen.append((init, layer)))
+    assert seen == [(init, layer) for init in ("normal", "sphere") for layer in range(1, 5)]
+    plain = run(init="normal,sphere", depth=4, trials=3, samples=20, workers=1)
+    pd.testing.assert_frame_equal(hooked.metrics, plain.metrics)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(init, layer):
+        if layer == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(init="normal", depth=50, trials=4, samples=20, workers=2, on_layer=stop_at_2)

@@ -110,3 +110,12 @@ def test_workers_are_capped_at_the_cores(capsys, tmp_path):
     assert main(["sweep", str(_write(tmp_path, TINY)), "--store", str(store), "--workers", str(cores + 14),
                  "--quiet", "--no-report"]) == 0
     assert f"capped at {cores}" in capsys.readouterr().err
+
+
+def test_sweep_configuration_too_big_for_memory_is_refused_before_the_store(capsys, tmp_path):
+    store = tmp_path / "s.db"
+    sweep_file = _write(tmp_path, "depth = 2\nwidth = [8, 200000]\nsamples = 8\ntrials = 1\n")
+    assert main(["sweep", str(sweep_file), "--store", str(store), "--workers", "1", "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "'width'" in err and "200000" in err and err.count("\n") == 1, err
+    assert not store.exists()

@@ -2,7 +2,8 @@
 
 starlette and uvicorn (the optional 'explore' extra) are imported only when
 the command runs. Ctrl-C stops the server cleanly: open connections get a
-short grace period, runs still computing are abandoned, the port is freed.
+short grace period, runs still computing stop at their next layer (a run
+stuck in one long layer is abandoned), the port is freed.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def explore_command(
         pass
     finally:
         sock.close()
-    abandoned = app.state.jobs.shutdown()
-    typer.echo("initscope explore: stopped" + (f" ({abandoned} run(s) abandoned)" if abandoned else ""))
+    computing, abandoned = app.state.jobs.shutdown()
+    notes = [f"{computing - abandoned} run(s) stopped at a layer"] if computing > abandoned else []
+    notes += [f"{abandoned} run(s) abandoned"] if abandoned else []
+    typer.echo("initscope explore: stopped" + (f" ({', '.join(notes)})" if notes else ""))
     if abandoned:
         # Their threads cannot be interrupted and the interpreter would wait for them at exit.
         sys.stdout.flush()

@@ -118,6 +118,8 @@ def sweep_command(
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
+    if scheduler is None:
+        _check_memory(sweep, n_workers)
     store_path, out_dir = _store_path(store, out)
     # The store goes into OUT and the page comes at the end: an OUT that cannot be written, or a
     # report.html in it that initscope did not write, is refused now, not after the sweep.
@@ -153,6 +155,29 @@ def sweep_command(
         _auto_report(store_path, out_dir, overwrite=overwrite)
     if outcome.failures:
         raise typer.Exit(1)
+
+
+def _check_memory(sweep, n_workers: int | None) -> None:
+    """Refuse now a configuration that cannot fit its process's share of the memory budget.
+
+    Each local process runs one configuration at a time (run(workers=1)),
+    so a process gets budget / processes; otherwise the configuration would
+    only fail, recorded in the store, once its turn came.
+    """
+    from initscope.study.executors import available_cores
+    from initscope.study.memory import memory_budget, plan_run
+
+    budget = memory_budget()
+    if budget is None:
+        return
+    processes = min(n_workers or available_cores(), available_cores())
+    for config in sweep.configs:
+        try:
+            plan_run(config, 1, budget // processes)
+        except ValueError as exc:
+            raise BadInput(f"{exc} (a configuration of {sweep.source}: init={config.init[0]!r}, "
+                           f"width={config.width}, depth={config.depth}, samples={config.samples}; "
+                           f"{processes} process(es) share the budget)") from None
 
 
 class _NoProgress:

@@ -5,7 +5,8 @@
   once: the server degrades by refusing, never by piling up threads.
 - A client that names itself (header `X-Initscope-Client`) has one live
   request: a newer one supersedes the older, which stops waiting at once or,
-  when computing, at its next depth step, and is answered 429.
+  when computing, at its next layer (initscope.run's `on_layer` hook), and is
+  answered 429.
 - Streaming: a large config runs as a short sequence of depth prefixes
   d_1 < d_2 < ... < depth. Each prefix is an exact run of its own config (a
   layer's numbers do not depend on the layers after it: each layer draws from
@@ -20,13 +21,14 @@ import dataclasses
 import itertools
 import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from initscope.explore.api import RequestError, request_size
 from initscope.study.config import Config
 
-__all__ = ["Jobs", "Ticket", "depth_plan", "STREAM_SIZE", "FIRST_STEP_SIZE"]
+__all__ = ["Jobs", "Ticket", "Cancelled", "depth_plan", "STREAM_SIZE", "FIRST_STEP_SIZE"]
 
 # A config above this size (api.request_size: ~4× the seed's) streams; its first prefix is about
 # FIRST_STEP_SIZE, so the first layers show in about the time of the seed's run.
@@ -55,18 +57,37 @@ def depth_plan(config: Config, *, stream_size: float = STREAM_SIZE, first: float
     return plan + [depth]
 
 
-@dataclasses.dataclass
+class Cancelled(Exception):
+    """Raised inside a run (by its layer hook) whose request was superseded or whose server is stopping."""
+
+
+@dataclasses.dataclass(eq=False)
 class Ticket:
-    """One request's place: its client and whether a newer request from that client superseded it."""
+    """One request's place: its client and whether a newer request from that client superseded it.
+
+    `superseded` wakes the request while it waits for a slot (event loop);
+    `stop` is read by its run's layer hook (`on_layer`, on a worker thread),
+    so a computing run ends at its next layer rather than at its end.
+    """
 
     client: str | None
     number: int
     superseded: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def check(self) -> None:
         if self.superseded.is_set():
-            raise RequestError(429, f"Superseded by a newer request from client {self.client!r}.",
-                               superseded=True)
+            raise self.error()
+
+    def error(self) -> RequestError:
+        if self.superseded.is_set():
+            return RequestError(429, f"Superseded by a newer request from client {self.client!r}.", superseded=True)
+        return RequestError(503, "The server is stopping.", retry_after=1)
+
+    def on_layer(self, init: str, layer: int) -> None:
+        """initscope.run's layer hook: stop the run once this request is no longer wanted."""
+        if self.stop.is_set():
+            raise Cancelled
 
 
 class Jobs:
@@ -83,6 +104,7 @@ class Jobs:
         self._lock = threading.Lock()
         self._count = itertools.count(1)
         self._latest: dict[str, Ticket] = {}
+        self._live: set[Ticket] = set()
 
     @property
     def running(self) -> int:
@@ -96,10 +118,15 @@ class Jobs:
             old = self._latest.get(client)
             if old is not None:
                 old.superseded.set()
+                old.stop.set()
             self._latest[client] = ticket
+        self._live.add(ticket)
         return ticket
 
     def release(self, ticket: Ticket) -> None:
+        """The request is over (answered, or its client went away): its run, if still going, stops."""
+        ticket.stop.set()
+        self._live.discard(ticket)
         if ticket.client and self._latest.get(ticket.client) is ticket:
             del self._latest[ticket.client]
 
@@ -120,10 +147,20 @@ class Jobs:
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, counted)
 
-    def shutdown(self) -> int:
-        """Stop taking work; return how many runs were still computing (their threads are abandoned)."""
+    def shutdown(self, grace: float = 2.0) -> tuple[int, int]:
+        """Stop taking work and ask every run to stop at its next layer; wait up to `grace` seconds.
+
+        Returns (runs that were computing, runs still computing after the grace period: a layer can
+        be long, and their threads are abandoned). Called outside the event loop, once it has stopped.
+        """
+        computing = self.running
+        for ticket in list(self._live):
+            ticket.stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        return self.running
+        end = time.monotonic() + grace
+        while self.running and time.monotonic() < end:
+            time.sleep(0.02)
+        return computing, self.running
 
     def refusing(self) -> bool:
         """True when every slot is taken and the queue is full: a new request gets 503."""

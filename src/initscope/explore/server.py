@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
                                    encode, fields_from_query, result_payload)
-from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Jobs, depth_plan
+from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, depth_plan
 
 __all__ = ["create_app", "Settings", "compute", "DEFAULT_MAX_SIZE", "CLIENT_HEADER"]
 
@@ -110,12 +110,12 @@ def _orient(request: Request) -> str:
 
 
 def compute(config, *, orient: str = "records", workers: int | None = None, final: bool = True,
-            depth: int | None = None) -> bytes:
-    """Run one config and encode its answer (one JSON object) -- on a pool thread."""
-    from initscope.study.runner import run
+            depth: int | None = None, on_layer=None) -> bytes:
+    """Run one config and encode its answer (one JSON object) -- on a pool thread.
 
+    on_layer: initscope.run's layer hook (a ticket's, which raises `Cancelled` to stop the run)."""
     t0 = time.perf_counter()
-    result = run(config, workers=workers)
+    result = _run(config, workers=workers, on_layer=on_layer)
     t1 = time.perf_counter()
     payload = result_payload(result, orient)
     payload["verdict"] = verdict(result)
@@ -123,6 +123,17 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
     payload.update(final=final, depth=config.depth, of=depth or config.depth,
                    timing_ms={"run": round((t1 - t0) * 1e3, 2), "tables": round((t2 - t1) * 1e3, 2)})
     return encode(payload)
+
+
+def _run(config, **kw):
+    """initscope.run; a run that cannot fit this machine's memory is a 413 naming the parameter to reduce."""
+    from initscope.study.memory import MemoryBudgetError
+    from initscope.study.runner import run
+
+    try:
+        return run(config, **kw)
+    except MemoryBudgetError as exc:
+        raise RequestError(413, str(exc)) from None
 
 
 def verdict(result) -> dict[str, Any]:
@@ -165,7 +176,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ticket = jobs.ticket(request.headers.get(CLIENT_HEADER))
         try:
             async with jobs.slot(ticket):
-                body = await jobs.call(lambda: compute(config, orient=orient, workers=settings.workers))
+                body = await jobs.call(lambda: compute(config, orient=orient, workers=settings.workers,
+                                                       on_layer=ticket.on_layer))
+        except Cancelled:
+            raise ticket.error() from None
         finally:
             jobs.release(ticket)
         total = (time.perf_counter() - started) * 1e3
@@ -187,10 +201,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         ticket.check()
                         step = config if d == config.depth else _with_depth(config, d)
                         yield await jobs.call(lambda: compute(step, orient=orient, workers=settings.workers,
-                                                              final=d == config.depth, depth=config.depth))
+                                                              final=d == config.depth, depth=config.depth,
+                                                              on_layer=ticket.on_layer))
                         yield b"\n"
-            except RequestError as exc:  # superseded or busy after the answer began: the last line says so
-                yield orjson.dumps({**exc.payload(), "status": exc.status}) + b"\n"
+            except (RequestError, Cancelled) as exc:  # superseded or busy after the answer began: a last line says so
+                error = exc if isinstance(exc, RequestError) else ticket.error()
+                yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
             except Exception as exc:  # noqa: BLE001
                 error = unexpected(exc)
                 yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
@@ -208,8 +224,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             fields = fields_from_query(list(request.query_params.multi_items()))
         config = parse(fields)
         ticket = jobs.ticket(None)
-        async with jobs.slot(ticket):
-            data = await jobs.call(lambda: run_zip(config, workers=settings.workers))
+        try:
+            async with jobs.slot(ticket):
+                data = await jobs.call(lambda: run_zip(config, workers=settings.workers, on_layer=ticket.on_layer))
+        except Cancelled:
+            raise ticket.error() from None
+        finally:
+            jobs.release(ticket)
         return Response(data, media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="initscope-run.zip"'})
 
@@ -260,12 +281,11 @@ def _static_files() -> dict[str, Path]:
     return files
 
 
-def run_zip(config, *, workers: int | None = None) -> bytes:
+def run_zip(config, *, workers: int | None = None, on_layer=None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
     from initscope.report.run_files import write_run
-    from initscope.study.runner import run
 
-    result = run(config, workers=workers)
+    result = _run(config, workers=workers, on_layer=on_layer)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
         write_run(out, result, report=True, png=False)

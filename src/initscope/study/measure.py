@@ -202,17 +202,18 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
     return _Layer(values, spectrum, projection, col, overflow_layer)
 
 
-def simulate(config: Config, init: str, gain: float, inputs: Inputs, given=None) -> Chunk:
+def simulate(config: Config, init: str, gain: float, inputs: Inputs, given=None, *, on_layer=None) -> Chunk:
     """Run one chunk of trials of one initializer through every layer.
 
     Overflow is expected (it is a result), so floating-point warnings are off
-    here; errstate is per thread, hence set inside the worker.
+    here; errstate is per thread, hence set inside the worker. on_layer(init,
+    layer), when given, is called after each hidden layer is measured.
     """
     with np.errstate(all="ignore"):
-        return _simulate_chunk(config, init, gain, inputs, given)
+        return _simulate_chunk(config, init, gain, inputs, given, on_layer)
 
 
-def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, given=None) -> Chunk:
+def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, given=None, on_layer=None) -> Chunk:
     want = set(config.metrics)
     arch = Architecture(config.activation, config.norm, config.residual)
     X, y, trials = inputs.X, inputs.y, inputs.trials
@@ -256,6 +257,8 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
         overflow_layer = out.overflow_layer
         record(layer, out)
         del out
+        if on_layer is not None:
+            on_layer(init, layer)
 
     tangent = None  # the forward pass's Jacobians: not needed by the backward pass
     for name in gradient:

@@ -158,7 +158,7 @@ def warn_overflow(config: Config, flags: pd.DataFrame) -> None:
     for init, rows in over.groupby("init", sort=False):
         first = int(rows["layer"].min())
         warnings.warn(
-            f"init {init!r}: states overflow (non-finite) from layer {first} in "
+            f"init {init!r}: states overflow (non-finite states or Jacobians) from layer {first} in "
             f"{rows['trial'].nunique()} of {config.trials} trials; metrics are NaN from there on",
             NumericalWarning,
             stacklevel=3,

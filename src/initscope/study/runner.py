@@ -45,6 +45,7 @@ def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
 
 
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
+        on_layer=None,
         **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
@@ -60,6 +61,9 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     numbers, with a MemoryPlanWarning), and when one trial alone does not fit
     a `MemoryBudgetError` (a ValueError naming the parameter that drives the
     estimate) is raised before anything is allocated.
+    on_layer(init, layer): called on a worker thread after each hidden layer
+    of each chunk of trials is measured; an exception it raises stops the
+    run and propagates (the explorer stops a superseded request this way).
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
@@ -94,7 +98,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
             jobs += [(init, gain, part, None if given is None else [(W[c], b[c]) for W, b in given])
                      for part, c in zip(inputs, chunks)]
     # All initializers' chunks share one pool, so one's Python overlaps another's LAPACK.
-    done = parallel_map(lambda job: simulate(config, *job), jobs, n_workers)
+    done = parallel_map(lambda job: simulate(config, *job, on_layer=on_layer), jobs, n_workers)
     results: dict[str, list[Chunk]] = {init: [] for init in config.init}
     for job, chunk in zip(jobs, done):
         results[job[0]].append(chunk)
