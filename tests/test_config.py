@@ -19,7 +19,7 @@ from initscope.study.config import (
     make_config,
 )
 from initscope.core.initializers import ACTIVATIONS, INITIALIZERS
-from initscope.core.metrics import METRICS
+from initscope.core.metrics import DEFAULT_METRICS, METRICS
 from initscope.core.network import NORMS, READOUTS, SHIFTS
 
 # DESIGN.md, "Config fields": the same names everywhere, in this order.
@@ -69,7 +69,7 @@ def test_defaults_are_the_seed_posts(config):
     assert config.residual == 0.0
     assert config.norm == "none"
     assert config.dtype == "float64"
-    assert config.metrics == tuple(METRICS)
+    assert config.metrics == tuple(DEFAULT_METRICS)
 
 
 def test_make_config_without_arguments_equals_the_dataclass_defaults():

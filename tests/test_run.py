@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from initscope import make_config, run
-from initscope.core.metrics import METRICS
+from initscope.core.metrics import DEFAULT_METRICS as METRICS  # what a run measures when none are named
 from initscope.study.runner import JACOBIAN_SAMPLES, NumericalWarning, materialize
 
 SMALL = dict(depth=3, width=8, samples=12, trials=3)
