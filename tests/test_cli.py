@@ -18,7 +18,7 @@ from initscope.cli.app import OUTPUT_FILES, main
 from initscope.report.writer import MARKER
 from initscope.study.config import FIELD_NAMES
 from initscope.core.initializers import INITIALIZERS
-from initscope.core.metrics import DEFAULT_METRICS as METRICS  # what a run measures when none are named
+from initscope.core.metrics import DEFAULT_METRICS
 
 SMALL = {"--depth": "2", "--width": "8", "--samples": "20", "--trials": "2"}
 CSV_FILES = tuple(name for name in OUTPUT_FILES if name.endswith(".csv"))
@@ -83,12 +83,12 @@ def test_metrics_csv_is_tidy_with_one_column_per_config_field(capsys, tmp_path):
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics.columns) == METRIC_COLUMNS
     inits, trials, depth = ("normal", "sphere"), 2, 2
-    assert len(metrics) == len(inits) * trials * (depth + 1) * len(METRICS)
+    assert len(metrics) == len(inits) * trials * (depth + 1) * len(DEFAULT_METRICS)
     assert not metrics.duplicated(["init", "trial", "layer", "metric"]).any()
     assert set(metrics["init"]) == set(inits)
     assert set(metrics["trial"]) == {0, 1}
     assert set(metrics["layer"]) == {0, 1, 2}
-    assert set(metrics["metric"]) == set(METRICS)
+    assert set(metrics["metric"]) == set(DEFAULT_METRICS)
     assert (metrics["depth"] == depth).all() and (metrics["width"] == 8).all()
     assert (metrics["samples"] == 20).all() and (metrics["data"] == "ball").all()
     assert metrics["gain"].isna().all()  # unset: each initializer's own
@@ -123,7 +123,7 @@ def test_default_run_writes_the_report_and_a_later_run_replaces_it_whole(capsys,
     assert html.lstrip().lower().startswith("<!doctype html")
     assert "normal" in html and "sphere" in html
     metrics = pd.read_csv(out / "metrics.csv")
-    assert len(metrics) == 2 * 10 * 11 * len(METRICS)  # the seed's study: 10 trials, depth 10
+    assert len(metrics) == 2 * 10 * 11 * len(DEFAULT_METRICS)  # the seed's study: 10 trials, depth 10
     assert tomllib.loads((out / "config.toml").read_text())["width"] == 40
     # A later run without a report must not leave the earlier run's page beside its CSVs.
     assert small_run(capsys, out)[0] == 0
@@ -435,7 +435,7 @@ def test_console_script_runs_and_writes_outputs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUT_FILES, MARKER))
     assert "normal" in proc.stdout and "layer" in proc.stdout
-    assert len(pd.read_csv(out / "metrics.csv")) == 2 * 2 * 3 * len(METRICS)
+    assert len(pd.read_csv(out / "metrics.csv")) == 2 * 2 * 3 * len(DEFAULT_METRICS)
 
 
 def test_console_script_bad_input_exits_2_with_one_line(tmp_path):

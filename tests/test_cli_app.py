@@ -18,7 +18,7 @@ import pytest
 
 from initscope.cli.app import COMMANDS, load_command, main
 
-HEAVY = ("pandas", "scipy.stats", "scipy.special", "plotly", "torch", "matplotlib")
+HEAVY = ("pandas", "scipy.stats", "scipy.special", "plotly", "torch", "matplotlib", "typer.rich_utils")
 COMMAND_MODULES = tuple(sorted({spec.module for spec in COMMANDS.values()}))
 LIGHT = {"initscope.cli", "initscope.cli.app", "initscope.cli.common"}
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from initscope.cli.sweep import main, study_app
+from initscope.core.metrics import DEFAULT_METRICS
 from initscope.study.store import Store
 
 SMALL = """
@@ -30,7 +31,7 @@ seed = [0, 1]
 samples = 64
 trials = 4
 """
-N_METRICS = 12
+N_METRICS = len(DEFAULT_METRICS)  # what a sweep measures when its configs name no metrics
 
 
 def _write(tmp_path, text, name="sweep.toml"):

@@ -154,6 +154,21 @@ def test_the_url_carries_the_config(page):
     assert href.startswith("/api/download?") and "depth=9" in href
 
 
+def test_the_download_button_gives_the_run_files(page, tmp_path):
+    import io
+    import zipfile
+
+    with page.expect_download() as info:
+        page.click("#download")
+    path = tmp_path / "run.zip"
+    info.value.save_as(path)
+    with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as zf:
+        names = set(zf.namelist())
+        config = zf.read("config.toml").decode()
+    assert {"metrics.csv", "spectra.csv", "projections.csv", "flags.csv", "config.toml", "report.html"} <= names
+    assert "depth = 9" in config and '"kaiming-normal", "orthogonal"' in config
+
+
 def test_bad_input_shows_the_message_and_marks_the_field(page):
     page.fill('[name="width"]', "0")
     page.wait_for_function("document.getElementById('status').classList.contains('error')")

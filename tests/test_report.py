@@ -200,8 +200,9 @@ def test_metric_depth_has_a_panel_per_metric_and_theory_when_it_applies(theory_r
     assert titles[:2] == ["rms", "std"]
     assert len(titles) == len(theory_result.config.metrics)
     theory = _theory_traces(fig)
-    # rms recursion for every init with a closed form, arc-cosine map for every init
-    assert theory.count("kaiming-normal: theory") == 2
+    # rms recursion for every init with a closed form, arc-cosine map for every init, and the mean-field
+    # q-map, c-map and χ₁ product on pre_q, pre_cosine and jacobian_sq_mean
+    assert theory.count("kaiming-normal: theory") == 5
     assert "theory (dashed)" in [t.name for t in fig.data]
     rms_theory = next(t for t in fig.data if t.name == "kaiming-normal: theory")
     assert len(rms_theory.x) == DEPTH + 1

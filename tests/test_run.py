@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from initscope import make_config, run
-from initscope.core.metrics import DEFAULT_METRICS as METRICS  # what a run measures when none are named
+from initscope.core.metrics import DEFAULT_METRICS
 from initscope.study.runner import JACOBIAN_SAMPLES, NumericalWarning, materialize
 
 SMALL = dict(depth=3, width=8, samples=12, trials=3)
@@ -21,8 +21,8 @@ def test_default_run_is_the_seed_study():
     assert (cfg.input_dim, cfg.width, cfg.depth, cfg.samples) == (3, 40, 10, 100)
     assert cfg.init == ("normal", "sphere") and cfg.readout == "zeros" and cfg.shift == "linspace"
     m = res.metrics
-    assert set(m["metric"]) == set(METRICS)
-    assert len(m) == 2 * 2 * 11 * len(METRICS)
+    assert set(m["metric"]) == set(DEFAULT_METRICS)
+    assert len(m) == 2 * 2 * 11 * len(DEFAULT_METRICS)
     assert list(m.columns[:5]) == ["init", "trial", "layer", "metric", "value"]
     assert set(res.spectra["layer"]) == set(range(11))
     # layer 0 is the input: 3 singular values; hidden layers: min(100, 40)
@@ -82,7 +82,7 @@ def test_collapse_is_flagged_with_rank_zero():
 @pytest.mark.parametrize("samples,width", [(1, 6), (5, 40), (12, 1)])
 def test_edge_sizes_run_end_to_end(samples, width):
     res = run(depth=2, width=width, samples=samples, trials=2, readout="init")
-    assert len(res.metrics) == 2 * 2 * 3 * len(METRICS)
+    assert len(res.metrics) == 2 * 2 * 3 * len(DEFAULT_METRICS)
     assert res.spectra.groupby(["init", "trial", "layer"]).size().max() == max(min(samples, 3), min(samples, width))
 
 

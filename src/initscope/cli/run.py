@@ -50,6 +50,7 @@ def run_command(
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
 
+    from initscope.cli.progress import DelayedProgress
     from initscope.study.config import subsample_note
     from initscope.study.memory import memory_budget, plan_run
     from initscope.study.parallel import worker_count
@@ -66,9 +67,11 @@ def run_command(
         typer.echo(f"note: {note}", err=True)
 
     with output_folder(out, command="run", overwrite=overwrite) as folder:
-        with warnings.catch_warnings(record=True) as caught:
+        # A bar on stderr for runs past ~2 s, on a terminal only, and never under --quiet.
+        with warnings.catch_warnings(record=True) as caught, DelayedProgress(
+                "measuring layers", enabled=False if quiet else None) as bar:
             warnings.simplefilter("always")
-            result = run(cfg, workers=n_workers, memory_limit=budget)
+            result = run(cfg, workers=n_workers, memory_limit=budget, progress=bar)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         write_run(folder, result, report=report, png=png)

@@ -32,6 +32,7 @@ from initscope.core.information import (
     ridge_factor,
 )
 from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
+from initscope.core.propagation import jacobian_log_spread, jacobian_sq_mean, pre_q
 
 __all__ = [
     "Metric",
@@ -78,6 +79,9 @@ NEEDS: dict[str, str] = {
                 "triangle R of J = QR, which has J's singular values (see `input_dim`)",
     "input_dim": "d (int): the input dimension, which `tangents` may no longer show (layer 0, whose Jacobian "
                  "is the identity, gets a (T, m, 1, 1) identity and input_dim 1)",
+    "jacobian_spectrum": "(T, m, min(d, w)): singular values of those Jacobians, 0 at or below matrix_rank's "
+                         "threshold (`propagation.jacobian_singular_values`)",
+    "pre": "z (T, n, w): the layer's pre-activations s_prev @ W + b; at layer 0 (no affine map) the input itself",
     "eigh": "(lam (T, k) ascending, V (T, k, k)): eigendecomposition of S_c's smaller Gram matrix",
     "distances": "the input's pairwise distances (a DistanceReference)",
     "rtol": "numerical_rank's relative threshold for the run's dtype (float)",
@@ -492,6 +496,17 @@ for _entry in (
            "mean over samples of rank(∂s/∂x)/d", linear_scale=True,
            short="jac_rank"),
     Metric("grad_norm", None, ("gradient",), "‖∂loss/∂W_l‖_F of the readout's MSE"),
+    # Signal propagation (core.propagation). pre_q, pre_cosine and jacobian_sq_mean cost one pass over arrays
+    # the default run forms anyway (z is kept for the Jacobian pass), so they are default; jacobian_log_spread
+    # needs an SVD of every sample's Jacobian (m·min(d, w)²·max(d, w) per trial and layer), so it is asked for.
+    Metric("pre_q", pre_q, ("pre",), "mean of z² over samples and units: the mean-field q of the pre-activations "
+           "(layer 0: the input's)", short="pre_q", summary=False),
+    Metric("pre_cosine", mean_cosine, ("pre",), "mean pairwise cosine of the pre-activations: the mean-field c "
+           "(layer 0: the input's)", linear_scale=True, short="pre_cos", summary=False),
+    Metric("jacobian_sq_mean", jacobian_sq_mean, ("tangents",), "mean over samples of ‖∂s/∂x‖_F²/w: the per-unit "
+           "gain of input perturbations, χ₁^l in theory", short="jac_sq", summary=False),
+    Metric("jacobian_log_spread", jacobian_log_spread, ("jacobian_spectrum",), "std of ln σ of ∂s/∂x over samples "
+           "and non-zero singular values: 0 for an isometry", short="jac_spread", summary=False, default=False),
     # Per sequence, averaged over sequences: torch models' token states only (not measured by `run`).
     Metric("token_cosine", token_cosine, ("tokens",), "mean cosine between a sequence's positions (1: collapse)",
            linear_scale=True, short="tok_cos", summary=False, default=False),

@@ -70,9 +70,9 @@ def _error(exc: RequestError) -> Response:
 
 def _handles_errors(handler):
     @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
+    async def wrapped(*args) -> Response:  # (request) or (self, request)
         try:
-            return await handler(request)
+            return await handler(*args)
         except RequestError as exc:
             return _error(exc)
         except Exception as exc:  # noqa: BLE001 - as the CLI's exit 1: the reason, and the server carries on
@@ -160,109 +160,112 @@ _FLAG_METRICS = ("rms", "effective_rank", "dead_fraction", "grad_norm")
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """The explorer's ASGI app."""
-    settings = settings or Settings()
-    jobs = Jobs(slots=settings.slots, queue=settings.queue)
+    api = _Api(settings or Settings())
+    routes = [
+        Route("/", api.page),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
+        Route("/static/{name}", api.static),
+        Route("/api/meta", api.meta),
+        Route("/api/health", api.health),
+        Route("/api/run", api.run, methods=["POST"]),
+        Route("/api/stream", api.stream, methods=["POST"]),
+        Route("/api/download", api.download, methods=["GET", "POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.jobs = api.jobs
+    app.state.settings = api.settings
+    return app
 
-    def parse(fields: dict[str, Any]):
-        config = config_from_fields(fields, data_dir=settings.data_dir)
-        check_budget(config, settings.max_size)
+
+class _Api:
+    """The route handlers, sharing the settings and the pool of runs."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.jobs = Jobs(slots=settings.slots, queue=settings.queue)
+
+    def parse(self, fields: dict[str, Any]):
+        config = config_from_fields(fields, data_dir=self.settings.data_dir)
+        check_budget(config, self.settings.max_size)
         return config
 
-    @_handles_errors
-    async def api_run(request: Request) -> Response:
-        started = time.perf_counter()
-        config = parse(await _body_fields(request))
-        orient = _orient(request)
-        ticket = jobs.ticket(request.headers.get(CLIENT_HEADER))
+    async def computed(self, ticket, fn):
+        """fn(on_layer) on a pool thread once the ticket holds a slot; a cancelled run is the ticket's error."""
         try:
-            async with jobs.slot(ticket):
-                body = await jobs.call(lambda: compute(config, orient=orient, workers=settings.workers,
-                                                       on_layer=ticket.on_layer))
+            async with self.jobs.slot(ticket):
+                return await self.jobs.call(lambda: fn(ticket.on_layer))
         except Cancelled:
             raise ticket.error() from None
         finally:
-            jobs.release(ticket)
+            self.jobs.release(ticket)
+
+    @_handles_errors
+    async def run(self, request: Request) -> Response:
+        started = time.perf_counter()
+        config = self.parse(await _body_fields(request))
+        orient, workers = _orient(request), self.settings.workers
+        ticket = self.jobs.ticket(request.headers.get(CLIENT_HEADER))
+        body = await self.computed(ticket, lambda hook: compute(config, orient=orient, workers=workers, on_layer=hook))
         total = (time.perf_counter() - started) * 1e3
         return Response(body, media_type=_JSON, headers={"Server-Timing": f"total;dur={total:.1f}"})
 
     @_handles_errors
-    async def api_stream(request: Request) -> Response:
-        config = parse(await _body_fields(request))
-        orient = _orient(request)
-        if jobs.refusing():
-            raise jobs.busy()
-        ticket = jobs.ticket(request.headers.get(CLIENT_HEADER))
-        plan = depth_plan(config, stream_size=settings.stream_size, first=settings.first_step_size)
-
-        async def lines():
-            try:
-                async with jobs.slot(ticket):
-                    for d in plan:
-                        ticket.check()
-                        step = config if d == config.depth else _with_depth(config, d)
-                        yield await jobs.call(lambda: compute(step, orient=orient, workers=settings.workers,
-                                                              final=d == config.depth, depth=config.depth,
-                                                              on_layer=ticket.on_layer))
-                        yield b"\n"
-            except (RequestError, Cancelled) as exc:  # superseded or busy after the answer began: a last line says so
-                error = exc if isinstance(exc, RequestError) else ticket.error()
-                yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
-            except Exception as exc:  # noqa: BLE001
-                error = unexpected(exc)
-                yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
-            finally:
-                jobs.release(ticket)
-
-        return StreamingResponse(lines(), media_type="application/x-ndjson",
+    async def stream(self, request: Request) -> Response:
+        config = self.parse(await _body_fields(request))
+        if self.jobs.refusing():  # after the answer has begun, its status can no longer say so
+            raise self.jobs.busy()
+        ticket = self.jobs.ticket(request.headers.get(CLIENT_HEADER))
+        plan = depth_plan(config, stream_size=self.settings.stream_size, first=self.settings.first_step_size)
+        return StreamingResponse(self._lines(config, plan, ticket, _orient(request)),
+                                 media_type="application/x-ndjson",
                                  headers={"X-Initscope-Plan": ",".join(map(str, plan))})
 
+    async def _lines(self, config, plan: list[int], ticket, orient: str):
+        """One JSON line per depth prefix; a failure after the first byte is the last line."""
+        jobs, workers = self.jobs, self.settings.workers
+        try:
+            async with jobs.slot(ticket):
+                for d in plan:
+                    ticket.check()
+                    step = config if d == config.depth else _with_depth(config, d)
+                    yield await jobs.call(lambda: compute(step, orient=orient, workers=workers, final=d == config.depth,
+                                                          depth=config.depth, on_layer=ticket.on_layer))
+                    yield b"\n"
+        except (RequestError, Cancelled) as exc:
+            error = exc if isinstance(exc, RequestError) else ticket.error()
+            yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
+        except Exception as exc:  # noqa: BLE001 - as everywhere here: the reason, and the server carries on
+            error = unexpected(exc)
+            yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
+        finally:
+            jobs.release(ticket)
+
     @_handles_errors
-    async def api_download(request: Request) -> Response:
+    async def download(self, request: Request) -> Response:
         if request.method == "POST":
             fields = await _body_fields(request)
         else:
             fields = fields_from_query(list(request.query_params.multi_items()))
-        config = parse(fields)
-        ticket = jobs.ticket(None)
-        try:
-            async with jobs.slot(ticket):
-                data = await jobs.call(lambda: run_zip(config, workers=settings.workers, on_layer=ticket.on_layer))
-        except Cancelled:
-            raise ticket.error() from None
-        finally:
-            jobs.release(ticket)
+        config, workers = self.parse(fields), self.settings.workers
+        data = await self.computed(self.jobs.ticket(None),
+                                   lambda hook: run_zip(config, workers=workers, on_layer=hook))
         return Response(data, media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="initscope-run.zip"'})
 
-    async def api_meta(request: Request) -> Response:
-        return _json(meta(settings))
+    async def meta(self, request: Request) -> Response:
+        return _json(meta(self.settings))
 
-    async def api_health(request: Request) -> Response:
-        return _json({"ok": True, "running": jobs.running})
+    async def health(self, request: Request) -> Response:
+        return _json({"ok": True, "running": self.jobs.running})
 
-    async def page(request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    async def static(request: Request) -> Response:
+    async def static(self, request: Request) -> Response:
         path = _static_files().get(request.path_params["name"])
         if path is None:
             return _json({"error": "No such file."}, 404)
         return FileResponse(path)
-
-    routes = [
-        Route("/", page),
-        Route("/favicon.ico", lambda request: Response(status_code=204)),
-        Route("/static/{name}", static),
-        Route("/api/meta", api_meta),
-        Route("/api/health", api_health),
-        Route("/api/run", api_run, methods=["POST"]),
-        Route("/api/stream", api_stream, methods=["POST"]),
-        Route("/api/download", api_download, methods=["GET", "POST"]),
-    ]
-    app = Starlette(routes=routes)
-    app.state.jobs = jobs
-    app.state.settings = settings
-    return app
 
 
 def _with_depth(config, depth: int):

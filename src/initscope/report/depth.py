@@ -85,8 +85,12 @@ def _spans_decades(values: np.ndarray) -> bool:
     return positive.size > 1 and math.log10(positive.max() / positive.min()) > _LOG_DECADES
 
 
-def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, np.ndarray, str] | None:
+def theory_curves(summary, metric: str, init: str, config, metrics=None) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(layers, values, label) of the closed form for `metric`, or None where none applies.
+
+    pre_q, pre_cosine, jacobian_sq_mean: the mean-field maps started from the
+    measured layer 0 (`report.meanfield`; needs `metrics`, the tidy table, for
+    layer 0's pre_q and pre_cosine), wherever `meanfield.overlay_reason` is None.
 
     summary: `layer_summary`'s table (init, layer, median, ...), or one
     initializer's `Summary` arrays. rms: the He/Xavier second-moment recursion
@@ -96,6 +100,10 @@ def theory_curves(summary, metric: str, init: str, config) -> tuple[np.ndarray, 
     Cho & Saul 2009). Both need an activation whose registry entry has these
     closed forms, zero shifts, no norm and no residual (`theory_applies`).
     """
+    from initscope.report.meanfield import OVERLAID
+
+    if metric in OVERLAID:
+        return _mean_field_curve(metric, init, config, metrics)
     if not theory_applies(config):
         return None
     if isinstance(summary, Summary):
@@ -131,6 +139,42 @@ def _theory(at: dict[int, float], metric: str, init: str, config):
     return None
 
 
+def _layer0(metrics, init: str, metric: str) -> float:
+    rows = metrics[(metrics["init"].astype(str) == init) & (metrics["layer"] == 0) & (metrics["metric"] == metric)]
+    return float(rows["value"].median()) if len(rows) else math.nan
+
+
+def _mean_field_curve(metric: str, init: str, config, metrics):
+    from initscope.report.meanfield import mean_field_curves, overlay_reason
+
+    if metrics is None or overlay_reason(config, init) is not None:
+        return None
+    q0, c0 = _layer0(metrics, init, "pre_q"), _layer0(metrics, init, "pre_cosine")
+    if not math.isfinite(q0) or (metric == "pre_cosine" and not math.isfinite(c0)):
+        return None
+    curve = mean_field_curves(config, init, q0, c0 if math.isfinite(c0) else 0.0)[metric]
+    if not np.isfinite(curve[1:]).any():
+        return None
+    what = {"pre_q": "q-map", "pre_cosine": "c-map", "jacobian_sq_mean": "∏χ₁"}[metric]
+    return np.arange(len(curve)), curve, f"theory: mean-field {what} from layer 0"
+
+
+def mean_field_notes(metrics, config) -> list[str]:
+    """One line per initializer whose pre_q/pre_cosine/jacobian_sq_mean panels get no mean-field overlay, and why."""
+    from initscope.report.meanfield import OVERLAID, overlay_reason
+
+    if not set(metrics["metric"].astype(str)) & set(OVERLAID):
+        return []
+    notes = []
+    for init in inits_of(metrics, config):
+        reason = overlay_reason(config, init)
+        if reason is None and not math.isfinite(_layer0(metrics, init, "pre_q")):
+            reason = "pre_q was not measured, so the maps have no start"
+        if reason is not None:
+            notes.append(f"{init}: no mean-field overlay ({reason})")
+    return notes
+
+
 def metric_depth_figure(metrics, *, config=None, columns: int = 3):
     """Each metric against layer: median over trials with a 10–90% band, one line per initializer.
 
@@ -164,7 +208,8 @@ def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
         for init in inits:
             if init not in by_init:
                 continue
-            traces, drew_theory = _init_traces(by_init[init], metric, init, inits, config, first=n == 0)
+            traces, drew_theory = _init_traces(by_init[init], metric, init, inits, config, first=n == 0,
+                                               metrics=metrics)
             data += [dict(t, xaxis=xref, yaxis=yref) for t in traces]
             theory_shown |= drew_theory
         values = np.concatenate([np.concatenate(s[1:]) for s in by_init.values()]) if by_init else np.zeros(0)
@@ -177,10 +222,16 @@ def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
         data.append({"type": "scatter", "x": [None], "y": [None], "mode": "lines", "name": "theory (dashed)",
                      "line": {"color": "#555", "dash": "dash", "width": 2}, "hoverinfo": "skip"})
     trials = int(metrics.groupby("init")["trial"].nunique().max())
+    notes = mean_field_notes(metrics, config)
+    if notes:  # the reader learns why a theory line is missing, not only that it is
+        layout.setdefault("annotations", []).append(
+            {"text": label("; ".join(notes)), "showarrow": False, "xref": "paper", "yref": "paper", "x": 0, "y": 0,
+             "yshift": -45, "xanchor": "left", "yanchor": "top", "font": {"size": 11, "color": "#555"}})
     layout.update(
         template=template(),
+        meta={"mean_field_notes": notes},
         height=260 * rows + 110,
-        margin={"l": 60, "r": 10, "t": 80, "b": 50},
+        margin={"l": 60, "r": 10, "t": 80, "b": 100 if notes else 50},
         title={"text": f"Metrics over depth: median over {trials} trial{'s' if trials != 1 else ''}, "
                        "band 10–90% (dashed: theory)", "x": 0.01},
         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
@@ -189,7 +240,7 @@ def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
 
 
 def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], config, *,
-                 first: bool) -> tuple[list[dict], bool]:
+                 first: bool, metrics=None) -> tuple[list[dict], bool]:
     """One initializer's band, median line and (where it applies) theory line in one panel."""
     c = colour(inits, init)
     x = summary.layers.astype(np.int32)
@@ -203,7 +254,7 @@ def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], con
     out.append({"type": "scatter", "x": x, "y": compact(summary.median), "mode": "lines+markers", "name": name,
                 "legendgroup": init, "showlegend": first, "line": {"color": c, "width": 2}, "marker": {"size": 4},
                 "hovertemplate": f"{name}<br>{metric}<br>layer %{{x}}: %{{y:.4g}}<extra></extra>"})
-    theory = theory_curves(summary, metric, init, config)
+    theory = theory_curves(summary, metric, init, config, metrics)
     if theory is None:
         return out, False
     t_layers, t_values, t_label = theory

@@ -66,13 +66,32 @@ def report_specs(tables: RunTables) -> dict[str, dict]:
 
     config = tables.config
     seed = int(config.get("seed") or 0)
-    return {
+    specs = {
         "layers-3d": layer_projection_spec(tables.projections, config=config, seed=seed),
         "weight-norms": weight_norm_spec(tables.weight_norms, config=config),
         "spectra": spectrum_animation_spec(tables.spectra, config=config),
         "spectrum-heatmap": spectrum_heatmap_spec(tables.spectra, config=config),
         "metrics-depth": metric_depth_spec(tables.metrics, config=config),
     }
+    if _has_jacobian_spectra(tables):
+        from initscope.report.jacobian import jacobian_spectrum_figure
+
+        figure = jacobian_spectrum_figure(tables.jacobian_spectra, tables.metrics, config=config)
+        specs["jacobian-spectrum"] = figure.to_plotly_json()
+    return specs
+
+
+def _has_jacobian_spectra(tables: RunTables) -> bool:
+    return getattr(tables, "jacobian_spectra", None) is not None and len(tables.jacobian_spectra) > 0
+
+
+def _sections(tables: RunTables) -> tuple:
+    """SECTIONS, and the Jacobian spectrum's when the run measured it (jacobian_log_spread)."""
+    if not _has_jacobian_spectra(tables):
+        return SECTIONS
+    from initscope.report.jacobian import JACOBIAN_SECTION
+
+    return SECTIONS + (JACOBIAN_SECTION,)
 
 
 def report_figures(tables: RunTables) -> dict[str, Any]:
@@ -225,9 +244,9 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
     config = tables.config
     inits = ", ".join(str(i) for i in config.get("init", ()))
     nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>'
-                   for sid, title, _ in (("verdict", "Verdict", ""), ("flags", "Flags", ""), *SECTIONS))
+                   for sid, title, _ in (("verdict", "Verdict", ""), ("flags", "Flags", ""), *_sections(tables)))
     sections = [_verdict_html(tables), _flags_html(tables)]
-    for sid, title, note in SECTIONS:
+    for sid, title, note in _sections(tables):
         extra = ""
         meta = figures[sid]["layout"].get("meta")
         if sid == "layers-3d" and isinstance(meta, dict) and meta.get("shown", 0) < meta.get("samples", 0):

@@ -32,7 +32,9 @@ def write_files(folder: Path, tables: dict, texts: dict[str, str], *, report_sou
 def write_run(folder: Path, result, *, report: bool, png: bool = False) -> None:
     """The files of a run folder (the CSVs, config.toml, report.html when asked for) of a `RunResult`."""
     tables = {name: getattr(result, name) for name in RUN_TABLES}
-    # What data-driven initializers did (LSUV iterations) and init-training histories, when there is any.
-    tables.update({name: getattr(result, name) for name in ("init_log", "train_log") if len(getattr(result, name))})
+    # What data-driven initializers did (LSUV iterations), init-training histories and the Jacobians'
+    # singular-value histograms (with jacobian_log_spread), when there is any.
+    tables.update({name: getattr(result, name) for name in ("init_log", "train_log", "jacobian_spectra")
+                   if len(getattr(result, name))})
     write_files(folder, tables, {"config.toml": config_to_toml(result.config)},
                 report_source=result if report else None, png=png)

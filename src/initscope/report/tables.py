@@ -24,12 +24,14 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "projections": ("init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"),
     "weight_norms": ("init", "trial", "layer", "kind", "norm"),
     "flags": ("init", "trial", "layer", "flag"),
+    # Optional: written only with jacobian_log_spread (counts of log10 normalised Jacobian singular values).
+    "jacobian_spectra": ("init", "trial", "layer", "log10_sv", "count"),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class RunTables:
-    """The five tidy tables of one run and its config as a plain mapping.
+    """The tidy tables of one run and its config as a plain mapping.
 
     `config` holds the config fields by name (`init` and `metrics` as tuples,
     `gain` None when each initializer takes its default). Any table may be
@@ -42,13 +44,14 @@ class RunTables:
     weight_norms: Any
     flags: Any
     config: Mapping[str, Any]
+    jacobian_spectra: Any = None
 
 
 def load_run(folder: str | os.PathLike) -> RunTables:
     """Read a run folder's CSVs and `config.toml` into `RunTables`.
 
     `metrics.csv` and `config.toml` must exist; a missing or empty optional
-    table (spectra, projections, weight norms, flags) becomes an empty table.
+    table (spectra, projections, weight norms, flags, jacobian spectra) becomes an empty table.
     """
     folder = Path(folder)
     if not folder.is_dir():

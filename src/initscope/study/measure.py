@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from initscope.core import metrics as M
+from initscope.core import propagation as P
 from initscope.core.gradients import weight_gradient_norms
 from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp, mse_output_gradient
 from initscope.core.numerics import qr_triangle
@@ -38,6 +39,8 @@ class Chunk:
     overflow_layer: np.ndarray  # (Tc,) first non-finite layer, -1 if none
     collapsed: np.ndarray  # (Tc, L+1) bool
     init_info: list[tuple[int, int, str, float]]  # (trial, layer, quantity, value)
+    # per layer (Tc, bins) counts of log10 normalised Jacobian singular values, when jacobian_spectrum is read
+    jacobian_hist: list[np.ndarray] | None = None
 
 
 def _top3(S_c: np.ndarray, G: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -83,6 +86,7 @@ class _Layer:
     projection: np.ndarray | None  # (n, 3) for trial 0 when in the chunk
     collapsed: np.ndarray  # (T,) bool
     overflow_layer: np.ndarray  # (T,) first non-finite layer so far, -1 if none
+    jacobian_hist: np.ndarray | None = None  # (T, bins), see Chunk
 
 
 @dataclass
@@ -106,10 +110,11 @@ def prepare(config: Config, table, trials: list[int]) -> Inputs:
         if M.needing("distances", config.metrics):
             ref = M.distance_reference(X, rng=np.random.default_rng([config.seed, SUBSET_KEY]))
         tangent = None
-        if M.needing("tangents", config.metrics):
+        if M.needing("tangents", config.metrics) or M.needing("jacobian_spectrum", config.metrics):
             tangent = _input_tangent(len(trials), min(X.shape[1], JACOBIAN_SAMPLES), X.dtype)
+        # Layer 0 has no affine map: the pre-activation metrics read the input itself.
         layer0 = _measure(config, X, 0, np.full(len(trials), -1), X_c=X_c, ref=ref, tangent=tangent,
-                          i0=trials.index(0) if 0 in trials else None, S_c=X_c)
+                          i0=trials.index(0) if 0 in trials else None, S_c=X_c, z=X)
     return Inputs(trials, X, y, X_c, ref, layer0)
 
 
@@ -156,13 +161,14 @@ def _first_tangent(W: np.ndarray, z_rows: np.ndarray, arch: Architecture, sigma)
 
 
 def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarray, *, X_c, ref, tangent,
-             i0: int | None, S_c: np.ndarray | None = None) -> _Layer:
+             i0: int | None, S_c: np.ndarray | None = None, z: np.ndarray | None = None) -> _Layer:
     """Every wanted metric, the spectrum and trial 0's projection of the states S (T, n, w).
 
     overflow_layer (T,) is the first non-finite layer so far (-1: none); a
     copy updated with this layer is returned. Non-finite states, or finite
     ones whose Gram matrix overflows, give NaN from here on. S_c: the centred
-    states when the caller has them already (the input's X_c).
+    states when the caller has them already (the input's X_c). z: the
+    pre-activations (T, n, w), when a wanted metric reads them.
     """
     want = config.metrics
     rtol = M.rank_rtol(np.dtype(config.dtype))
@@ -194,12 +200,19 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
     if i0 is not None:
         projection = np.full((S.shape[1], 3), np.nan) if bad[i0] else _top3(
             S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
+    jac_sv = hist = None
+    if tangent is not None and M.needing("jacobian_spectrum", want):
+        d = 1 if layer == 0 else X_c.shape[2]  # wide inputs' tangents are (w, w) triangles: the true d
+        jac_sv = P.jacobian_singular_values(tangent, input_dim=d)
+        hist = P.log10_histogram(jac_sv, d, tangent.shape[3])
+        hist[bad] = 0
     view = {"state": S_work, "centred": S_c, "spectrum": sv, "eigh": eig, "input": X_c, "distances": ref,
-            "tangents": tangent, "input_dim": 1 if layer == 0 else X_c.shape[2], "rtol": rtol,
+            "tangents": tangent, "input_dim": 1 if layer == 0 else X_c.shape[2], "jacobian_spectrum": jac_sv,
+            "pre": z, "rtol": rtol,
             "activation": config.activation}
     values = M.layer_values(config.metrics, view, col=col_any, is_input=layer == 0)
     values = {name: np.where(bad, np.nan, value) for name, value in values.items()}
-    return _Layer(values, spectrum, projection, col, overflow_layer)
+    return _Layer(values, spectrum, projection, col, overflow_layer, hist)
 
 
 def simulate(config: Config, init: str, gain: float, inputs: Inputs, given=None, *, on_layer=None) -> Chunk:
@@ -228,13 +241,17 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
     i0 = trials.index(0) if 0 in trials else None
     proj = np.zeros((L + 1, n, 3)) if i0 is not None else None
     m_jac = min(n, JACOBIAN_SAMPLES)
-    jacobians = bool(M.needing("tangents", want))
+    jacobians = bool(M.needing("tangents", want) or M.needing("jacobian_spectrum", want))
     tangent = None
+    keep_pre = jacobians or bool(M.needing("pre", want))  # else φ may overwrite z in place
+    hists: list[np.ndarray] | None = [] if M.needing("jacobian_spectrum", want) else None
 
     def record(layer: int, out: _Layer) -> None:
         for name, value in out.values.items():
             values[name][:, layer] = value
         spectra.append(out.spectrum)
+        if hists is not None:
+            hists.append(out.jacobian_hist)
         collapsed[:, layer] = out.collapsed
         if proj is not None:
             proj[layer] = out.projection
@@ -247,13 +264,14 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
         sel = [i for i, t in enumerate(trials) if t < WEIGHT_NORM_TRIALS]
         if sel and (layer <= WEIGHT_NORM_LAYERS or layer == L):
             weight_norms.append((layer, [trials[i] for i in sel], np.linalg.norm(W[sel], axis=1)))
-        S, z = layer_forward(S, W, b, arch, keep_pre=jacobians)
+        S, z = layer_forward(S, W, b, arch, keep_pre=keep_pre)
         if jacobians:
             sigma = batch_norm_sigma(z, arch)
             tangent = (_first_tangent(W, z[:, :m_jac], arch, sigma) if tangent is None
                        else layer_jvp(tangent, W, z[:, :m_jac], arch, sigma))
+        out = _measure(config, S, layer, overflow_layer, X_c=inputs.X_c, ref=inputs.ref, tangent=tangent, i0=i0,
+                       z=z)
         del z
-        out = _measure(config, S, layer, overflow_layer, X_c=inputs.X_c, ref=inputs.ref, tangent=tangent, i0=i0)
         overflow_layer = out.overflow_layer
         record(layer, out)
         del out
@@ -269,7 +287,7 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
             values[name][overflow_layer >= 0, 1:],
         )
     info = [(trials[t], layer, key, value) for t, layer, key, value in source.info]
-    return Chunk(values, spectra, proj, weight_norms, overflow_layer, collapsed, info)
+    return Chunk(values, spectra, proj, weight_norms, overflow_layer, collapsed, info, hists)
 
 
 def _grad_norms(config, init, gain, X, y, S_last, source: ParamSource, arch) -> np.ndarray:

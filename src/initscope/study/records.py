@@ -16,7 +16,9 @@ import pandas as pd
 from initscope.study.config import Config, config_columns
 from initscope.study.measure import Chunk
 
-__all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow"]
+__all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS"]
+
+JACOBIAN_COLUMNS = ("init", "trial", "layer", "log10_sv", "count")
 
 
 class NumericalWarning(RuntimeWarning):
@@ -36,6 +38,29 @@ class RunResult:
     gains: dict[str, float] = field(default_factory=dict)
     init_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "layer", "quantity", "value"]))
     train_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "objective", "seconds"]))
+    # With jacobian_log_spread: counts of log10 of the Jacobians' normalised singular values (non-zero bins)
+    jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
+
+    def __repr__(self) -> str:
+        from initscope.study.display import run_repr
+
+        return run_repr(self)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the verdict in words and the last layer's numbers (`initscope.study.display`)."""
+        from initscope.study.display import run_html
+
+        return run_html(self)
+
+    def show(self, *, height: int = 900):
+        """Display the full report inline in a notebook (self-contained, offline); elsewhere open it in a browser.
+
+        The report is an edge above this layer: it is found at call time, so
+        that the study never imports it (`initscope.report.notebook.show`).
+        """
+        import importlib
+
+        return importlib.import_module("initscope.report.notebook").show(self, height=height)
 
 
 def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarray, gains) -> RunResult:
@@ -108,7 +133,28 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
     info_rows = [(init, *row) for init, parts in results.items()
                  for row in sorted((r for p in parts for r in p.init_info), key=lambda r: (r[0], r[1]))]
     init_log = pd.DataFrame(info_rows, columns=["init", "trial", "layer", "quantity", "value"])
-    return RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
+    result = RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
+    if any(p.jacobian_hist is not None for parts in results.values() for p in parts):
+        result.jacobian_spectra = _jacobian_table(results, trials)
+    return result
+
+
+def _jacobian_table(results: dict[str, list[Chunk]], trials: np.ndarray) -> pd.DataFrame:
+    """The chunks' Jacobian histograms as tidy rows (init, trial, layer, log10_sv bin centre, count > 0)."""
+    from initscope.core.propagation import JACOBIAN_LOG10_EDGES
+
+    centres = np.round(0.5 * (JACOBIAN_LOG10_EDGES[1:] + JACOBIAN_LOG10_EDGES[:-1]), 6)
+    cols: dict[str, list] = {k: [] for k in JACOBIAN_COLUMNS}
+    for init, parts in results.items():
+        counts = np.stack([np.concatenate([p.jacobian_hist[layer] for p in parts])
+                           for layer in range(len(parts[0].jacobian_hist))], axis=1)  # (T, L+1, bins)
+        t, layer, k = np.nonzero(counts)
+        cols["init"].append(_repeat(init, len(t)))
+        cols["trial"].append(trials[t].astype(np.int64))
+        cols["layer"].append(layer.astype(np.int64))
+        cols["log10_sv"].append(centres[k])
+        cols["count"].append(counts[t, layer, k])
+    return _frame(cols, list(JACOBIAN_COLUMNS))
 
 
 def _repeat(value: str, n: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from initscope.study.memory import MemoryBudgetError, MemoryPlanWarning, format_
 from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
 from initscope.study.parallel import parallel_map, worker_count
 from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
+from initscope.study.verdict import with_lost_directions
 
 # The names tests and older code import from here; they live in the modules above.
 __all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
@@ -45,7 +46,7 @@ def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
 
 
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
-        on_layer=None,
+        on_layer=None, progress=None,
         **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
@@ -64,6 +65,9 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     on_layer(init, layer): called on a worker thread after each hidden layer
     of each chunk of trials is measured; an exception it raises stops the
     run and propagates (the explorer stops a superseded request this way).
+    progress: called as progress(done, total) from worker threads as hidden
+    layers are measured (total: initializers × chunks × depth), e.g. the CLI's bar.
+    The flags table gets the lost_directions rows (`initscope.study.verdict`).
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
@@ -98,12 +102,44 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
             jobs += [(init, gain, part, None if given is None else [(W[c], b[c]) for W, b in given])
                      for part, c in zip(inputs, chunks)]
     # All initializers' chunks share one pool, so one's Python overlaps another's LAPACK.
-    done = parallel_map(lambda job: simulate(config, *job, on_layer=on_layer), jobs, n_workers)
+    hook = _layer_hook(on_layer, _ticker(progress, len(jobs) * config.depth))
+    done = parallel_map(lambda job: simulate(config, *job, on_layer=hook), jobs, n_workers)
     results: dict[str, list[Chunk]] = {init: [] for init in config.init}
     for job, chunk in zip(jobs, done):
         results[job[0]].append(chunk)
     result = tables(config, results, chunks, y, gains)
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
+    result.flags = with_lost_directions(result.metrics, result.spectra, result.flags, config)
     warn_overflow(config, result.flags)
     return result
+
+
+def _layer_hook(on_layer, tick):
+    """One on_layer(init, layer) callback for simulate: the caller's, then the progress count."""
+    if tick is None:
+        return on_layer
+
+    def hook(init: str, layer: int) -> None:
+        if on_layer is not None:
+            on_layer(init, layer)
+        tick()
+
+    return hook
+
+
+def _ticker(progress, total: int):
+    """A thread-safe `tick()` that counts finished layers and reports (done, total), or None."""
+    if progress is None:
+        return None
+    import threading
+
+    lock, count = threading.Lock(), [0]
+
+    def tick() -> None:
+        with lock:
+            count[0] += 1
+            done = count[0]
+        progress(done, total)
+
+    return tick

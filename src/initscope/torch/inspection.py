@@ -53,10 +53,14 @@ def _as_tensor(value, label: str) -> torch.Tensor:
     return value
 
 
+_NOT_RECORDED = frozenset({"pre_q", "pre_cosine", "jacobian_sq_mean", "jacobian_log_spread"})
+
+
 def _metric_names(metrics) -> tuple[str, ...]:
     """The registry's default metrics and the token metrics, or the names given, in registry order."""
     if metrics is None:
-        return tuple(dict.fromkeys((*M.default_metrics(), *TOKEN_METRICS)))
+        # Pre-activations and Jacobian spectra are not recorded from torch modules (yet): by default, left out.
+        return tuple(dict.fromkeys((*(m for m in M.default_metrics() if m not in _NOT_RECORDED), *TOKEN_METRICS)))
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names or any(m not in M.METRICS for m in names):
         raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(M.METRICS)}. "

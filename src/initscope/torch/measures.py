@@ -48,6 +48,8 @@ token_cosine, token_effective_rank = M.token_cosine, M.token_effective_rank  # t
 MAX_ROWS = 8192
 MAX_SEQUENCES = 256
 JACKKNIFE_GROUPS = 4
+# What a registered metric may read from a recorded state; others (pre-activations, Jacobians) are NaN here.
+_RECORDED = frozenset({"state", "centred", "spectrum", "eigh", "input", "distances", "rtol", "activation"})
 _SPECTRAL = ("effective_rank", "stable_rank", "numerical_rank")
 _ONE_PASS = ("rms", "std", "dead_fraction", "linear_fraction", "mean_cosine")
 
@@ -392,8 +394,7 @@ def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activati
         values.update(v)
         sizes.update(s)
         errors.update(e)
-    extra = [m for m in M.METRICS if m in want and m not in BUILT_IN
-             and not set(M.METRICS[m].needs) & {"tangents", "gradient", "tokens"}]
+    extra = [m for m in M.METRICS if m in want and m not in BUILT_IN and set(M.METRICS[m].needs) <= _RECORDED]
     if extra:
         v, s = _registered(x, layout, extra, activation=activation, first=first, comparison=comparison,
                            max_rows=max_rows, rng=rng)

@@ -484,8 +484,31 @@ async function render(message) {
   state.draws = ms;  // where the drawing time goes, per figure
 }
 
+// ---------------------------------------------------------------- download
+// Fetched rather than followed, so that a refused request (400, 413, 503) shows its message here
+// instead of being saved as the zip.
+async function download(event) {
+  event.preventDefault();
+  const link = event.currentTarget;
+  setStatus("Preparing the download (the run, its CSVs and report.html)…", "busy");
+  const response = await fetch(link.getAttribute("href"));
+  if (!response.ok) {
+    const answer = await response.json().catch(() => ({error: response.statusText}));
+    setStatus(`${response.status}: ${answer.error}`, "error");
+    return;
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const save = el("a", {href: url, download: "initscope-run.zip"});
+  document.body.appendChild(save);
+  save.click();
+  save.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  setStatus("Downloaded initscope-run.zip.");
+}
+
 // ---------------------------------------------------------------- start
 async function start() {
+  document.getElementById("download").addEventListener("click", download);
   const meta = state.meta = await (await fetch("/api/meta")).json();
   buildControls(meta);
   const initial = {...meta.defaults, ...meta.preload};

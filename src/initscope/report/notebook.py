@@ -1,0 +1,62 @@
+"""The report inside a notebook: the full page, self-contained and offline, in an iframe.
+
+`RunResult.show()` calls `show`. The page is the one `write_report` writes
+(plotly.js inline, nothing fetched); an iframe's `srcdoc` keeps its styles
+and scripts apart from the notebook's, and works the same in Jupyter,
+JupyterLab and VS Code, where a notebook's own HTML output may not run scripts.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from pathlib import Path
+
+__all__ = ["show", "report_iframe", "ReportView"]
+
+
+def report_iframe(result_or_tables, *, height: int = 900) -> str:
+    """The report page of a RunResult (or tables) as one `<iframe srcdoc=...>` element."""
+    from initscope.report.page import build_page
+    from initscope.report.tables import as_tables
+
+    if not isinstance(height, int) or isinstance(height, bool) or height < 100:
+        raise ValueError(f"The 'height' parameter of show must be an integer >= 100 (pixels). Got {height!r} instead.")
+    page = build_page(as_tables(result_or_tables))
+    return (f'<iframe class="initscope-report" srcdoc="{html.escape(page, quote=True)}" '
+            f'style="width: 100%; height: {height}px; border: 1px solid #ddd;"></iframe>')
+
+
+class ReportView:
+    """A report to display: a notebook shows it through `_repr_html_`."""
+
+    def __init__(self, iframe: str):
+        self.iframe = iframe
+
+    def _repr_html_(self) -> str:
+        return self.iframe
+
+
+def show(result_or_tables, *, height: int = 900):
+    """Display the report inline when running under IPython; else write it to a temporary file and open it.
+
+    Returns None in a notebook (the report is displayed), else the path of
+    the page written.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        from IPython.display import display
+
+        display(ReportView(report_iframe(result_or_tables, height=height)))
+        return None
+    import webbrowser
+
+    from initscope.report.page import write_report
+
+    path = Path(tempfile.mkdtemp(prefix="initscope-report-")) / "report.html"
+    write_report(result_or_tables, path)
+    webbrowser.open(path.as_uri())
+    return path
