@@ -222,6 +222,12 @@ def test_stream_sends_exact_depth_prefixes(server):
     assert_answer_equals_run(messages[-1], initscope.run(**STREAMED))
     first = messages[0]
     assert_answer_equals_run(first, initscope.run(**dict(STREAMED, depth=first["depth"])))
+    # Its layers are the full run's (forward metrics do not depend on the layers after them).
+    head = table_from_json(first["tables"]["metrics"], first["columns"]["metrics"])
+    full = table_from_json(messages[-1]["tables"]["metrics"], messages[-1]["columns"]["metrics"])
+    full = full[full["layer"] <= first["depth"]].reset_index(drop=True)
+    np.testing.assert_array_equal(head["value"].to_numpy(float), full["value"].to_numpy(float))
+    assert head[["init", "trial", "layer", "metric"]].equals(full[["init", "trial", "layer", "metric"]])
     # A small config is one message, the same as /api/run's.
     status, _, raw = post(server, "/api/stream?orient=columns", SMALL)
     assert len(stream_lines(raw)) == 1

@@ -198,6 +198,14 @@ def test_a_large_config_streams_its_first_layers(page, server):
           f"all after {final['latency']:.0f} ms")
 
 
+def test_a_data_set_shows_the_sizes_it_sets(page, server):
+    page.goto(server.url + "?data=iris&depth=3&trials=2")
+    page.wait_for_function(UPDATED, arg=0)
+    assert page.inner_text('label[for="in-samples"]') == "samples (this run: 150)"  # all of iris's rows
+    assert page.inner_text('label[for="in-input_dim"]') == "input_dim (this run: 4)"
+    assert page.inner_text('label[for="in-depth"]') == "depth"
+
+
 def test_offline_and_no_errors(page):
     assert not page.blocked, page.blocked
     assert not page.errors, page.errors

@@ -63,6 +63,7 @@ def test_estimate_grows_with_what_the_runner_holds():
 @pytest.mark.parametrize("fields,param", [
     (dict(width=200000, depth=100), "width"),
     (dict(trials=1000000), "trials"),
+    (dict(depth=2**31 - 1), "depth"),
     (dict(input_dim=10**8, width=40, samples=64, metrics="jacobian_rank"), "input_dim"),
     (dict(samples=200000, width=4000, metrics="rms"), "samples"),
 ])
@@ -179,3 +180,9 @@ def _wide_csv(tmp_path):
     path = tmp_path / "wide.csv"
     np.savetxt(path, np.random.default_rng(0).standard_normal((50, 5000)), delimiter=",")
     return str(path)
+
+
+def test_certify_refuses_what_cannot_fit(capsys):
+    assert main(["certify", "--width", "200000", "--depth", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "'width'" in err and "certify" in err and err.count("\n") == 1, err

@@ -69,6 +69,13 @@ def certify_command(
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     tolerance = _parse_rtol(rtol)
+    from initscope.study.memory import certify_estimate, check_estimate, memory_budget
+
+    try:  # certify holds every layer's parameters: refuse now what cannot fit
+        est = certify_estimate(cfg)
+        check_estimate(est, memory_budget(), "certify", getattr(cfg, est.largest[2], None))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     with contextlib.ExitStack() as stack:
         folder = None if out is None else stack.enter_context(output_folder(out, command="certify", overwrite=overwrite))
         layers = _certificate(cfg, tolerance, quiet)

@@ -8,10 +8,13 @@
   when computing, at its next layer (initscope.run's `on_layer` hook), and is
   answered 429.
 - Streaming: a large config runs as a short sequence of depth prefixes
-  d_1 < d_2 < ... < depth. Each prefix is an exact run of its own config (a
-  layer's numbers do not depend on the layers after it: each layer draws from
-  per-trial generators in layer order), so the first layers show while the
-  rest compute, and the last message is `initscope.run` of the request itself.
+  d_1 < d_2 < ... < depth. Each prefix is an exact run of its own config
+  (`initscope.run` at depth d_i). Its layers carry the full run's numbers for
+  every forward metric, since each layer draws from per-trial generators in
+  layer order; grad_norm (a backward quantity), layer-fitted initializers
+  after init training and the last layer's weight norms depend on the depth.
+  So the first layers show while the rest compute, and the last message is
+  `initscope.run` of the request itself.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import numpy as np
 from initscope.study.config import Config
 
 __all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "available_memory", "memory_budget", "parse_memory",
-           "run_estimate", "plan_run", "inspect_estimate", "check_estimate", "format_bytes", "DEFAULT_SHARE"]
+           "run_estimate", "plan_run", "inspect_estimate", "certify_estimate", "check_estimate", "format_bytes", "DEFAULT_SHARE"]
 
 DEFAULT_SHARE = 0.8  # of MemAvailable: the rest is the page cache's and other processes' headroom
 JACOBIAN_SAMPLES = 64  # runner.JACOBIAN_SAMPLES (not imported: the runner imports this module)
@@ -156,6 +156,7 @@ def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, tria
     f8 = 8
     wide = _wider(config)
     states_driver = "samples" if n >= fan else wide
+    rows_driver = "depth" if L + 1 > T else "trials"  # the tables have a row per trial × layer
     parts: dict[str, tuple[int, str]] = {
         # W is drawn, kept for weight norms and multiplied: about three copies at once.
         "weights": (3 * Tc * fan * w * b, wide),
@@ -164,8 +165,8 @@ def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, tria
         # Gram matrix, eigenvalues' workspace and vectors (linear_r2, projections).
         "gram": (4 * Tc * k * k * f8, states_driver),
         "inputs": (4 * T * n * d * f8, "samples" if n >= d else "input_dim"),
-        "results": (I * T * (L + 1) * (k + M) * f8, "depth"),
-        "tables": (I * T * (L + 1) * (M * METRIC_ROW_BYTES + k * SPECTRUM_ROW_BYTES), "trials"),
+        "results": (I * T * (L + 1) * (k + M) * f8, rows_driver),
+        "tables": (I * T * (L + 1) * (M * METRIC_ROW_BYTES + k * SPECTRUM_ROW_BYTES), rows_driver),
     }
     if "linear_r2" in want:
         parts["linear_r2"] = (3 * Tc * n * k * f8, states_driver)
@@ -223,6 +224,19 @@ def _too_big(config: Config, est: Estimate, budget: int) -> MemoryBudgetError:
         f"the budget of {format_bytes(budget)} (memory_limit / --memory-limit; default "
         f"{DEFAULT_SHARE:.0%} of available memory)."
     )
+
+
+def certify_estimate(config: Config) -> Estimate:
+    """`certify`'s peak: every layer's parameters of all trials held at once (it materializes the
+    networks), its states, the pairwise distances per trial and its Jacobian chunk (2**24 entries)."""
+    s = _sizes(config)
+    T, n, fan, w, L, b = config.trials, s["n"], s["fan"], s["w"], s["L"], s["b"]
+    return Estimate({
+        "parameters": (T * L * fan * w * b, "depth" if L > fan * w else _wider(config)),
+        "states": (4 * T * n * fan * b, "samples" if n >= fan else _wider(config)),
+        "distances": (3 * n * n * 8, "samples"),
+        "jacobians": (4 * (1 << 24) * 8, "input_dim"),
+    })
 
 
 def inspect_estimate(shape: tuple[int, ...], itemsize: int = 4) -> Estimate:

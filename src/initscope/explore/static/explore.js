@@ -175,6 +175,7 @@ async function show(message, started) {
     return;
   }
   const t0 = performance.now();
+  effectiveValues(message.config);
   await render(message);
   const now = performance.now();
   state.updates += 1;
@@ -186,6 +187,23 @@ async function show(message, started) {
   setStatus(`Updated in ${Math.round(now - started)} ms (study ${message.timing_ms.run} ms, ` +
             `tables ${message.timing_ms.tables} ms, drawing ${Math.round(now - t0)} ms)${part}`);
   document.body.dataset.updates = String(state.updates);
+}
+
+// A field the study set itself (input_dim and samples follow a data set's columns and rows) shows the
+// value the run used beside its name, when the control says otherwise.
+function effectiveValues(config) {
+  for (const name of state.meta.fields) {
+    const label = document.querySelector(`label[for="in-${name}"]`);
+    if (!label || name === "data") continue;
+    let hint = label.querySelector(".used");
+    const used = asText(config[name]), shown = readControl(name) || asText(state.meta.defaults[name]);
+    if (used === shown || (config[name] === null && shown === "")) {
+      if (hint) hint.remove();
+      continue;
+    }
+    if (!hint) label.appendChild(hint = el("span", {class: "used note"}));
+    hint.textContent = ` (this run: ${used})`;
+  }
 }
 
 // ---------------------------------------------------------------- tables
