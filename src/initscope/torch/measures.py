@@ -375,6 +375,30 @@ def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activati
         x = x.to(torch.float32)
     x = x.to("cpu")
     n = x.shape[0]
+    scale = 1.0
+    if x.numel():
+        lo, hi = torch.aminmax(x)
+        top = max(abs(float(lo)), abs(float(hi)))
+        if math.isfinite(top) and top > 0 and not 2.0 ** -60 < top < 2.0 ** 60:
+            # Squares of huge finite states overflow (and tiny ones underflow) in Gram matrices and variances:
+            # measure x/2^k, exactly representable, and scale rms, std, spectra and projections back.
+            scale = 2.0 ** math.frexp(top)[1]
+            x = x / scale
+    got = _measure_scaled(x, layout, want=want, activation=activation, comparison=comparison, first=first,
+                          max_rows=max_rows, max_sequences=max_sequences, rng=rng)
+    if scale != 1.0 and got.finite:
+        for k in ("rms", "std"):
+            if k in got.values:
+                got.values[k] *= scale
+        got.spectrum = got.spectrum * scale
+        got.projection = got.projection * scale
+    return got
+
+
+def _measure_scaled(x: torch.Tensor, layout: Layout, *, want: set[str], activation: str,
+                    comparison: Comparison | None, first: bool, max_rows: int, max_sequences: int,
+                    rng: np.random.Generator) -> Measured:
+    n = x.shape[0]
     names = {m for m in want if not set(M.METRICS[m].needs) & {"tangents", "gradient"}} if want else set()
     nan = dict.fromkeys(names, math.nan)
     # Any NaN or Inf makes a unit's mean or variance non-finite: one pass that the metrics need anyway.
