@@ -6,6 +6,12 @@ plotly): each command is named here with its one-line help, and its module
 (`initscope.cli.run`, `.inspect`, `.certify`, `.compare`, `.sweep`, `.phase`, `.explore`) is
 imported when the command is resolved to run, or asked for its own help.
 
+Plugins: `initscope --plugin MODULE_OR_FILE.py COMMAND ...` (repeatable, before the
+command) imports a user's module that calls `initscope.register_metric`,
+`register_initializer` or `register_activation` before the command runs; the
+environment variable INITSCOPE_PLUGINS (comma-separated) does the same, and
+sweep workers (processes, Dask) load the same plugins.
+
 Bad input is one line on stderr and exit status 2; anything unexpected is
 exit status 1; Ctrl-C is 130 and SIGTERM 143 (`initscope.cli.common.run_app`).
 
@@ -132,12 +138,33 @@ app = typer.Typer(
 )
 
 
+def _load_plugins(plugins: list[str] | None) -> None:
+    """Import INITSCOPE_PLUGINS' modules, then each --plugin, before the command parses its options.
+
+    Sweeps hand the loaded plugins to their worker processes (`executors.run_config`).
+    """
+    from initscope.study.plugins import load_plugins
+
+    try:
+        load_plugins()
+        load_plugins(plugins or [])
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc)) from None
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
                                  help="Print initscope's version and exit."),
+    plugin: list[str] = typer.Option(
+        None, "--plugin", metavar="MODULE_OR_FILE.py",
+        help="Import a module (by name, or a .py file) that registers metrics, initializers or activations, "
+             "before the command runs; repeatable, and given before the command: "
+             "`initscope --plugin my_metrics.py run --metrics rms,my_metric`. INITSCOPE_PLUGINS "
+             "(comma-separated) is loaded too."),
 ) -> None:
     """See and measure what a neural network does to data at initialization, layer by layer."""
+    _load_plugins(plugin)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,8 @@ def explore_command(
         raise BadInput("initscope explore needs the optional 'explore' extra: pip install 'initscope[explore]'.") from None
     from initscope.explore.server import Settings, create_app
 
-    settings = Settings(data_dir=_data_dir(data_dir), max_size=_max_size(max_size))
+    settings = Settings(data_dir=_data_dir(data_dir), max_size=_max_size(max_size),
+                        allowed_hosts=("127.0.0.1", "localhost", "::1", host) if _is_loopback(host) else None)
     if config_file is not None:
         settings.preload, settings.data_dir = _preload(config_file, settings.data_dir)
     sock = _bind(host, port)

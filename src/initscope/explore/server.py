@@ -56,6 +56,9 @@ class Settings:
     queue: int = 16
     workers: int | None = None  # threads of one run (initscope.run's `workers`)
     preload: dict[str, Any] = field(default_factory=dict)
+    # Host headers answered (None: any). On loopback only the loopback names: a web page that
+    # rebinds its own DNS name to 127.0.0.1 then cannot read the answers (or the data they show).
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -171,7 +174,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/stream", api.stream, methods=["POST"]),
         Route("/api/download", api.download, methods=["GET", "POST"]),
     ]
-    app = Starlette(routes=routes)
+    middleware = []
+    if api.settings.allowed_hosts is not None:
+        from starlette.middleware import Middleware
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(api.settings.allowed_hosts)))
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.jobs = api.jobs
     app.state.settings = api.settings
     return app
@@ -204,6 +213,8 @@ class _Api:
         started = time.perf_counter()
         config = self.parse(await _body_fields(request))
         orient, workers = _orient(request), self.settings.workers
+        if self.jobs.refusing():  # before the ticket: a refused request supersedes nothing
+            raise self.jobs.busy()
         ticket = self.jobs.ticket(request.headers.get(CLIENT_HEADER))
         body = await self.computed(ticket, lambda hook: compute(config, orient=orient, workers=workers, on_layer=hook))
         total = (time.perf_counter() - started) * 1e3
@@ -212,7 +223,7 @@ class _Api:
     @_handles_errors
     async def stream(self, request: Request) -> Response:
         config = self.parse(await _body_fields(request))
-        if self.jobs.refusing():  # after the answer has begun, its status can no longer say so
+        if self.jobs.refusing():  # now: once the answer has begun, its status cannot say so
             raise self.jobs.busy()
         ticket = self.jobs.ticket(request.headers.get(CLIENT_HEADER))
         plan = depth_plan(config, stream_size=self.settings.stream_size, first=self.settings.first_step_size)

@@ -82,16 +82,7 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
         m_cols["trial"].append(np.tile(np.repeat(trials, L + 1), len(names)))
         m_cols["layer"].append(np.tile(np.arange(L + 1), len(names) * T))
         m_cols["value"].append(vals.reshape(-1))
-        for layer in range(L + 1):
-            sv = np.concatenate([p.spectra[layer] for p in parts])  # (T, k); NaN rows: overflowed trials
-            keep = ~np.isnan(sv).any(axis=1)
-            sv, kept = sv[keep], trials[keep]
-            k = sv.shape[1]
-            s_cols["init"].append(_repeat(init, sv.size))
-            s_cols["trial"].append(np.repeat(kept.astype(np.int32), k))
-            s_cols["layer"].append(np.full(sv.size, layer, dtype=np.int32))
-            s_cols["k"].append(np.tile(np.arange(1, k + 1, dtype=np.int32), len(kept)))
-            s_cols["singular_value"].append(sv.reshape(-1))
+        _add_spectra(s_cols, init, parts, trials, L)
         for p in parts:
             if p.projections is not None:
                 n = p.projections.shape[1]
@@ -101,21 +92,7 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
                 for k in range(3):
                     proj_cols[f"pc{k + 1}"].append(p.projections[:, :, k].reshape(-1))
                 proj_cols["target"].append(np.tile(y[0, :, 0].astype(np.float64), L + 1))
-        # Chunks arrive per thread; rows go by (trial, layer) within an initializer so
-        # the table is the same bytes whatever the number of workers.
-        pieces = [(np.repeat(np.asarray(ts, dtype=np.int64), norms.shape[1]), np.full(norms.size, layer, dtype=np.int64),
-                   norms.reshape(-1)) for p in parts for layer, ts, norms in p.weight_norms]
-        if pieces:
-            t_col, l_col, n_col = (np.concatenate(col) for col in zip(*pieces))
-            order = np.lexsort((l_col, t_col))  # stable: units keep their order within (trial, layer)
-            t_col, l_col, n_col = t_col[order], l_col[order], n_col[order]
-            kind = _repeat("internal", len(l_col))
-            kind[l_col == 1] = "input"
-            norm_cols["init"].append(_repeat(init, len(l_col)))
-            norm_cols["trial"].append(t_col)
-            norm_cols["layer"].append(l_col)
-            norm_cols["kind"].append(kind)
-            norm_cols["norm"].append(n_col)
+        _add_weight_norms(norm_cols, init, parts)
         overflow = np.concatenate([p.overflow_layer for p in parts])
         collapsed = np.concatenate([p.collapsed for p in parts])
         rows = [(init, int(trials[i]), int(overflow[i]), "overflow") for i in np.flatnonzero(overflow >= 0)]
@@ -155,6 +132,42 @@ def _jacobian_table(results: dict[str, list[Chunk]], trials: np.ndarray) -> pd.D
         cols["log10_sv"].append(centres[k])
         cols["count"].append(counts[t, layer, k])
     return _frame(cols, list(JACOBIAN_COLUMNS))
+
+
+def _add_spectra(s_cols: dict[str, list], init: str, parts: list[Chunk], trials: np.ndarray, L: int) -> None:
+    """One initializer's spectrum rows (init, trial, layer, k, singular_value); overflowed trials have none."""
+    for layer in range(L + 1):
+        sv = np.concatenate([p.spectra[layer] for p in parts])  # (T, k); NaN rows: overflowed trials
+        keep = ~np.isnan(sv).any(axis=1)
+        sv, kept = sv[keep], trials[keep]
+        k = sv.shape[1]
+        s_cols["init"].append(_repeat(init, sv.size))
+        s_cols["trial"].append(np.repeat(kept.astype(np.int32), k))
+        s_cols["layer"].append(np.full(sv.size, layer, dtype=np.int32))
+        s_cols["k"].append(np.tile(np.arange(1, k + 1, dtype=np.int32), len(kept)))
+        s_cols["singular_value"].append(sv.reshape(-1))
+
+
+def _add_weight_norms(norm_cols: dict[str, list], init: str, parts: list[Chunk]) -> None:
+    """One initializer's weight-norm rows (init, trial, layer, kind, norm), ordered by (trial, layer).
+
+    Chunks arrive per thread; ordering rows by (trial, layer) within an
+    initializer makes the table the same bytes whatever the number of workers.
+    """
+    pieces = [(np.repeat(np.asarray(ts, dtype=np.int64), norms.shape[1]), np.full(norms.size, layer, dtype=np.int64),
+               norms.reshape(-1)) for p in parts for layer, ts, norms in p.weight_norms]
+    if not pieces:
+        return
+    t_col, l_col, n_col = (np.concatenate(col) for col in zip(*pieces))
+    order = np.lexsort((l_col, t_col))  # stable: units keep their order within (trial, layer)
+    t_col, l_col, n_col = t_col[order], l_col[order], n_col[order]
+    kind = _repeat("internal", len(l_col))
+    kind[l_col == 1] = "input"
+    norm_cols["init"].append(_repeat(init, len(l_col)))
+    norm_cols["trial"].append(t_col)
+    norm_cols["layer"].append(l_col)
+    norm_cols["kind"].append(kind)
+    norm_cols["norm"].append(n_col)
 
 
 def _repeat(value: str, n: int) -> np.ndarray:
