@@ -182,3 +182,14 @@ def test_subsampled_rows_agree_with_all_rows_within_their_standard_error():
     # The distance correlation from the Gram matrix is the core's, which it replaces for wide states.
     core = M.distance_corr(flat.astype(np.float32), comparison.ref)[0]
     assert exact.values["distance_corr"] == pytest.approx(core, rel=1e-5)
+
+
+def test_torch_token_metrics_are_the_core_registry_definitions():
+    torch.manual_seed(2)
+    model = tm.gpt2(depth=1, dim=16, heads=2).double()
+    x = tokens(n=5, length=7)
+    result = inspect(model, x, metrics=["token_cosine", "token_effective_rank"])
+    state = _captured(model, x, "h.0.ln_2").numpy()[None]
+    rows = result.metrics[result.metrics["module"] == "h.0.ln_2"].set_index("metric")["value"]
+    assert rows["token_cosine"] == pytest.approx(M.token_cosine(state)[0], rel=1e-10)
+    assert rows["token_effective_rank"] == pytest.approx(M.token_effective_rank(state)[0], rel=1e-10)

@@ -87,7 +87,7 @@ NEEDS: dict[str, str] = {
     "rtol": "numerical_rank's relative threshold for the run's dtype (float)",
     "activation": "the activation's name (str)",
     "gradient": "‖∂loss/∂W_l‖ from the backward pass (grad_norm only: not available to registered metrics)",
-    "tokens": "X (m, P, E): each sequence's positions × features (token states of torch models only)",
+    "tokens": "X (T, m, P, E): m sequences of P positions × E features (token states of torch models only)",
 }
 _USER_NEEDS = tuple(k for k in NEEDS if k != "gradient")
 
@@ -438,24 +438,33 @@ def _certified_full_rank(J: np.ndarray, *, tol_dim: int | None = None) -> np.nda
         ok[t, i] = info == 0
     return ok
 
-def token_cosine(X: np.ndarray) -> np.ndarray:
-    """Per sequence, the mean cosine between distinct positions, uncentred. X: (m, P, E) -> (m,).
+def _per_sequence(X: np.ndarray, fn) -> np.ndarray:
+    """Mean over each trial's sequences of fn's per-sequence values (NaNs left out). X: (T, m, P, E) -> (T,)."""
+    T, m = X.shape[:2]
+    per = fn(X.reshape(T * m, *X.shape[2:])).reshape(T, m)
+    ok = np.isfinite(per)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok.any(axis=1), np.where(ok, per, 0.0).sum(axis=1) / ok.sum(axis=1), np.nan)
 
-    `mean_cosine` with each sequence as its own trial: 1 when every position
-    holds the same direction, the rank collapse of pure attention (Dong et
-    al. 2021, "Attention is not all you need"). NaN with fewer than two
-    nonzero positions.
+
+def token_cosine(X: np.ndarray) -> np.ndarray:
+    """Mean over sequences of the mean cosine between a sequence's distinct positions, uncentred.
+
+    X: (T, m, P, E), m sequences of P positions × E features -> (T,). 1 when
+    every position of every sequence holds one direction: the rank collapse
+    of pure attention (Dong et al. 2021, "Attention is not all you need").
+    Sequences with fewer than two nonzero positions are left out.
     """
-    return mean_cosine(X)
+    return _per_sequence(X, mean_cosine)
 
 
 def token_effective_rank(X: np.ndarray) -> np.ndarray:
-    """Per sequence, the effective rank of its uncentred P × E token matrix. X: (m, P, E) -> (m,).
+    """Mean over sequences of the effective rank of a sequence's uncentred P × E token matrix. (T, m, P, E) -> (T,).
 
     Uncentred, so that collapse reads 1 (every token the same vector), not
     the rank of a vanishing residual; 0 for an all-zero sequence.
     """
-    return effective_rank(gram_spectrum(gram(X)))
+    return _per_sequence(X, lambda Y: effective_rank(gram_spectrum(gram(Y))))
 
 
 def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activation: str,

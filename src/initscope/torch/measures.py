@@ -44,7 +44,7 @@ __all__ = ["Measured", "Comparison", "measure_state", "to_numpy", "principal_coo
 TOKEN_METRICS = ("token_cosine", "token_effective_rank")  # core registry entries needing "tokens"
 BUILT_IN = ("rms", "std", "effective_rank", "stable_rank", "numerical_rank", "dead_fraction", "linear_fraction",
             "mean_cosine", "linear_r2", "distance_corr", "jacobian_rank", "grad_norm", *TOKEN_METRICS)
-token_cosine, token_effective_rank = M.token_cosine, M.token_effective_rank  # the definitions (numpy)
+token_cosine, token_effective_rank = M.token_cosine, M.token_effective_rank  # the definitions (numpy, per trial)
 MAX_ROWS = 8192
 MAX_SEQUENCES = 256
 JACKKNIFE_GROUPS = 4
