@@ -2,6 +2,12 @@
 
 - `lint-imports` keeps pyproject.toml's layers contract: cli > explore > report | torch > study > core
   (a layer imports only layers below it; report and torch not each other), and breaks on a violating import.
+- Own-package imports are absolute and at module top. Only the lazy imports listed in `LAZY`,
+  each with its reason, sit inside functions: the public API's PEP 562 names, the CLI's start-up
+  (`initscope --help` loads no study, core or report module; a command module also loads for its
+  own help and option completion, so it keeps pandas out until it runs), and modules that import an
+  optional extra (torch, starlette) at their top. Third-party heavy libraries (plotly, matplotlib,
+  torch, dask, sklearn, pyarrow) load inside the functions that need them; that is not checked here.
 - No subpackage imports another's private (underscore) modules or names.
 """
 
@@ -20,6 +26,28 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = SRC / "initscope"
 CONTRACT = "initscope layers: cli > explore > report | torch > study > core"
+
+_HELP = "loaded by `initscope --help`, which imports no study, core or report module (tests/test_cli_app.py)"
+_PANDAS = "pulls pandas (~0.75 s): the command module also loads for its own help and option completion"
+_STARLETTE = "the server imports starlette and uvicorn (the optional 'explore' extra) at its top"
+# (importing module, imported module or a package above it) -> why it is imported inside a function.
+LAZY = {
+    ("initscope.cli.app", "initscope.study.plugins"): _HELP,
+    ("initscope.cli.common", "initscope.report"): _HELP,
+    ("initscope.cli.common", "initscope.study"): _HELP,
+    ("initscope.cli.certify", "initscope.core.certify"): _PANDAS,
+    ("initscope.cli.certify", "initscope.study.model"): _PANDAS,
+    ("initscope.cli.phase", "initscope.report.phase_page"): _PANDAS,
+    ("initscope.cli.run", "initscope.cli.summary"): _PANDAS,
+    ("initscope.cli.run", "initscope.report"): _PANDAS,
+    ("initscope.cli.run", "initscope.study.runner"): _PANDAS,
+    ("initscope.cli.sweep", "initscope.report"): _PANDAS,
+    ("initscope.cli.sweep", "initscope.study.executors"): _PANDAS,
+    ("initscope.cli.sweep", "initscope.study.store"): _PANDAS,
+    ("initscope.cli.inspect", "initscope.torch"): "initscope.torch imports torch (the optional 'torch' extra)",
+    ("initscope.cli.explore", "initscope.explore.server"): _STARLETTE,
+    ("initscope.explore", "initscope.explore.server"): _STARLETTE,
+}
 
 def _lint_imports(src: Path) -> subprocess.CompletedProcess:
     """`lint-imports` on pyproject.toml's contracts, finding the package under `src` first."""
@@ -83,6 +111,39 @@ def _own(target: str) -> bool:
     return target == "initscope" or target.startswith("initscope.")
 
 
+def _submodule(name: str) -> bool:
+    path = SRC.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _lazy_targets(node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The modules an import loads: `from initscope import report` loads initscope.report."""
+    targets = _targets(node)
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and _own(targets[0]):
+        subs = [f"{targets[0]}.{a.name}" for a in node.names if _submodule(f"{targets[0]}.{a.name}")]
+        return subs or targets
+    return targets
+
+
+def _allowed(module: str, target: str) -> bool:
+    return any(module == m and (target == t or target.startswith(t + ".")) for m, t in LAZY)
+
+
+def test_own_package_imports_are_absolute_and_at_module_top():
+    relative, lazy = [], []
+    for module, tree in _modules():
+        for node, function in _imports(tree):
+            for target in _lazy_targets(node):
+                where = f"{module}:{node.lineno} {target}" + (f" (in {function})" if function else "")
+                if target.startswith("."):
+                    relative.append(where)
+                elif function and _own(target) and not _allowed(module, target):
+                    lazy.append(where)
+    assert not relative, "relative imports (own-package imports are absolute):\n" + "\n".join(relative)
+    assert not lazy, ("own-package imports inside functions (move them to the module top, or add an entry "
+                      "with its reason to LAZY):\n" + "\n".join(lazy))
+
+
 def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
@@ -101,19 +162,19 @@ def test_no_subpackage_imports_another_ones_private_names():
                     continue
                 names = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
                 private = [p for p in target.split(".") if _private(p)] + [n for n in names if _private(n)]
-                if private and (module, target) not in PRIVATE_EXCEPTIONS:
+                if private:
                     found.append(f"{module}:{node.lineno} {target} {', '.join(private)}")
     assert not found, "private names imported across subpackages:\n" + "\n".join(found)
 
 
-# None: the explorer's zip download writes a run folder with the report layer's write_run.
-PRIVATE_EXCEPTIONS: set[tuple[str, str]] = set()
-
-
-def test_the_private_check_sees_a_violation():
-    """The AST walk reads imports inside functions too, and tells private names from dunders."""
+def test_the_checks_see_a_violation():
+    """The AST walk reads imports inside functions too, tells private names from dunders, and reads LAZY."""
     tree = ast.parse("def f():\n    from initscope.report._common import _x\n")
     (node, function), = list(_imports(tree))
     assert function == "f" and _targets(node) == ["initscope.report._common"]
+    (node, _), = list(_imports(ast.parse("def f():\n    from initscope import report, __version__\n")))
+    assert _lazy_targets(node) == ["initscope.report"]
+    assert not _allowed("initscope.study.store", "initscope.report._common")
+    assert _allowed("initscope.cli.inspect", "initscope.torch.loading")
     assert _private("_common") and _private("_x") and not _private("__version__")
     assert _subpackage("initscope.report._common") == "report" and _subpackage("initscope") == ""

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from initscope import __version__
 from initscope.cli.common import BadInput, args_or_help, exit_process, run_app
 
 try:  # typer ≥ 0.16 vendors click; older ones use the installed click
@@ -119,8 +120,6 @@ class LazyGroup(TyperGroup):
 
 def _show_version(value: bool) -> None:
     if value:
-        from initscope import __version__
-
         typer.echo(f"initscope {__version__}")
         raise typer.Exit(0)
 

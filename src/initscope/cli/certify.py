@@ -31,6 +31,9 @@ from initscope.cli.common import (
     with_config_flags,
     write_files,
 )
+from initscope.core.network import Architecture
+from initscope.study.config import load_config, make_config
+from initscope.study.memory import certify_estimate, check_estimate, memory_budget
 
 __all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
@@ -61,15 +64,12 @@ def certify_command(
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
 ) -> None:
     """Certify per layer that no two samples merge and no input direction is lost (exit 0 yes, 3 no)."""
-    from initscope.study.config import load_config, make_config
-
     given = {k: v for k, v in fields.items() if v is not None}
     try:
         cfg = load_config(config_file, **given) if config_file else make_config(**given)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     tolerance = _parse_rtol(rtol)
-    from initscope.study.memory import certify_estimate, check_estimate, memory_budget
 
     try:  # certify holds every layer's parameters: refuse now what cannot fit
         est = certify_estimate(cfg)
@@ -92,7 +92,6 @@ def _certificate(cfg, tolerance: float | None, quiet: bool):
     import pandas as pd
 
     from initscope.core.certify import certify
-    from initscope.core.network import Architecture
 
     arch = Architecture(cfg.activation, cfg.norm, cfg.residual)
     tables = []

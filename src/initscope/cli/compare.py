@@ -18,6 +18,7 @@ from initscope.cli.common import (
     write_files,
     write_run,
 )
+from initscope.report.writer import mark_folder
 from initscope.study.fixes import FIXES, compare_fixes, outcome_label
 
 __all__ = ["compare_fixes_command", "index_page"]
@@ -35,8 +36,6 @@ def compare_fixes_command(
 ) -> None:
     """Run the seed's network (input_dim = width = 40) under every fix and rank them by what survives."""
     from rich.console import Console
-
-    from initscope.report.writer import mark_folder
 
     names = None if fixes is None else [f.strip() for f in fixes.split(",") if f.strip()]
     try:

@@ -20,6 +20,8 @@ from typing import Optional
 import typer
 
 from initscope.cli.common import BadInput
+from initscope.explore.api import config_json
+from initscope.study.config import load_config
 
 __all__ = ["explore_command"]
 
@@ -98,9 +100,6 @@ def _max_size(value: float) -> float:
 def _preload(path: Path, data_dir: Path | None):
     """The config file's fields for the page; a data file in it must lie under --data-dir
     (its own folder becomes the data folder when none was given)."""
-    from initscope.explore.api import config_json
-    from initscope.study.config import load_config
-
     try:
         config = load_config(path)
     except (ValueError, TypeError) as exc:

@@ -30,6 +30,9 @@ from typing import Optional
 import typer
 
 from initscope.cli.common import BadInput, Out, Overwrite, args_or_help, exit_process, output_folder, run_app, write_files
+from initscope.core.metrics import METRICS
+from initscope.study.config import toml_text
+from initscope.study.memory import check_estimate, inspect_estimate, memory_budget
 
 __all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES"]
 
@@ -65,8 +68,6 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def _check_memory(shape: tuple[int, ...] | None, input_file: Path | None, limit: str | None) -> None:
     """Refuse at once inputs whose copies alone exceed the memory budget (before torch is imported)."""
-    from initscope.study.memory import check_estimate, inspect_estimate, memory_budget
-
     try:
         budget = memory_budget(limit)
         if shape is not None:
@@ -270,8 +271,6 @@ def _quote(text: str) -> str:
 
 
 def _toml(config: dict) -> str:
-    from initscope.study.config import toml_text
-
     return toml_text(config, header="initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)")
 
 
@@ -291,7 +290,6 @@ def _print(result, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from initscope.core.metrics import METRICS
     from initscope.torch import diagnose, flag_table
 
     console = Console(width=None if sys.stdout.isatty() else 180)

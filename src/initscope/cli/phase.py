@@ -14,6 +14,9 @@ from typing import Optional
 import typer
 
 from initscope.cli.common import BadInput, Out, Overwrite, has_report_extra, output_folder, write_files
+from initscope.core.phase import critical_sigma_w2
+from initscope.study.config import toml_text
+from initscope.study.phase import PhaseConfig, config_dict, parse_grid, phase_study
 
 __all__ = ["phase_command"]
 
@@ -43,8 +46,6 @@ def phase_command(
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs plotly)."),
 ) -> None:
     """Draw the order-to-chaos phase diagram (χ₁ = 1 line, ξ_c and ξ_q) and optionally measure ξ_c."""
-    from initscope.study.phase import PhaseConfig, parse_grid
-
     ints = {}
     for name, text in zip(_INTS, (width, depth, networks, samples, seed, nodes)):
         try:
@@ -72,9 +73,6 @@ def phase_command(
 def _study(config):
     import pandas as pd
 
-    from initscope.core.phase import critical_sigma_w2
-    from initscope.study.phase import phase_study
-
     result = phase_study(config)
     critical = pd.DataFrame({"sigma_b2": list(config.sigma_b2),
                              "sigma_w2_critical": [critical_sigma_w2(config.activation, b, nodes=config.nodes)
@@ -98,9 +96,6 @@ def command_line(config) -> str:
 
 
 def _write(result, critical, folder: Path, *, report: bool) -> None:
-    from initscope.study.config import toml_text
-    from initscope.study.phase import config_dict
-
     toml = toml_text(config_dict(result.config), header="initscope phase parameters")
     tables = {"phase_theory": result.theory, "phase_critical": critical}
     if result.config.measure:

@@ -25,7 +25,11 @@ from initscope.cli.common import (
     workers_option,
     write_run,
 )
-from initscope.study.config import load_config, make_config
+from initscope.cli.progress import DelayedProgress
+from initscope.cli.sweep import is_store, sweep_report
+from initscope.study.config import load_config, make_config, subsample_note
+from initscope.study.memory import memory_budget, plan_run
+from initscope.study.parallel import worker_count
 
 __all__ = ["run_command", "report_command"]
 
@@ -50,10 +54,6 @@ def run_command(
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
 
-    from initscope.cli.progress import DelayedProgress
-    from initscope.study.config import subsample_note
-    from initscope.study.memory import memory_budget, plan_run
-    from initscope.study.parallel import worker_count
     from initscope.study.runner import run
 
     try:  # before the output folder exists: a run that cannot fit is refused at once
@@ -93,8 +93,6 @@ def report_command(
 ) -> None:
     """Rebuild report.html from a run folder's CSVs, or build the sweep report of a results store."""
     if folder.is_file():
-        from initscope.cli.sweep import is_store, sweep_report
-
         if is_store(folder):
             sweep_report(folder, out, metric=metric, x=x, y=y, group_by=group_by, overwrite=overwrite)
             return

@@ -10,6 +10,7 @@ import pandas as pd
 
 from initscope.core.metrics import METRICS
 from initscope.study.flags import flags_table
+from initscope.study.verdict import run_verdict, with_lost_directions
 
 
 def summary_metrics() -> list[str]:
@@ -41,8 +42,6 @@ def print_verdict(result, console) -> None:
     """The verdict in words (`initscope.study.verdict`): one paragraph per initializer, then the notes."""
     from rich.markup import escape
 
-    from initscope.study.verdict import run_verdict
-
     verdict = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains)
     console.print("[bold]Verdict[/bold]")
     for v in verdict.verdicts:
@@ -61,7 +60,6 @@ def print_summary(result, out: Path | None = None, console=None) -> None:
     cfg = result.config
     summary = layer_summary(result.metrics)
     present = [m for m in summary_metrics() if m in cfg.metrics]
-    from initscope.study.verdict import with_lost_directions
 
     flags = with_lost_directions(result.metrics, result.spectra, result.flags, cfg)
     for init in cfg.init:

@@ -30,6 +30,8 @@ from initscope.cli.common import (
     run_app,
     workers_option,
 )
+from initscope.study.memory import memory_budget, plan_run
+from initscope.study.sweep import config_record, load_sweep
 
 __all__ = [
     "study_app",
@@ -111,8 +113,6 @@ def sweep_command(
     recorded in the store with its error, and listed), 2 for bad input
     (nothing is written).
     """
-    from initscope.study.sweep import load_sweep
-
     try:
         sweep = load_sweep(config_file)
     except (ValueError, TypeError) as exc:
@@ -165,7 +165,6 @@ def _check_memory(sweep, n_workers: int | None) -> None:
     only fail, recorded in the store, once its turn came.
     """
     from initscope.study.executors import available_cores
-    from initscope.study.memory import memory_budget, plan_run
 
     budget = memory_budget()
     if budget is None:
@@ -241,8 +240,6 @@ def _progress(quiet: bool) -> _NoProgress:
 
 
 def _describe_config(config, axes: dict) -> str:
-    from initscope.study.sweep import config_record
-
     rec = config_record(config)
     keys = [k for k in axes if k in rec] or ["init", "depth", "width"]
     return ", ".join(f"{k}={rec[k]!r}" for k in keys)

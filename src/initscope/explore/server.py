@@ -32,9 +32,20 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from initscope.core.activations import ACTIVATIONS
+from initscope.core.data import TARGETS
+from initscope.core.initializers import REGISTRY
+from initscope.core.metrics import METRICS
+from initscope.core.network import NORMS, READOUTS, SHIFTS
 from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
                                    encode, fields_from_query, result_payload)
 from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, depth_plan
+from initscope.report.flags import flags_table
+from initscope.report.run_files import write_run
+from initscope.study.config import Config, DTYPES, INIT_TRAIN
+from initscope.study.memory import MemoryBudgetError
+from initscope.study.runner import run
+from initscope.study.verdict import run_verdict
 
 __all__ = ["create_app", "Settings", "compute", "DEFAULT_MAX_SIZE", "CLIENT_HEADER"]
 
@@ -130,9 +141,6 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
 
 def _run(config, **kw):
     """initscope.run; a run that cannot fit this machine's memory is a 413 naming the parameter to reduce."""
-    from initscope.study.memory import MemoryBudgetError
-    from initscope.study.runner import run
-
     try:
         return run(config, **kw)
     except MemoryBudgetError as exc:
@@ -142,9 +150,6 @@ def _run(config, **kw):
 def verdict(result) -> dict[str, Any]:
     """What happened, per initializer, in words: the study's verdict (as `initscope run` prints it and
     the report shows it first) and the flags table ("first layer where ...")."""
-    from initscope.report.flags import flags_table
-    from initscope.study.verdict import run_verdict
-
     words = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains)
     m = result.metrics
     # flags_table reads only these metrics (and readout); filtering first makes it ~2x faster.
@@ -297,8 +302,6 @@ def _static_files() -> dict[str, Path]:
 
 def run_zip(config, *, workers: int | None = None, on_layer=None) -> bytes:
     """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
-    from initscope.report.run_files import write_run
-
     result = _run(config, workers=workers, on_layer=on_layer)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
@@ -313,13 +316,6 @@ def run_zip(config, *, workers: int | None = None, on_layer=None) -> bytes:
 
 def meta(settings: Settings) -> dict[str, Any]:
     """What the page needs to draw its controls: every field's default and choices."""
-    from initscope.core.data import TARGETS
-    from initscope.core.activations import ACTIVATIONS
-    from initscope.core.initializers import REGISTRY
-    from initscope.core.metrics import METRICS
-    from initscope.core.network import NORMS, READOUTS, SHIFTS
-    from initscope.study.config import DTYPES, INIT_TRAIN, Config
-
     files = []
     if settings.data_dir is not None:
         root = settings.data_dir.resolve()

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from initscope.core.activations import ACTIVATIONS
+from initscope.core.initializers import default_gain
 
 # Plotly's D3 palette: one fixed colour per initializer across every figure.
 PALETTE = (
@@ -252,8 +253,6 @@ def resolved_gain(config: Mapping[str, Any], init: str) -> float:
     """
     gain = config.get("gain")
     if gain is None or (isinstance(gain, float) and math.isnan(gain)):
-        from initscope.core.initializers import default_gain
-
         try:
             return float(default_gain(init, str(config.get("activation", "relu"))))
         except ValueError:

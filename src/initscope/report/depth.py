@@ -6,12 +6,14 @@ import math
 
 import numpy as np
 
+from initscope.core import theory
 from initscope.core.activations import ACTIVATIONS
 from initscope.core.metrics import METRICS
 from initscope.report._common import (
     Summary, all_summaries, as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, layer_summary,
     resolved_gain, rgba, template, theory_applies,
 )
+from initscope.report.meanfield import OVERLAID, mean_field_curves, overlay_reason
 from initscope.report.tables import config_dict
 
 __all__ = ["metric_depth_figure", "metric_depth_spec", "METRIC_ORDER", "metric_order", "display_floor",
@@ -100,8 +102,6 @@ def theory_curves(summary, metric: str, init: str, config, metrics=None) -> tupl
     Cho & Saul 2009). Both need an activation whose registry entry has these
     closed forms, zero shifts, no norm and no residual (`theory_applies`).
     """
-    from initscope.report.meanfield import OVERLAID
-
     if metric in OVERLAID:
         return _mean_field_curve(metric, init, config, metrics)
     if not theory_applies(config):
@@ -116,8 +116,6 @@ def theory_curves(summary, metric: str, init: str, config, metrics=None) -> tupl
 
 
 def _theory(at: dict[int, float], metric: str, init: str, config):
-    from initscope.core import theory
-
     act = ACTIVATIONS[str(config["activation"])]
     if metric == "rms" and math.isfinite(at.get(0, math.nan)):
         depth = int(config.get("depth") or max(at))
@@ -145,8 +143,6 @@ def _layer0(metrics, init: str, metric: str) -> float:
 
 
 def _mean_field_curve(metric: str, init: str, config, metrics):
-    from initscope.report.meanfield import mean_field_curves, overlay_reason
-
     if metrics is None or overlay_reason(config, init) is not None:
         return None
     q0, c0 = _layer0(metrics, init, "pre_q"), _layer0(metrics, init, "pre_cosine")
@@ -161,8 +157,6 @@ def _mean_field_curve(metric: str, init: str, config, metrics):
 
 def mean_field_notes(metrics, config) -> list[str]:
     """One line per initializer whose pre_q/pre_cosine/jacobian_sq_mean panels get no mean-field overlay, and why."""
-    from initscope.report.meanfield import OVERLAID, overlay_reason
-
     if not set(metrics["metric"].astype(str)) & set(OVERLAID):
         return []
     notes = []

@@ -14,7 +14,10 @@ import math
 
 import numpy as np
 
+from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.report._common import TEMPLATE, colour, inits_of, label
+from initscope.report.geometry import _empty
+from initscope.report.meanfield import mean_field_curves, overlay_reason
 
 __all__ = ["jacobian_spectrum_figure", "JACOBIAN_SECTION"]
 
@@ -29,8 +32,6 @@ JACOBIAN_SECTION = (
 
 def _bin_grid(histogram) -> np.ndarray:
     """Every bin centre from the lowest to the highest occupied one, so heat-map rows are evenly spaced."""
-    from initscope.core.propagation import JACOBIAN_LOG10_EDGES
-
     centres = np.round(0.5 * (JACOBIAN_LOG10_EDGES[1:] + JACOBIAN_LOG10_EDGES[:-1]), 6)
     if not len(histogram):
         return centres[:0]
@@ -40,8 +41,6 @@ def _bin_grid(histogram) -> np.ndarray:
 
 def _theory_rms(metrics, config, init: str) -> tuple[np.ndarray | None, str | None]:
     """√(theory jacobian_sq_mean) per layer 0..depth, or (None, reason)."""
-    from initscope.report.meanfield import mean_field_curves, overlay_reason
-
     reason = overlay_reason(config, init)
     if reason is not None:
         return None, reason
@@ -89,8 +88,6 @@ def jacobian_spectrum_figure(histogram, metrics, *, config):
 
     inits = inits_of(histogram, config)
     if not inits:
-        from initscope.report.geometry import _empty
-
         return _empty("No Jacobian spectra in this run: add jacobian_log_spread to --metrics.")
     fig = make_subplots(rows=1, cols=len(inits), shared_yaxes=True, subplot_titles=[label(i) for i in inits],
                         horizontal_spacing=0.04)

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from initscope.core import theory
+from initscope.report._common import resolved_gain
+
 __all__ = ["OVERLAID", "overlay_reason", "mean_field_curves"]
 
 OVERLAID = ("pre_q", "pre_cosine", "jacobian_sq_mean")
@@ -36,9 +39,6 @@ def _number(value: Any, default: float = math.nan) -> float:
 
 def overlay_reason(config: Mapping[str, Any], init: str) -> str | None:
     """None when the mean-field maps describe this run for `init`; otherwise why not, in a few words."""
-    from initscope.core import theory
-    from initscope.report._common import resolved_gain
-
     if str(config.get("norm", "none")) != "none":
         return f"{config.get('norm')} norm rescales every layer; the maps describe no normalization"
     if _number(config.get("residual", 0.0), 0.0) > 0:
@@ -67,9 +67,6 @@ def mean_field_curves(config: Mapping[str, Any], init: str, q0: float, c0: float
     (q infinite, or no value to start from). Call only when
     `overlay_reason` is None.
     """
-    from initscope.core import theory
-    from initscope.report._common import resolved_gain
-
     activation = str(config["activation"])
     depth, width, d = int(config["depth"]), int(config["width"]), int(config["input_dim"])
     gain = resolved_gain(config, init)

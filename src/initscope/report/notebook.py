@@ -12,14 +12,14 @@ import html
 import tempfile
 from pathlib import Path
 
+from initscope.report.page import build_page, write_report
+from initscope.report.tables import as_tables
+
 __all__ = ["show", "report_iframe", "ReportView"]
 
 
 def report_iframe(result_or_tables, *, height: int = 900) -> str:
     """The report page of a RunResult (or tables) as one `<iframe srcdoc=...>` element."""
-    from initscope.report.page import build_page
-    from initscope.report.tables import as_tables
-
     if not isinstance(height, int) or isinstance(height, bool) or height < 100:
         raise ValueError(f"The 'height' parameter of show must be an integer >= 100 (pixels). Got {height!r} instead.")
     page = build_page(as_tables(result_or_tables))
@@ -53,8 +53,6 @@ def show(result_or_tables, *, height: int = 900):
         display(ReportView(report_iframe(result_or_tables, height=height)))
         return None
     import webbrowser
-
-    from initscope.report.page import write_report
 
     path = Path(tempfile.mkdtemp(prefix="initscope-report-")) / "report.html"
     write_report(result_or_tables, path)

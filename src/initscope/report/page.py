@@ -9,9 +9,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from initscope import __version__
 from initscope.report._common import as_figure, figure_html
+from initscope.report.depth import metric_depth_spec
+from initscope.report.flags import NEVER, NOT_MEASURED, flags_table
+from initscope.report.geometry import layer_projection_spec
+from initscope.report.jacobian import JACOBIAN_SECTION, jacobian_spectrum_figure
+from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_spec
+from initscope.report.static import write_static
 from initscope.report.tables import RunTables, as_tables
+from initscope.report.weights import weight_norm_spec
 from initscope.report.writer import atomic_write
+from initscope.study import verdict as study_verdict
+from initscope.study.config import toml_text
+from initscope.study.verdict import run_verdict
 
 __all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
            "SECTIONS"]
@@ -59,11 +70,6 @@ pre { background: #f4f4f4; border: 1px solid #ddd; padding: 8px; white-space: pr
 
 def report_specs(tables: RunTables) -> dict[str, dict]:
     """The page's figures by section id, each a plain plotly spec (dicts and numpy arrays)."""
-    from initscope.report.depth import metric_depth_spec
-    from initscope.report.geometry import layer_projection_spec
-    from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_spec
-    from initscope.report.weights import weight_norm_spec
-
     config = tables.config
     seed = int(config.get("seed") or 0)
     specs = {
@@ -74,8 +80,6 @@ def report_specs(tables: RunTables) -> dict[str, dict]:
         "metrics-depth": metric_depth_spec(tables.metrics, config=config),
     }
     if _has_jacobian_spectra(tables):
-        from initscope.report.jacobian import jacobian_spectrum_figure
-
         figure = jacobian_spectrum_figure(tables.jacobian_spectra, tables.metrics, config=config)
         specs["jacobian-spectrum"] = figure.to_plotly_json()
     return specs
@@ -89,7 +93,6 @@ def _sections(tables: RunTables) -> tuple:
     """SECTIONS, and the Jacobian spectrum's when the run measured it (jacobian_log_spread)."""
     if not _has_jacobian_spectra(tables):
         return SECTIONS
-    from initscope.report.jacobian import JACOBIAN_SECTION
 
     return SECTIONS + (JACOBIAN_SECTION,)
 
@@ -146,8 +149,6 @@ def _shell_quote(text: str) -> str:
 
 
 def _toml(config: dict[str, Any]) -> str:
-    from initscope.study.config import toml_text
-
     return toml_text(config)
 
 
@@ -155,15 +156,11 @@ def with_lost_directions(tables: RunTables) -> RunTables:
     """The tables with the lost_directions flags (`initscope.study.verdict`) added when a run lacks them."""
     import dataclasses
 
-    from initscope.study.verdict import with_lost_directions as add
-
-    return dataclasses.replace(tables, flags=add(tables.metrics, tables.spectra, tables.flags, tables.config))
+    return dataclasses.replace(tables, flags=study_verdict.with_lost_directions(tables.metrics, tables.spectra, tables.flags, tables.config))
 
 
 def _verdict_html(tables: RunTables) -> str:
     """The verdict in words (`initscope.study.verdict`), the page's first section."""
-    from initscope.study.verdict import run_verdict
-
     verdict = run_verdict(tables.metrics, tables.spectra, tables.flags, config=tables.config)
     return ('<section id="verdict"><h2>Verdict</h2><p class="note">What happened to the data under each '
             "initializer, in words (medians over trials; the sections below show it).</p>"
@@ -171,8 +168,6 @@ def _verdict_html(tables: RunTables) -> str:
 
 
 def _flags_html(tables: RunTables) -> str:
-    from initscope.report.flags import NEVER, NOT_MEASURED, flags_table
-
     table = flags_table(tables.metrics, tables.flags)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = []
@@ -193,8 +188,6 @@ def _flags_html(tables: RunTables) -> str:
 
 
 def _config_html(tables: RunTables, png_files: list[Path], page: Path) -> str:
-    from initscope import __version__
-
     config = dict(tables.config)
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_display(v))}</td></tr>" for k, v in config.items()
@@ -236,8 +229,6 @@ def _display(value: Any) -> str:
 def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: Path | None = None) -> str:
     """The report as one HTML string: plotly.js inline once, then one figure per section."""
     from plotly.offline import get_plotlyjs
-
-    from initscope import __version__
 
     tables = with_lost_directions(tables)
     figures = report_specs(tables)
@@ -287,8 +278,6 @@ def write_report(result_or_tables, path, *, png: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     png_files: list[Path] = []
     if png:
-        from initscope.report.static import write_static
-
         png_files = write_static(tables, path.parent / "figures")
     atomic_write(path, build_page(tables, png_files=png_files, page=path).encode("utf-8"))
     return path

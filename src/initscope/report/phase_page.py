@@ -12,7 +12,9 @@ import math
 
 import numpy as np
 
-from initscope.report._common import TEMPLATE, label
+from initscope import __version__
+from initscope.report._common import PALETTE, TEMPLATE, label
+from initscope.report.page import _CSS
 
 __all__ = ["phase_figure", "measured_figure", "decay_figure", "build_phase_page"]
 
@@ -111,8 +113,6 @@ def decay_figure(decay, measured):
     """Mean over networks of pre_cosine_A − pre_cosine_B by layer (log y), with theory e^{−l/ξ_c} through layer 1."""
     import plotly.graph_objects as go
 
-    from initscope.report._common import PALETTE
-
     fig = go.Figure()
     for i, ((sw, sb), rows) in enumerate(decay.groupby(["sigma_w2", "sigma_b2"], sort=True)):
         wide = rows.pivot_table(index=["network", "layer"], columns="group", values="pre_cosine")
@@ -135,9 +135,6 @@ def decay_figure(decay, measured):
 def build_phase_page(result, critical, *, command: str, toml: str) -> str:
     """The whole page as an HTML string: the figures, the χ₁ = 1 table, the reproduction command."""
     from plotly.offline import get_plotlyjs
-
-    from initscope import __version__
-    from initscope.report.page import _CSS
 
     config = result.config
     sections = [("phase", "Phase diagram",

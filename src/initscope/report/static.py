@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from initscope.report._common import PALETTE, inits_of, sqrt_eps
-from initscope.report.tables import RunTables
+from initscope.report.depth import _metrics_present, display_summary, log_axis, panel_title, theory_curves
+from initscope.report.geometry import MAX_POINTS, chosen_samples, projection_cube
+from initscope.report.spectra import _floor, _positive, median_spectra
+from initscope.report.tables import RunTables, config_dict
+from initscope.report.weights import _theory, norm_histogram
 from initscope.report.writer import atomic_file, atomic_write
 
 __all__ = ["write_static"]
@@ -95,8 +99,6 @@ def _projections(tables: RunTables, folder: Path) -> list[Path]:
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    from initscope.report.geometry import MAX_POINTS, chosen_samples, projection_cube
-
     proj = tables.projections
     inits = inits_of(proj, tables.config)
     if not inits:
@@ -140,8 +142,6 @@ def _colour_bar(fig, norm) -> None:
 def _weight_norms(tables: RunTables, folder: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
-    from initscope.report.weights import _theory, norm_histogram
-
     wn = tables.weight_norms
     inits = inits_of(wn, tables.config)
     if not inits:
@@ -173,8 +173,6 @@ def _spectra(tables: RunTables, folder: Path) -> list[Path]:
     from matplotlib import colormaps
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.figure import Figure
-
-    from initscope.report.spectra import _floor, _positive, median_spectra
 
     sp = tables.spectra
     inits = inits_of(sp, tables.config)
@@ -256,9 +254,6 @@ def _mappable(cmap, norm):
 
 def _metrics(tables: RunTables, folder: Path) -> list[Path]:
     from matplotlib.figure import Figure
-
-    from initscope.report.depth import _metrics_present, display_summary, log_axis, panel_title, theory_curves
-    from initscope.report.tables import config_dict
 
     metrics = tables.metrics
     names = _metrics_present(metrics)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from initscope import __version__
 from initscope.report.writer import atomic_write
 from initscope.study.store import CONFIG_COLUMNS, Store, StoreSummary
 
@@ -202,8 +203,6 @@ def build_sweep_page(table: pd.DataFrame, summary: StoreSummary, *, metrics: lis
                      group: str, facet: str | None, title: str = "initscope sweep report") -> str:
     """The report as one HTML string: summary, then per metric a heat map and a curves figure."""
     from plotly.offline import get_plotlyjs
-
-    from initscope import __version__
 
     sections = [_summary_html(summary)]
     for metric in metrics:

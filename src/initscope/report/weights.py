@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from initscope.core.theory import weight_norm_density
 from initscope.report._common import (
     as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, resolved_gain, rgba, template, vline,
 )
@@ -48,8 +49,6 @@ def _fan_in(config, kind: str) -> int | None:
 
 def _theory(config, init: str, kind: str, edges: np.ndarray, top: float):
     """(x, y, label) of the theoretical density, a spike for sphere, or None."""
-    from initscope.core.theory import weight_norm_density
-
     fan_in = _fan_in(config, kind)
     width = config.get("width")
     if fan_in is None or width is None or "activation" not in config:

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from initscope.core.data import SYNTHETIC, TARGETS
 from initscope.core.activations import ACTIVATIONS
+from initscope.core.data import SYNTHETIC, TARGETS
 from initscope.core.initializers import REGISTRY as INIT_REGISTRY
 from initscope.core.metrics import DEFAULT_METRICS, METRICS, default_metrics
 from initscope.core.network import NORMS, READOUTS, SHIFTS
+from initscope.study.datasets import load_file, load_real
 
 __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES", "MAX_SEED",
            "MAX_SIZE", "INT_FIELDS", "FLOAT_FIELDS"]
@@ -269,8 +270,6 @@ def subsample_note(config: Config) -> str | None:
 
 def load_table(config: Config):
     """The fixed data table of a config whose data are real or a file."""
-    from initscope.study.datasets import load_file, load_real
-
     if config.data in REAL_DATA:
         return load_real(config.data)
     column = config.target[len("column:"):] if config.target.startswith("column:") else None

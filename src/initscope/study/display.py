@@ -13,6 +13,9 @@ import math
 
 import pandas as pd
 
+from initscope.study.flags import diagnosis_lines, model_flags_table
+from initscope.study.verdict import run_verdict
+
 __all__ = ["run_html", "inspect_html", "run_repr", "compact_table", "COMPACT_METRICS"]
 
 # The last layer's medians shown per initializer, with short headers.
@@ -56,8 +59,6 @@ def _table_html(table: pd.DataFrame) -> str:
 
 def run_html(result) -> str:
     """A RunResult in a notebook: a one-line heading, the verdict, then the last layer's numbers per initializer."""
-    from initscope.study.verdict import run_verdict
-
     cfg = result.config
     verdict = run_verdict(result.metrics, result.spectra, result.flags, config=cfg, gains=result.gains)
     table = compact_table(result.metrics, [v.init for v in verdict.verdicts])
@@ -77,8 +78,6 @@ def run_repr(result) -> str:
 
 def inspect_html(result) -> str:
     """An InspectResult in a notebook: the diagnosis lines, the flags per init label, and the layers table."""
-    from initscope.study.flags import diagnosis_lines, model_flags_table
-
     units = {init: dict(zip(part["layer"], part["units"]))
              for init, part in result.layers.groupby("init")} if "units" in result.layers else {}
     lines = diagnosis_lines(result.metrics, units) or ["no layer has a problem the rules flag"]

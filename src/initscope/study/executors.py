@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from initscope.study import runner  # runner.run looked up per call: tests stand in a failing run
 from initscope.study.config import Config
 from initscope.study.plugins import active_plugins, load_plugins
 from initscope.study.store import ConfigBatch, Store, batch_from_result, failed_batch
@@ -57,15 +58,13 @@ def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...
     """
     from threadpoolctl import threadpool_limits
 
-    from initscope.study.runner import NumericalWarning, run  # imported per call, so a test can patch initscope.run.run
-
     start = time.perf_counter()
     try:
         load_plugins()
         load_plugins(plugins)
         with threadpool_limits(1), warnings.catch_warnings():
-            warnings.simplefilter("ignore", NumericalWarning)
-            result = run(config, workers=1, trial_ids=trial_ids)
+            warnings.simplefilter("ignore", runner.NumericalWarning)
+            result = runner.run(config, workers=1, trial_ids=trial_ids)
         return batch_from_result(result, cid, seconds=time.perf_counter() - start, worker=_worker_name())
     except Exception as exc:  # noqa: BLE001 - recorded in the store, the sweep goes on
         return failed_batch(config, cid, _describe(exc), seconds=time.perf_counter() - start,

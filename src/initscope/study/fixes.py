@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from initscope.core.certify import certify
+from initscope.core.network import Architecture
 from initscope.study.config import Config, make_config
+from initscope.study.model import networks
+from initscope.study.runner import run
 
 __all__ = ["FIXES", "FixOutcome", "compare_fixes", "fix_config", "ranking", "run_fix", "outcome_label", "RANK_BY"]
 
@@ -64,18 +68,12 @@ class FixOutcome:
 
 
 def _certificate(config: Config, init: str) -> pd.DataFrame:
-    from initscope.core.certify import certify
-    from initscope.core.network import Architecture
-    from initscope.study.model import networks
-
     X, params = networks(config, init)
     return certify(X, params, Architecture(config.activation, config.norm, config.residual)).layers
 
 
 def run_fix(name: str, *, depth: int, trials: int, seed: int = 0, workers: int | None = None, **extra) -> FixOutcome:
     """Run one fix and certify it."""
-    from initscope.study.runner import run
-
     config = fix_config(name, depth=depth, trials=trials, seed=seed, **extra)
     result = run(config, workers=workers)
     return FixOutcome(name, depth, config, result, _certificate(config, config.init[0]))

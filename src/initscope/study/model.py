@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from initscope.core import data as data_mod
-from initscope.core.initializers import REGISTRY, default_gain, draw as draw_weights, initializer
 from initscope.core.fitted import quantile_shifts
+from initscope.core.init_train import train
+from initscope.core.initializers import REGISTRY, default_gain, draw as draw_weights, initializer
 from initscope.core.network import Architecture, draw_layer, draw_shifts, layer_forward
 from initscope.study.config import Config, load_table
 
@@ -167,8 +168,6 @@ def materialize(config: Config, init: str) -> tuple[np.ndarray, np.ndarray, list
 
 def trained(config: Config, init: str, X: np.ndarray) -> tuple[list, pd.DataFrame]:
     """Parameters after `init_train` (forward-gradient or backprop) and its history."""
-    from initscope.core.init_train import train
-
     _, _, params = materialize(config, init)
     arch = Architecture(config.activation, config.norm, config.residual)
     rng = np.random.default_rng([config.seed, init_key(init), TRAIN_KEY])

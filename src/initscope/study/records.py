@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.study.config import Config, config_columns
+from initscope.study.display import run_html, run_repr
 from initscope.study.measure import Chunk
 
 __all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS"]
@@ -42,14 +44,10 @@ class RunResult:
     jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
 
     def __repr__(self) -> str:
-        from initscope.study.display import run_repr
-
         return run_repr(self)
 
     def _repr_html_(self) -> str:
         """In a notebook: the verdict in words and the last layer's numbers (`initscope.study.display`)."""
-        from initscope.study.display import run_html
-
         return run_html(self)
 
     def show(self, *, height: int = 900):
@@ -118,8 +116,6 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
 
 def _jacobian_table(results: dict[str, list[Chunk]], trials: np.ndarray) -> pd.DataFrame:
     """The chunks' Jacobian histograms as tidy rows (init, trial, layer, log10_sv bin centre, count > 0)."""
-    from initscope.core.propagation import JACOBIAN_LOG10_EDGES
-
     centres = np.round(0.5 * (JACOBIAN_LOG10_EDGES[1:] + JACOBIAN_LOG10_EDGES[:-1]), 6)
     cols: dict[str, list] = {k: [] for k in JACOBIAN_COLUMNS}
     for init, parts in results.items():

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from initscope.study.batches import ConfigBatch, batch_from_result, failed_batch  # re-exported: the store's API
-from initscope.study.config import Config
+from initscope.study.config import Config, make_config
 from initscope.study.sql import BUSY_TIMEOUT_S, enable_wal, insert_rows
 from initscope.study.sweep import config_record
 
@@ -406,8 +406,6 @@ class Store:
 
     def configs(self) -> list[Config]:
         """The stored configurations as Configs (trials = the number stored 'ok' or 'failed')."""
-        from initscope.study.config import make_config
-
         rows = self._con.execute(
             "SELECT config_json, COUNT(*) FROM trials GROUP BY config_id ORDER BY MIN(trial_id)").fetchall()
         out = []

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from initscope.core.initializers import default_gain
+from initscope.core.metrics import rank_rtol
 from initscope.study.flags import SCALE_BAND
 
 __all__ = ["Verdict", "RunVerdict", "run_verdict", "lost_direction_flags", "with_lost_directions", "LOST_DIRECTIONS",
@@ -99,8 +101,6 @@ def kept_directions(spectra: pd.DataFrame, metrics: pd.DataFrame, *, dtype: str,
     are lost to rounding, whatever the centred spectrum's own σ_1.
     Returns columns init, trial, layer, kept.
     """
-    from initscope.core.metrics import rank_rtol
-
     eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
     sv = spectra[["init", "trial", "layer", "singular_value"]]
     top = sv.groupby(["init", "trial", "layer"], sort=False)["singular_value"].transform("max")
@@ -295,8 +295,6 @@ def _title(init: str, gains: Mapping[str, float] | None, cfg: Mapping[str, Any])
     if gain is None:
         gain = cfg.get("gain")
     if gain is None or (isinstance(gain, float) and math.isnan(gain)):
-        from initscope.core.initializers import default_gain
-
         try:
             gain = default_gain(init, str(cfg.get("activation", "relu")))
         except ValueError:  # an initializer this registry does not know (a table from elsewhere)

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from initscope.study.display import inspect_html
 from initscope.study.runner import NumericalWarning
 from initscope.torch.initializers import INITIALIZABLE, weight_fans
 from initscope.torch.recording import Layer
@@ -56,8 +57,6 @@ class InspectResult:
 
     def _repr_html_(self) -> str:
         """In a notebook: the diagnosis in words, the flags and a per-layer table (`initscope.study.display`)."""
-        from initscope.study.display import inspect_html
-
         return inspect_html(self)
 
 
