@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from initscope.core.initializers import ACTIVATIONS, INITIALIZERS, LAYER_INITIALIZERS, default_gain, draw
+from initscope.torch.fitting import fit_layers
 
 __all__ = ["Fans", "weight_fans", "initialize", "INITIALIZABLE", "BIAS_MODES"]
 
@@ -158,8 +159,6 @@ def initialize(
 
 
 def _fit(model: nn.Module, init: str, inputs, *, gain: float, bias: str, seed: int) -> nn.Module:
-    from initscope.torch.fitting import fit_layers
-
     if LAYER_INITIALIZERS[init].needs_data and inputs is None:
         raise ValueError(f"The 'inputs' parameter must be a batch of the model's inputs for {init!r}, which fits each "
                          "layer to the data it receives. Got None instead.")
