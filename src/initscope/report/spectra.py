@@ -158,6 +158,16 @@ def spectrum_heatmap_figure(spectra, *, config=None):
     return as_figure(spectrum_heatmap_spec(spectra, config=config))
 
 
+def _shade_lost(layout: dict, shapes: list, lost: int, last: int, xref: str, yref: str) -> None:
+    """Grey out one panel from its first non-finite layer on, with a note saying so."""
+    shapes.append({"type": "rect", "x0": lost - 0.5, "x1": last + 0.5, "xref": xref, "y0": 0,
+                   "y1": 1, "yref": f"{yref} domain", "fillcolor": "#bbb", "opacity": 0.35,
+                   "line": {"width": 0}})
+    layout["annotations"].append({"text": f"non-finite from layer {lost}", "font": {"size": 10},
+                                  "showarrow": False, "x": lost - 0.5, "xanchor": "left", "xref": xref,
+                                  "y": 1, "yanchor": "top", "yref": f"{yref} domain"})
+
+
 def spectrum_heatmap_spec(spectra, *, config=None) -> dict:
     """`spectrum_heatmap_figure` as a plain plotly spec (dicts and numpy arrays)."""
     config = config_dict(config)
@@ -196,12 +206,7 @@ def spectrum_heatmap_spec(spectra, *, config=None) -> dict:
         })
         lost = _first_lost_layer(layers, sigma, all_layers)
         if lost is not None:
-            shapes.append({"type": "rect", "x0": lost - 0.5, "x1": all_layers[-1] + 0.5, "xref": xref, "y0": 0,
-                           "y1": 1, "yref": f"{yref} domain", "fillcolor": "#bbb", "opacity": 0.35,
-                           "line": {"width": 0}})
-            layout["annotations"].append({"text": f"non-finite from layer {lost}", "font": {"size": 10},
-                                          "showarrow": False, "x": lost - 0.5, "xanchor": "left", "xref": xref,
-                                          "y": 1, "yanchor": "top", "yref": f"{yref} domain"})
+            _shade_lost(layout, shapes, lost, all_layers[-1], xref, yref)
         layout["xaxis" + xref[1:]].update(title={"text": "layer"}, range=[all_layers[0] - 0.5, all_layers[-1] + 0.5])
         layout["yaxis" + yref[1:]]["title"] = {"text": "component k"}
     lo, hi = (float(every.min()), float(every.max())) if every.size else (0.0, 1.0)

@@ -170,10 +170,7 @@ def _weight_norms(tables: RunTables, folder: Path) -> list[Path]:
 
 
 def _spectra(tables: RunTables, folder: Path) -> list[Path]:
-    from matplotlib import colormaps
-    from matplotlib.colors import LogNorm, Normalize
-    from matplotlib.figure import Figure
-
+    """spectra.png, spectrum_heatmap.png and spectra.gif, on one y range (median spectra over trials)."""
     sp = tables.spectra
     inits = inits_of(sp, tables.config)
     if not inits:
@@ -183,7 +180,14 @@ def _spectra(tables: RunTables, folder: Path) -> list[Path]:
     every = np.concatenate([_positive(d[2]).ravel() for d in data.values()])
     every = every[np.isfinite(every)]
     ylim = (every.min() / 2, every.max() * 2) if every.size else (1e-3, 1)
-    out = []
+    return [_spectra_png(inits, data, ylim, folder), _spectrum_heatmap_png(inits, data, ylim, dtype, folder),
+            _spectra_gif(inits, data, ylim, dtype, folder)]
+
+
+def _spectra_png(inits: list[str], data: dict, ylim: tuple, folder: Path) -> Path:
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
 
     rows, cols = _grid(len(inits), 3)
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
@@ -202,8 +206,14 @@ def _spectra(tables: RunTables, folder: Path) -> list[Path]:
     for ax in axes[len(inits):]:
         ax.set_visible(False)
     fig.suptitle("Singular values at every layer (median over trials)")
-    out.append(_save_png(fig, folder / "spectra.png"))
+    return _save_png(fig, folder / "spectra.png")
 
+
+def _spectrum_heatmap_png(inits: list[str], data: dict, ylim: tuple, dtype, folder: Path) -> Path:
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    rows, cols = _grid(len(inits), 3)
     heat = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
     haxes = heat.subplots(rows, cols, squeeze=False).ravel()
     lognorm = LogNorm(*ylim)
@@ -220,7 +230,11 @@ def _spectra(tables: RunTables, folder: Path) -> list[Path]:
     for ax in haxes[len(inits):]:
         ax.set_visible(False)
     heat.suptitle("Spectrum heat map (dashed: noise floor)")
-    out.append(_save_png(heat, folder / "spectrum_heatmap.png"))
+    return _save_png(heat, folder / "spectrum_heatmap.png")
+
+
+def _spectra_gif(inits: list[str], data: dict, ylim: tuple, dtype, folder: Path) -> Path:
+    from matplotlib.figure import Figure
 
     all_layers = sorted({int(layer) for d in data.values() for layer in d[0]})
     anim = Figure(figsize=(6, 4), layout="constrained")
@@ -242,8 +256,7 @@ def _spectra(tables: RunTables, folder: Path) -> list[Path]:
         ax.set_title(f"layer {layer} (dotted: noise floor)")
         ax.legend(fontsize=8, loc="upper right")
 
-    out.append(_save_gif(anim, folder / "spectra.gif", all_layers, draw))
-    return out
+    return _save_gif(anim, folder / "spectra.gif", all_layers, draw)
 
 
 def _mappable(cmap, norm):

@@ -226,6 +226,14 @@ def simulate(config: Config, init: str, gain: float, inputs: Inputs, given=None,
         return _simulate_chunk(config, init, gain, inputs, given, on_layer)
 
 
+def _after_overflow_nan(per_layer: np.ndarray, overflow_layer: np.ndarray) -> np.ndarray:
+    """per_layer (T, L) for layers 1..L with NaN from each trial's overflow layer on (-1: none)."""
+    L = per_layer.shape[1]
+    hit = overflow_layer >= 0
+    per_layer[hit] = np.where(np.arange(1, L + 1)[None, :] >= overflow_layer[hit, None], np.nan, per_layer[hit])
+    return per_layer
+
+
 def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, given=None, on_layer=None) -> Chunk:
     want = set(config.metrics)
     arch = Architecture(config.activation, config.norm, config.residual)
@@ -280,12 +288,8 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
 
     tangent = None  # the forward pass's Jacobians: not needed by the backward pass
     for name in gradient:
-        values[name][:, 1:] = _grad_norms(config, init, gain, X, y, S, source, arch)
-        values[name][overflow_layer >= 0, 1:] = np.where(
-            np.arange(1, L + 1)[None, :] >= overflow_layer[overflow_layer >= 0, None],
-            np.nan,
-            values[name][overflow_layer >= 0, 1:],
-        )
+        values[name][:, 1:] = _after_overflow_nan(_grad_norms(config, init, gain, X, y, S, source, arch),
+                                                  overflow_layer)
     info = [(trials[t], layer, key, value) for t, layer, key, value in source.info]
     return Chunk(values, spectra, proj, weight_norms, overflow_layer, collapsed, info, hists)
 

@@ -45,6 +45,19 @@ def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
     return config
 
 
+def _chunking(config: Config, n_trials: int, workers, memory_limit) -> tuple[int, int]:
+    """(threads, chunks of trials) for a run: one chunk per thread, or smaller ones when memory says so."""
+    n_workers = worker_count(workers, n_trials)
+    plan = plan_run(config, n_workers, memory_budget(memory_limit), trials=n_trials)
+    if not plan.chunked:
+        return n_workers, n_workers
+    # Chunks change no number: every trial's reductions are its own. stacklevel 3: run's caller.
+    warnings.warn(f"memory: the run's estimated peak exceeds the budget of {format_bytes(plan.budget)}; running "
+                  f"{plan.trials_per_chunk} trial(s) per chunk, {plan.concurrent} at a time "
+                  f"(estimated {format_bytes(plan.estimate.total)})", MemoryPlanWarning, stacklevel=3)
+    return plan.concurrent, -(-n_trials // plan.trials_per_chunk)
+
+
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
         on_layer=None, progress=None,
         **kwargs: Any) -> RunResult:
@@ -74,14 +87,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     if config.init_train != "none" and ids.max() >= config.trials:
         raise ValueError(f"The 'trial_ids' parameter must be below trials={config.trials} with init_train. "
                          f"Got {ids.max()} instead.")
-    n_workers = worker_count(workers, len(ids))
-    plan = plan_run(config, n_workers, memory_budget(memory_limit), trials=len(ids))
-    n_chunks = n_workers
-    if plan.chunked:  # chunks change no number: every trial's reductions are its own
-        n_workers, n_chunks = plan.concurrent, -(-len(ids) // plan.trials_per_chunk)
-        warnings.warn(f"memory: the run's estimated peak exceeds the budget of {format_bytes(plan.budget)}; running "
-                      f"{plan.trials_per_chunk} trial(s) per chunk, {plan.concurrent} at a time "
-                      f"(estimated {format_bytes(plan.estimate.total)})", MemoryPlanWarning, stacklevel=2)
+    n_workers, n_chunks = _chunking(config, len(ids), workers, memory_limit)
     table = load_table(config) if config.data_is_fixed else None
     positions = [p for p in np.array_split(np.arange(len(ids)), n_chunks) if len(p)]
     chunks = [ids[p] for p in positions]
@@ -90,8 +96,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     y = np.concatenate([part.y for part in inputs])
 
     gains: dict[str, float] = {}
-    histories = []
-    jobs = []
+    histories, jobs = [], []
     with np.errstate(all="ignore"):
         for init in config.init:
             gain = gains[init] = init_gain(config, init)

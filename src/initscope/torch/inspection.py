@@ -157,6 +157,8 @@ def _check_int(name: str, value, low: int) -> int:
     return int(value)
 
 
+# long: the public entry point: a 25-line docstring, every argument checked in order, then one hooked
+# pass inside a try/finally that puts the model back as it was (modes, requires_grad, buffers, hooks, RNG)
 def inspect(
     model: nn.Module,
     inputs,

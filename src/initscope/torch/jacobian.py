@@ -83,6 +83,8 @@ class _Tangents:
                 raise _Stop
 
 
+# long: per-layer buffers sized first, then one forward-mode pass per input direction inside one
+# try/finally that removes the hooks, each way out leaving a note on why a rank is missing
 def jacobian_ranks(model: nn.Module, x: torch.Tensor, layers: list[Layer], modules: list[nn.Module], *,
                    samples: int, budget: int, seed: int, notes: list[str],
                    attention_weights: bool = False) -> dict[int, float]:
