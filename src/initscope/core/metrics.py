@@ -33,6 +33,7 @@ from initscope.core.information import (
 )
 from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
 from initscope.core.propagation import jacobian_log_spread, jacobian_sq_mean, pre_q
+from initscope.core.tokens import token_cosine, token_effective_rank
 
 __all__ = [
     "Metric",
@@ -196,8 +197,7 @@ def layer_values(names: Iterable[str], view: Mapping[str, object], *, col: np.nd
         if "gradient" in entry.needs:
             continue
         if any(need not in view for need in entry.needs):  # e.g. token metrics of a state without sequences
-            out[name] = np.full(T, np.nan)
-            continue
+            out[name] = np.full(T, np.nan); continue  # noqa: E702
         if entry.relu_only:
             if relu is None:
                 relu = not is_input and activation_entry(view["activation"]).relu_like
@@ -438,35 +438,6 @@ def _certified_full_rank(J: np.ndarray, *, tol_dim: int | None = None) -> np.nda
         ok[t, i] = info == 0
     return ok
 
-def _per_sequence(X: np.ndarray, fn) -> np.ndarray:
-    """Mean over each trial's sequences of fn's per-sequence values (NaNs left out). X: (T, m, P, E) -> (T,)."""
-    T, m = X.shape[:2]
-    per = fn(X.reshape(T * m, *X.shape[2:])).reshape(T, m)
-    ok = np.isfinite(per)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok.any(axis=1), np.where(ok, per, 0.0).sum(axis=1) / ok.sum(axis=1), np.nan)
-
-
-def token_cosine(X: np.ndarray) -> np.ndarray:
-    """Mean over sequences of the mean cosine between a sequence's distinct positions, uncentred.
-
-    X: (T, m, P, E), m sequences of P positions × E features -> (T,). 1 when
-    every position of every sequence holds one direction: the rank collapse
-    of pure attention (Dong et al. 2021, "Attention is not all you need").
-    Sequences with fewer than two nonzero positions are left out.
-    """
-    return _per_sequence(X, mean_cosine)
-
-
-def token_effective_rank(X: np.ndarray) -> np.ndarray:
-    """Mean over sequences of the effective rank of a sequence's uncentred P × E token matrix. (T, m, P, E) -> (T,).
-
-    Uncentred, so that collapse reads 1 (every token the same vector), not
-    the rank of a vanishing residual; 0 for an all-zero sequence.
-    """
-    return _per_sequence(X, lambda Y: effective_rank(gram_spectrum(gram(Y))))
-
-
 def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activation: str,
                   rtol: float, is_input: bool, col: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The metrics that read only a state and its spectrum, each (T,), for those named in `want`.
@@ -516,12 +487,10 @@ for _entry in (
            "gain of input perturbations, χ₁^l in theory", short="jac_sq", summary=False),
     Metric("jacobian_log_spread", jacobian_log_spread, ("jacobian_spectrum",), "std of ln σ of ∂s/∂x over samples "
            "and non-zero singular values: 0 for an isometry", short="jac_spread", summary=False, default=False),
-    # Per sequence, averaged over sequences: torch models' token states only (not measured by `run`).
     Metric("token_cosine", token_cosine, ("tokens",), "mean cosine between a sequence's positions (1: collapse)",
-           linear_scale=True, short="tok_cos", summary=False, default=False),
-    Metric("token_effective_rank", token_effective_rank, ("tokens",),
-           "effective rank of a sequence's uncentred tokens (1: collapse)", short="tok_rank", summary=False,
-           default=False),
+           linear_scale=True, short="tok_cos", summary=False, default=False),  # token states (torch) only
+    Metric("token_effective_rank", token_effective_rank, ("tokens",), "effective rank of a sequence's uncentred "
+           "tokens (1: collapse)", short="tok_rank", summary=False, default=False),
 ):
     _add(_entry)
 del _entry
