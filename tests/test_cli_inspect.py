@@ -48,6 +48,21 @@ FACTORY = textwrap.dedent(
 
     def not_a_model():
         return 42
+
+    class Seq(nn.Module):
+        # token ids -> embedding -> Linear, tanh -> LayerNorm
+
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(30, 8)
+            self.mix = nn.Linear(8, 8)
+            self.norm = nn.LayerNorm(8)
+
+        def forward(self, t):
+            return self.norm(torch.tanh(self.mix(self.emb(t))))
+
+    def seq():
+        return Seq()
     """
 )
 
@@ -182,11 +197,38 @@ def test_wrong_input_shape_exits_2_with_torchs_message(project, capsys):
         (["--input-shape", "8,6", "--gain", "2"], "give --init NAME with it"),
         (["--input-shape", "8,6", "--mode", "test"], "'mode' parameter"),
         (["--input-shape", "8,6", "--layers", "nope"], "'layers' parameter"),
+        (["--input-shape", "8,6", "--layout", "rows"], "'layout' parameter must give layouts from"),
+        (["--input-shape", "8,6", "--layout", "=tokens"], "'layout' parameter must be a layout or NAME=LAYOUT"),
+        (["--input-shape", "8,6", "--reference", "nope"], "'reference' parameter must be 'input' or the name"),
+        (["--input-shape", "8,6", "--max-rows", "3"], "'max-rows' parameter must be an integer >= 16"),
     ],
 )
 def test_bad_options_exit_2(project, capsys, args, message):
     code, _, err = cli(capsys, f"{project}/models.py:make", *args, "--no-report", "--out", str(project / "never"))
     assert code == 2 and message in err
+
+
+def test_token_ids_layout_and_reference_options(project, capsys):
+    np.save(project / "ids.npy", np.random.default_rng(0).integers(0, 30, (12, 7)))
+    out = project / "seq"
+    code, stdout, err = cli(capsys, f"{project}/models.py:seq", "--input", str(project / "ids.npy"), "--out", str(out),
+                            "--no-report", "--metrics", "rms,effective_rank,token_cosine")
+    assert code == 0, err
+    layers = pd.read_csv(out / "layers.csv")
+    assert list(layers["layout"]) == ["units", "tokens", "tokens", "tokens"]
+    assert list(layers["reference"]) == [False, True, False, False]
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert {"layout", "sample_size", "std_error"} <= set(metrics.columns)
+    assert metrics.query("metric == 'token_cosine' and module == 'norm'")["sample_size"].item() == 12
+    assert "tok_cos" in stdout and "tokens" in stdout
+    code, _, err = cli(capsys, f"{project}/models.py:seq", "--input", str(project / "ids.npy"), "--out", str(out),
+                       "--no-report", "--quiet", "--metrics", "rms", "--layout", "mix=units,norm=units",
+                       "--reference", "norm")
+    assert code == 0, err
+    layers = pd.read_csv(out / "layers.csv")
+    assert list(layers["layout"]) == ["units", "tokens", "units", "units"] and list(layers["units"])[2:] == [56, 56]
+    assert list(layers["reference"]) == [False, False, False, True]
+    assert "--layout mix=units,norm=units" in tomllib.loads((out / "config.toml").read_text())["command"]
 
 
 def test_nan_inputs_are_bad_input(project, capsys):
@@ -215,3 +257,15 @@ def test_as_a_subprocess(project):
     )
     assert proc.returncode == 2, proc.stderr
     assert 'ValueError: "batch too small for this model"' in proc.stderr and not out.exists()
+
+
+def test_layer_wise_init_fits_the_given_inputs(project, capsys):
+    out = project / "lsuv"
+    code, _, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "x.npy"), "--init", "lsuv",
+                       "--out", str(out), "--no-report", "--quiet", "--metrics", "rms")
+    assert code == 0, err
+    rms = pd.read_csv(out / "metrics.csv").set_index("module")["value"]
+    assert rms["0"] == pytest.approx(1.0, abs=0.02)  # the first Linear's output: unit variance on these inputs
+    code, _, err = cli(capsys, f"{project}/models.py:cnn", "--input-shape", "4,2,6,6", "--init", "well-spaced",
+                       "--out", str(out), "--no-report", "--quiet")
+    assert code == 0, err

@@ -184,3 +184,106 @@ def test_bad_arguments_name_the_parameter():
         initialize(object(), "normal")
     with pytest.raises(ValueError, match="not materialized"):
         initialize(nn.LazyLinear(3), "normal")
+
+
+# ---------------------------------------------------------------- layer-wise, data-driven initializers
+
+
+def _torch_models():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch_models
+
+    return torch_models
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def _outputs(model, x, types):
+    got = []
+    handles = [m.register_forward_hook(lambda m, a, o: got.append(o.detach())) for m in model.modules()
+               if isinstance(m, types)]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return got
+
+
+def test_lsuv_gives_every_layer_unit_variance_on_the_batch_in_execution_order():
+    from initscope.core.fitted import LSUV_TOL
+
+    x = torch.randn(256, 8, generator=torch.Generator().manual_seed(1))
+    model = initialize(_mlp(), "lsuv", inputs=x)
+    for z in _outputs(model, x, nn.Linear):
+        assert abs(float(z.var(unbiased=False)) - 1.0) < 2 * LSUV_TOL
+    tm = _torch_models()
+    torch.manual_seed(0)
+    resnet = tm.tiny_resnet()
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    stats = {k: v.clone() for k, v in resnet.state_dict().items() if "running" in k}
+    initialize(resnet, "lsuv", inputs=images)
+    assert all(torch.equal(v, resnet.state_dict()[k]) for k, v in stats.items())  # BatchNorm statistics untouched
+    for z in _outputs(resnet, images, (nn.Conv2d, nn.Linear)):
+        assert abs(float(z.var(unbiased=False)) - 1.0) < 2 * LSUV_TOL
+
+
+def test_conv_patches_are_read_in_the_weights_order():
+    """fit_rows(conv, x) @ W reproduces the convolution, so column j of the fitted W is channel j's filter."""
+    from initscope.torch.fitting import fit_rows
+    from initscope.torch.initializers import _to_layout
+
+    gen = torch.Generator().manual_seed(3)
+    for conv, x in ((nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), bias=False),
+                     torch.randn(2, 3, 9, 8, generator=gen)),
+                    (nn.Conv1d(4, 6, 3, stride=2, padding=1, bias=False), torch.randn(2, 4, 11, generator=gen))):
+        fans = weight_fans(conv)
+        W = np.random.default_rng(0).standard_normal((fans.fan_in, fans.units))
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(_to_layout(W, tuple(conv.weight.shape), fans)))
+            direct = conv(x)
+        rows = fit_rows(conv, x).double().numpy() @ W  # (n·positions, out)
+        expected = direct.movedim(1, -1).reshape(-1, fans.units).double().numpy()
+        np.testing.assert_allclose(rows, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_well_spaced_shifts_put_every_first_layer_unit_between_its_quantiles():
+    x = torch.randn(400, 8, generator=torch.Generator().manual_seed(4))
+    model = initialize(_mlp(), "well-spaced", inputs=x)
+    active = (_outputs(model, x, nn.Linear)[0] > 0).double().mean(dim=0)
+    assert float(active.min()) >= 0.05 - 1 / 400 and float(active.max()) <= 0.95 + 1 / 400
+
+
+def test_looks_linear_makes_a_relu_net_linear_at_init():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU())
+    x = torch.randn(30, 6, generator=torch.Generator().manual_seed(5))
+    initialize(model, "looks-linear", inputs=x, bias="zeros")
+    with torch.no_grad():
+        out = model(x)
+        also = model(-x)
+    # relu(u) − relu(−u) = u at every layer: the pairs' difference is linear in x.
+    diff = out[:, :8] - out[:, 8:]
+    np.testing.assert_allclose((diff + (also[:, :8] - also[:, 8:])).numpy(), 0.0, atol=1e-5)
+
+
+def test_layer_wise_errors_name_the_layers():
+    tm = _torch_models()
+    with pytest.raises(ValueError, match="'inputs' parameter must be a batch.*'lsuv'"):
+        initialize(_mlp(), "lsuv")
+    images = torch.randn(2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"'well-spaced' is layer-wise.*conv1 \(Conv2d: no bias"):
+        initialize(tm.tiny_resnet(), "well-spaced", inputs=images)
+    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.ConvTranspose2d(4, 2, 3))
+    with pytest.raises(ValueError, match=r"0 \(Conv2d: a grouped convolution.*1 \(ConvTranspose2d: a transposed"):
+        initialize(grouped, "lsuv", inputs=torch.randn(2, 4, 8, 8))
+    ids = torch.randint(0, tm.VOCAB, (3, 5))
+    with pytest.raises(ValueError, match=r"attn.0.out_proj \(NonDynamicallyQuantizableLinear: never called"):
+        initialize(tm.attention_only(depth=1, dim=8, heads=2), "lsuv", inputs=ids)
+    with pytest.raises(ValueError, match=r"'looks-linear' is layer-wise.*4 \(Linear: 3 outputs"):
+        initialize(nn.Sequential(*list(_mlp())[:4], nn.Linear(32, 3)), "looks-linear", inputs=torch.randn(3, 8))

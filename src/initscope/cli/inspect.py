@@ -39,7 +39,8 @@ __all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES"
 DEFAULT_OUT = Path("initscope-inspect")
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
                 "config.toml")
-_TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "jacobian_rank", "grad_norm")
+_TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "token_cosine", "jacobian_rank",
+                  "grad_norm")
 
 torch_app = typer.Typer(
     add_completion=False,
@@ -104,6 +105,20 @@ def _int(name: str, text: str | None, low: int, default: int, high: int = 2**31 
     return value
 
 
+def _layout(text: str | None):
+    """--layout: one layout for all ("tokens") or NAME=LAYOUT pairs ("GPT2Block=tokens,input=units")."""
+    if text is None or "=" not in text:
+        return text
+    rules = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, value = part.rpartition("=")
+        if not sep or not name:
+            raise BadInput(f"The 'layout' parameter must be a layout or NAME=LAYOUT pairs separated by commas "
+                           f"(e.g. GPT2Block=tokens,input=units). Got {text!r} instead.")
+        rules[name.strip()] = value.strip()
+    return rules
+
+
 def _gain(text: str | None) -> float | None:
     if text is None:
         return None
@@ -138,6 +153,18 @@ def inspect_command(
     dtype: Optional[str] = typer.Option(None, help="float32 or float64: convert the model (default: as built)."),
     jacobian_samples: Optional[str] = typer.Option(None, "--jacobian-samples", metavar="INT",
                                                    help="Samples for jacobian_rank (default: 64)."),
+    layout: Optional[str] = typer.Option(None, metavar="LAYOUT|NAME=LAYOUT,...",
+                                         help="How multi-axis states read: units, channels-first or tokens, for all "
+                                              "(e.g. tokens) or per module name or type (e.g. GPT2Block=tokens,"
+                                              "input=units). Default: inferred from each module."),
+    reference: Optional[str] = typer.Option(None, metavar="MODULE",
+                                            help="The module whose output the scale and rank flags compare with, or "
+                                                 "'input' (default: the input, or for token ids the embedding's "
+                                                 "output and for images the first layer)."),
+    max_rows: Optional[str] = typer.Option(None, "--max-rows", metavar="INT",
+                                           help="Spectra of states with more rows use a seeded subset of this many "
+                                                "(default: 8192); the sample size and standard error go to "
+                                                "metrics.csv."),
     memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
                                                help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
     out: Out = str(DEFAULT_OUT),
@@ -161,6 +188,8 @@ def inspect_command(
     _check_memory(shape, input_file, memory_limit)
     seed_value = _int("seed", seed, 0, 0, high=2**63 - 1)  # config.MAX_SEED, without importing the study
     jac = _int("jacobian-samples", jacobian_samples, 1, 64)
+    rows = _int("max-rows", max_rows, 16, 8192)
+    layout_value = _layout(layout)
     gain_value = _gain(gain)
     try:
         import torch  # noqa: F401
@@ -171,7 +200,7 @@ def inspect_command(
         result = _inspect_model(factory, input_file=input_file, shape=shape, targets_file=targets_file,
                                 weights=weights, init=init, gain=gain_value, activation=activation,
                                 seed=seed_value, mode=mode, layers=layers, metrics=metrics, dtype=dtype,
-                                jacobian_samples=jac)
+                                jacobian_samples=jac, layout=layout_value, reference=reference, max_rows=rows)
         source = input_file if input_file is not None else f"standard normal {input_shape}"
         result.config.update(factory=factory, inputs=str(source))
         if weights is not None:
@@ -179,7 +208,8 @@ def inspect_command(
         given = {"--input": input_file, "--input-shape": input_shape, "--targets": targets_file, "--weights": weights,
                  "--init": init, "--gain": gain, "--activation": activation if init else None, "--seed": seed,
                  "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
-                 "--jacobian-samples": jacobian_samples}
+                 "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
+                 "--max-rows": max_rows}
         result.config["command"] = " ".join(["initscope inspect", _quote(factory)] + [
             f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None])
         _write(result, folder, report=report, png=png)
@@ -192,7 +222,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, init, gain, activation, seed, mode,
-                   layers, metrics, dtype, jacobian_samples):
+                   layers, metrics, dtype, jacobian_samples, layout=None, reference=None, max_rows=8192):
     """Build the user's model, load or draw its weights and inputs, and inspect it; their errors are BadInput."""
     import torch
 
@@ -214,16 +244,17 @@ def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, in
             model = model.to(getattr(torch, dtype))
         if weights is not None:
             load_state_dict(model, weights)
-        if init is not None:
-            initialize(model, init, gain=gain, activation=activation, seed=seed)
         model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         x = random_inputs(shape, seed=seed, dtype=model_dtype) if shape is not None else load_tensor(input_file, "input")
+        if init is not None:  # the layer-wise ones (lsuv, well-spaced, looks-linear) fit to these inputs
+            initialize(model, init, gain=gain, activation=activation, seed=seed, inputs=x)
         y = load_tensor(targets_file, "targets") if targets_file is not None else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = inspect(model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
                              layers=_names(layers), metrics=_names(metrics), mode=mode,
-                             jacobian_samples=jacobian_samples, seed=seed)
+                             jacobian_samples=jacobian_samples, seed=seed, layout=layout, reference=reference,
+                             max_rows=max_rows)
     except ModelError as exc:
         where = f" (inputs of shape {tuple(x.shape)})" if x is not None and "forward pass" in str(exc) else ""
         raise BadInput(f"{exc}{where}") from None
@@ -269,13 +300,13 @@ def _print(result, out: Path) -> None:
     label = result.config["init"][0]
     table = Table(title=f"{result.config['model']} ({label}), {result.config['samples']} samples, "
                         f"mode {result.config['mode']}", title_justify="left")
-    for column in ("layer", "module", "type", "shape", "units"):
+    for column in ("layer", "module", "type", "layout", "shape", "units"):
         table.add_column(column, justify="right" if column in ("layer", "units") else "left")
     for m in present:
         table.add_column(METRICS[m].label, justify="right")
     table.add_column("flags")
     for row in result.layers.itertuples(index=False):
-        cells = [str(row.layer), row.module, row.module_type, row.shape, str(row.units)]
+        cells = [str(row.layer), row.module, row.module_type, row.layout, row.shape, str(row.units)]
         cells += [_number(float(wide.at[row.layer, m])) for m in present]
         cells.append(flags.get(row.layer, "") if len(flags) else "")
         table.add_row(*cells)

@@ -33,6 +33,7 @@ from initscope.core.information import (
 )
 from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
 from initscope.core.propagation import jacobian_log_spread, jacobian_sq_mean, pre_q
+from initscope.core.tokens import token_cosine, token_effective_rank
 
 __all__ = [
     "Metric",
@@ -87,6 +88,7 @@ NEEDS: dict[str, str] = {
     "rtol": "numerical_rank's relative threshold for the run's dtype (float)",
     "activation": "the activation's name (str)",
     "gradient": "‖∂loss/∂W_l‖ from the backward pass (grad_norm only: not available to registered metrics)",
+    "tokens": "X (T, m, P, E): m sequences of P positions × E features (token states of torch models only)",
 }
 _USER_NEEDS = tuple(k for k in NEEDS if k != "gradient")
 
@@ -194,6 +196,8 @@ def layer_values(names: Iterable[str], view: Mapping[str, object], *, col: np.nd
         entry = METRICS[name]
         if "gradient" in entry.needs:
             continue
+        if any(need not in view for need in entry.needs):  # e.g. token metrics of a state without sequences
+            out[name] = np.full(T, np.nan); continue  # noqa: E702
         if entry.relu_only:
             if relu is None:
                 relu = not is_input and activation_entry(view["activation"]).relu_like
@@ -434,7 +438,6 @@ def _certified_full_rank(J: np.ndarray, *, tol_dim: int | None = None) -> np.nda
         ok[t, i] = info == 0
     return ok
 
-
 def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activation: str,
                   rtol: float, is_input: bool, col: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The metrics that read only a state and its spectrum, each (T,), for those named in `want`.
@@ -484,6 +487,10 @@ for _entry in (
            "gain of input perturbations, χ₁^l in theory", short="jac_sq", summary=False),
     Metric("jacobian_log_spread", jacobian_log_spread, ("jacobian_spectrum",), "std of ln σ of ∂s/∂x over samples "
            "and non-zero singular values: 0 for an isometry", short="jac_spread", summary=False, default=False),
+    Metric("token_cosine", token_cosine, ("tokens",), "mean cosine between a sequence's positions (1: collapse)",
+           linear_scale=True, short="tok_cos", summary=False, default=False),  # token states (torch) only
+    Metric("token_effective_rank", token_effective_rank, ("tokens",), "effective rank of a sequence's uncentred "
+           "tokens (1: collapse)", short="tok_rank", summary=False, default=False),
 ):
     _add(_entry)
 del _entry

@@ -60,20 +60,23 @@ Rule = Callable[[int, float], str]
 # ---- the rules, one layer at a time ---------------------------------------------
 
 
-def scale_issue(rms: float, base: float) -> str:
-    """"rms 20× the input's" when rms / base leaves `SCALE_BAND`; "" otherwise or without a positive base."""
+def scale_issue(rms: float, base: float, of: str = "input") -> str:
+    """"rms 20× the input's" when rms / base leaves `SCALE_BAND`; "" otherwise or without a positive base.
+
+    of: what base is the rms of ("input", or "reference" for a model's reference state).
+    """
     if not math.isfinite(rms) or not base > 0:
         return ""
     ratio = rms / base
     lo, hi = SCALE_BAND
-    return f"rms {ratio:.3g}× the input's" if not lo <= ratio <= hi else ""
+    return f"rms {ratio:.3g}× the {of}'s" if not lo <= ratio <= hi else ""
 
 
 def _rank_low(rank: float, ceiling: float) -> bool:
     return math.isfinite(rank) and math.isfinite(ceiling) and rank < RANK_SHARE * ceiling
 
 
-def rank_issue(rank: float, base: float, units: int | None = None) -> str:
+def rank_issue(rank: float, base: float, units: int | None = None, of: str = "input") -> str:
     """Effective rank below half of what the layer could keep: the input's `base`, or its unit count if fewer.
 
     Words for a diagnosis line: "effective rank 3.1 of 256 units (input 28.4)".
@@ -81,8 +84,8 @@ def rank_issue(rank: float, base: float, units: int | None = None) -> str:
     ceiling = min(base, units) if units else base
     if not _rank_low(rank, ceiling):
         return ""
-    of = f" of {units} units" if units else ""
-    return f"effective rank {rank:.3g}{of} (input {base:.3g})"
+    at_most = f" of {units} units" if units else ""
+    return f"effective rank {rank:.3g}{at_most} ({of} {base:.3g})"
 
 
 def rank_cell(rank: float, base: float) -> str:
@@ -112,7 +115,7 @@ def gradient_issue(grad: float, top: float) -> str:
 
 
 def layer_issues(values: Mapping[str, float], *, rms0: float, rank0: float, units: int | None = None,
-                 grad_top: float = math.nan) -> list[str]:
+                 grad_top: float = math.nan, of: str = "input") -> list[str]:
     """Every problem of one hidden layer, in a diagnosis line's words.
 
     values: the layer's metrics by name (missing ones are not judged); rms0,
@@ -125,9 +128,9 @@ def layer_issues(values: Mapping[str, float], *, rms0: float, rank0: float, unit
     if "rms" in values and not math.isfinite(rms):
         issues.append("not finite")
     else:
-        issues.append(scale_issue(rms, rms0))
+        issues.append(scale_issue(rms, rms0, of))
     issues.append(dead_issue(values.get("dead_fraction", math.nan)))
-    issues.append(rank_issue(values.get("effective_rank", math.nan), rank0, units))
+    issues.append(rank_issue(values.get("effective_rank", math.nan), rank0, units, of))
     issues.append(gradient_issue(values.get("grad_norm", math.nan), grad_top))
     return [issue for issue in issues if issue]
 
@@ -135,13 +138,14 @@ def layer_issues(values: Mapping[str, float], *, rms0: float, rank0: float, unit
 # ---- first hidden layer with a problem ------------------------------------------
 
 
-def first_issue(values: pd.Series, rule: Rule) -> tuple[int, str] | None:
-    """(layer, words) for the first hidden layer (>= 1, finite value) where rule(layer, value) fires, else None.
+def first_issue(values: pd.Series, rule: Rule, *, start: int = 1, skip=()) -> tuple[int, str] | None:
+    """(layer, words) for the first layer >= start (finite value, not in skip) where rule(layer, value) fires.
 
-    values: one metric per layer, indexed by layer in depth order.
+    values: one metric per layer, indexed by layer in depth order. None if
+    the rule never fires.
     """
     for layer, value in values.items():
-        if layer < 1 or not math.isfinite(value):
+        if layer < start or layer in skip or not math.isfinite(value):
             continue
         words = rule(int(layer), float(value))
         if words:
@@ -287,23 +291,28 @@ def _where(wide: pd.DataFrame, layer: int) -> str:
     return place(layer, wide.at[layer, "module"], wide.at[layer, "module_type"])
 
 
-def _model_cell(wide: pd.DataFrame, metric: str, rule: Rule) -> str:
+def _model_cell(wide: pd.DataFrame, metric: str, rule: Rule, ref: int = 0, skip=()) -> str:
     if metric not in wide:
         return NOT_MEASURED
-    found = first_issue(wide[metric], rule)
+    found = first_issue(wide[metric], rule, start=max(ref + 1, 1), skip=skip)
     return NEVER if found is None else f"{_where(wide, found[0])}: {found[1]}"
 
 
-def _model_scale(wide: pd.DataFrame) -> str:
-    base = wide["rms"].get(0, math.nan) if "rms" in wide else math.nan
+def _of(ref: int) -> str:
+    return "input" if ref == 0 else "reference"
+
+
+def _model_scale(wide: pd.DataFrame, ref: int = 0, skip=()) -> str:
+    base = wide["rms"].get(ref, math.nan) if "rms" in wide else math.nan
     if "rms" in wide and not (math.isfinite(base) and base > 0):
-        return "no input rms to compare with"
-    return _model_cell(wide, "rms", lambda _, v: scale_issue(v, base))
+        return f"no {_of(ref)} rms to compare with"
+    return _model_cell(wide, "rms", lambda _, v: scale_issue(v, base, _of(ref)), ref, skip)
 
 
-def _model_rank(wide: pd.DataFrame, units: Mapping[int, int]) -> str:
-    base = wide["effective_rank"].get(0, math.nan) if "effective_rank" in wide else math.nan
-    return _model_cell(wide, "effective_rank", lambda layer, v: rank_issue(v, base, units.get(layer)))
+def _model_rank(wide: pd.DataFrame, units: Mapping[int, int], ref: int = 0, skip=()) -> str:
+    base = wide["effective_rank"].get(ref, math.nan) if "effective_rank" in wide else math.nan
+    return _model_cell(wide, "effective_rank", lambda layer, v: rank_issue(v, base, units.get(layer), _of(ref)),
+                       ref, skip)
 
 
 def _model_gradients(wide: pd.DataFrame) -> str:
@@ -337,47 +346,65 @@ def _model_flagged(flags: pd.DataFrame | None, wide: pd.DataFrame, init: str, fl
     return _where(wide, layer) if layer in wide.index else f"layer {layer}"
 
 
+def _constant(flags: pd.DataFrame | None, init: str) -> set[int]:
+    """Layers flagged "constant input": constant by construction, so not compared with the reference."""
+    if flags is None or not len(flags):
+        return set()
+    rows = flags[(flags["init"].astype(str) == init) & (flags["flag"].astype(str) == "constant input")]
+    return set(rows["layer"].astype(int))
+
+
 def model_flags_table(metrics: pd.DataFrame, flags: pd.DataFrame | None,
-                      units: Mapping[str, Mapping[int, int]] | None = None) -> pd.DataFrame:
+                      units: Mapping[str, Mapping[int, int]] | None = None,
+                      reference: Mapping[str, int] | None = None) -> pd.DataFrame:
     """One row per `init` label of an inspected model: the first layer (and module) of each problem.
 
     metrics: tidy metrics with module and module_type columns; flags: (init,
     trial, layer, flag) or None; units: per init label, each layer's unit
-    count (the rank rule's ceiling). Cells read "layer l (module, Type):
-    detail", "never" or "not measured". Columns: `MODEL_FLAG_COLUMNS`.
+    count (the rank rule's ceiling); reference: per init label, the layer the
+    scale and rank rules compare with (default 0, the input); layers up to it
+    and layers flagged "constant input" are not judged by those rules.
+    Cells read "layer l (module, Type): detail", "never" or "not measured".
+    Columns: `MODEL_FLAG_COLUMNS`.
     """
-    units = units or {}
+    units, reference = units or {}, reference or {}
     rows = []
     for init in dict.fromkeys(metrics["init"].astype(str)):
         wide = _wide(metrics, init)
-        rows.append((init, _model_scale(wide), _model_rank(wide, units.get(init, {})),
+        ref, skip = reference.get(init, 0), _constant(flags, init)
+        rows.append((init, _model_scale(wide, ref, skip), _model_rank(wide, units.get(init, {}), ref, skip),
                      _model_cell(wide, "dead_fraction", lambda _, v: dead_cell(v)), _model_gradients(wide),
                      _model_flagged(flags, wide, init, "overflow"), _model_flagged(flags, wide, init, "collapsed")))
     return pd.DataFrame(rows, columns=list(MODEL_FLAG_COLUMNS))
 
 
 def diagnosis_lines(metrics: pd.DataFrame, units: Mapping[str, Mapping[int, int]] | None = None, *,
-                    limit: int = 12) -> list[str]:
+                    limit: int = 12, reference: Mapping[str, int] | None = None,
+                    flags: pd.DataFrame | None = None) -> list[str]:
     """Plain-language lines, one per layer with a problem, e.g.
     "model: layer 7 (body.6, ReLU): 61% dead units, effective rank 3.1 of 256 units (input 28.4)".
 
-    metrics and units as for `model_flags_table`. At most `limit` lines per
-    init label, then a count of the rest.
+    metrics, units, reference and flags as for `model_flags_table`. At most
+    `limit` lines per init label, then a count of the rest.
     """
-    units = units or {}
+    units, reference = units or {}, reference or {}
     lines: list[str] = []
     for init in dict.fromkeys(metrics["init"].astype(str)):
         wide = _wide(metrics, init)
+        ref, skip = reference.get(init, 0), _constant(flags, init)
         refs = dict(
-            rms0=wide["rms"].get(0, math.nan) if "rms" in wide else math.nan,
-            rank0=wide["effective_rank"].get(0, math.nan) if "effective_rank" in wide else math.nan,
+            rms0=wide["rms"].get(ref, math.nan) if "rms" in wide else math.nan,
+            rank0=wide["effective_rank"].get(ref, math.nan) if "effective_rank" in wide else math.nan,
             grad_top=wide["grad_norm"][wide.index >= 1].max() if "grad_norm" in wide else math.nan,
+            of=_of(ref),
         )
         found = []
         for layer, row in wide.iterrows():
             if layer < 1:
                 continue
             values = {k: v for k, v in row.items() if k not in ("module", "module_type")}
+            if layer <= ref or layer in skip:  # judged by the dead-unit and gradient rules only
+                values = {k: v for k, v in values.items() if k not in ("rms", "effective_rank")}
             issues = layer_issues(values, units=units.get(init, {}).get(layer), **refs)
             if issues:
                 found.append(f"{init}: {_where(wide, layer)}: {', '.join(issues)}")

@@ -4,7 +4,10 @@ The rules, thresholds and words are `initscope.study.flags`, the same as the
 run report's flags table: rms outside [0.1, 10]× the input's, effective rank
 below half the input's (or of the layer's units, if fewer), over half the
 units dead; and, for gradients, a weighted layer whose grad_norm is below
-1e-3 of the largest layer's (vanishing gradients).
+1e-3 of the largest layer's (vanishing gradients). A model's scale and
+rank are compared with its reference state (the `reference` column of the
+layers table: the input, or the embedding's output for token ids, the first
+layer for images), and states flagged "constant input" are not compared.
 """
 
 from __future__ import annotations
@@ -26,8 +29,20 @@ def _units(result) -> dict[str, dict[int, int]]:
     units = {}
     for init in labels:
         part = layers[layers["init"].astype(str) == init] if "init" in layers else layers
-        units[init] = dict(zip(part["layer"].astype(int), part["units"].astype(int), strict=True))
+        most = part["units"].astype(int)
+        if "state_samples" in part:  # a centred state of r rows has rank r - 1 at most
+            most = most.clip(upper=(part["state_samples"].astype(int) - 1).clip(lower=1))
+        units[init] = dict(zip(part["layer"].astype(int), most, strict=True))
     return units
+
+
+def _references(result) -> dict[str, int]:
+    """Per init label, the layer of the reference state (the `reference` column of the layers table)."""
+    layers = getattr(result, "layers", None)
+    if layers is None or "reference" not in layers or not len(layers):
+        return {}
+    hit = layers[layers["reference"].astype(bool)]
+    return dict(zip(hit["init"].astype(str), hit["layer"].astype(int), strict=True))
 
 
 def flag_table(result) -> pd.DataFrame:
@@ -36,7 +51,7 @@ def flag_table(result) -> pd.DataFrame:
     Cells read "layer l (module, Type): detail", "never" or "not measured".
     Columns: `FLAG_COLUMNS`.
     """
-    return model_flags_table(result.metrics, result.flags, _units(result))
+    return model_flags_table(result.metrics, result.flags, _units(result), _references(result))
 
 
 def diagnose(result, *, limit: int = 12) -> list[str]:
@@ -45,4 +60,5 @@ def diagnose(result, *, limit: int = 12) -> list[str]:
 
     At most `limit` lines per init label, then a count of the rest.
     """
-    return diagnosis_lines(result.metrics, _units(result), limit=limit)
+    return diagnosis_lines(result.metrics, _units(result), limit=limit, reference=_references(result),
+                           flags=result.flags)

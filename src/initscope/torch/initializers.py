@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from initscope.core.initializers import ACTIVATIONS, INITIALIZERS, default_gain, draw
+from initscope.core.initializers import ACTIVATIONS, INITIALIZERS, LAYER_INITIALIZERS, default_gain, draw
+from initscope.torch.fitting import fit_layers
 
 __all__ = ["Fans", "weight_fans", "initialize", "INITIALIZABLE", "BIAS_MODES"]
 
@@ -106,8 +107,15 @@ def initialize(
     activation: str = "relu",
     bias: str = "keep",
     seed: int = 0,
+    inputs=None,
 ) -> nn.Module:
     """Draw every Linear/Conv/ConvTranspose weight of `model` from the registry initializer `init`.
+
+    The layer-wise initializers of `initscope.core.fitted` (lsuv, well-spaced:
+    data-driven, and looks-linear) are fitted layer by layer in execution
+    order on `inputs` (a batch the model takes; required for the data-driven
+    ones), see `initscope.torch.fitting`; layers they cannot fit raise a
+    ValueError naming each of them.
 
     gain: the rule's factor; default `initscope.init.default_gain(init, activation)`
     (kaiming: the activation's recommended gain, √2 for ReLU; all others 1, as
@@ -119,14 +127,17 @@ def initialize(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter of initialize must be a torch.nn.Module. Got {type(model).__name__} instead.")
-    if init not in INITIALIZERS:
-        raise ValueError(f"The 'init' parameter must be one of {list(INITIALIZERS)}. Got {init!r} instead.")
+    if init not in INITIALIZERS and init not in LAYER_INITIALIZERS:
+        raise ValueError(f"The 'init' parameter must be one of {list(INITIALIZERS) + list(LAYER_INITIALIZERS)}. "
+                         f"Got {init!r} instead.")
     if activation not in ACTIVATIONS:
         raise ValueError(f"The 'activation' parameter must be one of {list(ACTIVATIONS)}. Got {activation!r} instead.")
     if bias not in BIAS_MODES:
         raise ValueError(f"The 'bias' parameter must be one of {list(BIAS_MODES)}. Got {bias!r} instead.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"The 'seed' parameter must be an integer >= 0. Got {seed!r} instead.")
+    if init in LAYER_INITIALIZERS:
+        return _fit(model, init, inputs, gain=1.0 if gain is None else gain, bias=bias, seed=int(seed))
     gain = default_gain(init, activation) if gain is None else gain
     rng = np.random.default_rng(int(seed))
     seen: set[int] = set()
@@ -144,4 +155,34 @@ def initialize(
             weight.copy_(torch.from_numpy(_to_layout(W, tuple(weight.shape), fans)).to(weight.dtype))
             if bias == "zeros" and getattr(module, "bias", None) is not None:
                 module.bias.zero_()
+    return model
+
+
+def _fit(model: nn.Module, init: str, inputs, *, gain: float, bias: str, seed: int) -> nn.Module:
+    if LAYER_INITIALIZERS[init].needs_data and inputs is None:
+        raise ValueError(f"The 'inputs' parameter must be a batch of the model's inputs for {init!r}, which fits each "
+                         "layer to the data it receives. Got None instead.")
+    if inputs is not None:
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim == 0 or inputs.shape[0] == 0:
+            raise TypeError(f"The 'inputs' parameter must be a tensor or array with samples first. "
+                            f"Got {type(inputs).__name__} instead.")
+        reference = next(model.parameters(), None)
+        if reference is not None:
+            inputs = inputs.to(reference.device)
+            if inputs.is_floating_point():
+                inputs = inputs.to(reference.dtype)
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]  # BatchNorm statistics: as they were
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        if bias == "zeros":
+            for module in model.modules():
+                if isinstance(module, INITIALIZABLE) and getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+        try:
+            fit_layers(model, init, inputs, gain=gain, seed=seed, to_layout=_to_layout, fans_of=weight_fans)
+        finally:
+            for buffer, value in buffers:
+                buffer.copy_(value)
     return model

@@ -14,6 +14,7 @@ forward pass raises, and torch's global RNG is not advanced.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -24,12 +25,17 @@ from torch import nn
 from initscope.core import metrics as M
 from initscope.torch.jacobian import JACOBIAN_BUDGET, JACOBIAN_SAMPLES, jacobian_ranks
 from initscope.torch.loading import ModelError, _quote
-from initscope.torch.recording import CHANNELS, HookError, Recorder, channels_hint, to_numpy
+from initscope.torch.layouts import LayoutRules, LayoutWarning, model_kind
+from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES, TOKEN_METRICS, to_numpy
+from initscope.torch.recording import HookError, Recorder, display_name, input_hint
 from initscope.torch.tables import InspectResult, build_result
 
 __all__ = ["inspect", "MODES"]
 
 MODES = ("train", "eval")
+# Modules whose forward does not call their children as modules (fused kernels, F.multi_head_attention_forward):
+# recorded themselves by default, so that their output is never lost to a fast path.
+OPAQUE = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 
 def _as_tensor(value, label: str) -> torch.Tensor:
@@ -51,9 +57,10 @@ _NOT_RECORDED = frozenset({"pre_q", "pre_cosine", "jacobian_sq_mean", "jacobian_
 
 
 def _metric_names(metrics) -> tuple[str, ...]:
+    """The registry's default metrics and the token metrics, or the names given, in registry order."""
     if metrics is None:
         # Pre-activations and Jacobian spectra are not recorded from torch modules (yet): by default, left out.
-        return tuple(m for m in M.default_metrics() if m not in _NOT_RECORDED)
+        return tuple(dict.fromkeys((*(m for m in M.default_metrics() if m not in _NOT_RECORDED), *TOKEN_METRICS)))
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names or any(m not in M.METRICS for m in names):
         raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(M.METRICS)}. "
@@ -62,14 +69,17 @@ def _metric_names(metrics) -> tuple[str, ...]:
 
 
 def _select(model: nn.Module, layers) -> list[tuple[str, nn.Module]]:
-    """The modules to hook: leaf modules by default; else those matching an entry of `layers`.
+    """The modules to hook: by default leaf modules and `OPAQUE` ones (not their children); else those matching `layers`.
 
     A string matches a module's qualified name or its class name; a class
     matches its instances. Every entry must match something.
     """
     named = list(model.named_modules())
     if layers is None:
-        return [(name, m) for name, m in named if next(m.children(), None) is None]
+        inside = {id(c) for m in model.modules() if isinstance(m, nn.MultiheadAttention) for c in m.modules()
+                  if c is not m}
+        return [(name, m) for name, m in named if id(m) not in inside
+                and (isinstance(m, OPAQUE) or next(m.children(), None) is None)]
     wanted = [layers] if isinstance(layers, (str, type)) else list(layers)
     if not wanted:
         raise ValueError("The 'layers' parameter must name at least one module or module type. Got an empty list instead.")
@@ -159,7 +169,11 @@ def inspect(
     metrics: Sequence[str] | None = None,
     label: str = "model",
     mode: str | None = None,
-    channels: str = "auto",
+    layout=None,
+    reference: str | None = None,
+    max_rows: int = MAX_ROWS,
+    max_sequences: int = MAX_SEQUENCES,
+    attention_weights: bool = False,
     jacobian_samples: int = JACOBIAN_SAMPLES,
     jacobian_budget: int = JACOBIAN_BUDGET,
     seed: int = 0,
@@ -167,22 +181,33 @@ def inspect(
     """Per-layer metrics and spectra of `model` on `inputs`, as tidy tables (`InspectResult`).
 
     inputs: (n, *shape), a tensor or numpy array; floating inputs are cast to
-    the model's floating dtype and moved to its device. Layer 0 is the input;
-    layers 1, 2, ... are the recorded module calls in execution order.
-    layers: None records every leaf module whose output is a floating tensor
-    with the n samples first; else names (qualified or class names) and
-    nn.Module classes. loss: f(output, targets) -> scalar; default mean
-    squared error to `targets`, or the squared norm of the output without.
-    grad_norm of a layer is ‖∂loss/∂W‖_F over its module's weights
-    (parameters named `weight` or `*_weight`), NaN for modules without; a
-    module called twice shows its total gradient on both of its layers.
+    the model's floating dtype and moved to its device; integer inputs
+    (token ids) are passed as they are. Layer 0 is the input; layers 1, 2, ...
+    are the recorded tensors of module calls in execution order, each tensor
+    of a structured output (tuple, dict, dataclass, ModelOutput) its own
+    layer, named like `attn.3[0]` (`initscope.torch.outputs`).
+    layers: None records every leaf module, and MultiheadAttention and
+    Transformer layers themselves (their fast paths skip their children);
+    else names (qualified or class names) and nn.Module classes.
+    loss: f(output, targets) -> scalar; default mean squared error to
+    `targets`, or the squared norm of the output without. grad_norm of a
+    layer is ‖∂loss/∂W‖_F over its module's weights (parameters named
+    `weight` or `*_weight`), NaN for modules without; a module called twice
+    shows its total gradient on both of its layers.
     mode: "train", "eval", or None to run the model in the mode it is in.
-    channels: how feature maps are read ("auto", "first", "last"; see
-    `initscope.torch.recording`). label: the `init` column's value.
-    jacobian_samples, jacobian_budget: at most that many samples, and Jacobian
-    entries per layer (see `initscope.torch.jacobian`).
-    seed: seeds torch's RNG inside the call (dropout) and the distance_corr
-    subset beyond 2,000 samples.
+    layout: how multi-axis states read: None infers it, a name in
+    `layouts.LAYOUTS` applies to all, a mapping {module name, type, layer
+    name or "input": layout} to some (`initscope.torch.layouts`).
+    reference: the module whose first state the scale and rank flags compare
+    with, or "input" (default: the input when it is floating point and not an
+    image, else the first recorded state that varies with the data).
+    max_rows, max_sequences: spectra of state matrices with more rows, and
+    token metrics of more sequences, use a seeded subset of this size, with
+    its standard error (`initscope.torch.measures`).
+    attention_weights: also record MultiheadAttention's attention weights.
+    label: the `init` column's value. jacobian_samples, jacobian_budget: at
+    most that many samples, and Jacobian entries per layer (`jacobian`).
+    seed: seeds torch's RNG inside the call (dropout) and every subset.
     Errors raised by the model's forward pass, the loss or the backward pass
     become `ModelError`, quoting the original, which is chained.
     """
@@ -192,12 +217,14 @@ def inspect(
     want = set(metric_names)
     if mode is not None and mode not in MODES:
         raise ValueError(f"The 'mode' parameter must be one of {list(MODES)} or None. Got {mode!r} instead.")
-    if channels not in CHANNELS:
-        raise ValueError(f"The 'channels' parameter must be one of {list(CHANNELS)}. Got {channels!r} instead.")
     if not isinstance(label, str) or not label:
         raise ValueError(f"The 'label' parameter must be a non-empty string. Got {label!r} instead.")
+    rules = LayoutRules(layout, model)
+    _check_reference(model, reference)
     jacobian_samples = _check_int("jacobian_samples", jacobian_samples, 1)
     jacobian_budget = _check_int("jacobian_budget", jacobian_budget, 1)
+    max_rows = _check_int("max_rows", max_rows, 16)
+    max_sequences = _check_int("max_sequences", max_sequences, 2)
     seed = _check_int("seed", seed, 0)
     if loss is not None and not callable(loss):
         raise TypeError(f"The 'loss' parameter must be callable as loss(output, targets). Got {type(loss).__name__} instead.")
@@ -211,10 +238,9 @@ def inspect(
     x, y, device = _placed(model, x, y)
 
     notes: list[str] = []
-    X_flat = to_numpy(x.reshape(n, -1))[None]
-    ref = M.distance_reference(X_flat, rng=np.random.default_rng(seed)) if M.needing("distances", want) else None
-    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=want, channels=channels,
-                   X_c=M.centred(X_flat), ref=ref, notes=notes)
+    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=want, rules=rules,
+                   hint=model_kind(model), reference=reference, notes=notes, seed=seed, max_rows=max_rows,
+                   max_sequences=max_sequences, attention_weights=attention_weights)
     weights = {id(m): _weights(m) for _, m in selected} if "grad_norm" in want else {}
     params = list({id(p): p for ps in weights.values() for p in ps}.values())
     grads: dict[int, float] = {}
@@ -230,10 +256,8 @@ def inspect(
                 model.train(mode == "train")
             for p in params:
                 p.requires_grad_(True)
-            # A sequence input (n, L, E) reads as the model's first Conv1d (channels first) or Linear (last).
-            rec.previous = channels_hint(m for _, m in selected)
-            rec.add(None, "input", x)
-            handles = [module.register_forward_hook(rec.hook) for _, module in selected]
+            rec.start(x, input_hint(m for _, m in selected) or model_kind(model))
+            handles = [module.register_forward_hook(rec.hook, with_kwargs=True) for _, module in selected]
             torch.manual_seed(seed)
             with torch.enable_grad() if params else torch.no_grad():
                 output = _call(model, x)
@@ -241,12 +265,14 @@ def inspect(
                 if value is not None:
                     grads = _gradient_norms(value, params)
                 del output, value
+            rec.last = None  # the last state, held for its identity, is not needed any more
             for h in handles:
                 h.remove()
             _restore(buffers)
             if "jacobian_rank" in want:
                 jac = jacobian_ranks(model, x, rec.layers, [m for _, m in selected], samples=jacobian_samples,
-                                     budget=jacobian_budget, seed=seed, notes=notes)
+                                     budget=jacobian_budget, seed=seed, notes=notes,
+                                     attention_weights=attention_weights)
         finally:
             for h in handles:
                 h.remove()
@@ -256,6 +282,9 @@ def inspect(
                 p.requires_grad_(flag)
             _restore(buffers)
 
+    _after_pass(rec, selected, reference, notes)
+    if metrics is None and not any(layer.layout.kind == "tokens" for layer in rec.layers):
+        metric_names = tuple(m for m in metric_names if m not in TOKEN_METRICS)  # no sequences: no NaN columns
     values = {}
     for layer in rec.layers:
         v = dict(layer.measured.values)
@@ -267,19 +296,62 @@ def inspect(
         for name in metric_names:  # a registered metric that reads Jacobians: not measured on torch models
             v.setdefault(name, math.nan)
         values[layer.index] = v
-    config = {"init": (label,), "model": type(model).__name__, "samples": n, "input_dim": X_flat.shape[2],
-              "dtype": str(X_flat.dtype), "mode": mode or ("train" if model.training else "eval"), "seed": seed,
-              "metrics": metric_names}
-    if any(layer.layout.channels_first is not None for layer in rec.layers):
-        notes.insert(0, "Feature maps are read as samples*positions x channels (positions folded into samples) for "
-                        "rms, std, spectra, ranks, dead and linear units and cosines; linear_r2, distance_corr, the "
-                        "projections and jacobian_rank use one flattened row per sample.")
+    first = rec.layers[0]
+    config = {"init": (label,), "model": type(model).__name__, "samples": n, "input_dim": first.layout.flat_units,
+              "dtype": str(to_numpy(x[:0]).dtype) if x.is_floating_point() else str(x.dtype).removeprefix("torch."),
+              "mode": mode or ("train" if model.training else "eval"), "seed": seed, "metrics": metric_names,
+              "reference": rec.layers[rec.reference].label, "max_rows": max_rows, "max_sequences": max_sequences}
     # The report colours samples by their target, or by the input's norm when there is none.
     if y is not None and y.is_floating_point():
         target = y.reshape(n, -1)[:, 0].detach().to("cpu", torch.float64).numpy()
     else:
-        target = np.linalg.norm(X_flat[0].astype(np.float64), axis=1)
-    return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes)
+        target = np.linalg.norm(to_numpy(x.reshape(n, -1)).astype(np.float64), axis=1)
+    return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes,
+                        reference=rec.reference)
+
+
+def _check_reference(model: nn.Module, reference) -> None:
+    if reference is None:
+        return
+    names = {name for name, _ in model.named_modules() if name}
+    if not isinstance(reference, str) or not (reference == "input" or reference.split("[", 1)[0] in names
+                                              or any(reference.startswith(f"{n}.") for n in names)):
+        examples = [name for name, _ in model.named_modules() if name][:8]
+        raise ValueError(f"The 'reference' parameter must be 'input' or the name of a module of the model. "
+                         f"Got {reference!r} instead (names include {examples}).")
+
+
+def _after_pass(rec: Recorder, selected, reference, notes: list[str]) -> None:
+    """Notes on how states were read, and the errors that only the pass can tell."""
+    if reference is not None and rec.reference is None:
+        raise ValueError(f"The 'reference' parameter must name a module whose output was recorded. Got "
+                         f"{reference!r}, which produced no state (pass it in layers= too, or name a recorded one).")
+    if rec.reference is None:  # every state constant: compare with the input
+        rec.reference = 0
+    kinds = {layer.layout.kind for layer in rec.layers}
+    if kinds & {"channels-first", "tokens"}:
+        notes.insert(0, "Feature maps and token sequences are read with positions folded into samples "
+                        "(rows = samples*positions, columns = channels or features) for rms, std, spectra, ranks, "
+                        "dead and linear units and cosines; linear_r2, distance_corr, the projections and "
+                        "jacobian_rank use one flattened row per sample; token_cosine and token_effective_rank "
+                        "read each sequence alone.")
+    if rec.guessed:
+        first = rec.guessed[0]
+        other = "channels-first" if first.layout.kind == "tokens" else "tokens"
+        key = first.label if first.module is not None else "input"
+        warnings.warn(f"initscope: {len(rec.guessed)} state(s) of ambiguous shape read by guess, e.g. {first.label} "
+                      f"({first.module_type}) of shape {first.layout.shape} per sample as {first.layout.kind}; "
+                      f"to say otherwise pass layout={{{key!r}: {other!r}}} "
+                      f"(CLI: --layout {key}={other}).", LayoutWarning, stacklevel=3)
+    for reason, labels in rec.skipped.items():
+        kind, why = reason.split(": ", 1)
+        shown = ", ".join(labels[:4]) + (f", ... ({len(labels)} in all)" if len(labels) > 4 else "")
+        notes.append(f"not recorded: {shown} ({kind}): {why}.")
+    silent = [name for name, m in selected if id(m) not in rec.called]
+    if silent:
+        notes.append(f"{len(silent)} selected module(s) produced no state (not called as modules: inside a fused fast "
+                     f"path, or not used): {', '.join(display_name(s) for s in silent[:6])}"
+                     f"{', ...' if len(silent) > 6 else ''}.")
 
 
 def _placed(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None):

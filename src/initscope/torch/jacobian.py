@@ -22,7 +22,9 @@ from torch import nn
 
 from initscope.core import metrics as M
 from initscope.torch.loading import _quote
-from initscope.torch.recording import Layer, display_name, to_numpy
+from initscope.torch.measures import to_numpy
+from initscope.torch.outputs import recordable
+from initscope.torch.recording import Layer
 
 __all__ = ["jacobian_ranks", "jacobian_samples", "JACOBIAN_SAMPLES", "JACOBIAN_BUDGET"]
 
@@ -46,8 +48,10 @@ def jacobian_samples(d: int, w: int, samples: int, budget: int) -> int:
 class _Tangents:
     """Hooks of one pass: copy the tangent of each needed layer's output into its Jacobian."""
 
-    def __init__(self, sequence: list[tuple[int, int]], J: dict[int, np.ndarray], m: int):
+    def __init__(self, sequence: list[tuple[int, int, str]], J: dict[int, np.ndarray], m: int,
+                 attention_weights: bool):
         self.sequence, self.J, self.m = sequence, J, m
+        self.attention_weights = attention_weights
         self.last = max(J)
         self.k = 0
         self.pos = 0
@@ -59,30 +63,31 @@ class _Tangents:
         self.calls.clear()
 
     def hook(self, module: nn.Module, args, output) -> None:
-        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+        states, _ = recordable(module, output, self.m, attention_weights=self.attention_weights)
+        if not states:
             return
-        if output.ndim == 0 or output.shape[0] != self.m:
-            return
-        self.pos += 1
         call = self.calls[id(module)]
         self.calls[id(module)] += 1
-        if self.pos >= len(self.sequence) or self.sequence[self.pos] != (id(module), call):
-            self.mismatch = True
-            raise _Stop
-        Ji = self.J.get(self.pos)
-        if Ji is not None:
-            tangent = fwAD.unpack_dual(output).tangent
-            if tangent is not None:  # None: the output does not depend on the input
-                m_l = Ji.shape[0]
-                Ji[:, self.k, :] = to_numpy(tangent[:m_l].reshape(m_l, -1))
-        if self.pos == self.last:
-            raise _Stop
+        for path, out in states:
+            self.pos += 1
+            if self.pos >= len(self.sequence) or self.sequence[self.pos] != (id(module), call, path):
+                self.mismatch = True
+                raise _Stop
+            Ji = self.J.get(self.pos)
+            if Ji is not None:
+                tangent = fwAD.unpack_dual(out).tangent
+                if tangent is not None:  # None: the output does not depend on the input
+                    m_l = Ji.shape[0]
+                    Ji[:, self.k, :] = to_numpy(tangent[:m_l].reshape(m_l, -1))
+            if self.pos == self.last:
+                raise _Stop
 
 
 # long: per-layer buffers sized first, then one forward-mode pass per input direction inside one
 # try/finally that removes the hooks, each way out leaving a note on why a rank is missing
 def jacobian_ranks(model: nn.Module, x: torch.Tensor, layers: list[Layer], modules: list[nn.Module], *,
-                   samples: int, budget: int, seed: int, notes: list[str]) -> dict[int, float]:
+                   samples: int, budget: int, seed: int, notes: list[str],
+                   attention_weights: bool = False) -> dict[int, float]:
     """jacobian_rank by layer index (layer 0, the input, is 1); sets each layer's jacobian_samples.
 
     x: the inputs (n, *shape); layers: the main pass's recording, whose
@@ -109,11 +114,11 @@ def jacobian_ranks(model: nn.Module, x: torch.Tensor, layers: list[Layer], modul
             over.append(layer)
     if over:
         notes.append(f"jacobian_rank not measured for {len(over)} layer(s) whose Jacobian (d={d} inputs × their "
-                     f"units) exceeds the budget of {budget:,} entries, e.g. {display_name(over[0].name)}.")
+                     f"units) exceeds the budget of {budget:,} entries, e.g. {over[0].label}.")
     if not J:
         return out
-    sequence = [(-1, 0)] + [(id(layer.module), layer.call) for layer in layers[1:]]
-    tangents = _Tangents(sequence, J, m)
+    sequence = [(-1, 0, "")] + [(id(layer.module), layer.call, layer.output) for layer in layers[1:]]
+    tangents = _Tangents(sequence, J, m, attention_weights)
     x_m = x[:m].detach()
     handles = [module.register_forward_hook(tangents.hook) for module in modules]
     try:

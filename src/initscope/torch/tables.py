@@ -15,11 +15,11 @@ from torch import nn
 from initscope.study.display import inspect_html
 from initscope.study.runner import NumericalWarning
 from initscope.torch.initializers import INITIALIZABLE, weight_fans
-from initscope.torch.recording import Layer, display_name
+from initscope.torch.recording import Layer
 
 __all__ = ["InspectResult", "combine", "build_result", "incoming_norms", "LAYER_COLUMNS"]
 
-LAYER_COLUMNS = ("module", "module_type", "call", "shape", "state")
+LAYER_COLUMNS = ("module", "module_type", "call", "shape", "layout", "state")
 CONTEXT_COLUMNS = ("samples", "input_dim", "dtype", "mode", "seed", "model")
 
 
@@ -27,16 +27,23 @@ CONTEXT_COLUMNS = ("samples", "input_dim", "dtype", "mode", "seed", "model")
 class InspectResult:
     """Tidy tables with the columns of `initscope.run.RunResult`, so the report and CSV writers take them.
 
-    metrics: init, trial, layer, metric, value, then module (qualified
-    name; "input" for layer 0), module_type, call (0 for a module's first
-    call, 1 for its second, ...), shape (per sample, e.g. "16x8x8"), state
-    (how the state matrix was formed: "samples x units" or
-    "samples*positions x channels") and the context columns samples,
-    input_dim, dtype, mode, seed, model. spectra, projections,
-    weight_norms, flags: as the core's. layers: one row per layer with the
-    init and layer columns, units (columns of the state matrix), state_samples (its
-    rows) and jacobian_samples. config: a mapping of the context (the
-    report's config section). notes: plain-language remarks.
+    metrics: init, trial, layer, metric, value, sample_size (the rows,
+    samples or sequences behind the value when a subset was used, else
+    empty), std_error (its standard error where estimated), then module (the
+    state's name: the module's qualified name and, for a tensor inside a
+    structured output, its path, e.g. "attn.3[0]"; "input" for layer 0),
+    module_type, call (0 for a module's first call, 1 for its second, ...),
+    shape (per sample, e.g. "16x8x8"), layout (units, channels-first or
+    tokens), state (how the state matrix was formed) and the context columns
+    samples, input_dim, dtype, mode, seed, model. spectra, projections,
+    weight_norms: as the core's. flags: the core's, plus "constant input"
+    where a state is constant because every input of its module is (instead
+    of "collapsed"). layers: one row per layer with the init and layer
+    columns, the layer columns above, layout_reason (what decided the
+    layout), units (columns of the state matrix), state_samples (its rows),
+    jacobian_samples and reference (True on the state the scale and rank
+    flags compare with). config: a mapping of the context (the report's
+    config section). notes: plain-language remarks.
     """
 
     metrics: pd.DataFrame
@@ -67,34 +74,43 @@ def incoming_norms(module: nn.Module) -> np.ndarray | None:
     return torch.linalg.vector_norm(w, dim=1).numpy()
 
 
-def _layer_info(layers: list[Layer]) -> pd.DataFrame:
+def _layer_info(layers: list[Layer], reference: int) -> pd.DataFrame:
     return pd.DataFrame({
         "layer": [layer.index for layer in layers],
-        "module": [display_name(layer.name) if layer.module is not None else "input" for layer in layers],
+        "module": [layer.label for layer in layers],
         "module_type": [layer.module_type for layer in layers],
         "call": [layer.call for layer in layers],
         "shape": ["x".join(str(s) for s in layer.layout.shape) for layer in layers],
+        "layout": [layer.layout.kind for layer in layers],
         "state": [layer.layout.state for layer in layers],
+        "layout_reason": [layer.layout.reason for layer in layers],
         "units": [layer.layout.units for layer in layers],
         "state_samples": [layer.state_samples for layer in layers],
         "jacobian_samples": [layer.jacobian_samples for layer in layers],
+        "reference": [layer.index == reference for layer in layers],
     })
 
 
 def build_result(layers: list[Layer], values: dict[int, dict[str, float]], metric_names: tuple[str, ...], *,
-                 label: str, config: dict[str, Any], target: np.ndarray, notes: list[str]) -> InspectResult:
-    """Assemble the tables. values: every metric of each layer, by layer index."""
-    info = _layer_info(layers)
+                 label: str, config: dict[str, Any], target: np.ndarray, notes: list[str],
+                 reference: int = 0) -> InspectResult:
+    """Assemble the tables. values: every metric of each layer, by layer index; reference: its layer index."""
+    info = _layer_info(layers, reference)
     frames = []
     for metric in metric_names:
         part = info[["layer", *LAYER_COLUMNS]].copy()
         part.insert(0, "metric", metric)
         part.insert(1, "value", np.array([values[layer.index].get(metric, math.nan) for layer in layers],
                                          dtype=np.float64))
+        part.insert(2, "sample_size", pd.array([layer.measured.sizes.get(metric) for layer in layers],
+                                                dtype="Int64"))
+        part.insert(3, "std_error", np.array([layer.measured.errors.get(metric, math.nan) for layer in layers],
+                                             dtype=np.float64))
         frames.append(part)
     long = pd.concat(frames, ignore_index=True)
     metrics = pd.DataFrame({"init": label, "trial": 0, "layer": long["layer"], "metric": long["metric"],
-                            "value": long["value"]})
+                            "value": long["value"], "sample_size": long["sample_size"],
+                            "std_error": long["std_error"]})
     for column in LAYER_COLUMNS:
         metrics[column] = long[column]
     for key in CONTEXT_COLUMNS:
@@ -134,9 +150,10 @@ def _flags(layers: list[Layer], label: str) -> pd.DataFrame:
     if bad:
         first = bad[0]
         rows.append((label, 0, first.index, "overflow"))
-        warnings.warn(f"{label!r}: the state of layer {first.index} ({display_name(first.name)}, {first.module_type}) "
+        warnings.warn(f"{label!r}: the state of layer {first.index} ({first.label}, {first.module_type}) "
                       f"is not finite; metrics are NaN there ({len(bad)} such layer(s))", NumericalWarning, stacklevel=4)
-    rows += [(label, 0, layer.index, "collapsed") for layer in layers if layer.measured.collapsed]
+    rows += [(label, 0, layer.index, "constant input" if layer.constant_input else "collapsed")
+             for layer in layers if layer.measured.collapsed]
     return pd.DataFrame(rows, columns=["init", "trial", "layer", "flag"])
 
 
