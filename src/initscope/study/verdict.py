@@ -102,19 +102,31 @@ def kept_directions(spectra: pd.DataFrame, metrics: pd.DataFrame, *, dtype: str,
     Returns columns init, trial, layer, kept.
     """
     eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
-    sv = spectra[["init", "trial", "layer", "singular_value"]]
-    top = sv.groupby(["init", "trial", "layer"], sort=False)["singular_value"].transform("max")
-    floor = top * rank_rtol(dtype)
-    rms = metrics[metrics["metric"] == "rms"].set_index(["init", "trial", "layer"])["value"]
+    # Plain integer keys and numpy reductions: a pandas groupby over (init, trial, layer) on a deep
+    # run's ~10⁶ spectrum rows held ~50 MiB of temporaries, which showed in the run's peak memory.
+    init_codes, init_names = pd.factorize(spectra["init"].astype(str), sort=False)
+    trial = spectra["trial"].to_numpy(dtype=np.int64)
+    layer = spectra["layer"].to_numpy(dtype=np.int64)
+    key = (init_codes.astype(np.int64) * (trial.max() + 1) + trial) * (layer.max() + 1) + layer
+    groups, group_of = np.unique(key, return_inverse=True)
+    values = spectra["singular_value"].to_numpy(dtype=np.float64)
+    top = np.full(len(groups), -np.inf)
+    np.maximum.at(top, group_of, values)
+    floor = top[group_of] * rank_rtol(dtype)
+    rms = metrics[metrics["metric"] == "rms"]
     if len(rms):
-        keys = pd.MultiIndex.from_frame(sv[["init", "trial", "layer"]])
-        scale = rms.reindex(keys).to_numpy(dtype=np.float64)
-        units = np.where(sv["layer"].to_numpy() == 0, input_dim, width)
-        absolute = math.sqrt(eps) * scale * np.sqrt(samples * units)
-        floor = np.fmax(floor.to_numpy(dtype=np.float64), absolute)
-    above = sv["singular_value"].to_numpy(dtype=np.float64) > np.asarray(floor, dtype=np.float64)
-    counted = sv[["init", "trial", "layer"]].assign(kept=above.astype(np.int64))
-    return counted.groupby(["init", "trial", "layer"], sort=False)["kept"].sum().reset_index()
+        r_codes = pd.Index(init_names).get_indexer(rms["init"].astype(str))
+        r_key = (r_codes.astype(np.int64) * (trial.max() + 1) + rms["trial"].to_numpy(dtype=np.int64)) \
+            * (layer.max() + 1) + rms["layer"].to_numpy(dtype=np.int64)
+        scale = pd.Series(rms["value"].to_numpy(dtype=np.float64), index=r_key)
+        scale = scale[~scale.index.duplicated()].reindex(groups).to_numpy()[group_of]
+        units = np.where(layer == 0, input_dim, width)
+        floor = np.fmax(floor, math.sqrt(eps) * scale * np.sqrt(samples * units))
+    kept = np.bincount(group_of, weights=values > floor, minlength=len(groups)).astype(np.int64)
+    first = np.zeros(len(groups), dtype=np.int64)
+    first[group_of[::-1]] = np.arange(len(group_of))[::-1]  # each group's first row, for its labels
+    return pd.DataFrame({"init": np.asarray(init_names, dtype=object)[init_codes[first]], "trial": trial[first],
+                         "layer": layer[first], "kept": kept})
 
 
 def lost_direction_flags(metrics: pd.DataFrame, spectra: pd.DataFrame, config: Any = None) -> pd.DataFrame:
