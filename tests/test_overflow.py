@@ -105,7 +105,9 @@ def test_extreme_scales_are_results(capsys, tmp_path, gain, shift_scale, dtype):
         expected = {"overflow", "collapsed"} if activation == "tanh" else {"overflow"}
         assert set(flags["flag"]) & expected, (gain, shift_scale, dtype, activation, norm)
     over = flags[flags["flag"] == "overflow"]
-    assert err.count("warning:") == over["init"].nunique(), err
+    # A backward pass that overflows while the states stay finite has its own flag and warning.
+    grad = flags[flags["flag"] == "gradient_overflow"]
+    assert err.count("warning:") == over["init"].nunique() + grad["init"].nunique(), err
 
 
 def test_huge_data_values_in_float32(capsys, tmp_path):
@@ -220,3 +222,37 @@ def test_inspect_model_with_huge_weights_flags_overflow(capsys, tmp_path):
     assert code == 0, err
     flags = pd.read_csv(out / "flags.csv")
     assert (flags["flag"] == "overflow").any()
+
+
+def test_gradients_that_overflow_while_states_stay_finite_are_flagged(tmp_path):
+    """Gain 1e10 at depth 10: states reach ~1e105 (finite, Gram matrix finite) but the backward pass
+    multiplies that by the same factor again and overflows. Before, grad_norm was silently NaN with no
+    flag; now the trial carries `gradient_overflow` at the deepest layer, one warning, and the verdict says so."""
+    import warnings
+
+    import initscope
+    from initscope.study.records import GRADIENT_OVERFLOW, NumericalWarning
+    from initscope.study.verdict import run_verdict
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = initscope.run(init="normal", gain=1e10, readout="init", depth=10, trials=2,
+                            metrics=["rms", "grad_norm"], workers=1)
+    rms = res.metrics.query("metric == 'rms'")["value"].to_numpy()
+    assert np.isfinite(rms).all()  # the states never overflow ...
+    assert not (res.flags["flag"] == "overflow").any()
+    grad = res.flags[res.flags["flag"] == GRADIENT_OVERFLOW]
+    assert sorted(grad["trial"]) == [0, 1] and set(grad["layer"]) == {10}  # ... the backward pass does, from the top
+    messages = [str(w.message) for w in caught if issubclass(w.category, NumericalWarning)]
+    assert len(messages) == 1 and "gradients overflow" in messages[0]
+    text = " ".join(run_verdict(res.metrics, res.spectra, res.flags, config=res.config).lines())
+    assert "gradients overflow" in text
+
+    # A healthy run with real gradients gets no such flag.
+    ok = initscope.run(init="kaiming-normal", readout="init", depth=4, trials=2, metrics=["rms", "grad_norm"], workers=1)
+    assert not (ok.flags["flag"] == GRADIENT_OVERFLOW).any()
+    # The CLI exits 0 and writes the row to flags.csv.
+    assert main(["run", "--init", "normal", "--gain", "1e10", "--readout", "init", "--depth", "10",
+                 "--metrics", "rms,grad_norm", "--out", str(tmp_path / "o"), *TINY]) == 0
+    flags = pd.read_csv(tmp_path / "o" / "flags.csv")
+    assert (flags["flag"] == GRADIENT_OVERFLOW).sum() == 2

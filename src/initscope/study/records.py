@@ -18,7 +18,9 @@ from initscope.study.config import Config, config_columns
 from initscope.study.display import run_html, run_repr
 from initscope.study.measure import Chunk
 
-__all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS"]
+__all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
+
+GRADIENT_OVERFLOW = "gradient_overflow"  # states finite, backward pass not: its own flag
 
 JACOBIAN_COLUMNS = ("init", "trial", "layer", "log10_sv", "count")
 
@@ -95,6 +97,8 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
         collapsed = np.concatenate([p.collapsed for p in parts])
         rows = [(init, int(trials[i]), int(overflow[i]), "overflow") for i in np.flatnonzero(overflow >= 0)]
         rows += [(init, int(trials[i]), int(layer), "collapsed") for i, layer in zip(*np.nonzero(collapsed))]
+        if "grad_norm" in names:
+            rows += _gradient_overflow_rows(init, trials, overflow, np.concatenate([p.values["grad_norm"] for p in parts]))
         flag_rows += sorted(rows, key=lambda r: (r[1], r[2]))
 
     fixed = config_columns(config)
@@ -207,14 +211,39 @@ def _frame(cols: dict[str, list], order: list[str], **constant) -> pd.DataFrame:
     return pd.DataFrame({k: _column(joined.pop(k)) for k in order})
 
 
+def _gradient_overflow_rows(init: str, trials: np.ndarray, overflow: np.ndarray, grad: np.ndarray) -> list:
+    """Flag rows (init, trial, layer, "gradient_overflow") for trials whose states stayed finite but whose
+    backward pass did not. grad: (T, L+1) grad_norm values (layer 0 is NaN by definition).
+
+    Backpropagation runs from the top, so the flagged layer is the deepest one whose gradient is not
+    finite: every layer below it inherits the overflow. Trials whose states overflowed already carry
+    the `overflow` flag, and their gradients are NaN from that layer on by construction.
+    """
+    hidden = grad[:, 1:]
+    rows = []
+    for i in np.flatnonzero((overflow < 0) & ~np.isfinite(hidden).all(axis=1)):
+        deepest = int(np.flatnonzero(~np.isfinite(hidden[i]))[-1]) + 1
+        rows.append((init, int(trials[i]), deepest, GRADIENT_OVERFLOW))
+    return rows
+
+
 def warn_overflow(config: Config, flags: pd.DataFrame) -> None:
-    """One warning per initializer that overflowed, naming the first layer."""
+    """One warning per initializer that overflowed (states, or gradients alone), naming the first layer."""
     over = flags[flags["flag"] == "overflow"]
     for init, rows in over.groupby("init", sort=False):
         first = int(rows["layer"].min())
         warnings.warn(
             f"init {init!r}: states overflow (non-finite states or Jacobians) from layer {first} in "
             f"{rows['trial'].nunique()} of {config.trials} trials; metrics are NaN from there on",
+            NumericalWarning,
+            stacklevel=3,
+        )
+    grad = flags[flags["flag"] == GRADIENT_OVERFLOW]
+    for init, rows in grad.groupby("init", sort=False):
+        warnings.warn(
+            f"init {init!r}: the gradients overflow (non-finite) in the backward pass from layer "
+            f"{int(rows['layer'].max())} down in {rows['trial'].nunique()} of {config.trials} trials, "
+            "while the states stay finite; grad_norm is NaN there",
             NumericalWarning,
             stacklevel=3,
         )

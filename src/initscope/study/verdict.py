@@ -219,6 +219,17 @@ def _flag_sentence(flags: pd.DataFrame | None, init: str, flag: str, trials: int
             f"{f', median layer {int(first.median())}' if len(first) > 1 and first.nunique() > 1 else ''}) {words}")
 
 
+def _gradient_overflow_sentence(flags: pd.DataFrame | None, init: str, trials: int) -> str:
+    """The backward pass overflows from the top down, so it is named by its deepest layer."""
+    if flags is None or not len(flags):
+        return ""
+    rows = flags[(flags["init"].astype(str) == init) & (flags["flag"].astype(str) == "gradient_overflow")]
+    if not len(rows):
+        return ""
+    return (f"The gradients overflow (non-finite) in the backward pass from layer {int(rows['layer'].max())} down "
+            f"({rows['trial'].nunique()} of {trials} trial{'s' if trials != 1 else ''}) while the states stay finite.")
+
+
 def _directions_sentence(flags, init: str, trials: int, base: float, lost_known: bool) -> str:
     lost = _flag_sentence(flags, init, LOST_DIRECTIONS, trials,
                           f"fewer spectrum components than the input's {base:.3g} stand above the noise floor "
@@ -335,6 +346,7 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
         trials = int(metrics.loc[metrics["init"].astype(str) == init, "trial"].nunique())
         sentences = _scale_sentence(med, depth)
         sentences.append(_flag_sentence(flags, init, "overflow", trials, "the states overflow (non-finite)."))
+        sentences.append(_gradient_overflow_sentence(flags, init, trials))
         sentences.append(_flag_sentence(flags, init, "collapsed", trials,
                                         "the states collapse to one point (all samples equal)."))
         base = med["numerical_rank"].get(0, math.nan) if "numerical_rank" in med else math.nan
