@@ -278,7 +278,10 @@ def test_run_cache_keeps_the_latest_within_its_bytes():
     cache.get(runs[1].config)  # now the most recent: a new run pushes out 2, not 1
     cache.put(runs[0].config, runs[0])
     assert cache.get(runs[1].config) is runs[1] and cache.get(runs[2].config) is None
-    assert len(RunCache(size - 1)._items) == 0
+    calls = []
+    make = lambda: calls.append(1) or len(calls)  # noqa: E731
+    assert cache.derived(runs[1], "verdict", make) == 1 and cache.derived(runs[1], "verdict", make) == 1
+    assert cache.derived(runs[2], "verdict", make) == 2 and cache.derived(runs[2], "verdict", make) == 3  # not held
     tiny = RunCache(size - 1)
     tiny.put(runs[0].config, runs[0])  # larger than the whole budget: not kept
     assert len(tiny) == 0 and tiny.bytes == 0

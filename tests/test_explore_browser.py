@@ -220,8 +220,9 @@ def test_the_layer_slider_asks_the_server_nothing(page):
         page.mouse.click(rail["x"] + 2 + fraction * (rail["width"] - 4), rail["y"] + rail["height"] / 2)
         expected = round(fraction * (frames - 1))
         page.wait_for_function(f"window.explore.layer === {expected}")
-        title = page.evaluate("document.getElementById('fig-layers').layout.annotations[0].text")
-        assert f"layer {expected}:" in title, title
+        # The frame's title (and points) follow once the animation step has run.
+        page.wait_for_function("n => document.getElementById('fig-layers').layout.annotations[0].text"
+                               ".includes(`layer ${n}:`)", arg=expected)
     assert page.api[asked:] == [], page.api[asked:]
 
 

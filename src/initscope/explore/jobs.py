@@ -265,8 +265,21 @@ class RunCache:
         with self._lock:
             old = self._items.pop(config, None)
             self._bytes -= old[1] if old else 0
-            self._items[config] = (result, size)
+            self._items[config] = (result, size, {})
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, (_, dropped) = self._items.popitem(last=False)
+                _, (_, dropped, _) = self._items.popitem(last=False)
                 self._bytes -= dropped
+
+    def derived(self, result, name: str, make: Callable[[], Any]) -> Any:
+        """make() -- a pure function of `result` (its verdict) -- computed once while the cache holds it."""
+        with self._lock:
+            item = self._items.get(result.config)
+            memo = item[2] if item is not None and item[0] is result else None
+            if memo is not None and name in memo:
+                return memo[name]
+        value = make()
+        if memo is not None:
+            with self._lock:
+                memo[name] = value
+        return value

@@ -140,7 +140,7 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
     cache: answers already computed, by config."""
     result, payload = tables_part(config, orient=orient, workers=workers, on_layer=on_layer, cache=cache)
     t0 = time.perf_counter()
-    payload["verdict"] = verdict(result)
+    payload["verdict"] = verdict(result, cache)
     payload["timing_ms"]["verdict"] = round((time.perf_counter() - t0) * 1e3, 2)
     payload.update(final=final, depth=config.depth, of=depth or config.depth)
     return encode(payload)
@@ -171,10 +171,10 @@ def stream_parts(config, *, orient: str, workers: int | None, final: bool, depth
     return result, encode(payload)
 
 
-def verdict_part(result, *, final: bool, depth: int) -> bytes:
+def verdict_part(result, *, final: bool, depth: int, cache: RunCache | None = None) -> bytes:
     """/api/stream's second message of a depth prefix: the verdict of the run whose tables were just sent."""
     t0 = time.perf_counter()
-    words = verdict(result)
+    words = verdict(result, cache)
     return encode({"part": "verdict", "verdict": words, "final": final, "depth": result.config.depth, "of": depth,
                    "timing_ms": {"verdict": round((time.perf_counter() - t0) * 1e3, 2)}})
 
@@ -187,9 +187,11 @@ def _run(config, **kw):
         raise RequestError(413, str(exc)) from None
 
 
-def verdict(result) -> dict[str, Any]:
+def verdict(result, cache: RunCache | None = None) -> dict[str, Any]:
     """What happened, per initializer, in words: the study's verdict (as `initscope run` prints it and
-    the report shows it first) and the flags table ("first layer where ...")."""
+    the report shows it first) and the flags table ("first layer where ..."). Once per cached run."""
+    if cache is not None:
+        return cache.derived(result, "verdict", lambda: verdict(result))
     words = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains,
                         lost_derived=True)  # run() added them to result.flags
     m = result.metrics
@@ -294,7 +296,8 @@ class _Api:
                         on_layer=ticket.on_layer, cache=cache if final else None))
                     yield body + b"\n"
                     ticket.check()
-                    yield await jobs.call(lambda: verdict_part(result, final=final, depth=config.depth)) + b"\n"
+                    yield await jobs.call(lambda: verdict_part(result, final=final, depth=config.depth,
+                                                               cache=cache)) + b"\n"
         except (RequestError, Cancelled) as exc:
             error = exc if isinstance(exc, RequestError) else ticket.error()
             yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"

@@ -189,6 +189,7 @@ async function show(message, started, marks) {
   }
   if (message.part === "tables") {
     const t0 = performance.now();
+    message.started = started;
     effectiveValues(message.config);
     await render(message);
     marks.drawn = performance.now();
@@ -199,10 +200,11 @@ async function show(message, started, marks) {
   const now = performance.now(), shown = state.shown;
   marks.verdict = now;
   state.updates += 1;
-  state.last = {depth: message.depth, of: message.of, final: message.final, latency: now - started,
+  state.last = {depth: message.depth, of: message.of, final: message.final, latency: now - started, started,
                 timing: {...shown.timing_ms, ...message.timing_ms}, draw: state.drawing,
                 marks: Object.fromEntries(Object.entries(marks).map(([k, v]) => [k, Math.round(v - started)]))};
   const last = state.last;
+  if (!state.stale.size) last.settled = last.latency;
   // After the next frame: the browser has painted what was drawn (WebGL scenes included).
   requestAnimationFrame(() => setTimeout(() => {
     last.painted = performance.now() - started;
@@ -317,7 +319,10 @@ async function draw(name) {
     }
   }
   state.draws[name] = performance.now() - t0;
-  if (message === state.shown && !state.stale.size) document.body.dataset.settled = String(state.updates);
+  // Every figure shows the latest answer: how long after the change (once its verdict is in).
+  if (message === state.shown && !state.stale.size && state.last && state.last.started === message.started) {
+    state.last.settled = performance.now() - state.last.started;
+  }
 }
 
 function scheduleRest() {
