@@ -240,6 +240,21 @@ def test_figures_out_of_view_are_drawn_after_those_in_view(page):
           f"{ {k: round(v) for k, v in seeds[2].items()} }")
 
 
+def test_metric_panels_draw_the_theory_lines(page, server):
+    # Zero shifts and no norm: every closed form applies, and each of the five panels gets its dashed lines.
+    page.goto(server.url + "?shift=zeros&depth=5&trials=3&init=kaiming-normal,orthogonal")
+    page.wait_for_function(UPDATED, arg=0)
+    dashed = page.evaluate("""() => document.getElementById('fig-depth').data
+        .filter(t => t.line && t.line.dash === 'dash' && t.name.endsWith(': theory')).map(t => t.name)""")
+    assert len(dashed) == 10 and set(dashed) == {"kaiming-normal: theory", "orthogonal: theory"}, dashed
+    assert page.inner_text("#theory-notes") == ""
+    # The seed's linspace shifts: no mean-field lines, and the note says why.
+    change(page, '[name="shift"]', ["linspace"])
+    assert "linspace shifts are not i.i.d." in page.inner_text("#theory-notes")
+    assert page.evaluate("""() => document.getElementById('fig-depth').data
+        .filter(t => t.name && t.name.endsWith(': theory')).length""") == 0
+
+
 def test_offline_and_no_errors(page):
     assert not page.blocked, page.blocked
     assert not page.errors, page.errors

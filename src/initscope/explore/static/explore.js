@@ -197,6 +197,7 @@ async function show(message, started, marks) {
     return;
   }
   renderVerdict(message);
+  theoryLines(message.theory);
   const now = performance.now(), shown = state.shown;
   marks.verdict = now;
   state.updates += 1;
@@ -218,6 +219,18 @@ async function show(message, started, marks) {
             `${Math.round(state.drawing)} ms)${part}`);
   document.body.dataset.updates = String(state.updates);
   scheduleRest();
+}
+
+// The theory lines come with the verdict: the metric panels get them at their next drawing (at once when
+// they are on screen and were drawn without them), and the notes say why an initializer has none.
+function theoryLines(theory) {
+  const shown = state.shown;
+  if (!shown || !theory) return;
+  shown.theory = theory;
+  document.getElementById("theory-notes").textContent = theory.notes.length ? theory.notes.join("; ") + "." : "";
+  if (!Object.keys(theory.curves).length || state.stale.has("depth")) return;
+  state.stale.add("depth");
+  if (onScreen(document.getElementById("fig-depth"))) draw("depth");
 }
 
 // A field the study set itself (input_dim and samples follow a data set's columns and rows) shows the
@@ -283,7 +296,7 @@ const FIGURES = {
   layers: (message, memo) => layerFigure(message, state.layer),
   spectra: (message, memo) => spectraFigure(message, memo.medians()),
   heatmap: (message, memo) => heatmapFigure(message, memo.medians()),
-  depth: (message, memo) => depthFigure(message),
+  depth: (message, memo) => depthFigure(message, message.theory || null),
 };
 const REST_MS = 200;
 
