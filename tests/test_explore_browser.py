@@ -198,8 +198,22 @@ def test_a_large_config_streams_its_first_layers(page, server):
     assert partial["of"] == 200 and partial["depth"] < 200, partial
     assert "so far" in status or partial["final"] is False
     assert final["depth"] == 200 and layer_view(page)["frames"] == 201
-    print(f"\nstreamed: first {partial['depth']} of 200 layers shown after {partial['latency']:.0f} ms, "
-          f"all after {final['latency']:.0f} ms")
+    shown = page.evaluate("window.explore.shownLog")  # [layers shown, of, ms] per update of this request
+    depths = [d for d, _, _ in shown]
+    assert depths == sorted(set(depths)) and depths[0] < 200 and depths[-1] == 200, shown
+    plan = [int(d) for d in page.evaluate("window.explore.plan").split(",")]
+    assert set(depths) <= set(plan), (depths, plan)
+    print(f"\nstreamed (plan {plan}): " + ", ".join(f"layers 0-{d} at {ms} ms" for d, _, ms in shown))
+
+
+def test_a_backlog_of_prefixes_skips_to_the_deepest(page):
+    # Lines that arrived together while the page was drawing: only the deepest prefix's tables and what follows.
+    lines = ['{"config":1,"part":"tables"}', '{"part":"verdict","depth":1}', '{"config":2,"part":"tables"}',
+             '{"part":"verdict","depth":2}']
+    newest = "lines => newest(lines)"
+    assert page.evaluate(newest, lines) == lines[2:]
+    assert page.evaluate(newest, lines[:2]) == lines[:2] and page.evaluate(newest, lines[1:2]) == lines[1:2]
+    assert page.evaluate(newest, lines[1:3]) == lines[2:3]
 
 
 def test_a_data_set_shows_the_sizes_it_sets(page, server):

@@ -144,17 +144,19 @@ async function exchange(fields, controller, started, marks) {
   }
   markInvalid(null);
   marks.headers = performance.now();
+  state.plan = response.headers.get("X-Initscope-Plan");  // the depth prefixes the answer will come in
   const reader = response.body.getReader(), decoder = new TextDecoder();
-  let buffer = "";
+  let pieces = [];  // of the line being received: a deep run's tables are megabytes in many chunks
   try {
     for (;;) {
       const {value, done} = await reader.read();
       if (done) break;
-      buffer += decoder.decode(value, {stream: true});
-      let cut;
-      while ((cut = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 1);
+      const text = decoder.decode(value, {stream: true});
+      pieces.push(text);
+      if (!text.includes("\n")) continue;  // search only the new text, never the megabytes before it
+      const lines = pieces.join("").split("\n");
+      pieces = [lines.pop()];  // an incomplete last line waits for the next chunk
+      for (const line of newest(lines)) {
         if (!line.trim() || controller !== state.controller) continue;
         const at = performance.now(), message = JSON.parse(line);
         if (message.part === "tables") Object.assign(marks, {body: at, parsed: performance.now()});
@@ -164,6 +166,14 @@ async function exchange(fields, controller, started, marks) {
   } catch (err) {
     if (err.name !== "AbortError") setStatus("The answer broke off: " + err.message, "error");
   }
+}
+
+// Lines that arrived together while the page was drawing: a depth prefix whose tables are followed by a
+// deeper prefix's is skipped (its layers are in the deeper one), so the page catches up instead of lagging.
+function newest(lines) {
+  let last = -1;
+  lines.forEach((line, i) => { if (line.startsWith('{"config"')) last = i; });
+  return last > 0 ? lines.slice(last) : lines;
 }
 
 function markInvalid(answer) {
@@ -213,6 +223,9 @@ async function show(message, started, marks) {
   }, 0));
   if (message.final) state.latencies.push(now - started);
   else state.partials = (state.partials || 0) + 1;
+  // Every update shown for this request: [layers shown, of, ms since the change] (streaming's progress).
+  if (!state.shownLog || state.shownLog.started !== started) state.shownLog = Object.assign([], {started});
+  state.shownLog.push([message.depth, message.of, Math.round(now - started)]);
   const part = message.final ? "" : ` — layers 0–${message.depth} of ${message.of} so far, computing the rest`;
   setStatus(`Updated in ${Math.round(now - started)} ms (study ${shown.timing_ms.run} ms, tables ` +
             `${shown.timing_ms.tables} ms, verdict ${message.timing_ms.verdict} ms, drawing ` +
@@ -323,6 +336,7 @@ async function draw(name) {
   state.stale.delete(name);
   const fig = FIGURES[name](message, state.memo);
   const div = document.getElementById("fig-" + name);
+  if (name === "layers" && state.warming) await state.warming;
   await Plotly.react(div, {data: fig.data, layout: fig.layout, frames: fig.frames || []}, PLOT_CONFIG);
   if (name === "layers") {
     div.dataset.frames = String(fig.frames.length);
@@ -391,6 +405,11 @@ async function start() {
   for (const name of Object.keys(FIGURES)) watcher.observe(document.getElementById("fig-" + name));
   state.layer = 0;
   changed();
+  // After the first request has gone out (timers run in order): start the 3-D scenes meanwhile.
+  setTimeout(() => {
+    const fig = emptyScenes(asText(initial.init).split(",").map(s => s.trim()).filter(Boolean));
+    state.warming = Plotly.newPlot("fig-layers", fig.data, fig.layout, PLOT_CONFIG).catch(() => null);
+  }, 0);
 }
 
 start().catch(err => setStatus("Could not start: " + err.message, "error"));

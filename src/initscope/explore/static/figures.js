@@ -114,18 +114,34 @@ function layerFigure(message, layer) {
       steps: layers.map(l => ({method: "animate", label: String(l),
         args: [[String(l)], {mode: "immediate", frame: {duration: 0, redraw: true}, transition: {duration: 0}}]}))}],
   };
+  Object.assign(layout, scenes(names));
+  const frames = layers.map(l => ({name: String(l), data: names.map(init => trace(init, l)),
+                                   traces: names.map((_, i) => i), layout: {annotations: titles(l)}}));
+  return {data: names.map(init => trace(init, current)), layout, frames, layers};
+}
+
+// One 3-D scene per initializer, on a grid of at most three columns.
+function scenes(names) {
+  const [cols, rows] = grid(names.length), out = {};
   names.forEach((init, i) => {
     const col = i % cols, row = Math.floor(i / cols);
-    layout[i ? "scene" + (i + 1) : "scene"] = {
+    out[i ? "scene" + (i + 1) : "scene"] = {
       domain: {x: [col / cols, (col + 1) / cols], y: [1 - (row + 1) / rows, 1 - row / rows - 0.04]},
       xaxis: {title: {text: "pc1"}}, yaxis: {title: {text: "pc2"}}, zaxis: {title: {text: "pc3"}}, aspectmode: "data",
       // A camera a little further out than plotly's (1.25, 1.25, 1.25): a scene is clipped to its domain, and
       // at the default distance the pc3 title and the outer tick labels fall outside it.
       camera: {eye: {x: 1.6, y: 1.6, z: 1.35}}};
   });
-  const frames = layers.map(l => ({name: String(l), data: names.map(init => trace(init, l)),
-                                   traces: names.map((_, i) => i), layout: {annotations: titles(l)}}));
-  return {data: names.map(init => trace(init, current)), layout, frames, layers};
+  return out;
+}
+
+// The empty 3-D scenes, drawn while the first answer is computed: a software-rendered WebGL context takes
+// seconds to start (its shaders compile), which would otherwise come after the answer.
+function emptyScenes(names) {
+  const data = names.map((init, i) => ({type: "scatter3d", mode: "markers", x: [], y: [], z: [], showlegend: false,
+                                        scene: i ? "scene" + (i + 1) : "scene"}));
+  return {data, layout: {height: 430 * grid(names.length)[1] + 80, margin: {l: 0, r: 0, t: 30, b: 70},
+                         uirevision: "layers", ...scenes(names)}};
 }
 
 function spectraFigure(message, medians) {
