@@ -269,6 +269,25 @@ def test_metric_panels_draw_the_theory_lines(page, server):
         .filter(t => t.name && t.name.endsWith(': theory')).length""") == 0
 
 
+def test_a_dragged_slider_redraws_while_it_moves(page):
+    # 25 steps of the gain slider, 20 ms apart: the answers in between are shown (each step does not cancel
+    # the one before), and the last one shown is the slider's final position.
+    page.evaluate("window.scrollTo(0, 0)")
+    before = updates(page)
+    steps = [round(0.5 + 0.05 * i, 2) for i in range(25)]
+    page.evaluate("""async steps => {
+        const r = document.querySelector('input[data-for=gain]');
+        for (const g of steps) { r.value = g; r.dispatchEvent(new Event('input')); await new Promise(f => setTimeout(f, 20)); }
+    }""", steps)
+    page.wait_for_function(f"n => Number(document.body.dataset.updates) > n && window.explore.last.final"
+                           f" && !window.explore.inflight && !window.explore.pending"
+                           f" && window.explore.shown.config.gain === {steps[-1]}", arg=before)
+    shown = updates(page) - before
+    assert 2 <= shown <= len(steps), shown
+    assert page.input_value('[name="gain"]') == str(steps[-1]) and f"gain={steps[-1]}" in page.url
+    print(f"\na 0.5 s drag of 25 steps: {shown} answers shown along the way")
+
+
 def test_offline_and_no_errors(page):
     assert not page.blocked, page.blocked
     assert not page.errors, page.errors

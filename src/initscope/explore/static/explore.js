@@ -97,12 +97,19 @@ function currentFields() {
   return fields;
 }
 
-// A change asks at once when nothing is in flight (a click, a typed value, a slider's first step); while a
-// request is in flight, changes are gathered for a moment, and the newest one replaces it.
+// A change asks at once when nothing is in flight (a click, a typed value, a slider's first step). While a
+// small answer is on its way, the newest change waits for it and then goes out (changes in between are
+// folded into it): a dragged slider redraws at the pace of the study instead of never, as it would if each
+// step cancelled the one before. A streamed answer (a large config, several depth prefixes) is cancelled
+// by the change instead -- the server stops computing it at its next layer.
 function changed() {
   clearTimeout(state.timer);
   clearTimeout(state.restTimer);
   state.started = performance.now();
+  if (state.inflight && !state.streaming) {
+    state.pending = true;
+    return;
+  }
   state.timer = setTimeout(request, state.inflight ? 30 : 0);
 }
 
@@ -117,11 +124,14 @@ async function request() {
   const started = state.started || performance.now();
   setStatus("Computing…", "busy");
   const marks = {queued: started, sent: performance.now()};
-  state.inflight = true;
+  Object.assign(state, {inflight: true, streaming: false, pending: false});
   try {
     await exchange(fields, controller, started, marks);
   } finally {
-    if (controller === state.controller) state.inflight = false;
+    if (controller === state.controller) {
+      state.inflight = false;
+      if (state.pending) request();  // the change that waited for this answer
+    }
   }
 }
 
@@ -145,6 +155,12 @@ async function exchange(fields, controller, started, marks) {
   markInvalid(null);
   marks.headers = performance.now();
   state.plan = response.headers.get("X-Initscope-Plan");  // the depth prefixes the answer will come in
+  state.streaming = (state.plan || "").includes(",");
+  if (state.streaming && state.pending) {  // a change came before we knew this answer would be long
+    state.pending = false;
+    state.timer = setTimeout(request, 0);  // which cancels this one
+    return;
+  }
   const reader = response.body.getReader(), decoder = new TextDecoder();
   let pieces = [];  // of the line being received: a deep run's tables are megabytes in many chunks
   try {
