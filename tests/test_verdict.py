@@ -77,6 +77,17 @@ def test_lost_directions_is_the_first_layer_whose_kept_count_falls_below_the_inp
     assert f"From layer {first} (" in sphere.text() and "effectively lost" in sphere.text()
 
 
+def test_lost_derived_skips_only_work_already_done(seed, shrinking):
+    # run()'s flags already carry the lost_directions rows (none for the seed, some for `shrinking`):
+    # saying so gives the same verdict; flags without them (lost_derived=False) still get them derived.
+    for result in (seed, shrinking):
+        assert verdict_of(result, lost_derived=True) == verdict_of(result)
+    bare = shrinking.flags[shrinking.flags["flag"] != LOST_DIRECTIONS]
+    derived = run_verdict(shrinking.metrics, shrinking.spectra, bare, config=shrinking.config, gains=shrinking.gains)
+    assert derived == verdict_of(shrinking)
+    assert "effectively lost" in verdict_of(shrinking).verdicts[0].text()
+
+
 def test_kept_directions_counts_against_the_absolute_floor():
     """A state whose spread is 1e-12 of its size keeps nothing above the floor, whatever its own σ_1."""
     spectra = pd.DataFrame({"init": "a", "trial": 0, "layer": [0, 0, 1, 1], "k": [1, 2, 1, 2],

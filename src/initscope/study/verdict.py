@@ -379,7 +379,8 @@ def _certificate_of(certificate, init: str):
 
 
 def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flags: pd.DataFrame | None = None, *,
-                config: Any = None, gains: Mapping[str, float] | None = None, certificate=None) -> RunVerdict:
+                config: Any = None, gains: Mapping[str, float] | None = None, certificate=None,
+                lost_derived: bool = False) -> RunVerdict:
     """Every initializer's verdict in sentences, and the run-wide notes.
 
     metrics, spectra, flags: a run's tidy tables (flags may lack the
@@ -387,6 +388,8 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
     config: a Config or mapping (else the metrics' config columns); gains:
     init -> resolved gain; certificate: a certify table (trial, layer,
     certified[, init]) or a mapping init -> table, when one was computed.
+    lost_derived: flags already holds every lost_directions row (as `run()`'s
+    flags do, also when there are none), so they are not derived again.
     """
     cfg = _config(config, metrics)
     inits = list(dict.fromkeys([*(str(i) for i in (cfg.get("init") or ())),
@@ -394,7 +397,8 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
     inits = [i for i in inits if (metrics["init"].astype(str) == i).any()]
     depth = int(metrics["layer"].max()) if len(metrics) else 0
     lost_known = spectra is not None and len(spectra) > 0 and {"samples", "width", "input_dim"} <= set(cfg)
-    flags = with_lost_directions(metrics, spectra, flags, cfg)
+    if not lost_derived:
+        flags = with_lost_directions(metrics, spectra, flags, cfg)
     out = []
     for init in inits:
         med = _medians(metrics, init)
