@@ -35,7 +35,7 @@ __all__ = [
     "FLAG_COLUMNS", "MODEL_FLAG_COLUMNS", "READOUT_ZERO", "KIND_WORDS",
     "scale_issue", "rank_issue", "rank_cell", "dead_issue", "dead_cell", "gradient_issue",
     "first_issue", "place", "layer_issues",
-    "flags_table", "model_flags_table", "diagnosis_lines",
+    "flags_table", "model_flags_table", "model_context", "diagnosis_lines",
 ]
 
 SCALE_BAND = (0.1, 10.0)
@@ -388,6 +388,26 @@ def _constant(flags: pd.DataFrame | None, init: str) -> set[int]:
         return set()
     rows = flags[(flags["init"].astype(str) == init) & (flags["flag"].astype(str) == "constant input")]
     return set(rows["layer"].astype(int))
+
+
+def model_context(layers: pd.DataFrame | None) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
+    """(units, reference) of `model_flags_table` from a model's layers table (init, layer, units,
+    state_samples, reference): per init label, each layer's unit count (at most its rows − 1, the rank of a
+    centred state) and the layer of its reference state. Empty mappings without a table."""
+    if layers is None or not len(layers) or "units" not in layers:
+        return {}, {}
+    units: dict[str, dict[int, int]] = {}
+    for init in dict.fromkeys(layers["init"].astype(str)):
+        part = layers[layers["init"].astype(str) == init]
+        most = part["units"].astype(int)
+        if "state_samples" in part:
+            most = most.clip(upper=(part["state_samples"].astype(int) - 1).clip(lower=1))
+        units[init] = dict(zip(part["layer"].astype(int), most, strict=True))
+    reference: dict[str, int] = {}
+    if "reference" in layers:
+        hit = layers[layers["reference"].astype(str).str.lower() == "true"]
+        reference = dict(zip(hit["init"].astype(str), hit["layer"].astype(int), strict=True))
+    return units, reference
 
 
 def model_flags_table(metrics: pd.DataFrame, flags: pd.DataFrame | None,
