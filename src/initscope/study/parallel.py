@@ -11,7 +11,7 @@ import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["parallel_map", "worker_count", "blas_limited"]
+__all__ = ["parallel_map", "worker_count"]
 
 
 @functools.cache
@@ -21,11 +21,6 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
-
-
-def blas_limited(threads: int = 1):
-    """A context in which numpy's and scipy's BLAS/LAPACK use at most `threads` threads."""
-    return _blas_controller().limit(limits=threads)
 
 
 def parallel_map(fn, items: list, n_workers: int) -> list:

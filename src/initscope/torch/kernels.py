@@ -21,17 +21,29 @@ Pure functions of tensors; no state, no I/O.
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from initscope.study.parallel import blas_limited
-
 __all__ = ["CHUNK", "RowStats", "row_stats", "gram64", "centred_row_gram", "row_basis", "one_thread"]
 
 CHUNK = 1 << 20  # elements per block: 4 MiB of float32
+
+
+@functools.cache
+def _pools():
+    """A threadpoolctl controller of the loaded thread pools (numpy's BLAS, torch's), made once.
+
+    threadpool_limits() would rescan the loaded libraries on every call (139
+    times for a BERT); study.parallel's controller also imports scipy.linalg
+    (0.3–0.9 s), which nothing here calls.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 @contextmanager
@@ -40,7 +52,7 @@ def one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with blas_limited(1):
+        with _pools().limit(limits=1):
             yield
     finally:
         torch.set_num_threads(threads)
