@@ -34,6 +34,7 @@ from initscope.torch.jacobian import (
     JacobianReadings,
     jacobian_values,
 )
+from initscope.torch.kernels import one_thread
 from initscope.torch.loading import ModelError, _quote
 from initscope.torch.layouts import LayoutRules, LayoutWarning, model_kind
 from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES, TOKEN_METRICS, to_numpy
@@ -153,8 +154,9 @@ def _gradient_norms(value: torch.Tensor, params: list[nn.Parameter]) -> dict[int
         grads = torch.autograd.grad(value, params, allow_unused=True)
     except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise ModelError(f"the backward pass raised {_quote(exc)}") from exc
-    return {id(p): 0.0 if g is None else float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
-            for p, g in zip(params, grads, strict=True)}
+    with one_thread():  # float64 copies of every gradient: with both pools spinning they cost seconds (kernels)
+        return {id(p): 0.0 if g is None else float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
+                for p, g in zip(params, grads, strict=True)}
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -315,8 +317,9 @@ def inspect(
         target = y.reshape(n, -1)[:, 0].detach().to("cpu", torch.float64).numpy()
     else:
         target = np.linalg.norm(to_numpy(x.reshape(n, -1)).astype(np.float64), axis=1)
-    return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes,
-                        reference=rec.reference, histograms=jac.histograms)
+    with one_thread():  # incoming weight norms in float64 (kernels.one_thread)
+        return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes,
+                            reference=rec.reference, histograms=jac.histograms)
 
 
 def _pre_values(layer, floating_input: bool) -> dict[str, float]:
