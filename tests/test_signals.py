@@ -10,6 +10,7 @@ case), and that neither a temporary folder nor a half-written target is left.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -43,8 +44,9 @@ def start_computing(out: Path) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str]:
-    proc.send_signal(sig)
+def stop(proc: subprocess.Popen, sig: int | None) -> tuple[int, str]:
+    if sig is not None:
+        proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
@@ -88,3 +90,88 @@ def test_a_run_after_sigkill_removes_the_killed_runs_temporary_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
+
+
+# --- sweeps with worker processes ---------------------------------------------------------------
+
+LONG_SWEEP = """init = ["normal", "sphere", "kaiming-normal", "orthogonal"]
+depth = [300, 301, 302, 303]
+width = 256
+samples = 256
+trials = 8
+"""
+
+
+def children(pid: int) -> set[int]:
+    """The live processes whose parent is `pid` (read from /proc; zombies count as gone)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "(comm)": state, ppid, ...
+        if int(fields[1]) == pid and fields[0] not in "ZX":
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] not in "ZX"
+
+
+def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text(LONG_SWEEP)
+    out = tmp_path / "o"
+    # A session of its own, as a shell gives a job: a signal to its group reaches the workers too.
+    proc = subprocess.Popen([sys.executable, "-c", ENTRY, "sweep", str(sweep_file), "--out", str(out), "--workers",
+                             "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120  # spawning interpreters on a loaded machine; not a timing assertion
+    while len(children(proc.pid)) < 3:  # the resource tracker and the two workers
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"the sweep never started its workers: {proc.communicate()[1]}")
+        time.sleep(0.02)
+    return proc, out
+
+
+def assert_workers_gone(workers: set[int]) -> None:
+    deadline = time.monotonic() + 10  # a terminated worker needs a moment to be reaped by init
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "worker processes outlived the sweep"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize(("sig", "status", "group", "wait"), [
+    (signal.SIGINT, 130, False, 3.0), (signal.SIGTERM, 143, False, 3.0),
+    # Ctrl-C in a terminal signals the whole group, here while the workers are still importing.
+    (signal.SIGINT, 130, True, 0.0), (signal.SIGTERM, 143, True, 0.0), (signal.SIGINT, 130, True, 3.0),
+], ids=["SIGINT", "SIGTERM", "group-SIGINT-starting", "group-SIGTERM-starting", "group-SIGINT"])
+def test_sweep_stops_its_worker_processes(tmp_path, sig, status, group, wait):
+    """`initscope sweep --workers 2` on a signal: exit 130/143 with the one interrupted line (no worker's
+    traceback), no worker process left, no temporary folder."""
+    proc, out = start_sweep(tmp_path)
+    time.sleep(wait)
+    workers = children(proc.pid)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    code, err = stop(proc, None)
+    assert_workers_gone(workers)
+    assert code == status, err
+    assert "Traceback" not in err and "Error" not in err and "leaked" not in err, err
+    assert err.splitlines()[-1] == "initscope: interrupted; nothing was left half-written", err
+    assert [p.name for p in tmp_path.rglob(".initscope-*")] == []

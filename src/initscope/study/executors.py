@@ -12,6 +12,7 @@ initializer, trial index) alone.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing.context
 import os
 import signal
 import socket
@@ -180,19 +181,46 @@ def open_executor(workers: int | None = None, scheduler: str | None = None, *,
     if workers == 1:
         yield InlineExecutor(), 1
         return
-    import multiprocessing
-
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_SpawnContext(),
                                   initializer=_pool_worker_init, initargs=(os.getpid(),))
     try:
         yield pool, workers
     except BaseException:
-        # Ctrl-C or an error in the parent: do not wait for running configurations to finish.
+        # Ctrl-C, SIGTERM or an error in the parent: do not wait for running configurations to
+        # finish. The pool's futures are left to the pool (see `execute`), which marks them failed
+        # once it sees its workers gone, and then closes its queues.
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _SpawnProcess(multiprocessing.context.SpawnProcess):
+    """A spawned worker that starts with SIGINT blocked.
+
+    Ctrl-C in a terminal signals the whole process group. A worker ignores
+    SIGINT once its initializer has run, but before that (seconds of imports)
+    it would die with a KeyboardInterrupt traceback of its own. The signal
+    mask is inherited through fork and exec, so blocking SIGINT in this
+    thread while the worker starts covers it from its first instruction; the
+    parent gets a Ctrl-C that arrives meanwhile as soon as it is unblocked.
+    (Module level: spawn pickles the process object by reference.)
+    """
+
+    def start(self) -> None:
+        if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to signal
+            super().start()
+            return
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _SpawnContext(multiprocessing.context.SpawnContext):
+    Process = _SpawnProcess
 
 
 def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, window: int = 1) -> Iterator[ConfigBatch]:
@@ -230,8 +258,13 @@ def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, windo
                 except Exception as exc:  # noqa: BLE001 - the worker itself was lost
                     yield failed_batch(config, cid, f"worker lost: {_describe(exc)}")
     finally:
-        for future in pending:
-            future.cancel()
+        # A process pool cancels its own queued work when it shuts down. Cancelling here races
+        # with its manager thread, which after a worker was terminated (Ctrl-C) sets an error on
+        # every future it holds and dies with InvalidStateError on a cancelled one, leaving its
+        # queues and semaphores behind (CPython 3.11).
+        if not isinstance(executor, cf.ProcessPoolExecutor):
+            for future in pending:
+                future.cancel()
 
 
 def estimated_cost(config: Config) -> float:
