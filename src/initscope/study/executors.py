@@ -47,7 +47,8 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...] = ()) -> ConfigBatch:
+def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...] = (),
+               memory_limit: int | None = None) -> ConfigBatch:
     """Run one single-initializer configuration, all its (or the given) trials at once.
 
     plugins: the parent's loaded plugins (see `plugins.load_plugins`), loaded
@@ -56,6 +57,10 @@ def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...
     is honoured too. Any exception (MemoryError included) becomes a 'failed' batch carrying
     the error, so one bad configuration never stops a sweep. Overflow and
     collapse are results (flags), so their NumericalWarning is not shown.
+    memory_limit: this process's share of the sweep's memory budget, in bytes
+    (None: 80% of what is available when it runs); a configuration over it
+    runs in smaller chunks of trials, with the same numbers (the parent has
+    said so once: the MemoryPlanWarning is not repeated here).
     """
     from threadpoolctl import threadpool_limits
 
@@ -65,7 +70,8 @@ def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...
         load_plugins(plugins)
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore", runner.NumericalWarning)
-            result = runner.run(config, workers=1, trial_ids=trial_ids)
+            warnings.simplefilter("ignore", runner.MemoryPlanWarning)
+            result = runner.run(config, workers=1, trial_ids=trial_ids, memory_limit=memory_limit)
         return batch_from_result(result, cid, seconds=time.perf_counter() - start, worker=_worker_name())
     except Exception as exc:  # noqa: BLE001 - recorded in the store, the sweep goes on
         return failed_batch(config, cid, _describe(exc), seconds=time.perf_counter() - start,
@@ -223,13 +229,15 @@ class _SpawnContext(multiprocessing.context.SpawnContext):
     Process = _SpawnProcess
 
 
-def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, window: int = 1) -> Iterator[ConfigBatch]:
+def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, window: int = 1,
+            memory_limit: int | None = None) -> Iterator[ConfigBatch]:
     """Run (config, config_id) tasks on any executor; yield each ConfigBatch as it finishes.
 
     Tasks are pulled lazily, at most `window` in flight, so the caller's
     iterator can skip configurations that another sweep finished meanwhile.
     A task whose worker died (or that could not be submitted) comes back as
     a failed batch. Closing the generator cancels what has not started.
+    memory_limit: each task's budget in bytes (`run_config`).
     """
     it = iter(tasks)
     plugins = active_plugins()  # a process pool's or Dask's workers load them before each task
@@ -245,7 +253,7 @@ def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, windo
                     break
                 config, cid = task[0], task[1]
                 try:
-                    pending[executor.submit(run_config, *task, plugins=plugins)] = (config, cid)
+                    pending[executor.submit(run_config, *task, plugins=plugins, memory_limit=memory_limit)] = (config, cid)
                 except Exception as exc:  # noqa: BLE001 - e.g. a broken pool: record it, go on
                     yield failed_batch(config, cid, f"not submitted: {_describe(exc)}")
             if not pending:
@@ -299,6 +307,7 @@ def run_sweep(
     slots: int = 1,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int, ConfigBatch | None], None] | None = None,
+    memory_limit: int | None = None,
 ) -> SweepOutcome:
     """Run what the store lacks of a sweep, writing each configuration as it finishes.
 
@@ -308,7 +317,8 @@ def run_sweep(
     (`run(..., trial_ids=...)`). Larger configurations go first, so the last ones to
     finish are short. on_start(trials_to_run, trials_already_done) is called
     once; on_progress(trials, batch) after each configuration (batch None when
-    it was skipped because another sweep finished it).
+    it was skipped because another sweep finished it). memory_limit: each
+    running configuration's budget in bytes (the sweep's budget over its slots).
     """
     start = time.perf_counter()
     outcome = SweepOutcome(configs=len(sweep.configs), trials=sweep.total_trials)
@@ -336,7 +346,7 @@ def run_sweep(
 
     # In-process, one at a time: a kill then loses at most the configuration being run.
     window = 1 if isinstance(executor, InlineExecutor) else 2 * slots
-    for batch in execute(tasks(), executor, window=window):
+    for batch in execute(tasks(), executor, window=window, memory_limit=memory_limit):
         outcome.ran_configs += 1
         outcome.written_trials += store.write(batch)
         if not batch.ok:
