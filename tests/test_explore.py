@@ -215,12 +215,23 @@ def stream_lines(raw: bytes) -> list[dict]:
 def test_stream_sends_exact_depth_prefixes(server):
     status, headers, raw = post(server, "/api/stream?orient=columns", STREAMED)
     assert status == 200
-    messages = stream_lines(raw)
+    lines = stream_lines(raw)
+    # Per prefix two messages: its tables, then its verdict (computed while the page draws the tables).
+    assert [m["part"] for m in lines] == ["tables", "verdict"] * (len(lines) // 2) and len(lines) % 2 == 0
+    messages, verdicts = lines[::2], lines[1::2]
     depths = [m["depth"] for m in messages]
+    assert [m["depth"] for m in verdicts] == depths and "verdict" not in messages[0]
     assert headers["x-initscope-plan"] == ",".join(map(str, depths))
     assert len(messages) >= 2 and depths == sorted(depths) and depths[-1] == STREAMED["depth"]
     assert [m["final"] for m in messages] == [False] * (len(messages) - 1) + [True]
-    assert_answer_equals_run(messages[-1], initscope.run(**STREAMED))
+    assert [m["final"] for m in verdicts] == [m["final"] for m in messages]
+    expected = initscope.run(**STREAMED)
+    assert_answer_equals_run(messages[-1], expected)
+    from initscope.study.verdict import run_verdict
+
+    words = run_verdict(expected.metrics, expected.spectra, expected.flags, config=expected.config,
+                        gains=expected.gains)
+    assert verdicts[-1]["verdict"]["lines"] == words.lines()
     first = messages[0]
     assert_answer_equals_run(first, initscope.run(**dict(STREAMED, depth=first["depth"])))
     # Its layers are the full run's (forward metrics do not depend on the layers after them).
@@ -229,9 +240,51 @@ def test_stream_sends_exact_depth_prefixes(server):
     full = full[full["layer"] <= first["depth"]].reset_index(drop=True)
     np.testing.assert_array_equal(head["value"].to_numpy(float), full["value"].to_numpy(float))
     assert head[["init", "trial", "layer", "metric"]].equals(full[["init", "trial", "layer", "metric"]])
-    # A small config is one message, the same as /api/run's.
+    # A small config is one prefix: its tables and its verdict, the same as /api/run's.
     status, _, raw = post(server, "/api/stream?orient=columns", SMALL)
-    assert len(stream_lines(raw)) == 1
+    small = stream_lines(raw)
+    assert [m["part"] for m in small] == ["tables", "verdict"] and small[1]["final"] is True
+    _, _, answer = post(server, "/api/run?orient=columns", SMALL)
+    assert small[1]["verdict"] == answer["verdict"]
+    assert small[0]["tables"] == answer["tables"] and small[0]["columns"] == answer["columns"]
+
+
+def test_a_repeated_config_is_answered_from_the_cache(server):
+    config = dict(SMALL, seed=11)
+    before = json.loads(call(server.url, "/api/health")[2])["cache"]
+    _, _, first = post(server, "/api/run?orient=columns", config)
+    _, _, second = post(server, "/api/run", config)
+    assert first["timing_ms"]["cached"] is False and second["timing_ms"]["cached"] is True
+    assert_answer_equals_run(second, initscope.run(**config))  # the records form of the kept run
+    assert second["verdict"] == first["verdict"]
+    status, _, _ = call(server.url, "/api/download?" + "&".join(
+        f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in config.items()))
+    after = json.loads(call(server.url, "/api/health")[2])["cache"]
+    assert status == 200 and after["hits"] - before["hits"] == 2 and after["misses"] - before["misses"] == 1
+    assert 0 < after["bytes"] <= 256 * 2**20 and after["runs"] >= 1
+
+
+def test_run_cache_keeps_the_latest_within_its_bytes():
+    from initscope.explore.jobs import RunCache, table_bytes
+
+    runs = {seed: initscope.run(depth=2, trials=1, samples=20, seed=seed) for seed in range(3)}
+    size = table_bytes(runs[0])
+    assert size > 0 and all(table_bytes(r) == size for r in runs.values())
+    cache = RunCache(2 * size)
+    for r in runs.values():
+        cache.put(r.config, r)
+    assert len(cache) == 2 and cache.bytes == 2 * size
+    assert cache.get(runs[0].config) is None and cache.get(runs[2].config) is runs[2]
+    cache.get(runs[1].config)  # now the most recent: a new run pushes out 2, not 1
+    cache.put(runs[0].config, runs[0])
+    assert cache.get(runs[1].config) is runs[1] and cache.get(runs[2].config) is None
+    calls = []
+    make = lambda: calls.append(1) or len(calls)  # noqa: E731
+    assert cache.derived(runs[1], "verdict", make) == 1 and cache.derived(runs[1], "verdict", make) == 1
+    assert cache.derived(runs[2], "verdict", make) == 2 and cache.derived(runs[2], "verdict", make) == 3  # not held
+    tiny = RunCache(size - 1)
+    tiny.put(runs[0].config, runs[0])  # larger than the whole budget: not kept
+    assert len(tiny) == 0 and tiny.bytes == 0
 
 
 def test_a_newer_request_cancels_the_older(server):
@@ -341,8 +394,10 @@ def test_a_superseded_run_stops_computing(server):
 def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
     config = tmp_path / "c.toml"
     config.write_text('depth = 17\ninit = ["orthogonal"]\ndata = "mine.csv"\n')
-    srv = Server("--host", "0.0.0.0", "--config", str(config), "--data-dir", str(data_dir), cwd=data_dir)
+    srv = Server("--host", "0.0.0.0", "--config", str(config), "--data-dir", str(data_dir), "--cache-mb", "0",
+                 cwd=data_dir)
     try:
+        assert json.loads(call(srv.url, "/api/health")[2])["cache"] is None  # --cache-mb 0: nothing kept
         meta = json.loads(call(srv.url, "/api/meta")[2])
         assert meta["preload"]["depth"] == 17 and meta["preload"]["init"] == ["orthogonal"]
         assert meta["preload"]["data"] == "mine.csv"
@@ -353,6 +408,7 @@ def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
 
     assert main(["explore", "--data-dir", str(tmp_path / "missing"), "--no-browser"]) == 2
     assert main(["explore", "--port", "70000", "--no-browser"]) == 2
+    assert main(["explore", "--cache-mb", "-1", "--no-browser"]) == 2
     config.write_text("depth = 0\n")
     assert main(["explore", "--config", str(config), "--no-browser"]) == 2
     with socket.socket() as taken:  # a port in use is one line and exit 2, not a traceback

@@ -23,7 +23,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--no-first-run"]
 SCREENSHOT = Path(f"/tmp/initscope-explore-{os.getpid()}.png")  # several checkouts may run this at once
 TIMEOUT_MS = 180_000  # software WebGL on a busy 2-core machine is slow; nothing here is a timing test
-UPDATED = "n => Number(document.body.dataset.updates || 0) > n && window.explore.last.final"
+# An update is complete when the final answer's verdict is shown and no figure is left stale (figures out of
+# view are redrawn once the controls rest).
+UPDATED = ("n => Number(document.body.dataset.updates || 0) > n && window.explore.last.final"
+           " && window.explore.stale.size === 0")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,8 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.errors, page.blocked = [], []
+        page.errors, page.blocked, page.api = [], [], []
+        page.on("request", lambda r: page.api.append(r.url) if "/api/" in r.url else None)
         page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.errors.append(str(e)))
 
@@ -204,6 +208,36 @@ def test_a_data_set_shows_the_sizes_it_sets(page, server):
     assert page.inner_text('label[for="in-samples"]') == "samples (this run: 150)"  # all of iris's rows
     assert page.inner_text('label[for="in-input_dim"]') == "input_dim (this run: 4)"
     assert page.inner_text('label[for="in-depth"]') == "depth"
+
+
+def test_the_layer_slider_asks_the_server_nothing(page):
+    # Moving through the layers of the 3-D view replays frames the page already holds: no request.
+    page.evaluate("window.scrollTo(0, 0)")
+    rail = page.locator("#fig-layers .slider-rail-rect").bounding_box()
+    asked = len(page.api)
+    frames = layer_view(page)["frames"]
+    for fraction in (0.0, 0.5, 1.0):
+        page.mouse.click(rail["x"] + 2 + fraction * (rail["width"] - 4), rail["y"] + rail["height"] / 2)
+        expected = round(fraction * (frames - 1))
+        page.wait_for_function(f"window.explore.layer === {expected}")
+        # The frame's title (and points) follow once the animation step has run.
+        page.wait_for_function("n => document.getElementById('fig-layers').layout.annotations[0].text"
+                               ".includes(`layer ${n}:`)", arg=expected)
+    assert page.api[asked:] == [], page.api[asked:]
+
+
+def test_figures_out_of_view_are_drawn_after_those_in_view(page):
+    # The depth bands lie below the first screen: a change redraws the figures in view first; the others
+    # follow once the controls rest, from the same answer.
+    page.evaluate("window.scrollTo(0, 0)")
+    change(page, '[name="seed"]', 5)
+    deferred = page.evaluate("window.explore.deferred")
+    assert "depth" in deferred and "layers" not in deferred, deferred
+    seeds = page.evaluate("""() => [window.explore.shown.config.seed,
+        document.getElementById('fig-depth').data.length, window.explore.draws]""")
+    assert seeds[0] == 5 and seeds[1] > 0, seeds
+    print(f"\ndrawn after the controls rested: {deferred}; per-figure ms: "
+          f"{ {k: round(v) for k, v in seeds[2].items()} }")
 
 
 def test_offline_and_no_errors(page):

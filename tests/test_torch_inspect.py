@@ -155,9 +155,8 @@ def test_tables_have_the_core_columns(rng):
     assert list(result.metrics.columns[:5]) == CORE_METRIC_COLUMNS
     assert {"module", "module_type", "call", "shape", "state"} <= set(result.metrics.columns)
     assert list(result.spectra.columns) == SPECTRA_COLUMNS
-    # by default, every default metric but those read from pre-activations or Jacobian spectra (no token states:
-    # no token metrics either)
-    assert set(result.metrics["metric"]) == set(M.DEFAULT_METRICS) - {"pre_q", "pre_cosine", "jacobian_sq_mean"}
+    # by default, every default metric (no token states: no token metrics)
+    assert set(result.metrics["metric"]) == set(M.DEFAULT_METRICS)
     assert result.metrics.groupby("metric").size().eq(len(result.layers)).all()
     assert list(result.layers["module"]) == ["input", "0", "1", "2", "3", "4"]
     assert result.config["init"] == ("model",) and result.config["dtype"] == "float64"

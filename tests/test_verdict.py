@@ -77,6 +77,17 @@ def test_lost_directions_is_the_first_layer_whose_kept_count_falls_below_the_inp
     assert f"From layer {first} (" in sphere.text() and "effectively lost" in sphere.text()
 
 
+def test_lost_derived_skips_only_work_already_done(seed, shrinking):
+    # run()'s flags already carry the lost_directions rows (none for the seed, some for `shrinking`):
+    # saying so gives the same verdict; flags without them (lost_derived=False) still get them derived.
+    for result in (seed, shrinking):
+        assert verdict_of(result, lost_derived=True) == verdict_of(result)
+    bare = shrinking.flags[shrinking.flags["flag"] != LOST_DIRECTIONS]
+    derived = run_verdict(shrinking.metrics, shrinking.spectra, bare, config=shrinking.config, gains=shrinking.gains)
+    assert derived == verdict_of(shrinking)
+    assert "effectively lost" in verdict_of(shrinking).verdicts[0].text()
+
+
 def test_kept_directions_counts_against_the_absolute_floor():
     """A state whose spread is 1e-12 of its size keeps nothing above the floor, whatever its own σ_1."""
     spectra = pd.DataFrame({"init": "a", "trial": 0, "layer": [0, 0, 1, 1], "k": [1, 2, 1, 2],
@@ -142,3 +153,23 @@ def test_initscope_run_ends_with_the_verdict(capsys, tmp_path):
     tail = out[out.index("Verdict"):]
     assert tail.index("normal (gain 1)") < tail.index("kaiming-normal (gain 1.414)") < tail.index("note: ")
     assert "directions lost (under the noise floor): never" in out
+
+
+@pytest.mark.parametrize("fields", [
+    dict(init=("sphere", "kaiming-normal"), depth=30, trials=3, dtype="float32", samples=60),  # directions lost
+    dict(init=("sphere",), depth=25, trials=4, dtype="float32", samples=50, metrics=("effective_rank",)),  # no rms
+    dict(init=("normal", "orthogonal"), depth=12, trials=3, gain=40.0),  # overflow: no spectrum from some layer on
+    dict(init=("sphere", "normal"), depth=20, trials=5, dtype="float32", samples=40, trial_ids=[4, 0, 3]),
+])
+def test_the_run_derives_lost_directions_from_its_arrays_exactly_as_from_its_tables(fields):
+    """run() adds the flag from the measured arrays (no pass over the long spectra table, for memory);
+    it must be the very rows `lost_direction_flags` derives from the written tables."""
+    result = quiet_run(**fields)
+    mine = result.flags[result.flags["flag"] == LOST_DIRECTIONS].reset_index(drop=True)
+    theirs = lost_direction_flags(result.metrics, result.spectra, result.config).reset_index(drop=True)
+    assert mine[["init", "trial", "layer", "flag"]].astype(str).values.tolist() \
+        == theirs.astype(str).values.tolist()
+    if fields["depth"] == 30:
+        assert len(mine)  # the case really exercises the flag
+    rest = result.flags[result.flags["flag"] != LOST_DIRECTIONS]
+    assert (result.flags.index[result.flags["flag"] == LOST_DIRECTIONS] >= len(rest)).all()  # last, as before

@@ -40,6 +40,9 @@ def explore_command(
     max_size: float = typer.Option(4e8, "--max-size", metavar="FLOAT",
                                    help="Largest trials × samples × width × depth (summed over initializers, "
                                         "plus the Jacobian pass) a request may ask for."),
+    cache_mb: float = typer.Option(256.0, "--cache-mb", metavar="FLOAT",
+                                   help="Memory (MiB) for the tables of recent runs, answered again without "
+                                        "recomputing (a slider moved back, a reload, the download); 0: none."),
 ) -> None:
     """Serve an interactive page: every config field a control, every view redrawn as you change them."""
     try:
@@ -50,6 +53,7 @@ def explore_command(
     from initscope.explore.server import Settings, create_app
 
     settings = Settings(data_dir=_data_dir(data_dir), max_size=_max_size(max_size),
+                        cache_bytes=_cache_bytes(cache_mb),
                         allowed_hosts=("127.0.0.1", "localhost", "::1", host) if _is_loopback(host) else None)
     if config_file is not None:
         settings.preload, settings.data_dir = _preload(config_file, settings.data_dir)
@@ -95,6 +99,12 @@ def _max_size(value: float) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise BadInput(f"The 'max_size' parameter must be a finite number > 0. Got {value!r} instead.")
     return value
+
+
+def _cache_bytes(mib: float) -> int:
+    if not mib >= 0 or mib == float("inf"):
+        raise BadInput(f"The 'cache_mb' parameter must be a finite number >= 0. Got {mib!r} instead.")
+    return int(mib * 2**20)
 
 
 def _preload(path: Path, data_dir: Path | None):

@@ -278,6 +278,8 @@ def _toml(config: dict) -> str:
 def _write(result, folder: Path, *, report: bool, png: bool) -> None:
     """Every output into the output folder's temporary folder."""
     tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "layers")}
+    if len(result.jacobian_spectra):  # with jacobian_log_spread, as `initscope run` writes it
+        tables["jacobian_spectra"] = result.jacobian_spectra
     write_files(folder, tables, {"config.toml": _toml(result.config)}, report_source=result if report else None, png=png)
 
 

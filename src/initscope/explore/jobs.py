@@ -15,6 +15,7 @@
   after init training and the last layer's weight norms depend on the depth.
   So the first layers show while the rest compute, and the last message is
   `initscope.run` of the request itself.
+- `RunCache`: the latest runs' results by config, within a memory budget.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Callable
 from initscope.explore.api import RequestError, request_size
 from initscope.study.config import Config
 
-__all__ = ["Jobs", "Ticket", "Cancelled", "depth_plan", "STREAM_SIZE", "FIRST_STEP_SIZE"]
+__all__ = ["Jobs", "Ticket", "Cancelled", "depth_plan", "RunCache", "table_bytes", "STREAM_SIZE", "FIRST_STEP_SIZE"]
 
 # A config above this size (api.request_size: ~4× the seed's) streams; its first prefix is about
 # FIRST_STEP_SIZE, so the first layers show in about the time of the seed's run.
@@ -209,3 +210,76 @@ class _Slot:
     async def __aexit__(self, *exc):
         self.jobs._sem.release()
         return False
+
+
+def table_bytes(result) -> int:
+    """The memory a RunResult's tables hold (their arrays; text columns counted by pointer)."""
+    total = 0
+    for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "init_log", "train_log",
+                 "jacobian_spectra"):
+        df = getattr(result, name, None)
+        if df is not None:
+            total += int(df.memory_usage(index=True, deep=False).sum())
+    return total
+
+
+class RunCache:
+    """The latest runs by config (least recently used out first), within `max_bytes` of tables.
+
+    A run is a function of its config alone (every trial draws from a
+    generator seeded by (seed, initializer, trial)), so an answer can be
+    served again: a slider dragged back, a reload, the download of the run on
+    screen. Results are shared between threads read-only.
+    """
+
+    def __init__(self, max_bytes: int):
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def get(self, config: Config):
+        with self._lock:
+            item = self._items.get(config)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(config)
+            self.hits += 1
+            return item[0]
+
+    def put(self, config: Config, result) -> None:
+        size = table_bytes(result)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(config, None)
+            self._bytes -= old[1] if old else 0
+            self._items[config] = (result, size, {})
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, dropped, _) = self._items.popitem(last=False)
+                self._bytes -= dropped
+
+    def derived(self, result, name: str, make: Callable[[], Any]) -> Any:
+        """make() -- a pure function of `result` (its verdict) -- computed once while the cache holds it."""
+        with self._lock:
+            item = self._items.get(result.config)
+            memo = item[2] if item is not None and item[0] is result else None
+            if memo is not None and name in memo:
+                return memo[name]
+        value = make()
+        if memo is not None:
+            with self._lock:
+                memo[name] = value
+        return value

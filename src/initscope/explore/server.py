@@ -4,15 +4,21 @@
     GET  /static/NAME       explore.js, explore.css, plotly.min.js (from the installed plotly)
     GET  /api/meta          the config fields: defaults, choices, the preloaded config, the budget
     POST /api/run           config fields (JSON object; empty = defaults) -> the tables as JSON
-    POST /api/stream        the same, as NDJSON: one message per depth prefix, the last one final
+    POST /api/stream        the same, as NDJSON: per depth prefix its tables ("part": "tables"), then its
+                            verdict ("part": "verdict"); the last prefix's are final
     GET  /api/download      ?FIELD=VALUE... -> a zip of what `initscope run` writes (CSVs, report.html)
-    GET  /api/health        {"ok": true, "running": N}
+    GET  /api/health        {"ok": true, "running": N, "cache": {"hits", "misses", "runs", "bytes"} or null}
 
 Answers: 200; 400 bad input (make_config's one-line message, as the CLI
 prints it); 413 over the size budget (naming the field to reduce); 415 a body
 that is not JSON; 429 superseded by the same client's newer request; 503 too
 many requests waiting; 500 anything unexpected (with its reason; the server
 carries on). `?orient=columns` gives compact column tables.
+
+A run is a function of its config, so the tables of recent runs are kept
+(`Settings.cache_bytes`, `--cache-mb`) and a repeated config (a slider moved
+back, a reload, the download of the run on screen) is answered without
+running it again; `timing_ms.cached` says so.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from initscope.core.metrics import METRICS
 from initscope.core.network import NORMS, READOUTS, SHIFTS
 from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
                                    encode, fields_from_query, result_payload)
-from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, depth_plan
+from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, RunCache, depth_plan
 from initscope.report.flags import flags_table
 from initscope.report.run_files import write_run
 from initscope.study.config import Config, DTYPES, INIT_TRAIN
@@ -47,10 +53,11 @@ from initscope.study.memory import MemoryBudgetError
 from initscope.study.runner import run
 from initscope.study.verdict import run_verdict
 
-__all__ = ["create_app", "Settings", "compute", "DEFAULT_MAX_SIZE", "CLIENT_HEADER"]
+__all__ = ["create_app", "Settings", "compute", "tables_part", "stream_parts", "verdict_part", "DEFAULT_MAX_SIZE", "CLIENT_HEADER"]
 
 DEFAULT_MAX_SIZE = 4e8  # ~1.5 s of the study per 1e8 on one core; a larger study belongs to `initscope run`
 CLIENT_HEADER = "x-initscope-client"
+DEFAULT_CACHE_BYTES = 256 * 2**20
 STATIC = Path(__file__).with_name("static")
 _JSON = "application/json"
 
@@ -70,6 +77,8 @@ class Settings:
     # Host headers answered (None: any). On loopback only the loopback names: a web page that
     # rebinds its own DNS name to 127.0.0.1 then cannot read the answers (or the data they show).
     allowed_hosts: tuple[str, ...] | None = None
+    # Tables of the latest runs kept to answer the same config again (0: keep none).
+    cache_bytes: int = DEFAULT_CACHE_BYTES
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -124,19 +133,50 @@ def _orient(request: Request) -> str:
 
 
 def compute(config, *, orient: str = "records", workers: int | None = None, final: bool = True,
-            depth: int | None = None, on_layer=None) -> bytes:
-    """Run one config and encode its answer (one JSON object) -- on a pool thread.
+            depth: int | None = None, on_layer=None, cache: RunCache | None = None) -> bytes:
+    """Run one config and encode its whole answer (tables and verdict, one JSON object) -- on a pool thread.
 
-    on_layer: initscope.run's layer hook (a ticket's, which raises `Cancelled` to stop the run)."""
+    on_layer: initscope.run's layer hook (a ticket's, which raises `Cancelled` to stop the run);
+    cache: answers already computed, by config."""
+    result, payload = tables_part(config, orient=orient, workers=workers, on_layer=on_layer, cache=cache)
     t0 = time.perf_counter()
-    result = _run(config, workers=workers, on_layer=on_layer)
+    payload["verdict"] = verdict(result, cache)
+    payload["timing_ms"]["verdict"] = round((time.perf_counter() - t0) * 1e3, 2)
+    payload.update(final=final, depth=config.depth, of=depth or config.depth)
+    return encode(payload)
+
+
+def tables_part(config, *, orient: str = "records", workers: int | None = None, on_layer=None,
+                cache: RunCache | None = None) -> tuple[Any, dict[str, Any]]:
+    """(the RunResult, its tables as a payload): the run (or the cached one) and its JSON-ready tables."""
+    t0 = time.perf_counter()
+    result = cache.get(config) if cache is not None else None
+    cached = result is not None
+    if result is None:
+        result = _run(config, workers=workers, on_layer=on_layer)
+        if cache is not None:
+            cache.put(config, result)
     t1 = time.perf_counter()
     payload = result_payload(result, orient)
-    payload["verdict"] = verdict(result)
-    t2 = time.perf_counter()
-    payload.update(final=final, depth=config.depth, of=depth or config.depth,
-                   timing_ms={"run": round((t1 - t0) * 1e3, 2), "tables": round((t2 - t1) * 1e3, 2)})
-    return encode(payload)
+    payload["timing_ms"] = {"run": round((t1 - t0) * 1e3, 2), "tables": round((time.perf_counter() - t1) * 1e3, 2),
+                            "cached": cached}
+    return result, payload
+
+
+def stream_parts(config, *, orient: str, workers: int | None, final: bool, depth: int, on_layer=None,
+                 cache: RunCache | None = None) -> tuple[Any, bytes]:
+    """/api/stream's first message of a depth prefix: its tables, without the verdict (`verdict_part`)."""
+    result, payload = tables_part(config, orient=orient, workers=workers, on_layer=on_layer, cache=cache)
+    payload.update(part="tables", final=final, depth=config.depth, of=depth)
+    return result, encode(payload)
+
+
+def verdict_part(result, *, final: bool, depth: int, cache: RunCache | None = None) -> bytes:
+    """/api/stream's second message of a depth prefix: the verdict of the run whose tables were just sent."""
+    t0 = time.perf_counter()
+    words = verdict(result, cache)
+    return encode({"part": "verdict", "verdict": words, "final": final, "depth": result.config.depth, "of": depth,
+                   "timing_ms": {"verdict": round((time.perf_counter() - t0) * 1e3, 2)}})
 
 
 def _run(config, **kw):
@@ -147,10 +187,13 @@ def _run(config, **kw):
         raise RequestError(413, str(exc)) from None
 
 
-def verdict(result) -> dict[str, Any]:
+def verdict(result, cache: RunCache | None = None) -> dict[str, Any]:
     """What happened, per initializer, in words: the study's verdict (as `initscope run` prints it and
-    the report shows it first) and the flags table ("first layer where ...")."""
-    words = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains)
+    the report shows it first) and the flags table ("first layer where ..."). Once per cached run."""
+    if cache is not None:
+        return cache.derived(result, "verdict", lambda: verdict(result))
+    words = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains,
+                        lost_derived=True)  # run() added them to result.flags
     m = result.metrics
     # flags_table reads only these metrics (and readout); filtering first makes it ~2x faster.
     used = m.loc[m["metric"].isin(_FLAG_METRICS), ["init", "trial", "layer", "metric", "value", "readout"]]
@@ -197,6 +240,7 @@ class _Api:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.jobs = Jobs(slots=settings.slots, queue=settings.queue)
+        self.cache = RunCache(settings.cache_bytes) if settings.cache_bytes > 0 else None
 
     def parse(self, fields: dict[str, Any]):
         config = config_from_fields(fields, data_dir=self.settings.data_dir)
@@ -221,7 +265,8 @@ class _Api:
         if self.jobs.refusing():  # before the ticket: a refused request supersedes nothing
             raise self.jobs.busy()
         ticket = self.jobs.ticket(request.headers.get(CLIENT_HEADER))
-        body = await self.computed(ticket, lambda hook: compute(config, orient=orient, workers=workers, on_layer=hook))
+        body = await self.computed(ticket, lambda hook: compute(config, orient=orient, workers=workers, on_layer=hook,
+                                                                cache=self.cache))
         total = (time.perf_counter() - started) * 1e3
         return Response(body, media_type=_JSON, headers={"Server-Timing": f"total;dur={total:.1f}"})
 
@@ -237,16 +282,22 @@ class _Api:
                                  headers={"X-Initscope-Plan": ",".join(map(str, plan))})
 
     async def _lines(self, config, plan: list[int], ticket, orient: str):
-        """One JSON line per depth prefix; a failure after the first byte is the last line."""
-        jobs, workers = self.jobs, self.settings.workers
+        """Two JSON lines per depth prefix (its tables, then its verdict: the page draws the one while the
+        server computes the other); a failure after the first byte is the last line."""
+        jobs, workers, cache = self.jobs, self.settings.workers, self.cache
         try:
             async with jobs.slot(ticket):
                 for d in plan:
                     ticket.check()
                     step = config if d == config.depth else _with_depth(config, d)
-                    yield await jobs.call(lambda: compute(step, orient=orient, workers=workers, final=d == config.depth,
-                                                          depth=config.depth, on_layer=ticket.on_layer))
-                    yield b"\n"
+                    final = d == config.depth
+                    result, body = await jobs.call(lambda: stream_parts(
+                        step, orient=orient, workers=workers, final=final, depth=config.depth,
+                        on_layer=ticket.on_layer, cache=cache if final else None))
+                    yield body + b"\n"
+                    ticket.check()
+                    yield await jobs.call(lambda: verdict_part(result, final=final, depth=config.depth,
+                                                               cache=cache)) + b"\n"
         except (RequestError, Cancelled) as exc:
             error = exc if isinstance(exc, RequestError) else ticket.error()
             yield orjson.dumps({**error.payload(), "status": error.status}) + b"\n"
@@ -264,7 +315,7 @@ class _Api:
             fields = fields_from_query(list(request.query_params.multi_items()))
         config, workers = self.parse(fields), self.settings.workers
         data = await self.computed(self.jobs.ticket(None),
-                                   lambda hook: run_zip(config, workers=workers, on_layer=hook))
+                                   lambda hook: run_zip(config, workers=workers, on_layer=hook, cache=self.cache))
         return Response(data, media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="initscope-run.zip"'})
 
@@ -272,7 +323,10 @@ class _Api:
         return _json(meta(self.settings))
 
     async def health(self, request: Request) -> Response:
-        return _json({"ok": True, "running": self.jobs.running})
+        cache = self.cache
+        return _json({"ok": True, "running": self.jobs.running,
+                      "cache": None if cache is None else {"hits": cache.hits, "misses": cache.misses,
+                                                           "runs": len(cache), "bytes": cache.bytes}})
 
     async def page(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -300,9 +354,12 @@ def _static_files() -> dict[str, Path]:
     return files
 
 
-def run_zip(config, *, workers: int | None = None, on_layer=None) -> bytes:
-    """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped."""
-    result = _run(config, workers=workers, on_layer=on_layer)
+def run_zip(config, *, workers: int | None = None, on_layer=None, cache: RunCache | None = None) -> bytes:
+    """The files `initscope run` writes for this config (CSVs, config.toml, report.html), zipped
+    (from the run on screen when the cache still holds it)."""
+    result = cache.get(config) if cache is not None else None
+    if result is None:
+        result = _run(config, workers=workers, on_layer=on_layer)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
         write_run(out, result, report=True, png=False)

@@ -39,6 +39,8 @@ def _number(value: Any, default: float = math.nan) -> float:
 
 def overlay_reason(config: Mapping[str, Any], init: str) -> str | None:
     """None when the mean-field maps describe this run for `init`; otherwise why not, in a few words."""
+    if "model" in config and "activation" not in config:  # an `initscope.torch.inspect` result
+        return "a PyTorch model: its layers' σ_w², σ_b² and activations are not known to the maps"
     if str(config.get("norm", "none")) != "none":
         return f"{config.get('norm')} norm rescales every layer; the maps describe no normalization"
     if _number(config.get("residual", 0.0), 0.0) > 0:

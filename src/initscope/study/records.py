@@ -17,6 +17,7 @@ from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.study.config import Config, config_columns
 from initscope.study.display import run_html, run_repr
 from initscope.study.measure import Chunk
+from initscope.study.verdict import lost_direction_rows
 
 __all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
 
@@ -73,7 +74,7 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
     s_cols: dict[str, list] = {"init": [], "trial": [], "layer": [], "k": [], "singular_value": []}
     proj_cols: dict[str, list] = {k: [] for k in ("init", "layer", "sample", "pc1", "pc2", "pc3", "target")}
     norm_cols: dict[str, list] = {k: [] for k in ("init", "trial", "layer", "kind", "norm")}
-    flag_rows = []
+    flag_rows, lost_rows = [], []  # lost_directions rows go last, as with_lost_directions adds them
     for init, parts in results.items():
         vals = np.stack([np.concatenate([p.values[name] for p in parts]) for name in names])  # (M, T, L+1)
         size = vals.size
@@ -100,13 +101,17 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
         if "grad_norm" in names:
             rows += _gradient_overflow_rows(init, trials, overflow, np.concatenate([p.values["grad_norm"] for p in parts]))
         flag_rows += sorted(rows, key=lambda r: (r[1], r[2]))
+        lost_rows += lost_direction_rows(
+            init, trials, [np.concatenate([p.spectra[layer] for p in parts]) for layer in range(L + 1)],
+            vals[names.index("rms")] if "rms" in names else None, dtype=config.dtype, samples=config.samples,
+            width=config.width, input_dim=config.input_dim)
 
     fixed = config_columns(config)
     metrics = _frame(m_cols, ["init", "trial", "layer", "metric", "value", *fixed], **fixed)
     spectra = _frame(s_cols, ["init", "trial", "layer", "k", "singular_value"])
     projections = _frame(proj_cols, ["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"], trial=0)
     weight_norms = _frame(norm_cols, ["init", "trial", "layer", "kind", "norm"])
-    flags = pd.DataFrame(flag_rows, columns=["init", "trial", "layer", "flag"])
+    flags = pd.DataFrame(flag_rows + lost_rows, columns=["init", "trial", "layer", "flag"])
     # Rows by (trial, layer) within an initializer, whatever chunks the trials ran in:
     # a chunk lists its rows layer by layer, so one chunk or seven would interleave differently.
     info_rows = [(init, *row) for init, parts in results.items()

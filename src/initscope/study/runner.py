@@ -21,7 +21,6 @@ from initscope.study.memory import MemoryBudgetError, MemoryPlanWarning, format_
 from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
 from initscope.study.parallel import parallel_map, worker_count
 from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
-from initscope.study.verdict import with_lost_directions
 
 # The names tests and older code import from here; they live in the modules above.
 __all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
@@ -80,7 +79,8 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     run and propagates (the explorer stops a superseded request this way).
     progress: called as progress(done, total) from worker threads as hidden
     layers are measured (total: initializers × chunks × depth), e.g. the CLI's bar.
-    The flags table gets the lost_directions rows (`initscope.study.verdict`).
+    The flags table gets the lost_directions rows (`initscope.study.verdict`), derived
+    from the measured arrays before the tables are built.
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
@@ -115,7 +115,6 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     result = tables(config, results, chunks, y, gains)
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
-    result.flags = with_lost_directions(result.metrics, result.spectra, result.flags, config)
     warn_overflow(config, result.flags)
     return result
 

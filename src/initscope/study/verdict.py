@@ -35,7 +35,7 @@ from initscope.core.initializers import default_gain
 from initscope.core.metrics import rank_rtol
 from initscope.study.flags import SCALE_BAND
 
-__all__ = ["Verdict", "RunVerdict", "run_verdict", "lost_direction_flags", "with_lost_directions", "LOST_DIRECTIONS",
+__all__ = ["Verdict", "RunVerdict", "run_verdict", "lost_direction_flags", "lost_direction_rows", "kept_counts", "with_lost_directions", "LOST_DIRECTIONS",
            "READOUT_NOTE"]
 
 LOST_DIRECTIONS = "lost_directions"
@@ -127,6 +127,49 @@ def kept_directions(spectra: pd.DataFrame, metrics: pd.DataFrame, *, dtype: str,
     first[group_of[::-1]] = np.arange(len(group_of))[::-1]  # each group's first row, for its labels
     return pd.DataFrame({"init": np.asarray(init_names, dtype=object)[init_codes[first]], "trial": trial[first],
                          "layer": layer[first], "kept": kept})
+
+
+def kept_counts(sv: np.ndarray, rms: np.ndarray | None, *, dtype: str, samples: int, units: int) -> np.ndarray:
+    """Components above the noise floor per trial, for one layer: `kept_directions`' rule on arrays.
+
+    sv: (T, k) singular values of the layer's centred states; rms: (T,) the
+    layer's rms, or None (no absolute floor). Returns (T,) counts, -1 where a
+    trial has no finite spectrum (overflow), which the table form has no rows for.
+    """
+    sv = np.asarray(sv, dtype=np.float64)
+    valid = ~np.isnan(sv).any(axis=1) if sv.shape[1] else np.zeros(len(sv), dtype=bool)
+    if not valid.any():
+        return np.full(len(sv), -1, dtype=np.int64)
+    floor = np.where(valid, sv.max(axis=1, initial=-np.inf, where=~np.isnan(sv)), np.nan) * rank_rtol(dtype)
+    if rms is not None:
+        eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
+        floor = np.fmax(floor, math.sqrt(eps) * np.asarray(rms, dtype=np.float64) * math.sqrt(samples * units))
+    kept = (sv > floor[:, None]).sum(axis=1)
+    return np.where(valid, kept, -1)
+
+
+def lost_direction_rows(init: str, trials: np.ndarray, spectra: list[np.ndarray], rms: np.ndarray | None, *,
+                        dtype: str, samples: int, width: int, input_dim: int) -> list[tuple[str, int, int, str]]:
+    """`lost_direction_flags` for one initializer from the measured arrays, before any table is built.
+
+    trials: (T,) trial ids; spectra: per layer 0..L, (T, k_l) singular values
+    (NaN rows for overflowed trials); rms: (T, L+1) or None. Deriving the flag
+    here rather than from the long spectra table keeps a deep run's peak
+    memory at that of its tables. Rows (init, trial, first lost layer, flag),
+    by trial, the same rows `lost_direction_flags` gives from the tables.
+    """
+    def counts(layer: int) -> np.ndarray:
+        return kept_counts(spectra[layer], None if rms is None else rms[:, layer], dtype=dtype, samples=samples,
+                           units=input_dim if layer == 0 else width)
+
+    base = counts(0)
+    first = np.full(len(trials), -1, dtype=np.int64)
+    for layer in range(1, len(spectra)):
+        kept = counts(layer)
+        hit = (first < 0) & (base >= 0) & (kept >= 0) & (kept < base)
+        first[hit] = layer
+    order = np.argsort(trials, kind="stable")
+    return [(init, int(trials[i]), int(first[i]), LOST_DIRECTIONS) for i in order if first[i] >= 0]
 
 
 def lost_direction_flags(metrics: pd.DataFrame, spectra: pd.DataFrame, config: Any = None) -> pd.DataFrame:
@@ -336,7 +379,8 @@ def _certificate_of(certificate, init: str):
 
 
 def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flags: pd.DataFrame | None = None, *,
-                config: Any = None, gains: Mapping[str, float] | None = None, certificate=None) -> RunVerdict:
+                config: Any = None, gains: Mapping[str, float] | None = None, certificate=None,
+                lost_derived: bool = False) -> RunVerdict:
     """Every initializer's verdict in sentences, and the run-wide notes.
 
     metrics, spectra, flags: a run's tidy tables (flags may lack the
@@ -344,6 +388,8 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
     config: a Config or mapping (else the metrics' config columns); gains:
     init -> resolved gain; certificate: a certify table (trial, layer,
     certified[, init]) or a mapping init -> table, when one was computed.
+    lost_derived: flags already holds every lost_directions row (as `run()`'s
+    flags do, also when there are none), so they are not derived again.
     """
     cfg = _config(config, metrics)
     inits = list(dict.fromkeys([*(str(i) for i in (cfg.get("init") or ())),
@@ -351,7 +397,8 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
     inits = [i for i in inits if (metrics["init"].astype(str) == i).any()]
     depth = int(metrics["layer"].max()) if len(metrics) else 0
     lost_known = spectra is not None and len(spectra) > 0 and {"samples", "width", "input_dim"} <= set(cfg)
-    flags = with_lost_directions(metrics, spectra, flags, cfg)
+    if not lost_derived:
+        flags = with_lost_directions(metrics, spectra, flags, cfg)
     out = []
     for init in inits:
         med = _medians(metrics, init)

@@ -5,7 +5,10 @@ execution order: a module called twice is two layers) and measures it at
 once with `initscope.metrics` (`recording`), so states are not kept. The same
 pass gives the loss for one backward pass (weight gradients); it runs
 without autograd when grad_norm is not asked for. jacobian_rank comes from
-forward-mode AD on at most 64 samples (`jacobian`). Afterwards the hooks are
+forward-mode AD on at most 64 samples (`jacobian`), and so do
+jacobian_sq_mean and jacobian_log_spread. pre_q and pre_cosine are read
+where a state is the output of an affine map (Linear, Conv; layer 0: a
+floating-point input), from the same pass (`_pre_values`). Afterwards the hooks are
 gone and the model is as it was: training/eval flags, requires_grad flags
 and buffers (BatchNorm running statistics) are restored, even when the
 forward pass raises, and torch's global RNG is not advanced.
@@ -23,7 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from initscope.core import metrics as M
-from initscope.torch.jacobian import JACOBIAN_BUDGET, JACOBIAN_SAMPLES, jacobian_ranks
+from initscope.torch.initializers import INITIALIZABLE
+from initscope.torch.jacobian import (
+    JACOBIAN_BUDGET,
+    JACOBIAN_METRICS,
+    JACOBIAN_SAMPLES,
+    JacobianReadings,
+    jacobian_values,
+)
 from initscope.torch.loading import ModelError, _quote
 from initscope.torch.layouts import LayoutRules, LayoutWarning, model_kind
 from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES, TOKEN_METRICS, to_numpy
@@ -53,14 +63,10 @@ def _as_tensor(value, label: str) -> torch.Tensor:
     return value
 
 
-_NOT_RECORDED = frozenset({"pre_q", "pre_cosine", "jacobian_sq_mean", "jacobian_log_spread"})
-
-
 def _metric_names(metrics) -> tuple[str, ...]:
     """The registry's default metrics and the token metrics, or the names given, in registry order."""
     if metrics is None:
-        # Pre-activations and Jacobian spectra are not recorded from torch modules (yet): by default, left out.
-        return tuple(dict.fromkeys((*(m for m in M.default_metrics() if m not in _NOT_RECORDED), *TOKEN_METRICS)))
+        return tuple(dict.fromkeys((*M.default_metrics(), *TOKEN_METRICS)))
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names or any(m not in M.METRICS for m in names):
         raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(M.METRICS)}. "
@@ -238,13 +244,14 @@ def inspect(
     x, y, device = _placed(model, x, y)
 
     notes: list[str] = []
-    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=want, rules=rules,
+    measure = want | ({"rms", "mean_cosine"} if want & {"pre_q", "pre_cosine"} else set())  # what _pre_values reads
+    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=measure, rules=rules,
                    hint=model_kind(model), reference=reference, notes=notes, seed=seed, max_rows=max_rows,
                    max_sequences=max_sequences, attention_weights=attention_weights)
     weights = {id(m): _weights(m) for _, m in selected} if "grad_norm" in want else {}
     params = list({id(p): p for ps in weights.values() for p in ps}.values())
     grads: dict[int, float] = {}
-    jac: dict[int, float] = {}
+    jac = JacobianReadings()
 
     training = {m: m.training for m in model.modules()}
     grad_flags = {p: p.requires_grad for p in model.parameters()}
@@ -269,10 +276,10 @@ def inspect(
             for h in handles:
                 h.remove()
             _restore(buffers)
-            if "jacobian_rank" in want:
-                jac = jacobian_ranks(model, x, rec.layers, [m for _, m in selected], samples=jacobian_samples,
-                                     budget=jacobian_budget, seed=seed, notes=notes,
-                                     attention_weights=attention_weights)
+            if want & set(JACOBIAN_METRICS):
+                jac = jacobian_values(model, x, rec.layers, [m for _, m in selected], names=metric_names,
+                                      samples=jacobian_samples, budget=jacobian_budget, seed=seed, notes=notes,
+                                      attention_weights=attention_weights)
         finally:
             for h in handles:
                 h.remove()
@@ -288,12 +295,14 @@ def inspect(
     values = {}
     for layer in rec.layers:
         v = dict(layer.measured.values)
-        if "jacobian_rank" in want:
-            v["jacobian_rank"] = jac.get(layer.index, math.nan) if layer.measured.finite else math.nan
+        for name in want & set(JACOBIAN_METRICS):
+            v[name] = jac.values.get(layer.index, {}).get(name, math.nan) if layer.measured.finite else math.nan
+        if want & {"pre_q", "pre_cosine"}:
+            v.update(_pre_values(layer, x.is_floating_point()))
         if "grad_norm" in want:
             ps = weights.get(id(layer.module), []) if layer.module is not None else []
             v["grad_norm"] = math.sqrt(sum(grads.get(id(p), math.nan) ** 2 for p in ps)) if ps else math.nan
-        for name in metric_names:  # a registered metric that reads Jacobians: not measured on torch models
+        for name in metric_names:  # a registered metric reading what torch modules do not give (e.g. gradients)
             v.setdefault(name, math.nan)
         values[layer.index] = v
     first = rec.layers[0]
@@ -307,7 +316,22 @@ def inspect(
     else:
         target = np.linalg.norm(to_numpy(x.reshape(n, -1)).astype(np.float64), axis=1)
     return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes,
-                        reference=rec.reference)
+                        reference=rec.reference, histograms=jac.histograms)
+
+
+def _pre_values(layer, floating_input: bool) -> dict[str, float]:
+    """pre_q and pre_cosine of a state that is an affine map's output z (a Linear or Conv module's tensor), else NaN.
+
+    They are the registry's definitions read on z: pre_q = mean of z² over
+    samples and units = rms², pre_cosine = mean_cosine(z), on the state
+    matrix as every cosine here is (positions folded into samples). Layer 0
+    reads the input, as in the numpy network, when it is floating point.
+    """
+    affine = floating_input if layer.module is None else isinstance(layer.module, INITIALIZABLE) and not layer.output
+    values = layer.measured.values
+    if not (affine and layer.measured.finite):
+        return {"pre_q": math.nan, "pre_cosine": math.nan}
+    return {"pre_q": values["rms"] ** 2, "pre_cosine": values.get("mean_cosine", math.nan)}
 
 
 def _check_reference(model: nn.Module, reference) -> None:

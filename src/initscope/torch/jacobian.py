@@ -1,4 +1,10 @@
-"""jacobian_rank of every recorded layer, by forward-mode AD: one forward pass per input direction.
+"""The Jacobian metrics of every recorded layer, by forward-mode AD: one forward pass per input direction.
+
+jacobian_rank, jacobian_sq_mean and jacobian_log_spread are the core's
+functions (`core.metrics`, `core.propagation`) applied to the same
+per-sample Jacobians, so their definitions are the numpy network's; with
+jacobian_log_spread each layer also gets the counts of its log10 normalised
+singular values (`propagation.log10_histogram`), the report's Jacobian figure.
 
 Each pass perturbs every sample's input along the same direction e_k, so a
 layer's output tangent row i is ∂s_i/∂x_i · e_k: d passes give each sample's
@@ -6,7 +12,8 @@ Jacobian of its flattened output with respect to its flattened input.
 Models whose samples interact (BatchNorm in training mode) add the O(1/m)
 cross-sample terms Σ_{j≠i} ∂s_j/∂x_i · e_k. A pass stops right after the
 last layer it needs. Layers whose Jacobians exceed a budget use fewer
-samples, or none (NaN, with a note).
+samples, or none (NaN, with a note). Layer 0's Jacobian is the identity,
+read as the numpy network reads it: m samples' (1 × 1) identities.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,16 +29,48 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from initscope.core import metrics as M
+from initscope.core import propagation as P
 from initscope.torch.loading import _quote
 from initscope.torch.measures import to_numpy
 from initscope.torch.outputs import recordable
 from initscope.torch.recording import Layer
 
-__all__ = ["jacobian_ranks", "jacobian_samples", "JACOBIAN_SAMPLES", "JACOBIAN_BUDGET"]
+__all__ = ["jacobian_values", "jacobian_samples", "JacobianReadings", "JACOBIAN_METRICS", "JACOBIAN_SAMPLES",
+           "JACOBIAN_BUDGET"]
+
+JACOBIAN_METRICS = ("jacobian_rank", "jacobian_sq_mean", "jacobian_log_spread")  # registry entries read here
 
 JACOBIAN_SAMPLES = 64
 JACOBIAN_BUDGET = 2**24  # Jacobian entries kept per layer (samples·d·w): 128 MiB in float64
-_RANK_FLOPS = 64  # and samples·d·w·min(d, w) <= 64·budget: the cost of its rank
+_RANK_FLOPS = 64  # and samples·d·w·min(d, w) <= 64·budget: the cost of its rank (or its SVD)
+
+
+@dataclass
+class JacobianReadings:
+    """values: layer index -> {metric: value} for the Jacobian metrics asked for (layers left out: NaN);
+    histograms: layer index -> (bins,) counts of log10 normalised σ, with jacobian_log_spread only."""
+
+    values: dict[int, dict[str, float]] = field(default_factory=dict)
+    histograms: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def add(self, index: int, J: np.ndarray, names: tuple[str, ...], *, input_dim: int | None = None) -> None:
+        """Measure one layer's Jacobians J (1, m, d, w) with the core's functions.
+
+        input_dim: the d that jacobian_rank divides by, when J stands for
+        another (layer 0: 1 × 1 identities for the d × d one).
+        """
+        _, _, d, w = J.shape
+        out: dict[str, float] = {}
+        with np.errstate(all="ignore"):
+            if "jacobian_rank" in names:
+                out["jacobian_rank"] = float(M.jacobian_rank(J, input_dim=input_dim)[0])
+            if "jacobian_sq_mean" in names:
+                out["jacobian_sq_mean"] = float(P.jacobian_sq_mean(J)[0])
+            if "jacobian_log_spread" in names:
+                sv = P.jacobian_singular_values(J, input_dim=input_dim)
+                out["jacobian_log_spread"] = float(P.jacobian_log_spread(sv)[0])
+                self.histograms[index] = P.log10_histogram(sv, d, w)[0]
+        self.values[index] = out
 
 
 class _Stop(BaseException):
@@ -83,25 +123,10 @@ class _Tangents:
                 raise _Stop
 
 
-# long: per-layer buffers sized first, then one forward-mode pass per input direction inside one
-# try/finally that removes the hooks, each way out leaving a note on why a rank is missing
-def jacobian_ranks(model: nn.Module, x: torch.Tensor, layers: list[Layer], modules: list[nn.Module], *,
-                   samples: int, budget: int, seed: int, notes: list[str],
-                   attention_weights: bool = False) -> dict[int, float]:
-    """jacobian_rank by layer index (layer 0, the input, is 1); sets each layer's jacobian_samples.
-
-    x: the inputs (n, *shape); layers: the main pass's recording, whose
-    module calls this pass must repeat in the same order; modules: those to hook.
-    """
-    if not x.is_floating_point():
-        notes.append("jacobian_rank not measured: the inputs are not floating point, so not differentiable.")
-        return {}
-    out: dict[int, float] = {0: 1.0}
-    m = min(samples, x.shape[0])
-    layers[0].jacobian_samples = m
-    d = math.prod(x.shape[1:])
+def _buffers(layers: list[Layer], d: int, m: int, budget: int, dtype, what: str,
+             notes: list[str]) -> dict[int, np.ndarray]:
+    """Zeroed (m_l, d, w) Jacobians of each finite layer that fits the budget; sets each layer's jacobian_samples."""
     J: dict[int, np.ndarray] = {}
-    dtype = np.float64 if x.dtype == torch.float64 else np.float32
     over = []
     for layer in layers[1:]:
         if not layer.measured.finite:
@@ -113,10 +138,37 @@ def jacobian_ranks(model: nn.Module, x: torch.Tensor, layers: list[Layer], modul
         else:
             over.append(layer)
     if over:
-        notes.append(f"jacobian_rank not measured for {len(over)} layer(s) whose Jacobian (d={d} inputs × their "
+        notes.append(f"{what} not measured for {len(over)} layer(s) whose Jacobian (d={d} inputs × their "
                      f"units) exceeds the budget of {budget:,} entries, e.g. {over[0].label}.")
+    return J
+
+
+# long: one forward-mode pass per input direction inside one try/finally that removes the hooks,
+# each way out leaving a note on why the Jacobian metrics are missing
+def jacobian_values(model: nn.Module, x: torch.Tensor, layers: list[Layer], modules: list[nn.Module], *,
+                    names: tuple[str, ...], samples: int, budget: int, seed: int, notes: list[str],
+                    attention_weights: bool = False) -> JacobianReadings:
+    """The Jacobian metrics in `names` (of JACOBIAN_METRICS) by layer index; sets each layer's jacobian_samples.
+
+    x: the inputs (n, *shape); layers: the main pass's recording, whose
+    module calls this pass must repeat in the same order; modules: those to
+    hook. Layer 0 (the input) has jacobian_rank 1, jacobian_sq_mean 1 and
+    jacobian_log_spread 0 (NaN with one sample), as in the numpy network.
+    """
+    names = tuple(n for n in JACOBIAN_METRICS if n in names)
+    what = ", ".join(names)
+    readings = JacobianReadings()
+    if not x.is_floating_point():
+        notes.append(f"{what} not measured: the inputs are not floating point, so not differentiable.")
+        return readings
+    m = min(samples, x.shape[0])
+    layers[0].jacobian_samples = m
+    dtype = np.float64 if x.dtype == torch.float64 else np.float32
+    readings.add(0, np.ones((1, m, 1, 1), dtype=dtype), names, input_dim=1)
+    d = math.prod(x.shape[1:])
+    J = _buffers(layers, d, m, budget, dtype, what, notes)
     if not J:
-        return out
+        return readings
     sequence = [(-1, 0, "")] + [(id(layer.module), layer.call, layer.output) for layer in layers[1:]]
     tangents = _Tangents(sequence, J, m, attention_weights)
     x_m = x[:m].detach()
@@ -137,16 +189,15 @@ def jacobian_ranks(model: nn.Module, x: torch.Tensor, layers: list[Layer], modul
                     except _Stop:
                         pass
                 if tangents.mismatch:
-                    notes.append("jacobian_rank not measured: the model called its modules in a different "
+                    notes.append(f"{what} not measured: the model called its modules in a different "
                                  f"order on {m} samples than on all {x.shape[0]}.")
-                    return out
+                    return readings
     except Exception as exc:  # noqa: BLE001 - e.g. an op without a forward-mode derivative
-        notes.append(f"jacobian_rank not measured: forward-mode AD through the model raised {_quote(exc)}.")
-        return out
+        notes.append(f"{what} not measured: forward-mode AD through the model raised {_quote(exc)}.")
+        return readings
     finally:
         for h in handles:
             h.remove()
-    with np.errstate(all="ignore"):
-        for i, Ji in J.items():
-            out[i] = float(M.jacobian_rank(Ji[None])[0])
-    return out
+    for i, Ji in J.items():
+        readings.add(i, Ji[None], names)
+    return readings

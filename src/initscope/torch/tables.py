@@ -12,7 +12,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.study.display import inspect_html
+from initscope.study.records import JACOBIAN_COLUMNS
 from initscope.study.runner import NumericalWarning
 from initscope.torch.initializers import INITIALIZABLE, weight_fans
 from initscope.torch.recording import Layer
@@ -43,7 +45,9 @@ class InspectResult:
     layout), units (columns of the state matrix), state_samples (its rows),
     jacobian_samples and reference (True on the state the scale and rank
     flags compare with). config: a mapping of the context (the report's
-    config section). notes: plain-language remarks.
+    config section). notes: plain-language remarks. jacobian_spectra: with
+    jacobian_log_spread, the core's counts of log10 normalised Jacobian
+    singular values (init, trial, layer, log10_sv, count > 0), else empty.
     """
 
     metrics: pd.DataFrame
@@ -54,6 +58,7 @@ class InspectResult:
     layers: pd.DataFrame
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
 
     def _repr_html_(self) -> str:
         """In a notebook: the diagnosis in words, the flags and a per-layer table (`initscope.study.display`)."""
@@ -93,8 +98,9 @@ def _layer_info(layers: list[Layer], reference: int) -> pd.DataFrame:
 
 def build_result(layers: list[Layer], values: dict[int, dict[str, float]], metric_names: tuple[str, ...], *,
                  label: str, config: dict[str, Any], target: np.ndarray, notes: list[str],
-                 reference: int = 0) -> InspectResult:
-    """Assemble the tables. values: every metric of each layer, by layer index; reference: its layer index."""
+                 reference: int = 0, histograms: dict[int, np.ndarray] | None = None) -> InspectResult:
+    """Assemble the tables. values: every metric of each layer, by layer index; reference: its layer index;
+    histograms: Jacobian singular-value counts (bins,) by layer index (`torch.jacobian`)."""
     info = _layer_info(layers, reference)
     frames = []
     for metric in metric_names:
@@ -126,7 +132,15 @@ def build_result(layers: list[Layer], values: dict[int, dict[str, float]], metri
         "pc3": layer.measured.projection[:, 2], "target": target}) for layer in layers], ignore_index=True)
     info.insert(0, "init", label)
     return InspectResult(metrics, spectra, projections, _weight_norms(layers, label),
-                         _flags(layers, label), info, config, notes)
+                         _flags(layers, label), info, config, notes, _jacobian_table(histograms or {}, label))
+
+
+def _jacobian_table(histograms: dict[int, np.ndarray], label: str) -> pd.DataFrame:
+    """Rows (init, trial, layer, log10_sv bin centre, count > 0), as `initscope.run` writes jacobian_spectra."""
+    centres = np.round(0.5 * (JACOBIAN_LOG10_EDGES[1:] + JACOBIAN_LOG10_EDGES[:-1]), 6)
+    rows = [pd.DataFrame({"init": label, "trial": 0, "layer": index, "log10_sv": centres[np.nonzero(counts)[0]],
+                          "count": counts[np.nonzero(counts)[0]]}) for index, counts in sorted(histograms.items())]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(JACOBIAN_COLUMNS))
 
 
 def _weight_norms(layers: list[Layer], label: str) -> pd.DataFrame:
@@ -178,4 +192,4 @@ def combine(*results: InspectResult) -> InspectResult:
     config = dict(results[0].config, init=tuple(labels))
     notes = list(dict.fromkeys(note for r in results for note in r.notes))
     return InspectResult(cat("metrics"), cat("spectra"), cat("projections"), cat("weight_norms"), cat("flags"),
-                         layers, config, notes)
+                         layers, config, notes, cat("jacobian_spectra"))

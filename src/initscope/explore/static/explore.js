@@ -2,8 +2,6 @@
 // The server's tables are the numbers of initscope.run; this file only summarises and draws them.
 "use strict";
 
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                 "#bcbd22", "#17becf"];
 const MAIN = ["init", "gain", "depth", "width", "input_dim", "samples", "activation", "shift", "shift_scale",
               "residual", "norm", "data", "trials", "seed"];
 const MULTI = new Set(["init", "metrics"]);
@@ -11,17 +9,13 @@ const MULTI = new Set(["init", "metrics"]);
 const RANGES = {depth: [1, 200, 1], width: [2, 512, 1], input_dim: [1, 100, 1], samples: [4, 2000, 1],
                 trials: [1, 50, 1], gain: [0.05, 4, 0.05], shift_scale: [0, 3, 0.05], residual: [0, 2, 0.05],
                 seed: [0, 100, 1]};
-const LOG_DECADES = 2;
-const LINEAR_ONLY = new Set(["dead_fraction", "linear_fraction", "mean_cosine", "linear_r2", "distance_corr",
-                             "jacobian_rank"]);
-const DISPLAY_FLOOR = {linear_r2: -1};
-const MAX_POINTS = 1000;
-const MAX_CURVES = 40;
 const PLOT_CONFIG = {responsive: true, displaylogo: false};
 const CLIENT = Math.random().toString(36).slice(2) + Date.now().toString(36);
 
-const state = {meta: null, controller: null, timer: null, started: 0, layer: 0, updates: 0, latencies: []};
-window.explore = state;  // for tests and the curious: state.updates, state.latencies, state.last
+const state = {meta: null, controller: null, timer: null, started: 0, layer: 0, updates: 0, latencies: [], painted: [],
+               stale: new Set(), shown: null, inflight: false};
+window.explore = state;  // for tests and the curious: updates, latencies, painted, last (with its marks), stale
+
 
 function el(tag, attrs = {}, text = "") {
   const node = document.createElement(tag);
@@ -103,10 +97,13 @@ function currentFields() {
   return fields;
 }
 
+// A change asks at once when nothing is in flight (a click, a typed value, a slider's first step); while a
+// request is in flight, changes are gathered for a moment, and the newest one replaces it.
 function changed() {
   clearTimeout(state.timer);
+  clearTimeout(state.restTimer);
   state.started = performance.now();
-  state.timer = setTimeout(request, 30);
+  state.timer = setTimeout(request, state.inflight ? 30 : 0);
 }
 
 // ---------------------------------------------------------------- requests
@@ -119,6 +116,16 @@ async function request() {
   const controller = state.controller = new AbortController();
   const started = state.started || performance.now();
   setStatus("Computing…", "busy");
+  const marks = {queued: started, sent: performance.now()};
+  state.inflight = true;
+  try {
+    await exchange(fields, controller, started, marks);
+  } finally {
+    if (controller === state.controller) state.inflight = false;
+  }
+}
+
+async function exchange(fields, controller, started, marks) {
   let response;
   try {
     response = await fetch("/api/stream?orient=columns", {
@@ -136,6 +143,7 @@ async function request() {
     return;
   }
   markInvalid(null);
+  marks.headers = performance.now();
   const reader = response.body.getReader(), decoder = new TextDecoder();
   let buffer = "";
   try {
@@ -147,7 +155,10 @@ async function request() {
       while ((cut = buffer.indexOf("\n")) >= 0) {
         const line = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 1);
-        if (line.trim() && controller === state.controller) await show(JSON.parse(line), started);
+        if (!line.trim() || controller !== state.controller) continue;
+        const at = performance.now(), message = JSON.parse(line);
+        if (message.part === "tables") Object.assign(marks, {body: at, parsed: performance.now()});
+        await show(message, started, marks);
       }
     }
   } catch (err) {
@@ -169,24 +180,44 @@ function setStatus(text, kind = "") {
   box.className = kind;
 }
 
-async function show(message, started) {
+// Each depth prefix comes as two messages: its tables (drawn at once: the figures in view first), then the
+// verdict in words, computed on the server while the page draws. The update is complete with the verdict.
+async function show(message, started, marks) {
   if (message.error) {
     if (!message.superseded) setStatus(`${message.status}: ${message.error}`, "error");
     return;
   }
-  const t0 = performance.now();
-  effectiveValues(message.config);
-  await render(message);
-  const now = performance.now();
+  if (message.part === "tables") {
+    const t0 = performance.now();
+    message.started = started;
+    effectiveValues(message.config);
+    await render(message);
+    marks.drawn = performance.now();
+    state.drawing = marks.drawn - t0;
+    return;
+  }
+  renderVerdict(message);
+  const now = performance.now(), shown = state.shown;
+  marks.verdict = now;
   state.updates += 1;
-  state.last = {depth: message.depth, of: message.of, final: message.final, timing: message.timing_ms,
-                latency: now - started, draw: now - t0};
+  state.last = {depth: message.depth, of: message.of, final: message.final, latency: now - started, started,
+                timing: {...shown.timing_ms, ...message.timing_ms}, draw: state.drawing,
+                marks: Object.fromEntries(Object.entries(marks).map(([k, v]) => [k, Math.round(v - started)]))};
+  const last = state.last;
+  if (!state.stale.size) last.settled = last.latency;
+  // After the next frame: the browser has painted what was drawn (WebGL scenes included).
+  requestAnimationFrame(() => setTimeout(() => {
+    last.painted = performance.now() - started;
+    if (last.final) state.painted.push(last.painted);
+  }, 0));
   if (message.final) state.latencies.push(now - started);
   else state.partials = (state.partials || 0) + 1;
   const part = message.final ? "" : ` — layers 0–${message.depth} of ${message.of} so far, computing the rest`;
-  setStatus(`Updated in ${Math.round(now - started)} ms (study ${message.timing_ms.run} ms, ` +
-            `tables ${message.timing_ms.tables} ms, drawing ${Math.round(now - t0)} ms)${part}`);
+  setStatus(`Updated in ${Math.round(now - started)} ms (study ${shown.timing_ms.run} ms, tables ` +
+            `${shown.timing_ms.tables} ms, verdict ${message.timing_ms.verdict} ms, drawing ` +
+            `${Math.round(state.drawing)} ms)${part}`);
   document.body.dataset.updates = String(state.updates);
+  scheduleRest();
 }
 
 // A field the study set itself (input_dim and samples follow a data set's columns and rows) shows the
@@ -204,238 +235,6 @@ function effectiveValues(config) {
     if (!hint) label.appendChild(hint = el("span", {class: "used note"}));
     hint.textContent = ` (this run: ${used})`;
   }
-}
-
-// ---------------------------------------------------------------- tables
-function columns(table) {
-  const out = {};
-  for (const name of table.columns) {
-    out[name] = name in table.data ? table.data[name] : new Array(table.rows).fill(table.constant[name]);
-  }
-  out.rows = table.rows;
-  return out;
-}
-
-function inits(message) { return message.config.init; }
-
-function colour(i) { return PALETTE[i % PALETTE.length]; }
-
-function quantile(sorted, q) {  // pandas' default (linear interpolation)
-  if (!sorted.length) return NaN;
-  const pos = (sorted.length - 1) * q, lo = Math.floor(pos), hi = Math.ceil(pos);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
-}
-
-// metric -> init -> layer -> [values over trials] (finite only; null is NaN)
-function groupMetrics(t) {
-  const out = {};
-  for (let i = 0; i < t.rows; i++) {
-    const m = t.metric[i], init = t.init[i], layer = t.layer[i], v = t.value[i];
-    const byInit = (out[m] = out[m] || {}), byLayer = (byInit[init] = byInit[init] || {});
-    (byLayer[layer] = byLayer[layer] || []);
-    if (v !== null && Number.isFinite(v)) byLayer[layer].push(v);
-  }
-  return out;
-}
-
-// init -> layer -> k -> [σ over trials]; medians as init -> [layer][k]
-function medianSpectra(t, names) {
-  const acc = {};
-  for (let i = 0; i < t.rows; i++) {
-    const a = (acc[t.init[i]] = acc[t.init[i]] || []);
-    const row = (a[t.layer[i]] = a[t.layer[i]] || []);
-    (row[t.k[i] - 1] = row[t.k[i] - 1] || []).push(t.singular_value[i]);
-  }
-  const out = {};
-  for (const init of names) {
-    out[init] = (acc[init] || []).map(row => (row || []).map(vals => {
-      const s = vals.slice().sort((a, b) => a - b);
-      return quantile(s, 0.5);
-    }));
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------- figures
-function grid(n) { const cols = Math.min(n, 3); return [cols, Math.ceil(n / cols)]; }
-
-function layerFigure(message) {
-  const names = inits(message), t = columns(message.tables.projections);
-  const cube = {};  // init -> layer -> {x, y, z, c}
-  const layerSet = new Set();
-  const stride = Math.max(1, Math.ceil((message.config.samples || 1) / MAX_POINTS));
-  for (let i = 0; i < t.rows; i++) {
-    if (t.sample[i] % stride) continue;
-    const byLayer = (cube[t.init[i]] = cube[t.init[i]] || {});
-    const p = (byLayer[t.layer[i]] = byLayer[t.layer[i]] || {x: [], y: [], z: [], c: []});
-    p.x.push(t.pc1[i]); p.y.push(t.pc2[i]); p.z.push(t.pc3[i]); p.c.push(t.target[i]);
-    layerSet.add(t.layer[i]);
-  }
-  const layers = Array.from(layerSet).sort((a, b) => a - b);
-  const [cols, rows] = grid(names.length);
-  const current = layers.includes(state.layer) ? state.layer : layers[layers.length - 1];
-  const trace = (init, layer) => {
-    const p = (cube[init] || {})[layer] || {x: [], y: [], z: [], c: []};
-    return {type: "scatter3d", mode: "markers", x: p.x, y: p.y, z: p.z, name: init, showlegend: false,
-            scene: names.indexOf(init) ? "scene" + (names.indexOf(init) + 1) : "scene",
-            marker: {size: 3, color: p.c, coloraxis: "coloraxis", opacity: 0.85},
-            hovertemplate: `${init}, layer ${layer}<br>pc1 %{x:.4g}, pc2 %{y:.4g}, pc3 %{z:.4g}<extra></extra>`};
-  };
-  // Each view's title says how far the points spread, against the input's (the post's first observation).
-  const spread = p => {
-    if (!p || !p.x.length) return NaN;
-    let sum = 0, n = 0;
-    for (let j = 0; j < p.x.length; j++) {
-      const d = p.x[j] * p.x[j] + p.y[j] * p.y[j] + p.z[j] * p.z[j];
-      if (Number.isFinite(d)) { sum += d; n += 1; }
-    }
-    return n ? Math.sqrt(sum / n) : NaN;
-  };
-  const note = (init, layer) => {
-    const base = spread((cube[init] || {})[layers[0]]), here = spread((cube[init] || {})[layer]);
-    if (layer === 0) return "the input";
-    if (!Number.isFinite(here)) return "non-finite (overflow)";
-    return base > 0 ? `spread ${here / base < 1e-3 || here / base > 1e4 ? (here / base).toExponential(2) :
-                                 (here / base).toPrecision(3)}× the input's` : `spread ${here.toPrecision(3)}`;
-  };
-  const titles = layer => names.map((init, i) => ({
-    text: `<b>${init}</b>, layer ${layer}: ${note(init, layer)}`, showarrow: false, xref: "paper", yref: "paper",
-    x: (i % cols + 0.5) / cols, y: 1 - Math.floor(i / cols) / rows, xanchor: "center", yanchor: "bottom"}));
-  const layout = {
-    height: 430 * rows + 80, margin: {l: 0, r: 0, t: 30, b: 70}, uirevision: "layers",
-    coloraxis: {colorscale: "Viridis", colorbar: {title: {text: "target"}, len: 0.8}},
-    annotations: titles(current),
-    sliders: [{active: layers.indexOf(current), pad: {t: 20}, currentvalue: {prefix: "layer ", visible: true},
-      steps: layers.map(l => ({method: "animate", label: String(l),
-        args: [[String(l)], {mode: "immediate", frame: {duration: 0, redraw: true}, transition: {duration: 0}}]}))}],
-  };
-  names.forEach((init, i) => {
-    const col = i % cols, row = Math.floor(i / cols);
-    layout[i ? "scene" + (i + 1) : "scene"] = {
-      domain: {x: [col / cols, (col + 1) / cols], y: [1 - (row + 1) / rows, 1 - row / rows - 0.04]},
-      xaxis: {title: {text: "pc1"}}, yaxis: {title: {text: "pc2"}}, zaxis: {title: {text: "pc3"}}, aspectmode: "data"};
-  });
-  const frames = layers.map(l => ({name: String(l), data: names.map(init => trace(init, l)),
-                                   traces: names.map((_, i) => i), layout: {annotations: titles(l)}}));
-  return {data: names.map(init => trace(init, current)), layout, frames, layers};
-}
-
-function spectraFigure(message, medians) {
-  const names = inits(message), [cols, rows] = grid(names.length), data = [];
-  const depth = message.depth;
-  // At most MAX_CURVES layers per panel (evenly spaced, the input and the last layer always): hundreds of
-  // lines would cost more to draw than they show.
-  const step = Math.max(1, Math.ceil((depth + 1) / MAX_CURVES));
-  names.forEach((init, i) => {
-    const axis = i ? String(i + 1) : "";
-    (medians[init] || []).forEach((row, layer) => {
-      if (layer % step && layer !== depth) return;
-      const shade = depth ? layer / depth : 0;
-      data.push({type: "scatter", mode: "lines", x: row.map((_, k) => k + 1), y: row.map(v => v > 0 ? v : null),
-                 xaxis: "x" + axis, yaxis: "y" + axis, showlegend: false,
-                 line: {width: layer === 0 || layer === depth ? 2.5 : 1, color: viridis(shade)},
-                 hovertemplate: `${init}<br>layer ${layer}<br>k %{x}<br>σ %{y:.4g}<extra></extra>`});
-    });
-  });
-  const layout = axesLayout(names, cols, rows, "component k", "singular value σ_k (median)", {type: "log"});
-  layout.height = 330 * rows + 60;
-  return {data, layout};
-}
-
-function heatmapFigure(message, medians) {
-  const names = inits(message), [cols, rows] = grid(names.length), data = [];
-  const eps = message.config.dtype === "float32" ? 1.1920929e-7 : 2.220446049250313e-16;
-  names.forEach((init, i) => {
-    const axis = i ? String(i + 1) : "", m = medians[init] || [];
-    const K = Math.max(0, ...m.map(r => (r || []).length));
-    const z = [];
-    for (let k = 0; k < K; k++) z.push(m.map(row => (row && row[k] > 0) ? Math.log10(row[k]) : null));
-    const above = m.map(row => row && row.length ? row.filter(v => v > row[0] * Math.sqrt(eps)).length + 0.5 : null);
-    const layers = m.map((_, l) => l);
-    data.push({type: "heatmap", x: layers, y: Array.from({length: K}, (_, k) => k + 1), z, coloraxis: "coloraxis",
-               xaxis: "x" + axis, yaxis: "y" + axis,
-               hovertemplate: `${init}<br>layer %{x}<br>k %{y}<br>σ = 10^%{z:.2f}<extra></extra>`});
-    data.push({type: "scatter", mode: "lines", x: layers, y: above, xaxis: "x" + axis, yaxis: "y" + axis,
-               showlegend: false, line: {color: "white", width: 2, dash: "dash", shape: "hvh"},
-               hovertemplate: "layer %{x}: components above the noise floor<extra></extra>"});
-  });
-  const layout = axesLayout(names, cols, rows, "layer", "component k", {});
-  layout.coloraxis = {colorscale: "Viridis", colorbar: {title: {text: "log10 σ"}}};
-  layout.height = 330 * rows + 60;
-  return {data, layout};
-}
-
-function depthFigure(message) {
-  const names = inits(message), grouped = groupMetrics(columns(message.tables.metrics));
-  const metrics = message.config.metrics.filter(m => grouped[m]);
-  const [cols, rows] = [Math.min(3, metrics.length), Math.ceil(metrics.length / 3)];
-  const data = [], titles = [];
-  metrics.forEach((metric, n) => {
-    const axis = n ? String(n + 1) : "", floor = DISPLAY_FLOOR[metric];
-    const all = [];
-    names.forEach((init, i) => {
-      const byLayer = grouped[metric][init] || {};
-      const layers = Object.keys(byLayer).map(Number).sort((a, b) => a - b);
-      const stats = layers.map(l => {
-        const s = byLayer[l].slice().sort((a, b) => a - b);
-        const clip = v => (floor !== undefined && v < floor) ? floor : v;
-        return s.length ? [clip(quantile(s, 0.5)), clip(quantile(s, 0.1)), clip(quantile(s, 0.9))] : [null, null, null];
-      });
-      stats.forEach(s => all.push(s[0]));
-      const c = colour(i), common = {xaxis: "x" + axis, yaxis: "y" + axis, legendgroup: init};
-      // The 10-90% band as one closed polygon (up along the 90% line, back along the 10% line):
-      // one trace instead of two, which halves the drawing of this, the page's largest figure.
-      data.push({...common, type: "scatter", mode: "lines", x: layers.concat(layers.slice().reverse()),
-                 y: stats.map(s => s[2]).concat(stats.map(s => s[1]).reverse()), fill: "toself",
-                 fillcolor: rgba(c, 0.18), line: {width: 0}, showlegend: false, hoverinfo: "skip"});
-      data.push({...common, type: "scatter", mode: "lines", x: layers, y: stats.map(s => s[0]), name: init,
-                 showlegend: n === 0, line: {color: c, width: 2},
-                 hovertemplate: `${init}<br>${metric}<br>layer %{x}: %{y:.4g}<extra></extra>`});
-    });
-    titles.push({metric, log: !LINEAR_ONLY.has(metric) && spansDecades(all)});
-  });
-  const layout = axesLayout(titles.map(t => t.metric + (DISPLAY_FLOOR[t.metric] !== undefined ? " (clipped at -1)" : "")),
-                            cols, rows, "layer", "", {});
-  titles.forEach((t, n) => { if (t.log) layout["yaxis" + (n ? n + 1 : "")].type = "log"; });
-  layout.height = 250 * rows + 80;
-  layout.showlegend = true;
-  layout.legend = {orientation: "h", y: 1.02, yanchor: "bottom", x: 0};
-  return {data, layout};
-}
-
-function spansDecades(values) {
-  const pos = values.filter(v => v !== null && Number.isFinite(v) && v > 0);
-  return pos.length > 1 && Math.log10(Math.max(...pos) / Math.min(...pos)) > LOG_DECADES;
-}
-
-function axesLayout(titles, cols, rows, xTitle, yTitle, yExtra) {
-  const layout = {margin: {l: 60, r: 10, t: 40, b: 45}, annotations: [], template: "plotly_white",
-                  plot_bgcolor: "white", showlegend: false};
-  const gapX = 0.06, gapY = rows > 1 ? Math.min(0.12, 0.6 / rows) : 0;
-  titles.forEach((title, i) => {
-    const col = i % cols, row = Math.floor(i / cols), s = i ? String(i + 1) : "";
-    const x0 = col / cols + (col ? gapX / 2 : 0), x1 = (col + 1) / cols - (col < cols - 1 ? gapX / 2 : 0);
-    const y1 = 1 - row / rows - (row ? gapY / 2 : 0), y0 = 1 - (row + 1) / rows + (row < rows - 1 ? gapY / 2 : 0);
-    // Only the bottom panel of each column names its x axis: the others would run into the titles below.
-    const bottom = i + cols >= titles.length;
-    layout["xaxis" + s] = {domain: [x0, x1], anchor: "y" + s, title: {text: bottom ? xTitle : ""}, zeroline: false};
-    layout["yaxis" + s] = {domain: [y0, y1], anchor: "x" + s, title: {text: yTitle}, ...yExtra};
-    layout.annotations.push({text: `<b>${title}</b>`, showarrow: false, xref: "paper", yref: "paper",
-                             x: (x0 + x1) / 2, y: y1, xanchor: "center", yanchor: "bottom"});
-  });
-  return layout;
-}
-
-function viridis(t) {
-  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-  const x = Math.min(1, Math.max(0, t)) * (stops.length - 1), i = Math.min(stops.length - 2, Math.floor(x));
-  const f = x - i, c = stops[i].map((v, j) => Math.round(v + (stops[i + 1][j] - v) * f));
-  return `rgb(${c[0]},${c[1]},${c[2]})`;
-}
-
-function rgba(hex, alpha) {
-  const [r, g, b] = [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16));
-  return `rgba(${r},${g},${b},${alpha})`;
 }
 
 // ---------------------------------------------------------------- verdict
@@ -476,31 +275,73 @@ function renderVerdict(message) {
 }
 
 // ---------------------------------------------------------------- render
-async function render(message) {
-  const ms = {}, t = () => performance.now();
-  let t0 = t();
-  renderVerdict(message);
-  const medians = medianSpectra(columns(message.tables.spectra), inits(message));
-  const layers = layerFigure(message);
-  const spectra = spectraFigure(message, medians), heat = heatmapFigure(message, medians);
-  const depth = depthFigure(message);
-  ms.figures = t() - t0;
-  t0 = t();
-  const div = document.getElementById("fig-layers");
-  await Plotly.react(div, {data: layers.data, layout: layers.layout, frames: layers.frames}, PLOT_CONFIG);
-  div.dataset.frames = String(layers.frames.length);
-  if (!div.dataset.bound) {  // remember the slider's layer across updates
-    div.on("plotly_sliderchange", e => { state.layer = Number(e.step.label); });
-    div.dataset.bound = "1";
-  }
-  ms.layers = t() - t0;
-  for (const [id, fig] of [["fig-spectra", spectra], ["fig-heatmap", heat], ["fig-depth", depth]]) {
-    t0 = t();
-    await Plotly.react(id, fig.data, fig.layout, PLOT_CONFIG);
-    ms[id.slice(4)] = t() - t0;
-  }
-  state.draws = ms;  // where the drawing time goes, per figure
+// A new answer redraws the figures on screen at once; the others are marked
+// stale and redrawn once the controls rest (REST_MS after the update: a slider being dragged redraws only
+// what is seen) or as soon as they scroll into view. `state.stale` is empty when every figure shows the
+// latest answer.
+const FIGURES = {
+  layers: (message, memo) => layerFigure(message, state.layer),
+  spectra: (message, memo) => spectraFigure(message, memo.medians()),
+  heatmap: (message, memo) => heatmapFigure(message, memo.medians()),
+  depth: (message, memo) => depthFigure(message),
+};
+const REST_MS = 200;
+
+function onScreen(div) {
+  const box = div.getBoundingClientRect();
+  return box.bottom > 0 && box.top < window.innerHeight && box.width > 0;
 }
+
+async function render(message) {
+  clearTimeout(state.restTimer);
+  let medians = null;
+  state.shown = message;
+  state.memo = {medians: () => medians || (medians = medianSpectra(columns(message.tables.spectra), inits(message)))};
+  state.stale = new Set(Object.keys(FIGURES));
+  state.draws = {};  // where the drawing time goes, per figure (ms)
+  const names = Object.keys(FIGURES), seen = names.filter(n => onScreen(document.getElementById("fig-" + n)));
+  state.deferred = names.filter(n => !seen.includes(n));
+  for (const name of seen) await draw(name);
+}
+
+async function draw(name) {
+  if (!state.stale.has(name)) return;
+  const message = state.shown, t0 = performance.now();
+  state.stale.delete(name);
+  const fig = FIGURES[name](message, state.memo);
+  const div = document.getElementById("fig-" + name);
+  await Plotly.react(div, {data: fig.data, layout: fig.layout, frames: fig.frames || []}, PLOT_CONFIG);
+  if (name === "layers") {
+    div.dataset.frames = String(fig.frames.length);
+    if (!div.dataset.bound) {  // remember the slider's layer across updates
+      div.on("plotly_sliderchange", e => { state.layer = Number(e.step.label); });
+      div.dataset.bound = "1";
+    }
+  }
+  state.draws[name] = performance.now() - t0;
+  // Every figure shows the latest answer: how long after the change (once its verdict is in).
+  if (message === state.shown && !state.stale.size && state.last && state.last.started === message.started) {
+    state.last.settled = performance.now() - state.last.started;
+  }
+}
+
+function scheduleRest() {
+  clearTimeout(state.restTimer);
+  state.restTimer = setTimeout(async () => {
+    const message = state.shown;
+    for (const name of Array.from(state.stale)) {
+      if (message !== state.shown || state.inflight) return;  // a newer answer, or one on its way
+      await draw(name);
+    }
+  }, REST_MS);
+}
+
+const watcher = new IntersectionObserver(entries => {
+  for (const entry of entries) {
+    const name = entry.target.id.slice(4);
+    if (entry.isIntersecting && state.stale && state.stale.has(name) && state.shown) draw(name);
+  }
+}, {rootMargin: "25% 0px"});  // a little before they come into view
 
 // ---------------------------------------------------------------- download
 // Fetched rather than followed, so that a refused request (400, 413, 503) shows its message here
@@ -534,6 +375,7 @@ async function start() {
     if (meta.fields.includes(key)) initial[key] = value;
   }
   for (const name of meta.fields) setControl(name, initial[name]);
+  for (const name of Object.keys(FIGURES)) watcher.observe(document.getElementById("fig-" + name));
   state.layer = 0;
   changed();
 }
