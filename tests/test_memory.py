@@ -194,11 +194,12 @@ def test_certify_refuses_what_cannot_fit(capsys):
 def test_compare_fixes_checks_every_fix_before_running_any(monkeypatch):
     """A fix that cannot fit is refused before the fixes before it have run (they took minutes)."""
     import initscope.study.fixes as fixes
+    from initscope.study import runner
 
     def ran(*args, **kwargs):
         raise AssertionError("a fix ran before every fix was checked")
 
-    monkeypatch.setattr(fixes, "run", ran)
+    monkeypatch.setattr(runner, "run", ran)
     with pytest.raises(MemoryBudgetError, match="The 'depth' parameter must be smaller") as info:
         fixes.compare_fixes(["kaiming", "sphere"], depths=[3, 2**31 - 1], trials=2)
     assert info.value.parameter == "depth" and info.value.needed > info.value.budget
@@ -207,12 +208,13 @@ def test_compare_fixes_checks_every_fix_before_running_any(monkeypatch):
 def test_compare_fixes_counts_the_certificate(monkeypatch):
     """The certificate holds every trial's network and Jacobians at once: it is checked too."""
     import initscope.study.fixes as fixes
+    from initscope.study import runner
     from initscope.study.memory import certify_estimate
 
     config = fixes.fix_config("kaiming", depth=10, trials=20)
     run_peak, cert_peak = run_estimate(config, 1, 1).total, certify_estimate(config).total
     assert run_peak < cert_peak  # a budget between the two: the run alone would fit
-    monkeypatch.setattr(fixes, "run", lambda *a, **k: pytest.fail("ran a fix whose certificate cannot fit"))
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran a fix whose certificate cannot fit"))
     with pytest.raises(MemoryBudgetError, match="certificate of fix 'kaiming'") as info:
         fixes.compare_fixes(["kaiming"], depths=[10], trials=20, workers=1, memory_limit=(run_peak + cert_peak) // 2)
     assert info.value.parameter == "trials"
