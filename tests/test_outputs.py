@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,63 @@ def test_stale_temporaries_of_killed_runs_are_removed_live_ones_kept(capsys, tmp
     inside.mkdir()
     assert cli(capsys, "run", *SMALL, "--out", str(out))[0] == 0
     assert not inside.exists()
+
+
+def legacy_temporary(parent: Path, name: str, files: dict[str, bytes], *, age: float = 3600.0,
+                     mode: int = 0o700, links: tuple[str, ...] = ()) -> Path:
+    """What an initscope before the marker left when killed while writing `parent/name`:
+    `tempfile.mkdtemp(prefix=".NAME.tmp-")` holding some of the output's files."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    for rel in links:
+        os.symlink("/etc/hostname", folder / rel)
+    old = time.time() - age
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)) + [folder]:
+        os.utime(path, (old, old), follow_symlinks=False)
+    os.chmod(folder, mode)
+    os.utime(folder, (old, old))
+    return folder
+
+
+RUN_LEFTOVER = {"metrics.csv": b"half", "config.toml": b"seed = 0", "figures/rms.png": b"png"}
+
+
+@pytest.mark.parametrize("files", [RUN_LEFTOVER, {}, {"ranking.csv": b"x", "normal-depth10/metrics.csv": b"x",
+                                                     "normal-depth10/figures/a.gif": b"x"}],
+                         ids=["run", "empty", "compare-fixes"])
+def test_temporary_folders_of_versions_before_the_marker_are_removed(capsys, tmp_path, files):
+    """Issue 14: SIGKILL while writing left a hidden .NAME.tmp-XXXXXXXX/ that later runs never cleaned."""
+    left = legacy_temporary(tmp_path, "o", files)
+    assert cli(capsys, "run", *SMALL, "--out", str(tmp_path / "o"))[0] == 0
+    assert not left.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+@pytest.mark.parametrize("kind", ["a file of yours", "a link", "another mode", "touched just now", "another output",
+                                  "not mkdtemp's name", "a figure initscope never writes"])
+def test_folders_that_only_look_like_old_temporaries_are_kept(capsys, tmp_path, kind):
+    """Only a folder whose name, mode, age and every file say initscope's is removed: never yours."""
+    files, kw, name = dict(RUN_LEFTOVER), {}, "o"
+    if kind == "a file of yours":
+        files["notes.txt"] = b"mine"
+    elif kind == "a link":
+        kw["links"] = ("report.html",)
+    elif kind == "another mode":
+        kw["mode"] = 0o755
+    elif kind == "touched just now":
+        kw["age"] = 0.0
+    elif kind == "another output":
+        name = "other"
+    elif kind == "a figure initscope never writes":
+        files["figures/mine.svg"] = b"<svg/>"
+    folder = legacy_temporary(tmp_path, name, files, **kw)
+    if kind == "not mkdtemp's name":
+        folder = folder.rename(tmp_path / ".o.tmp-mine")
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    assert cli(capsys, "run", *SMALL, "--out", str(tmp_path / "o"))[0] == 0
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
 
 
 # --- --out that cannot be written: exit 2 naming out, before any computing ---------------------

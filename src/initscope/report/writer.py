@@ -22,7 +22,9 @@ Two primitives, used by every command and by `write_report`:
 
 Temporary names are `.initscope-tmp-<pid>-<hex>` (and `.initscope-old-...`):
 those whose process is gone are left-overs of a killed run, removed by the next
-run that writes beside or into them. The temporary folder is created beside the
+run that writes beside or into them. The `.NAME.tmp-XXXXXXXX` folders of
+versions before the marker are removed beside NAME when their name, mode, age
+and contents all say they are initscope's (`is_legacy_temporary`). The temporary folder is created beside the
 target's real location (symlinks resolved), so every rename stays on one
 filesystem; files get the user's umask (no `mkstemp` 0600). SIGINT and SIGTERM
 are held back while renames run, so an interrupt never lands between two of them.
@@ -34,21 +36,22 @@ import contextlib
 import errno
 import json
 import os
-import re
 import secrets
-import shutil
 import signal
 import threading
 from pathlib import Path
 from typing import Iterator
 
 from initscope import __version__
+from initscope.report.leftovers import TEMP as _TEMP
+from initscope.report.leftovers import is_stale as _is_stale
+from initscope.report.leftovers import remove as _remove
+from initscope.report.leftovers import remove_legacy, remove_stale
 
 __all__ = ["MARKER", "Output", "OutputError", "atomic_file", "atomic_write", "temp_name", "mark_folder",
-           "write_marker", "read_marker", "remove_stale"]
+           "write_marker", "read_marker", "remove_stale", "remove_legacy", "is_legacy_temporary"]
 
 MARKER = ".initscope"
-_TEMP = re.compile(r"^\.initscope-(?:tmp|old)-(\d+)-[0-9a-f]{12}(?:\..*)?$")
 _EXAMPLES = 5
 
 
@@ -64,45 +67,6 @@ def _out_error(constraint: str, out: object, why: str = "") -> OutputError:
 def temp_name(kind: str = "tmp", suffix: str = "") -> str:
     """A hidden name no other process uses: `.initscope-<kind>-<pid>-<hex><suffix>`."""
     return f".initscope-{kind}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
-
-
-def _is_stale(name: str) -> bool:
-    """True for an initscope temporary name whose process no longer runs."""
-    match = _TEMP.match(name)
-    if match is None:
-        return False
-    pid = int(match.group(1))
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: alive, someone else's
-        return False
-    return False
-
-
-def remove_stale(folder: Path) -> list[str]:
-    """Remove the left-overs of killed initscope runs directly inside `folder`; return their names."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        if _is_stale(entry.name):
-            _remove(Path(entry.path))
-            removed.append(entry.name)
-    return removed
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 @contextlib.contextmanager
@@ -359,6 +323,7 @@ class Output:
                 raise _out_error("a folder initscope can create", self.given, exc.strerror or str(exc)) from None
             self._created.append(folder)
         remove_stale(where)
+        remove_legacy(self.target.parent, self.target.name)
 
     def _undo_parents(self) -> None:
         for folder in reversed(self._created):
