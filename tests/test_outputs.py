@@ -233,6 +233,30 @@ def test_folders_that_only_look_like_old_temporaries_are_kept(capsys, tmp_path, 
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
 
 
+def test_empty_folders_in_out_hold_nothing_of_yours_and_are_kept(capsys, tmp_path):
+    """An empty folder (or a tree of them) is not a file initscope did not write: the target is
+    used, and the folder stays, through the first run and the ones that replace it."""
+    out = tmp_path / "o"
+    for rel in ("sub", "a/b/c", "figures/empty"):
+        (out / rel).mkdir(parents=True)
+    code, _, err = cli(capsys, "run", *SMALL, "--out", str(out))
+    assert code == 0, err
+    assert (out / "metrics.csv").is_file() and (out / "figures").is_dir()
+    for _ in range(2):  # again, now that the folder is initscope's: still not swapped away
+        assert cli(capsys, "run", *SMALL, "--out", str(out))[0] == 0
+        assert all((out / rel).is_dir() for rel in ("sub", "a/b/c", "figures/empty"))
+    assert read_marker(out)["files"]["metrics.csv"] == "run"
+
+
+def test_a_folder_holding_only_a_hidden_file_is_still_yours(capsys, tmp_path, no_computing):
+    out = tmp_path / "o"
+    (out / "sub" / "deeper").mkdir(parents=True)
+    (out / "sub" / "deeper" / ".keep").write_text("")
+    code, _, err = cli(capsys, "run", *SMALL, "--out", str(out))
+    assert code == 2 and "sub/" in one_error_line(err)
+    assert (out / "sub" / "deeper" / ".keep").exists()
+
+
 # --- --out that cannot be written: exit 2 naming out, before any computing ---------------------
 
 

@@ -53,6 +53,7 @@ __all__ = ["MARKER", "Output", "OutputError", "atomic_file", "atomic_write", "te
 
 MARKER = ".initscope"
 _EXAMPLES = 5
+_EMPTY_WALK = 1000  # entries looked at to decide that a folder holds no file
 
 
 class OutputError(ValueError):
@@ -161,14 +162,33 @@ def _files(folder: Path, prefix: str = "") -> list[str]:
     return found
 
 
-def _foreign(folder: Path, listed: set[str]) -> list[str]:
+def _holds_files(folder: Path, budget: list[int]) -> bool:
+    """True when `folder` holds anything but (nested) empty folders: a file, a link, a device.
+
+    budget: entries left to look at; a tree larger than that counts as holding files, so
+    that `--out ~` is not walked."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError:  # unreadable: it may well hold files
+        return True
+    budget[0] -= len(entries)
+    if budget[0] < 0:
+        return True
+    return any(not entry.is_dir(follow_symlinks=False) or _holds_files(Path(entry.path), budget) for entry in entries)
+
+
+def _foreign(folder: Path, listed: set[str], empty: list[str] | None = None) -> list[str]:
     """Entries of `folder` its marker does not list (folders as 'name/'); cleans stale temporaries.
 
     Only folders that hold listed files are entered, so a large foreign tree
-    (`--out ~`) costs one directory listing, not a walk.
+    (`--out ~`) costs one directory listing, not a walk. A folder holding no
+    file at all (empty, or only empty folders) holds nothing of anyone's: it is
+    not foreign, but it is named in `empty`, so that it is kept.
     """
     prefixes = {"/".join(rel.split("/")[:i]) for rel in listed for i in range(1, rel.count("/") + 1)}
     foreign: list[str] = []
+    empty = [] if empty is None else empty
 
     def visit(here: Path, prefix: str) -> None:
         for entry in sorted(os.scandir(here), key=lambda e: e.name):
@@ -182,8 +202,10 @@ def _foreign(folder: Path, listed: set[str]) -> list[str]:
             if entry.is_dir(follow_symlinks=False):
                 if rel in prefixes:
                     visit(Path(entry.path), rel + "/")
-                else:
+                elif _holds_files(Path(entry.path), [_EMPTY_WALK]):
                     foreign.append(rel + "/")
+                else:
+                    empty.append(rel + "/")
             elif rel not in listed:
                 foreign.append(rel)
 
@@ -274,9 +296,10 @@ class Output:
         if not self.target.is_dir():
             raise _out_error("a folder", self.given, "it is a file")
         marker = read_marker(self.target) or {"files": {}, "commands": {}}
+        empty: list[str] = []
         if self.replace:
             try:
-                foreign = _foreign(self.target, set(marker["files"]))
+                foreign = _foreign(self.target, set(marker["files"]), empty)
             except OSError as exc:
                 raise _out_error("a folder initscope can read", self.given, exc.strerror or str(exc)) from None
         else:  # adding files: only the names it writes matter
@@ -289,8 +312,9 @@ class Output:
             around_cwd = self.target in (here, *here.parents)
         except OSError:  # the current folder is gone already
             around_cwd = False
-        if (self.replace and not foreign and owners == {self.command} and not os.path.ismount(self.target)
-                and not around_cwd):
+        # Empty folders of yours are kept where they are: a swap would take them away with the old output.
+        if (self.replace and not foreign and not empty and owners == {self.command}
+                and not os.path.ismount(self.target) and not around_cwd):
             return "swap"
         return "merge"
 
