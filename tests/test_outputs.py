@@ -450,8 +450,48 @@ def test_sweep_and_export_paths_that_cannot_be_written_are_bad_input(capsys, tmp
     assert cli(capsys, "sweep", str(tmp_path / "grid.toml"), "--out", str(out), "--no-report", "--quiet",
                "--workers", "1")[0] == 0
     code, _, err = cli(capsys, "results", str(out / "results.sqlite"), "--csv", "/proc/initscope.csv")
-    assert code == 2 and err.startswith("initscope: error: The 'csv' parameter must be a file path initscope can write")
+    assert code == 2 and err.startswith("initscope: error: The 'csv' parameter must be a folder initscope can")
+    assert "'/proc'" in err and err.count("\n") == 1
     assert temporaries(out) == []
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_results_export_replaces_only_a_file_initscope_wrote(capsys, tmp_path, kind):
+    """Issue 14: `results --csv PATH` replaced the named file whoever wrote it."""
+    if kind == "parquet":
+        pytest.importorskip("pyarrow")
+    (tmp_path / "grid.toml").write_text(SWEEP)
+    store = tmp_path / "sweep" / "results.sqlite"
+    assert cli(capsys, "sweep", str(tmp_path / "grid.toml"), "--out", str(store.parent), "--no-report", "--quiet",
+               "--workers", "1")[0] == 0
+    mine = tmp_path / "data" / f"table.{kind}"
+    mine.parent.mkdir()
+    mine.write_bytes(b"my data")
+    code, _, err = cli(capsys, "results", str(store), f"--{kind}", str(mine))
+    assert code == 2 and err.startswith(f"initscope: error: The '{kind}' parameter must be ") and "--overwrite" in err
+    assert err.count("\n") == 1 and mine.read_bytes() == b"my data" and temporaries(mine.parent) == []
+    assert cli(capsys, "results", str(store), f"--{kind}", str(mine), "--overwrite")[0] == 0
+    assert mine.read_bytes() != b"my data"
+    assert read_marker(mine.parent)["files"][mine.name] == "results"
+    # Now it is initscope's: the next export replaces it without being asked.
+    assert cli(capsys, "results", str(store), f"--{kind}", str(mine), "--table", "trials")[0] == 0
+    assert sorted(p.name for p in mine.parent.iterdir()) == [MARKER, mine.name]
+
+
+def test_write_report_replaces_only_a_page_initscope_wrote(tmp_path):
+    import initscope
+    from initscope.report import write_report
+
+    result = initscope.run(trials=1, depth=2, width=8, samples=10, workers=1)
+    page = tmp_path / "report.html"
+    page.write_text("<p>my page</p>")
+    with pytest.raises(ValueError, match="The 'path' parameter must be .*report.html.*overwrite=True"):
+        write_report(result, page)
+    assert page.read_text() == "<p>my page</p>" and temporaries(tmp_path) == []
+    assert write_report(result, page, overwrite=True) == page
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    write_report(result, page)  # initscope's now: replaced without asking
+    assert read_marker(tmp_path)["files"]["report.html"] == "report"
 
 
 FACTORY = textwrap.dedent(

@@ -12,7 +12,7 @@ the options and the store have been checked.
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -310,11 +310,14 @@ def results_command(
     parquet: Optional[Path] = typer.Option(None, "--parquet", metavar="PATH",
                                            help="Export the table as Parquet (needs pyarrow)."),
     table: str = typer.Option("metrics", "--table", help="Table to export: metrics, spectra, trials or flags."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Summarise a results store (configurations, trials done/failed, rows per metric) and export a table.
 
     The metrics export has the columns of `initscope run`'s metrics.csv
-    (without `trials`) plus config_id.
+    (without `trials`) plus config_id. An export replaces a file only when
+    initscope wrote it (the folder's .initscope marker lists it), or with
+    --overwrite.
     """
     from initscope.study.store import Store
 
@@ -332,16 +335,22 @@ def results_command(
         db = Store(store, create=False)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    with db:
+    with db, ExitStack() as stack:
+        # Each export's place is checked (a file initscope did not write is refused) before the table is read.
+        exports = [(path, kind, stack.enter_context(_export_to(path, kind, overwrite)))
+                   for path, kind in ((csv, "csv"), (parquet, "parquet")) if path is not None]
         summary = db.summary()
         _print_summary(summary, store)
-        if csv is None and parquet is None:
+        if not exports:
             return
         frame = getattr(db, table)()
-    for path, kind in ((csv, "csv"), (parquet, "parquet")):
-        if path is not None:
-            _export(frame, path, kind)
-            typer.echo(f"wrote {path} ({len(frame):,} rows of {table})")
+        for path, kind, folder in exports:
+            if kind == "csv":
+                frame.to_csv(folder / path.name, index=False)
+            else:
+                frame.to_parquet(folder / path.name, index=False)
+    for path, _, _ in exports:
+        typer.echo(f"wrote {path} ({len(frame):,} rows of {table})")
 
 
 def _print_summary(summary, store: Path) -> None:
@@ -368,20 +377,19 @@ def _print_summary(summary, store: Path) -> None:
             console.print(f"  {r.config_id} ({r.init}, depth={r.depth}, width={r.width}): {r.error}")
 
 
-def _export(frame, path: Path, kind: str) -> None:
-    """Write to a temporary sibling, then rename: a failed export leaves no half file."""
-    from initscope.report.writer import atomic_file
+@contextmanager
+def _export_to(path: Path, kind: str, overwrite: bool):
+    """The temporary folder to write the `kind` export into; the one writer (`Output`) puts it at `path`
+    when the block succeeds: a failed export leaves no half file, and a file initscope did not write
+    is refused now (naming `kind`) unless overwrite."""
+    from initscope.report.writer import Output, OutputError
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as tmp:
-            if kind == "csv":
-                frame.to_csv(tmp, index=False)
-            else:
-                frame.to_parquet(tmp, index=False)
-    except OSError as exc:  # a read-only place, /proc, a file where a folder should be
-        raise BadInput(f"The '{kind}' parameter must be a file path initscope can write "
-                       f"({exc.strerror or exc}). Got {str(path)!r} instead.") from None
+        with Output(path.parent, command="results", replace=False, writes=(path.name,),
+                    overwrite=overwrite) as folder:
+            yield folder
+    except OutputError as exc:
+        raise BadInput(str(exc.renamed(kind, "--overwrite"))) from None
 
 
 def sweep_report(

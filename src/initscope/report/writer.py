@@ -59,6 +59,12 @@ _EMPTY_WALK = 1000  # entries looked at to decide that a folder holds no file
 class OutputError(ValueError):
     """An output path initscope must not or cannot write (the CLI's exit status 2)."""
 
+    def renamed(self, param: str, overwrite: str) -> OutputError:
+        """The same refusal for a command or function whose path is `param`, overridden by `overwrite`
+        (e.g. 'csv' and '--overwrite', or 'path' and 'overwrite=True')."""
+        text = str(self).replace("The 'out' parameter", f"The '{param}' parameter", 1)
+        return OutputError(text.replace("pass --overwrite", f"pass {overwrite}"))
+
 
 def _out_error(constraint: str, out: object, why: str = "") -> OutputError:
     detail = f" ({why})" if why else ""
