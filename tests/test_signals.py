@@ -175,3 +175,14 @@ def test_sweep_stops_its_worker_processes(tmp_path, sig, status, group, wait):
     assert "Traceback" not in err and "Error" not in err and "leaked" not in err, err
     assert err.splitlines()[-1] == "initscope: interrupted; nothing was left half-written", err
     assert [p.name for p in tmp_path.rglob(".initscope-*")] == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path):
+    """Nothing can clean up after `kill -9`; the workers notice their parent is gone and exit."""
+    proc, _ = start_sweep(tmp_path)
+    time.sleep(3.0)
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert_workers_gone(workers)
