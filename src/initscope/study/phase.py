@@ -165,6 +165,7 @@ def measure_depth_scale(activation: str, sigma_w2: float, sigma_b2: float, *, wi
                 W, b = draw_layer("kaiming-normal", width, width, gain=math.sqrt(sigma_w2), shift="normal",
                                   shift_scale=math.sqrt(sigma_b2), rngs=rngs[part])
                 states, z = layer_forward(states, W, b, arch)
+                del W, b  # before the next layer's draw: one layer's weights at a time, as planned
                 cosines[0, part, layer] = mean_cosine(z[:, :samples])
                 cosines[1, part, layer] = mean_cosine(z[:, samples:])
     row.update(_fit_decay(cosines[0] - cosines[1]))
