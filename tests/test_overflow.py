@@ -256,3 +256,22 @@ def test_gradients_that_overflow_while_states_stay_finite_are_flagged(tmp_path):
                  "--metrics", "rms,grad_norm", "--out", str(tmp_path / "o"), *TINY]) == 0
     flags = pd.read_csv(tmp_path / "o" / "flags.csv")
     assert (flags["flag"] == GRADIENT_OVERFLOW).sum() == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_unit_scaled_is_ldexp_by_its_exponent_at_every_scale(rng, dtype):
+    """The multiply-by-2^-e fast path equals ldexp exactly, down to float32's subnormals and up to its max."""
+    info = np.finfo(dtype)
+    scales = np.array([float(info.tiny) * 1e-3, float(info.tiny), 1e-20, 1.0, 1e20, float(info.max) / 8], dtype=np.float64)
+    A = (rng.standard_normal((len(scales), 3, 4)) * scales[:, None, None]).astype(dtype)
+    A[0, 0, 0] = 0.0
+    B = A.copy()
+    B[2, 1, 1] = np.nan  # a non-finite matrix among finite ones: zeroed, the rest unchanged
+    for M in (A, B):
+        scaled, e = unit_scaled(M)
+        assert scaled.dtype == M.dtype
+        finite = np.isfinite(M).all(axis=(1, 2))
+        np.testing.assert_array_equal(scaled[finite], np.ldexp(M[finite], -e[finite][:, None, None]).astype(dtype))
+        top = np.abs(scaled[finite]).max(axis=(1, 2))
+        assert ((top >= 0.5) & (top < 1)).all()
+        assert (scaled[~finite] == 0).all()

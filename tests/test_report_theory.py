@@ -98,3 +98,26 @@ def test_the_overlay_starts_from_layer_zero_where_layer_one_is_exact():
     curves = mean_field_curves(config_dict(result.config), "orthogonal", q[0].mean(), c[0].mean())
     assert curves["pre_q"][1] == pytest.approx(q[0].mean(), rel=1e-14)
     assert curves["pre_cosine"][1] == pytest.approx(c[0].mean(), rel=1e-14)
+
+
+def test_png_draws_the_jacobian_figure(tanh_run, tmp_path):
+    import dataclasses
+
+    from PIL import Image
+
+    tables = as_tables(tanh_run)
+    no_3d = dataclasses.replace(tables, projections=tables.projections.iloc[:0])  # the 3D views are slow to draw
+    path = report.write_report(no_3d, tmp_path / "report.html", png=True)
+    figure = tmp_path / "figures" / "jacobian_spectrum.png"
+    assert figure.stat().st_size > 10_000
+    with Image.open(figure) as image:
+        assert image.format == "PNG" and image.width > image.height > 300
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 50  # a density in many shades, not a blank canvas
+    assert 'href="figures/jacobian_spectrum.png"' in path.read_text(encoding="utf-8")
+    # without jacobian_log_spread there is no table and no figure
+    plain = as_tables(run(init="orthogonal", activation="tanh", width=8, input_dim=4, depth=2, samples=6, trials=1,
+                          metrics=("rms", "jacobian_sq_mean")))
+    report.write_report(dataclasses.replace(plain, projections=plain.projections.iloc[:0]),
+                        tmp_path / "plain" / "report.html", png=True)
+    assert not (tmp_path / "plain" / "figures" / "jacobian_spectrum.png").exists()

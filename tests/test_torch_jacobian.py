@@ -149,9 +149,13 @@ def test_integer_token_ids_get_the_not_floating_point_note():
     assert len(result.jacobian_spectra) == 0
 
 
-def test_jacobian_spectra_table_report_and_cli(tmp_path):
+def test_jacobian_spectra_table_report_and_png(tmp_path):
     pytest.importorskip("plotly", reason="the report needs plotly")
+    import dataclasses
+
     from initscope.report import write_report
+    from initscope.report.static import write_static
+    from initscope.report.tables import as_tables
 
     torch.manual_seed(0)
     x = torch.randn(20, 6)
@@ -167,6 +171,10 @@ def test_jacobian_spectra_table_report_and_cli(tmp_path):
     page = write_report(both, tmp_path / "report.html").read_text()
     assert 'id="jacobian-spectrum"' in page
     assert "a PyTorch model: its layers" in page  # why no theory line
+    tables = as_tables(both)
+    assert [p.name for p in write_static(dataclasses.replace(tables, projections=tables.projections.iloc[:0]),
+                                         tmp_path / "figures")][-1] == "jacobian_spectrum.png"
+    assert (tmp_path / "figures" / "jacobian_spectrum.png").stat().st_size > 10_000
 
 
 def test_pre_metrics_on_a_linear_layer_are_the_registry_definitions_of_its_output():

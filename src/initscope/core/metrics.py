@@ -383,7 +383,7 @@ def jacobian_rank(J: np.ndarray, *, input_dim: int | None = None) -> np.ndarray:
     if min(d, w) == 0:
         out[finite] = 0.0
         return out
-    Jf, _ = unit_scaled(J[finite])
+    Jf, _ = unit_scaled(J if finite.all() else J[finite])  # no copy of an all-finite batch
     ranks = np.full(Jf.shape[:2], min(d, w), dtype=np.float64)
     unsure = ~_certified_full_rank(Jf, tol_dim=max(d_true, w))
     if unsure.any():

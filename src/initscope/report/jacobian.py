@@ -19,7 +19,8 @@ from initscope.report._common import TEMPLATE, colour, inits_of, label
 from initscope.report.geometry import _empty
 from initscope.report.meanfield import mean_field_curves, overlay_reason
 
-__all__ = ["jacobian_spectrum_figure", "JACOBIAN_SECTION"]
+__all__ = ["jacobian_spectrum_figure", "JACOBIAN_SECTION", "bin_grid", "density_by_layer", "measured_log_rms",
+           "theory_rms"]
 
 JACOBIAN_SECTION = (
     "jacobian-spectrum", "Jacobian singular values",
@@ -30,7 +31,7 @@ JACOBIAN_SECTION = (
 )
 
 
-def _bin_grid(histogram) -> np.ndarray:
+def bin_grid(histogram) -> np.ndarray:
     """Every bin centre from the lowest to the highest occupied one, so heat-map rows are evenly spaced."""
     centres = np.round(0.5 * (JACOBIAN_LOG10_EDGES[1:] + JACOBIAN_LOG10_EDGES[:-1]), 6)
     if not len(histogram):
@@ -39,7 +40,7 @@ def _bin_grid(histogram) -> np.ndarray:
     return centres[(centres >= lo - 1e-9) & (centres <= hi + 1e-9)]
 
 
-def _theory_rms(metrics, config, init: str) -> tuple[np.ndarray | None, str | None]:
+def theory_rms(metrics, config, init: str) -> tuple[np.ndarray | None, str | None]:
     """√(theory jacobian_sq_mean) per layer 0..depth, or (None, reason)."""
     reason = overlay_reason(config, init)
     if reason is not None:
@@ -53,19 +54,32 @@ def _theory_rms(metrics, config, init: str) -> tuple[np.ndarray | None, str | No
     return np.sqrt(curve), None
 
 
+def measured_log_rms(metrics, init: str) -> tuple[np.ndarray, np.ndarray]:
+    """(layers, log10 √jacobian_sq_mean) of `init`, the median over trials; empty when not measured."""
+    measured = metrics[(metrics["init"].astype(str) == init) & (metrics["metric"] == "jacobian_sq_mean")]
+    med = measured.groupby("layer")["value"].median()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return med.index.to_numpy(int), 0.5 * np.log10(med.to_numpy(float))
+
+
+def density_by_layer(histogram, init: str, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(layers (L,), share (len(bins), L)): each layer's counts of `init` over all trials as a share per bin."""
+    part = histogram[histogram["init"].astype(str) == init]
+    table = part.pivot_table(index="log10_sv", columns="layer", values="count", aggfunc="sum", fill_value=0)
+    counts = table.reindex(np.round(bins, 6), fill_value=0).to_numpy(float)
+    return table.columns.to_numpy(int), counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+
+
 def _add_lines(fig, metrics, config, init: str, line_colour: str, n: int) -> str | None:
     """Measured √jacobian_sq_mean (median over trials) and theory √(χ₁^l) on panel n; the reason if no theory."""
     import plotly.graph_objects as go
 
-    measured = metrics[(metrics["init"].astype(str) == init) & (metrics["metric"] == "jacobian_sq_mean")]
-    if len(measured):
-        med = measured.groupby("layer")["value"].median()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            y = 0.5 * np.log10(med.to_numpy(float))
-        fig.add_trace(go.Scatter(x=med.index.to_numpy(int), y=y, mode="lines", line=dict(color="white", width=2),
+    x, y = measured_log_rms(metrics, init)
+    if len(x):
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color="white", width=2),
                                  name="measured √jacobian_sq_mean", legendgroup="measured", showlegend=n == 0),
                       row=1, col=n + 1)
-    rms, reason = _theory_rms(metrics, config, init)
+    rms, reason = theory_rms(metrics, config, init)
     if rms is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             fig.add_trace(go.Scatter(x=np.arange(len(rms)), y=np.log10(rms), mode="lines",
@@ -93,16 +107,12 @@ def jacobian_spectrum_figure(histogram, metrics, *, config):
                         horizontal_spacing=0.04)
     reasons = {}
     hidden = histogram[histogram["layer"] > 0]  # layer 0's Jacobian is the identity: one bin, no information
-    bins = _bin_grid(hidden if len(hidden) else histogram)
+    bins = bin_grid(hidden if len(hidden) else histogram)
     for n, init in enumerate(inits):
-        part = hidden[hidden["init"].astype(str) == init]
-        table = part.pivot_table(index="log10_sv", columns="layer", values="count", aggfunc="sum", fill_value=0)
-        table = table.reindex(np.round(bins, 6), fill_value=0)
-        counts = table.to_numpy(float)
-        density = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+        layers, density = density_by_layer(hidden, init, bins)
         with np.errstate(divide="ignore"):  # log colour: a narrow band and a spread-out tail both show
             shade = np.where(density > 0, np.log10(np.where(density > 0, density, 1.0)), np.nan)
-        fig.add_trace(go.Heatmap(x=table.columns.to_numpy(int), y=bins, z=shade, customdata=density,
+        fig.add_trace(go.Heatmap(x=layers, y=bins, z=shade, customdata=density,
                                  coloraxis="coloraxis", name=label(init),
                                  hovertemplate="layer %{x}<br>log10 σ %{y:.2f}<br>share %{customdata:.3g}"
                                                "<extra></extra>"), row=1, col=n + 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from initscope.report._common import PALETTE, inits_of, sqrt_eps
 from initscope.report.depth import _metrics_present, display_summary, log_axis, panel_title, theory_curves
 from initscope.report.geometry import MAX_POINTS, chosen_samples, projection_cube
+from initscope.report.jacobian import bin_grid, density_by_layer, measured_log_rms, theory_rms
 from initscope.report.spectra import _floor, _positive, median_spectra
 from initscope.report.tables import RunTables, config_dict
 from initscope.report.weights import _theory, norm_histogram
@@ -299,16 +301,80 @@ def _metrics(tables: RunTables, folder: Path) -> list[Path]:
     return [_save_png(fig, folder / "metrics_depth.png")]
 
 
+def _jacobian_panel(ax, tables: RunTables, hidden, bins: np.ndarray, init: str, line_colour: str, norm):
+    """One initializer's share of log10 σ per layer (log colour), measured √jacobian_sq_mean and theory √χ₁^l.
+
+    Returns (the mesh, the reason there is no theory line or None).
+    """
+    from matplotlib.patheffects import withStroke
+    from matplotlib.ticker import MaxNLocator
+
+    layers, share = density_by_layer(hidden, init, bins)
+    full = np.arange(max(1, int(hidden["layer"].min())), int(hidden["layer"].max()) + 1)  # gaps: blank columns
+    grid = np.full((len(bins), len(full)), np.nan)
+    with np.errstate(divide="ignore"):
+        grid[:, np.searchsorted(full, layers)] = np.where(share > 0, np.log10(np.where(share > 0, share, 1)), np.nan)
+    step = float(bins[1] - bins[0]) if len(bins) > 1 else 0.1
+    mesh = ax.pcolormesh(np.append(full, full[-1] + 1) - 0.5, np.append(bins, bins[-1] + step) - step / 2, grid,
+                         cmap="viridis", norm=norm, shading="flat")
+    x, y = measured_log_rms(tables.metrics, init)
+    keep = (x > 0) & np.isfinite(y)
+    ax.plot(x[keep], y[keep], color="white", lw=2, label="measured √jacobian_sq_mean",
+            path_effects=[withStroke(linewidth=3.5, foreground="black")])  # visible on light and dark cells
+    rms, reason = theory_rms(tables.metrics, tables.config, init)
+    if rms is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ax.plot(np.arange(len(rms))[1:], np.log10(rms)[1:], color=line_colour, ls="--", lw=2,
+                    label="theory √(χ₁^l)")
+    ax.set_title(init, fontsize=10)
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_facecolor("#f4f4f4")
+    return mesh, reason
+
+
+def _jacobian(tables: RunTables, folder: Path) -> list[Path]:
+    """jacobian_spectrum.png: the report's Jacobian singular-value figure, when the run measured it."""
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    histogram = getattr(tables, "jacobian_spectra", None)
+    if histogram is None or not len(histogram) or not (histogram["layer"] > 0).any():
+        return []
+    hidden = histogram[histogram["layer"] > 0]  # layer 0's Jacobian is the identity: one bin, no information
+    inits = inits_of(hidden, tables.config)
+    bins = bin_grid(hidden)
+    fig = Figure(figsize=(4.0 * len(inits) + 1.2, 4.4), layout="constrained")
+    axes = fig.subplots(1, len(inits), squeeze=False, sharey=True).ravel()
+    norm = Normalize(-4, 0)
+    reasons = {}
+    for ax, init in zip(axes, inits):
+        mesh, reasons[init] = _jacobian_panel(ax, tables, hidden, bins, init, _colour(inits, init), norm)
+    axes[0].set_ylabel("log10 singular value (normalised)")
+    axes[0].legend(fontsize=7, loc="lower left")
+    bar = fig.colorbar(mesh, ax=list(axes), ticks=[-4, -3, -2, -1, 0])
+    bar.ax.set_yticklabels(["≤1e-4", "0.001", "0.01", "0.1", "1"])
+    bar.set_label("share of singular values")
+    by_reason: dict[str, list[str]] = {}
+    for init, why in reasons.items():
+        if why:
+            by_reason.setdefault(why, []).append(init)
+    notes = "; ".join(f"{', '.join(names)}: no theory line ({why})" for why, names in by_reason.items())
+    wrapped = textwrap.fill(notes, width=int(fig.get_figwidth() * 14)) if notes else ""
+    fig.suptitle("Jacobian singular values by layer" + (f"\n{wrapped}" if wrapped else ""), fontsize=10)
+    return [_save_png(fig, folder / "jacobian_spectrum.png")]
+
+
 def write_static(tables: RunTables, folder) -> list[Path]:
     """Write PNGs of every figure and GIFs of the layer views and spectra into `folder`.
 
     Returns the paths written: layers_3d.png/.gif, weight_norms.png,
-    spectra.png/.gif, spectrum_heatmap.png, metrics_depth.png (those whose
-    tables are not empty).
+    spectra.png/.gif, spectrum_heatmap.png, metrics_depth.png and, with
+    jacobian_log_spread, jacobian_spectrum.png (those whose tables are not empty).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
-    for part in (_projections, _weight_norms, _spectra, _metrics):
+    for part in (_projections, _weight_norms, _spectra, _metrics, _jacobian):
         out += part(tables, folder)
     return out
