@@ -10,6 +10,7 @@ case), and that neither a temporary folder nor a half-written target is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,9 +45,8 @@ def start_computing(out: Path) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen, sig: int | None) -> tuple[int, str]:
-    if sig is not None:
-        proc.send_signal(sig)
+def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str]:
+    proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
@@ -131,9 +131,10 @@ def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     sweep_file.write_text(LONG_SWEEP)
     out = tmp_path / "o"
     # A session of its own, as a shell gives a job: a signal to its group reaches the workers too.
-    proc = subprocess.Popen([sys.executable, "-c", ENTRY, "sweep", str(sweep_file), "--out", str(out), "--workers",
-                             "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    # -X faulthandler: a sweep that does not stop is made to print where it is (SIGABRT), see stop_sweep.
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", ENTRY, "sweep", str(sweep_file), "--out",
+                             str(out), "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     deadline = time.monotonic() + 120  # spawning interpreters on a loaded machine; not a timing assertion
     while len(children(proc.pid)) < 3:  # the resource tracker and the two workers
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -141,6 +142,24 @@ def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
             raise AssertionError(f"the sweep never started its workers: {proc.communicate()[1]}")
         time.sleep(0.02)
     return proc, out
+
+
+def stop_sweep(proc: subprocess.Popen) -> tuple[int, str]:
+    """Wait for the signalled sweep; one still running after 30 s (a generous bound on a loaded machine, not
+    a timing assertion) fails the test with its threads' tracebacks."""
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        with contextlib.suppress(ProcessLookupError):  # its workers, if any are left
+            os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the sweep was still running 30 s after the signal:\n{err}")
+    return proc.returncode, err
 
 
 def assert_workers_gone(workers: set[int]) -> None:
@@ -169,7 +188,7 @@ def test_sweep_stops_its_worker_processes(tmp_path, sig, status, group, wait):
         os.killpg(proc.pid, sig)
     else:
         proc.send_signal(sig)
-    code, err = stop(proc, None)
+    code, err = stop_sweep(proc)
     assert_workers_gone(workers)
     assert code == status, err
     assert "Traceback" not in err and "Error" not in err and "leaked" not in err, err

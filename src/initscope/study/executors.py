@@ -12,6 +12,7 @@ initializer, trial index) alone.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing
 import multiprocessing.context
 import os
 import signal
@@ -195,7 +196,11 @@ def open_executor(workers: int | None = None, scheduler: str | None = None, *,
         # Ctrl-C, SIGTERM or an error in the parent: do not wait for running configurations to
         # finish. The pool's futures are left to the pool (see `execute`), which marks them failed
         # once it sees its workers gone, and then closes its queues.
-        for process in list(getattr(pool, "_processes", {}).values()):
+        # The pool's own list misses a worker whose start an interrupt cut short (the signal is
+        # delivered as start() returns, before the pool records it): terminate every worker.
+        workers = {*getattr(pool, "_processes", {}).values(),
+                   *(p for p in multiprocessing.active_children() if isinstance(p, _SpawnProcess))}
+        for process in workers:
             process.terminate()
         raise
     finally:
