@@ -35,9 +35,10 @@ def test_phase_measure_writes_measured_tables(tmp_path):
     measured = pd.read_csv(out / "phase_measured.csv")
     assert len(measured) == 1 and measured["xi_c_theory"].iloc[0] == pytest.approx(2.217, abs=1e-3)
     decay = pd.read_csv(out / "phase_decay.csv")
-    assert len(decay) == 2 * 2 * 8
+    assert len(decay) == 3 * 2 * 8 and set(decay["group"]) == {"A", "B", "C"}
+    assert measured["xi_q_theory"].iloc[0] == pytest.approx(0.833, abs=1e-3)
     page = (out / "report.html").read_text()
-    assert 'id="fig-measured"' in page and 'id="fig-decay"' in page
+    assert 'id="fig-measured"' in page and 'id="fig-decay"' in page and 'id="fig-length-decay"' in page
 
 
 @pytest.mark.parametrize("args, name", [(["--sigma-w2", "a"], "sigma_w2"), (["--nodes", "0"], "nodes"),

@@ -190,3 +190,27 @@ def test_one_set_of_rules_behind_report_summary_and_torch():
     assert report_flags.flags_table is F.flags_table
     assert summary.flags_table is F.flags_table
     assert report_flags.FLAG_COLUMNS == F.FLAG_COLUMNS
+
+
+def test_model_gradients_compare_layers_of_one_parameter_kind():
+    # conv weights ~100, BatchNorm γ/β ~0.01: 1e-4 of the largest layer, but healthy among norms
+    metrics = _model({"grad_norm": [math.nan, 100.0, 0.01, 80.0, 0.02, 90.0, math.nan]})
+    kinds = ["none", "weight", "norm_affine", "weight", "norm_affine", "weight", "none"]
+    metrics["param_kind"] = [kinds[layer] for layer in metrics["layer"]]
+    assert F.model_flags_table(metrics.drop(columns="param_kind"), None).iloc[0]["vanishing gradients"] != F.NEVER
+    assert F.model_flags_table(metrics, None).iloc[0]["vanishing gradients"] == F.NEVER
+    assert F.diagnosis_lines(metrics) == []
+    metrics.loc[metrics["layer"] == 4, "value"] = 1e-6  # now low among the norms themselves
+    cell = F.model_flags_table(metrics, None).iloc[0]["vanishing gradients"]
+    assert cell == ("1 of 5 weighted layers below 0.001× the largest of their kind (weights, embeddings, norm γ/β "
+                    "compared apart); smallest layer 4 (m4, Linear): 0.0001× the largest norm γ/β layer's")
+    assert F.diagnosis_lines(metrics) == ["model: layer 4 (m4, Linear): norm γ/β gradient 0.0001× the largest "
+                                          "norm γ/β layer's"]
+
+
+def test_model_gradients_not_measured_is_not_no_weighted_layers():
+    metrics = _model({"grad_norm": [math.nan, math.nan, math.nan]})
+    metrics["param_kind"] = ["none" if layer != 1 else "weight" for layer in metrics["layer"]]
+    assert F.model_flags_table(metrics, None).iloc[0]["vanishing gradients"] == F.NOT_MEASURED
+    metrics["param_kind"] = "none"
+    assert F.model_flags_table(metrics, None).iloc[0]["vanishing gradients"] == "no weighted layers"

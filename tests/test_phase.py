@@ -62,9 +62,9 @@ def test_measured_depth_scales_follow_theory_on_a_small_grid():
     points = [(1.2, 0.05), (2.5, 0.05), (4.0, 0.05), (1.2, 0.3), (1.5, 0.3)]
     theory, measured = [], []
     for i, (sw, sb) in enumerate(points):
-        row, cosines = measure_depth_scale("tanh", sw, sb, width=width, depth=depth, networks=networks, samples=32,
-                                           rng=np.random.default_rng(100 + i))
-        assert cosines.shape == (2, networks, depth) and np.isfinite(cosines).all()
+        row, cosines, lengths = measure_depth_scale("tanh", sw, sb, width=width, depth=depth, networks=networks,
+                                                    samples=32, rng=np.random.default_rng(100 + i))
+        assert cosines.shape == lengths.shape == (3, networks, depth) and np.isfinite(cosines).all()
         assert row["layers_fitted"] >= 8, row
         theory.append(row["xi_c_theory"])
         measured.append(row["xi_c_measured"])
@@ -75,10 +75,38 @@ def test_measured_depth_scales_follow_theory_on_a_small_grid():
     assert stats.spearmanr(theory, measured).statistic >= 0.9
 
 
+def test_measured_length_scales_follow_theory_on_a_small_grid():
+    """ξ_q from pre_q's approach to q* in wide tanh networks, against mean-field theory (−1/ln χ_q).
+
+    As for ξ_c, the fitted rate 1/ξ_q has a standard error k/√(width·networks): over 8 seeds at
+    each of these points (depth 12) k was 1.8, 2.2, 2.1, 2.3 and the finite-width bias within one
+    standard error (measured rates 0.537, 0.688, 0.959, 1.138 against 0.553, 0.720, 0.960, 1.145).
+    Five standard errors with k = 3; the theory rates are 0.17 or more apart, so the order must hold.
+    """
+    width, networks, depth = 256, 8, 12
+    points = [(1.2, 0.05), (2.0, 0.05), (3.0, 0.05), (4.0, 0.05)]
+    theory, measured = [], []
+    for i, (sw, sb) in enumerate(points):
+        row, _, lengths = measure_depth_scale("tanh", sw, sb, width=width, depth=depth, networks=networks,
+                                              samples=32, rng=np.random.default_rng(200 + i))
+        assert np.isfinite(lengths).all() and row["q_layers_fitted"] >= 3, row
+        theory.append(row["xi_q_theory"])
+        measured.append(row["xi_q_measured"])
+    theory, measured = np.array(theory), np.array(measured)
+    assert np.all(np.diff(theory) < 0)  # 1.81, 1.39, 1.04, 0.87 layers
+    np.testing.assert_allclose(1 / measured, 1 / theory, atol=5 * 3.0 / math.sqrt(width * networks), rtol=0)
+    assert stats.spearmanr(theory, measured).statistic == pytest.approx(1.0)
+
+
 def test_measurement_reports_why_it_has_no_value():
-    row, cosines = measure_depth_scale("tanh", 0.8, 0.0, width=32, depth=5, networks=2, samples=4,
-                                       rng=np.random.default_rng(0))
-    assert math.isnan(row["xi_c_measured"]) and "q*" in row["note"] and np.isnan(cosines).all()
+    row, cosines, lengths = measure_depth_scale("tanh", 0.8, 0.0, width=32, depth=5, networks=2, samples=4,
+                                                rng=np.random.default_rng(0))
+    assert math.isnan(row["xi_c_measured"]) and math.isnan(row["xi_q_measured"]) and "q*" in row["note"]
+    assert np.isnan(cosines).all() and np.isnan(lengths).all()
+    # ξ_q far below a layer: the length difference reaches the noise at once, and the note says so
+    row, _, _ = measure_depth_scale("tanh", 2.0, 0.3, width=32, depth=6, networks=2, samples=4,
+                                    rng=np.random.default_rng(0))
+    assert math.isnan(row["xi_q_measured"]) and "ξ_q too short to measure" in row["note"]
 
 
 def test_phase_study_tables_and_validation():
@@ -86,8 +114,9 @@ def test_phase_study_tables_and_validation():
                          measure_sigma_b2=(0.3,), width=64, depth=6, networks=2, samples=8)
     result = phase_study(config)
     assert list(result.theory.columns) == list(P.PHASE_COLUMNS) and len(result.theory) == 4
-    assert len(result.measured) == 1 and len(result.decay) == 2 * 2 * 6
-    assert set(result.decay["group"]) == {"A", "B"}
+    assert len(result.measured) == 1 and len(result.decay) == 3 * 2 * 6
+    assert set(result.decay["group"]) == {"A", "B", "C"} and {"pre_cosine", "pre_q"} <= set(result.decay.columns)
+    assert {"xi_q_theory", "xi_q_measured", "q_layers_fitted"} <= set(result.measured.columns)
     with pytest.raises(ValueError, match="'samples'"):
         phase_study(PhaseConfig(samples=64, width=64))
     with pytest.raises(ValueError, match="'depth'"):

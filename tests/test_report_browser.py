@@ -270,3 +270,89 @@ def test_large_run_page_size_and_load_time(browser, tmp_path):
     wall, cpu = measure()
     print(f"large page: {size_mb:.1f} MB; open (every figure drawn) in {wall:.1f} s wall, "
           f"{cpu:.1f} s browser CPU")
+
+
+# ---- an inspected model's report: module names on the page, block outputs with a switch ------------------
+
+
+@pytest.fixture(scope="module")
+def model_page(browser, tmp_path_factory):
+    """The report of a ResNet-18-layout model (60 recorded layers: deep, so block outputs by default)."""
+    import sys
+
+    import torch
+
+    from initscope.report import write_report
+    from initscope.torch import inspect
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch_models as tm
+
+    torch.manual_seed(0)
+    result = inspect(tm.tiny_resnet(), torch.randn(12, 3, 16, 16),
+                     metrics=["rms", "effective_rank", "dead_fraction", "grad_norm"])
+    path = write_report(result, tmp_path_factory.mktemp("model") / "report.html")
+    page = Opened(browser, path)
+    yield page, list(result.layers["module"])
+    page.page.close()
+
+
+def _texts(opened, selector: str) -> list[str]:
+    return opened.js("s => Array.from(document.querySelectorAll(s), e => e.textContent)", selector)
+
+
+def _points(opened, gd: str) -> int:
+    """Markers drawn in the first depth panel (rms): the points of its visible median line."""
+    return opened.js("""id => document.getElementById(id).querySelector('.subplot.xy .scatterlayer')
+                              .querySelectorAll('.trace .points path').length""", gd)
+
+
+def test_model_report_names_modules_in_the_browser(model_page):
+    opened, modules = model_page
+    assert opened.errors == [] and opened.blocked == []
+    # the 3-D view's slider: moved to layer 5, its current value and the view's title name the module
+    gd = "fig-layers-3d"
+    assert "10 layer1.0.relu" in _texts(opened, f"#{gd} .slider-labels .slider-label")  # plotly.js: every k-th step
+    touch = opened.page.locator(f"#{gd} .slider-rail-touch-rect")
+    touch.scroll_into_view_if_needed()
+    rail = touch.bounding_box()
+    opened.page.mouse.click(rail["x"] + rail["width"] * 0.1, rail["y"] + rail["height"] / 2)
+    opened.page.wait_for_function("id => document.getElementById(id)._fullLayout.sliders[0].active > 0", arg=gd)
+    step = opened.js("id => document.getElementById(id)._fullLayout.sliders[0].active", gd)
+    name = opened.js("([id, k]) => document.getElementById(id)._fullLayout.sliders[0].steps[k].label", [gd, step])
+    assert name == f"{step} {modules[step]}"
+    assert _texts(opened, f"#{gd} .slider-group > text.slider-label") == [f"layer {name}"]  # the current value
+    module = name.split(" ", 1)[1]
+    opened.page.wait_for_function("([id, m]) => document.getElementById(id)._fullLayout.annotations[0].text"
+                                  ".includes(`(${m}, `)", arg=[gd, module])
+    opened.js("""id => Plotly.animate(id, ['5'], {mode: 'immediate', frame: {duration: 0, redraw: true},
+                                                  transition: {duration: 0}})""", gd)
+    opened.page.wait_for_function("id => document.getElementById(id)._fullLayout.sliders[0].active === 5", arg=gd)
+    assert _texts(opened, f"#{gd} .slider-group > text.slider-label") == ["layer 5 layer1.0.conv1"]
+    assert "layer 5 (layer1.0.conv1, Conv2d)" in opened.js(
+        "id => document.getElementById(id)._fullData[0].hovertemplate", gd)
+    # the heat map's and the depth panels' layer axes: block names as tick text
+    assert {"conv1", "layer1.0", "layer4.1", "fc"} <= set(_texts(opened, "#fig-spectrum-heatmap .xtick text"))
+    assert {"layer1.0", "layer2.1", "fc"} <= set(_texts(opened, "#fig-metrics-depth .xtick text"))
+    assert "vanishing gradients" in opened.page.locator("#flags").inner_text()
+    assert opened.errors == []
+
+
+def test_model_report_switches_the_depth_panels_to_all_layers(model_page, tmp_path):
+    opened, modules = model_page
+    layers = len(modules)
+    gd = "fig-metrics-depth"
+    opened.page.locator(f"#{gd}").scroll_into_view_if_needed()
+    assert _points(opened, gd) == 15  # input, the stem's four, eight blocks, avgpool, fc
+    opened.page.locator(f"#{gd} .updatemenu-button", has_text=f"all {layers} layers").click()
+    opened.page.wait_for_function(f"id => document.getElementById(id).querySelector('.subplot.xy .scatterlayer')"
+                                  f".querySelectorAll('.trace .points path').length === {layers}", arg=gd)
+    shot = tmp_path / "depth.png"
+    opened.page.locator(f"#{gd}").screenshot(path=str(shot))
+    shutil.copyfile(shot, SCREENSHOT.with_name("initscope-report-model-depth.png"))
+    opened.page.locator(f"#{gd} .updatemenu-button", has_text="block outputs").click()
+    opened.page.wait_for_function(f"id => document.getElementById(id).querySelector('.subplot.xy .scatterlayer')"
+                                  f".querySelectorAll('.trace .points path').length === 15", arg=gd)
+    opened.page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    shutil.copyfile(tmp_path / "page.png", SCREENSHOT.with_name("initscope-report-model.png"))
+    assert opened.errors == []

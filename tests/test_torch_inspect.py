@@ -411,15 +411,18 @@ class Tokens(nn.Module):
         return self.head(h.mean(1)), h
 
 
-def test_token_model_sequences_read_channels_last_and_tuple_outputs_need_a_loss():
+def test_token_model_sequences_read_channels_last_and_tuple_outputs_take_the_first_tensor():
     torch.manual_seed(0)
     tokens = torch.randint(0, 20, (6, 5))
-    result = inspect(Tokens(), tokens)
+    model = Tokens()
+    result = inspect(model, tokens)
     layers = result.layers.set_index("module")
     assert layers.at["emb", "units"] == 8 and layers.at["emb", "state_samples"] == 30
     assert layers.at["act", "units"] == 8  # an activation keeps the reading of the output before it
     assert any("not floating point" in note for note in result.notes)
-    assert any("pass loss=" in note for note in result.notes)
-    assert result.metrics.query("metric == 'grad_norm'")["value"].isna().all()
+    assert any("reads the model output's '[0]'" in note for note in result.notes)
+    grad = result.metrics.query("metric == 'grad_norm'").set_index("module")["value"]
+    expected = torch.autograd.grad(model(tokens)[0].square().sum(), [model.fc.weight])[0].norm().item()
+    assert grad["fc"] == pytest.approx(expected, rel=1e-5)
     with_loss = inspect(Tokens(), tokens, loss=lambda out, _: out[0].square().sum(), metrics=["grad_norm"])
     assert (with_loss.metrics.set_index("module").loc[["emb", "fc", "head"], "value"] > 0).all()

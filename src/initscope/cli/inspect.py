@@ -8,6 +8,8 @@ objects) or re-initializes it from the registry (`--init`), runs it on the
 inputs (a .npy or .pt tensor, or `--input-shape 64,3,32,32` for standard
 normal data), writes the same CSVs as `initscope run` plus layers.csv,
 config.toml and report.html, and prints the per-layer table and the flags.
+grad_norm differentiates `--loss` (output-norm, mse, cross-entropy or
+random-projection; `initscope.torch.gradients`) against `--targets`.
 
 The command lives on its own Typer app, `torch_app`, so that it is tested
 alone (`main([...])`, `python -m initscope.cli_torch inspect ...`) and is
@@ -34,9 +36,11 @@ from initscope.core.metrics import METRICS
 from initscope.study.config import toml_text
 from initscope.study.memory import check_estimate, inspect_estimate, memory_budget
 
-__all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES"]
+__all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES", "LOSSES"]
 
 DEFAULT_OUT = Path("initscope-inspect")
+# initscope.torch.gradients.LOSSES, repeated so that --loss is checked before torch is imported (a test compares them)
+LOSSES = ("output-norm", "mse", "cross-entropy", "random-projection")
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
                 "config.toml")
 _TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "token_cosine", "jacobian_rank",
@@ -131,7 +135,7 @@ def _gain(text: str | None) -> float | None:
     return value
 
 
-# long: a Typer command whose 20 options are its signature (28 lines); the body reads them in order (38)
+# long: a Typer command whose 22 options are its signature (34 lines); the body reads them in order (43)
 @torch_app.command("inspect")
 def inspect_command(
     factory: str = typer.Argument(..., metavar="FILE.py:FUNCTION",
@@ -139,9 +143,15 @@ def inspect_command(
     input_file: Optional[Path] = typer.Option(None, "--input", help="The inputs: a .npy or .pt tensor, samples first."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="N,...",
                                               help="Standard normal inputs of this shape instead, e.g. 64,3,32,32."),
+    loss: Optional[str] = typer.Option(None, "--loss", metavar="|".join(LOSSES),
+                                       help="The loss whose gradients grad_norm measures (default: mse with float "
+                                            "--targets, cross-entropy with integer ones, else output-norm, or "
+                                            "random-projection when the output is normalised, e.g. ends in "
+                                            "LayerNorm)."),
     targets_file: Optional[Path] = typer.Option(None, "--targets",
-                                                help="Targets (.npy/.pt) for the MSE loss of grad_norm (default: "
-                                                     "the squared norm of the output)."),
+                                                help="Targets (.npy/.pt) of the loss: floats shaped like the output "
+                                                     "for mse, integer class ids for cross-entropy (without: "
+                                                     "zeros for mse, seeded random ids for cross-entropy)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="A state_dict file to load (weights_only=True)."),
     init: Optional[str] = typer.Option(None, help="Re-initialize every Linear/Conv weight with this initializer."),
     gain: Optional[str] = typer.Option(None, metavar="FLOAT", help="Gain of --init (default: the initializer's own)."),
@@ -184,6 +194,11 @@ def inspect_command(
         raise BadInput(f"The 'mode' parameter must be one of ['train', 'eval']. Got {mode!r} instead.")
     if dtype is not None and dtype not in ("float32", "float64"):
         raise BadInput(f"The 'dtype' parameter must be one of ['float32', 'float64']. Got {dtype!r} instead.")
+    if loss is not None and loss not in LOSSES:
+        raise BadInput(f"The 'loss' parameter must be one of {list(LOSSES)}. Got {loss!r} instead.")
+    if targets_file is not None and loss in ("output-norm", "random-projection"):
+        raise BadInput(f"The 'targets' parameter is not read by --loss {loss}; give --loss mse (floating targets) "
+                       "or --loss cross-entropy (class ids) with it.")
     shape = _shape(input_shape) if input_shape is not None else None
     _check_memory(shape, input_file, memory_limit)
     seed_value = _int("seed", seed, 0, 0, high=2**63 - 1)  # config.MAX_SEED, without importing the study
@@ -200,12 +215,14 @@ def inspect_command(
         result = _inspect_model(factory, input_file=input_file, shape=shape, targets_file=targets_file,
                                 weights=weights, init=init, gain=gain_value, activation=activation,
                                 seed=seed_value, mode=mode, layers=layers, metrics=metrics, dtype=dtype,
-                                jacobian_samples=jac, layout=layout_value, reference=reference, max_rows=rows)
+                                jacobian_samples=jac, layout=layout_value, reference=reference, max_rows=rows,
+                                loss=loss)
         source = input_file if input_file is not None else f"standard normal {input_shape}"
         result.config.update(factory=factory, inputs=str(source))
         if weights is not None:
             result.config["weights"] = str(weights)
-        given = {"--input": input_file, "--input-shape": input_shape, "--targets": targets_file, "--weights": weights,
+        given = {"--input": input_file, "--input-shape": input_shape, "--loss": loss, "--targets": targets_file,
+                 "--weights": weights,
                  "--init": init, "--gain": gain, "--activation": activation if init else None, "--seed": seed,
                  "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
                  "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
@@ -222,7 +239,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, init, gain, activation, seed, mode,
-                   layers, metrics, dtype, jacobian_samples, layout=None, reference=None, max_rows=8192):
+                   layers, metrics, dtype, jacobian_samples, layout=None, reference=None, max_rows=8192, loss=None):
     """Build the user's model, load or draw its weights and inputs, and inspect it; their errors are BadInput."""
     import torch
 
@@ -254,7 +271,7 @@ def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, in
             result = inspect(model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
                              layers=_names(layers), metrics=_names(metrics), mode=mode,
                              jacobian_samples=jacobian_samples, seed=seed, layout=layout, reference=reference,
-                             max_rows=max_rows)
+                             max_rows=max_rows, loss=loss)
     except ModelError as exc:
         where = f" (inputs of shape {tuple(x.shape)})" if x is not None and "forward pass" in str(exc) else ""
         raise BadInput(f"{exc}{where}") from None

@@ -127,5 +127,6 @@ def _print_summary(result, critical, out: Path) -> None:
         m = result.measured
         for row in m.itertuples(index=False):
             typer.echo(f"σ_w² = {row.sigma_w2:g}, σ_b² = {row.sigma_b2:g}: ξ_c theory {row.xi_c_theory:.3g}, "
-                       f"measured {row.xi_c_measured:.3g}" + (f" ({row.note})" if row.note else ""))
+                       f"measured {row.xi_c_measured:.3g}; ξ_q theory {row.xi_q_theory:.3g}, "
+                       f"measured {row.xi_q_measured:.3g}" + (f" ({row.note})" if row.note else ""))
     typer.echo(f"wrote {out}/")

@@ -340,7 +340,10 @@ def play_buttons(*, frame_ms: int = 400) -> dict:
     }
 
 
-def layer_slider(layers: list[int], *, prefix: str = "layer ") -> dict:
+def layer_slider(layers: list[int], *, prefix: str = "layer ", labels: list[str] | None = None) -> dict:
+    """A slider over frames named by layer; `labels` (e.g. "12 layer1.0.conv1") label the steps and the
+    current value, else the layer numbers (plotly.js draws every k-th step's label when they would crowd)."""
+    texts = [str(layer) for layer in layers] if labels is None else list(labels)
     return {
         "active": 0,
         "x": 0.0,
@@ -349,5 +352,5 @@ def layer_slider(layers: list[int], *, prefix: str = "layer ") -> dict:
         "yanchor": "top",
         "pad": {"t": 45, "b": 10},
         "currentvalue": {"prefix": prefix, "visible": True, "xanchor": "left"},
-        "steps": slider_steps([str(layer) for layer in layers], [str(layer) for layer in layers]),
+        "steps": slider_steps([str(layer) for layer in layers], texts),
     }

@@ -14,6 +14,7 @@ from initscope.report._common import (
     resolved_gain, rgba, template, theory_applies,
 )
 from initscope.report.meanfield import OVERLAID, mean_field_curves, overlay_reason
+from initscope.report.modules import LayerNames, spaced_ticks
 from initscope.report.tables import config_dict
 
 __all__ = ["metric_depth_figure", "metric_depth_spec", "METRIC_ORDER", "metric_order", "display_floor",
@@ -182,8 +183,14 @@ def metric_depth_figure(metrics, *, config=None, columns: int = 3):
     return as_figure(metric_depth_spec(metrics, config=config, columns=columns))
 
 
-def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
-    """`metric_depth_figure` as a plain plotly spec (dicts and numpy arrays)."""
+# long: one loop over panels, initializers and (for a deep model) the two layer sets, then the layout
+def metric_depth_spec(metrics, *, config=None, columns: int = 3, modules: LayerNames | None = None) -> dict:
+    """`metric_depth_figure` as a plain plotly spec (dicts and numpy arrays).
+
+    modules: a model's layer names (`report.modules`): hovers and x ticks name
+    the modules; a deep model shows its block outputs, with buttons to switch
+    every panel to all layers and back (`layout.meta["layer_sets"]`).
+    """
     config = config_dict(config, metrics)
     names = _metrics_present(metrics)
     if not names:
@@ -191,9 +198,13 @@ def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
     inits = inits_of(metrics, config)
     cols = min(columns, len(names))
     rows = math.ceil(len(names) / cols)
+    below = _tick_room(modules)
+    height = (260 + below) * rows + 110
     layout = grid(rows, cols, [label(panel_title(m)) for m in names], horizontal_spacing=0.07,
-                  vertical_spacing=min(0.5 / max(rows - 1, 1), 0.12))
+                  vertical_spacing=min(0.5 / max(rows - 1, 1), 0.12 if not below else (below + 45) / height))
+    sets = ("selection", "all") if modules is not None and modules.deep else ("all",)
     data: list[dict] = []
+    shown_in: list[str] = []  # the layer set of each trace: "selection", "all" or "" (both)
     theory_shown = False
     summaries = all_summaries(metrics)
     for n, metric in enumerate(names):
@@ -202,43 +213,101 @@ def metric_depth_spec(metrics, *, config=None, columns: int = 3) -> dict:
         for init in inits:
             if init not in by_init:
                 continue
-            traces, drew_theory = _init_traces(by_init[init], metric, init, inits, config, first=n == 0,
-                                               metrics=metrics)
-            data += [dict(t, xaxis=xref, yaxis=yref) for t in traces]
-            theory_shown |= drew_theory
+            for which in sets:
+                summary = by_init[init] if modules is None else _model_points(by_init[init], modules, which)
+                traces, drew_theory = _init_traces(summary, metric, init, inits, config, first=n == 0,
+                                                   metrics=metrics, modules=modules)
+                switch = {"visible": which == sets[0]} if len(sets) == 2 else {}
+                data += [dict(t, xaxis=xref, yaxis=yref, **switch) for t in traces]
+                shown_in += [which] * len(traces)
+                theory_shown |= drew_theory
         values = np.concatenate([np.concatenate(s[1:]) for s in by_init.values()]) if by_init else np.zeros(0)
         if log_axis(metric, values):
             layout["yaxis" + yref[1:]]["type"] = "log"
+        if modules is not None:
+            layout["xaxis" + xref[1:]].update(_name_ticks(modules))
         if n // cols + 1 == rows:
             layout["xaxis" + xref[1:]]["title"] = {"text": "layer"}
     if theory_shown:
         # One neutral legend entry explains the dashes; each init's theory line toggles with its init.
         data.append({"type": "scatter", "x": [None], "y": [None], "mode": "lines", "name": "theory (dashed)",
                      "line": {"color": "#555", "dash": "dash", "width": 2}, "hoverinfo": "skip"})
+        shown_in.append("")
     trials = int(metrics.groupby("init")["trial"].nunique().max())
     notes = mean_field_notes(metrics, config)
     if notes:  # the reader learns why a theory line is missing, not only that it is
         layout.setdefault("annotations", []).append(
             {"text": label("; ".join(notes)), "showarrow": False, "xref": "paper", "yref": "paper", "x": 0, "y": 0,
              "yshift": -45, "xanchor": "left", "yanchor": "top", "font": {"size": 11, "color": "#555"}})
+    shown = ""
+    if len(sets) == 2:
+        layout["updatemenus"] = [_layer_set_buttons(modules, shown_in)]
+        shown = f"; showing the {len(modules.selection)} block outputs of {len(modules.names)} layers"
     layout.update(
         template=template(),
-        meta={"mean_field_notes": notes},
-        height=260 * rows + 110,
-        margin={"l": 60, "r": 10, "t": 80, "b": 100 if notes else 50},
+        meta={"mean_field_notes": notes, **({"layer_sets": shown_in} if shown else {})},
+        height=height,
+        margin={"l": 60, "r": 10, "t": 80 + (40 if shown else 0), "b": (100 if notes else 50) + below},
         title={"text": f"Metrics over depth: median over {trials} trial{'s' if trials != 1 else ''}, "
-                       "band 10–90% (dashed: theory)", "x": 0.01},
+                       f"band 10–90% (dashed: theory){shown}", "x": 0.01},
         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
     )
     return {"data": data, "layout": layout}
 
 
+def _tick_room(modules: LayerNames | None) -> int:
+    """Pixels under each panel for slanted module names (0 for a run's plain layer numbers)."""
+    if modules is None:
+        return 0
+    return int(6.5 * max((len(t) for t in modules.ticks), default=0) * math.sin(math.radians(50))) + 10
+
+
+def _name_ticks(modules: LayerNames) -> dict:
+    at, texts = spaced_ticks(modules, 1 / 30)
+    return {"tickmode": "array", "tickvals": np.asarray(at, dtype=np.int32), "ticktext": [label(t) for t in texts],
+            "tickangle": -50, "tickfont": {"size": 9}}
+
+
+def _subset(summary: Summary, keep) -> Summary:
+    mask = np.isin(summary.layers, np.asarray(keep, dtype=np.int64))
+    return Summary(*(a[mask] for a in summary))
+
+
+def _model_points(summary: Summary, modules: LayerNames, which: str) -> Summary:
+    """A model's points in one panel: its finite values, at the block outputs ("selection") or every layer.
+
+    A metric undefined at most block outputs (grad_norm: a block ends in a
+    parameter-free ReLU) shows its weight layers instead, one kind of module.
+    """
+    finite = _subset(summary, summary.layers[np.isfinite(summary.median)])
+    if which != "selection":
+        return finite
+    chosen = _subset(finite, modules.selection)
+    if 2 * len(chosen.layers) < len(modules.selection) and modules.kinds:
+        chosen = _subset(finite, [layer for layer, kind in modules.kinds.items() if kind == "weight"])
+    return chosen
+
+
+def _layer_set_buttons(modules: LayerNames, shown_in: list[str]) -> dict:
+    """Buttons that switch every panel between the block outputs and all layers (restyle of `visible`)."""
+    def visible(which: str) -> list[bool]:
+        return [s in ("", which) for s in shown_in]
+
+    return {"type": "buttons", "direction": "left", "showactive": True, "active": 0, "x": 0.0, "xanchor": "left",
+            "y": 1.0, "yanchor": "bottom", "pad": {"b": 30},
+            "buttons": [{"label": f"block outputs ({len(modules.selection)} layers)", "method": "restyle",
+                         "args": [{"visible": visible("selection")}]},
+                        {"label": f"all {len(modules.names)} layers", "method": "restyle",
+                         "args": [{"visible": visible("all")}]}]}
+
+
 def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], config, *,
-                 first: bool, metrics=None) -> tuple[list[dict], bool]:
+                 first: bool, metrics=None, modules: LayerNames | None = None) -> tuple[list[dict], bool]:
     """One initializer's band, median line and (where it applies) theory line in one panel."""
     c = colour(inits, init)
     x = summary.layers.astype(np.int32)
     name = label(init)
+    where = "layer %{x}" if modules is None else "%{text}"
     out = [
         {"type": "scatter", "x": x, "y": compact(getattr(summary, edge)), "mode": "lines", "line": {"width": 0, "color": c},
          **({"fill": "tonexty"} if edge == "lo" else {}), "fillcolor": rgba(c, 0.18), "legendgroup": init,
@@ -247,7 +316,9 @@ def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], con
     ]
     out.append({"type": "scatter", "x": x, "y": compact(summary.median), "mode": "lines+markers", "name": name,
                 "legendgroup": init, "showlegend": first, "line": {"color": c, "width": 2}, "marker": {"size": 4},
-                "hovertemplate": f"{name}<br>{metric}<br>layer %{{x}}: %{{y:.4g}}<extra></extra>"})
+                "hovertemplate": f"{name}<br>{metric}<br>{where}: %{{y:.4g}}<extra></extra>"})
+    if modules is not None:
+        out[-1]["text"] = [label(modules.where(layer)) for layer in x]
     theory = theory_curves(summary, metric, init, config, metrics)
     if theory is None:
         return out, False

@@ -9,6 +9,7 @@ import numpy as np
 from initscope.report._common import (
     as_figure, colorscale, compact, empty_spec, grid, inits_of, label, layer_slider, play_buttons, template,
 )
+from initscope.report.modules import LayerNames
 from initscope.report.tables import config_dict
 
 __all__ = ["layer_projection_figure", "layer_projection_spec", "projection_cube"]
@@ -64,8 +65,9 @@ def layer_projection_figure(projections, *, max_points: int = MAX_POINTS, seed: 
     return as_figure(layer_projection_spec(projections, max_points=max_points, seed=seed, config=config))
 
 
-def layer_projection_spec(projections, *, max_points: int = MAX_POINTS, seed: int = 0, config=None) -> dict:
-    """`layer_projection_figure` as a plain plotly spec (dicts and numpy arrays)."""
+def layer_projection_spec(projections, *, max_points: int = MAX_POINTS, seed: int = 0, config=None,
+                          modules: LayerNames | None = None) -> dict:
+    """`layer_projection_figure` as a plain plotly spec; a model's `modules` name the slider's, titles' layers."""
     if max_points < 1:
         raise ValueError(
             f"The 'max_points' parameter of layer_projection_figure must be >= 1. Got {max_points!r} instead."
@@ -83,17 +85,18 @@ def layer_projection_spec(projections, *, max_points: int = MAX_POINTS, seed: in
     targets = np.concatenate([cube[3] for cube in cubes.values()])
     data = []
     for i, init in enumerate(inits):
-        trace = _frame_trace(init, cubes[init], layers[0])
+        trace = _frame_trace(init, cubes[init], layers[0], modules)
         trace.update(type="scatter3d", mode="markers", name=label(init), showlegend=False,
                      scene="scene" if i == 0 else f"scene{i + 1}",
                      marker={"size": 3, "color": compact(cubes[init][3]), "coloraxis": "coloraxis", "opacity": 0.85},
                      customdata=np.column_stack([ids, compact(cubes[init][3])]).astype(np.float32))
         data.append(trace)
     subplot_titles = layout["annotations"]
-    frames = [{"name": str(layer), "data": [_frame_trace(init, cubes[init], layer) for init in inits],
-               "traces": list(range(len(inits))), "layout": {"annotations": _titles(subplot_titles, inits, cubes, layer)}}
+    frames = [{"name": str(layer), "data": [_frame_trace(init, cubes[init], layer, modules) for init in inits],
+               "traces": list(range(len(inits))),
+               "layout": {"annotations": _titles(subplot_titles, inits, cubes, layer, modules)}}
               for layer in layers]
-    layout["annotations"] = _titles(subplot_titles, inits, cubes, layers[0])
+    layout["annotations"] = _titles(subplot_titles, inits, cubes, layers[0], modules)
     fixed, fitted = _scene_ranges(inits, cubes)
     for key, value in fitted.items():  # what `update_layout(fitted)` does with its dotted keys
         _set_path(layout, key, value)
@@ -107,7 +110,7 @@ def layer_projection_spec(projections, *, max_points: int = MAX_POINTS, seed: in
         coloraxis={"colorscale": colorscale("Viridis"), "cmin": float(np.nanmin(targets)) if finite else None,
                    "cmax": float(np.nanmax(targets)) if finite else None,
                    "colorbar": {"title": {"text": "target"}, "len": 0.8}},
-        sliders=[layer_slider(layers)],
+        sliders=[layer_slider(layers, labels=None if modules is None else [modules.step(layer) for layer in layers])],
         updatemenus=[
             play_buttons(),
             {
@@ -138,16 +141,17 @@ def _axis(coords: np.ndarray, cube_layers: np.ndarray, layer: int, pc: int) -> n
     return compact(coords[where[0], :, pc])
 
 
-def _frame_trace(init: str, cube, layer: int) -> dict:
+def _frame_trace(init: str, cube, layer: int, modules: LayerNames | None = None) -> dict:
     cube_layers, _, coords, _ = cube
     return {"type": "scatter3d", "x": _axis(coords, cube_layers, layer, 0), "y": _axis(coords, cube_layers, layer, 1),
-            "z": _axis(coords, cube_layers, layer, 2), "hovertemplate": _hover(init, layer)}
+            "z": _axis(coords, cube_layers, layer, 2), "hovertemplate": _hover(init, layer, modules)}
 
 
-def _hover(init: str, layer: int) -> str:
+def _hover(init: str, layer: int, modules: LayerNames | None = None) -> str:
+    where = f"layer {layer}" if modules is None else label(modules.where(layer))
     return (
         "sample %{customdata[0]:d}<br>target %{customdata[1]:.4g}<br>"
-        f"layer {layer}<br>pc1 %{{x:.4g}}, pc2 %{{y:.4g}}, pc3 %{{z:.4g}}<extra>{label(init)}</extra>"
+        f"{where}<br>pc1 %{{x:.4g}}, pc2 %{{y:.4g}}, pc3 %{{z:.4g}}<extra>{label(init)}</extra>"
     )
 
 
@@ -159,7 +163,7 @@ def _spread(coords: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum(coords[finite] ** 2, axis=-1))))
 
 
-def _titles(subplot_titles: list[dict], inits, cubes, layer: int) -> list[dict]:
+def _titles(subplot_titles: list[dict], inits, cubes, layer: int, modules: LayerNames | None = None) -> list[dict]:
     """Subplot titles for one layer: the initializer and its spread against the input's."""
     out = []
     for annotation, init in zip(subplot_titles[: len(inits)], inits):
@@ -176,7 +180,8 @@ def _titles(subplot_titles: list[dict], inits, cubes, layer: int) -> list[dict]:
         else:
             note = f"spread {spread:.3g}"
         entry = dict(annotation)
-        entry["text"] = f"<b>{label(init)}</b>, layer {layer}: {note}"
+        where = f"layer {layer}" if modules is None else label(modules.where(layer))
+        entry["text"] = f"<b>{label(init)}</b>, {where}: {note}"
         out.append(entry)
     return out
 

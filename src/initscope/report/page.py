@@ -15,6 +15,7 @@ from initscope.report.depth import metric_depth_spec
 from initscope.report.flags import NEVER, NOT_MEASURED, flags_table
 from initscope.report.geometry import layer_projection_spec
 from initscope.report.jacobian import JACOBIAN_SECTION, jacobian_spectrum_figure
+from initscope.report.modules import layer_names
 from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_spec
 from initscope.report.static import write_static
 from initscope.report.tables import RunTables, as_tables
@@ -22,6 +23,7 @@ from initscope.report.weights import weight_norm_spec
 from initscope.report.writer import Output, OutputError, atomic_write
 from initscope.study import verdict as study_verdict
 from initscope.study.config import toml_text
+from initscope.study.flags import model_context, model_flags_table
 from initscope.study.verdict import run_verdict
 
 __all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
@@ -72,12 +74,13 @@ def report_specs(tables: RunTables) -> dict[str, dict]:
     """The page's figures by section id, each a plain plotly spec (dicts and numpy arrays)."""
     config = tables.config
     seed = int(config.get("seed") or 0)
+    modules = layer_names(tables.metrics)  # an inspected model's module names; None for a run
     specs = {
-        "layers-3d": layer_projection_spec(tables.projections, config=config, seed=seed),
+        "layers-3d": layer_projection_spec(tables.projections, config=config, seed=seed, modules=modules),
         "weight-norms": weight_norm_spec(tables.weight_norms, config=config),
-        "spectra": spectrum_animation_spec(tables.spectra, config=config),
-        "spectrum-heatmap": spectrum_heatmap_spec(tables.spectra, config=config),
-        "metrics-depth": metric_depth_spec(tables.metrics, config=config),
+        "spectra": spectrum_animation_spec(tables.spectra, config=config, modules=modules),
+        "spectrum-heatmap": spectrum_heatmap_spec(tables.spectra, config=config, modules=modules),
+        "metrics-depth": metric_depth_spec(tables.metrics, config=config, modules=modules),
     }
     if _has_jacobian_spectra(tables):
         figure = jacobian_spectrum_figure(tables.jacobian_spectra, tables.metrics, config=config)
@@ -168,7 +171,11 @@ def _verdict_html(tables: RunTables) -> str:
 
 
 def _flags_html(tables: RunTables) -> str:
-    table = flags_table(tables.metrics, tables.flags)
+    model = "module" in tables.metrics.columns  # an inspected model: cells name the module of each layer
+    if model:
+        table = model_flags_table(tables.metrics, tables.flags, *model_context(tables.layers))
+    else:
+        table = flags_table(tables.metrics, tables.flags)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = []
     for row in table.itertuples(index=False):
@@ -178,11 +185,16 @@ def _flags_html(tables: RunTables) -> str:
             css = "never" if text == NEVER else ("" if text.startswith(NOT_MEASURED) else "hit")
             cells.append(f'<td class="{css}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
+    note = ("For each initializer, the first hidden layer where something goes wrong. "
+            "Scale, rank and dead units use the median over trials, compared with the input (layer 0); "
+            "overflow, collapse and lost directions count any trial.")
+    if model:
+        note = ("For each label, the first recorded layer, named by its module, where something goes wrong. "
+                "Scale and rank are compared with the reference state (layers.csv); gradients with the largest "
+                "layer of the same parameter kind (weights, embeddings, norm γ/β).")
     return (
         '<section id="flags"><h2>Flags</h2>'
-        '<p class="note">For each initializer, the first hidden layer where something goes wrong. '
-        "Scale, rank and dead units use the median over trials, compared with the input (layer 0); "
-        "overflow, collapse and lost directions count any trial.</p>"
+        f'<p class="note">{note}</p>'
         f'<table class="flags"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
     )
 

@@ -67,14 +67,18 @@ def phase_figure(theory, critical, measured=None, *, activation: str):
                                  legendgroup="chi1", showlegend=col == 1,
                                  hovertemplate="χ₁ = 1 at σ_w² %{x:.4f}, σ_b² %{y}<extra></extra>"), row=1, col=col)
     if measured is not None and len(measured):
-        fig.add_trace(go.Scatter(
-            x=measured["sigma_w2"], y=measured["sigma_b2"], mode="markers", name="measured ξ_c",
-            marker=dict(size=15, color=_log_scale(measured["xi_c_measured"]), colorscale="Viridis",
-                        cmin=coloraxis["cmin"], cmax=coloraxis["cmax"], showscale=False,
-                        line=dict(color="white", width=2)),
-            customdata=np.stack([measured["xi_c_measured"], measured["xi_c_theory"]], axis=-1),
-            hovertemplate="σ_w² %{x}, σ_b² %{y}<br>measured ξ_c %{customdata[0]:.3g}<br>theory %{customdata[1]:.3g}"
-                          "<extra></extra>"), row=1, col=1)
+        for col, scale in ((1, "xi_c"), (2, "xi_q")):
+            if f"{scale}_measured" not in measured:  # tables written before ξ_q was measured
+                continue
+            name = {"xi_c": "ξ_c", "xi_q": "ξ_q"}[scale]
+            fig.add_trace(go.Scatter(
+                x=measured["sigma_w2"], y=measured["sigma_b2"], mode="markers", name=f"measured {name}",
+                marker=dict(size=15, color=_log_scale(measured[f"{scale}_measured"]), colorscale="Viridis",
+                            cmin=coloraxis["cmin"], cmax=coloraxis["cmax"], showscale=False,
+                            line=dict(color="white", width=2)),
+                customdata=np.stack([measured[f"{scale}_measured"], measured[f"{scale}_theory"]], axis=-1),
+                hovertemplate=f"σ_w² %{{x}}, σ_b² %{{y}}<br>measured {name} %{{customdata[0]:.3g}}"
+                              "<br>theory %{customdata[1]:.3g}<extra></extra>"), row=1, col=col)
     fig.update_layout(template=TEMPLATE, coloraxis=coloraxis, height=480,
                       title=label(f"Order-to-chaos phase diagram, {activation}"),
                       legend=dict(orientation="h", y=-0.18))
@@ -84,51 +88,62 @@ def phase_figure(theory, critical, measured=None, *, activation: str):
 
 
 def measured_figure(measured, *, depth: int):
-    """Measured against theory ξ_c, log-log, with the identity line; NaN points are left out."""
+    """Measured against theory ξ_c (circles) and ξ_q (diamonds), log-log, with the identity line; NaN left out."""
     import plotly.graph_objects as go
 
-    ok = np.isfinite(measured["xi_c_measured"]) & np.isfinite(measured["xi_c_theory"])
-    rows = measured[ok]
+    scales = [s for s in ("xi_c", "xi_q") if f"{s}_measured" in measured]
+    values = np.concatenate([measured[f"{s}_{k}"].to_numpy(float) for s in scales for k in ("measured", "theory")])
+    values = values[np.isfinite(values)]
+    lo = max(0.5, float(np.min(np.r_[values, 1.0])) / 1.5)
+    hi = min(_MAX_SCALE, float(np.max(np.r_[values.clip(max=_MAX_SCALE), 10.0])) * 1.5)
     fig = go.Figure()
-    lo = max(0.5, float(np.nanmin(np.r_[rows["xi_c_measured"], rows["xi_c_theory"], 1.0])) / 1.5)
-    hi = min(_MAX_SCALE, float(np.nanmax(np.r_[rows["xi_c_measured"].clip(upper=_MAX_SCALE),
-                                              rows["xi_c_theory"].clip(upper=_MAX_SCALE), 10.0])) * 1.5)
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="grey", dash="dash"),
                              name="measured = theory"))
     fig.add_trace(go.Scatter(x=[lo, hi], y=[depth, depth], mode="lines", line=dict(color="#d62728", dash="dot"),
                              name=f"network depth ({depth}): longer ξ is not resolved"))
-    text = [f"σ_w² {w:g}, σ_b² {b:g}" for w, b in zip(rows["sigma_w2"], rows["sigma_b2"])]
-    fig.add_trace(go.Scatter(x=rows["xi_c_theory"].clip(upper=_MAX_SCALE), y=rows["xi_c_measured"].clip(upper=_MAX_SCALE),
-                             mode="markers", marker=dict(size=10, color=rows["sigma_b2"], colorscale="Plasma",
-                                                         colorbar=dict(title="σ_b²")),
-                             text=text, name="grid point",
-                             hovertemplate="%{text}<br>theory %{x:.3g}<br>measured %{y:.3g}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=440, title="Measured ξ_c against mean-field theory",
-                      xaxis=dict(type="log", title="ξ_c, theory (layers)"),
-                      yaxis=dict(type="log", title="ξ_c, measured (layers)"), legend=dict(orientation="h", y=-0.2))
+    for scale, symbol in zip(scales, ("circle", "diamond")):
+        name = {"xi_c": "ξ_c", "xi_q": "ξ_q"}[scale]
+        rows = measured[np.isfinite(measured[f"{scale}_measured"]) & np.isfinite(measured[f"{scale}_theory"])]
+        text = [f"σ_w² {w:g}, σ_b² {b:g}" for w, b in zip(rows["sigma_w2"], rows["sigma_b2"])]
+        fig.add_trace(go.Scatter(
+            x=rows[f"{scale}_theory"].clip(upper=_MAX_SCALE), y=rows[f"{scale}_measured"].clip(upper=_MAX_SCALE),
+            mode="markers", marker=dict(size=10, symbol=symbol, color=rows["sigma_b2"], colorscale="Plasma",
+                                        colorbar=dict(title="σ_b²"), showscale=scale == "xi_c"),
+            text=text, name=name, hovertemplate=f"%{{text}}<br>{name} theory %{{x:.3g}}<br>measured %{{y:.3g}}"
+                                                "<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, height=440, title="Measured depth scales against mean-field theory",
+                      xaxis=dict(type="log", title="ξ, theory (layers)"),
+                      yaxis=dict(type="log", title="ξ, measured (layers)"), legend=dict(orientation="h", y=-0.2))
     return fig
 
 
-def decay_figure(decay, measured):
-    """Mean over networks of pre_cosine_A − pre_cosine_B by layer (log y), with theory e^{−l/ξ_c} through layer 1."""
+_DECAYS = {"xi_c": ("pre_cosine", "A", "Correlation decay"), "xi_q": ("pre_q", "C", "Length decay")}
+
+
+def decay_figure(decay, measured, *, scale: str = "xi_c"):
+    """Mean over networks of pre_cosine_A − pre_cosine_B (scale "xi_c") or pre_q_C − pre_q_B ("xi_q") by
+    layer (log y), with theory e^{−l/ξ} through layer 1."""
     import plotly.graph_objects as go
 
+    metric, group, title = _DECAYS[scale]
     fig = go.Figure()
     for i, ((sw, sb), rows) in enumerate(decay.groupby(["sigma_w2", "sigma_b2"], sort=True)):
-        wide = rows.pivot_table(index=["network", "layer"], columns="group", values="pre_cosine")
-        diff = (wide["A"] - wide["B"]).groupby(level="layer").mean()
+        wide = rows.pivot_table(index=["network", "layer"], columns="group", values=metric)
+        diff = (wide[group] - wide["B"]).groupby(level="layer").mean()
         colour = PALETTE[i % len(PALETTE)]
         name = f"σ_w² {sw:g}, σ_b² {sb:g}"
         fig.add_trace(go.Scatter(x=diff.index, y=diff.where(diff > 0), mode="lines+markers", name=name,
                                  line=dict(color=colour), legendgroup=name))
-        xi = measured[(measured["sigma_w2"] == sw) & (measured["sigma_b2"] == sb)]["xi_c_theory"]
+        xi = measured[(measured["sigma_w2"] == sw) & (measured["sigma_b2"] == sb)][f"{scale}_theory"]
         if len(xi) and np.isfinite(xi.iloc[0]) and len(diff) and diff.iloc[0] > 0:
             layers = diff.index.to_numpy(float)
-            fig.add_trace(go.Scatter(x=layers, y=diff.iloc[0] * np.exp(-(layers - layers[0]) / xi.iloc[0]),
+            curve = diff.iloc[0] * np.exp(-(layers - layers[0]) / xi.iloc[0])
+            shown = curve >= diff[diff > 0].min() / 10  # not far below the noise floor, which sets the y range
+            fig.add_trace(go.Scatter(x=layers[shown], y=curve[shown],
                                      mode="lines", line=dict(color=colour, dash="dash"), legendgroup=name,
                                      showlegend=False, name=f"{name}: theory", hoverinfo="name+y"))
-    fig.update_layout(template=TEMPLATE, height=480, title="Correlation decay in the networks (dashed: theory)",
-                      xaxis_title="layer", yaxis=dict(type="log", title="pre_cosine_A − pre_cosine_B"))
+    fig.update_layout(template=TEMPLATE, height=480, title=f"{title} in the networks (dashed: theory)",
+                      xaxis_title="layer", yaxis=dict(type="log", title=f"{metric}_{group} − {metric}_B"))
     return fig
 
 
@@ -142,7 +157,7 @@ def build_phase_page(result, critical, *, command: str, toml: str) -> str:
                  "and i.i.d. shifts of variance σ_b². Left of the black χ₁ = 1 line the network is ordered (every pair of "
                  "inputs ends up with correlation 1), right of it chaotic (correlations settle at c* &lt; 1). ξ_c, the depth "
                  "over which correlations reach their limit, diverges on the line: only there can deep networks carry "
-                 "input differences to the output. Dotted: ξ contours at 2, 4, 8, 16, 32 and 64 layers. Circles (with --measure): the measured ξ_c on the same colour scale.",
+                 "input differences to the output. Dotted: ξ contours at 2, 4, 8, 16, 32 and 64 layers. Circles (with --measure): the measured ξ_c and ξ_q on the same colour scale.",
                  phase_figure(result.theory, critical, result.measured if config.measure else None,
                               activation=config.activation))]
     if config.measure and len(result.measured):
@@ -151,10 +166,16 @@ def build_phase_page(result, critical, *, command: str, toml: str) -> str:
                          "(kaiming-normal weights with gain σ_w, normal shifts of std σ_b). Two groups of inputs start at "
                          "correlations near c* and pass through the same weights; the mean cosine of their "
                          "pre-activations (pre_cosine) differs by an amount that decays like e^{−l/ξ_c}, and its fitted "
-                         "slope is the measured ξ_c. Depth scales beyond the network's depth are not resolved.",
+                         "slope is the measured ξ_c. A third group, the second scaled so that its first pre-activations "
+                         "have second moment 1.1·q*, gives ξ_q the same way from pre_q's approach to q*. Depth scales "
+                         "beyond the network's depth are not resolved; ξ_q below about 0.9 layers reaches the "
+                         "finite-width noise too soon to be fitted.",
                          measured_figure(result.measured, depth=config.depth)))
         sections.append(("decay", "Correlation decay", "The decay each measured ξ_c was fitted to.",
                          decay_figure(result.decay, result.measured)))
+        if "pre_q" in result.decay:
+            sections.append(("length-decay", "Length decay", "The decay each measured ξ_q was fitted to.",
+                             decay_figure(result.decay, result.measured, scale="xi_q")))
     nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _, _ in sections)
     body = "".join(
         f'<section id="{sid}"><h2>{html.escape(title)}</h2><p class="note">{note}</p><div class="figure">'

@@ -10,6 +10,7 @@ from initscope.report._common import (
     as_figure, axis_names, colorscale, colour, compact, empty_spec, grid, inits_of, label, layer_slider, play_buttons, sqrt_eps,
     template,
 )
+from initscope.report.modules import LayerNames, spaced_ticks
 from initscope.report.tables import config_dict
 
 __all__ = ["spectrum_animation_figure", "spectrum_heatmap_figure", "spectrum_animation_spec", "spectrum_heatmap_spec",
@@ -84,8 +85,9 @@ def spectrum_animation_figure(spectra, *, config=None):
     return as_figure(spectrum_animation_spec(spectra, config=config))
 
 
-def spectrum_animation_spec(spectra, *, config=None) -> dict:
-    """`spectrum_animation_figure` as a plain plotly spec (dicts and numpy arrays)."""
+def spectrum_animation_spec(spectra, *, config=None, modules: LayerNames | None = None) -> dict:
+    """`spectrum_animation_figure` as a plain plotly spec (dicts and numpy arrays); `modules` (a model's
+    `report.modules`) label the slider, the title and the hovers with module names."""
     config = config_dict(config)
     inits = inits_of(spectra, config)
     if not inits:
@@ -100,9 +102,10 @@ def spectrum_animation_spec(spectra, *, config=None) -> dict:
         lost = [label(init) for init in inits
                 if not np.isfinite(data[init][2][data[init][0] == layer]).any()]
         note = f"; non-finite or absent: {', '.join(lost)}" if lost else ""
-        return {"text": f"{heading}, layer {layer}{note}", "x": 0.01}
+        where = f"layer {layer}" if modules is None else label(modules.where(layer))
+        return {"text": f"{heading}, {where}{note}", "x": 0.01}
 
-    frames = [{"name": str(layer), "data": _spectrum_traces(data, inits, layer, dtype),
+    frames = [{"name": str(layer), "data": _spectrum_traces(data, inits, layer, dtype, modules),
                "traces": list(range(2 * len(inits))), "layout": {"title": title(layer)}}
               for layer in layers]
     values = np.concatenate([_positive(d[2]).ravel() for d in data.values()])
@@ -117,15 +120,16 @@ def spectrum_animation_spec(spectra, *, config=None) -> dict:
         "title": title(layers[0]),
         "xaxis": {"title": {"text": "component k"}},
         "yaxis": {"title": {"text": "singular value σ_k"}, "type": "log", "range": y_range, "autorange": False},
-        "sliders": [layer_slider(layers)],
+        "sliders": [layer_slider(layers, labels=None if modules is None else [modules.step(layer) for layer in layers])],
         "updatemenus": [play_buttons()],
         "meta": {"layers": layers},
     }
     return {"data": frames[0]["data"], "layout": layout, "frames": frames}
 
 
-def _spectrum_traces(data: dict, inits: list[str], layer: int, dtype) -> list[dict]:
+def _spectrum_traces(data: dict, inits: list[str], layer: int, dtype, modules: LayerNames | None = None) -> list[dict]:
     """One layer's traces: each initializer's spectrum and its noise floor σ₁·√eps."""
+    where = f"layer {layer}" if modules is None else label(modules.where(layer))
     out = []
     for init in inits:
         d_layers, ks, sigma, trials = data[init]
@@ -137,7 +141,7 @@ def _spectrum_traces(data: dict, inits: list[str], layer: int, dtype) -> list[di
             "type": "scatter", "x": ks.astype(np.int32), "y": compact(_positive(row)), "mode": "lines+markers",
             "name": label(init), "legendgroup": init, "line": {"color": c, "width": 2},
             "marker": {"size": 4, "color": c},
-            "hovertemplate": f"{label(init)}<br>layer {layer}<br>k %{{x}}<br>σ %{{y:.4g}}<extra></extra>",
+            "hovertemplate": f"{label(init)}<br>{where}<br>k %{{x}}<br>σ %{{y:.4g}}<extra></extra>",
         })
         out.append({
             "type": "scatter", "x": [1, int(ks.max()) if len(ks) else 1], "y": compact([floor, floor]),
@@ -168,8 +172,8 @@ def _shade_lost(layout: dict, shapes: list, lost: int, last: int, xref: str, yre
                                   "y": 1, "yanchor": "top", "yref": f"{yref} domain"})
 
 
-def spectrum_heatmap_spec(spectra, *, config=None) -> dict:
-    """`spectrum_heatmap_figure` as a plain plotly spec (dicts and numpy arrays)."""
+def spectrum_heatmap_spec(spectra, *, config=None, modules: LayerNames | None = None) -> dict:
+    """`spectrum_heatmap_figure` as a plain plotly spec; a model's `modules` name the layer axis and hovers."""
     config = config_dict(config)
     inits = inits_of(spectra, config)
     if not inits:
@@ -191,15 +195,16 @@ def spectrum_heatmap_spec(spectra, *, config=None) -> dict:
         layers, ks, sigma, _ = data[init]
         xref, yref = axis_names(i)
         traces.append({
-            "type": "heatmap", "x": layers.astype(np.int32), "y": ks.astype(np.int32), "z": compact(logs[init].T),
+            "type": "heatmap", "x": _layer_axis(layers, modules), "y": ks.astype(np.int32), "z": compact(logs[init].T),
             "coloraxis": "coloraxis", "xaxis": xref, "yaxis": yref,
             "hovertemplate": f"{label(init)}<br>layer %{{x}}<br>k %{{y}}<br>σ = 10^%{{z:.2f}}<extra></extra>",
         })
+
         floor = _floor(sigma, dtype)
         above = np.sum(sigma > floor[:, None], axis=1).astype(np.float64)
         above[~np.isfinite(floor)] = np.nan
         traces.append({
-            "type": "scatter", "x": layers.astype(np.int32), "y": above + 0.5, "mode": "lines",
+            "type": "scatter", "x": _layer_axis(layers, modules), "y": above + 0.5, "mode": "lines",
             "line": {"color": "white", "width": 2, "dash": "dash", "shape": "hvh"}, "name": "noise floor σ₁·√eps",
             "showlegend": False, "xaxis": xref, "yaxis": yref,
             "hovertemplate": "layer %{x}: components above the noise floor<extra></extra>",
@@ -207,7 +212,8 @@ def spectrum_heatmap_spec(spectra, *, config=None) -> dict:
         lost = _first_lost_layer(layers, sigma, all_layers)
         if lost is not None:
             _shade_lost(layout, shapes, lost, all_layers[-1], xref, yref)
-        layout["xaxis" + xref[1:]].update(title={"text": "layer"}, range=[all_layers[0] - 0.5, all_layers[-1] + 0.5])
+        layout["xaxis" + xref[1:]].update(title={"text": "layer"}, range=[all_layers[0] - 0.5, all_layers[-1] + 0.5],
+                                          **_name_ticks(modules))
         layout["yaxis" + yref[1:]]["title"] = {"text": "component k"}
     lo, hi = (float(every.min()), float(every.max())) if every.size else (0.0, 1.0)
     ticks = list(range(math.floor(lo), math.ceil(hi) + 1))
@@ -221,6 +227,25 @@ def spectrum_heatmap_spec(spectra, *, config=None) -> dict:
         coloraxis={"colorscale": colorscale("Magma"), "cmin": lo, "cmax": hi,
                    "colorbar": {"title": {"text": "σ_k"}, "tickvals": ticks, "ticktext": [f"1e{t}" for t in ticks]}},
     )
+    if modules is not None:  # room for the module names, slanted under the axis
+        layout.update(height=layout["height"] + 100, margin=dict(layout["margin"], b=150))
     if shapes:
         layout["shapes"] = shapes
     return {"data": traces, "layout": layout}
+
+
+def _layer_axis(layers: np.ndarray, modules: LayerNames | None):
+    """The layer axis' values: layer numbers, or for a model categories "12 layer1.0.conv1" (hovers name the
+    module; a category's position is its index, which is the layer, as a model's layers run 0..L)."""
+    if modules is None:
+        return layers.astype(np.int32)
+    return [label(modules.step(layer)) for layer in layers]
+
+
+def _name_ticks(modules: LayerNames | None) -> dict:
+    """A layer axis whose ticks are a model's module names (the readable selection of a deep model)."""
+    if modules is None:
+        return {}
+    at, texts = spaced_ticks(modules, 1 / 60)
+    return {"type": "category", "tickmode": "array", "tickvals": [label(modules.step(layer)) for layer in at],
+            "ticktext": [label(t) for t in texts], "tickangle": -50, "tickfont": {"size": 10}, "automargin": True}

@@ -45,6 +45,7 @@ class RunTables:
     flags: Any
     config: Mapping[str, Any]
     jacobian_spectra: Any = None
+    layers: Any = None  # an inspected model's layers table (module names, units, reference); None for a run
 
 
 def load_run(folder: str | os.PathLike) -> RunTables:
@@ -66,6 +67,8 @@ def load_run(folder: str | os.PathLike) -> RunTables:
         config = tomllib.load(fh)
     config.setdefault("gain", None)  # TOML has no null: an unset gain is left out
     tables = {name: _read_csv(folder / f"{name}.csv", columns) for name, columns in TABLE_COLUMNS.items()}
+    layers = folder / "layers.csv"  # written by `initscope inspect`
+    tables["layers"] = _read_csv(layers, ("init", "layer")) if layers.is_file() and layers.stat().st_size else None
     return RunTables(**tables, config=config_dict(config))
 
 
@@ -106,7 +109,7 @@ def as_tables(result: Any) -> RunTables:
         if table is None:
             table = pd.DataFrame({c: pd.Series(dtype=_column_dtype(c)) for c in columns})
         tables[name] = table
-    return RunTables(**tables, config=config_dict(get("config"), tables["metrics"]))
+    return RunTables(**tables, config=config_dict(get("config"), tables["metrics"]), layers=get("layers"))
 
 
 def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:

@@ -9,7 +9,9 @@ and the torch adapter's diagnosis (`initscope.torch.diagnosis`):
   count, when a model's layer has fewer units than the input's rank);
 - dead units: dead_fraction above 0.5;
 - vanishing gradients (models): a weighted layer's grad_norm below 1e-3 of
-  the largest layer's;
+  the largest layer's of the same parameter kind (the `param_kind` column of
+  a torch model's metrics: weight, embedding, norm_affine, scale, bias), so
+  BatchNorm γ/β gradients are never compared with conv weight gradients;
 - overflow and collapse: the run's own flags table (init, trial, layer, flag).
 
 A rule takes one layer's value and its reference and returns the problem in
@@ -30,10 +32,10 @@ import pandas as pd
 
 __all__ = [
     "SCALE_BAND", "RANK_SHARE", "DEAD_SHARE", "GRAD_SHARE", "NEVER", "NOT_MEASURED",
-    "FLAG_COLUMNS", "MODEL_FLAG_COLUMNS", "READOUT_ZERO",
+    "FLAG_COLUMNS", "MODEL_FLAG_COLUMNS", "READOUT_ZERO", "KIND_WORDS",
     "scale_issue", "rank_issue", "rank_cell", "dead_issue", "dead_cell", "gradient_issue",
     "first_issue", "place", "layer_issues",
-    "flags_table", "model_flags_table", "diagnosis_lines",
+    "flags_table", "model_flags_table", "model_context", "diagnosis_lines",
 ]
 
 SCALE_BAND = (0.1, 10.0)
@@ -107,20 +109,28 @@ def dead_cell(fraction: float) -> str:
     return f"{fraction:.0%} of units dead" if _dead(fraction) else ""
 
 
-def gradient_issue(grad: float, top: float) -> str:
-    """A layer's weight gradient below `GRAD_SHARE` of the largest layer's `top`: "weight gradient 0.00031× ..."."""
+# How a diagnosis line names each parameter kind of a torch model (`initscope.torch.gradients`).
+KIND_WORDS = {"weight": "weight", "embedding": "embedding", "norm_affine": "norm γ/β", "scale": "scale",
+              "bias": "bias"}
+
+
+def gradient_issue(grad: float, top: float, kind: str | None = None) -> str:
+    """A layer's gradient below `GRAD_SHARE` of the largest layer's `top` (of the same parameter `kind`, when
+    given): "weight gradient 0.00031× the largest layer's", "norm γ/β gradient 0.0002× the largest norm γ/β
+    layer's"."""
     if not (math.isfinite(grad) and math.isfinite(top) and top > 0 and grad < GRAD_SHARE * top):
         return ""
-    return f"weight gradient {grad / top:.2g}× the largest layer's"
+    words = KIND_WORDS.get(kind or "weight", str(kind))
+    return f"{words} gradient {grad / top:.2g}× the largest {'' if kind is None else words + ' '}layer's"
 
 
 def layer_issues(values: Mapping[str, float], *, rms0: float, rank0: float, units: int | None = None,
-                 grad_top: float = math.nan, of: str = "input") -> list[str]:
+                 grad_top: float = math.nan, of: str = "input", grad_kind: str | None = None) -> list[str]:
     """Every problem of one hidden layer, in a diagnosis line's words.
 
     values: the layer's metrics by name (missing ones are not judged); rms0,
     rank0: the input's rms and effective rank; units: the layer's unit count;
-    grad_top: the largest weighted layer's grad_norm.
+    grad_top: the largest weighted layer's grad_norm (of the layer's parameter kind `grad_kind`, if given).
     e.g. ["61% dead units", "effective rank 3.1 of 256 units (input 28.4)"].
     """
     issues = []
@@ -131,7 +141,7 @@ def layer_issues(values: Mapping[str, float], *, rms0: float, rank0: float, unit
         issues.append(scale_issue(rms, rms0, of))
     issues.append(dead_issue(values.get("dead_fraction", math.nan)))
     issues.append(rank_issue(values.get("effective_rank", math.nan), rank0, units, of))
-    issues.append(gradient_issue(values.get("grad_norm", math.nan), grad_top))
+    issues.append(gradient_issue(values.get("grad_norm", math.nan), grad_top, grad_kind))
     return [issue for issue in issues if issue]
 
 
@@ -284,7 +294,25 @@ def _wide(metrics: pd.DataFrame, init: str) -> pd.DataFrame:
     info = rows.drop_duplicates("layer").set_index("layer")
     for column in ("module", "module_type"):
         wide[column] = info.get(column, "")
+    if "param_kind" in info:
+        wide["param_kind"] = info["param_kind"].fillna("none").astype(str)
     return wide.sort_index()
+
+
+_TEXT = ("module", "module_type", "param_kind")
+
+
+def _kinds(wide: pd.DataFrame) -> pd.Series:
+    """Each layer's parameter kind: the param_kind column, or "weight" for all where a table has none."""
+    return wide["param_kind"] if "param_kind" in wide else pd.Series("weight", index=wide.index)
+
+
+def _grad_tops(wide: pd.DataFrame) -> pd.Series:
+    """Per layer >= 1, the largest finite grad_norm among the layers of its parameter kind."""
+    g = wide["grad_norm"][wide.index >= 1]
+    kinds = _kinds(wide)[g.index]
+    finite = g.where(g.map(math.isfinite))
+    return finite.groupby(kinds).transform("max")
 
 
 def _where(wide: pd.DataFrame, layer: int) -> str:
@@ -316,24 +344,32 @@ def _model_rank(wide: pd.DataFrame, units: Mapping[int, int], ref: int = 0, skip
 
 
 def _model_gradients(wide: pd.DataFrame) -> str:
+    """The vanishing-gradient cell: layers compared with the largest of their own parameter kind."""
     if "grad_norm" not in wide:
         return NOT_MEASURED
     g = wide["grad_norm"][(wide.index >= 1)]
     g = g[g.notna()]
     if not len(g):
-        return "no weighted layers" if wide["grad_norm"].isna().all() else NOT_MEASURED
+        weighted = "param_kind" in wide and (_kinds(wide)[wide.index >= 1] != "none").any()
+        return NOT_MEASURED if weighted or not wide["grad_norm"].isna().all() else "no weighted layers"
     finite = g[g.map(math.isfinite)]
     if not len(finite):
         return "not finite"
-    top = finite.max()
-    if top == 0:
+    if finite.max() == 0:
         return "all exactly 0: no gradient reaches any weight"
-    low = finite[finite < GRAD_SHARE * top]
+    tops = _grad_tops(wide)[finite.index]
+    share = finite / tops
+    low = share[share < GRAD_SHARE]
     if not len(low):
         return NEVER
     worst = low.idxmin()
-    return (f"{len(low)} of {len(finite)} weighted layers below {GRAD_SHARE:g}× the largest; smallest "
-            f"{_where(wide, worst)}: {finite[worst] / top:.3g}× the largest")
+    if "param_kind" not in wide:
+        return (f"{len(low)} of {len(finite)} weighted layers below {GRAD_SHARE:g}× the largest; smallest "
+                f"{_where(wide, worst)}: {low[worst]:.3g}× the largest")
+    words = KIND_WORDS.get(wide.at[worst, "param_kind"], str(wide.at[worst, "param_kind"]))
+    return (f"{len(low)} of {len(finite)} weighted layers below {GRAD_SHARE:g}× the largest of their kind "
+            f"(weights, embeddings, norm γ/β compared apart); smallest {_where(wide, worst)}: "
+            f"{low[worst]:.3g}× the largest {words} layer's")
 
 
 def _model_flagged(flags: pd.DataFrame | None, wide: pd.DataFrame, init: str, flag: str) -> str:
@@ -352,6 +388,26 @@ def _constant(flags: pd.DataFrame | None, init: str) -> set[int]:
         return set()
     rows = flags[(flags["init"].astype(str) == init) & (flags["flag"].astype(str) == "constant input")]
     return set(rows["layer"].astype(int))
+
+
+def model_context(layers: pd.DataFrame | None) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
+    """(units, reference) of `model_flags_table` from a model's layers table (init, layer, units,
+    state_samples, reference): per init label, each layer's unit count (at most its rows − 1, the rank of a
+    centred state) and the layer of its reference state. Empty mappings without a table."""
+    if layers is None or not len(layers) or "units" not in layers:
+        return {}, {}
+    units: dict[str, dict[int, int]] = {}
+    for init in dict.fromkeys(layers["init"].astype(str)):
+        part = layers[layers["init"].astype(str) == init]
+        most = part["units"].astype(int)
+        if "state_samples" in part:
+            most = most.clip(upper=(part["state_samples"].astype(int) - 1).clip(lower=1))
+        units[init] = dict(zip(part["layer"].astype(int), most, strict=True))
+    reference: dict[str, int] = {}
+    if "reference" in layers:
+        hit = layers[layers["reference"].astype(str).str.lower() == "true"]
+        reference = dict(zip(hit["init"].astype(str), hit["layer"].astype(int), strict=True))
+    return units, reference
 
 
 def model_flags_table(metrics: pd.DataFrame, flags: pd.DataFrame | None,
@@ -395,17 +451,18 @@ def diagnosis_lines(metrics: pd.DataFrame, units: Mapping[str, Mapping[int, int]
         refs = dict(
             rms0=wide["rms"].get(ref, math.nan) if "rms" in wide else math.nan,
             rank0=wide["effective_rank"].get(ref, math.nan) if "effective_rank" in wide else math.nan,
-            grad_top=wide["grad_norm"][wide.index >= 1].max() if "grad_norm" in wide else math.nan,
             of=_of(ref),
         )
+        tops = _grad_tops(wide) if "grad_norm" in wide else pd.Series(dtype=np.float64)
         found = []
         for layer, row in wide.iterrows():
             if layer < 1:
                 continue
-            values = {k: v for k, v in row.items() if k not in ("module", "module_type")}
+            values = {k: v for k, v in row.items() if k not in _TEXT}
             if layer <= ref or layer in skip:  # judged by the dead-unit and gradient rules only
                 values = {k: v for k, v in values.items() if k not in ("rms", "effective_rank")}
-            issues = layer_issues(values, units=units.get(init, {}).get(layer), **refs)
+            issues = layer_issues(values, units=units.get(init, {}).get(layer), grad_top=tops.get(layer, math.nan),
+                                  grad_kind=row.get("param_kind"), **refs)
             if issues:
                 found.append(f"{init}: {_where(wide, layer)}: {', '.join(issues)}")
         lines += found[:limit]

@@ -262,7 +262,7 @@ def certify_estimate(config: Config) -> Estimate:
 
 
 THEORY_ROW_BYTES = 1000  # a phase_point row dict (10 entries, 9 float objects) and its DataFrame row
-DECAY_ROW_BYTES = 300  # a phase_decay row tuple (6 objects) and its DataFrame row
+DECAY_ROW_BYTES = 350  # a phase_decay row tuple (7 objects) and its DataFrame row
 
 
 def phase_estimate(*, grid_points: int, grid_driver: str, measured_points: int, width: int, depth: int,
@@ -270,20 +270,20 @@ def phase_estimate(*, grid_points: int, grid_driver: str, measured_points: int, 
     """`initscope phase`'s peak in bytes, networks run `networks_per_chunk` at a time.
 
     The theory grid's rows; with measured points (0 without --measure): the
-    inputs of every network of a point, U (networks, width, samples + 1),
-    its QR and the two groups' states (networks, 2·samples, width); per chunk
-    the weights (chunk, width, width) with one network's drawing temporaries,
-    the states and pre-activations with their normalised copies; the
-    pre_cosine decay rows of all measured points.
+    inputs of every network of a point, U (networks, width, samples + 1), its
+    QR and the three groups' states (networks, 3·samples, width) with their
+    concatenation; per chunk the weights (chunk, width, width) with one
+    network's drawing temporaries, the states and pre-activations with their
+    normalised copies; the decay rows (pre_cosine, pre_q) of all measured points.
     """
-    n2 = 2 * samples
+    n3 = 3 * samples  # groups A, B and C
     parts: dict[str, tuple[int, str]] = {"theory grid": (grid_points * THEORY_ROW_BYTES, grid_driver)}
     if measured_points:
         parts.update({
-            "inputs": ((3 * (samples + 1) + 2 * n2) * networks * width * 8, "networks" if networks > width else "width"),
+            "inputs": ((3 * (samples + 1) + 2 * n3) * networks * width * 8, "networks" if networks > width else "width"),
             "weights": ((networks_per_chunk + 2) * width * width * 8, "width"),
-            "states": (6 * networks_per_chunk * n2 * width * 8, "width"),
-            "decay table": (measured_points * 2 * networks * depth * DECAY_ROW_BYTES,
+            "states": (6 * networks_per_chunk * n3 * width * 8, "width"),
+            "decay table": (measured_points * 3 * networks * depth * DECAY_ROW_BYTES,
                             "depth" if depth >= networks else "networks"),
         })
     return Estimate(parts)

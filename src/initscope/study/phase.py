@@ -5,9 +5,11 @@
 - theory (one row per grid point): q*, χ₁, c*, χ_c, ξ_c, χ_q, ξ_q and the phase
   (`core.phase.theory_grid`);
 - measured (with `measure=True`, one row per point of a coarser grid): ξ_c
-  measured in wide random networks against the theory's, with what the fit used;
+  and ξ_q measured in wide random networks against the theory's, with what the
+  fits used;
 - decay (one row per measured point × input group × network × layer): the
-  pre-activations' mean cosine (the `pre_cosine` metric) that ξ_c is fitted to.
+  pre-activations' mean cosine and mean square (the `pre_cosine` and `pre_q`
+  metrics) that ξ_c and ξ_q are fitted to.
 
 How ξ_c is measured. At each point, `networks` networks of width `width`
 (kaiming-normal weights with gain σ_w, so fan_in·E[w²] = σ_w², and normal
@@ -26,6 +28,13 @@ against l, fitted from layer 2 while the mean stays above three standard
 errors, gives ξ_c = −1/slope. Too few such layers (ξ_c ≲ 1) or q* not
 positive and finite give NaN, with the reason in `note`. A measured ξ_c much
 beyond `depth` is not resolved: near the χ₁ = 1 line it reads short.
+
+How ξ_q is measured. A third group C is group B scaled so that layer 1's
+pre-activations have second moment q*·(1 + 0.1) instead of q*; through the same
+weights, d_l = pre_q_C,l − pre_q_B,l ∝ χ_q^l = e^{−l/ξ_q} (the q-map
+linearised at q*), fitted as d_l above but from layer 1, since ξ_q is short
+(about 1–2 layers for tanh): too few layers above the noise (ξ_q ≲ 0.9) give
+NaN, with the reason in `note`.
 """
 
 from __future__ import annotations
@@ -40,12 +49,17 @@ from initscope.core import phase as core_phase
 from initscope.core import theory as th
 from initscope.core.metrics import mean_cosine
 from initscope.core.network import Architecture, draw_layer, layer_forward
+from initscope.core.propagation import pre_q
 from initscope.study import memory
 
-__all__ = ["PhaseConfig", "PhaseResult", "phase_study", "measure_depth_scale", "parse_grid", "plan_phase",
-           "phase_estimate", "MAX_GRID_VALUES"]
+__all__ = ["PhaseConfig", "PhaseResult", "phase_study", "measure_depth_scale", "parse_grid", "GROUPS",
+           "MEASURED_COLUMNS", "plan_phase", "phase_estimate", "MAX_GRID_VALUES"]
 
 _START_OFFSET = 0.05  # |c₁ − c*|: small enough for the linearised map, large against 1/√width noise
+_Q_OFFSET = 0.1  # q₁/q* − 1 of group C: the q-map's curvature stays small against its slope there
+GROUPS = ("A", "B", "C")
+MEASURED_COLUMNS = ("sigma_w2", "sigma_b2", "xi_c_theory", "xi_c_measured", "xi_q_theory", "xi_q_measured", "c_star",
+                    "c_start_a", "c_start_b", "layers_fitted", "q_layers_fitted", "note")
 _MIN_LAYERS = 3  # a slope needs at least three points to mean anything
 MAX_GRID_VALUES = 10**6  # per axis; the grid (a product of two) is then checked against the memory budget
 
@@ -129,30 +143,35 @@ def _inputs(q: float, starts: tuple[float, float], sigma_w2: float, sigma_b2: fl
 
 def measure_depth_scale(activation: str, sigma_w2: float, sigma_b2: float, *, width: int, depth: int,
                         networks: int, samples: int, rng: np.random.Generator,
-                        nodes: int = th.DEFAULT_NODES, networks_per_chunk: int | None = None) -> tuple[dict, np.ndarray]:
-    """Measured ξ_c at one point, and pre_cosine per (group, network, layer) (2, networks, depth).
+                        nodes: int = th.DEFAULT_NODES,
+                        networks_per_chunk: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Measured ξ_c and ξ_q at one point, and pre_cosine, pre_q per (group A/B/C, network, layer) (3, networks, depth).
 
     networks_per_chunk: how many networks' weights (chunk, width, width) are
     held at once (default all); each network draws from its own generator, so
     the numbers do not depend on it.
-    Returns ({xi_c_theory, xi_c_measured, c_star, c_start_a, c_start_b, layers_fitted, note}, cosines).
+    Returns ({xi_c_theory, xi_c_measured, xi_q_theory, xi_q_measured, c_star, c_start_a, c_start_b,
+    layers_fitted, q_layers_fitted, note}, cosines, lengths).
     """
     from threadpoolctl import threadpool_limits
 
     theory = core_phase.phase_point(activation, sigma_w2, sigma_b2, nodes=nodes)
-    row = dict(xi_c_theory=theory["xi_c"], xi_c_measured=math.nan, c_star=theory["c_star"], c_start_a=math.nan,
-               c_start_b=math.nan, layers_fitted=0, note="")
+    row = dict(xi_c_theory=theory["xi_c"], xi_c_measured=math.nan, xi_q_theory=theory["xi_q"],
+               xi_q_measured=math.nan, c_star=theory["c_star"], c_start_a=math.nan, c_start_b=math.nan,
+               layers_fitted=0, q_layers_fitted=0, note="")
     q, c_star = theory["q_star"], theory["c_star"]
-    cosines = np.full((2, networks, depth), math.nan)
+    cosines, lengths = np.full((2, len(GROUPS), networks, depth), math.nan)
     if not (math.isfinite(q) and q > sigma_b2 and math.isfinite(c_star)):
         row["note"] = "q* is 0 or infinite: no fixed length, no depth scale"
-        return row, cosines
+        return row, cosines, lengths
     starts = (1.0 - _START_OFFSET, 1.0 - 2 * _START_OFFSET) if c_star >= 1.0 else (c_star + _START_OFFSET, c_star)
     row["c_start_a"], row["c_start_b"] = starts
     S = _inputs(q, starts, sigma_w2, sigma_b2, samples, width, networks, rng)
     if S is None:
         row["note"] = "no input cosine in [0, 1] gives the starting correlations"
-        return row, cosines
+        return row, cosines, lengths
+    # C: B scaled so that σ_w²·‖x‖²/width + σ_b² = q*(1 + offset) at layer 1.
+    S = np.concatenate([S, math.sqrt((q * (1 + _Q_OFFSET) - sigma_b2) / (q - sigma_b2)) * S[:, samples:]], axis=1)
     arch = Architecture(activation)
     rngs = rng.spawn(networks)
     chunk = networks if networks_per_chunk is None else max(1, min(networks, int(networks_per_chunk)))
@@ -166,25 +185,31 @@ def measure_depth_scale(activation: str, sigma_w2: float, sigma_b2: float, *, wi
                                   shift_scale=math.sqrt(sigma_b2), rngs=rngs[part])
                 states, z = layer_forward(states, W, b, arch)
                 del W, b  # before the next layer's draw: one layer's weights at a time, as planned
-                cosines[0, part, layer] = mean_cosine(z[:, :samples])
-                cosines[1, part, layer] = mean_cosine(z[:, samples:])
-    row.update(_fit_decay(cosines[0] - cosines[1]))
-    return row, cosines
+                for g in range(len(GROUPS)):
+                    group = z[:, g * samples:(g + 1) * samples]
+                    cosines[g, part, layer] = mean_cosine(group)
+                    lengths[g, part, layer] = pre_q(group)
+    row.update(_fit_decay(cosines[0] - cosines[1], first=2, name="ξ_c"))
+    fit_q = _fit_decay(lengths[2] - lengths[1], first=1, name="ξ_q")
+    row.update(xi_q_measured=fit_q.get("xi_c_measured", math.nan), q_layers_fitted=fit_q["layers_fitted"],
+               note="; ".join(n for n in (row["note"], fit_q["note"]) if n))
+    return row, cosines, lengths
 
 
-def _fit_decay(difference: np.ndarray) -> dict:
-    """ξ_c from d_l (networks, depth), layers 2.. while the mean stays above 3 standard errors."""
+def _fit_decay(difference: np.ndarray, *, first: int = 2, name: str = "ξ_c") -> dict:
+    """ξ from d_l (networks, depth) = −1/slope of ln(mean d_l) over layers `first`.. while the mean stays
+    above 3 standard errors (layer 1 is index 0). Returns {xi_c_measured, layers_fitted, note}."""
     networks = difference.shape[0]
     mean = difference.mean(axis=0)
     se = difference.std(axis=0, ddof=1) / math.sqrt(networks) if networks > 1 else np.zeros_like(mean)
-    usable = 1  # layer 1 (index 0) is the start, fixed by construction up to noise
+    usable = first - 1
     while usable < len(mean) and mean[usable] > 3 * se[usable] and mean[usable] > 0:
         usable += 1
-    layers = np.arange(2, usable + 1)
+    layers = np.arange(first, usable + 1)
     if len(layers) < _MIN_LAYERS:
-        return dict(layers_fitted=len(layers), note="the decay reaches the finite-width noise within "
-                                                    f"{len(layers) + 1} layers: ξ_c too short to measure")
-    slope = float(np.polyfit(layers, np.log(mean[1:usable]), 1)[0])
+        return dict(layers_fitted=len(layers), note=f"the decay reaches the finite-width noise within "
+                                                    f"{usable} layers: {name} too short to measure")
+    slope = float(np.polyfit(layers, np.log(mean[first - 1:usable]), 1)[0])
     return dict(xi_c_measured=math.inf if slope >= 0 else -1.0 / slope, layers_fitted=len(layers), note="")
 
 
@@ -237,18 +262,18 @@ def phase_study(config: PhaseConfig, *, memory_limit=None) -> PhaseResult:
         root = np.random.SeedSequence(config.seed)
         points = [(sw, sb) for sb in config.measure_sigma_b2 for sw in config.measure_sigma_w2]
         for (sw, sb), child in zip(points, root.spawn(len(points))):
-            row, cosines = measure_depth_scale(config.activation, sw, sb, width=config.width, depth=config.depth,
-                                               networks=config.networks, samples=config.samples,
-                                               rng=np.random.default_rng(child), nodes=config.nodes,
-                                               networks_per_chunk=chunk)
+            row, cosines, lengths = measure_depth_scale(
+                config.activation, sw, sb, width=config.width, depth=config.depth, networks=config.networks,
+                samples=config.samples, rng=np.random.default_rng(child), nodes=config.nodes,
+                networks_per_chunk=chunk)
             measured_rows.append(dict(sigma_w2=sw, sigma_b2=sb, **row))
-            for g, group in enumerate("AB"):
+            for g, group in enumerate(GROUPS):
                 for net in range(cosines.shape[1]):
-                    decay_rows += [(sw, sb, group, net, layer + 1, cosines[g, net, layer])
+                    decay_rows += [(sw, sb, group, net, layer + 1, cosines[g, net, layer], lengths[g, net, layer])
                                    for layer in range(cosines.shape[2])]
-    measured = pd.DataFrame(measured_rows, columns=["sigma_w2", "sigma_b2", "xi_c_theory", "xi_c_measured", "c_star",
-                                                    "c_start_a", "c_start_b", "layers_fitted", "note"])
-    decay = pd.DataFrame(decay_rows, columns=["sigma_w2", "sigma_b2", "group", "network", "layer", "pre_cosine"])
+    measured = pd.DataFrame(measured_rows, columns=list(MEASURED_COLUMNS))
+    decay = pd.DataFrame(decay_rows, columns=["sigma_w2", "sigma_b2", "group", "network", "layer", "pre_cosine",
+                                              "pre_q"])
     return PhaseResult(config=config, theory=theory, measured=measured, decay=decay)
 
 

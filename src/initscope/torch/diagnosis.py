@@ -15,34 +15,14 @@ from __future__ import annotations
 import pandas as pd
 
 from initscope.study.flags import MODEL_FLAG_COLUMNS as FLAG_COLUMNS
-from initscope.study.flags import diagnosis_lines, model_flags_table
+from initscope.study.flags import diagnosis_lines, model_context, model_flags_table
 
 __all__ = ["flag_table", "diagnose", "FLAG_COLUMNS"]
 
 
-def _units(result) -> dict[str, dict[int, int]]:
-    """Per init label, each recorded layer's unit count (from the result's layers table, if any)."""
-    layers = getattr(result, "layers", None)
-    if layers is None or not len(layers):
-        return {}
-    labels = dict.fromkeys(result.metrics["init"].astype(str))
-    units = {}
-    for init in labels:
-        part = layers[layers["init"].astype(str) == init] if "init" in layers else layers
-        most = part["units"].astype(int)
-        if "state_samples" in part:  # a centred state of r rows has rank r - 1 at most
-            most = most.clip(upper=(part["state_samples"].astype(int) - 1).clip(lower=1))
-        units[init] = dict(zip(part["layer"].astype(int), most, strict=True))
-    return units
-
-
-def _references(result) -> dict[str, int]:
-    """Per init label, the layer of the reference state (the `reference` column of the layers table)."""
-    layers = getattr(result, "layers", None)
-    if layers is None or "reference" not in layers or not len(layers):
-        return {}
-    hit = layers[layers["reference"].astype(bool)]
-    return dict(zip(hit["init"].astype(str), hit["layer"].astype(int), strict=True))
+def _context(result) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
+    """Per init label, each layer's unit count and the reference layer (`initscope.study.flags.model_context`)."""
+    return model_context(getattr(result, "layers", None))
 
 
 def flag_table(result) -> pd.DataFrame:
@@ -51,7 +31,7 @@ def flag_table(result) -> pd.DataFrame:
     Cells read "layer l (module, Type): detail", "never" or "not measured".
     Columns: `FLAG_COLUMNS`.
     """
-    return model_flags_table(result.metrics, result.flags, _units(result), _references(result))
+    return model_flags_table(result.metrics, result.flags, *_context(result))
 
 
 def diagnose(result, *, limit: int = 12) -> list[str]:
@@ -60,5 +40,5 @@ def diagnose(result, *, limit: int = 12) -> list[str]:
 
     At most `limit` lines per init label, then a count of the rest.
     """
-    return diagnosis_lines(result.metrics, _units(result), limit=limit, reference=_references(result),
-                           flags=result.flags)
+    units, reference = _context(result)
+    return diagnosis_lines(result.metrics, units, limit=limit, reference=reference, flags=result.flags)

@@ -22,10 +22,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from initscope.core import metrics as M
+from initscope.torch.gradients import (
+    check_loss,
+    gradient_norms,
+    gradient_params,
+    layer_gradient,
+    loss_value,
+    unreached_note,
+)
 from initscope.torch.initializers import INITIALIZABLE
 from initscope.torch.jacobian import (
     JACOBIAN_BUDGET,
@@ -105,11 +112,6 @@ def _select(model: nn.Module, layers) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in named if id(m) in chosen]
 
 
-def _weights(module: nn.Module) -> list[nn.Parameter]:
-    """A recorded module's weights: its parameters named `weight` or `*_weight` (its children's too)."""
-    return [p for name, p in module.named_parameters() if name.rsplit(".", 1)[-1].endswith("weight")]
-
-
 def _call(model: nn.Module, x: torch.Tensor):
     try:
         return model(x)
@@ -117,44 +119,6 @@ def _call(model: nn.Module, x: torch.Tensor):
         raise exc.__cause__ from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the model's own error, quoted
         raise ModelError(f"the model raised {_quote(exc)} in its forward pass") from exc
-
-
-def _loss_value(output, targets, loss: Callable | None, notes: list[str]) -> torch.Tensor | None:
-    """The scalar loss; None (with a note) when the output is not a tensor and no loss is given."""
-    if loss is not None:
-        try:
-            value = loss(output, targets)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001
-            raise ModelError(f"the loss raised {_quote(exc)}") from exc
-    elif not isinstance(output, torch.Tensor):
-        notes.append(f"grad_norm not measured: the model returns a {type(output).__name__}, not a tensor; "
-                     "pass loss=f(output, targets) returning a scalar tensor.")
-        return None
-    elif targets is None:
-        value = (output * output).sum()
-    else:
-        if targets.shape != output.shape:
-            if targets.numel() != output.numel():
-                raise ValueError(f"The 'targets' parameter must have the model output's shape "
-                                 f"{tuple(output.shape)}. Got {tuple(targets.shape)} instead.")
-            targets = targets.reshape(output.shape)
-        value = F.mse_loss(output, targets.to(output.dtype))
-    if not isinstance(value, torch.Tensor) or value.numel() != 1:
-        raise ValueError(f"The 'loss' parameter must return a scalar tensor. Got {type(value).__name__} "
-                         f"{tuple(getattr(value, 'shape', ()))} instead.")
-    return value.reshape(())
-
-
-def _gradient_norms(value: torch.Tensor, params: list[nn.Parameter]) -> dict[int, float]:
-    """‖∂loss/∂p‖_F per parameter (by id), from one backward pass; parameters the loss ignores give 0."""
-    if not value.requires_grad:
-        return {id(p): 0.0 for p in params}
-    try:
-        grads = torch.autograd.grad(value, params, allow_unused=True)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001
-        raise ModelError(f"the backward pass raised {_quote(exc)}") from exc
-    return {id(p): 0.0 if g is None else float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
-            for p, g in zip(params, grads, strict=True)}
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -171,7 +135,7 @@ def inspect(
     *,
     targets=None,
     layers=None,
-    loss: Callable | None = None,
+    loss: str | Callable | None = None,
     metrics: Sequence[str] | None = None,
     label: str = "model",
     mode: str | None = None,
@@ -195,11 +159,18 @@ def inspect(
     layers: None records every leaf module, and MultiheadAttention and
     Transformer layers themselves (their fast paths skip their children);
     else names (qualified or class names) and nn.Module classes.
-    loss: f(output, targets) -> scalar; default mean squared error to
-    `targets`, or the squared norm of the output without. grad_norm of a
-    layer is ‖∂loss/∂W‖_F over its module's weights (parameters named
-    `weight` or `*_weight`), NaN for modules without; a module called twice
-    shows its total gradient on both of its layers.
+    loss: "output-norm", "mse", "cross-entropy", "random-projection", a
+    callable f(output, targets) -> scalar, or None: mse with floating
+    targets, cross-entropy with integer ones, else output-norm (Σ output²),
+    or random-projection when the output is normalised (every row of the
+    same norm, as after a final LayerNorm). Named losses read a structured
+    output's `logits`, `last_hidden_state` or first floating tensor
+    (`initscope.torch.gradients`). targets: for mse, floats shaped like that
+    output; for cross-entropy, integer class ids (seeded random ids without).
+    grad_norm of a layer is ‖∂loss/∂θ‖_F over its module's parameters of one
+    kind (the `param_kind` column: weight, embedding, norm_affine (γ, β),
+    scale, bias), NaN for modules without; a module called twice shows its
+    total gradient on both of its layers.
     mode: "train", "eval", or None to run the model in the mode it is in.
     layout: how multi-axis states read: None infers it, a name in
     `layouts.LAYOUTS` applies to all, a mapping {module name, type, layer
@@ -232,14 +203,13 @@ def inspect(
     max_rows = _check_int("max_rows", max_rows, 16)
     max_sequences = _check_int("max_sequences", max_sequences, 2)
     seed = _check_int("seed", seed, 0)
-    if loss is not None and not callable(loss):
-        raise TypeError(f"The 'loss' parameter must be callable as loss(output, targets). Got {type(loss).__name__} instead.")
     x = _as_tensor(inputs, "inputs")
     n = x.shape[0]
     y = None if targets is None else _as_tensor(targets, "targets")
     if y is not None and y.shape[0] != n:
         raise ValueError(f"The 'targets' parameter must have one row per input sample ({n}). "
                          f"Got shape {tuple(y.shape)} instead.")
+    check_loss(loss, y)
     selected = _select(model, layers)
     x, y, device = _placed(model, x, y)
 
@@ -248,9 +218,10 @@ def inspect(
     rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=measure, rules=rules,
                    hint=model_kind(model), reference=reference, notes=notes, seed=seed, max_rows=max_rows,
                    max_sequences=max_sequences, attention_weights=attention_weights)
-    weights = {id(m): _weights(m) for _, m in selected} if "grad_norm" in want else {}
+    weights = {id(m): gradient_params(m)[1] for _, m in selected} if "grad_norm" in want else {}
     params = list({id(p): p for ps in weights.values() for p in ps}.values())
-    grads: dict[int, float] = {}
+    grads: dict[int, float | None] = {}
+    loss_name = ""
     jac = JacobianReadings()
 
     training = {m: m.training for m in model.modules()}
@@ -268,9 +239,9 @@ def inspect(
             torch.manual_seed(seed)
             with torch.enable_grad() if params else torch.no_grad():
                 output = _call(model, x)
-                value = _loss_value(output, y, loss, notes) if params else None
+                value, loss_name = loss_value(output, y, loss, n=n, seed=seed, notes=notes) if params else (None, "")
                 if value is not None:
-                    grads = _gradient_norms(value, params)
+                    grads = gradient_norms(value, params)
                 del output, value
             rec.last = None  # the last state, held for its identity, is not needed any more
             for h in handles:
@@ -292,7 +263,7 @@ def inspect(
     _after_pass(rec, selected, reference, notes)
     if metrics is None and not any(layer.layout.kind == "tokens" for layer in rec.layers):
         metric_names = tuple(m for m in metric_names if m not in TOKEN_METRICS)  # no sequences: no NaN columns
-    values = {}
+    values, unreached = {}, []
     for layer in rec.layers:
         v = dict(layer.measured.values)
         for name in want & set(JACOBIAN_METRICS):
@@ -301,15 +272,21 @@ def inspect(
             v.update(_pre_values(layer, x.is_floating_point()))
         if "grad_norm" in want:
             ps = weights.get(id(layer.module), []) if layer.module is not None else []
-            v["grad_norm"] = math.sqrt(sum(grads.get(id(p), math.nan) ** 2 for p in ps)) if ps else math.nan
+            v["grad_norm"] = layer_gradient(grads, ps)
+            if grads and ps and math.isnan(v["grad_norm"]) and layer.label not in unreached:
+                unreached.append(layer.label)
         for name in metric_names:  # a registered metric reading what torch modules do not give (e.g. gradients)
             v.setdefault(name, math.nan)
         values[layer.index] = v
+    if unreached:
+        notes.append(unreached_note(unreached))
     first = rec.layers[0]
     config = {"init": (label,), "model": type(model).__name__, "samples": n, "input_dim": first.layout.flat_units,
               "dtype": str(to_numpy(x[:0]).dtype) if x.is_floating_point() else str(x.dtype).removeprefix("torch."),
               "mode": mode or ("train" if model.training else "eval"), "seed": seed, "metrics": metric_names,
               "reference": rec.layers[rec.reference].label, "max_rows": max_rows, "max_sequences": max_sequences}
+    if loss_name:
+        config["loss"] = loss_name
     # The report colours samples by their target, or by the input's norm when there is none.
     if y is not None and y.is_floating_point():
         target = y.reshape(n, -1)[:, 0].detach().to("cpu", torch.float64).numpy()

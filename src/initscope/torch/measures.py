@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from initscope.core import metrics as M
+from initscope.torch.kernels import RowStats, centred_row_gram, gram64, one_thread, row_basis, row_stats
 from initscope.torch.layouts import Layout
 
 __all__ = ["Measured", "Comparison", "measure_state", "to_numpy", "principal_coordinates", "TOKEN_METRICS",
@@ -64,10 +65,20 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class Comparison:
-    """The state linear_r2 and distance_corr compare with: X_c (1, n, d) centred flat, and its distances."""
+    """The state linear_r2 and distance_corr compare with: X_c (1, n, d) centred flat, and its distances.
+
+    basis: what linear_r2 reads instead of X_c when d > n, (1, n, n) with the
+    same X_c·X_cᵀ (`kernels.row_basis`); made here, once per comparison.
+    """
 
     X_c: np.ndarray
     ref: M.DistanceReference | None
+    basis: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        _, n, d = self.X_c.shape
+        with one_thread():
+            self.basis = row_basis(self.X_c[0])[None] if d > n else self.X_c
 
 
 @dataclass
@@ -89,52 +100,44 @@ def _rows_view(x: torch.Tensor, layout: Layout) -> torch.Tensor:
     return x.reshape(n * layout.positions, layout.units, 1)
 
 
-def _one_pass(x3: torch.Tensor, want: set[str], activation: str, first: bool, var_mean) -> dict[str, float]:
-    """rms, std, dead and linear units, mean_cosine of all rows of the (A, C, B) view, as the core defines them.
+def _one_pass(stats: RowStats | None, want: set[str], activation: str, first: bool) -> dict[str, float]:
+    """rms, std, dead and linear units, mean_cosine of all rows, as the core defines them, from `row_stats`.
 
-    var_mean: the per-unit (variance, mean) over rows, already computed. rms² is
-    the mean over units of variance + mean², the same sum the core takes.
+    rms² is the mean over units of variance + mean², the same sum the core
+    takes. stats None: no rows or no units.
     """
-    A, C, B = x3.shape
-    rows = A * B
-    out: dict[str, float] = {}
-    if C == 0 or rows == 0:
+    if stats is None:
         return {k: (0.0 if k in ("rms", "std") else math.nan) for k in _ONE_PASS if k in want}
-    var, mean = (v.to(torch.float64) for v in var_mean)
+    out: dict[str, float] = {}
+    var, mean = stats.var, stats.mean
     out["rms"] = math.sqrt(float((var + mean * mean).mean()))
     out["std"] = math.sqrt(float(var.mean()))
-    if "dead_fraction" in want or "linear_fraction" in want:
-        hi, lo = torch.amax(x3, dim=(0, 2)), torch.amin(x3, dim=(0, 2))
+    if stats.hi is not None:
+        hi, lo = stats.hi, stats.lo
         out["dead_fraction"] = float(((hi == 0) & (lo == 0)).double().mean())
         relu_like = activation in M.RELU_LIKE and not first
         out["linear_fraction"] = float((lo > 0).double().mean()) if relu_like else math.nan
-    if "mean_cosine" in want:
-        norms = torch.linalg.vector_norm(x3, dim=1)  # (A, B)
-        m = float((norms > 0).sum())
-        inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
-        v = torch.einsum("acb,ab->c", x3, inv).to(torch.float64)
+    if stats.unit_sum is not None:
+        v, m = stats.unit_sum, float(stats.nonzero)
         out["mean_cosine"] = float((v @ v - m) / (m * (m - 1.0))) if m >= 2 else math.nan
     return {k: v for k, v in out.items() if k in want}
 
 
-def _spectrum(G: torch.Tensor) -> np.ndarray:
+def _spectrum(G) -> np.ndarray:
     """Singular values (..., k) descending, float64, from Gram matrices (..., k, k): the core's `gram_spectrum`.
 
-    One matrix goes to numpy's float64 eigvalsh, a batch of small ones to
-    torch's: measured here with torch's thread pool busy just before (as it
-    is between module calls), a 1024² matrix took 0.6 s in numpy float64,
-    1.1 s in torch float64 and 3.3 s in torch float32; 32 matrices of 128²
-    took 0.18 s in torch float32 and 0.34 s in numpy.
+    One matrix (numpy float64, or a torch (k, k)) goes to numpy's float64
+    eigvalsh, a torch batch of small ones to torch's in their dtype. On one
+    thread (`kernels.one_thread`) a 1024² matrix took 62 ms in numpy float64
+    (84 ms in torch float64), 32 matrices of 128² 10 ms in torch float32
+    (14 ms in numpy).
     """
-    if G.ndim == 2:
-        lam = np.linalg.eigvalsh(G.to(torch.float64).numpy())
+    if isinstance(G, np.ndarray) or G.ndim == 2:
+        G = G if isinstance(G, np.ndarray) else G.to(torch.float64).numpy()
+        lam = np.linalg.eigvalsh(G)
         return np.sqrt(np.clip(lam[::-1], 0.0, None))
     lam = torch.linalg.eigvalsh(G)
     return lam.flip(-1).clamp_min(0).sqrt().to(torch.float64).numpy()
-
-
-def _gram(S_c: torch.Tensor) -> torch.Tensor:
-    return S_c.T @ S_c if S_c.shape[0] >= S_c.shape[1] else S_c @ S_c.T
 
 
 def _collapsed(frob: float, sv: np.ndarray, dtype: torch.dtype) -> bool:
@@ -164,7 +167,7 @@ def _jackknife(S_c: torch.Tensor, rtol: float, want: set[str], rng: np.random.Ge
     S_p = S_c[torch.from_numpy(rng.permutation(R))]
     bounds = np.linspace(0, R, g + 1).astype(int)
     parts = [S_p[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    grams = torch.stack([p.T @ p for p in parts]).to(torch.float64)
+    grams = torch.from_numpy(np.stack([gram64(p) for p in parts]))
     sums = torch.stack([p.sum(dim=0) for p in parts]).to(torch.float64)
     total, total_sum = grams.sum(dim=0), sums.sum(dim=0)
     G = torch.empty((g + 1, C, C), dtype=torch.float64)
@@ -179,18 +182,24 @@ def _jackknife(S_c: torch.Tensor, rtol: float, want: set[str], rng: np.random.Ge
 
 
 def _state_part(x: torch.Tensor, layout: Layout, *, want: set[str], activation: str, first: bool,
-                max_rows: int, rng: np.random.Generator, var_mean) -> tuple[dict, dict, dict, np.ndarray, bool]:
+                max_rows: int, rng: np.random.Generator) -> tuple[dict, dict, dict, np.ndarray, bool]:
     """(values, sizes, errors, spectrum (k,), collapsed) of the state matrix S of x."""
     x3 = _rows_view(x, layout)
     rows = x3.shape[0] * x3.shape[2]
     rtol = M.rank_rtol(np.float64 if x.dtype == torch.float64 else np.float32)
-    values = _one_pass(x3, want, activation, first, var_mean)
+    stats = None
+    if rows and x3.shape[1]:
+        stats = row_stats(x3, extremes=bool(want & {"dead_fraction", "linear_fraction"}),
+                          cosine="mean_cosine" in want)
+    values = _one_pass(stats, want, activation, first)
     sizes, errors = {}, {}
     spectral = [k for k in _SPECTRAL if k in want]
     if rows <= max_rows:
         S = x3.movedim(1, -1).reshape(rows, -1)
-        sv = _spectrum(_gram(S - S.mean(dim=0, keepdim=True)))
-        col = _collapsed(float(torch.linalg.vector_norm(S, dtype=torch.float64)), sv, x.dtype)
+        sv = _spectrum(gram64(S - S.mean(dim=0, keepdim=True)))
+        # ‖S‖² = rows·Σ(variance + mean²): rms's own sum, without another pass
+        frob = math.sqrt(rows * float((stats.var + stats.mean * stats.mean).sum())) if stats is not None else 0.0
+        col = _collapsed(frob, sv, x.dtype)
         values.update({k: float(v[0]) for k, v in _spectral(sv[None], col, rtol, want).items()})
         return values, sizes, errors, sv, col
     S = x3[torch.from_numpy(np.sort(rng.choice(rows, max_rows, replace=False)))] if x3.shape[2] == 1 else None
@@ -204,7 +213,7 @@ def _state_part(x: torch.Tensor, layout: Layout, *, want: set[str], activation: 
     if jack:
         sv, errs = _jackknife(S_c, rtol, want, rng)
     else:
-        sv, errs = _spectrum(_gram(S_c)), {}
+        sv, errs = _spectrum(gram64(S_c)), {}
     col = _collapsed(float(torch.linalg.vector_norm(S, dtype=torch.float64)), sv, x.dtype)
     values.update({k: float(v[0]) for k, v in _spectral(sv[None], col, rtol, want).items()})
     for k in spectral:
@@ -218,19 +227,19 @@ def _flat_eig(x: torch.Tensor):
     """(F_c (1, n, W) or a zero-cost stand-in, eig of its smaller Gram, centred Gram (n, n) or None).
 
     Narrow states (n >= W) go through the core's numpy path. Wide ones are
-    reduced to F_c·F_cᵀ in torch: linear_r2 (n < W) and the projections read
-    only its eigen-decomposition, distance_corr only the Gram matrix.
+    reduced to F_c·F_cᵀ (`kernels.centred_row_gram`): linear_r2 (n < W) and
+    the projections read only its eigen-decomposition, distance_corr only the
+    Gram matrix.
     """
     n = x.shape[0]
     F = x.reshape(n, -1)
     if n >= F.shape[1]:
         F_c = M.centred(to_numpy(F)[None])
         return F_c, M.gram_spectrum(M.gram(F_c), vectors=True)[1], None
-    Fc = F - F.mean(dim=0, keepdim=True)
-    G = (Fc @ Fc.T).to(torch.float64).numpy()[None]
+    G = centred_row_gram(F)[None]
     lam, V = np.linalg.eigh(G)
-    dtype = np.float64 if x.dtype == torch.float64 else np.float32
-    stand_in = np.broadcast_to(np.zeros((), dtype), (1, n, F.shape[1]))  # only its shape is read when n < W
+    # Only its shape is read when n < W; float64, or linear_r2 would materialise a float64 copy of it.
+    stand_in = np.broadcast_to(np.zeros(()), (1, n, F.shape[1]))
     return stand_in, (lam, V), G[0]
 
 
@@ -282,11 +291,12 @@ def principal_coordinates(F_c: np.ndarray, lam: np.ndarray, V: np.ndarray) -> np
 def _flat_part(x: torch.Tensor, want: set[str], comparison: Comparison | None) -> tuple[dict, np.ndarray]:
     """(linear_r2 and distance_corr against the comparison state, projection (n, 3))."""
     F_c, eig, G = _flat_eig(x)
+    rtol = M.rank_rtol(np.float64 if x.dtype == torch.float64 else np.float32)
     values = {}
     with np.errstate(all="ignore"):
         if "linear_r2" in want:
             ok = comparison is not None and comparison.X_c.shape[1] == x.shape[0]
-            values["linear_r2"] = float(M.linear_r2(F_c, comparison.X_c, eig, M.rank_rtol(F_c.dtype))[0]) \
+            values["linear_r2"] = float(M.linear_r2(F_c, comparison.basis, eig, rtol)[0]) \
                 if ok else math.nan
         if "distance_corr" in want:
             if comparison is None or comparison.ref is None:
@@ -374,18 +384,20 @@ def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activati
     if x.dtype not in (torch.float32, torch.float64):
         x = x.to(torch.float32)
     x = x.to("cpu")
-    n = x.shape[0]
-    scale = 1.0
-    if x.numel():
-        lo, hi = torch.aminmax(x)
-        top = max(abs(float(lo)), abs(float(hi)))
-        if math.isfinite(top) and top > 0 and not 2.0 ** -60 < top < 2.0 ** 60:
-            # Squares of huge finite states overflow (and tiny ones underflow) in Gram matrices and variances:
-            # measure x/2^k, exactly representable, and scale rms, std, spectra and projections back.
-            scale = 2.0 ** math.frexp(top)[1]
-            x = x / scale
-    got = _measure_scaled(x, layout, want=want, activation=activation, comparison=comparison, first=first,
-                          max_rows=max_rows, max_sequences=max_sequences, rng=rng)
+    scale, finite = 1.0, True
+    with one_thread():
+        if x.numel():
+            lo, hi = torch.aminmax(x)
+            top = max(abs(float(lo)), abs(float(hi)))
+            finite = math.isfinite(top)  # NaN propagates through aminmax
+            if finite and top > 0 and not 2.0 ** -40 < top < 2.0 ** 40:
+                # Squares of huge finite states overflow (and tiny ones underflow) in Gram matrices and variances
+                # (float32 sums of up to 2^20 squares in a block or a Gram entry stay below 2^102 from 2^40):
+                # measure x/2^k, exactly representable, and scale rms, std, spectra and projections back.
+                scale = 2.0 ** math.frexp(top)[1]
+                x = x / scale
+        got = _measure_scaled(x, layout, want=want, activation=activation, comparison=comparison, first=first,
+                              max_rows=max_rows, max_sequences=max_sequences, rng=rng, finite=finite)
     if scale != 1.0 and got.finite:
         for k in ("rms", "std"):
             if k in got.values:
@@ -397,20 +409,14 @@ def measure_state(out: torch.Tensor, layout: Layout, *, want: set[str], activati
 
 def _measure_scaled(x: torch.Tensor, layout: Layout, *, want: set[str], activation: str,
                     comparison: Comparison | None, first: bool, max_rows: int, max_sequences: int,
-                    rng: np.random.Generator) -> Measured:
+                    rng: np.random.Generator, finite: bool) -> Measured:
     n = x.shape[0]
     names = {m for m in want if not set(M.METRICS[m].needs) & {"tangents", "gradient"}} if want else set()
     nan = dict.fromkeys(names, math.nan)
-    # Any NaN or Inf makes a unit's mean or variance non-finite: one pass that the metrics need anyway.
-    var_mean, finite = None, True
-    if x.numel():
-        var_mean = torch.var_mean(_rows_view(x, layout), dim=(0, 2), correction=0)
-        finite = bool(torch.isfinite(var_mean[0]).all() and torch.isfinite(var_mean[1]).all()) or \
-            bool(torch.isfinite(x).all())  # a variance can overflow where no entry does
     if not finite:
         return Measured(nan, np.zeros(0), np.full((n, 3), np.nan), False, False)
     values, sizes, errors, spectrum, col = _state_part(x, layout, want=want, activation=activation, first=first,
-                                                       max_rows=max_rows, rng=rng, var_mean=var_mean)
+                                                       max_rows=max_rows, rng=rng)
     flat, projection = _flat_part(x, want, comparison)
     values.update(flat)
     if layout.kind == "tokens":

@@ -16,12 +16,13 @@ from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.study.display import inspect_html
 from initscope.study.records import JACOBIAN_COLUMNS
 from initscope.study.runner import NumericalWarning
+from initscope.torch.gradients import param_kind
 from initscope.torch.initializers import INITIALIZABLE, weight_fans
 from initscope.torch.recording import Layer
 
 __all__ = ["InspectResult", "combine", "build_result", "incoming_norms", "LAYER_COLUMNS"]
 
-LAYER_COLUMNS = ("module", "module_type", "call", "shape", "layout", "state")
+LAYER_COLUMNS = ("module", "module_type", "param_kind", "call", "shape", "layout", "state")
 CONTEXT_COLUMNS = ("samples", "input_dim", "dtype", "mode", "seed", "model")
 
 
@@ -34,7 +35,9 @@ class InspectResult:
     empty), std_error (its standard error where estimated), then module (the
     state's name: the module's qualified name and, for a tensor inside a
     structured output, its path, e.g. "attn.3[0]"; "input" for layer 0),
-    module_type, call (0 for a module's first call, 1 for its second, ...),
+    module_type, param_kind (the parameters its grad_norm reads: weight,
+    embedding, norm_affine, scale, bias or none; the vanishing-gradient flag
+    compares layers of one kind), call (0 for a module's first call, 1 for its second, ...),
     shape (per sample, e.g. "16x8x8"), layout (units, channels-first or
     tokens), state (how the state matrix was formed) and the context columns
     samples, input_dim, dtype, mode, seed, model. spectra, projections,
@@ -84,6 +87,7 @@ def _layer_info(layers: list[Layer], reference: int) -> pd.DataFrame:
         "layer": [layer.index for layer in layers],
         "module": [layer.label for layer in layers],
         "module_type": [layer.module_type for layer in layers],
+        "param_kind": [param_kind(layer.module) for layer in layers],
         "call": [layer.call for layer in layers],
         "shape": ["x".join(str(s) for s in layer.layout.shape) for layer in layers],
         "layout": [layer.layout.kind for layer in layers],
