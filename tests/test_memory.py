@@ -215,7 +215,7 @@ def test_compare_fixes_counts_the_certificate(monkeypatch):
     run_peak, cert_peak = run_estimate(config, 1, 1).total, certify_estimate(config).total
     assert run_peak < cert_peak  # a budget between the two: the run alone would fit
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran a fix whose certificate cannot fit"))
-    with pytest.raises(MemoryBudgetError, match="certificate of fix 'kaiming'") as info:
+    with pytest.raises(MemoryBudgetError, match="fix 'kaiming' at depth 10 .* its certificate") as info:
         fixes.compare_fixes(["kaiming"], depths=[10], trials=20, workers=1, memory_limit=(run_peak + cert_peak) // 2)
     assert info.value.parameter == "trials"
 
