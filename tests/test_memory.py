@@ -215,7 +215,7 @@ def test_compare_fixes_counts_the_certificate(monkeypatch):
     run_peak, cert_peak = run_estimate(config, 1, 1).total, certify_estimate(config).total
     assert run_peak < cert_peak  # a budget between the two: the run alone would fit
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran a fix whose certificate cannot fit"))
-    with pytest.raises(MemoryBudgetError, match="certificate of fix 'kaiming'") as info:
+    with pytest.raises(MemoryBudgetError, match="fix 'kaiming' at depth 10 .* its certificate") as info:
         fixes.compare_fixes(["kaiming"], depths=[10], trials=20, workers=1, memory_limit=(run_peak + cert_peak) // 2)
     assert info.value.parameter == "trials"
 
@@ -284,21 +284,23 @@ def test_sweep_memory_limit_refuses_naming_the_parameter(capsys, tmp_path):
 
 
 def test_sweep_memory_limit_is_shared_by_the_processes_and_chunks_with_the_same_numbers(capsys, tmp_path):
+    from initscope.study.executors import available_cores
     from initscope.study.store import Store
     from initscope.study.sweep import load_sweep
 
     sweep_file = _sweep_file(tmp_path, "depth = 2\nwidth = 300\nsamples = 20\ntrials = 6\ninit = 'normal'\n")
     config = load_sweep(sweep_file).configs[0]
     whole, one = run_estimate(config, 6, 1).total, run_estimate(config, 1, 1).total
-    limit = 2 * (one + (whole - one) // 4)  # per process (two): more than one trial, less than all six
-    assert plan_run(config, 1, limit // 2).chunked
+    processes = min(2, available_cores())  # --workers 2, capped at the cores
+    limit = processes * (one + (whole - one) // 4)  # per process: more than one trial, less than all six
+    assert plan_run(config, 1, limit // processes).chunked
     roomy, tight = tmp_path / "roomy.db", tmp_path / "tight.db"
     assert main(["sweep", str(sweep_file), "--store", str(roomy), "--workers", "1", "--quiet", "--no-report"]) == 0
     assert "warning: memory" not in capsys.readouterr().err
     assert main(["sweep", str(sweep_file), "--store", str(tight), "--workers", "2", "--quiet", "--no-report",
                  "--memory-limit", str(limit)]) == 0
     err = capsys.readouterr().err
-    assert "warning: memory: 1 of 1 configurations" in err and "/ 2 processes" in err, err
+    assert "warning: memory: 1 of 1 configurations" in err and f"/ {processes} processes" in err, err
     with Store(roomy, create=False) as a, Store(tight, create=False) as b:
         for name in ("metrics", "spectra"):
             assert getattr(a, name)().to_csv(index=False) == getattr(b, name)().to_csv(index=False), name

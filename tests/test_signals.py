@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from initscope.study.executors import available_cores
+
 ENTRY = "from initscope.cli.app import entry; entry()"
 # Minutes of work on two threads: the signal always lands while trials are being computed.
 LONG = ["run", "--depth", "400", "--width", "256", "--samples", "256", "--trials", "64", "--workers", "2",
@@ -126,6 +128,11 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] not in "ZX"
 
 
+needs_proc_and_two_cores = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists() or available_cores() < 2,
+    reason="reads the process tree from /proc; two worker processes need two cores (--workers is capped)")
+
+
 def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     sweep_file = tmp_path / "sweep.toml"
     sweep_file.write_text(LONG_SWEEP)
@@ -172,7 +179,7 @@ def assert_workers_gone(workers: set[int]) -> None:
     assert not left, "worker processes outlived the sweep"
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+@needs_proc_and_two_cores
 @pytest.mark.parametrize(("sig", "status", "group", "wait"), [
     (signal.SIGINT, 130, False, 3.0), (signal.SIGTERM, 143, False, 3.0),
     # Ctrl-C in a terminal signals the whole group, here while the workers are still importing.
@@ -196,7 +203,7 @@ def test_sweep_stops_its_worker_processes(tmp_path, sig, status, group, wait):
     assert [p.name for p in tmp_path.rglob(".initscope-*")] == []
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+@needs_proc_and_two_cores
 def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path):
     """Nothing can clean up after `kill -9`; the workers notice their parent is gone and exit."""
     proc, _ = start_sweep(tmp_path)

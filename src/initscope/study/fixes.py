@@ -19,7 +19,8 @@ import pandas as pd
 from initscope.core.certify import certify
 from initscope.core.network import Architecture
 from initscope.study.config import Config, make_config
-from initscope.study.memory import MemoryBudgetError, certify_estimate, check_estimate, memory_budget, plan_run
+from initscope.study.memory import (MemoryBudgetError, certify_estimate, check_estimate, format_bytes, memory_budget,
+                                    plan_run)
 from initscope.study.model import networks
 from initscope.study.parallel import worker_count
 from initscope.study import runner  # runner.run looked up per call: tests stand in a failing run
@@ -94,16 +95,21 @@ def _check_certificate(name: str, config: Config, budget: int | None) -> None:
 def _check_fix(name: str, config: Config, workers: int | None, budget: int | None) -> None:
     """The run's plan and the certificate's peak against the budget. The seed's sizes (samples,
     width, input_dim) are fixed here, so a refusal names what the user can reduce: trials or depths."""
-    try:
-        plan_run(config, worker_count(workers, config.trials), budget)
-        _check_certificate(name, config, budget)
-    except MemoryBudgetError as exc:
-        if exc.parameter in ("trials", "depth"):
-            raise
-        raise MemoryBudgetError(
-            f"The 'trials' parameter must be smaller for fix {name!r} at depth {config.depth} to fit in memory "
-            f"(samples, width and input_dim are the seed's). Got {config.trials}: {exc}",
-            parameter="trials", needed=exc.needed, budget=exc.budget) from None
+    checks = (("its run", lambda: plan_run(config, worker_count(workers, config.trials), budget)),
+              ("its certificate (every trial's network and Jacobians at once)",
+               lambda: _check_certificate(name, config, budget)))
+    for what, check in checks:
+        try:
+            check()
+        except MemoryBudgetError as exc:
+            if exc.parameter in ("trials", "depth"):
+                raise
+            raise MemoryBudgetError(
+                f"The 'trials' parameter must be smaller for fix {name!r} at depth {config.depth} to fit in "
+                f"memory (samples, width and input_dim are the seed's). Got {config.trials}: {what} needs an "
+                f"estimated {format_bytes(exc.needed)}, over the budget of {format_bytes(exc.budget)} "
+                "(--memory-limit; default 80% of available memory).",
+                parameter="trials", needed=exc.needed, budget=exc.budget) from None
 
 
 def plan_fixes(fixes: Iterable[str] | None = None, *, depths: Iterable[int] = (10, 50), trials: int = 20,
