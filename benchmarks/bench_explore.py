@@ -107,6 +107,7 @@ def bench_browser(moves: int) -> None:
                 page.wait_for_function("window.explore.last.settled !== undefined")
                 rows.append(page.evaluate("({...window.explore.last, draws: window.explore.draws,"
                                           " deferred: window.explore.deferred})"))
+            drags = [drag(page, i) for i in range(3)]
             chromium.close()
     finally:
         srv.stop()
@@ -122,7 +123,25 @@ def bench_browser(moves: int) -> None:
     print("    median Plotly.react per figure, ms: " + ", ".join(f"{k} {v:.0f}" for k, v in draws.items())
           + f"; drawn after the controls rest: {rows[-1]['deferred']}")
     print(f"    requests to /api/: {len(asked)} for {moves + 1} moves and the first view")
+    print("  drags of 25 steps 20 ms apart (0.5 s): answers shown during each, and from the last step to its "
+          "answer shown: " + "; ".join(f"{n} answers, {ms:.0f} ms" for n, ms in drags))
     print(f"  after: {load()}")
+
+
+def drag(page, i: int) -> tuple[int, float]:
+    """25 gain-slider steps 20 ms apart; (answers shown, ms from the last step to its answer shown)."""
+    before = page.evaluate("Number(document.body.dataset.updates)")
+    steps = [round(0.45 + 0.05 * (k + i), 2) for k in range(25)]  # on the slider's 0.05 grid
+    page.evaluate("""async steps => {
+        const r = document.querySelector('input[data-for=gain]');
+        for (const g of steps) { r.value = g; r.dispatchEvent(new Event('input')); await new Promise(f => setTimeout(f, 20)); }
+    }""", steps)
+    page.wait_for_function(f"Number(document.body.dataset.updates) > {before} && window.explore.last.final"
+                           f" && !window.explore.inflight && !window.explore.pending"
+                           f" && window.explore.shown.config.gain === {steps[-1]}")
+    latency = page.evaluate("window.explore.last.latency")  # from the last step's input event
+    page.wait_for_function("window.explore.stale.size === 0")
+    return page.evaluate("Number(document.body.dataset.updates)") - before, latency
 
 
 def main() -> None:

@@ -249,6 +249,33 @@ def test_stream_sends_exact_depth_prefixes(server):
     assert small[0]["tables"] == answer["tables"] and small[0]["columns"] == answer["columns"]
 
 
+def test_stream_theory_lines_are_the_reports(server):
+    # The verdict message carries the metric panels' theory lines: the report's dashed lines, same numbers.
+    from initscope.report.depth import metric_depth_spec
+
+    config = dict(SMALL, norm="none", residual=0.0, seed=2)  # zero shifts, no norm: every closed form applies
+    _, _, raw = post(server, "/api/stream?orient=columns", config)
+    theory = stream_lines(raw)[1]["theory"]
+    assert set(theory["curves"]) == {"rms", "mean_cosine", "pre_q", "pre_cosine", "jacobian_sq_mean"}
+    assert theory["notes"] == []
+    expected = initscope.run(**config)
+    spec = metric_depth_spec(expected.metrics, config=expected.config)
+
+    ours = [(init, np.array(line["values"], dtype=float)) for by_init in theory["curves"].values()
+            for init, line in by_init.items()]
+    report = [(t["name"].split(":")[0], np.asarray(t["y"], dtype=float)) for t in spec["data"]
+              if str(t.get("name", "")).endswith(": theory")]
+    assert len(ours) == len(report) == 10
+    for init, y in report:  # the report stores its lines to 4 significant digits (report._common.compact)
+        close = [v for i, v in ours if i == init and v.shape == y.shape and np.allclose(v, y, rtol=1e-3, atol=0)]
+        assert len(close) == 1, (init, y)
+    # The seed's linspace shifts: no mean-field line, and the reason given as the report gives it.
+    _, _, raw = post(server, "/api/stream?orient=columns", dict(config, shift="linspace"))
+    theory = stream_lines(raw)[1]["theory"]
+    assert not set(theory["curves"]) & {"pre_q", "pre_cosine", "jacobian_sq_mean"}
+    assert any("linspace shifts are not i.i.d." in note for note in theory["notes"]), theory["notes"]
+
+
 def test_a_repeated_config_is_answered_from_the_cache(server):
     config = dict(SMALL, seed=11)
     before = json.loads(call(server.url, "/api/health")[2])["cache"]

@@ -198,8 +198,22 @@ def test_a_large_config_streams_its_first_layers(page, server):
     assert partial["of"] == 200 and partial["depth"] < 200, partial
     assert "so far" in status or partial["final"] is False
     assert final["depth"] == 200 and layer_view(page)["frames"] == 201
-    print(f"\nstreamed: first {partial['depth']} of 200 layers shown after {partial['latency']:.0f} ms, "
-          f"all after {final['latency']:.0f} ms")
+    shown = page.evaluate("window.explore.shownLog")  # [layers shown, of, ms] per update of this request
+    depths = [d for d, _, _ in shown]
+    assert depths == sorted(set(depths)) and depths[0] < 200 and depths[-1] == 200, shown
+    plan = [int(d) for d in page.evaluate("window.explore.plan").split(",")]
+    assert set(depths) <= set(plan), (depths, plan)
+    print(f"\nstreamed (plan {plan}): " + ", ".join(f"layers 0-{d} at {ms} ms" for d, _, ms in shown))
+
+
+def test_a_backlog_of_prefixes_skips_to_the_deepest(page):
+    # Lines that arrived together while the page was drawing: only the deepest prefix's tables and what follows.
+    lines = ['{"config":1,"part":"tables"}', '{"part":"verdict","depth":1}', '{"config":2,"part":"tables"}',
+             '{"part":"verdict","depth":2}']
+    newest = "lines => newest(lines)"
+    assert page.evaluate(newest, lines) == lines[2:]
+    assert page.evaluate(newest, lines[:2]) == lines[:2] and page.evaluate(newest, lines[1:2]) == lines[1:2]
+    assert page.evaluate(newest, lines[1:3]) == lines[2:3]
 
 
 def test_a_data_set_shows_the_sizes_it_sets(page, server):
@@ -238,6 +252,40 @@ def test_figures_out_of_view_are_drawn_after_those_in_view(page):
     assert seeds[0] == 5 and seeds[1] > 0, seeds
     print(f"\ndrawn after the controls rested: {deferred}; per-figure ms: "
           f"{ {k: round(v) for k, v in seeds[2].items()} }")
+
+
+def test_metric_panels_draw_the_theory_lines(page, server):
+    # Zero shifts and no norm: every closed form applies, and each of the five panels gets its dashed lines.
+    page.goto(server.url + "?shift=zeros&depth=5&trials=3&init=kaiming-normal,orthogonal")
+    page.wait_for_function(UPDATED, arg=0)
+    dashed = page.evaluate("""() => document.getElementById('fig-depth').data
+        .filter(t => t.line && t.line.dash === 'dash' && t.name.endsWith(': theory')).map(t => t.name)""")
+    assert len(dashed) == 10 and set(dashed) == {"kaiming-normal: theory", "orthogonal: theory"}, dashed
+    assert page.inner_text("#theory-notes") == ""
+    # The seed's linspace shifts: no mean-field lines, and the note says why.
+    change(page, '[name="shift"]', ["linspace"])
+    assert "linspace shifts are not i.i.d." in page.inner_text("#theory-notes")
+    assert page.evaluate("""() => document.getElementById('fig-depth').data
+        .filter(t => t.name && t.name.endsWith(': theory')).length""") == 0
+
+
+def test_a_dragged_slider_redraws_while_it_moves(page):
+    # 25 steps of the gain slider, 20 ms apart: the answers in between are shown (each step does not cancel
+    # the one before), and the last one shown is the slider's final position.
+    page.evaluate("window.scrollTo(0, 0)")
+    before = updates(page)
+    steps = [round(0.5 + 0.05 * i, 2) for i in range(25)]
+    page.evaluate("""async steps => {
+        const r = document.querySelector('input[data-for=gain]');
+        for (const g of steps) { r.value = g; r.dispatchEvent(new Event('input')); await new Promise(f => setTimeout(f, 20)); }
+    }""", steps)
+    page.wait_for_function(f"n => Number(document.body.dataset.updates) > n && window.explore.last.final"
+                           f" && !window.explore.inflight && !window.explore.pending"
+                           f" && window.explore.shown.config.gain === {steps[-1]}", arg=before)
+    shown = updates(page) - before
+    assert 2 <= shown <= len(steps), shown
+    assert page.input_value('[name="gain"]') == str(steps[-1]) and f"gain={steps[-1]}" in page.url
+    print(f"\na 0.5 s drag of 25 steps: {shown} answers shown along the way")
 
 
 def test_offline_and_no_errors(page):

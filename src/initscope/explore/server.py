@@ -5,7 +5,7 @@
     GET  /api/meta          the config fields: defaults, choices, the preloaded config, the budget
     POST /api/run           config fields (JSON object; empty = defaults) -> the tables as JSON
     POST /api/stream        the same, as NDJSON: per depth prefix its tables ("part": "tables"), then its
-                            verdict ("part": "verdict"); the last prefix's are final
+                            verdict and theory lines ("part": "verdict"); the last prefix's are final
     GET  /api/download      ?FIELD=VALUE... -> a zip of what `initscope run` writes (CSVs, report.html)
     GET  /api/health        {"ok": true, "running": N, "cache": {"hits", "misses", "runs", "bytes"} or null}
 
@@ -46,6 +46,7 @@ from initscope.core.network import NORMS, READOUTS, SHIFTS
 from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
                                    encode, fields_from_query, result_payload)
 from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, RunCache, depth_plan
+from initscope.explore.overlays import theory_payload
 from initscope.report.flags import flags_table
 from initscope.report.run_files import write_run
 from initscope.study.config import Config, DTYPES, INIT_TRAIN
@@ -172,11 +173,15 @@ def stream_parts(config, *, orient: str, workers: int | None, final: bool, depth
 
 
 def verdict_part(result, *, final: bool, depth: int, cache: RunCache | None = None) -> bytes:
-    """/api/stream's second message of a depth prefix: the verdict of the run whose tables were just sent."""
+    """/api/stream's second message of a depth prefix: the verdict of the run whose tables were just sent,
+    and the theory lines of its metric panels (`overlays.theory_payload`)."""
     t0 = time.perf_counter()
     words = verdict(result, cache)
-    return encode({"part": "verdict", "verdict": words, "final": final, "depth": result.config.depth, "of": depth,
-                   "timing_ms": {"verdict": round((time.perf_counter() - t0) * 1e3, 2)}})
+    t1 = time.perf_counter()
+    lines = cache.derived(result, "theory", lambda: theory_payload(result)) if cache else theory_payload(result)
+    return encode({"part": "verdict", "verdict": words, "theory": lines, "final": final, "depth": result.config.depth,
+                   "of": depth, "timing_ms": {"verdict": round((t1 - t0) * 1e3, 2),
+                                              "theory": round((time.perf_counter() - t1) * 1e3, 2)}})
 
 
 def _run(config, **kw):

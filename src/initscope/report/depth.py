@@ -18,7 +18,7 @@ from initscope.report.modules import LayerNames, spaced_ticks
 from initscope.report.tables import config_dict
 
 __all__ = ["metric_depth_figure", "metric_depth_spec", "METRIC_ORDER", "metric_order", "display_floor",
-           "theory_curves", "display_summary"]
+           "theory_curves", "theory_lines", "display_summary"]
 
 # The built-in metric names of DESIGN.md, in the order the panels appear; registered
 # metrics follow in registration order (`metric_order`).
@@ -114,6 +114,21 @@ def theory_curves(summary, metric: str, init: str, config, metrics=None) -> tupl
         layers, median = rows["layer"].to_numpy(dtype=int), rows["median"].to_numpy(dtype=np.float64)
     at = dict(zip(layers.tolist(), median.tolist()))
     return _theory(at, metric, init, config)
+
+
+def theory_lines(metrics, config=None, names=None) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, str]]]:
+    """Every dashed line of the metric panels: metric -> init -> (layers, values, label) (`theory_curves`
+    on the same summaries as the figure), for the metrics in `names` (default: all present)."""
+    config = config_dict(config, metrics)
+    if names is not None:
+        metrics = metrics[metrics["metric"].isin(list(names))]
+    out: dict[str, dict[str, tuple]] = {}
+    for metric, by_init in all_summaries(metrics).items():
+        for init, summary in by_init.items():
+            found = theory_curves(summary, metric, init, config, metrics)
+            if found is not None:
+                out.setdefault(metric, {})[str(init)] = found
+    return out
 
 
 def _theory(at: dict[int, float], metric: str, init: str, config):

@@ -97,12 +97,19 @@ function currentFields() {
   return fields;
 }
 
-// A change asks at once when nothing is in flight (a click, a typed value, a slider's first step); while a
-// request is in flight, changes are gathered for a moment, and the newest one replaces it.
+// A change asks at once when nothing is in flight (a click, a typed value, a slider's first step). While a
+// small answer is on its way, the newest change waits for it and then goes out (changes in between are
+// folded into it): a dragged slider redraws at the pace of the study instead of never, as it would if each
+// step cancelled the one before. A streamed answer (a large config, several depth prefixes) is cancelled
+// by the change instead -- the server stops computing it at its next layer.
 function changed() {
   clearTimeout(state.timer);
   clearTimeout(state.restTimer);
   state.started = performance.now();
+  if (state.inflight && !state.streaming) {
+    state.pending = true;
+    return;
+  }
   state.timer = setTimeout(request, state.inflight ? 30 : 0);
 }
 
@@ -117,11 +124,14 @@ async function request() {
   const started = state.started || performance.now();
   setStatus("Computing…", "busy");
   const marks = {queued: started, sent: performance.now()};
-  state.inflight = true;
+  Object.assign(state, {inflight: true, streaming: false, pending: false});
   try {
     await exchange(fields, controller, started, marks);
   } finally {
-    if (controller === state.controller) state.inflight = false;
+    if (controller === state.controller) {
+      state.inflight = false;
+      if (state.pending) request();  // the change that waited for this answer
+    }
   }
 }
 
@@ -144,17 +154,25 @@ async function exchange(fields, controller, started, marks) {
   }
   markInvalid(null);
   marks.headers = performance.now();
+  state.plan = response.headers.get("X-Initscope-Plan");  // the depth prefixes the answer will come in
+  state.streaming = (state.plan || "").includes(",");
+  if (state.streaming && state.pending) {  // a change came before we knew this answer would be long
+    state.pending = false;
+    state.timer = setTimeout(request, 0);  // which cancels this one
+    return;
+  }
   const reader = response.body.getReader(), decoder = new TextDecoder();
-  let buffer = "";
+  let pieces = [];  // of the line being received: a deep run's tables are megabytes in many chunks
   try {
     for (;;) {
       const {value, done} = await reader.read();
       if (done) break;
-      buffer += decoder.decode(value, {stream: true});
-      let cut;
-      while ((cut = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 1);
+      const text = decoder.decode(value, {stream: true});
+      pieces.push(text);
+      if (!text.includes("\n")) continue;  // search only the new text, never the megabytes before it
+      const lines = pieces.join("").split("\n");
+      pieces = [lines.pop()];  // an incomplete last line waits for the next chunk
+      for (const line of newest(lines)) {
         if (!line.trim() || controller !== state.controller) continue;
         const at = performance.now(), message = JSON.parse(line);
         if (message.part === "tables") Object.assign(marks, {body: at, parsed: performance.now()});
@@ -164,6 +182,14 @@ async function exchange(fields, controller, started, marks) {
   } catch (err) {
     if (err.name !== "AbortError") setStatus("The answer broke off: " + err.message, "error");
   }
+}
+
+// Lines that arrived together while the page was drawing: a depth prefix whose tables are followed by a
+// deeper prefix's is skipped (its layers are in the deeper one), so the page catches up instead of lagging.
+function newest(lines) {
+  let last = -1;
+  lines.forEach((line, i) => { if (line.startsWith('{"config"')) last = i; });
+  return last > 0 ? lines.slice(last) : lines;
 }
 
 function markInvalid(answer) {
@@ -197,6 +223,7 @@ async function show(message, started, marks) {
     return;
   }
   renderVerdict(message);
+  theoryLines(message.theory);
   const now = performance.now(), shown = state.shown;
   marks.verdict = now;
   state.updates += 1;
@@ -212,12 +239,27 @@ async function show(message, started, marks) {
   }, 0));
   if (message.final) state.latencies.push(now - started);
   else state.partials = (state.partials || 0) + 1;
+  // Every update shown for this request: [layers shown, of, ms since the change] (streaming's progress).
+  if (!state.shownLog || state.shownLog.started !== started) state.shownLog = Object.assign([], {started});
+  state.shownLog.push([message.depth, message.of, Math.round(now - started)]);
   const part = message.final ? "" : ` — layers 0–${message.depth} of ${message.of} so far, computing the rest`;
   setStatus(`Updated in ${Math.round(now - started)} ms (study ${shown.timing_ms.run} ms, tables ` +
             `${shown.timing_ms.tables} ms, verdict ${message.timing_ms.verdict} ms, drawing ` +
             `${Math.round(state.drawing)} ms)${part}`);
   document.body.dataset.updates = String(state.updates);
   scheduleRest();
+}
+
+// The theory lines come with the verdict: the metric panels get them at their next drawing (at once when
+// they are on screen and were drawn without them), and the notes say why an initializer has none.
+function theoryLines(theory) {
+  const shown = state.shown;
+  if (!shown || !theory) return;
+  shown.theory = theory;
+  document.getElementById("theory-notes").textContent = theory.notes.length ? theory.notes.join("; ") + "." : "";
+  if (!Object.keys(theory.curves).length || state.stale.has("depth")) return;
+  state.stale.add("depth");
+  if (onScreen(document.getElementById("fig-depth"))) draw("depth");
 }
 
 // A field the study set itself (input_dim and samples follow a data set's columns and rows) shows the
@@ -283,7 +325,7 @@ const FIGURES = {
   layers: (message, memo) => layerFigure(message, state.layer),
   spectra: (message, memo) => spectraFigure(message, memo.medians()),
   heatmap: (message, memo) => heatmapFigure(message, memo.medians()),
-  depth: (message, memo) => depthFigure(message),
+  depth: (message, memo) => depthFigure(message, message.theory || null),
 };
 const REST_MS = 200;
 
@@ -310,6 +352,7 @@ async function draw(name) {
   state.stale.delete(name);
   const fig = FIGURES[name](message, state.memo);
   const div = document.getElementById("fig-" + name);
+  if (name === "layers" && state.warming) await state.warming;
   await Plotly.react(div, {data: fig.data, layout: fig.layout, frames: fig.frames || []}, PLOT_CONFIG);
   if (name === "layers") {
     div.dataset.frames = String(fig.frames.length);
@@ -378,6 +421,11 @@ async function start() {
   for (const name of Object.keys(FIGURES)) watcher.observe(document.getElementById("fig-" + name));
   state.layer = 0;
   changed();
+  // After the first request has gone out (timers run in order): start the 3-D scenes meanwhile.
+  setTimeout(() => {
+    const fig = emptyScenes(asText(initial.init).split(",").map(s => s.trim()).filter(Boolean));
+    state.warming = Plotly.newPlot("fig-layers", fig.data, fig.layout, PLOT_CONFIG).catch(() => null);
+  }, 0);
 }
 
 start().catch(err => setStatus("Could not start: " + err.message, "error"));

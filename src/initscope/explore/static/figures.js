@@ -114,15 +114,34 @@ function layerFigure(message, layer) {
       steps: layers.map(l => ({method: "animate", label: String(l),
         args: [[String(l)], {mode: "immediate", frame: {duration: 0, redraw: true}, transition: {duration: 0}}]}))}],
   };
-  names.forEach((init, i) => {
-    const col = i % cols, row = Math.floor(i / cols);
-    layout[i ? "scene" + (i + 1) : "scene"] = {
-      domain: {x: [col / cols, (col + 1) / cols], y: [1 - (row + 1) / rows, 1 - row / rows - 0.04]},
-      xaxis: {title: {text: "pc1"}}, yaxis: {title: {text: "pc2"}}, zaxis: {title: {text: "pc3"}}, aspectmode: "data"};
-  });
+  Object.assign(layout, scenes(names));
   const frames = layers.map(l => ({name: String(l), data: names.map(init => trace(init, l)),
                                    traces: names.map((_, i) => i), layout: {annotations: titles(l)}}));
   return {data: names.map(init => trace(init, current)), layout, frames, layers};
+}
+
+// One 3-D scene per initializer, on a grid of at most three columns.
+function scenes(names) {
+  const [cols, rows] = grid(names.length), out = {};
+  names.forEach((init, i) => {
+    const col = i % cols, row = Math.floor(i / cols);
+    out[i ? "scene" + (i + 1) : "scene"] = {
+      domain: {x: [col / cols, (col + 1) / cols], y: [1 - (row + 1) / rows, 1 - row / rows - 0.04]},
+      xaxis: {title: {text: "pc1"}}, yaxis: {title: {text: "pc2"}}, zaxis: {title: {text: "pc3"}}, aspectmode: "data",
+      // A camera a little further out than plotly's (1.25, 1.25, 1.25): a scene is clipped to its domain, and
+      // at the default distance the pc3 title and the outer tick labels fall outside it.
+      camera: {eye: {x: 1.6, y: 1.6, z: 1.35}}};
+  });
+  return out;
+}
+
+// The empty 3-D scenes, drawn while the first answer is computed: a software-rendered WebGL context takes
+// seconds to start (its shaders compile), which would otherwise come after the answer.
+function emptyScenes(names) {
+  const data = names.map((init, i) => ({type: "scatter3d", mode: "markers", x: [], y: [], z: [], showlegend: false,
+                                        scene: i ? "scene" + (i + 1) : "scene"}));
+  return {data, layout: {height: 430 * grid(names.length)[1] + 80, margin: {l: 0, r: 0, t: 30, b: 70},
+                         uirevision: "layers", ...scenes(names)}};
 }
 
 function spectraFigure(message, medians) {
@@ -170,7 +189,11 @@ function heatmapFigure(message, medians) {
   return {data, layout};
 }
 
-function depthFigure(message) {
+// theory: the server's theory lines for these panels ({curves: {metric: {init: {layers, values, label}}}}),
+// drawn dashed in each initializer's colour, as in the report; null until the verdict message brings them.
+function depthFigure(message, theory) {
+  const curves = (theory && theory.curves) || {};
+  let dashed = false;
   const names = inits(message), grouped = groupMetrics(columns(message.tables.metrics));
   const metrics = message.config.metrics.filter(m => grouped[m]);
   const [cols, rows] = [Math.min(3, metrics.length), Math.ceil(metrics.length / 3)];
@@ -196,6 +219,13 @@ function depthFigure(message) {
       data.push({...common, type: "scatter", mode: "lines", x: layers, y: stats.map(s => s[0]), name: init,
                  showlegend: n === 0, line: {color: c, width: 2},
                  hovertemplate: `${init}<br>${metric}<br>layer %{x}: %{y:.4g}<extra></extra>`});
+      const line = (curves[metric] || {})[init];
+      if (line) {
+        dashed = true;
+        data.push({...common, type: "scatter", mode: "lines", x: line.layers, y: line.values, showlegend: false,
+                   name: `${init}: theory`, line: {color: c, width: 2, dash: "dash"},
+                   hovertemplate: `${init}<br>${line.label}<br>layer %{x}: %{y:.4g}<extra></extra>`});
+      }
     });
     titles.push({metric, log: !LINEAR_ONLY.has(metric) && spansDecades(all)});
   });
@@ -203,6 +233,10 @@ function depthFigure(message) {
                             cols, rows, "layer", "", {});
   titles.forEach((t, n) => { if (t.log) layout["yaxis" + (n ? n + 1 : "")].type = "log"; });
   layout.height = 250 * rows + 80;
+  if (dashed) {  // one neutral legend entry explains the dashes, as in the report
+    data.push({type: "scatter", mode: "lines", x: [null], y: [null], name: "theory (dashed)", hoverinfo: "skip",
+               line: {color: "#555", dash: "dash", width: 2}});
+  }
   layout.showlegend = true;
   layout.legend = {orientation: "h", y: 1.02, yanchor: "bottom", x: 0};
   return {data, layout};
