@@ -186,3 +186,150 @@ def test_certify_refuses_what_cannot_fit(capsys):
     assert main(["certify", "--width", "200000", "--depth", "100"]) == 2
     err = capsys.readouterr().err
     assert "'width'" in err and "certify" in err and err.count("\n") == 1, err
+
+
+# --- compare-fixes, phase --measure, sweep, explore: the same planning as run --------------------
+
+
+def test_compare_fixes_checks_every_fix_before_running_any(monkeypatch):
+    """A fix that cannot fit is refused before the fixes before it have run (they took minutes)."""
+    import initscope.study.fixes as fixes
+    from initscope.study import runner
+
+    def ran(*args, **kwargs):
+        raise AssertionError("a fix ran before every fix was checked")
+
+    monkeypatch.setattr(runner, "run", ran)
+    with pytest.raises(MemoryBudgetError, match="The 'depth' parameter must be smaller") as info:
+        fixes.compare_fixes(["kaiming", "sphere"], depths=[3, 2**31 - 1], trials=2)
+    assert info.value.parameter == "depth" and info.value.needed > info.value.budget
+
+
+def test_compare_fixes_counts_the_certificate(monkeypatch):
+    """The certificate holds every trial's network and Jacobians at once: it is checked too."""
+    import initscope.study.fixes as fixes
+    from initscope.study import runner
+    from initscope.study.memory import certify_estimate
+
+    config = fixes.fix_config("kaiming", depth=10, trials=20)
+    run_peak, cert_peak = run_estimate(config, 1, 1).total, certify_estimate(config).total
+    assert run_peak < cert_peak  # a budget between the two: the run alone would fit
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran a fix whose certificate cannot fit"))
+    with pytest.raises(MemoryBudgetError, match="fix 'kaiming' at depth 10 .* its certificate") as info:
+        fixes.compare_fixes(["kaiming"], depths=[10], trials=20, workers=1, memory_limit=(run_peak + cert_peak) // 2)
+    assert info.value.parameter == "trials"
+
+
+def test_compare_fixes_cli_refuses_before_its_folder(capsys, tmp_path):
+    out = tmp_path / "fixes"
+    assert main(["compare-fixes", "--fixes", "kaiming", "--depths", "3", "--trials", "2000", "--memory-limit",
+                 "50MB", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'trials'" in err and "2000" in err and "47.7 MiB" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_phase_measure_refuses_naming_the_parameter_before_its_folder(capsys, tmp_path):
+    out = tmp_path / "phase"
+    assert main(["phase", "--measure", "--width", "2000", "--memory-limit", "100MB", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'width'" in err and "2000" in err and "95.4 MiB" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,param", [
+    (["--sigma-w2", "0:4:10000000000"], "sigma_w2"),  # linspace alone would take 80 GB
+    (["--sigma-w2", "0:4:1000000", "--sigma-b2", "0:0.3:1000000"], "sigma_w2"),  # 10^12 grid points
+])
+def test_phase_grid_too_large_is_exit_2(capsys, tmp_path, argv, param):
+    out = tmp_path / "phase"
+    assert main(["phase", *argv, "--memory-limit", "4GiB", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{param}'" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_phase_in_smaller_chunks_gives_the_same_numbers():
+    from initscope.study.phase import PhaseConfig, phase_estimate, phase_study, plan_phase
+
+    config = PhaseConfig(measure=True, sigma_w2=(1.5, 2.0), sigma_b2=(0.05,), measure_sigma_w2=(1.5, 2.5),
+                         measure_sigma_b2=(0.05,), width=64, depth=8, networks=6, samples=8)
+    roomy = phase_study(config, memory_limit="64GiB")
+    tight = phase_estimate(config, 2).total  # room for two networks at a time
+    assert plan_phase(config, tight) == 2 and plan_phase(config, 2**36) == 6
+    with pytest.warns(MemoryPlanWarning, match="2 of the 6 networks at a time"):
+        chunked = phase_study(config, memory_limit=tight)
+    for name in ("theory", "measured", "decay"):
+        assert getattr(chunked, name).to_csv(index=False) == getattr(roomy, name).to_csv(index=False), name
+    with pytest.raises(MemoryBudgetError, match="'width'"):
+        phase_study(config, memory_limit=phase_estimate(config, 1).total - 1)
+
+
+def _sweep_file(tmp_path, text):
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    return path
+
+
+def test_sweep_memory_limit_refuses_naming_the_parameter(capsys, tmp_path):
+    sweep_file = _sweep_file(tmp_path, "depth = 2\nwidth = [8, 3000]\nsamples = 8\ntrials = 2\n")
+    store = tmp_path / "s.db"
+    assert main(["sweep", str(sweep_file), "--store", str(store), "--workers", "1", "--quiet", "--no-report",
+                 "--memory-limit", "10MB"]) == 2
+    err = capsys.readouterr().err
+    assert "'width'" in err and "3000" in err and "9.5 MiB" in err and err.count("\n") == 1, err
+    assert not store.exists()
+    assert main(["sweep", str(sweep_file), "--store", str(store), "--memory-limit", "lots"]) == 2
+    assert "'memory_limit'" in capsys.readouterr().err
+
+
+def test_sweep_memory_limit_is_shared_by_the_processes_and_chunks_with_the_same_numbers(capsys, tmp_path):
+    from initscope.study.executors import available_cores
+    from initscope.study.store import Store
+    from initscope.study.sweep import load_sweep
+
+    sweep_file = _sweep_file(tmp_path, "depth = 2\nwidth = 300\nsamples = 20\ntrials = 6\ninit = 'normal'\n")
+    config = load_sweep(sweep_file).configs[0]
+    whole, one = run_estimate(config, 6, 1).total, run_estimate(config, 1, 1).total
+    processes = min(2, available_cores())  # --workers 2, capped at the cores
+    limit = processes * (one + (whole - one) // 4)  # per process: more than one trial, less than all six
+    assert plan_run(config, 1, limit // processes).chunked
+    roomy, tight = tmp_path / "roomy.db", tmp_path / "tight.db"
+    assert main(["sweep", str(sweep_file), "--store", str(roomy), "--workers", "1", "--quiet", "--no-report"]) == 0
+    assert "warning: memory" not in capsys.readouterr().err
+    assert main(["sweep", str(sweep_file), "--store", str(tight), "--workers", "2", "--quiet", "--no-report",
+                 "--memory-limit", str(limit)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: memory: 1 of 1 configurations" in err and f"/ {processes} processes" in err, err
+    with Store(roomy, create=False) as a, Store(tight, create=False) as b:
+        for name in ("metrics", "spectra"):
+            assert getattr(a, name)().to_csv(index=False) == getattr(b, name)().to_csv(index=False), name
+
+
+def test_explore_budget_uses_the_memory_estimate():
+    from initscope.explore.api import RequestError, check_budget
+
+    config = make_config(width=3000, depth=2, samples=8, trials=1, metrics="rms")
+    check_budget(config, 1e12, workers=1, memory_limit="1GiB")
+    with pytest.raises(RequestError) as info:
+        check_budget(config, 1e12, workers=1, memory_limit="10MB")
+    details = info.value.details
+    assert info.value.status == 413 and details["field"] == "width" and details["value"] == 3000
+    assert details["size"] > details["budget"] == 10**7 and "'width'" in info.value.message
+
+
+def test_explore_server_refuses_a_request_over_memory_before_any_work():
+    from conftest_explore import Server, call
+
+    import json
+
+    server = Server()
+    try:
+        # 4e6 by the size budget (fine), but its weights alone need 3 × 10^10 × 8 bytes.
+        body = {"width": 100000, "depth": 2, "samples": 10, "trials": 1, "metrics": "rms"}
+        status, _, raw = call(server.url, "/api/run", body, method="POST")
+        answer = json.loads(raw)
+        assert status == 413 and answer["field"] == "width" and "'width'" in answer["error"], answer
+        assert json.loads(call(server.url, "/api/health")[2])["running"] == 0
+    finally:
+        assert server.stop() == 0, server.errors

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,87 @@ def test_stale_temporaries_of_killed_runs_are_removed_live_ones_kept(capsys, tmp
     inside.mkdir()
     assert cli(capsys, "run", *SMALL, "--out", str(out))[0] == 0
     assert not inside.exists()
+
+
+def legacy_temporary(parent: Path, name: str, files: dict[str, bytes], *, age: float = 3600.0,
+                     mode: int = 0o700, links: tuple[str, ...] = ()) -> Path:
+    """What an initscope before the marker left when killed while writing `parent/name`:
+    `tempfile.mkdtemp(prefix=".NAME.tmp-")` holding some of the output's files."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    for rel in links:
+        os.symlink("/etc/hostname", folder / rel)
+    old = time.time() - age
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)) + [folder]:
+        os.utime(path, (old, old), follow_symlinks=False)
+    os.chmod(folder, mode)
+    os.utime(folder, (old, old))
+    return folder
+
+
+RUN_LEFTOVER = {"metrics.csv": b"half", "config.toml": b"seed = 0", "figures/rms.png": b"png"}
+
+
+@pytest.mark.parametrize("files", [RUN_LEFTOVER, {}, {"ranking.csv": b"x", "normal-depth10/metrics.csv": b"x",
+                                                     "normal-depth10/figures/a.gif": b"x"}],
+                         ids=["run", "empty", "compare-fixes"])
+def test_temporary_folders_of_versions_before_the_marker_are_removed(capsys, tmp_path, files):
+    """Issue 14: SIGKILL while writing left a hidden .NAME.tmp-XXXXXXXX/ that later runs never cleaned."""
+    left = legacy_temporary(tmp_path, "o", files)
+    assert cli(capsys, "run", *SMALL, "--out", str(tmp_path / "o"))[0] == 0
+    assert not left.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+@pytest.mark.parametrize("kind", ["a file of yours", "a link", "another mode", "touched just now", "another output",
+                                  "not mkdtemp's name", "a figure initscope never writes"])
+def test_folders_that_only_look_like_old_temporaries_are_kept(capsys, tmp_path, kind):
+    """Only a folder whose name, mode, age and every file say initscope's is removed: never yours."""
+    files, kw, name = dict(RUN_LEFTOVER), {}, "o"
+    if kind == "a file of yours":
+        files["notes.txt"] = b"mine"
+    elif kind == "a link":
+        kw["links"] = ("report.html",)
+    elif kind == "another mode":
+        kw["mode"] = 0o755
+    elif kind == "touched just now":
+        kw["age"] = 0.0
+    elif kind == "another output":
+        name = "other"
+    elif kind == "a figure initscope never writes":
+        files["figures/mine.svg"] = b"<svg/>"
+    folder = legacy_temporary(tmp_path, name, files, **kw)
+    if kind == "not mkdtemp's name":
+        folder = folder.rename(tmp_path / ".o.tmp-mine")
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    assert cli(capsys, "run", *SMALL, "--out", str(tmp_path / "o"))[0] == 0
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
+
+
+def test_empty_folders_in_out_hold_nothing_of_yours_and_are_kept(capsys, tmp_path):
+    """An empty folder (or a tree of them) is not a file initscope did not write: the target is
+    used, and the folder stays, through the first run and the ones that replace it."""
+    out = tmp_path / "o"
+    for rel in ("sub", "a/b/c", "figures/empty"):
+        (out / rel).mkdir(parents=True)
+    code, _, err = cli(capsys, "run", *SMALL, "--out", str(out))
+    assert code == 0, err
+    assert (out / "metrics.csv").is_file() and (out / "figures").is_dir()
+    for _ in range(2):  # again, now that the folder is initscope's: still not swapped away
+        assert cli(capsys, "run", *SMALL, "--out", str(out))[0] == 0
+        assert all((out / rel).is_dir() for rel in ("sub", "a/b/c", "figures/empty"))
+    assert read_marker(out)["files"]["metrics.csv"] == "run"
+
+
+def test_a_folder_holding_only_a_hidden_file_is_still_yours(capsys, tmp_path, no_computing):
+    out = tmp_path / "o"
+    (out / "sub" / "deeper").mkdir(parents=True)
+    (out / "sub" / "deeper" / ".keep").write_text("")
+    code, _, err = cli(capsys, "run", *SMALL, "--out", str(out))
+    assert code == 2 and "sub/" in one_error_line(err)
+    assert (out / "sub" / "deeper" / ".keep").exists()
 
 
 # --- --out that cannot be written: exit 2 naming out, before any computing ---------------------
@@ -368,8 +450,48 @@ def test_sweep_and_export_paths_that_cannot_be_written_are_bad_input(capsys, tmp
     assert cli(capsys, "sweep", str(tmp_path / "grid.toml"), "--out", str(out), "--no-report", "--quiet",
                "--workers", "1")[0] == 0
     code, _, err = cli(capsys, "results", str(out / "results.sqlite"), "--csv", "/proc/initscope.csv")
-    assert code == 2 and err.startswith("initscope: error: The 'csv' parameter must be a file path initscope can write")
+    assert code == 2 and err.startswith("initscope: error: The 'csv' parameter must be a folder initscope can")
+    assert "'/proc'" in err and err.count("\n") == 1
     assert temporaries(out) == []
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_results_export_replaces_only_a_file_initscope_wrote(capsys, tmp_path, kind):
+    """Issue 14: `results --csv PATH` replaced the named file whoever wrote it."""
+    if kind == "parquet":
+        pytest.importorskip("pyarrow")
+    (tmp_path / "grid.toml").write_text(SWEEP)
+    store = tmp_path / "sweep" / "results.sqlite"
+    assert cli(capsys, "sweep", str(tmp_path / "grid.toml"), "--out", str(store.parent), "--no-report", "--quiet",
+               "--workers", "1")[0] == 0
+    mine = tmp_path / "data" / f"table.{kind}"
+    mine.parent.mkdir()
+    mine.write_bytes(b"my data")
+    code, _, err = cli(capsys, "results", str(store), f"--{kind}", str(mine))
+    assert code == 2 and err.startswith(f"initscope: error: The '{kind}' parameter must be ") and "--overwrite" in err
+    assert err.count("\n") == 1 and mine.read_bytes() == b"my data" and temporaries(mine.parent) == []
+    assert cli(capsys, "results", str(store), f"--{kind}", str(mine), "--overwrite")[0] == 0
+    assert mine.read_bytes() != b"my data"
+    assert read_marker(mine.parent)["files"][mine.name] == "results"
+    # Now it is initscope's: the next export replaces it without being asked.
+    assert cli(capsys, "results", str(store), f"--{kind}", str(mine), "--table", "trials")[0] == 0
+    assert sorted(p.name for p in mine.parent.iterdir()) == [MARKER, mine.name]
+
+
+def test_write_report_replaces_only_a_page_initscope_wrote(tmp_path):
+    import initscope
+    from initscope.report import write_report
+
+    result = initscope.run(trials=1, depth=2, width=8, samples=10, workers=1)
+    page = tmp_path / "report.html"
+    page.write_text("<p>my page</p>")
+    with pytest.raises(ValueError, match="The 'path' parameter must be .*report.html.*overwrite=True"):
+        write_report(result, page)
+    assert page.read_text() == "<p>my page</p>" and temporaries(tmp_path) == []
+    assert write_report(result, page, overwrite=True) == page
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    write_report(result, page)  # initscope's now: replaced without asking
+    assert read_marker(tmp_path)["files"]["report.html"] == "report"
 
 
 FACTORY = textwrap.dedent(

@@ -92,12 +92,13 @@ def test_verdict_then_flags_come_first_and_the_zero_readout_is_neutral(page):
     assert cell in page  # neutral: no "hit" colour for the post's own setting
 
 
-def test_write_report_is_atomic_and_replaces(seed_result, tmp_path):
+def test_write_report_is_atomic_and_replaces_its_own_page(seed_result, tmp_path):
     path = tmp_path / "report.html"
-    path.write_text("old")
     assert report.write_report(seed_result, path) == path
-    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    first = path.read_text(encoding="utf-8")
+    assert report.write_report(seed_result, path, png=False) == path  # its own page: replaced
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>") and first.startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".initscope", "report.html"]  # the marker lists it
 
 
 def test_write_report_rejects_a_non_html_path(seed_result, tmp_path):

@@ -39,7 +39,8 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 __all__ = ["BadInput", "run_app", "exit_process", "output_folder", "check_output", "write_files", "write_run",
            "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
-           "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
+           "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "memory_plan_warnings",
+           "MemoryLimit"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -139,9 +140,32 @@ def command_line() -> str:
     return shlex.join(["initscope", *_ARGV.get()])
 
 
+@contextlib.contextmanager
+def memory_plan_warnings() -> Iterator[None]:
+    """Inside the block, a MemoryPlanWarning (a run split into smaller chunks to fit the memory budget)
+    becomes one `warning: ...` line on stderr per message; other warnings go on as they would."""
+    import warnings
+
+    from initscope.study.memory import MemoryPlanWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MemoryPlanWarning)
+        yield
+    seen: set[str] = set()
+    registry: dict = {}
+    for w in caught:
+        if not issubclass(w.category, MemoryPlanWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=registry)
+        elif str(w.message) not in seen:
+            seen.add(str(w.message))
+            typer.echo(f"warning: {w.message}", err=True)
+
+
 # --- options every command shares -------------------------------------------------------------
 
 Out = Annotated[Optional[str], typer.Option("--out", metavar="DIR", help="Output folder.")]
+MemoryLimit = Annotated[Optional[str], typer.Option(
+    "--memory-limit", metavar="SIZE", help="Memory budget, e.g. 8GiB (default: 80% of available memory).")]
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="Write into an output folder that holds files initscope did not write "
                         "(only initscope's own file names are written; nothing else is touched).")]

@@ -9,9 +9,11 @@ import typer
 
 from initscope.cli.common import (
     BadInput,
+    MemoryLimit,
     Out,
     Overwrite,
     command_line,
+    memory_plan_warnings,
     output_folder,
     parse_workers,
     workers_option,
@@ -19,7 +21,8 @@ from initscope.cli.common import (
     write_run,
 )
 from initscope.report.writer import mark_folder
-from initscope.study.fixes import FIXES, compare_fixes, outcome_label
+from initscope.study.fixes import FIXES, compare_fixes, outcome_label, plan_fixes
+from initscope.study.memory import memory_budget
 
 __all__ = ["compare_fixes_command", "index_page"]
 
@@ -33,6 +36,7 @@ def compare_fixes_command(
     seed: str = typer.Option("0", metavar="INT", help="Seed."),
     workers: workers_option("Threads over trials (default: cores).") = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write each fix's report.html."),
+    memory_limit: MemoryLimit = None,
 ) -> None:
     """Run the seed's network (input_dim = width = 40) under every fix and rank them by what survives."""
     from rich.console import Console
@@ -45,11 +49,17 @@ def compare_fixes_command(
     except ValueError:
         raise BadInput(f"The 'depths' parameter must be a comma-separated list of integers >= 1. Got {depths!r} instead.") from None
     n_workers = parse_workers(workers)
+    given = dict(depths=depth_list, trials=int(trials) if trials.strip().isdigit() else trials,
+                 seed=int(seed) if seed.strip().isdigit() else seed, workers=n_workers)
+    try:  # every fix's fields and memory (its run and its certificate) before anything is computed
+        budget = memory_budget(memory_limit)
+        plan_fixes(names, memory_limit=budget, **given)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc)) from None
     with output_folder(out, command="compare-fixes", overwrite=overwrite) as folder:
         try:
-            ranking, outcomes = compare_fixes(names, depths=depth_list,
-                                              trials=int(trials) if trials.strip().isdigit() else trials,
-                                              seed=int(seed) if seed.strip().isdigit() else seed, workers=n_workers)
+            with memory_plan_warnings():
+                ranking, outcomes = compare_fixes(names, memory_limit=budget, **given)
         except (ValueError, TypeError) as exc:
             raise BadInput(str(exc)) from None
         for o in outcomes:

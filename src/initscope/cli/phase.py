@@ -13,10 +13,12 @@ from typing import Optional
 
 import typer
 
-from initscope.cli.common import BadInput, Out, Overwrite, has_report_extra, output_folder, write_files
+from initscope.cli.common import (BadInput, MemoryLimit, Out, Overwrite, has_report_extra, memory_plan_warnings,
+                                   output_folder, write_files)
 from initscope.core.phase import critical_sigma_w2
 from initscope.study.config import toml_text
-from initscope.study.phase import PhaseConfig, config_dict, parse_grid, phase_study
+from initscope.study.memory import memory_budget
+from initscope.study.phase import PhaseConfig, config_dict, parse_grid, phase_study, plan_phase
 
 __all__ = ["phase_command"]
 
@@ -44,6 +46,7 @@ def phase_command(
     out: Out = "initscope-phase",
     overwrite: Overwrite = False,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs plotly)."),
+    memory_limit: MemoryLimit = None,
 ) -> None:
     """Draw the order-to-chaos phase diagram (χ₁ = 1 line, ξ_c and ξ_q) and optionally measure ξ_c."""
     ints = {}
@@ -61,19 +64,25 @@ def phase_command(
                              measure_sigma_b2=parse_grid(measure_sigma_b2, "measure_sigma_b2"), **ints)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
+    try:  # before the output folder exists: what cannot fit is refused at once
+        budget = memory_budget(memory_limit)
+        plan_phase(config, budget)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     with output_folder(out, command="phase", overwrite=overwrite) as folder:
         try:
-            result, critical = _study(config)
+            with memory_plan_warnings():
+                result, critical = _study(config, budget)
         except (ValueError, TypeError) as exc:
             raise BadInput(str(exc)) from None
         _write(result, critical, folder, report=report)
     _print_summary(result, critical, Path(out))
 
 
-def _study(config):
+def _study(config, budget):
     import pandas as pd
 
-    result = phase_study(config)
+    result = phase_study(config, memory_limit=budget)
     critical = pd.DataFrame({"sigma_b2": list(config.sigma_b2),
                              "sigma_w2_critical": [critical_sigma_w2(config.activation, b, nodes=config.nodes)
                                                    for b in config.sigma_b2]})

@@ -100,6 +100,7 @@ def report_command(
         raise BadInput(f"The 'folder' parameter must be a run folder containing metrics.csv or a results store. Got {str(folder)!r} instead.")
     has_report_extra(required=True)
     from initscope import report as report_mod
+    from initscope.report.page import write_page
     from initscope.report.writer import read_marker
 
     try:
@@ -109,5 +110,5 @@ def report_command(
     # The page belongs to the run that wrote the folder (run or inspect): a later run replaces it.
     owner = (read_marker(folder) or {"files": {}})["files"].get("metrics.csv", "run")
     with output_folder(folder, command=owner, overwrite=overwrite, replace=False, writes=("report.html",)) as staging:
-        report_mod.write_report(tables, staging / "report.html", png=png)
+        write_page(tables, staging / "report.html", png=png)
     typer.echo(f"wrote {folder / 'report.html'}")

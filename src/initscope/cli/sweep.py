@@ -12,7 +12,7 @@ the options and the store have been checked.
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +20,7 @@ import typer
 
 from initscope.cli.common import (
     BadInput,
+    MemoryLimit,
     Overwrite,
     args_or_help,
     check_output,
@@ -30,7 +31,7 @@ from initscope.cli.common import (
     run_app,
     workers_option,
 )
-from initscope.study.memory import memory_budget, plan_run
+from initscope.study.memory import format_bytes, memory_budget, parse_memory, plan_run
 from initscope.study.sweep import config_record, load_sweep
 
 __all__ = [
@@ -94,6 +95,7 @@ def sweep_command(
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html at the end (needs plotly)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     overwrite: Overwrite = False,
+    memory_limit: MemoryLimit = None,
 ) -> None:
     """Run every configuration of a sweep file into a results store, skipping what it already holds.
 
@@ -110,6 +112,10 @@ def sweep_command(
     stop it at any time (even with kill -9) and run the same command again to
     finish it. Sweeps sharing a store share finished configurations.
 
+    --memory-limit is shared by the local processes: each gets its share, and
+    a configuration over it runs fewer trials at a time (a warning; the same
+    numbers) or, when one trial does not fit, is refused before anything runs.
+
     Exit status: 0 if every configuration succeeded, 1 if some failed (each is
     recorded in the store with its error, and listed), 2 for bad input
     (nothing is written).
@@ -119,8 +125,7 @@ def sweep_command(
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     n_workers = parse_workers(workers)
-    if scheduler is None:
-        _check_memory(sweep, n_workers)
+    share = _check_memory(sweep, n_workers, memory_limit) if scheduler is None else _memory_share(memory_limit)
     store_path, out_dir = _store_path(store, out)
     # The store goes into OUT and the page comes at the end: an OUT that cannot be written, or a
     # report.html in it that initscope did not write, is refused now, not after the sweep.
@@ -146,7 +151,7 @@ def sweep_command(
     try:
         with stack, db, _progress(quiet) as progress:
             outcome = run_sweep(sweep, db, executor, slots=slots, on_start=progress.start,
-                                on_progress=progress.advance)
+                                on_progress=progress.advance, memory_limit=share)
     except KeyboardInterrupt:
         typer.echo(f"initscope: interrupted; finished configurations are in {store_path}. "
                    "Run the same command again to resume.", err=True)
@@ -158,26 +163,44 @@ def sweep_command(
         raise typer.Exit(1)
 
 
-def _check_memory(sweep, n_workers: int | None) -> None:
-    """Refuse now a configuration that cannot fit its process's share of the memory budget.
-
-    Each local process runs one configuration at a time (run(workers=1)),
-    so a process gets budget / processes; otherwise the configuration would
-    only fail, recorded in the store, once its turn came.
+def _check_memory(sweep, n_workers: int | None, memory_limit: str | None) -> int | None:
+    """Each local process's share of the memory budget, after refusing now a configuration that
+    cannot fit it even one trial at a time (otherwise it would only fail, recorded in the store,
+    once its turn came). Each process runs one configuration at a time (run(workers=1)), so a
+    process gets budget / processes; a configuration that fits only in smaller chunks is said once.
     """
     from initscope.study.executors import available_cores
 
-    budget = memory_budget()
+    try:
+        budget = memory_budget(memory_limit)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     if budget is None:
-        return
+        return None
     processes = min(n_workers or available_cores(), available_cores())
+    share = budget // processes
+    chunked = 0
     for config in sweep.configs:
         try:
-            plan_run(config, 1, budget // processes)
+            chunked += plan_run(config, 1, share).chunked
         except ValueError as exc:
             raise BadInput(f"{exc} (a configuration of {sweep.source}: init={config.init[0]!r}, "
                            f"width={config.width}, depth={config.depth}, samples={config.samples}; "
                            f"{processes} process(es) share the budget)") from None
+    if chunked:
+        typer.echo(f"warning: memory: {chunked} of {len(sweep.configs)} configurations exceed each process's share "
+                   f"of the budget ({format_bytes(share)} = {format_bytes(budget)} / {processes} processes); they "
+                   "run fewer trials at a time (the same numbers)", err=True)
+    return share
+
+
+def _memory_share(memory_limit: str | None) -> int | None:
+    """The budget of a configuration run on a Dask cluster: --memory-limit as given (each worker is a
+    machine of its own), else each worker's own default."""
+    try:
+        return None if memory_limit is None else parse_memory(memory_limit)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 class _NoProgress:
@@ -287,11 +310,14 @@ def results_command(
     parquet: Optional[Path] = typer.Option(None, "--parquet", metavar="PATH",
                                            help="Export the table as Parquet (needs pyarrow)."),
     table: str = typer.Option("metrics", "--table", help="Table to export: metrics, spectra, trials or flags."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Summarise a results store (configurations, trials done/failed, rows per metric) and export a table.
 
     The metrics export has the columns of `initscope run`'s metrics.csv
-    (without `trials`) plus config_id.
+    (without `trials`) plus config_id. An export replaces a file only when
+    initscope wrote it (the folder's .initscope marker lists it), or with
+    --overwrite.
     """
     from initscope.study.store import Store
 
@@ -309,16 +335,22 @@ def results_command(
         db = Store(store, create=False)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    with db:
+    with db, ExitStack() as stack:
+        # Each export's place is checked (a file initscope did not write is refused) before the table is read.
+        exports = [(path, kind, stack.enter_context(_export_to(path, kind, overwrite)))
+                   for path, kind in ((csv, "csv"), (parquet, "parquet")) if path is not None]
         summary = db.summary()
         _print_summary(summary, store)
-        if csv is None and parquet is None:
+        if not exports:
             return
         frame = getattr(db, table)()
-    for path, kind in ((csv, "csv"), (parquet, "parquet")):
-        if path is not None:
-            _export(frame, path, kind)
-            typer.echo(f"wrote {path} ({len(frame):,} rows of {table})")
+        for path, kind, folder in exports:
+            if kind == "csv":
+                frame.to_csv(folder / path.name, index=False)
+            else:
+                frame.to_parquet(folder / path.name, index=False)
+    for path, _, _ in exports:
+        typer.echo(f"wrote {path} ({len(frame):,} rows of {table})")
 
 
 def _print_summary(summary, store: Path) -> None:
@@ -345,20 +377,19 @@ def _print_summary(summary, store: Path) -> None:
             console.print(f"  {r.config_id} ({r.init}, depth={r.depth}, width={r.width}): {r.error}")
 
 
-def _export(frame, path: Path, kind: str) -> None:
-    """Write to a temporary sibling, then rename: a failed export leaves no half file."""
-    from initscope.report.writer import atomic_file
+@contextmanager
+def _export_to(path: Path, kind: str, overwrite: bool):
+    """The temporary folder to write the `kind` export into; the one writer (`Output`) puts it at `path`
+    when the block succeeds: a failed export leaves no half file, and a file initscope did not write
+    is refused now (naming `kind`) unless overwrite."""
+    from initscope.report.writer import Output, OutputError
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as tmp:
-            if kind == "csv":
-                frame.to_csv(tmp, index=False)
-            else:
-                frame.to_parquet(tmp, index=False)
-    except OSError as exc:  # a read-only place, /proc, a file where a folder should be
-        raise BadInput(f"The '{kind}' parameter must be a file path initscope can write "
-                       f"({exc.strerror or exc}). Got {str(path)!r} instead.") from None
+        with Output(path.parent, command="results", replace=False, writes=(path.name,),
+                    overwrite=overwrite) as folder:
+            yield folder
+    except OutputError as exc:
+        raise BadInput(str(exc.renamed(kind, "--overwrite"))) from None
 
 
 def sweep_report(

@@ -4,10 +4,12 @@
   query-string text) -> a validated `Config`, through `make_config`, so a bad
   value gets exactly the CLI's one-line message. `data` may name a built-in
   data set or a .csv/.npy file under the server's data folder, nothing else.
-- `check_budget(config, max_size)`: refuse, before any work, a request whose
-  size (trials × samples × width × depth per initializer, plus the Jacobian
-  pass and init training) exceeds the server's budget, naming the field to
-  reduce and how far.
+- `check_budget(config, max_size, workers=...)`: refuse, before any work, a
+  request whose size (trials × samples × width × depth per initializer, plus
+  the Jacobian pass and init training) exceeds the server's budget, naming the
+  field to reduce and how far; or whose memory peak (`study.memory`'s
+  estimate, the one `initscope run` checks) cannot fit this machine's memory
+  budget, naming the field that drives it and both sizes in bytes.
 - `result_payload(result, orient)`: a `RunResult`'s tables as JSON-ready
   objects (NaN -> null), rows as objects ("records", the CSV columns) or as
   columns ("columns", compact: constant config columns given once).
@@ -25,6 +27,8 @@ import numpy as np
 
 from initscope.core.data import SYNTHETIC
 from initscope.study.config import DATA_FILE_SUFFIXES, FIELD_NAMES, REAL_DATA, Config, config_columns, make_config
+from initscope.study.memory import MemoryBudgetError, memory_budget, plan_run
+from initscope.study.parallel import worker_count
 
 __all__ = ["RequestError", "config_from_fields", "fields_from_query", "check_budget", "request_size",
            "result_payload", "encode", "TABLES", "ORIENTS", "BUILTIN_DATA", "one_line", "config_json"]
@@ -116,8 +120,19 @@ def request_size(config: Config) -> float:
     return sum(_size_terms(config).values())
 
 
-def check_budget(config: Config, max_size: float) -> None:
-    """RequestError(413) naming the field to reduce when the request's size exceeds `max_size`."""
+def check_budget(config: Config, max_size: float, *, workers: int | None = None, memory_limit=None) -> None:
+    """RequestError(413) naming the field to reduce when the request's size exceeds `max_size`, or when
+    its memory peak (`study.memory.plan_run` with `workers` threads) cannot fit the budget in any
+    chunking (memory_limit in bytes or text; default 80% of the memory available now)."""
+    _check_size(config, max_size)
+    try:
+        plan_run(config, worker_count(workers, config.trials), memory_budget(memory_limit))
+    except MemoryBudgetError as exc:
+        raise RequestError(413, str(exc), field=exc.parameter, value=getattr(config, exc.parameter, None),
+                           size=exc.needed, budget=exc.budget, unit="bytes") from None
+
+
+def _check_size(config: Config, max_size: float) -> None:
     size = request_size(config)
     if size <= max_size:
         return

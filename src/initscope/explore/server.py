@@ -249,7 +249,7 @@ class _Api:
 
     def parse(self, fields: dict[str, Any]):
         config = config_from_fields(fields, data_dir=self.settings.data_dir)
-        check_budget(config, self.settings.max_size)
+        check_budget(config, self.settings.max_size, workers=self.settings.workers)
         return config
 
     async def computed(self, ticket, fn):

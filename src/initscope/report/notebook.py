@@ -12,7 +12,7 @@ import html
 import tempfile
 from pathlib import Path
 
-from initscope.report.page import build_page, write_report
+from initscope.report.page import build_page, write_page
 from initscope.report.tables import as_tables
 
 __all__ = ["show", "report_iframe", "ReportView"]
@@ -55,6 +55,6 @@ def show(result_or_tables, *, height: int = 900):
     import webbrowser
 
     path = Path(tempfile.mkdtemp(prefix="initscope-report-")) / "report.html"
-    write_report(result_or_tables, path)
+    write_page(result_or_tables, path)  # a fresh folder of its own: nothing there to protect
     webbrowser.open(path.as_uri())
     return path

@@ -20,7 +20,7 @@ from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_s
 from initscope.report.static import write_static
 from initscope.report.tables import RunTables, as_tables
 from initscope.report.weights import weight_norm_spec
-from initscope.report.writer import atomic_write
+from initscope.report.writer import Output, OutputError, atomic_write
 from initscope.study import verdict as study_verdict
 from initscope.study.config import toml_text
 from initscope.study.flags import model_context, model_flags_table
@@ -274,19 +274,37 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
     )
 
 
-def write_report(result_or_tables, path, *, png: bool = False) -> Path:
+def write_report(result_or_tables, path, *, png: bool = False, overwrite: bool = False) -> Path:
     """Write the interactive report to `path` and return it.
 
     result_or_tables: a `RunResult`, the `RunTables` of `load_run`, or a
     mapping of tables. With `png=True`, static PNGs of every figure and GIFs
     of the layer views and spectra go to a `figures/` folder beside the page
-    (matplotlib, no browser needed). Every file is written to a temporary name
-    and renamed, so a failed run leaves no half-written page.
+    (matplotlib, no browser needed). The files go through initscope's one
+    writer (`initscope.report.writer.Output`): written under temporary names
+    and renamed, so a failed run leaves no half-written page, and recorded in
+    the folder's `.initscope` marker. An existing page (or figure) that
+    initscope did not write is refused (ValueError naming 'path') unless
+    overwrite=True; one it wrote is replaced.
     """
     tables = as_tables(result_or_tables)
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"The 'path' parameter of write_report must end in .html. Got {str(path)!r} instead.")
+    try:
+        with Output(path.parent, command="report", replace=False, writes=(path.name,),
+                    overwrite=overwrite) as folder:
+            write_page(tables, folder / path.name, png=png)
+    except OutputError as exc:
+        raise exc.renamed("path", "overwrite=True") from None
+    return path
+
+
+def write_page(result_or_tables, path, *, png: bool = False) -> Path:
+    """`write_report` into a folder that is already an `Output`'s temporary folder: the page (and with
+    png, figures/ beside it), each file written under a temporary name and renamed."""
+    tables = as_tables(result_or_tables)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     png_files: list[Path] = []
     if png:

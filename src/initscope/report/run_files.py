@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from initscope.report.page import write_report
+from initscope.report.page import write_page
 from initscope.study.config import config_to_toml
 
 __all__ = ["RUN_TABLES", "write_files", "write_run"]
@@ -26,7 +26,7 @@ def write_files(folder: Path, tables: dict, texts: dict[str, str], *, report_sou
     for name, text in texts.items():
         (folder / name).write_text(text, encoding="utf-8")
     if report_source is not None:
-        write_report(report_source, folder / "report.html", png=png)
+        write_page(report_source, folder / "report.html", png=png)
 
 
 def write_run(folder: Path, result, *, report: bool, png: bool = False) -> None:

@@ -22,7 +22,9 @@ Two primitives, used by every command and by `write_report`:
 
 Temporary names are `.initscope-tmp-<pid>-<hex>` (and `.initscope-old-...`):
 those whose process is gone are left-overs of a killed run, removed by the next
-run that writes beside or into them. The temporary folder is created beside the
+run that writes beside or into them. The `.NAME.tmp-XXXXXXXX` folders of
+versions before the marker are removed beside NAME when their name, mode, age
+and contents all say they are initscope's (`is_legacy_temporary`). The temporary folder is created beside the
 target's real location (symlinks resolved), so every rename stays on one
 filesystem; files get the user's umask (no `mkstemp` 0600). SIGINT and SIGTERM
 are held back while renames run, so an interrupt never lands between two of them.
@@ -34,26 +36,34 @@ import contextlib
 import errno
 import json
 import os
-import re
 import secrets
-import shutil
 import signal
 import threading
 from pathlib import Path
 from typing import Iterator
 
 from initscope import __version__
+from initscope.report.leftovers import TEMP as _TEMP
+from initscope.report.leftovers import is_stale as _is_stale
+from initscope.report.leftovers import remove as _remove
+from initscope.report.leftovers import remove_legacy, remove_stale
 
 __all__ = ["MARKER", "Output", "OutputError", "atomic_file", "atomic_write", "temp_name", "mark_folder",
-           "write_marker", "read_marker", "remove_stale"]
+           "write_marker", "read_marker", "remove_stale", "remove_legacy", "is_legacy_temporary"]
 
 MARKER = ".initscope"
-_TEMP = re.compile(r"^\.initscope-(?:tmp|old)-(\d+)-[0-9a-f]{12}(?:\..*)?$")
 _EXAMPLES = 5
+_EMPTY_WALK = 1000  # entries looked at to decide that a folder holds no file
 
 
 class OutputError(ValueError):
     """An output path initscope must not or cannot write (the CLI's exit status 2)."""
+
+    def renamed(self, param: str, overwrite: str) -> OutputError:
+        """The same refusal for a command or function whose path is `param`, overridden by `overwrite`
+        (e.g. 'csv' and '--overwrite', or 'path' and 'overwrite=True')."""
+        text = str(self).replace("The 'out' parameter", f"The '{param}' parameter", 1)
+        return OutputError(text.replace("pass --overwrite", f"pass {overwrite}"))
 
 
 def _out_error(constraint: str, out: object, why: str = "") -> OutputError:
@@ -64,45 +74,6 @@ def _out_error(constraint: str, out: object, why: str = "") -> OutputError:
 def temp_name(kind: str = "tmp", suffix: str = "") -> str:
     """A hidden name no other process uses: `.initscope-<kind>-<pid>-<hex><suffix>`."""
     return f".initscope-{kind}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
-
-
-def _is_stale(name: str) -> bool:
-    """True for an initscope temporary name whose process no longer runs."""
-    match = _TEMP.match(name)
-    if match is None:
-        return False
-    pid = int(match.group(1))
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: alive, someone else's
-        return False
-    return False
-
-
-def remove_stale(folder: Path) -> list[str]:
-    """Remove the left-overs of killed initscope runs directly inside `folder`; return their names."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        if _is_stale(entry.name):
-            _remove(Path(entry.path))
-            removed.append(entry.name)
-    return removed
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 @contextlib.contextmanager
@@ -197,14 +168,33 @@ def _files(folder: Path, prefix: str = "") -> list[str]:
     return found
 
 
-def _foreign(folder: Path, listed: set[str]) -> list[str]:
+def _holds_files(folder: Path, budget: list[int]) -> bool:
+    """True when `folder` holds anything but (nested) empty folders: a file, a link, a device.
+
+    budget: entries left to look at; a tree larger than that counts as holding files, so
+    that `--out ~` is not walked."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError:  # unreadable: it may well hold files
+        return True
+    budget[0] -= len(entries)
+    if budget[0] < 0:
+        return True
+    return any(not entry.is_dir(follow_symlinks=False) or _holds_files(Path(entry.path), budget) for entry in entries)
+
+
+def _foreign(folder: Path, listed: set[str], empty: list[str] | None = None) -> list[str]:
     """Entries of `folder` its marker does not list (folders as 'name/'); cleans stale temporaries.
 
     Only folders that hold listed files are entered, so a large foreign tree
-    (`--out ~`) costs one directory listing, not a walk.
+    (`--out ~`) costs one directory listing, not a walk. A folder holding no
+    file at all (empty, or only empty folders) holds nothing of anyone's: it is
+    not foreign, but it is named in `empty`, so that it is kept.
     """
     prefixes = {"/".join(rel.split("/")[:i]) for rel in listed for i in range(1, rel.count("/") + 1)}
     foreign: list[str] = []
+    empty = [] if empty is None else empty
 
     def visit(here: Path, prefix: str) -> None:
         for entry in sorted(os.scandir(here), key=lambda e: e.name):
@@ -218,8 +208,10 @@ def _foreign(folder: Path, listed: set[str]) -> list[str]:
             if entry.is_dir(follow_symlinks=False):
                 if rel in prefixes:
                     visit(Path(entry.path), rel + "/")
-                else:
+                elif _holds_files(Path(entry.path), [_EMPTY_WALK]):
                     foreign.append(rel + "/")
+                else:
+                    empty.append(rel + "/")
             elif rel not in listed:
                 foreign.append(rel)
 
@@ -310,9 +302,10 @@ class Output:
         if not self.target.is_dir():
             raise _out_error("a folder", self.given, "it is a file")
         marker = read_marker(self.target) or {"files": {}, "commands": {}}
+        empty: list[str] = []
         if self.replace:
             try:
-                foreign = _foreign(self.target, set(marker["files"]))
+                foreign = _foreign(self.target, set(marker["files"]), empty)
             except OSError as exc:
                 raise _out_error("a folder initscope can read", self.given, exc.strerror or str(exc)) from None
         else:  # adding files: only the names it writes matter
@@ -325,8 +318,9 @@ class Output:
             around_cwd = self.target in (here, *here.parents)
         except OSError:  # the current folder is gone already
             around_cwd = False
-        if (self.replace and not foreign and owners == {self.command} and not os.path.ismount(self.target)
-                and not around_cwd):
+        # Empty folders of yours are kept where they are: a swap would take them away with the old output.
+        if (self.replace and not foreign and not empty and owners == {self.command}
+                and not os.path.ismount(self.target) and not around_cwd):
             return "swap"
         return "merge"
 
@@ -359,6 +353,7 @@ class Output:
                 raise _out_error("a folder initscope can create", self.given, exc.strerror or str(exc)) from None
             self._created.append(folder)
         remove_stale(where)
+        remove_legacy(self.target.parent, self.target.name)
 
     def _undo_parents(self) -> None:
         for folder in reversed(self._created):

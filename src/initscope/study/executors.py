@@ -12,6 +12,8 @@ initializer, trial index) alone.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing
+import multiprocessing.context
 import os
 import signal
 import socket
@@ -46,7 +48,8 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...] = ()) -> ConfigBatch:
+def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...] = (),
+               memory_limit: int | None = None) -> ConfigBatch:
     """Run one single-initializer configuration, all its (or the given) trials at once.
 
     plugins: the parent's loaded plugins (see `plugins.load_plugins`), loaded
@@ -55,6 +58,10 @@ def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...
     is honoured too. Any exception (MemoryError included) becomes a 'failed' batch carrying
     the error, so one bad configuration never stops a sweep. Overflow and
     collapse are results (flags), so their NumericalWarning is not shown.
+    memory_limit: this process's share of the sweep's memory budget, in bytes
+    (None: 80% of what is available when it runs); a configuration over it
+    runs in smaller chunks of trials, with the same numbers (the parent has
+    said so once: the MemoryPlanWarning is not repeated here).
     """
     from threadpoolctl import threadpool_limits
 
@@ -64,7 +71,8 @@ def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...
         load_plugins(plugins)
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore", runner.NumericalWarning)
-            result = runner.run(config, workers=1, trial_ids=trial_ids)
+            warnings.simplefilter("ignore", runner.MemoryPlanWarning)
+            result = runner.run(config, workers=1, trial_ids=trial_ids, memory_limit=memory_limit)
         return batch_from_result(result, cid, seconds=time.perf_counter() - start, worker=_worker_name())
     except Exception as exc:  # noqa: BLE001 - recorded in the store, the sweep goes on
         return failed_batch(config, cid, _describe(exc), seconds=time.perf_counter() - start,
@@ -180,28 +188,61 @@ def open_executor(workers: int | None = None, scheduler: str | None = None, *,
     if workers == 1:
         yield InlineExecutor(), 1
         return
-    import multiprocessing
-
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_SpawnContext(),
                                   initializer=_pool_worker_init, initargs=(os.getpid(),))
     try:
         yield pool, workers
     except BaseException:
-        # Ctrl-C or an error in the parent: do not wait for running configurations to finish.
-        for process in list(getattr(pool, "_processes", {}).values()):
+        # Ctrl-C, SIGTERM or an error in the parent: do not wait for running configurations to
+        # finish. The pool's futures are left to the pool (see `execute`), which marks them failed
+        # once it sees its workers gone, and then closes its queues.
+        # The pool's own list misses a worker whose start an interrupt cut short (the signal is
+        # delivered as start() returns, before the pool records it): terminate every worker.
+        workers = {*getattr(pool, "_processes", {}).values(),
+                   *(p for p in multiprocessing.active_children() if isinstance(p, _SpawnProcess))}
+        for process in workers:
             process.terminate()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, window: int = 1) -> Iterator[ConfigBatch]:
+class _SpawnProcess(multiprocessing.context.SpawnProcess):
+    """A spawned worker that starts with SIGINT blocked.
+
+    Ctrl-C in a terminal signals the whole process group. A worker ignores
+    SIGINT once its initializer has run, but before that (seconds of imports)
+    it would die with a KeyboardInterrupt traceback of its own. The signal
+    mask is inherited through fork and exec, so blocking SIGINT in this
+    thread while the worker starts covers it from its first instruction; the
+    parent gets a Ctrl-C that arrives meanwhile as soon as it is unblocked.
+    (Module level: spawn pickles the process object by reference.)
+    """
+
+    def start(self) -> None:
+        if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to signal
+            super().start()
+            return
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _SpawnContext(multiprocessing.context.SpawnContext):
+    Process = _SpawnProcess
+
+
+def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, window: int = 1,
+            memory_limit: int | None = None) -> Iterator[ConfigBatch]:
     """Run (config, config_id) tasks on any executor; yield each ConfigBatch as it finishes.
 
     Tasks are pulled lazily, at most `window` in flight, so the caller's
     iterator can skip configurations that another sweep finished meanwhile.
     A task whose worker died (or that could not be submitted) comes back as
     a failed batch. Closing the generator cancels what has not started.
+    memory_limit: each task's budget in bytes (`run_config`).
     """
     it = iter(tasks)
     plugins = active_plugins()  # a process pool's or Dask's workers load them before each task
@@ -217,7 +258,7 @@ def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, windo
                     break
                 config, cid = task[0], task[1]
                 try:
-                    pending[executor.submit(run_config, *task, plugins=plugins)] = (config, cid)
+                    pending[executor.submit(run_config, *task, plugins=plugins, memory_limit=memory_limit)] = (config, cid)
                 except Exception as exc:  # noqa: BLE001 - e.g. a broken pool: record it, go on
                     yield failed_batch(config, cid, f"not submitted: {_describe(exc)}")
             if not pending:
@@ -230,8 +271,13 @@ def execute(tasks: Iterable[tuple[Config, str]], executor: cf.Executor, *, windo
                 except Exception as exc:  # noqa: BLE001 - the worker itself was lost
                     yield failed_batch(config, cid, f"worker lost: {_describe(exc)}")
     finally:
-        for future in pending:
-            future.cancel()
+        # A process pool cancels its own queued work when it shuts down. Cancelling here races
+        # with its manager thread, which after a worker was terminated (Ctrl-C) sets an error on
+        # every future it holds and dies with InvalidStateError on a cancelled one, leaving its
+        # queues and semaphores behind (CPython 3.11).
+        if not isinstance(executor, cf.ProcessPoolExecutor):
+            for future in pending:
+                future.cancel()
 
 
 def estimated_cost(config: Config) -> float:
@@ -266,6 +312,7 @@ def run_sweep(
     slots: int = 1,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int, ConfigBatch | None], None] | None = None,
+    memory_limit: int | None = None,
 ) -> SweepOutcome:
     """Run what the store lacks of a sweep, writing each configuration as it finishes.
 
@@ -275,7 +322,8 @@ def run_sweep(
     (`run(..., trial_ids=...)`). Larger configurations go first, so the last ones to
     finish are short. on_start(trials_to_run, trials_already_done) is called
     once; on_progress(trials, batch) after each configuration (batch None when
-    it was skipped because another sweep finished it).
+    it was skipped because another sweep finished it). memory_limit: each
+    running configuration's budget in bytes (the sweep's budget over its slots).
     """
     start = time.perf_counter()
     outcome = SweepOutcome(configs=len(sweep.configs), trials=sweep.total_trials)
@@ -303,7 +351,7 @@ def run_sweep(
 
     # In-process, one at a time: a kill then loses at most the configuration being run.
     window = 1 if isinstance(executor, InlineExecutor) else 2 * slots
-    for batch in execute(tasks(), executor, window=window):
+    for batch in execute(tasks(), executor, window=window, memory_limit=memory_limit):
         outcome.ran_configs += 1
         outcome.written_trials += store.write(batch)
         if not batch.ok:

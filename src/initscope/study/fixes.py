@@ -19,10 +19,14 @@ import pandas as pd
 from initscope.core.certify import certify
 from initscope.core.network import Architecture
 from initscope.study.config import Config, make_config
+from initscope.study.memory import (MemoryBudgetError, certify_estimate, check_estimate, format_bytes, memory_budget,
+                                    plan_run)
 from initscope.study.model import networks
-from initscope.study.runner import run
+from initscope.study.parallel import worker_count
+from initscope.study import runner  # runner.run looked up per call: tests stand in a failing run
 
-__all__ = ["FIXES", "FixOutcome", "compare_fixes", "fix_config", "ranking", "run_fix", "outcome_label", "RANK_BY"]
+__all__ = ["FIXES", "FixOutcome", "compare_fixes", "plan_fixes", "fix_config", "ranking", "run_fix", "outcome_label",
+           "RANK_BY"]
 
 # Overrides on top of the seed's config (ReLU, linspace shifts, ball data) with
 # input_dim = width = 40. The residual scale 1/√depth keeps the sum of branch
@@ -72,11 +76,63 @@ def _certificate(config: Config, init: str) -> pd.DataFrame:
     return certify(X, params, Architecture(config.activation, config.norm, config.residual)).layers
 
 
-def run_fix(name: str, *, depth: int, trials: int, seed: int = 0, workers: int | None = None, **extra) -> FixOutcome:
-    """Run one fix and certify it."""
+def run_fix(name: str, *, depth: int, trials: int, seed: int = 0, workers: int | None = None, memory_limit=None,
+            **extra) -> FixOutcome:
+    """Run one fix and certify it (memory_limit: as `initscope.run`'s, checked for the certificate too)."""
     config = fix_config(name, depth=depth, trials=trials, seed=seed, **extra)
-    result = run(config, workers=workers)
+    budget = memory_budget(memory_limit)
+    _check_certificate(name, config, budget)
+    result = runner.run(config, workers=workers, memory_limit=budget)
     return FixOutcome(name, depth, config, result, _certificate(config, config.init[0]))
+
+
+def _check_certificate(name: str, config: Config, budget: int | None) -> None:
+    est = certify_estimate(config)
+    check_estimate(est, budget, f"the certificate of fix {name!r} at depth {config.depth}",
+                   getattr(config, est.largest[2]))
+
+
+def _check_fix(name: str, config: Config, workers: int | None, budget: int | None) -> None:
+    """The run's plan and the certificate's peak against the budget. The seed's sizes (samples,
+    width, input_dim) are fixed here, so a refusal names what the user can reduce: trials or depths."""
+    checks = (("its run", lambda: plan_run(config, worker_count(workers, config.trials), budget)),
+              ("its certificate (every trial's network and Jacobians at once)",
+               lambda: _check_certificate(name, config, budget)))
+    for what, check in checks:
+        try:
+            check()
+        except MemoryBudgetError as exc:
+            if exc.parameter in ("trials", "depth"):
+                raise
+            raise MemoryBudgetError(
+                f"The 'trials' parameter must be smaller for fix {name!r} at depth {config.depth} to fit in "
+                f"memory (samples, width and input_dim are the seed's). Got {config.trials}: {what} needs an "
+                f"estimated {format_bytes(exc.needed)}, over the budget of {format_bytes(exc.budget)} "
+                "(--memory-limit; default 80% of available memory).",
+                parameter="trials", needed=exc.needed, budget=exc.budget) from None
+
+
+def plan_fixes(fixes: Iterable[str] | None = None, *, depths: Iterable[int] = (10, 50), trials: int = 20,
+               seed: int = 0, workers: int | None = None, memory_limit=None, **extra) -> list[Config]:
+    """Every (depth, fix) config, checked before anything runs: names, fields, and memory.
+
+    Each run's peak (`study.memory.plan_run` with `workers` threads) and each
+    certificate's (`certify_estimate`: it holds every trial's network) must
+    fit the budget (memory_limit, default 80% of the memory available now);
+    otherwise MemoryBudgetError names the parameter and both sizes. Returns
+    the configs in the order `compare_fixes` runs them; the plans that needed
+    smaller chunks warn (MemoryPlanWarning) when they run.
+    """
+    names = list(FIXES) if fixes is None else list(fixes)
+    for name in names:
+        if name not in FIXES:
+            raise ValueError(f"The 'fixes' parameter must name fixes from {list(FIXES)}. Got {name!r} instead.")
+    pairs = [(name, fix_config(name, depth=depth, trials=trials, seed=seed, **extra))
+             for depth in depths for name in names]
+    budget = memory_budget(memory_limit)
+    for name, config in pairs:
+        _check_fix(name, config, workers, budget)
+    return [config for _, config in pairs]
 
 
 def ranking(outcomes: Iterable[FixOutcome]) -> pd.DataFrame:
@@ -121,14 +177,19 @@ def compare_fixes(
     trials: int = 20,
     seed: int = 0,
     workers: int | None = None,
+    memory_limit=None,
     **extra,
 ) -> tuple[pd.DataFrame, list[FixOutcome]]:
-    """Run every fix at every depth; return the ranking and the outcomes."""
+    """Run every fix at every depth; return the ranking and the outcomes.
+
+    Every configuration is checked first (`plan_fixes`), so a fix that cannot
+    fit in memory is refused before any fix runs.
+    """
+    depths = list(depths)
     names = list(FIXES) if fixes is None else list(fixes)
-    for name in names:
-        if name not in FIXES:
-            raise ValueError(f"The 'fixes' parameter must name fixes from {list(FIXES)}. Got {name!r} instead.")
-    outcomes = [run_fix(name, depth=depth, trials=trials, seed=seed, workers=workers, **extra)
+    budget = memory_budget(memory_limit)
+    plan_fixes(names, depths=depths, trials=trials, seed=seed, workers=workers, memory_limit=budget, **extra)
+    outcomes = [run_fix(name, depth=depth, trials=trials, seed=seed, workers=workers, memory_limit=budget, **extra)
                 for depth in depths for name in names]
     return ranking(outcomes), outcomes
 

@@ -33,7 +33,8 @@ import numpy as np
 from initscope.study.config import Config
 
 __all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "available_memory", "memory_budget", "parse_memory",
-           "run_estimate", "plan_run", "inspect_estimate", "certify_estimate", "check_estimate", "format_bytes", "DEFAULT_SHARE"]
+           "run_estimate", "plan_run", "inspect_estimate", "certify_estimate", "phase_estimate", "check_estimate",
+           "format_bytes", "halvings", "DEFAULT_SHARE"]
 
 DEFAULT_SHARE = 0.8  # of MemAvailable: the rest is the page cache's and other processes' headroom
 JACOBIAN_SAMPLES = 64  # runner.JACOBIAN_SAMPLES (not imported: the runner imports this module)
@@ -47,7 +48,16 @@ class MemoryPlanWarning(UserWarning):
 
 
 class MemoryBudgetError(ValueError):
-    """A run that cannot fit the memory budget in any chunking; raised before anything is allocated."""
+    """A run that cannot fit the memory budget in any chunking; raised before anything is allocated.
+
+    parameter: the one that drives the estimate (what to reduce); needed and
+    budget: the estimate and the budget in bytes.
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None, needed: int | None = None,
+                 budget: int | None = None):
+        super().__init__(message)
+        self.parameter, self.needed, self.budget = parameter, needed, budget
 
 
 @dataclass(frozen=True)
@@ -164,7 +174,7 @@ def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, tria
         "states": (6 * Tc * n * fan * b, states_driver),
         # Gram matrix, eigenvalues' workspace and vectors (linear_r2, projections).
         "gram": (4 * Tc * k * k * f8, states_driver),
-        "inputs": (4 * T * n * d * f8, "samples" if n >= d else "input_dim"),
+        "inputs": (4 * T * n * d * f8, "trials" if T >= max(n, d) else "samples" if n >= d else "input_dim"),
         "results": (I * T * (L + 1) * (k + M) * f8, rows_driver),
         "tables": (I * T * (L + 1) * (M * METRIC_ROW_BYTES + k * SPECTRUM_ROW_BYTES), rows_driver),
     }
@@ -199,7 +209,7 @@ def plan_run(config: Config, workers: int, budget: int | None, *, trials: int | 
     if budget is None or first.total <= budget:
         return RunPlan(per_chunk, workers, first, budget)
     for concurrent in range(workers, 0, -1):
-        for tc in _halvings(per_chunk):
+        for tc in halvings(per_chunk):
             est = run_estimate(config, tc, concurrent, trials=T)
             if est.total <= budget:
                 return RunPlan(tc, concurrent, est, budget, chunked=True)
@@ -207,7 +217,8 @@ def plan_run(config: Config, workers: int, budget: int | None, *, trials: int | 
     raise _too_big(config, smallest, budget)
 
 
-def _halvings(start: int) -> list[int]:
+def halvings(start: int) -> list[int]:
+    """start, ceil(start/2), ... down to 1: the chunk sizes a plan tries, largest first."""
     out, tc = [], start
     while tc > 1:
         out.append(tc)
@@ -222,21 +233,60 @@ def _too_big(config: Config, est: Estimate, budget: int) -> MemoryBudgetError:
         f"The '{param}' parameter must be smaller for this run to fit in memory. Got {value!r}: the run needs "
         f"an estimated {format_bytes(est.total)} even one trial at a time ({part}: {format_bytes(size)}), over "
         f"the budget of {format_bytes(budget)} (memory_limit / --memory-limit; default "
-        f"{DEFAULT_SHARE:.0%} of available memory)."
-    )
+        f"{DEFAULT_SHARE:.0%} of available memory).", parameter=param, needed=est.total, budget=budget)
+
+
+CERTIFY_JACOBIAN_ENTRIES = 1 << 24  # core.certify._MAX_ELEMENTS: Jacobian entries it holds at once
 
 
 def certify_estimate(config: Config) -> Estimate:
     """`certify`'s peak: every layer's parameters of all trials held at once (it materializes the
-    networks), its states, the pairwise distances per trial and its Jacobian chunk (2**24 entries)."""
+    networks), its states, the pairwise distances per trial and its Jacobian chunk: up to 2**24
+    entries, fewer when all samples' Jacobians are fewer, and at least one sample's of every trial."""
     s = _sizes(config)
-    T, n, fan, w, L, b = config.trials, s["n"], s["fan"], s["w"], s["L"], s["b"]
+    T, n, d, fan, w, L, b = config.trials, s["n"], s["d"], s["fan"], s["w"], s["L"], s["b"]
+    per_sample = T * d * fan
+    entries = max(min(CERTIFY_JACOBIAN_ENTRIES, n * per_sample), per_sample)
+    if n * per_sample <= CERTIFY_JACOBIAN_ENTRIES:  # every sample's Jacobians at once: (T, n, d, fan)
+        jac_driver = "trials" if T >= n else "samples"
+    elif per_sample > CERTIFY_JACOBIAN_ENTRIES:  # one sample at a time is already over the chunk
+        jac_driver = "trials" if T >= max(d, fan) else _wider(config)
+    else:
+        jac_driver = "input_dim" if d >= w else "width"
     return Estimate({
         "parameters": (T * L * fan * w * b, "depth" if L > fan * w else _wider(config)),
         "states": (4 * T * n * fan * b, "samples" if n >= fan else _wider(config)),
         "distances": (3 * n * n * 8, "samples"),
-        "jacobians": (4 * (1 << 24) * 8, "input_dim"),
+        "jacobians": (4 * entries * 8, jac_driver),
     })
+
+
+THEORY_ROW_BYTES = 1000  # a phase_point row dict (10 entries, 9 float objects) and its DataFrame row
+DECAY_ROW_BYTES = 350  # a phase_decay row tuple (7 objects) and its DataFrame row
+
+
+def phase_estimate(*, grid_points: int, grid_driver: str, measured_points: int, width: int, depth: int,
+                   networks: int, samples: int, networks_per_chunk: int) -> Estimate:
+    """`initscope phase`'s peak in bytes, networks run `networks_per_chunk` at a time.
+
+    The theory grid's rows; with measured points (0 without --measure): the
+    inputs of every network of a point, U (networks, width, samples + 1), its
+    QR and the three groups' states (networks, 3·samples, width) with their
+    concatenation; per chunk the weights (chunk, width, width) with one
+    network's drawing temporaries, the states and pre-activations with their
+    normalised copies; the decay rows (pre_cosine, pre_q) of all measured points.
+    """
+    n3 = 3 * samples  # groups A, B and C
+    parts: dict[str, tuple[int, str]] = {"theory grid": (grid_points * THEORY_ROW_BYTES, grid_driver)}
+    if measured_points:
+        parts.update({
+            "inputs": ((3 * (samples + 1) + 2 * n3) * networks * width * 8, "networks" if networks > width else "width"),
+            "weights": ((networks_per_chunk + 2) * width * width * 8, "width"),
+            "states": (6 * networks_per_chunk * n3 * width * 8, "width"),
+            "decay table": (measured_points * 3 * networks * depth * DECAY_ROW_BYTES,
+                            "depth" if depth >= networks else "networks"),
+        })
+    return Estimate(parts)
 
 
 def inspect_estimate(shape: tuple[int, ...], itemsize: int = 4) -> Estimate:
@@ -263,5 +313,5 @@ def check_estimate(est: Estimate, budget: int | None, what: str, value) -> None:
     raise MemoryBudgetError(
         f"The '{param}' parameter must be smaller to fit in memory. Got {value!r}: {what} needs an estimated "
         f"{format_bytes(est.total)} ({part}: {format_bytes(size)}), over the budget of {format_bytes(budget)} "
-        f"(--memory-limit; default {DEFAULT_SHARE:.0%} of available memory)."
-    )
+        f"(--memory-limit; default {DEFAULT_SHARE:.0%} of available memory).",
+        parameter=param, needed=est.total, budget=budget)

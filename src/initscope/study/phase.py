@@ -40,6 +40,7 @@ NaN, with the reason in `note`.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -49,9 +50,10 @@ from initscope.core import theory as th
 from initscope.core.metrics import mean_cosine
 from initscope.core.network import Architecture, draw_layer, layer_forward
 from initscope.core.propagation import pre_q
+from initscope.study import memory
 
 __all__ = ["PhaseConfig", "PhaseResult", "phase_study", "measure_depth_scale", "parse_grid", "GROUPS",
-           "MEASURED_COLUMNS"]
+           "MEASURED_COLUMNS", "plan_phase", "phase_estimate", "MAX_GRID_VALUES"]
 
 _START_OFFSET = 0.05  # |c₁ − c*|: small enough for the linearised map, large against 1/√width noise
 _Q_OFFSET = 0.1  # q₁/q* − 1 of group C: the q-map's curvature stays small against its slope there
@@ -59,6 +61,7 @@ GROUPS = ("A", "B", "C")
 MEASURED_COLUMNS = ("sigma_w2", "sigma_b2", "xi_c_theory", "xi_c_measured", "xi_q_theory", "xi_q_measured", "c_star",
                     "c_start_a", "c_start_b", "layers_fitted", "q_layers_fitted", "note")
 _MIN_LAYERS = 3  # a slope needs at least three points to mean anything
+MAX_GRID_VALUES = 10**6  # per axis; the grid (a product of two) is then checked against the memory budget
 
 
 @dataclass(frozen=True)
@@ -90,12 +93,12 @@ class PhaseResult:
 def parse_grid(text: str, name: str) -> tuple[float, ...]:
     """'a,b,c' or 'START:STOP:N' (N evenly spaced values, both ends included) as a tuple of floats ≥ 0."""
     message = (f"The '{name}' parameter must be a comma-separated list of numbers >= 0 or START:STOP:N "
-               f"with N >= 1. Got {text!r} instead.")
+               f"with 1 <= N <= {MAX_GRID_VALUES}. Got {text!r} instead.")
     try:
         if ":" in text:
             start, stop, count = text.split(":")
             n = int(count)
-            if n < 1:
+            if not 1 <= n <= MAX_GRID_VALUES:  # checked before linspace allocates N values
                 raise ValueError
             values = np.linspace(float(start), float(stop), n)
         else:
@@ -140,9 +143,13 @@ def _inputs(q: float, starts: tuple[float, float], sigma_w2: float, sigma_b2: fl
 
 def measure_depth_scale(activation: str, sigma_w2: float, sigma_b2: float, *, width: int, depth: int,
                         networks: int, samples: int, rng: np.random.Generator,
-                        nodes: int = th.DEFAULT_NODES) -> tuple[dict, np.ndarray, np.ndarray]:
+                        nodes: int = th.DEFAULT_NODES,
+                        networks_per_chunk: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Measured ξ_c and ξ_q at one point, and pre_cosine, pre_q per (group A/B/C, network, layer) (3, networks, depth).
 
+    networks_per_chunk: how many networks' weights (chunk, width, width) are
+    held at once (default all); each network draws from its own generator, so
+    the numbers do not depend on it.
     Returns ({xi_c_theory, xi_c_measured, xi_q_theory, xi_q_measured, c_star, c_start_a, c_start_b,
     layers_fitted, q_layers_fitted, note}, cosines, lengths).
     """
@@ -167,16 +174,21 @@ def measure_depth_scale(activation: str, sigma_w2: float, sigma_b2: float, *, wi
     S = np.concatenate([S, math.sqrt((q * (1 + _Q_OFFSET) - sigma_b2) / (q - sigma_b2)) * S[:, samples:]], axis=1)
     arch = Architecture(activation)
     rngs = rng.spawn(networks)
+    chunk = networks if networks_per_chunk is None else max(1, min(networks, int(networks_per_chunk)))
     # Single-threaded BLAS: these matrices are small, and threads that spin on a busy machine cost 100x.
     with threadpool_limits(1):
-        for layer in range(depth):
-            W, b = draw_layer("kaiming-normal", width, width, gain=math.sqrt(sigma_w2), shift="normal",
-                              shift_scale=math.sqrt(sigma_b2), rngs=rngs)
-            S, z = layer_forward(S, W, b, arch)
-            for g in range(len(GROUPS)):
-                part = z[:, g * samples:(g + 1) * samples]
-                cosines[g, :, layer] = mean_cosine(part)
-                lengths[g, :, layer] = pre_q(part)
+        for start in range(0, networks, chunk):
+            part = slice(start, min(networks, start + chunk))
+            states = S[part]
+            for layer in range(depth):
+                W, b = draw_layer("kaiming-normal", width, width, gain=math.sqrt(sigma_w2), shift="normal",
+                                  shift_scale=math.sqrt(sigma_b2), rngs=rngs[part])
+                states, z = layer_forward(states, W, b, arch)
+                del W, b  # before the next layer's draw: one layer's weights at a time, as planned
+                for g in range(len(GROUPS)):
+                    group = z[:, g * samples:(g + 1) * samples]
+                    cosines[g, part, layer] = mean_cosine(group)
+                    lengths[g, part, layer] = pre_q(group)
     row.update(_fit_decay(cosines[0] - cosines[1], first=2, name="ξ_c"))
     fit_q = _fit_decay(lengths[2] - lengths[1], first=1, name="ξ_q")
     row.update(xi_q_measured=fit_q.get("xi_c_measured", math.nan), q_layers_fitted=fit_q["layers_fitted"],
@@ -201,11 +213,48 @@ def _fit_decay(difference: np.ndarray, *, first: int = 2, name: str = "ξ_c") ->
     return dict(xi_c_measured=math.inf if slope >= 0 else -1.0 / slope, layers_fitted=len(layers), note="")
 
 
-def phase_study(config: PhaseConfig) -> PhaseResult:
-    """The theory grid and, with config.measure, the measured grid; see the module docstring."""
+def phase_estimate(config: PhaseConfig, networks_per_chunk: int | None = None):
+    """`study.memory.phase_estimate` of a config (all networks at once by default)."""
+    grid = len(config.sigma_w2) * len(config.sigma_b2)
+    measured = len(config.measure_sigma_w2) * len(config.measure_sigma_b2) if config.measure else 0
+    return memory.phase_estimate(
+        grid_points=grid, grid_driver="sigma_w2" if len(config.sigma_w2) >= len(config.sigma_b2) else "sigma_b2",
+        measured_points=measured, width=config.width, depth=config.depth, networks=config.networks,
+        samples=config.samples, networks_per_chunk=networks_per_chunk or config.networks)
+
+
+def plan_phase(config: PhaseConfig, budget: int | None) -> int:
+    """Networks per chunk that fit `budget` bytes (None: no check): all when they fit, else the largest
+    halving that does; MemoryBudgetError naming the driving parameter when one network does not fit."""
+    for chunk in memory.halvings(config.networks):
+        est = phase_estimate(config, chunk)
+        if budget is None or est.total <= budget:
+            return chunk
+    est = phase_estimate(config, 1)
+    value = getattr(config, est.largest[2])
+    memory.check_estimate(est, budget, "initscope phase" + (" --measure" if config.measure else ""),
+                          len(value) if isinstance(value, tuple) else value)  # a grid: its number of values
+    return 1  # not reached: check_estimate raised
+
+
+def phase_study(config: PhaseConfig, *, memory_limit=None) -> PhaseResult:
+    """The theory grid and, with config.measure, the measured grid; see the module docstring.
+
+    memory_limit: the memory budget in bytes or text ("8GiB"; default 80% of
+    the memory available now). The peak is estimated first: over the budget,
+    fewer networks are held at once (the same numbers, a MemoryPlanWarning);
+    when one network does not fit, MemoryBudgetError (a ValueError naming the
+    parameter to reduce) before anything is computed.
+    """
     import pandas as pd
 
     _check(config)
+    budget = memory.memory_budget(memory_limit)
+    chunk = plan_phase(config, budget)
+    if chunk < config.networks:
+        warnings.warn(f"memory: phase's estimated peak exceeds the budget of {memory.format_bytes(budget)}; "
+                      f"measuring {chunk} of the {config.networks} networks at a time (the same numbers)",
+                      memory.MemoryPlanWarning, stacklevel=2)
     theory = pd.DataFrame(core_phase.theory_grid(config.activation, config.sigma_w2, config.sigma_b2,
                                                  nodes=config.nodes), columns=list(core_phase.PHASE_COLUMNS))
     measured_rows, decay_rows = [], []
@@ -215,7 +264,8 @@ def phase_study(config: PhaseConfig) -> PhaseResult:
         for (sw, sb), child in zip(points, root.spawn(len(points))):
             row, cosines, lengths = measure_depth_scale(
                 config.activation, sw, sb, width=config.width, depth=config.depth, networks=config.networks,
-                samples=config.samples, rng=np.random.default_rng(child), nodes=config.nodes)
+                samples=config.samples, rng=np.random.default_rng(child), nodes=config.nodes,
+                networks_per_chunk=chunk)
             measured_rows.append(dict(sigma_w2=sw, sigma_b2=sb, **row))
             for g, group in enumerate(GROUPS):
                 for net in range(cosines.shape[1]):
