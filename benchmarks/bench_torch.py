@@ -68,7 +68,8 @@ else:
         warnings.simplefilter("ignore")
         result = inspect(model, x, **kw)
     extra = {{"states": int(len(result.layers)), "notes": result.notes[:6],
-              "subsampled_layers": int(result.metrics["sample_size"].notna().groupby(result.metrics["layer"]).any().sum())}}
+              "subsampled_layers": int(result.metrics.loc[result.metrics["metric"] == "effective_rank", "sample_size"]
+                                       .notna().sum())}}
 seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(dict(seconds=seconds, cpu_seconds=cpu_seconds, peak_rss_bytes=rss, threads=torch.get_num_threads(),

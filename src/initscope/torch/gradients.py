@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initscope.torch.kernels import one_thread
 from initscope.torch.loading import ModelError, _quote
 from initscope.torch.outputs import tensors_of
 
@@ -109,8 +110,9 @@ def gradient_norms(value: torch.Tensor, params: list[nn.Parameter]) -> dict[int,
         grads = torch.autograd.grad(value, params, allow_unused=True)
     except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise ModelError(f"the backward pass raised {_quote(exc)}") from exc
-    return {id(p): None if g is None else float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
-            for p, g in zip(params, grads, strict=True)}
+    with one_thread():  # float64 copies of every gradient: with both pools spinning they cost seconds (kernels)
+        return {id(p): None if g is None else float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
+                for p, g in zip(params, grads, strict=True)}
 
 
 def layer_gradient(grads: dict[int, float | None], params: list[nn.Parameter]) -> float:

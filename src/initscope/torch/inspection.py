@@ -41,6 +41,7 @@ from initscope.torch.jacobian import (
     JacobianReadings,
     jacobian_values,
 )
+from initscope.torch.kernels import one_thread
 from initscope.torch.loading import ModelError, _quote
 from initscope.torch.layouts import LayoutRules, LayoutWarning, model_kind
 from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES, TOKEN_METRICS, to_numpy
@@ -292,8 +293,9 @@ def inspect(
         target = y.reshape(n, -1)[:, 0].detach().to("cpu", torch.float64).numpy()
     else:
         target = np.linalg.norm(to_numpy(x.reshape(n, -1)).astype(np.float64), axis=1)
-    return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes,
-                        reference=rec.reference, histograms=jac.histograms)
+    with one_thread():  # incoming weight norms in float64 (kernels.one_thread)
+        return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes,
+                            reference=rec.reference, histograms=jac.histograms)
 
 
 def _pre_values(layer, floating_input: bool) -> dict[str, float]:

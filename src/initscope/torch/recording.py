@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from initscope.core import metrics as M
+from initscope.torch.kernels import one_thread
 from initscope.torch.layouts import Layout, LayoutRules, contents_kind, infer_layout, module_kind
 from initscope.torch.measures import Comparison, Measured, measure_state, to_numpy
 from initscope.torch.outputs import constant_over_samples, recordable, tensors_of
@@ -129,11 +130,12 @@ class Recorder:
             self.reference = 0
 
     def set_comparison(self, state: torch.Tensor) -> None:
-        flat = to_numpy(state.reshape(self.n, -1))[None]
-        ref = None
-        if M.needing("distances", self.want):
-            ref = M.distance_reference(flat, rng=np.random.default_rng(self.seed))
-        self.comparison = Comparison(M.centred(flat).astype(np.float64), ref)  # linear_r2 reads it in float64
+        with one_thread():  # numpy's BLAS right after torch work: see kernels.one_thread (1 s -> 0.01 s on a BERT)
+            flat = to_numpy(state.reshape(self.n, -1))[None]
+            ref = None
+            if M.needing("distances", self.want):
+                ref = M.distance_reference(flat, rng=np.random.default_rng(self.seed))
+            self.comparison = Comparison(M.centred(flat).astype(np.float64), ref)  # linear_r2 reads it in float64
 
     def _record(self, module, name: str, output: str, call: int, out: torch.Tensor, layout: Layout) -> Layer:
         if layout.kind != "units" or len(layout.shape) > 1:
