@@ -186,6 +186,10 @@ def test_certify_refuses_what_cannot_fit(capsys):
     assert main(["certify", "--width", "200000", "--depth", "100"]) == 2
     err = capsys.readouterr().err
     assert "'width'" in err and "certify" in err and err.count("\n") == 1, err
+    # --memory-limit as in every other command: 20 trials' Jacobians need about 100 MiB.
+    assert main(["certify", "--trials", "20", "--input-dim", "40", "--memory-limit", "50MB", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'samples'" in err and "47.7 MiB" in err and err.count("\n") == 1, err
 
 
 # --- compare-fixes, phase --measure, sweep, explore: the same planning as run --------------------

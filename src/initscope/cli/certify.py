@@ -23,6 +23,7 @@ import typer
 
 from initscope.cli.common import (
     BadInput,
+    MemoryLimit,
     Overwrite,
     args_or_help,
     exit_process,
@@ -62,6 +63,7 @@ def certify_command(
     rtol: Optional[str] = typer.Option(None, "--rtol", metavar="FLOAT", help="Collision tolerance relative to the state scale (default: 1e-6 float64, 1e-3 float32)."),
     fields: dict | None = None,
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
+    memory_limit: MemoryLimit = None,
 ) -> None:
     """Certify per layer that no two samples merge and no input direction is lost (exit 0 yes, 3 no)."""
     given = {k: v for k, v in fields.items() if v is not None}
@@ -73,7 +75,7 @@ def certify_command(
 
     try:  # certify holds every layer's parameters: refuse now what cannot fit
         est = certify_estimate(cfg)
-        check_estimate(est, memory_budget(), "certify", getattr(cfg, est.largest[2], None))
+        check_estimate(est, memory_budget(memory_limit), "certify", getattr(cfg, est.largest[2], None))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     with contextlib.ExitStack() as stack:
