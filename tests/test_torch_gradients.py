@@ -23,12 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch_models as tm  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 class MyRMSNorm(nn.Module):

@@ -28,13 +28,7 @@ CORE_METRIC_COLUMNS = ["init", "trial", "layer", "metric", "value"]
 SPECTRA_COLUMNS = ["init", "trial", "layer", "k", "singular_value"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread avoids oversubscribing a shared CI machine. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ---------------------------------------------------------------- the seed post's MLP, torch vs numpy

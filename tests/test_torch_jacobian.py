@@ -20,13 +20,7 @@ from initscope.torch import combine, inspect  # noqa: E402
 THEORY = ("jacobian_rank", "jacobian_sq_mean", "jacobian_log_spread", "pre_q", "pre_cosine")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread avoids oversubscribing a shared CI machine. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def as_sequential(params: list[tuple[np.ndarray, np.ndarray]], t: int = 0) -> nn.Sequential:

@@ -19,12 +19,7 @@ from initscope.torch.layouts import LayoutWarning, infer_layout, sequence_first 
 from initscope.torch.outputs import recordable, tensors_of  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tokens(n=6, length=10, seed=0):

@@ -21,12 +21,7 @@ from initscope.torch.layouts import Layout  # noqa: E402
 from initscope.torch.measures import Comparison, measure_state  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tokens(n=8, length=12, seed=0):
