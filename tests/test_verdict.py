@@ -173,3 +173,23 @@ def test_the_run_derives_lost_directions_from_its_arrays_exactly_as_from_its_tab
         assert len(mine)  # the case really exercises the flag
     rest = result.flags[result.flags["flag"] != LOST_DIRECTIONS]
     assert (result.flags.index[result.flags["flag"] == LOST_DIRECTIONS] >= len(rest)).all()  # last, as before
+
+
+def test_a_runs_flags_are_not_derived_again_but_a_loaded_table_is(shrinking, monkeypatch):
+    """run() marks its flags complete; the summary, verdict and report then skip the derivation,
+    while a table without the mark (read from CSV, or built by hand) still gets it."""
+    from initscope.study import verdict as V
+
+    calls = []
+    real = V.lost_direction_flags
+    monkeypatch.setattr(V, "lost_direction_flags", lambda *a, **k: calls.append(1) or real(*a, **k))
+    seed_run = quiet_run(trials=3)  # no trial loses a direction: nothing in the rows says they were derived
+    assert not (seed_run.flags["flag"] == LOST_DIRECTIONS).any()
+    assert V.with_lost_directions(seed_run.metrics, seed_run.spectra, seed_run.flags, seed_run.config) is seed_run.flags
+    run_verdict(seed_run.metrics, seed_run.spectra, seed_run.flags, config=seed_run.config)
+    assert calls == []
+    plain = pd.DataFrame(shrinking.flags[shrinking.flags["flag"] != LOST_DIRECTIONS].to_dict("list"))
+    plain = plain if len(plain) else pd.DataFrame(columns=["init", "trial", "layer", "flag"])
+    again = V.with_lost_directions(shrinking.metrics, shrinking.spectra, plain, shrinking.config)
+    assert calls == [1]
+    assert (again["flag"] == LOST_DIRECTIONS).sum() == (shrinking.flags["flag"] == LOST_DIRECTIONS).sum() > 0

@@ -17,7 +17,7 @@ from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.study.config import Config, config_columns
 from initscope.study.display import run_html, run_repr
 from initscope.study.measure import Chunk
-from initscope.study.verdict import lost_direction_rows
+from initscope.study.verdict import LOST_DIRECTIONS, lost_direction_rows
 
 __all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
 
@@ -112,6 +112,7 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
     projections = _frame(proj_cols, ["init", "trial", "layer", "sample", "pc1", "pc2", "pc3", "target"], trial=0)
     weight_norms = _frame(norm_cols, ["init", "trial", "layer", "kind", "norm"])
     flags = pd.DataFrame(flag_rows + lost_rows, columns=["init", "trial", "layer", "flag"])
+    flags.attrs[LOST_DIRECTIONS] = len(flags)  # complete at this many rows: not derived again later
     # Rows by (trial, layer) within an initializer, whatever chunks the trials ran in:
     # a chunk lists its rows layer by layer, so one chunk or seven would interleave differently.
     info_rows = [(init, *row) for init, parts in results.items()

@@ -197,7 +197,16 @@ def lost_direction_flags(metrics: pd.DataFrame, spectra: pd.DataFrame, config: A
 
 def with_lost_directions(metrics: pd.DataFrame, spectra: pd.DataFrame | None, flags: pd.DataFrame | None,
                          config: Any = None) -> pd.DataFrame | None:
-    """`flags` with the lost_directions rows added, unless it has them already or they cannot be derived."""
+    """`flags` with the lost_directions rows added, unless it has them already or they cannot be derived.
+
+    A flags table `run()` made says so in `flags.attrs[LOST_DIRECTIONS]`, the
+    row count it was complete at: its rows hold every lost_directions flag even
+    when no trial lost a direction, so the summary, the verdict and the report do
+    not derive them again. A table with rows taken out (pandas keeps attrs through
+    a filter) no longer matches its count and is derived again.
+    """
+    if flags is not None and flags.attrs.get(LOST_DIRECTIONS) == len(flags):
+        return flags
     cfg = _config(config, metrics)
     if spectra is None or not len(spectra) or not {"samples", "width", "input_dim"} <= set(cfg):
         return flags
