@@ -64,6 +64,13 @@ FACTORY = textwrap.dedent(
 
     def seq():
         return Seq()
+
+    def long_names():
+        # a module name longer than the printed table is wide (180 columns off a terminal)
+        from collections import OrderedDict
+
+        return nn.Sequential(OrderedDict([("stem_" + "x" * 150 + "_end", nn.Linear(6, 8)), ("act", nn.ReLU()),
+                                          ("head", nn.Linear(8, 2))]))
     """
 )
 
@@ -270,3 +277,48 @@ def test_layer_wise_init_fits_the_given_inputs(project, capsys):
     code, _, err = cli(capsys, f"{project}/models.py:cnn", "--input-shape", "4,2,6,6", "--init", "well-spaced",
                        "--out", str(out), "--no-report", "--quiet")
     assert code == 0, err
+
+
+def _table_cells(stdout: str) -> tuple[list[str], list[list[str]]]:
+    """The printed layer table's header and rows, a cell wrapped over several lines joined again."""
+    lines = stdout.splitlines()
+    header = next([c.strip() for c in line.split("┃")[1:-1]] for line in lines if line.startswith("┃"))
+    rows: list[list[str]] = []
+    for line in (line for line in lines if line.startswith("│")):
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells[0]:
+            rows.append(cells)
+        else:  # a continuation line: the same row's cells go on
+            rows[-1] = [a + b for a, b in zip(rows[-1], cells, strict=True)]
+    return header, rows
+
+
+def test_the_table_shows_each_grad_norms_parameter_kind(project, capsys):
+    np.save(project / "ids.npy", np.random.default_rng(0).integers(0, 30, (12, 7)))
+    out = project / "kinds"
+    code, stdout, err = cli(capsys, f"{project}/models.py:seq", "--input", str(project / "ids.npy"),
+                            "--out", str(out), "--no-report", "--metrics", "rms,grad_norm")
+    assert code == 0, err
+    header, rows = _table_cells(stdout)
+    assert header.index("param_kind") == header.index("grad_norm") - 1  # beside the norms it qualifies
+    layers = pd.read_csv(out / "layers.csv")
+    shown = [row[header.index("param_kind")] for row in rows]
+    assert shown == list(layers["param_kind"]) == ["none", "embedding", "weight", "norm_affine"]
+    assert "compared only with the largest of the same param_kind" in stdout
+    code, stdout, err = cli(capsys, f"{project}/models.py:seq", "--input", str(project / "ids.npy"),
+                            "--out", str(out), "--no-report", "--metrics", "rms", "--overwrite")
+    assert code == 0, err
+    assert "param_kind" not in _table_cells(stdout)[0]  # without grad_norm it qualifies nothing
+
+
+def test_the_table_wraps_a_long_module_name_and_never_cuts_it(project, capsys):
+    out = project / "long"
+    code, stdout, err = cli(capsys, f"{project}/models.py:long_names", "--input-shape", "16,6", "--out", str(out),
+                            "--no-report", "--metrics", "rms,grad_norm")
+    assert code == 0, err
+    header, rows = _table_cells(stdout)
+    name = "stem_" + "x" * 150 + "_end"
+    assert name not in stdout  # a 180-column table cannot hold it on one line: it wrapped
+    assert [row[header.index("module")] for row in rows] == ["input", name, "act", "head"]
+    assert [row[header.index("param_kind")] for row in rows] == ["none", "weight", "none", "weight"]
+    assert "…" not in stdout

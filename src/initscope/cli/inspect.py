@@ -306,30 +306,51 @@ def _number(v: float) -> str:
     return f"{v:.3g}" if v == 0 or 1e-3 <= abs(v) < 1e5 else f"{v:.2e}"
 
 
+def _layer_table(result):
+    """The per-layer rich Table: names, layout and shape, the table metrics, and the flags.
+
+    With grad_norm, a param_kind column beside it says which parameters each
+    layer's norm reads (layers.csv's column): the vanishing-gradient rule
+    compares a layer only with the largest norm of its own kind. No cell is
+    cut short: a name too long for the terminal wraps onto the next line
+    (overflow "fold") instead of losing its tail to an ellipsis.
+    """
+    from rich.table import Table
+
+    wide = result.metrics.pivot_table(index="layer", columns="metric", values="value", aggfunc="first", dropna=False)
+    flags = result.flags.groupby("layer")["flag"].apply(lambda f: ", ".join(f)) if len(result.flags) else {}
+    present = [m for m in _TABLE_METRICS if m in wide]
+    kinds = "grad_norm" in present and "param_kind" in result.layers
+    label = result.config["init"][0]
+    table = Table(title=f"{result.config['model']} ({label}), {result.config['samples']} samples, "
+                        f"mode {result.config['mode']}", title_justify="left",
+                  caption="grad_norm is compared only with the largest of the same param_kind" if kinds else None,
+                  caption_justify="left")
+    for column in ("layer", "module", "type", "layout", "shape", "units"):
+        table.add_column(column, justify="right" if column in ("layer", "units") else "left", overflow="fold")
+    for m in present:
+        if m == "grad_norm" and kinds:
+            table.add_column("param_kind", overflow="fold")
+        table.add_column(METRICS[m].label, justify="right", overflow="fold")
+    table.add_column("flags", overflow="fold")
+    for row in result.layers.itertuples(index=False):
+        cells = [str(row.layer), row.module, row.module_type, row.layout, row.shape, str(row.units)]
+        for m in present:
+            if m == "grad_norm" and kinds:
+                cells.append(str(row.param_kind))
+            cells.append(_number(float(wide.at[row.layer, m])))
+        cells.append(flags.get(row.layer, "") if len(flags) else "")
+        table.add_row(*cells)
+    return table
+
+
 def _print(result, out: Path) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     from initscope.torch import diagnose, flag_table
 
     console = Console(width=None if sys.stdout.isatty() else 180)
-    wide = result.metrics.pivot_table(index="layer", columns="metric", values="value", aggfunc="first", dropna=False)
-    flags = result.flags.groupby("layer")["flag"].apply(lambda f: ", ".join(f)) if len(result.flags) else {}
-    present = [m for m in _TABLE_METRICS if m in wide]
-    label = result.config["init"][0]
-    table = Table(title=f"{result.config['model']} ({label}), {result.config['samples']} samples, "
-                        f"mode {result.config['mode']}", title_justify="left")
-    for column in ("layer", "module", "type", "layout", "shape", "units"):
-        table.add_column(column, justify="right" if column in ("layer", "units") else "left")
-    for m in present:
-        table.add_column(METRICS[m].label, justify="right")
-    table.add_column("flags")
-    for row in result.layers.itertuples(index=False):
-        cells = [str(row.layer), row.module, row.module_type, row.layout, row.shape, str(row.units)]
-        cells += [_number(float(wide.at[row.layer, m])) for m in present]
-        cells.append(flags.get(row.layer, "") if len(flags) else "")
-        table.add_row(*cells)
-    console.print(table)
+    console.print(_layer_table(result))
     for _, row in flag_table(result).iterrows():
         console.print(f"[bold]{row.iloc[0]}[/bold]")
         for column in row.index[1:]:

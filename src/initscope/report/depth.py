@@ -14,7 +14,7 @@ from initscope.report._common import (
     resolved_gain, rgba, template, theory_applies,
 )
 from initscope.report.meanfield import OVERLAID, mean_field_curves, overlay_reason
-from initscope.report.modules import LayerNames, spaced_ticks
+from initscope.report.modules import LayerNames, shown_layers, spaced_ticks
 from initscope.report.tables import config_dict
 
 __all__ = ["metric_depth_figure", "metric_depth_spec", "METRIC_ORDER", "metric_order", "display_floor",
@@ -295,12 +295,7 @@ def _model_points(summary: Summary, modules: LayerNames, which: str) -> Summary:
     parameter-free ReLU) shows its weight layers instead, one kind of module.
     """
     finite = _subset(summary, summary.layers[np.isfinite(summary.median)])
-    if which != "selection":
-        return finite
-    chosen = _subset(finite, modules.selection)
-    if 2 * len(chosen.layers) < len(modules.selection) and modules.kinds:
-        chosen = _subset(finite, [layer for layer, kind in modules.kinds.items() if kind == "weight"])
-    return chosen
+    return finite if which != "selection" else _subset(finite, shown_layers(modules, finite.layers))
 
 
 def _layer_set_buttons(modules: LayerNames, shown_in: list[str]) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["LayerNames", "layer_names", "block_outputs", "spaced_ticks", "MAX_SHOWN"]
+__all__ = ["LayerNames", "layer_names", "block_outputs", "spaced_ticks", "shown_layers", "MAX_SHOWN"]
 
 MAX_SHOWN = 40  # more recorded layers than this: the depth panels default to the block outputs
 _TICK_CHARS = 22  # longer names are shown by their tail on axis ticks ("…output.LayerNorm")
@@ -87,6 +87,20 @@ def spaced_ticks(layers: LayerNames, share: float) -> tuple[list[int], list[str]
             kept.pop()
         kept.append(i)
     return [layers.selection[i] for i in kept], [layers.ticks[i] for i in kept]
+
+
+def shown_layers(layers: LayerNames, finite) -> list[int]:
+    """The layers a deep model's depth panel draws by default, of those where its metric is `finite`.
+
+    finite: (k,) layer numbers with a finite value. The selection (block
+    outputs), or, for a metric undefined at most of it (grad_norm: a block
+    ends in a parameter-free ReLU), the weight layers: one kind of module.
+    """
+    have = {int(layer) for layer in finite}
+    chosen = [layer for layer in layers.selection if layer in have]
+    if 2 * len(chosen) < len(layers.selection) and layers.kinds:
+        chosen = [layer for layer, kind in sorted(layers.kinds.items()) if kind == "weight" and layer in have]
+    return chosen
 
 
 def _module_path(name: str) -> list[str]:

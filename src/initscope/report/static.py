@@ -2,6 +2,13 @@
 
 Figures are built on `matplotlib.figure.Figure` directly rather than pyplot,
 so nothing here touches matplotlib's global state or backend.
+
+An inspected model's figures name its modules (`report.modules`, as the HTML
+report does): layer axes are ticked with the module names of the readable
+selection (a deep model's block outputs), spaced so slanted names do not
+overprint, and titles say "layer 12 (layer1.0.conv1, Conv2d)". A deep model's
+depth panels draw the block outputs boldly and every layer faintly, since a
+PNG has no switch between them. A run of the MLP keeps its layer numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from initscope.report._common import PALETTE, inits_of, sqrt_eps
 from initscope.report.depth import _metrics_present, display_summary, log_axis, panel_title, theory_curves
 from initscope.report.geometry import MAX_POINTS, chosen_samples, projection_cube
 from initscope.report.jacobian import bin_grid, density_by_layer, measured_log_rms, theory_rms
+from initscope.report.modules import LayerNames, layer_names, shown_layers, spaced_ticks
 from initscope.report.spectra import _floor, _positive, median_spectra
 from initscope.report.tables import RunTables, config_dict
 from initscope.report.weights import _theory, norm_histogram
@@ -27,6 +35,10 @@ __all__ = ["write_static"]
 _DPI = 100
 _GIF_DPI = 72
 _GIF_FPS = 2
+# Slanted names need their ticks a font height / sin(45°) apart: ≥ 16 px of a 4.2-inch panel's ~330 px.
+_TICK_SHARE = 1 / 20
+_TICK_ANGLE = 45
+_TICK_POINTS = 6.5
 
 
 def _colour(inits: list[str], init: str) -> str:
@@ -52,6 +64,29 @@ def _save_gif(fig, path: Path, frames: list, draw) -> Path:
     return path
 
 
+def _where(modules: LayerNames | None, layer: int) -> str:
+    """A title's layer: "layer 12", or for a model "layer 12 (layer1.0.conv1, Conv2d)"."""
+    return f"layer {int(layer)}" if modules is None else modules.where(layer)
+
+
+def _name_ticks(ax, modules: LayerNames | None) -> None:
+    """Tick a layer x axis (drawn already) with the module names of the readable selection; a run keeps numbers."""
+    if modules is None:
+        return
+    lo, hi = sorted(ax.get_xlim())
+    ticks = [(at, text) for at, text in zip(*spaced_ticks(modules, _TICK_SHARE)) if lo <= at <= hi]
+    ax.set_xticks([at for at, _ in ticks], [text for _, text in ticks], rotation=_TICK_ANGLE, ha="right",
+                  rotation_mode="anchor", fontsize=_TICK_POINTS)  # outside the limits: set_xticks would widen them
+
+
+def _name_colour_bar(bar, modules: LayerNames | None) -> None:
+    """A colour bar of layers ticked with module names, as many as its height holds (horizontal text)."""
+    if modules is None:
+        return
+    at, texts = spaced_ticks(modules, 1 / 12)
+    bar.set_ticks(at, labels=texts, fontsize=_TICK_POINTS)
+
+
 def _grid(n: int, cols: int) -> tuple[int, int]:
     cols = max(1, min(cols, n))
     return math.ceil(n / cols), cols
@@ -66,7 +101,7 @@ def _layer_points(cube, layer: int) -> np.ndarray | None:
     return coords[where[0]]
 
 
-def _projection_axis(fig, position, init: str, cube, layer: int, norm):
+def _projection_axis(fig, position, init: str, cube, layer: int, norm, modules: LayerNames | None):
     """One 3D view; returns (axes, scatter, overflow note) for later frames to update."""
     ax = fig.add_subplot(*position, projection="3d")
     target = cube[3]
@@ -77,14 +112,14 @@ def _projection_axis(fig, position, init: str, cube, layer: int, norm):
         axis(name, fontsize=7)
     ax.tick_params(labelsize=6)
     view = (ax, scatter, note)
-    _show_layer(view, init, cube, layer)
+    _show_layer(view, init, cube, layer, modules)
     return view
 
 
-def _show_layer(view, init: str, cube, layer: int) -> None:
+def _show_layer(view, init: str, cube, layer: int, modules: LayerNames | None) -> None:
     ax, scatter, note = view
     xyz = _layer_points(cube, layer)
-    ax.set_title(f"{init}, layer {layer}", fontsize=9)
+    ax.set_title(textwrap.fill(f"{init}, {_where(modules, layer)}", 40), fontsize=9)  # a long name: two lines
     if xyz is None:
         scatter._offsets3d = (np.array([]), np.array([]), np.array([]))
         note.set_text("non-finite (overflow)")
@@ -97,7 +132,7 @@ def _show_layer(view, init: str, cube, layer: int) -> None:
         setter(lo - pad, hi + pad)
 
 
-def _projections(tables: RunTables, folder: Path) -> list[Path]:
+def _projections(tables: RunTables, folder: Path, modules: LayerNames | None) -> list[Path]:
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
@@ -111,12 +146,16 @@ def _projections(tables: RunTables, folder: Path) -> list[Path]:
     targets = np.concatenate([c[3] for c in cubes.values()])
     finite = targets[np.isfinite(targets)]
     norm = Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
-    shown = sorted({layers[0], layers[min(1, len(layers) - 1)], layers[len(layers) // 2], layers[-1]})
+    # A deep model's middle layer is likely inside a block; its block outputs are the states worth a view.
+    among = [layer for layer in modules.selection if layer in layers] if modules is not None else []
+    among = among if len(among) >= 2 else layers
+    shown = sorted({among[0], among[min(1, len(among) - 1)], among[len(among) // 2], among[-1]})
 
     fig = Figure(figsize=(3.2 * len(shown) + 0.8, 3.0 * len(inits)))
     for r, init in enumerate(inits):
         for c, layer in enumerate(shown):
-            _projection_axis(fig, (len(inits), len(shown), r * len(shown) + c + 1), init, cubes[init], layer, norm)
+            _projection_axis(fig, (len(inits), len(shown), r * len(shown) + c + 1), init, cubes[init], layer, norm,
+                             modules)
     _colour_bar(fig, norm)
     fig.suptitle("Samples on each layer's top 3 principal components (colour: target)")
     out = [_save_png(fig, folder / "layers_3d.png")]
@@ -124,24 +163,26 @@ def _projections(tables: RunTables, folder: Path) -> list[Path]:
     # The GIF keeps its axes and updates the points: rebuilding 3D axes per frame is slow.
     rows, cols = _grid(len(inits), 3)
     gif = Figure(figsize=(4.2 * cols + 0.8, 4.0 * rows))
-    views = [_projection_axis(gif, (rows, cols, i + 1), init, cubes[init], layers[0], norm)
+    views = [_projection_axis(gif, (rows, cols, i + 1), init, cubes[init], layers[0], norm, modules)
              for i, init in enumerate(inits)]
     _colour_bar(gif, norm)
 
     def draw(layer: int) -> None:  # each view's title names the layer
         for view, init in zip(views, inits):
-            _show_layer(view, init, cubes[init], layer)
+            _show_layer(view, init, cubes[init], layer, modules)
 
     out.append(_save_gif(gif, folder / "layers_3d.gif", layers, draw))
     return out
 
 
 def _colour_bar(fig, norm) -> None:
-    fig.subplots_adjust(left=0.02, right=0.9, bottom=0.04, top=0.9, wspace=0.12, hspace=0.18)
+    # ~0.65 inch above the top row holds the suptitle and the views' (up to two-line) titles apart
+    fig.subplots_adjust(left=0.02, right=0.9, bottom=0.04, top=1 - 0.65 / fig.get_figheight(), wspace=0.12,
+                        hspace=0.18)
     fig.colorbar(_mappable("viridis", norm), cax=fig.add_axes((0.925, 0.25, 0.015, 0.5)), label="target")
 
 
-def _weight_norms(tables: RunTables, folder: Path) -> list[Path]:
+def _weight_norms(tables: RunTables, folder: Path, modules: LayerNames | None) -> list[Path]:
     from matplotlib.figure import Figure
 
     wn = tables.weight_norms
@@ -171,7 +212,7 @@ def _weight_norms(tables: RunTables, folder: Path) -> list[Path]:
     return [_save_png(fig, folder / "weight_norms.png")]
 
 
-def _spectra(tables: RunTables, folder: Path) -> list[Path]:
+def _spectra(tables: RunTables, folder: Path, modules: LayerNames | None) -> list[Path]:
     """spectra.png, spectrum_heatmap.png and spectra.gif, on one y range (median spectra over trials)."""
     sp = tables.spectra
     inits = inits_of(sp, tables.config)
@@ -182,11 +223,12 @@ def _spectra(tables: RunTables, folder: Path) -> list[Path]:
     every = np.concatenate([_positive(d[2]).ravel() for d in data.values()])
     every = every[np.isfinite(every)]
     ylim = (every.min() / 2, every.max() * 2) if every.size else (1e-3, 1)
-    return [_spectra_png(inits, data, ylim, folder), _spectrum_heatmap_png(inits, data, ylim, dtype, folder),
-            _spectra_gif(inits, data, ylim, dtype, folder)]
+    return [_spectra_png(inits, data, ylim, folder, modules),
+            _spectrum_heatmap_png(inits, data, ylim, dtype, folder, modules),
+            _spectra_gif(inits, data, ylim, dtype, folder, modules)]
 
 
-def _spectra_png(inits: list[str], data: dict, ylim: tuple, folder: Path) -> Path:
+def _spectra_png(inits: list[str], data: dict, ylim: tuple, folder: Path, modules: LayerNames | None) -> Path:
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
@@ -204,14 +246,15 @@ def _spectra_png(inits: list[str], data: dict, ylim: tuple, folder: Path) -> Pat
         ax.set_title(init, fontsize=9)
         ax.set_xlabel("component k", fontsize=8)
         ax.set_ylabel("σ_k", fontsize=8)
-        fig.colorbar(_mappable(cmap, lnorm), ax=ax, label="layer")
+        _name_colour_bar(fig.colorbar(_mappable(cmap, lnorm), ax=ax, label="layer"), modules)
     for ax in axes[len(inits):]:
         ax.set_visible(False)
     fig.suptitle("Singular values at every layer (median over trials)")
     return _save_png(fig, folder / "spectra.png")
 
 
-def _spectrum_heatmap_png(inits: list[str], data: dict, ylim: tuple, dtype, folder: Path) -> Path:
+def _spectrum_heatmap_png(inits: list[str], data: dict, ylim: tuple, dtype, folder: Path,
+                          modules: LayerNames | None) -> Path:
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
@@ -228,6 +271,7 @@ def _spectrum_heatmap_png(inits: list[str], data: dict, ylim: tuple, dtype, fold
         ax.set_title(init, fontsize=9)
         ax.set_xlabel("layer", fontsize=8)
         ax.set_ylabel("component k", fontsize=8)
+        _name_ticks(ax, modules)
         heat.colorbar(mesh, ax=ax, label="σ_k")
     for ax in haxes[len(inits):]:
         ax.set_visible(False)
@@ -235,7 +279,7 @@ def _spectrum_heatmap_png(inits: list[str], data: dict, ylim: tuple, dtype, fold
     return _save_png(heat, folder / "spectrum_heatmap.png")
 
 
-def _spectra_gif(inits: list[str], data: dict, ylim: tuple, dtype, folder: Path) -> Path:
+def _spectra_gif(inits: list[str], data: dict, ylim: tuple, dtype, folder: Path, modules: LayerNames | None) -> Path:
     from matplotlib.figure import Figure
 
     all_layers = sorted({int(layer) for d in data.values() for layer in d[0]})
@@ -255,7 +299,8 @@ def _spectra_gif(inits: list[str], data: dict, ylim: tuple, dtype, folder: Path)
         ax.set_ylim(*ylim)
         ax.set_xlabel("component k")
         ax.set_ylabel("σ_k")
-        ax.set_title(f"layer {layer} (dotted: noise floor)")
+        ax.set_title(f"layer {layer} (dotted: noise floor)" if modules is None
+                     else textwrap.fill(f"{modules.where(layer)}; dotted: noise floor", 60))
         ax.legend(fontsize=8, loc="upper right")
 
     return _save_gif(anim, folder / "spectra.gif", all_layers, draw)
@@ -267,7 +312,17 @@ def _mappable(cmap, norm):
     return ScalarMappable(norm=norm, cmap=cmap)
 
 
-def _metrics(tables: RunTables, folder: Path) -> list[Path]:
+def _model_part(ax, part, modules: LayerNames | None, colour: str):
+    """The rows of one initializer's summary a panel draws boldly: every layer for a run or a small model; for a
+    deep model its default selection (`shown_layers`), with every finite layer drawn faintly behind it."""
+    if modules is None or not modules.deep:
+        return part
+    finite = part[np.isfinite(part["median"].to_numpy(dtype=float))]
+    ax.plot(finite["layer"], finite["median"], color=colour, lw=0.8, alpha=0.35)
+    return finite[finite["layer"].isin(shown_layers(modules, finite["layer"]))]
+
+
+def _metrics(tables: RunTables, folder: Path, modules: LayerNames | None) -> list[Path]:
     from matplotlib.figure import Figure
 
     metrics = tables.metrics
@@ -282,8 +337,8 @@ def _metrics(tables: RunTables, folder: Path) -> list[Path]:
     for ax, metric in zip(axes, names):
         summary = display_summary(metrics, metric)
         for init in inits:
-            part = summary[summary["init"].astype(str) == init].sort_values("layer")
             c = _colour(inits, init)
+            part = _model_part(ax, summary[summary["init"].astype(str) == init].sort_values("layer"), modules, c)
             ax.fill_between(part["layer"], part["lo"], part["hi"], color=c, alpha=0.2, lw=0)
             ax.plot(part["layer"], part["median"], color=c, marker=".", lw=1.5, label=init)
             theory = theory_curves(summary, metric, init, config)
@@ -294,14 +349,20 @@ def _metrics(tables: RunTables, folder: Path) -> list[Path]:
         ax.set_title(panel_title(metric), fontsize=9)
         ax.set_xlabel("layer", fontsize=8)
         ax.tick_params(labelsize=7)
+        _name_ticks(ax, modules)
     for ax in axes[len(names):]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Metrics over depth: median, 10–90% band, dashed: theory")
+    shown = ""
+    if modules is not None and modules.deep:
+        shown = (f"\nbold: the {len(modules.selection)} block outputs of {len(modules.names)} layers "
+                 "(or the weight layers where a metric skips most of them), faint: every layer")
+    fig.suptitle("Metrics over depth: median, 10–90% band, dashed: theory" + shown)
     return [_save_png(fig, folder / "metrics_depth.png")]
 
 
-def _jacobian_panel(ax, tables: RunTables, hidden, bins: np.ndarray, init: str, line_colour: str, norm):
+def _jacobian_panel(ax, tables: RunTables, hidden, bins: np.ndarray, init: str, line_colour: str, norm,
+                    modules: LayerNames | None):
     """One initializer's share of log10 σ per layer (log colour), measured √jacobian_sq_mean and theory √χ₁^l.
 
     Returns (the mesh, the reason there is no theory line or None).
@@ -329,11 +390,12 @@ def _jacobian_panel(ax, tables: RunTables, hidden, bins: np.ndarray, init: str, 
     ax.set_title(init, fontsize=10)
     ax.set_xlabel("layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _name_ticks(ax, modules)
     ax.set_facecolor("#f4f4f4")
     return mesh, reason
 
 
-def _jacobian(tables: RunTables, folder: Path) -> list[Path]:
+def _jacobian(tables: RunTables, folder: Path, modules: LayerNames | None) -> list[Path]:
     """jacobian_spectrum.png: the report's Jacobian singular-value figure, when the run measured it."""
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
@@ -349,7 +411,7 @@ def _jacobian(tables: RunTables, folder: Path) -> list[Path]:
     norm = Normalize(-4, 0)
     reasons = {}
     for ax, init in zip(axes, inits):
-        mesh, reasons[init] = _jacobian_panel(ax, tables, hidden, bins, init, _colour(inits, init), norm)
+        mesh, reasons[init] = _jacobian_panel(ax, tables, hidden, bins, init, _colour(inits, init), norm, modules)
     axes[0].set_ylabel("log10 singular value (normalised)")
     axes[0].legend(fontsize=7, loc="lower left")
     bar = fig.colorbar(mesh, ax=list(axes), ticks=[-4, -3, -2, -1, 0])
@@ -371,10 +433,12 @@ def write_static(tables: RunTables, folder) -> list[Path]:
     Returns the paths written: layers_3d.png/.gif, weight_norms.png,
     spectra.png/.gif, spectrum_heatmap.png, metrics_depth.png and, with
     jacobian_log_spread, jacobian_spectrum.png (those whose tables are not empty).
+    An inspected model's figures name its modules (see the module docstring).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    modules = layer_names(tables.metrics)  # None for a run: its figures keep layer numbers
     out: list[Path] = []
     for part in (_projections, _weight_norms, _spectra, _metrics, _jacobian):
-        out += part(tables, folder)
+        out += part(tables, folder, modules)
     return out
