@@ -395,6 +395,15 @@ def log_floor(out: dict, floor: dict, target: float) -> None:
         ceiling = floor["ceiling_trials_per_s"] / out["baseline_trials_per_s"]
         out["ceiling_ratio"] = ceiling
         log(f"  ceiling ratio against this baseline run: {ceiling:.2f}x (target {target:g}x)")
+    # What the peers' targets allow on this machine: the floor against the same run's peers.
+    for key, goal in (("peer_numpy", TARGETS.get("a_numpy_ratio") if "numpy_ratio" in out else None),
+                      ("peer_torch", TARGETS.get("b_torch_ratio"))):
+        if f"{key}_trials_per_s" in out:
+            ceiling = floor["ceiling_trials_per_s"] / out[f"{key}_trials_per_s"]
+            out[f"{key}_ceiling_ratio"] = ceiling
+            log(f"  ceiling ratio against this run's {key}: {ceiling:.2f}x"
+                + (f" (target {goal:g}x; initscope reaches {out['initscope_trials_per_s'] / floor['ceiling_trials_per_s']:.0%}"
+                   " of the ceiling)" if goal else ""))
     out["kernel_floor"] = floor
 
 

@@ -322,3 +322,27 @@ def test_the_table_wraps_a_long_module_name_and_never_cuts_it(project, capsys):
     assert [row[header.index("module")] for row in rows] == ["input", name, "act", "head"]
     assert [row[header.index("param_kind")] for row in rows] == ["none", "weight", "none", "weight"]
     assert "…" not in stdout
+
+
+def test_a_factory_file_defining_a_dataclass_loads(tmp_path, capsys):
+    # dataclasses look their module up in sys.modules while the class is made: a config dataclass, as model code
+    # usually has, once made every file factory fail with "'NoneType' object has no attribute '__dict__'".
+    (tmp_path / "cfg_models.py").write_text(textwrap.dedent(
+        """
+        from __future__ import annotations
+        from dataclasses import dataclass
+        from torch import nn
+
+        @dataclass
+        class Config:
+            width: int = 16
+            depth: int = 3
+
+        def make(config: Config = Config()):
+            return nn.Sequential(*[nn.Sequential(nn.Linear(config.width, config.width), nn.Tanh())
+                                   for _ in range(config.depth)])
+        """))
+    code, _, err = cli(capsys, f"{tmp_path}/cfg_models.py:make", "--input-shape", "20,16", "--out",
+                       str(tmp_path / "out"), "--no-report", "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "out" / "metrics.csv").is_file()

@@ -175,6 +175,10 @@ def inspect_command(
                                            help="Spectra of states with more rows use a seeded subset of this many "
                                                 "(default: 8192); the sample size and standard error go to "
                                                 "metrics.csv."),
+    checkpoint: bool = typer.Option(True, "--checkpoint/--no-checkpoint",
+                                    help="Recompute repeated blocks' activations in the gradients' backward pass "
+                                         "instead of keeping them (less memory, one more forward pass); "
+                                         "--no-checkpoint for blocks whose forward keeps state between calls."),
     memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
                                                help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
     out: Out = str(DEFAULT_OUT),
@@ -216,7 +220,7 @@ def inspect_command(
                                 weights=weights, init=init, gain=gain_value, activation=activation,
                                 seed=seed_value, mode=mode, layers=layers, metrics=metrics, dtype=dtype,
                                 jacobian_samples=jac, layout=layout_value, reference=reference, max_rows=rows,
-                                loss=loss)
+                                loss=loss, checkpoint=checkpoint)
         source = input_file if input_file is not None else f"standard normal {input_shape}"
         result.config.update(factory=factory, inputs=str(source))
         if weights is not None:
@@ -227,8 +231,9 @@ def inspect_command(
                  "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
                  "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
                  "--max-rows": max_rows}
+        flags = [] if checkpoint else ["--no-checkpoint"]
         result.config["command"] = " ".join(["initscope inspect", _quote(factory)] + [
-            f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None])
+            f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None] + flags)
         _write(result, folder, report=report, png=png)
     if not quiet:
         _print(result, Path(out))
@@ -239,7 +244,8 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, init, gain, activation, seed, mode,
-                   layers, metrics, dtype, jacobian_samples, layout=None, reference=None, max_rows=8192, loss=None):
+                   layers, metrics, dtype, jacobian_samples, layout=None, reference=None, max_rows=8192, loss=None,
+                   checkpoint=True):
     """Build the user's model, load or draw its weights and inputs, and inspect it; their errors are BadInput."""
     import torch
 
@@ -271,7 +277,7 @@ def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, in
             result = inspect(model, x, targets=y, label=init or ("weights" if weights is not None else "model"),
                              layers=_names(layers), metrics=_names(metrics), mode=mode,
                              jacobian_samples=jacobian_samples, seed=seed, layout=layout, reference=reference,
-                             max_rows=max_rows, loss=loss)
+                             max_rows=max_rows, loss=loss, checkpoint=checkpoint)
     except ModelError as exc:
         where = f" (inputs of shape {tuple(x.shape)})" if x is not None and "forward pass" in str(exc) else ""
         raise BadInput(f"{exc}{where}") from None

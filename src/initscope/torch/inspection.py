@@ -3,8 +3,9 @@
 One forward pass records every selected module's output (forward hooks, in
 execution order: a module called twice is two layers) and measures it at
 once with `initscope.metrics` (`recording`), so states are not kept. The same
-pass gives the loss for one backward pass (weight gradients); it runs
-without autograd when grad_norm is not asked for. jacobian_rank comes from
+pass gives the loss for one backward pass (weight gradients), which
+recomputes repeated blocks instead of keeping their activations
+(`checkpointing`); it runs without autograd when grad_norm is not asked for. jacobian_rank comes from
 forward-mode AD on at most 64 samples (`jacobian`), and so do
 jacobian_sq_mean and jacobian_log_spread. pre_q and pre_cosine are read
 where a state is the output of an affine map (Linear, Conv; layer 0: a
@@ -23,8 +24,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import CheckpointError
 
 from initscope.core import metrics as M
+from initscope.torch.checkpointing import checkpointed, repeated_blocks
 from initscope.torch.gradients import (
     check_loss,
     gradient_norms,
@@ -147,6 +150,7 @@ def inspect(
     attention_weights: bool = False,
     jacobian_samples: int = JACOBIAN_SAMPLES,
     jacobian_budget: int = JACOBIAN_BUDGET,
+    checkpoint: bool = True,
     seed: int = 0,
 ) -> InspectResult:
     """Per-layer metrics and spectra of `model` on `inputs`, as tidy tables (`InspectResult`).
@@ -185,6 +189,11 @@ def inspect(
     attention_weights: also record MultiheadAttention's attention weights.
     label: the `init` column's value. jacobian_samples, jacobian_budget: at
     most that many samples, and Jacobian entries per layer (`jacobian`).
+    checkpoint: recompute repeated blocks' activations in the backward pass
+    instead of keeping them (`initscope.torch.checkpointing`: a ResNet-50's
+    peak memory falls by ~2 GB for one more forward pass of the blocks);
+    False for a model whose blocks' forward is not a pure function of its
+    inputs and parameters (it keeps state between calls).
     seed: seeds torch's RNG inside the call (dropout) and every subset.
     Errors raised by the model's forward pass, the loss or the backward pass
     become `ModelError`, quoting the original, which is chained.
@@ -197,6 +206,8 @@ def inspect(
         raise ValueError(f"The 'mode' parameter must be one of {list(MODES)} or None. Got {mode!r} instead.")
     if not isinstance(label, str) or not label:
         raise ValueError(f"The 'label' parameter must be a non-empty string. Got {label!r} instead.")
+    if not isinstance(checkpoint, bool):
+        raise TypeError(f"The 'checkpoint' parameter must be True or False. Got {checkpoint!r} instead.")
     rules = LayoutRules(layout, model)
     _check_reference(model, reference)
     jacobian_samples = _check_int("jacobian_samples", jacobian_samples, 1)
@@ -238,15 +249,19 @@ def inspect(
             rec.start(x, input_hint(m for _, m in selected) or model_kind(model))
             handles = [module.register_forward_hook(rec.hook, with_kwargs=True) for _, module in selected]
             torch.manual_seed(seed)
+            blocks = repeated_blocks(model) if params and checkpoint else []
             with torch.enable_grad() if params else torch.no_grad():
-                output = _call(model, x)
+                with checkpointed(blocks):
+                    output = _call(model, x)
                 value, loss_name = loss_value(output, y, loss, n=n, seed=seed, notes=notes) if params else (None, "")
+                del output
+                rec.last = None  # the last state, held for its identity, is not needed any more
+                for h in handles:  # the backward pass recomputes checkpointed blocks: nothing is recorded twice
+                    h.remove()
                 if value is not None:
-                    grads = gradient_norms(value, params)
-                del output, value
-            rec.last = None  # the last state, held for its identity, is not needed any more
-            for h in handles:
-                h.remove()
+                    grads = _gradients(value, params, blocks, rerun=lambda: _rerun(model, x, y, loss, n, seed,
+                                                                                   buffers), notes=notes)
+                del value
             _restore(buffers)
             if want & set(JACOBIAN_METRICS):
                 jac = jacobian_values(model, x, rec.layers, [m for _, m in selected], names=metric_names,
@@ -287,7 +302,7 @@ def inspect(
               "mode": mode or ("train" if model.training else "eval"), "seed": seed, "metrics": metric_names,
               "reference": rec.layers[rec.reference].label, "max_rows": max_rows, "max_sequences": max_sequences}
     if loss_name:
-        config["loss"] = loss_name
+        config.update(loss=loss_name, checkpoint=bool(blocks))
     # The report colours samples by their target, or by the input's norm when there is none.
     if y is not None and y.is_floating_point():
         target = y.reshape(n, -1)[:, 0].detach().to("cpu", torch.float64).numpy()
@@ -373,6 +388,31 @@ def _placed(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None):
         return t.to(device)
 
     return place(x), place(y), device
+
+
+def _gradients(value: torch.Tensor, params: list[nn.Parameter], blocks: list[nn.Module], *, rerun,
+               notes: list[str]) -> dict[int, float | None]:
+    """gradient_norms of one backward pass; when a checkpointed block's recomputation fails (its forward is not
+    deterministic in what it saves: torch's CheckpointError), the gradients of a second, plain pass instead."""
+    try:
+        return gradient_norms(value, params)
+    except ModelError as exc:
+        if not blocks or not isinstance(exc.__cause__, CheckpointError):
+            raise
+    notes.append("gradients: the backward pass could not recompute a checkpointed block (its forward differs "
+                 "between calls), so they come from a second forward+backward pass that keeps every activation; "
+                 "pass checkpoint=False (--no-checkpoint) to skip the first attempt.")
+    del value
+    return gradient_norms(rerun(), params)
+
+
+def _rerun(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss, n: int, seed: int,
+           buffers) -> torch.Tensor:
+    """The loss of a fresh forward pass, without hooks or checkpoints, from the same buffers and RNG seed."""
+    _restore(buffers)
+    torch.manual_seed(seed)
+    value, _ = loss_value(_call(model, x), y, loss, n=n, seed=seed, notes=[])  # its notes were made by the first
+    return value
 
 
 def _restore(buffers) -> None:

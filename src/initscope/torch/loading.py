@@ -58,13 +58,16 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
         try:
             loader_spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(loader_spec)
-            # The file's own imports of its siblings should work as when it is run directly.
+            # The file's own imports of its siblings should work as when it is run directly, and so should what
+            # looks itself up in sys.modules while the file runs (dataclasses, typing.get_type_hints, pickle).
             sys.path.insert(0, str(path.resolve().parent))
+            sys.modules[module_name] = module
             try:
                 loader_spec.loader.exec_module(module)
             finally:
                 sys.path.remove(str(path.resolve().parent))
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - anything the user's file raises is theirs to see
+            sys.modules.pop(module_name, None)  # a half-run file is not left importable
             raise ModelError(f"importing {where!r} raised {_quote(exc)}") from exc
     else:
         try:
