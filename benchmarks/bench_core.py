@@ -451,7 +451,22 @@ def case_a(args, res: dict) -> None:
     log("  note: the baseline computes layers 1..10; initscope also layer 0 (the input), 11 spectra per trial")
     if args.side in ("both", "initscope"):
         log_floor(out, kernel_floor(SEED), TARGETS["a_ratio"])
+        if mine and args.workers is None:
+            _one_worker_share(out, kw, args.repeats)
     res["a"] = out
+
+
+def _one_worker_share(out: dict, kw: dict, repeats: int) -> None:
+    """Where (a)'s time goes: one worker against the one-core floor, and what the second core adds."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        one = max(n_inits(SEED) * kw["trials"] / time_initscope(kw, 1) for _ in range(max(repeats, 3)))
+    floor_one = 1.0 / out["kernel_floor"]["per_trial_one_core_s"]
+    out.update(one_worker_trials_per_s=one, one_worker_floor_share=one / floor_one,
+               two_worker_scaling=out["initscope_trials_per_s"] / one)
+    log(f"  initscope, one worker and one BLAS thread: {one:.1f} trials/s = {one / floor_one:.0%} of the one-core "
+        f"floor ({floor_one:.1f}); the default workers scale it {out['two_worker_scaling']:.2f}x")
 
 
 def case_b(args, res: dict) -> None:
