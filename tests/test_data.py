@@ -151,3 +151,36 @@ def test_negative_sizes_raise(n, d, label, rng):
 def test_target_needs_two_dimensional_x():
     with pytest.raises(ValueError, match="2-D"):
         target("norm", np.zeros(3))
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+@pytest.mark.parametrize("n, d", [(100, 40), (7, 1), (3, 9), (1, 5), (0, 4), (6, 0)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sample_trials_is_sample_per_trial_bit_for_bit(name, n, d, dtype):
+    from initscope.core.data import sample_trials, targets
+
+    streams = lambda: [np.random.default_rng([11, t]) for t in range(5)]  # noqa: E731
+    rngs = streams()
+    batch = sample_trials(name, n, d, rngs=rngs, dtype=dtype)
+    one_by_one = streams()
+    expected = np.stack([sample(name, n, d, rng=r, dtype=dtype) for r in one_by_one])
+    assert batch.dtype == expected.dtype and batch.shape == (5, n, d)
+    np.testing.assert_array_equal(batch, expected)
+    # ...and each generator is left where sample leaves it: later draws from it are unchanged.
+    assert [r.random() for r in rngs] == [r.random() for r in one_by_one]
+    for tname in TARGETS:
+        np.testing.assert_array_equal(targets(tname, expected), np.stack([target(tname, x) for x in expected]))
+
+
+def test_sample_trials_and_targets_bad_input():
+    from initscope.core.data import sample_trials, targets
+
+    with pytest.raises(ValueError, match="'data' parameter must be one of"):
+        sample_trials("cube", 3, 2, rngs=[np.random.default_rng(0)])
+    with pytest.raises(ValueError, match="'dtype' parameter must be a floating dtype"):
+        sample_trials("ball", 3, 2, rngs=[np.random.default_rng(0)], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"'X' argument of targets must be a 3-D array \(T, n, d\). Got shape \(3, 2\)"):
+        targets("norm", np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="'target' parameter must be one of"):
+        targets("cosine", np.zeros((1, 3, 2)))
+    assert sample_trials("ball", 3, 2, rngs=[]).shape == (0, 3, 2)

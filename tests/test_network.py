@@ -306,3 +306,42 @@ def test_forward_keeps_every_state_and_pre_activation(rng):
         s, _ = layer_forward(s, W, b, arch)
         np.testing.assert_array_equal(got_s, s)
         np.testing.assert_allclose(got_z, want_z, rtol=1e-14)
+
+
+@pytest.mark.parametrize("init", ["normal", "sphere", "sphere-rows", "xavier-normal", "kaiming-normal", "lecun-normal",
+                                  "uniform", "xavier-uniform", "kaiming-uniform", "torch-default", "orthogonal"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shift", ["linspace", "normal", "uniform"])
+def test_draw_layer_batches_give_each_trials_rule_numbers_bit_for_bit(init, dtype, shift):
+    """draw_layer fills a batch and transforms it at once (rules.BATCHED); per trial the rule itself is the contract."""
+    from initscope.core.initializers import initializer
+    from initscope.core.network import draw_layer
+
+    for fan_in, fan_out in ((40, 40), (7, 3), (3, 9)):
+        streams = lambda: [np.random.default_rng([7, t]) for t in range(6)]  # noqa: E731
+        W, b = draw_layer(init, fan_in, fan_out, gain=1.3, shift=shift, shift_scale=0.7, rngs=streams(), dtype=dtype)
+        rule, W_ref, b_ref = initializer(init).draw, [], []
+        for r in streams():
+            W_ref.append(rule(fan_in, fan_out, 1.3, r).astype(dtype))
+            b_ref.append(draw_shifts(shift, fan_out, scale=0.7, rng=r if shift != "linspace" else None, dtype=dtype))
+        assert W.dtype == dtype
+        np.testing.assert_array_equal(W, np.stack(W_ref))
+        np.testing.assert_array_equal(b, np.stack(b_ref))
+
+
+def test_a_registered_rule_is_drawn_trial_by_trial(monkeypatch):
+    """A user's rule has no batched form: draw_layer calls it once per trial, with that trial's generator."""
+    from initscope.core import initializers
+    from initscope.core.network import draw_layer
+
+    calls = []
+
+    def mine(fan_in, fan_out, gain, rng):
+        calls.append(rng)
+        return gain * rng.standard_normal((fan_in, fan_out))
+
+    monkeypatch.setitem(initializers.REGISTRY, "mine-test", initializers.Initializer("mine-test", mine, "test"))
+    rngs = [np.random.default_rng(t) for t in range(4)]
+    W, _ = draw_layer("mine-test", 5, 3, gain=2.0, shift="zeros", shift_scale=1.0, rngs=rngs)
+    assert calls == rngs
+    np.testing.assert_array_equal(W[2], 2.0 * np.random.default_rng(2).standard_normal((5, 3)))

@@ -46,6 +46,39 @@ def sample(name: str, n: int, d: int, *, rng: np.random.Generator, dtype=np.floa
     return sampler(n, d, rng).astype(dtype, copy=False)
 
 
+def sample_trials(name: str, n: int, d: int, *, rngs, dtype=np.float64) -> np.ndarray:
+    """``sample(name, n, d, rng=r)`` for every generator r in ``rngs``, stacked: ``(T, n, d)`` of ``dtype``.
+
+    The same numbers, bit for bit. For ball, sphere, box and normal each
+    generator fills its trial's raw numbers straight into the batch (numpy's
+    fills release the GIL, so worker threads drawing data overlap) and one
+    vectorised transform finishes them all; per trial, the small-array
+    arithmetic held the GIL and two threads drew no faster than one.
+    """
+    draws = _BATCHED.get(name)
+    if draws is None or len(rngs) == 0 or _count("n", n) == 0 or _count("d", d) == 0:
+        return np.stack([sample(name, n, d, rng=r, dtype=dtype) for r in rngs]) if len(rngs) else \
+            np.zeros((0, n, d), dtype=np.dtype(dtype))
+    sample(name, 0, d, rng=rngs[0], dtype=dtype)  # validates name and dtype; draws nothing
+    T = len(rngs)
+    raw = [np.empty((T, n, cols)) for _, cols in draws[0](d)]
+    for t, rng in enumerate(rngs):
+        for (method, _), out in zip(draws[0](d), raw, strict=True):
+            getattr(rng, method)(out=out[t])
+    return draws[1](*raw).astype(dtype, copy=False)
+
+
+def targets(name: str, X: np.ndarray) -> np.ndarray:
+    """``target(name, x)`` for every trial's ``x`` in ``X: (T, n, d)`` at once: ``(T, n)``, the same numbers."""
+    fn = _TARGETS.get(name)
+    if fn is None:
+        raise ValueError(f"The 'target' parameter must be one of {list(TARGETS)}. Got {name!r} instead.")
+    X = np.asarray(X)
+    if X.ndim != 3:
+        raise ValueError(f"The 'X' argument of targets must be a 3-D array (T, n, d). Got shape {X.shape} instead.")
+    return fn(X)
+
+
 def target(name: str, x: np.ndarray) -> np.ndarray:
     """Evaluate the regression target ``name`` at ``x: (n, d)``; returns ``(n,)``.
 
@@ -139,20 +172,21 @@ def _ball_spaced(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return radii * _directions(gaussian)
 
 
+# Targets read the last axis, so that (n, d) and (T, n, d) give the same numbers.
 def _cos_norm(x: np.ndarray) -> np.ndarray:
-    return np.cos(np.linalg.norm(x, axis=1))
+    return np.cos(np.linalg.norm(x, axis=-1))
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(x, axis=1)
+    return np.linalg.norm(x, axis=-1)
 
 
 def _sin_sum(x: np.ndarray) -> np.ndarray:
-    return np.sin(np.pi * x.sum(axis=1) / np.sqrt(max(x.shape[1], 1)))
+    return np.sin(np.pi * x.sum(axis=-1) / np.sqrt(max(x.shape[-1], 1)))
 
 
 def _gaussian_bump(x: np.ndarray) -> np.ndarray:
-    return np.exp(-np.einsum("ij,ij->i", x, x))
+    return np.exp(-np.einsum("...j,...j->...", x, x))
 
 
 _SAMPLERS = {
@@ -162,6 +196,25 @@ _SAMPLERS = {
     "normal": _normal,
     "ball-spaced": _ball_spaced,
     "box-spaced": _box_spaced,
+}
+
+# Batched samplers for sample_trials: (the raw draws per trial as (generator method, columns) given d,
+# the transform of the stacked raw arrays (T, n, columns) into the samples (T, n, d)), in each sampler's own order.
+def _ball_batch(gaussian: np.ndarray, u: np.ndarray) -> np.ndarray:
+    directions = gaussian / np.linalg.norm(gaussian, axis=2, keepdims=True)
+    return u ** (1.0 / gaussian.shape[2]) * directions
+
+
+def _box_batch(u: np.ndarray) -> np.ndarray:
+    np.multiply(u, 2.0, out=u)
+    return np.subtract(u, 1.0, out=u)
+
+
+_BATCHED = {
+    "ball": (lambda d: (("standard_normal", d), ("random", 1)), _ball_batch),
+    "sphere": (lambda d: (("standard_normal", d),), lambda g: g / np.linalg.norm(g, axis=2, keepdims=True)),
+    "box": (lambda d: (("random", d),), _box_batch),
+    "normal": (lambda d: (("standard_normal", d),), lambda g: g),
 }
 
 _TARGETS = {

@@ -21,6 +21,7 @@ import numpy as np
 
 from initscope.core.activations import LEAKY_SLOPE, activation
 from initscope.core.initializers import initializer, draw as draw_weights
+from initscope.core.rules import BATCHED
 
 __all__ = [
     "SHIFTS",
@@ -119,12 +120,33 @@ def draw_layer(
     if random_shift:
         b[0] = draw_shifts(shift, fan_out, scale=shift_scale, rng=rngs[0], dtype=dtype)
     rule = initializer(init).draw if fan_in and fan_out else None
+    batched = BATCHED.get(rule) if T > 1 else None
+    if batched is not None:
+        _draw_batched(batched, W[1:], b[1:] if random_shift else None, float(gain), rngs[1:],
+                      shift=shift, shift_scale=shift_scale)
+        return W, b
     for t in range(1, T):
         if rule is not None:
             W[t] = rule(fan_in, fan_out, float(gain), rngs[t])
         if random_shift:
             b[t] = draw_shifts(shift, fan_out, scale=shift_scale, rng=rngs[t], dtype=dtype)
     return W, b
+
+
+def _draw_batched(batched, W: np.ndarray, b: np.ndarray | None, gain: float, rngs, *, shift: str,
+                  shift_scale: float) -> None:
+    """A built-in rule for many trials (`rules.BATCHED`): each generator fills its trial's float64 numbers, then
+    its shifts, in the rule's own order; one transform then makes them the rule's weights. W (T, fan_in, fan_out)
+    and b (T, fan_out) or None are filled in place, with the numbers the rule gives trial by trial."""
+    method, transform = batched
+    buf = W if W.dtype == np.float64 else np.empty(W.shape)  # float32 weights are the float64 draws, rounded
+    for t, rng in enumerate(rngs):
+        getattr(rng, method)(out=buf[t])
+        if b is not None:
+            b[t] = draw_shifts(shift, W.shape[2], scale=shift_scale, rng=rng, dtype=b.dtype)
+    transform(buf, gain)
+    if buf is not W:
+        W[...] = buf
 
 
 def _normalize(h: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -50,8 +50,8 @@ def inputs(config: Config, table, trial_ids=None) -> tuple[np.ndarray, np.ndarra
     T, n = len(ids), config.samples
     rngs = trial_generators(config.seed, DATA_KEY, ids)
     if table is None:
-        X = np.stack([data_mod.sample(config.data, n, config.input_dim, rng=r) for r in rngs])
-        y = np.stack([data_mod.target(config.target, x) for x in X])
+        X = data_mod.sample_trials(config.data, n, config.input_dim, rngs=rngs)
+        y = data_mod.targets(config.target, X)
     else:
         rows = table.x.shape[0]
         idx = [np.arange(n) if n == rows else np.sort(r.choice(rows, n, replace=False)) for r in rngs]
@@ -59,7 +59,7 @@ def inputs(config: Config, table, trial_ids=None) -> tuple[np.ndarray, np.ndarra
         if config.target == "dataset" or config.target.startswith("column:"):
             y = np.stack([table.y[i] for i in idx])
         else:
-            y = np.stack([data_mod.target(config.target, x) for x in X])
+            y = data_mod.targets(config.target, X)
     return X.astype(dtype, copy=False), y.reshape(T, n, 1).astype(dtype, copy=False)
 
 
