@@ -403,6 +403,29 @@ def test_sigint_while_computing_stops_the_run_at_a_layer():
     assert port_is_free(srv.port)
 
 
+@pytest.mark.parametrize("closing, counted", [(True, 1), (False, 0)])
+def test_a_run_the_stop_ends_before_shutdown_looks_is_counted(closing, counted):
+    """Under load, uvicorn's graceful timeout cancels the request, whose run then stops at its next layer before
+    the CLI asks Jobs what was computing; a run ended by the stop still counts as 'stopped at a layer'."""
+    import asyncio
+
+    from initscope.explore.jobs import Cancelled, Jobs
+
+    jobs = Jobs(slots=1, queue=0)
+    jobs.closing = lambda: closing
+
+    def stopped_at_a_layer():
+        raise Cancelled
+
+    async def go():
+        with pytest.raises(Cancelled):
+            await jobs.call(stopped_at_a_layer)
+
+    asyncio.run(go())
+    assert jobs.running == 0
+    assert jobs.shutdown(grace=0.0) == (counted, 0)
+
+
 def test_a_superseded_run_stops_computing(server):
     client = {"X-Initscope-Client": "script-7"}
     older: dict = {}

@@ -66,6 +66,7 @@ def explore_command(
                                                       if settings.data_dir else "") + ".", err=True)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
+    app.state.jobs.closing = lambda: server.should_exit
     typer.echo(f"initscope explore: serving {url} (Ctrl-C to stop)")
     sys.stdout.flush()
     if not no_browser:

@@ -109,6 +109,10 @@ class Jobs:
         self._count = itertools.count(1)
         self._latest: dict[str, Ticket] = {}
         self._live: set[Ticket] = set()
+        # Whether the server is stopping (the CLI points it at uvicorn's should_exit): a run that a stopping
+        # server's cancelled request ends before `shutdown` looks was still computing when the stop came.
+        self.closing: Callable[[], bool] = lambda: False
+        self._stopped_closing = 0
 
     @property
     def running(self) -> int:
@@ -145,6 +149,11 @@ class Jobs:
                 self._running += 1
             try:
                 return fn()
+            except Cancelled:
+                if self.closing():
+                    with self._lock:
+                        self._stopped_closing += 1
+                raise
             finally:
                 with self._lock:
                     self._running -= 1
@@ -157,7 +166,8 @@ class Jobs:
         Returns (runs that were computing, runs still computing after the grace period: a layer can
         be long, and their threads are abandoned). Called outside the event loop, once it has stopped.
         """
-        computing = self.running
+        with self._lock:  # those computing now, and those the stop reached first
+            computing = self._running + self._stopped_closing
         for ticket in list(self._live):
             ticket.stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
