@@ -392,16 +392,19 @@ def _placed(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None):
 
 def _gradients(value: torch.Tensor, params: list[nn.Parameter], blocks: list[nn.Module], *, rerun,
                notes: list[str]) -> dict[int, float | None]:
-    """gradient_norms of one backward pass; when a checkpointed block's recomputation fails (its forward is not
-    deterministic in what it saves: torch's CheckpointError), the gradients of a second, plain pass instead."""
+    """gradient_norms of one backward pass; when the backward pass through checkpointed blocks fails (a block's
+    recomputation saves different tensors — torch's CheckpointError —, or a block modifies its own input in place,
+    which the recomputation would read), the gradients of a second, plain pass, whose own error is the one raised."""
     try:
         return gradient_norms(value, params)
     except ModelError as exc:
-        if not blocks or not isinstance(exc.__cause__, CheckpointError):
+        if not blocks:
             raise
-    notes.append("gradients: the backward pass could not recompute a checkpointed block (its forward differs "
-                 "between calls), so they come from a second forward+backward pass that keeps every activation; "
-                 "pass checkpoint=False (--no-checkpoint) to skip the first attempt.")
+        why = "its forward differs between calls" if isinstance(exc.__cause__, CheckpointError) else \
+            f"it raised {_quote(exc.__cause__)}" if exc.__cause__ is not None else str(exc)
+    notes.append(f"gradients: the backward pass could not recompute the checkpointed blocks ({why}), so they come "
+                 "from a second forward+backward pass that keeps every activation; pass checkpoint=False "
+                 "(--no-checkpoint) to skip the first attempt.")
     del value
     return gradient_norms(rerun(), params)
 
