@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest_report import small_run
 
@@ -39,12 +40,12 @@ def drawn(monkeypatch):
         figures[path.name] = fig
         return save_png(fig, path)
 
-    def gif(fig, path, frames, draw):
+    def gif(fig, path, frames, draw, **kwargs):
         def frame_drawn(frame):
             draw(frame)
-            titles.setdefault(path.name, []).append([ax.get_title() for ax in fig.axes if ax.get_title()])
+            titles.setdefault(path.name, []).append([ax.get_title().strip() for ax in fig.axes if ax.get_title()])
 
-        return save_gif(fig, path, frames[:2] + frames[-1:], frame_drawn)
+        return save_gif(fig, path, frames[:2] + frames[-1:], frame_drawn, **kwargs)
 
     monkeypatch.setattr(static, "_save_png", png)
     monkeypatch.setattr(static, "_save_gif", gif)
@@ -156,3 +157,28 @@ def test_an_mlp_runs_figures_keep_layer_numbers(drawn, tmp_path):
     assert all(_NUMBER.fullmatch(t.get_text()) for t in bar.get_yticklabels() if t.get_text())
     assert [ax.get_title() for ax in figures["layers_3d.png"].axes if ax.get_title()][0] == "normal, layer 0"
     assert titles["spectra.gif"][0] == ["layer 0 (dotted: noise floor)"]
+
+
+def test_the_spectra_gif_painted_over_one_background_equals_full_redraws(tmp_path, monkeypatch):
+    """spectra.gif renders its axes once and repaints only the curves and title per frame: every frame must be
+    the picture a full redraw of that frame gives (the slow way, PillowWriter), pixel for pixel up to antialiasing."""
+    from PIL import Image
+
+    result = small_run(depth=4, samples=20, width=6, trials=2, init=("normal", "orthogonal"))
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    fast.mkdir(), slow.mkdir()
+    static.write_static(as_tables(result), fast)
+    save_gif = static._save_gif
+    monkeypatch.setattr(static, "_save_gif", lambda fig, path, frames, draw, animated=(): save_gif(fig, path, frames,
+                                                                                                    draw))
+    static.write_static(as_tables(result), slow)
+    with Image.open(fast / "spectra.gif") as a, Image.open(slow / "spectra.gif") as b:
+        assert a.n_frames == b.n_frames == 5 and a.size == b.size
+        previous = None
+        for i in range(a.n_frames):
+            a.seek(i), b.seek(i)
+            x, y = (np.asarray(im.convert("RGB"), dtype=float) for im in (a, b))
+            # The GIF palette shifts colours a little everywhere; a stale curve or title is hundreds of pixels off.
+            assert (np.abs(x - y).max(axis=2) > 60).sum() <= 20, (i, (np.abs(x - y).max(axis=2) > 60).sum())
+            assert previous is None or np.abs(x - previous).mean() > 0.05  # the curves and the title move
+            previous = x
