@@ -136,7 +136,10 @@ def test_images_compare_with_the_first_layer_and_reference_can_be_named():
     model = tm.tiny_resnet()
     x = torch.randn(6, 3, 32, 32)
     result = inspect(model, x, metrics=["rms", "effective_rank", "linear_r2"])
-    assert result.config["reference"] == "conv1"
+    # The stem conv's output is read by bn1, which sets its scale: bn1's output is the reference.
+    assert result.config["reference"] == "bn1"
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    assert inspect(plain, x, metrics=["rms"]).config["reference"] == "0"  # no norm: the first layer itself
     named = inspect(model, x, metrics=["rms"], reference="layer1.0.conv1")
     assert named.config["reference"] == "layer1.0.conv1"
     assert inspect(model, x, metrics=["rms"], reference="input").config["reference"] == "input"

@@ -390,12 +390,13 @@ def _constant(flags: pd.DataFrame | None, init: str) -> set[int]:
     return set(rows["layer"].astype(int))
 
 
-def model_context(layers: pd.DataFrame | None) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
-    """(units, reference) of `model_flags_table` from a model's layers table (init, layer, units,
-    state_samples, reference): per init label, each layer's unit count (at most its rows − 1, the rank of a
-    centred state) and the layer of its reference state. Empty mappings without a table."""
+def model_context(layers: pd.DataFrame | None) -> tuple[dict[str, dict[int, int]], dict[str, int], dict[str, set[int]]]:
+    """(units, reference, normalised) of `model_flags_table` from a model's layers table (init, layer, units,
+    state_samples, reference, normalised_by): per init label, each layer's unit count (at most its rows − 1, the
+    rank of a centred state), the layer of its reference state, and the layers whose state a norm reads next
+    (a Linear's or Conv's output that the following BatchNorm/LayerNorm rescales). Empty without a table."""
     if layers is None or not len(layers) or "units" not in layers:
-        return {}, {}
+        return {}, {}, {}
     units: dict[str, dict[int, int]] = {}
     for init in dict.fromkeys(layers["init"].astype(str)):
         part = layers[layers["init"].astype(str) == init]
@@ -407,28 +408,38 @@ def model_context(layers: pd.DataFrame | None) -> tuple[dict[str, dict[int, int]
     if "reference" in layers:
         hit = layers[layers["reference"].astype(str).str.lower() == "true"]
         reference = dict(zip(hit["init"].astype(str), hit["layer"].astype(int), strict=True))
-    return units, reference
+    normalised: dict[str, set[int]] = {}
+    if "normalised_by" in layers:
+        by = layers["normalised_by"].fillna("").astype(str)  # read back from layers.csv, empty cells are NaN
+        for init, layer in zip(layers["init"].astype(str)[by != ""], layers["layer"].astype(int)[by != ""],
+                               strict=True):
+            normalised.setdefault(init, set()).add(int(layer))
+    return units, reference, normalised
 
 
 def model_flags_table(metrics: pd.DataFrame, flags: pd.DataFrame | None,
                       units: Mapping[str, Mapping[int, int]] | None = None,
-                      reference: Mapping[str, int] | None = None) -> pd.DataFrame:
+                      reference: Mapping[str, int] | None = None,
+                      normalised: Mapping[str, set[int]] | None = None) -> pd.DataFrame:
     """One row per `init` label of an inspected model: the first layer (and module) of each problem.
 
     metrics: tidy metrics with module and module_type columns; flags: (init,
     trial, layer, flag) or None; units: per init label, each layer's unit
     count (the rank rule's ceiling); reference: per init label, the layer the
     scale and rank rules compare with (default 0, the input); layers up to it
-    and layers flagged "constant input" are not judged by those rules.
+    and layers flagged "constant input" are not judged by those rules;
+    normalised: per init label, layers the scale rule skips (a norm reads
+    them next and sets their scale: `model_context`).
     Cells read "layer l (module, Type): detail", "never" or "not measured".
     Columns: `MODEL_FLAG_COLUMNS`.
     """
-    units, reference = units or {}, reference or {}
+    units, reference, normalised = units or {}, reference or {}, normalised or {}
     rows = []
     for init in dict.fromkeys(metrics["init"].astype(str)):
         wide = _wide(metrics, init)
         ref, skip = reference.get(init, 0), _constant(flags, init)
-        rows.append((init, _model_scale(wide, ref, skip), _model_rank(wide, units.get(init, {}), ref, skip),
+        rows.append((init, _model_scale(wide, ref, skip | normalised.get(init, set())),
+                     _model_rank(wide, units.get(init, {}), ref, skip),
                      _model_cell(wide, "dead_fraction", lambda _, v: dead_cell(v)), _model_gradients(wide),
                      _model_flagged(flags, wide, init, "overflow"), _model_flagged(flags, wide, init, "collapsed")))
     return pd.DataFrame(rows, columns=list(MODEL_FLAG_COLUMNS))
@@ -436,14 +447,15 @@ def model_flags_table(metrics: pd.DataFrame, flags: pd.DataFrame | None,
 
 def diagnosis_lines(metrics: pd.DataFrame, units: Mapping[str, Mapping[int, int]] | None = None, *,
                     limit: int = 12, reference: Mapping[str, int] | None = None,
-                    flags: pd.DataFrame | None = None) -> list[str]:
+                    flags: pd.DataFrame | None = None,
+                    normalised: Mapping[str, set[int]] | None = None) -> list[str]:
     """Plain-language lines, one per layer with a problem, e.g.
     "model: layer 7 (body.6, ReLU): 61% dead units, effective rank 3.1 of 256 units (input 28.4)".
 
     metrics, units, reference and flags as for `model_flags_table`. At most
     `limit` lines per init label, then a count of the rest.
     """
-    units, reference = units or {}, reference or {}
+    units, reference, normalised = units or {}, reference or {}, normalised or {}
     lines: list[str] = []
     for init in dict.fromkeys(metrics["init"].astype(str)):
         wide = _wide(metrics, init)
@@ -461,6 +473,8 @@ def diagnosis_lines(metrics: pd.DataFrame, units: Mapping[str, Mapping[int, int]
             values = {k: v for k, v in row.items() if k not in _TEXT}
             if layer <= ref or layer in skip:  # judged by the dead-unit and gradient rules only
                 values = {k: v for k, v in values.items() if k not in ("rms", "effective_rank")}
+            if layer in normalised.get(init, ()):  # a norm sets its scale next
+                values.pop("rms", None)
             issues = layer_issues(values, units=units.get(init, {}).get(layer), grad_top=tops.get(layer, math.nan),
                                   grad_kind=row.get("param_kind"), **refs)
             if issues:

@@ -7,7 +7,10 @@ units dead; and, for gradients, a weighted layer whose grad_norm is below
 1e-3 of the largest layer's (vanishing gradients). A model's scale and
 rank are compared with its reference state (the `reference` column of the
 layers table: the input, or the embedding's output for token ids, the first
-layer for images), and states flagged "constant input" are not compared.
+layer for images), and states flagged "constant input" are not compared. A
+Linear's or Conv's output that a norm reads next (`normalised_by` in the
+layers table: conv → BatchNorm, dense → LayerNorm) is not judged by its
+scale: the norm sets it, and its own output is judged instead.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from initscope.study.flags import diagnosis_lines, model_context, model_flags_ta
 __all__ = ["flag_table", "diagnose", "FLAG_COLUMNS"]
 
 
-def _context(result) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
-    """Per init label, each layer's unit count and the reference layer (`initscope.study.flags.model_context`)."""
+def _context(result) -> tuple[dict[str, dict[int, int]], dict[str, int], dict[str, set[int]]]:
+    """Per init label, each layer's unit count, the reference layer and the layers a norm reads next
+    (`initscope.study.flags.model_context`)."""
     return model_context(getattr(result, "layers", None))
 
 
@@ -40,5 +44,6 @@ def diagnose(result, *, limit: int = 12) -> list[str]:
 
     At most `limit` lines per init label, then a count of the rest.
     """
-    units, reference = _context(result)
-    return diagnosis_lines(result.metrics, units, limit=limit, reference=reference, flags=result.flags)
+    units, reference, normalised = _context(result)
+    return diagnosis_lines(result.metrics, units, limit=limit, reference=reference, flags=result.flags,
+                           normalised=normalised)

@@ -64,7 +64,8 @@ class LossWarning(UserWarning):
 # ---- parameter kinds ----------------------------------------------------------
 
 
-def _is_norm(module: nn.Module) -> bool:
+def is_norm(module: nn.Module) -> bool:
+    """A normalisation module: torch's norms, or a custom one (LlamaRMSNorm, T5LayerNorm)."""
     if isinstance(module, _NORMS):
         return True
     # Custom norms (LlamaRMSNorm, T5LayerNorm) hold one-axis parameters and say Norm in their name.
@@ -72,7 +73,7 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def _kind(owner: nn.Module, name: str, p: torch.Tensor) -> str | None:
-    if _is_norm(owner):
+    if is_norm(owner):
         return "norm_affine"
     if isinstance(owner, (nn.Embedding, nn.EmbeddingBag)):
         return "embedding"

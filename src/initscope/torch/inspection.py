@@ -263,6 +263,7 @@ def inspect(
                                                                                    buffers), notes=notes)
                 del value
             _restore(buffers)
+            _check_recorded(rec, reference)
             if want & set(JACOBIAN_METRICS):
                 jac = jacobian_values(model, x, rec.layers, [m for _, m in selected], names=metric_names,
                                       samples=jacobian_samples, budget=jacobian_budget, seed=seed, notes=notes,
@@ -339,11 +340,17 @@ def _check_reference(model: nn.Module, reference) -> None:
                          f"Got {reference!r} instead (names include {examples}).")
 
 
-def _after_pass(rec: Recorder, selected, reference, notes: list[str]) -> None:
-    """Notes on how states were read, and the errors that only the pass can tell."""
+def _check_recorded(rec: Recorder, reference) -> None:
+    """A named reference that produced no state: raised after the main pass, before the Jacobians' (minutes on
+    wide inputs) are computed for nothing."""
     if reference is not None and rec.reference is None:
         raise ValueError(f"The 'reference' parameter must name a module whose output was recorded. Got "
                          f"{reference!r}, which produced no state (pass it in layers= too, or name a recorded one).")
+
+
+def _after_pass(rec: Recorder, selected, reference, notes: list[str]) -> None:
+    """Notes on how states were read, and the errors that only the pass can tell."""
+    _check_recorded(rec, reference)
     if rec.reference is None:  # every state constant: compare with the input
         rec.reference = 0
     kinds = {layer.layout.kind for layer in rec.layers}

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from initscope.core import metrics as M
+from initscope.torch.gradients import is_norm
 from initscope.torch.kernels import one_thread
 from initscope.torch.layouts import Layout, LayoutRules, contents_kind, infer_layout, module_kind
 from initscope.torch.measures import Comparison, Measured, measure_state, to_numpy
@@ -67,6 +68,7 @@ class Layer:
     measured: Measured
     constant_input: bool = False
     jacobian_samples: int = 0
+    normalised_by: str = ""  # the norm module that reads this very tensor next, for an affine map's output
 
     @property
     def label(self) -> str:
@@ -76,6 +78,15 @@ class Layer:
     @property
     def module_type(self) -> str:
         return "input" if self.module is None else type(self.module).__name__
+
+
+# Modules whose output is an affine map of their input: its scale is the weights' until a norm resets it.
+_AFFINE = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def _identity(t: torch.Tensor) -> tuple:
+    """The same tensor, unchanged: storage, view and in-place version."""
+    return t.data_ptr(), tuple(t.shape), t.stride(), t._version
 
 
 class HookError(Exception):
@@ -102,6 +113,10 @@ class Recorder:
         self.nested = False
         self.called: set[int] = set()  # modules whose hook ran, with or without a state
         self.last: tuple | None = None  # (identity key, tensor, measurement) of the last state measured
+        # (identity, layer) of the last recorded state when a Linear or Conv made it: a norm whose input is that
+        # very tensor sets its scale, so the scale rule does not judge it (`initscope.study.flags`).
+        self.last_affine: tuple | None = None
+        self.move_reference = False
 
     def _measure(self, out: torch.Tensor, layout: Layout, module: nn.Module | None) -> Measured:
         rng = np.random.default_rng([self.seed, len(self.layers)])
@@ -152,6 +167,7 @@ class Recorder:
             self.last = (key, out, got)
         layer = Layer(len(self.layers), name, output, module, call, layout, out.shape[0] * layout.positions, got)
         self.layers.append(layer)
+        self.last_affine = (_identity(out), layer) if isinstance(module, _AFFINE) else None
         if layout.reason == "guess":
             self.guessed.append(layer)
         return layer
@@ -165,6 +181,14 @@ class Recorder:
     def _hook(self, module: nn.Module, args, kwargs, output) -> None:
         name = self.names[id(module)]
         self.called.add(id(module))
+        if self.last_affine is not None and is_norm(module):
+            first = next(tensors_of((args, kwargs)), None)
+            if first is not None and _identity(first[1]) == self.last_affine[0]:
+                read = self.last_affine[1]
+                read.normalised_by = display_name(name)
+                # An image model's stem conv is the default reference; its scale is the weights' until this norm
+                # sets it, so the norm's output is the reference instead (a named --reference stays).
+                self.move_reference = self.reference_name is None and self.reference == read.index
         if not self.nested and any(t.is_nested for _, t in tensors_of(output)):
             self.nested = True
             self.notes.append(f"{display_name(name)} ({type(module).__name__}) returned nested tensors (torch's "
@@ -194,10 +218,10 @@ class Recorder:
             if is_ref and self.reference_name is None:  # the first state that varies with the data
                 constant = constant_over_samples(args, kwargs, self.n)
                 is_ref = not constant
-            if is_ref and self.compare_with_reference:
+            if (is_ref or self.move_reference) and self.compare_with_reference:
                 self.set_comparison(out)
             layer = self._record(module, name, path, call, out, layout)
             if layer.measured.collapsed:
                 layer.constant_input = constant_over_samples(args, kwargs, self.n) if constant is None else constant
-            if is_ref:
-                self.reference = layer.index
+            if is_ref or self.move_reference:
+                self.reference, self.move_reference = layer.index, False

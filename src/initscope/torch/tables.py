@@ -97,6 +97,7 @@ def _layer_info(layers: list[Layer], reference: int) -> pd.DataFrame:
         "state_samples": [layer.state_samples for layer in layers],
         "jacobian_samples": [layer.jacobian_samples for layer in layers],
         "reference": [layer.index == reference for layer in layers],
+        "normalised_by": [layer.normalised_by for layer in layers],
     })
 
 
