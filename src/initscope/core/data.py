@@ -55,28 +55,22 @@ def sample_trials(name: str, n: int, d: int, *, rngs, dtype=np.float64) -> np.nd
     vectorised transform finishes them all; per trial, the small-array
     arithmetic held the GIL and two threads drew no faster than one.
     """
-    draws = _BATCHED.get(name)
-    if draws is None or len(rngs) == 0 or _count("n", n) == 0 or _count("d", d) == 0:
+    empty = sample(name, 0, d, rng=None, dtype=dtype)  # validates name, d and dtype; draws nothing
+    batched = _BATCHED.get(name)
+    if batched is None or _count("n", n) == 0 or d == 0 or not len(rngs):
         return np.stack([sample(name, n, d, rng=r, dtype=dtype) for r in rngs]) if len(rngs) else \
-            np.zeros((0, n, d), dtype=np.dtype(dtype))
-    sample(name, 0, d, rng=rngs[0], dtype=dtype)  # validates name and dtype; draws nothing
-    T = len(rngs)
-    raw = [np.empty((T, n, cols)) for _, cols in draws[0](d)]
+            np.zeros((0, n, d), dtype=empty.dtype)
+    draws, transform = batched
+    raw = [(getattr(np.random.Generator, method), np.empty((len(rngs), n, cols))) for method, cols in draws(d)]
     for t, rng in enumerate(rngs):
-        for (method, _), out in zip(draws[0](d), raw, strict=True):
-            getattr(rng, method)(out=out[t])
-    return draws[1](*raw).astype(dtype, copy=False)
+        for fill, out in raw:
+            fill(rng, out=out[t])
+    return transform(*(out for _, out in raw)).astype(dtype, copy=False)
 
 
 def targets(name: str, X: np.ndarray) -> np.ndarray:
     """``target(name, x)`` for every trial's ``x`` in ``X: (T, n, d)`` at once: ``(T, n)``, the same numbers."""
-    fn = _TARGETS.get(name)
-    if fn is None:
-        raise ValueError(f"The 'target' parameter must be one of {list(TARGETS)}. Got {name!r} instead.")
-    X = np.asarray(X)
-    if X.ndim != 3:
-        raise ValueError(f"The 'X' argument of targets must be a 3-D array (T, n, d). Got shape {X.shape} instead.")
-    return fn(X)
+    return _evaluate(name, X, "'X' argument of targets", "(T, n, d)")
 
 
 def target(name: str, x: np.ndarray) -> np.ndarray:
@@ -90,12 +84,16 @@ def target(name: str, x: np.ndarray) -> np.ndarray:
       as ``d`` grows. ``d = 0`` gives 0.
     - ``gaussian-bump``: ``exp(-||x||**2)``.
     """
+    return _evaluate(name, x, "'x' argument of target", "(n, d)")
+
+
+def _evaluate(name: str, x, what: str, axes: str) -> np.ndarray:
     fn = _TARGETS.get(name)
     if fn is None:
         raise ValueError(f"The 'target' parameter must be one of {list(TARGETS)}. Got {name!r} instead.")
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"The 'x' argument of target must be a 2-D array (n, d). Got shape {x.shape} instead.")
+    x, dims = np.asarray(x), axes.count(",") + 1
+    if x.ndim != dims:
+        raise ValueError(f"The {what} must be a {dims}-D array {axes}. Got shape {x.shape} instead.")
     return fn(x)
 
 
