@@ -140,6 +140,11 @@ def test_measure_state_matches_the_core_on_every_row(dtype):
             core32 = M.linear_r2(F_c, comparison.X_c, M.gram_spectrum(M.gram(F_c), vectors=True)[1], rtol)[0]
             assert abs(got.values[name] - value[0]) <= 2 * abs(core32 - value[0]) + 1e-3
             continue
+        if name == "linear_r2":
+            # Even in float64 the same conditioning (1 − h_ii near 0) magnifies the two pipelines' different
+            # summation orders (torch's Gram vs numpy's) to ~2e-10 on some BLAS builds: allow 1e-8.
+            assert got.values[name] == pytest.approx(float(value[0]), rel=1e-8, abs=1e-8), name
+            continue
         assert got.values[name] == pytest.approx(float(value[0]), rel=tol, abs=tol), name
     np.testing.assert_allclose(got.spectrum, sv[0], rtol=tol, atol=tol * sv[0, 0])
 
