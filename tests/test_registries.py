@@ -21,6 +21,7 @@ import pytest
 import initscope
 from initscope.core import activations as A
 from initscope.core import initializers as I
+from initscope.core import engine as E
 from initscope.core import metrics as M
 from initscope.core import theory
 from initscope.core.propagation import jacobian_singular_values
@@ -242,15 +243,15 @@ def test_every_metric_returns_one_value_per_trial(name, dtype, rng):
     entry = M.METRICS[name]
     assert entry.name == name and entry.description and set(entry.needs) <= set(M.NEEDS)
     if "gradient" in entry.needs:  # grad_norm: filled by the backward pass, not per layer
-        assert entry.fn is None and M.layer_values([name], {}, col=np.zeros(3, bool), is_input=False) == {}
+        assert entry.fn is None and E.layer_values([name], {}, col=np.zeros(3, bool), is_input=False) == {}
         return
     view = _view(rng, dtype=dtype)
     for is_input in (False, True):
-        value = M.layer_values([name], view, col=np.zeros(3, bool), is_input=is_input)[name]
+        value = E.layer_values([name], view, col=np.zeros(3, bool), is_input=is_input)[name]
         assert value.shape == (3,)
         assert np.isfinite(value).all() or (entry.relu_only and is_input)
     if entry.rank_like:  # collapsed states read 0
-        assert (M.layer_values([name], view, col=np.ones(3, bool), is_input=False)[name] == 0).all()
+        assert (E.layer_values([name], view, col=np.ones(3, bool), is_input=False)[name] == 0).all()
 
 
 @pytest.mark.parametrize("name", list(I.REGISTRY))

@@ -8,17 +8,17 @@ values of S_c, computed from the smaller Gram matrix with batched `eigvalsh`
 never a per-trial SVD. Pure numpy; no I/O.
 
 The registry (`METRICS`) holds one `Metric` per name: its function, what it
-reads (`NEEDS`), and how it is shown. The measuring loop computes the shared
-pieces (centred states, spectrum, Gram eigenvectors, Jacobians) once per
-layer, only when a wanted metric needs them, and `layer_values` hands each
-metric its pieces. `register_metric` adds a user's own.
+reads (`NEEDS`: pieces, `core.pieces`), and how it is shown. The engine
+(`core.engine`) builds the pieces the wanted metrics read, once per layer,
+and hands each metric its pieces, whatever recorded the states (the numpy
+study, torch). `register_metric` adds a user's own.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from initscope.core.information import (
     ridge_factor,
 )
 from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
+from initscope.core.pieces import PIECES
 from initscope.core.propagation import jacobian_log_spread, jacobian_sq_mean, pre_q
 from initscope.core.tokens import token_cosine, token_effective_rank
 
@@ -45,8 +46,8 @@ __all__ = [
     "register_metric",
     "metric",
     "default_metrics",
-    "needing",
-    "layer_values",
+    "Form",
+    "add_form",
     "rank_rtol",
     "ridge_factor",
     "centred",
@@ -66,31 +67,27 @@ __all__ = [
     "distance_reference",
     "distance_corr",
     "jacobian_rank",
-    "state_metrics",
     "DISTANCE_MAX_SAMPLES",
 ]
 
-# What a metric can read, passed to its function positionally in the order of its `needs`.
-NEEDS: dict[str, str] = {
-    "state": "S (T, n, w): the layer's states (trials × samples × units)",
-    "centred": "S_c (T, n, w): the states minus their per-unit mean over samples",
-    "spectrum": "sv (T, k): the singular values of S_c, descending, k = min(n, w)",
-    "input": "X_c (T, n, d): the centred input (layer 0's states)",
-    "tangents": "J (T, m, d, w): per-sample Jacobians ∂s/∂x of the first m samples; when d > w, the (w, w) "
-                "triangle R of J = QR, which has J's singular values (see `input_dim`)",
-    "input_dim": "d (int): the input dimension, which `tangents` may no longer show (layer 0, whose Jacobian "
-                 "is the identity, gets a (T, m, 1, 1) identity and input_dim 1)",
-    "jacobian_spectrum": "(T, m, min(d, w)): singular values of those Jacobians, 0 at or below matrix_rank's "
-                         "threshold (`propagation.jacobian_singular_values`)",
-    "pre": "z (T, n, w): the layer's pre-activations s_prev @ W + b; at layer 0 (no affine map) the input itself",
-    "eigh": "(lam (T, k) ascending, V (T, k, k)): eigendecomposition of S_c's smaller Gram matrix",
-    "distances": "the input's pairwise distances (a DistanceReference)",
-    "rtol": "numerical_rank's relative threshold for the run's dtype (float)",
-    "activation": "the activation's name (str)",
-    "gradient": "‖∂loss/∂W_l‖ from the backward pass (grad_norm only: not available to registered metrics)",
-    "tokens": "X (T, m, P, E): m sequences of P positions × E features (token states of torch models only)",
-}
-_USER_NEEDS = tuple(k for k in NEEDS if k != "gradient")
+# What a metric can read, passed to its function positionally in the order of its `needs` (`core.pieces`).
+NEEDS: dict[str, str] = {name: entry.description for name, entry in PIECES.items() if name != "gram"}
+_USER_NEEDS = tuple(k for k, e in PIECES.items() if e.user)
+
+
+@dataclass(frozen=True)
+class Form:
+    """Another way to compute a metric: fn reads `needs` (pieces) instead of the entry's own.
+
+    backend: the backend whose pieces it reads ("torch": its row statistics),
+    tried before the entry's own function there; None: any backend, tried
+    after it. The engine uses the first form whose pieces the backend has
+    without a copy (`core.engine`).
+    """
+
+    needs: tuple[str, ...]
+    fn: Callable[..., object]
+    backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +101,10 @@ class Metric:
     correlations (the report never puts them on a log axis). display_floor:
     the report clips values below it. short: the CLI table's column label.
     summary: a column of `initscope run`'s table. default: measured when a
-    config names no metrics.
+    config names no metrics. degree: the value scales as c**degree when the
+    state is scaled by c (rms: 1), so a backend that measures an exactly
+    rescaled state (torch, against overflow) can scale it back. forms:
+    other ways to compute it (`Form`, `add_form`).
     """
 
     name: str
@@ -118,6 +118,8 @@ class Metric:
     short: str = ""
     summary: bool = True
     default: bool = True
+    degree: int = 0
+    forms: tuple[Form, ...] = ()
 
     @property
     def label(self) -> str:
@@ -138,7 +140,7 @@ def metric(name: str) -> Metric:
 def register_metric(name: str, fn: Callable[..., np.ndarray], *, needs: Iterable[str] | str = ("state",),
                     description: str = "", relu_only: bool = False, rank_like: bool = False,
                     linear_scale: bool = False, display_floor: float | None = None, short: str = "",
-                    summary: bool = True, default: bool = True) -> Metric:
+                    summary: bool = True, default: bool = True, degree: int = 0) -> Metric:
     """Add a metric under `name`: `--metrics`, metrics.csv, the CLI table, the report and sweeps then show it.
 
     The contract: fn(S) takes one layer's states S (trials × samples × width,
@@ -146,7 +148,9 @@ def register_metric(name: str, fn: Callable[..., np.ndarray], *, needs: Iterable
     pieces (see `NEEDS`: "centred", "spectrum", "input", "tangents", ...),
     fn gets them instead, one positional argument each, in that order.
     default=True measures it in every run that does not list its metrics.
-    Raises ValueError for a taken name or an unknown need, TypeError for a
+    degree: how the value scales with the state (see `Metric`). The same
+    function measures states recorded from torch models: `initscope inspect`
+    hands it the same pieces (`core.engine`). Raises ValueError for a taken name or an unknown need, TypeError for a
     non-callable fn.
     """
     if not isinstance(name, str) or not name.isidentifier():
@@ -162,8 +166,19 @@ def register_metric(name: str, fn: Callable[..., np.ndarray], *, needs: Iterable
                          f"Got {needs!r} instead.")
     if display_floor is not None and not (isinstance(display_floor, (int, float)) and math.isfinite(display_floor)):
         raise ValueError(f"The 'display_floor' parameter must be a finite number or None. Got {display_floor!r} instead.")
+    if isinstance(degree, bool) or not isinstance(degree, int):
+        raise ValueError(f"The 'degree' parameter must be an integer. Got {degree!r} instead.")
     return _add(Metric(name, fn, needs, description, bool(relu_only), bool(rank_like), bool(linear_scale),
-                       display_floor, str(short), bool(summary), bool(default)))
+                       display_floor, str(short), bool(summary), bool(default), degree))
+
+
+def add_form(name: str, needs: Iterable[str], fn: Callable[..., object], *, backend: str | None = None) -> Metric:
+    """Give the metric `name` another way to be computed (`Form`): a backend's fast kernels register theirs."""
+    entry = metric(name)
+    needs = tuple(needs)
+    if any(n not in PIECES for n in needs):
+        raise ValueError(f"The 'needs' parameter must name registered pieces from {list(PIECES)}. Got {needs!r} instead.")
+    return _add(replace(entry, forms=(*entry.forms, Form(needs, fn, backend))))
 
 
 def _add(entry: Metric) -> Metric:
@@ -174,44 +189,6 @@ def _add(entry: Metric) -> Metric:
 def default_metrics() -> tuple[str, ...]:
     """The metrics a config measures when it names none: every entry marked default, in registry order."""
     return tuple(name for name, entry in METRICS.items() if entry.default)
-
-
-def needing(need: str, names: Iterable[str]) -> list[str]:
-    """The names among `names` whose metric reads `need` (e.g. "tangents": the Jacobian pass is wanted)."""
-    return [n for n in names if need in METRICS[n].needs]
-
-
-def layer_values(names: Iterable[str], view: Mapping[str, object], *, col: np.ndarray,
-                 is_input: bool) -> dict[str, np.ndarray]:
-    """Each named metric of one layer, (T,) each, from the pieces in `view` (keys of `NEEDS`).
-
-    Metrics that need the gradient are left out (the backward pass fills
-    them). col (T,) bool: collapsed states (rank-like metrics read 0 there).
-    is_input: layer 0, which no activation produced (ReLU-only metrics: NaN).
-    """
-    out: dict[str, np.ndarray] = {}
-    T = col.shape[0]
-    relu = None
-    for name in names:
-        entry = METRICS[name]
-        if "gradient" in entry.needs:
-            continue
-        if any(need not in view for need in entry.needs):  # e.g. token metrics of a state without sequences
-            out[name] = np.full(T, np.nan); continue  # noqa: E702
-        if entry.relu_only:
-            if relu is None:
-                relu = not is_input and activation_entry(view["activation"]).relu_like
-            if not relu:
-                out[name] = np.full(T, np.nan)
-                continue
-        value = entry.fn(*[view[need] for need in entry.needs])
-        if not (isinstance(value, np.ndarray) and value.shape == (T,)):
-            value = np.asarray(value, dtype=np.float64)
-            if value.shape != (T,):
-                raise ValueError(f"The metric {name!r} must return one value per trial, shape ({T},). "
-                                 f"Got shape {value.shape} instead.")
-        out[name] = np.where(col, 0.0, value) if entry.rank_like else value
-    return out
 
 
 def rank_rtol(dtype) -> float:
@@ -438,25 +415,10 @@ def _certified_full_rank(J: np.ndarray, *, tol_dim: int | None = None) -> np.nda
         ok[t, i] = info == 0
     return ok
 
-def state_metrics(S: np.ndarray, S_c: np.ndarray, sv: np.ndarray, want, *, activation: str,
-                  rtol: float, is_input: bool, col: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The metrics that read only a state and its spectrum, each (T,), for those named in `want`.
-
-    S, S_c: (T, n, w) states and centred states; sv: (T, k) their spectrum.
-    Collapsed states (see `collapsed`; pass `col` when already computed) get
-    rank 0; linear_fraction is NaN for the input (is_input), which no
-    activation produced.
-    """
-    col = collapsed(S, sv) if col is None else col
-    view = {"state": S, "centred": S_c, "spectrum": sv, "rtol": rtol, "activation": activation}
-    names = [n for n in METRICS if n in want and set(METRICS[n].needs) <= set(view)]
-    return layer_values(names, view, col=col, is_input=is_input)
-
-
 _S, _SC, _SV = ("state",), ("centred",), ("spectrum",)
 for _entry in (
-    Metric("rms", rms, _S, "sqrt(mean of S²): the uncentred per-unit second moment (mean-field q)"),
-    Metric("std", std, _SC, "sqrt(mean over units of the variance over samples)"),
+    Metric("rms", rms, _S, "sqrt(mean of S²): the uncentred per-unit second moment (mean-field q)", degree=1),
+    Metric("std", std, _SC, "sqrt(mean over units of the variance over samples)", degree=1),
     Metric("effective_rank", effective_rank, _SV, "exp of the entropy of the normalised spectrum (Roy & Vetterli 2007)",
            rank_like=True, short="eff_rank"),
     Metric("stable_rank", stable_rank, _SV, "Σσ²/σ_1²", rank_like=True, summary=False),
@@ -480,7 +442,7 @@ for _entry in (
     # the default run forms anyway (z is kept for the Jacobian pass), so they are default; jacobian_log_spread
     # needs an SVD of every sample's Jacobian (m·min(d, w)²·max(d, w) per trial and layer), so it is asked for.
     Metric("pre_q", pre_q, ("pre",), "mean of z² over samples and units: the mean-field q of the pre-activations "
-           "(layer 0: the input's)", short="pre_q", summary=False),
+           "(layer 0: the input's)", short="pre_q", summary=False, degree=2),
     Metric("pre_cosine", mean_cosine, ("pre",), "mean pairwise cosine of the pre-activations: the mean-field c "
            "(layer 0: the input's)", linear_scale=True, short="pre_cos", summary=False),
     Metric("jacobian_sq_mean", jacobian_sq_mean, ("tangents",), "mean over samples of ‖∂s/∂x‖_F²/w: the per-unit "

@@ -3,10 +3,12 @@
 For each initializer, all trials of a chunk run at once (weights
 (T, fan_in, fan_out), states (T, n, w)); layers stream: each layer's metrics
 are computed as soon as it exists and the state is then dropped, so memory
-does not grow with depth. The pieces metrics share (centred states, the Gram
-spectrum, its eigenvectors, the input's distances, the Jacobians) are
-computed once per layer, and only when a wanted metric needs them (see
-`metrics.NEEDS`); the metric registry then hands each metric its pieces.
+does not grow with depth. This module is the numpy recorder: it supplies
+each layer's states, pre-activations and Jacobians; the pieces metrics share
+(centred states, the Gram spectrum, its eigenvectors) are built once per
+layer, only when a wanted metric reads them (`core.pieces`), and the engine
+measures every wanted metric from them (`core.engine`), as it does for a
+torch model's recorded states.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from initscope.core import engine as E
 from initscope.core import metrics as M
 from initscope.core import propagation as P
 from initscope.core.gradients import weight_gradient_norms
 from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp, mse_output_gradient
 from initscope.core.numerics import qr_triangle
+from initscope.core.pieces import Pieces
 from initscope.study.config import Config
 from initscope.study.model import SUBSET_KEY, ParamSource, inputs as draw_inputs, readout_weights
 
@@ -107,10 +111,10 @@ def prepare(config: Config, table, trials: list[int]) -> Inputs:
         X, y = draw_inputs(config, table, trials)
         X_c = M.centred(X)
         ref = None
-        if M.needing("distances", config.metrics):
+        if E.reads("distances", config.metrics):
             ref = M.distance_reference(X, rng=np.random.default_rng([config.seed, SUBSET_KEY]))
         tangent = None
-        if M.needing("tangents", config.metrics) or M.needing("jacobian_spectrum", config.metrics):
+        if "jacobian" in E.stages_of(config.metrics):
             tangent = _input_tangent(len(trials), min(X.shape[1], JACOBIAN_SAMPLES), X.dtype)
         # Layer 0 has no affine map: the pre-activation metrics read the input itself.
         layer0 = _measure(config, X, 0, np.full(len(trials), -1), X_c=X_c, ref=ref, tangent=tangent,
@@ -170,25 +174,25 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
     states when the caller has them already (the input's X_c). z: the
     pre-activations (T, n, w), when a wanted metric reads them.
     """
-    want = config.metrics
+    wanted = E.read_by(config.metrics)
     rtol = M.rank_rtol(np.dtype(config.dtype))
     finite = np.isfinite(S).all(axis=(1, 2))
     if tangent is not None:  # a Jacobian that overflows is an overflow of the layer too
         finite &= np.isfinite(tangent).all(axis=(1, 2, 3))
     S_work = S if finite.all() else np.where(finite[:, None, None], S, 0.0)
-    S_c = S_c if S_c is not None and S_work is S else M.centred(S_work)
-    G = M.gram(S_c)
+    first = Pieces({"state": S_work, **({"centred": S_c} if S_c is not None and S_work is S else {})})
+    S_c, G = first["centred"], first["gram"]
     # Finite but huge states can still overflow in the Gram matrix.
     finite &= np.isfinite(G).all(axis=(1, 2))
     if not finite.all():
         S_work = np.where(finite[:, None, None], S_work, 0.0)
         S_c = np.where(finite[:, None, None], S_c, 0.0)
         G = np.where(finite[:, None, None], G, 0.0)
-    eig = None
-    if M.needing("eigh", want):
-        sv, eig = M.gram_spectrum(G, vectors=True)
-    else:
-        sv = M.gram_spectrum(G)
+    supplied = {"state": S_work, "centred": S_c, "gram": G, "input": X_c, "distances": ref, "tangents": tangent,
+                "input_dim": 1 if layer == 0 else X_c.shape[2], "pre": z, "rtol": rtol,
+                "activation": config.activation}
+    view = Pieces({k: v for k, v in supplied.items() if v is not None}, wanted=wanted)
+    sv, eig = view["spectrum"], view.values.get("eigh")
     finite &= np.isfinite(sv).all(axis=1)
     overflow_layer = np.where((~finite) & (overflow_layer < 0), layer, overflow_layer)
     bad = overflow_layer >= 0
@@ -201,16 +205,11 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
         projection = np.full((S.shape[1], 3), np.nan) if bad[i0] else _top3(
             S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
     jac_sv = hist = None
-    if tangent is not None and M.needing("jacobian_spectrum", want):
-        d = 1 if layer == 0 else X_c.shape[2]  # wide inputs' tangents are (w, w) triangles: the true d
-        jac_sv = P.jacobian_singular_values(tangent, input_dim=d)
-        hist = P.log10_histogram(jac_sv, d, tangent.shape[3])
+    if tangent is not None and "jacobian_spectrum" in wanted:
+        jac_sv = view["jacobian_spectrum"]  # wide inputs' tangents are (w, w) triangles: input_dim is the true d
+        hist = P.log10_histogram(jac_sv, view["input_dim"], tangent.shape[3])
         hist[bad] = 0
-    view = {"state": S_work, "centred": S_c, "spectrum": sv, "eigh": eig, "input": X_c, "distances": ref,
-            "tangents": tangent, "input_dim": 1 if layer == 0 else X_c.shape[2], "jacobian_spectrum": jac_sv,
-            "pre": z, "rtol": rtol,
-            "activation": config.activation}
-    values = M.layer_values(config.metrics, view, col=col_any, is_input=layer == 0)
+    values = E.layer_values(config.metrics, view, col=col_any, is_input=layer == 0)
     values = {name: np.where(bad, np.nan, value) for name, value in values.items()}
     return _Layer(values, spectrum, projection, col, overflow_layer, hist)
 
@@ -240,7 +239,7 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
     X, y, trials = inputs.X, inputs.y, inputs.trials
     T, n, d = X.shape
     L = config.depth
-    gradient = M.needing("gradient", config.metrics)  # grad_norm: the backward pass
+    gradient = E.reads("gradient", config.metrics)  # grad_norm: the backward pass
     source = ParamSource(config, init, gain, trials, given=given, remember=bool(gradient) and config.readout != "zeros")
     values = {m: np.full((T, L + 1), np.nan) for m in config.metrics}
     spectra: list[np.ndarray] = []
@@ -249,10 +248,10 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
     i0 = trials.index(0) if 0 in trials else None
     proj = np.zeros((L + 1, n, 3)) if i0 is not None else None
     m_jac = min(n, JACOBIAN_SAMPLES)
-    jacobians = bool(M.needing("tangents", want) or M.needing("jacobian_spectrum", want))
+    jacobians = "jacobian" in E.stages_of(want)
     tangent = None
-    keep_pre = jacobians or bool(M.needing("pre", want))  # else φ may overwrite z in place
-    hists: list[np.ndarray] | None = [] if M.needing("jacobian_spectrum", want) else None
+    keep_pre = jacobians or bool(E.reads("pre", want))  # else φ may overwrite z in place
+    hists: list[np.ndarray] | None = [] if E.reads("jacobian_spectrum", want) else None
 
     def record(layer: int, out: _Layer) -> None:
         for name, value in out.values.items():
