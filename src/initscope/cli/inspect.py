@@ -43,8 +43,6 @@ DEFAULT_OUT = Path("initscope-inspect")
 LOSSES = ("output-norm", "mse", "cross-entropy", "random-projection")
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
                 "config.toml")
-_TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "token_cosine", "jacobian_rank",
-                  "grad_norm")
 
 torch_app = typer.Typer(
     add_completion=False,
@@ -313,9 +311,10 @@ def _number(v: float) -> str:
 
 
 def _layer_table(result):
-    """The per-layer rich Table: names, layout and shape, the table metrics, and the flags.
+    """The per-layer rich Table: names, layout and shape, the metrics whose registry entry says `summary`, and
+    the flags.
 
-    With grad_norm, a param_kind column beside it says which parameters each
+    With grad_norm (a metric reading the gradient), a param_kind column beside it says which parameters each
     layer's norm reads (layers.csv's column): the vanishing-gradient rule
     compares a layer only with the largest norm of its own kind. No cell is
     cut short: a name too long for the terminal wraps onto the next line
@@ -325,8 +324,11 @@ def _layer_table(result):
 
     wide = result.metrics.pivot_table(index="layer", columns="metric", values="value", aggfunc="first", dropna=False)
     flags = result.flags.groupby("layer")["flag"].apply(lambda f: ", ".join(f)) if len(result.flags) else {}
-    present = [m for m in _TABLE_METRICS if m in wide]
-    kinds = "grad_norm" in present and "param_kind" in result.layers
+    from initscope.core.engine import reads
+
+    present = [m for m, entry in METRICS.items() if entry.summary and m in wide]
+    gradient = set(reads("gradient", present))
+    kinds = bool(gradient) and "param_kind" in result.layers
     label = result.config["init"][0]
     table = Table(title=f"{result.config['model']} ({label}), {result.config['samples']} samples, "
                         f"mode {result.config['mode']}", title_justify="left",
@@ -335,14 +337,14 @@ def _layer_table(result):
     for column in ("layer", "module", "type", "layout", "shape", "units"):
         table.add_column(column, justify="right" if column in ("layer", "units") else "left", overflow="fold")
     for m in present:
-        if m == "grad_norm" and kinds:
+        if m in gradient and kinds:
             table.add_column("param_kind", overflow="fold")
         table.add_column(METRICS[m].label, justify="right", overflow="fold")
     table.add_column("flags", overflow="fold")
     for row in result.layers.itertuples(index=False):
         cells = [str(row.layer), row.module, row.module_type, row.layout, row.shape, str(row.units)]
         for m in present:
-            if m == "grad_norm" and kinds:
+            if m in gradient and kinds:
                 cells.append(str(row.param_kind))
             cells.append(_number(float(wide.at[row.layer, m])))
         cells.append(flags.get(row.layer, "") if len(flags) else "")

@@ -57,8 +57,7 @@ def run_command(
     from initscope.study.runner import run
 
     try:  # before the output folder exists: a run that cannot fit is refused at once
-        budget = memory_budget(memory_limit)
-        plan_run(cfg, worker_count(n_workers, cfg.trials), budget)
+        plan = plan_run(cfg, worker_count(n_workers, cfg.trials), memory_budget(memory_limit))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
@@ -71,7 +70,7 @@ def run_command(
         with warnings.catch_warnings(record=True) as caught, DelayedProgress(
                 "measuring layers", enabled=False if quiet else None) as bar:
             warnings.simplefilter("always")
-            result = run(cfg, workers=n_workers, memory_limit=budget, progress=bar)
+            result = run(cfg, workers=n_workers, plan=plan, progress=bar)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         write_run(folder, result, report=report, png=png)

@@ -169,6 +169,8 @@ def _jackknife(name: str, how: Form, view, col: np.ndarray) -> np.ndarray | None
     if not arrays or not all(n in reps for n in arrays):
         return None
     args = [reps[n] if n in arrays else view[n] for n in how.needs]
+    if col.all():
+        return None
     g = len(reps[arrays[0]])
     v = np.asarray(how.fn(*args), dtype=np.float64)
     if v.shape != (g,):

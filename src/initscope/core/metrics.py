@@ -450,7 +450,7 @@ for _entry in (
     Metric("jacobian_log_spread", jacobian_log_spread, ("jacobian_spectrum",), "std of ln σ of ∂s/∂x over samples "
            "and non-zero singular values: 0 for an isometry", short="jac_spread", summary=False, default=False),
     Metric("token_cosine", token_cosine, ("tokens",), "mean cosine between a sequence's positions (1: collapse)",
-           linear_scale=True, short="tok_cos", summary=False, default=False),  # token states (torch) only
+           linear_scale=True, short="tok_cos", default=False),  # token states (torch) only
     Metric("token_effective_rank", token_effective_rank, ("tokens",), "effective rank of a sequence's uncentred "
            "tokens (1: collapse)", short="tok_rank", summary=False, default=False),
 ):

@@ -74,7 +74,7 @@ class Sampled:
 
 
 PIECES: dict[str, Piece] = {}
-_PROVIDERS: dict[tuple[str, str], tuple[Callable[[Pieces], object], bool]] = {}
+_PROVIDERS: dict[tuple[str, str], tuple[Callable[[Pieces], object], object, Callable[[Pieces], bool] | None]] = {}
 
 
 def register_piece(entry: Piece) -> Piece:
@@ -86,19 +86,24 @@ def register_piece(entry: Piece) -> Piece:
     return entry
 
 
-def register_provider(backend: str, piece: str, fn: Callable[[Pieces], object], *, native: bool = True) -> None:
+def register_provider(backend: str, piece: str, fn: Callable[[Pieces], object], *,
+                      native: bool | Callable[[Pieces], bool] = True,
+                      available: Callable[[Pieces], bool] | None = None) -> None:
     """Build `piece` with fn(view) on `backend` instead of the numpy build.
 
-    native=False: a fallback that copies or converts (torch's numpy copy of a
-    state): a metric form reading only native pieces is preferred to it.
+    native=False (or a function of the view saying so): a fallback that
+    copies or converts (torch's numpy copy of a state): a metric form reading
+    only native pieces is preferred to it. available(view): whether this
+    view has the piece at all (token views only for token states); default
+    always.
     """
     if piece not in PIECES:
         raise ValueError(f"The 'piece' parameter must be a registered piece from {list(PIECES)}. Got {piece!r} instead.")
-    _PROVIDERS[(backend, piece)] = (fn, native)
+    _PROVIDERS[(backend, piece)] = (fn, native, available)
 
 
 def provider(backend: str, piece: str):
-    """(fn, native) of a backend's provider of `piece`, else None."""
+    """(fn, native, available) of a backend's provider of `piece`, else None."""
     return _PROVIDERS.get((backend, piece))
 
 
@@ -156,20 +161,24 @@ class Pieces(Mapping):
         self._building: set[str] = set()
 
     def _builder(self, name: str):
+        """(fn, native, available) of whatever builds `name` here: the backend's provider where it has the
+        piece, else the numpy build (native on numpy only), else None."""
         found = provider(self.backend, name)
-        if found is not None:
+        if found is not None and (found[2] is None or found[2](self)):
             return found
         entry = PIECES.get(name)
         if entry is None or entry.build is None:
             return None
-        return entry.build, self.backend == "numpy"
+        return entry.build, self.backend == "numpy", None
 
     def native(self, name: str) -> bool:
         """True when `name` is supplied or built without a copy or conversion on this backend."""
         if name in self.supplied:
             return True
         found = self._builder(name)
-        return found is not None and found[1] and self._buildable(name)
+        if found is None or not self._buildable(name):
+            return False
+        return bool(found[1](self)) if callable(found[1]) else bool(found[1])
 
     def _buildable(self, name: str) -> bool:
         if name in self.values:
@@ -178,8 +187,8 @@ class Pieces(Mapping):
         found = self._builder(name)
         if found is None:
             return False
-        if provider(self.backend, name) is not None:
-            return True  # a provider reads what it needs itself, and raises KeyError where it cannot
+        if entry is None or found[0] is not entry.build:  # a provider reads what it needs itself
+            return True
         return all(self._buildable(n) for n in entry.needs)
 
     def __contains__(self, name) -> bool:

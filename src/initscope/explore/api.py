@@ -30,7 +30,7 @@ from initscope.study.config import DATA_FILE_SUFFIXES, FIELD_NAMES, REAL_DATA, C
 from initscope.study.memory import MemoryBudgetError, memory_budget, plan_run
 from initscope.study.parallel import worker_count
 
-__all__ = ["RequestError", "config_from_fields", "fields_from_query", "check_budget", "request_size",
+__all__ = ["metric_display", "RequestError", "config_from_fields", "fields_from_query", "check_budget", "request_size",
            "result_payload", "encode", "TABLES", "ORIENTS", "BUILTIN_DATA", "one_line", "config_json"]
 
 TABLES = ("metrics", "spectra", "projections", "flags")
@@ -52,6 +52,18 @@ class RequestError(Exception):
 
     def payload(self) -> dict[str, Any]:
         return {"error": self.message, **self.details}
+
+
+def metric_display() -> dict[str, dict[str, Any]]:
+    """How the page draws each registered metric, from its registry entry: {name: {label, linear, floor}}.
+
+    linear: never a log axis (shares, cosines, correlations: `Metric.linear_scale`,
+    as the report); floor: values below it are clipped (`display_floor`), or None.
+    """
+    from initscope.core.metrics import METRICS
+
+    return {name: {"label": entry.label, "linear": entry.linear_scale, "floor": entry.display_floor}
+            for name, entry in METRICS.items()}
 
 
 def one_line(text: Any) -> str:

@@ -44,7 +44,7 @@ from initscope.core.initializers import REGISTRY
 from initscope.core.metrics import METRICS
 from initscope.core.network import NORMS, READOUTS, SHIFTS
 from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
-                                   encode, fields_from_query, result_payload)
+                                   encode, fields_from_query, metric_display, result_payload)
 from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, RunCache, depth_plan
 from initscope.explore.overlays import theory_payload
 from initscope.report.flags import flags_table
@@ -393,4 +393,5 @@ def meta(settings: Settings) -> dict[str, Any]:
         "fields": list(defaults), "defaults": defaults, "choices": choices,
         "preload": settings.preload, "max_size": settings.max_size,
         "stream_size": settings.stream_size, "has_data_dir": settings.data_dir is not None,
+        "metrics": metric_display(),
     }

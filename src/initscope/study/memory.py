@@ -7,7 +7,9 @@ eigenvectors (T, k, k), the Jacobian tangents (T, m, d, w) that
 jacobian_rank pushes forward, the distance matrices (T, m_d, m_d), the
 gradient pass's checkpoints; and, once for the whole run, the inputs, the
 per-layer results and the tidy tables (one row per trial × layer × metric and
-per singular value). The constants count the temporaries each step makes
+per singular value). What a metric adds is the cost of the pieces it reads
+(`core.pieces`: a metric reading "tangents" brings the Jacobian pass's
+part, whatever its name). The constants count the temporaries each step makes
 (measured with ru_maxrss on the runner; the estimate errs high).
 
 `plan_run(config, workers, budget)` keeps the requested split of trials when
@@ -30,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from initscope.core.metrics import metric
+from initscope.core.pieces import plan_costs
 from initscope.study.config import Config
 
 __all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "available_memory", "memory_budget", "parse_memory",
@@ -160,7 +164,7 @@ def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, tria
     """
     s = _sizes(config)
     n, d, w, fan, k, m, md, L, M, I, b = (s[x] for x in ("n", "d", "w", "fan", "k", "m", "md", "L", "M", "I", "b"))
-    want = set(config.metrics)
+    needs = {n for name in config.metrics for n in metric(name).needs}
     T = config.trials if trials is None else trials
     Tc = concurrent * trials_per_chunk  # trials in flight
     f8 = 8
@@ -178,20 +182,12 @@ def run_estimate(config: Config, trials_per_chunk: int, concurrent: int, *, tria
         "results": (I * T * (L + 1) * (k + M) * f8, rows_driver),
         "tables": (I * T * (L + 1) * (M * METRIC_ROW_BYTES + k * SPECTRUM_ROW_BYTES), rows_driver),
     }
-    if "linear_r2" in want:
-        parts["linear_r2"] = (3 * Tc * n * k * f8, states_driver)
-    if "distance_corr" in want:
-        parts["distance"] = (T * md * md * f8 + 3 * concurrent * md * md * f8, "samples")
-    if "jacobian_rank" in want:
-        # Tangents (T, m, min(d, w), w) old and new (wide inputs: (w, w) matrices with the same
-        # singular values), jacobian_rank's float64 and scaled copies, and W's QR (d > w).
-        parts["jacobian"] = ((4 * m * min(d, w) * w + 2 * d * w) * Tc * f8, "input_dim" if d >= w else "width")
+    # What the wanted metrics read costs on top (`core.pieces`): eigenvectors, distances, Jacobians, gradients.
+    shapes = dict(s, T=T, Tc=Tc, concurrent=concurrent, states_driver=states_driver, readout=config.readout)
+    parts.update(plan_costs(needs, shapes))
     if config.init_train != "none":
         # Training holds every layer's parameters of all trials, their gradients and the new ones.
         parts["init training"] = (3 * T * L * fan * w * b, "depth")
-    if "grad_norm" in want and config.readout != "zeros":
-        # Checkpoints and one block of layers (inputs, pre-activations, weights) in the backward pass.
-        parts["gradients"] = (12 * Tc * n * w * b + 4 * Tc * fan * w * b, states_driver)
     return Estimate(parts)
 
 

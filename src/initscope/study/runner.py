@@ -17,7 +17,14 @@ import pandas as pd
 
 from initscope.study.config import Config, load_table, make_config
 from initscope.study.measure import JACOBIAN_SAMPLES, Chunk, prepare, simulate
-from initscope.study.memory import MemoryBudgetError, MemoryPlanWarning, format_bytes, memory_budget, plan_run
+from initscope.study.memory import (
+    MemoryBudgetError,
+    MemoryPlanWarning,
+    RunPlan,
+    format_bytes,
+    memory_budget,
+    plan_run,
+)
 from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
 from initscope.study.parallel import parallel_map, worker_count
 from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
@@ -44,12 +51,17 @@ def _resolve(config: Config | None, kwargs: dict[str, Any]) -> Config:
     return config
 
 
-def _chunking(config: Config, n_trials: int, workers, memory_limit) -> tuple[int, int]:
-    """(threads, chunks of trials) for a run: one chunk per thread, or smaller ones when memory says so."""
+def _chunking(config: Config, n_trials: int, workers, memory_limit, plan: RunPlan | None) -> tuple[int, int]:
+    """(threads, chunks of trials) for a run: one chunk per thread, or smaller ones when memory says so.
+
+    plan: the command's own plan when it made one already (`initscope run` refuses a run that cannot fit
+    before its output folder exists): memory is planned once per command.
+    """
     n_workers = worker_count(workers, n_trials)
-    plan = plan_run(config, n_workers, memory_budget(memory_limit), trials=n_trials)
+    if plan is None:
+        plan = plan_run(config, n_workers, memory_budget(memory_limit), trials=n_trials)
     if not plan.chunked:
-        return n_workers, n_workers
+        return plan.concurrent, plan.concurrent
     # Chunks change no number: every trial's reductions are its own. stacklevel 3: run's caller.
     warnings.warn(f"memory: the run's estimated peak exceeds the budget of {format_bytes(plan.budget)}; running "
                   f"{plan.trials_per_chunk} trial(s) per chunk, {plan.concurrent} at a time "
@@ -58,7 +70,7 @@ def _chunking(config: Config, n_trials: int, workers, memory_limit) -> tuple[int
 
 
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
-        on_layer=None, progress=None,
+        on_layer=None, progress=None, plan: RunPlan | None = None,
         **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
@@ -73,7 +85,9 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     (`study.memory`): over the budget, fewer trials run at a time (the same
     numbers, with a MemoryPlanWarning), and when one trial alone does not fit
     a `MemoryBudgetError` (a ValueError naming the parameter that drives the
-    estimate) is raised before anything is allocated.
+    estimate) is raised before anything is allocated. plan: a `RunPlan` the
+    caller made already (`study.memory.plan_run` for these trials), used
+    instead of planning again.
     on_layer(init, layer): called on a worker thread after each hidden layer
     of each chunk of trials is measured; an exception it raises stops the
     run and propagates (the explorer stops a superseded request this way).
@@ -87,7 +101,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     if config.init_train != "none" and ids.max() >= config.trials:
         raise ValueError(f"The 'trial_ids' parameter must be below trials={config.trials} with init_train. "
                          f"Got {ids.max()} instead.")
-    n_workers, n_chunks = _chunking(config, len(ids), workers, memory_limit)
+    n_workers, n_chunks = _chunking(config, len(ids), workers, memory_limit, plan)
     table = load_table(config) if config.data_is_fixed else None
     positions = [p for p in np.array_split(np.arange(len(ids)), n_chunks) if len(p)]
     chunks = [ids[p] for p in positions]

@@ -7,9 +7,11 @@ pass gives the loss for one backward pass (weight gradients), which
 recomputes repeated blocks instead of keeping their activations
 (`checkpointing`); it runs without autograd when grad_norm is not asked for. jacobian_rank comes from
 forward-mode AD on at most 64 samples (`jacobian`), and so do
-jacobian_sq_mean and jacobian_log_spread. pre_q and pre_cosine are read
-where a state is the output of an affine map (Linear, Conv; layer 0: a
-floating-point input), from the same pass (`_pre_values`). Afterwards the hooks are
+jacobian_sq_mean and jacobian_log_spread (every metric reading per-sample
+Jacobians). pre_q and pre_cosine are read where a state is the output of an
+affine map (Linear, Conv; layer 0: a floating-point input), from the same
+pass. Which pass measures a metric comes from the pieces it reads
+(`core.pieces`), and every value from the core's engine. Afterwards the hooks are
 gone and the model is as it was: training/eval flags, requires_grad flags
 and buffers (BatchNorm running statistics) are restored, even when the
 forward pass raises, and torch's global RNG is not advanced.
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointError
 
+from initscope.core import engine as E
 from initscope.core import metrics as M
 from initscope.torch.checkpointing import checkpointed, repeated_blocks
 from initscope.torch.gradients import (
@@ -36,18 +39,12 @@ from initscope.torch.gradients import (
     loss_value,
     unreached_note,
 )
-from initscope.torch.initializers import INITIALIZABLE
-from initscope.torch.jacobian import (
-    JACOBIAN_BUDGET,
-    JACOBIAN_METRICS,
-    JACOBIAN_SAMPLES,
-    JacobianReadings,
-    jacobian_values,
-)
+from initscope.torch.jacobian import JACOBIAN_BUDGET, JACOBIAN_SAMPLES, JacobianReadings, jacobian_values
 from initscope.torch.kernels import one_thread
 from initscope.torch.loading import ModelError, _quote
 from initscope.torch.layouts import LayoutRules, LayoutWarning, model_kind
-from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES, TOKEN_METRICS, to_numpy
+from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES
+from initscope.torch.providers import to_numpy
 from initscope.torch.recording import HookError, Recorder, display_name, input_hint
 from initscope.torch.tables import InspectResult, build_result
 
@@ -75,9 +72,10 @@ def _as_tensor(value, label: str) -> torch.Tensor:
 
 
 def _metric_names(metrics) -> tuple[str, ...]:
-    """The registry's default metrics and the token metrics, or the names given, in registry order."""
+    """The registry's default metrics and those reading token sequences, or the names given, in registry order."""
     if metrics is None:
-        return tuple(dict.fromkeys((*M.default_metrics(), *TOKEN_METRICS)))
+        tokens = E.reads("tokens", M.METRICS)
+        return tuple(m for m in M.METRICS if m in M.default_metrics() or m in tokens)
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names or any(m not in M.METRICS for m in names):
         raise ValueError(f"The 'metrics' parameter must be a non-empty list of names from {list(M.METRICS)}. "
@@ -226,11 +224,12 @@ def inspect(
     x, y, device = _placed(model, x, y)
 
     notes: list[str] = []
-    measure = want | ({"rms", "mean_cosine"} if want & {"pre_q", "pre_cosine"} else set())  # what _pre_values reads
-    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=measure, rules=rules,
+    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=want, rules=rules,
                    hint=model_kind(model), reference=reference, notes=notes, seed=seed, max_rows=max_rows,
                    max_sequences=max_sequences, attention_weights=attention_weights)
-    weights = {id(m): gradient_params(m)[1] for _, m in selected} if "grad_norm" in want else {}
+    gradient = E.reading_metrics(metric_names, "backward")  # grad_norm: one backward pass
+    jacobian = E.reading_metrics(metric_names, "jacobian")  # jacobian_rank, ...: the forward-mode pass
+    weights = {id(m): gradient_params(m)[1] for _, m in selected} if gradient else {}
     params = list({id(p): p for ps in weights.values() for p in ps}.values())
     grads: dict[int, float | None] = {}
     loss_name = ""
@@ -264,8 +263,8 @@ def inspect(
                 del value
             _restore(buffers)
             _check_recorded(rec, reference)
-            if want & set(JACOBIAN_METRICS):
-                jac = jacobian_values(model, x, rec.layers, [m for _, m in selected], names=metric_names,
+            if jacobian:
+                jac = jacobian_values(model, x, rec.layers, [m for _, m in selected], names=jacobian,
                                       samples=jacobian_samples, budget=jacobian_budget, seed=seed, notes=notes,
                                       attention_weights=attention_weights)
         finally:
@@ -279,18 +278,17 @@ def inspect(
 
     _after_pass(rec, selected, reference, notes)
     if metrics is None and not any(layer.layout.kind == "tokens" for layer in rec.layers):
-        metric_names = tuple(m for m in metric_names if m not in TOKEN_METRICS)  # no sequences: no NaN columns
+        tokens = E.reads("tokens", metric_names)
+        metric_names = tuple(m for m in metric_names if m not in tokens)  # no sequences: no NaN columns
     values, unreached = {}, []
     for layer in rec.layers:
         v = dict(layer.measured.values)
-        for name in want & set(JACOBIAN_METRICS):
+        for name in jacobian:
             v[name] = jac.values.get(layer.index, {}).get(name, math.nan) if layer.measured.finite else math.nan
-        if want & {"pre_q", "pre_cosine"}:
-            v.update(_pre_values(layer, x.is_floating_point()))
-        if "grad_norm" in want:
+        for name in gradient:
             ps = weights.get(id(layer.module), []) if layer.module is not None else []
-            v["grad_norm"] = layer_gradient(grads, ps)
-            if grads and ps and math.isnan(v["grad_norm"]) and layer.label not in unreached:
+            v[name] = layer_gradient(grads, ps)
+            if grads and ps and math.isnan(v[name]) and layer.label not in unreached:
                 unreached.append(layer.label)
         for name in metric_names:  # a registered metric reading what torch modules do not give (e.g. gradients)
             v.setdefault(name, math.nan)
@@ -312,21 +310,6 @@ def inspect(
     with one_thread():  # incoming weight norms in float64 (kernels.one_thread)
         return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes,
                             reference=rec.reference, histograms=jac.histograms)
-
-
-def _pre_values(layer, floating_input: bool) -> dict[str, float]:
-    """pre_q and pre_cosine of a state that is an affine map's output z (a Linear or Conv module's tensor), else NaN.
-
-    They are the registry's definitions read on z: pre_q = mean of z² over
-    samples and units = rms², pre_cosine = mean_cosine(z), on the state
-    matrix as every cosine here is (positions folded into samples). Layer 0
-    reads the input, as in the numpy network, when it is floating point.
-    """
-    affine = floating_input if layer.module is None else isinstance(layer.module, INITIALIZABLE) and not layer.output
-    values = layer.measured.values
-    if not (affine and layer.measured.finite):
-        return {"pre_q": math.nan, "pre_cosine": math.nan}
-    return {"pre_q": values["rms"] ** 2, "pre_cosine": values.get("mean_cosine", math.nan)}
 
 
 def _check_reference(model: nn.Module, reference) -> None:

@@ -28,17 +28,16 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from initscope.core import engine as E
 from initscope.core import metrics as M
 from initscope.core import propagation as P
+from initscope.core.pieces import Pieces
 from initscope.torch.loading import _quote
-from initscope.torch.measures import to_numpy
+from initscope.torch.providers import to_numpy
 from initscope.torch.outputs import recordable
 from initscope.torch.recording import Layer
 
-__all__ = ["jacobian_values", "jacobian_samples", "JacobianReadings", "JACOBIAN_METRICS", "JACOBIAN_SAMPLES",
-           "JACOBIAN_BUDGET"]
-
-JACOBIAN_METRICS = ("jacobian_rank", "jacobian_sq_mean", "jacobian_log_spread")  # registry entries read here
+__all__ = ["jacobian_values", "jacobian_samples", "JacobianReadings", "JACOBIAN_SAMPLES", "JACOBIAN_BUDGET"]
 
 JACOBIAN_SAMPLES = 64
 JACOBIAN_BUDGET = 2**24  # Jacobian entries kept per layer (samples·d·w): 128 MiB in float64
@@ -48,29 +47,26 @@ _RANK_FLOPS = 64  # and samples·d·w·min(d, w) <= 64·budget: the cost of its 
 @dataclass
 class JacobianReadings:
     """values: layer index -> {metric: value} for the Jacobian metrics asked for (layers left out: NaN);
-    histograms: layer index -> (bins,) counts of log10 normalised σ, with jacobian_log_spread only."""
+    histograms: layer index -> (bins,) counts of log10 normalised σ, when a metric reads the singular values."""
 
     values: dict[int, dict[str, float]] = field(default_factory=dict)
     histograms: dict[int, np.ndarray] = field(default_factory=dict)
 
     def add(self, index: int, J: np.ndarray, names: tuple[str, ...], *, input_dim: int | None = None) -> None:
-        """Measure one layer's Jacobians J (1, m, d, w) with the core's functions.
+        """Measure one layer's Jacobians J (1, m, d, w) with the core's engine: the metrics in `names`.
 
         input_dim: the d that jacobian_rank divides by, when J stands for
         another (layer 0: 1 × 1 identities for the d × d one).
         """
         _, _, d, w = J.shape
-        out: dict[str, float] = {}
+        d = d if input_dim is None else input_dim
+        view = Pieces({"tangents": J, "input_dim": d, "rtol": M.rank_rtol(J.dtype), "activation": "identity"},
+                      wanted=E.read_by(names))
         with np.errstate(all="ignore"):
-            if "jacobian_rank" in names:
-                out["jacobian_rank"] = float(M.jacobian_rank(J, input_dim=input_dim)[0])
-            if "jacobian_sq_mean" in names:
-                out["jacobian_sq_mean"] = float(P.jacobian_sq_mean(J)[0])
-            if "jacobian_log_spread" in names:
-                sv = P.jacobian_singular_values(J, input_dim=input_dim)
-                out["jacobian_log_spread"] = float(P.jacobian_log_spread(sv)[0])
-                self.histograms[index] = P.log10_histogram(sv, d, w)[0]
-        self.values[index] = out
+            values = E.layer_values(names, view, col=np.zeros(1, bool), is_input=index == 0)
+            if "jacobian_spectrum" in view.values:
+                self.histograms[index] = P.log10_histogram(view["jacobian_spectrum"], d, w)[0]
+        self.values[index] = {k: float(v[0]) for k, v in values.items()}
 
 
 class _Stop(BaseException):
@@ -148,14 +144,15 @@ def _buffers(layers: list[Layer], d: int, m: int, budget: int, dtype, what: str,
 def jacobian_values(model: nn.Module, x: torch.Tensor, layers: list[Layer], modules: list[nn.Module], *,
                     names: tuple[str, ...], samples: int, budget: int, seed: int, notes: list[str],
                     attention_weights: bool = False) -> JacobianReadings:
-    """The Jacobian metrics in `names` (of JACOBIAN_METRICS) by layer index; sets each layer's jacobian_samples.
+    """The metrics in `names` (those reading per-sample Jacobians) by layer index; sets each layer's
+    jacobian_samples.
 
     x: the inputs (n, *shape); layers: the main pass's recording, whose
     module calls this pass must repeat in the same order; modules: those to
     hook. Layer 0 (the input) has jacobian_rank 1, jacobian_sq_mean 1 and
     jacobian_log_spread 0 (NaN with one sample), as in the numpy network.
     """
-    names = tuple(n for n in JACOBIAN_METRICS if n in names)
+    names = tuple(names)
     what = ", ".join(names)
     readings = JacobianReadings()
     if not x.is_floating_point():

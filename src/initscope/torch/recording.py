@@ -17,17 +17,20 @@ states recorded before it get NaN there.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
+from initscope.core import engine as E
 from initscope.core import metrics as M
 from initscope.torch.gradients import is_norm
 from initscope.torch.kernels import one_thread
 from initscope.torch.layouts import Layout, LayoutRules, contents_kind, infer_layout, module_kind
-from initscope.torch.measures import Comparison, Measured, measure_state, to_numpy
+from initscope.torch.measures import Comparison, Measured, measure_state
+from initscope.torch.providers import BACKEND, to_numpy
 from initscope.torch.outputs import constant_over_samples, recordable, tensors_of
 
 __all__ = ["Layer", "Recorder", "HookError", "display_name", "input_hint"]
@@ -117,12 +120,14 @@ class Recorder:
         # very tensor sets its scale, so the scale rule does not judge it (`initscope.study.flags`).
         self.last_affine: tuple | None = None
         self.move_reference = False
+        # the metrics that read a pre-activation (pre_q, pre_cosine): NaN on a state no affine map made
+        self.pre_readers = [m for m in want if E.reads("pre", [m]) or E.reads("affine", [m], BACKEND)]
 
-    def _measure(self, out: torch.Tensor, layout: Layout, module: nn.Module | None) -> Measured:
+    def _measure(self, out: torch.Tensor, layout: Layout, module: nn.Module | None, affine: bool) -> Measured:
         rng = np.random.default_rng([self.seed, len(self.layers)])
         return measure_state(out, layout, want=self.want, activation=self.activation(module),
-                             comparison=self.comparison, first=module is None, max_rows=self.max_rows,
-                             max_sequences=self.max_sequences, rng=rng)
+                             comparison=self.comparison, first=module is None, affine=affine,
+                             max_rows=self.max_rows, max_sequences=self.max_sequences, rng=rng)
 
     @staticmethod
     def activation(module: nn.Module | None) -> str:
@@ -148,7 +153,7 @@ class Recorder:
         with one_thread():  # numpy's BLAS right after torch work: see kernels.one_thread (1 s -> 0.01 s on a BERT)
             flat = to_numpy(state.reshape(self.n, -1))[None]
             ref = None
-            if M.needing("distances", self.want):
+            if E.reads("distances", self.want, BACKEND):
                 ref = M.distance_reference(flat, rng=np.random.default_rng(self.seed))
             self.comparison = Comparison(M.centred(flat).astype(np.float64), ref)  # linear_r2 reads it in float64
 
@@ -157,14 +162,18 @@ class Recorder:
             self.previous = layout
         # Dropout in eval mode, Identity and a Transformer layer's last norm hand on the very same tensor:
         # measure it once. The last tensor is held, so its memory cannot be reused by another tensor at the
-        # same address; in-place changes bump _version, so a changed tensor is measured again.
+        # same address; in-place changes bump _version, so a changed tensor is measured again. Only an affine
+        # map's output is a pre-activation: the next module's reading of the same tensor has none.
+        affine = isinstance(module, _AFFINE) and not output if module is not None else not self.compare_with_reference
         key = (out.data_ptr(), tuple(out.shape), out.stride(), out._version, out.dtype, layout.kind,
                activation_of(module))
         if self.last is not None and self.last[0] == key and module is not None:
             got = self.last[2]
+            if self.last[3] and not affine:
+                got = replace(got, values={**got.values, **dict.fromkeys(self.pre_readers, math.nan)})
         else:
-            got = self._measure(out, layout, module)
-            self.last = (key, out, got)
+            got = self._measure(out, layout, module, affine)
+            self.last = (key, out, got, affine)
         layer = Layer(len(self.layers), name, output, module, call, layout, out.shape[0] * layout.positions, got)
         self.layers.append(layer)
         self.last_affine = (_identity(out), layer) if isinstance(module, _AFFINE) else None

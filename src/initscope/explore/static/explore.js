@@ -412,6 +412,7 @@ async function download(event) {
 async function start() {
   document.getElementById("download").addEventListener("click", download);
   const meta = state.meta = await (await fetch("/api/meta")).json();
+  setMetricDisplay(meta.metrics);
   buildControls(meta);
   const initial = {...meta.defaults, ...meta.preload};
   for (const [key, value] of new URLSearchParams(location.search)) {

@@ -5,9 +5,15 @@
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"];
 const LOG_DECADES = 2;
-const LINEAR_ONLY = new Set(["dead_fraction", "linear_fraction", "mean_cosine", "linear_r2", "distance_corr",
-                             "jacobian_rank"]);
-const DISPLAY_FLOOR = {linear_r2: -1};
+// How each metric is drawn comes from the server's registry (/api/meta's "metrics": {name: {label, linear,
+// floor}}), set once by setMetricDisplay: no list of metric names here decides an axis.
+let METRIC_DISPLAY = {};
+function setMetricDisplay(display) { METRIC_DISPLAY = display || {}; }
+function displayOf(metric) {
+  const d = METRIC_DISPLAY[metric] || {};
+  return {label: d.label || metric, linear: Boolean(d.linear), floor: (d.floor === null || d.floor === undefined)
+          ? undefined : d.floor};
+}
 const MAX_POINTS = 1000;
 const MAX_CURVES = 40;
 
@@ -199,7 +205,7 @@ function depthFigure(message, theory) {
   const [cols, rows] = [Math.min(3, metrics.length), Math.ceil(metrics.length / 3)];
   const data = [], titles = [];
   metrics.forEach((metric, n) => {
-    const axis = n ? String(n + 1) : "", floor = DISPLAY_FLOOR[metric];
+    const axis = n ? String(n + 1) : "", floor = displayOf(metric).floor;
     const all = [];
     names.forEach((init, i) => {
       const byLayer = grouped[metric][init] || {};
@@ -227,9 +233,9 @@ function depthFigure(message, theory) {
                    hovertemplate: `${init}<br>${line.label}<br>layer %{x}: %{y:.4g}<extra></extra>`});
       }
     });
-    titles.push({metric, log: !LINEAR_ONLY.has(metric) && spansDecades(all)});
+    titles.push({metric, floor, log: !displayOf(metric).linear && spansDecades(all)});
   });
-  const layout = axesLayout(titles.map(t => t.metric + (DISPLAY_FLOOR[t.metric] !== undefined ? " (clipped at -1)" : "")),
+  const layout = axesLayout(titles.map(t => t.metric + (t.floor !== undefined ? ` (clipped at ${t.floor})` : "")),
                             cols, rows, "layer", "", {});
   titles.forEach((t, n) => { if (t.log) layout["yaxis" + (n ? n + 1 : "")].type = "log"; });
   layout.height = 250 * rows + 80;
