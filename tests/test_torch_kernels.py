@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed (pip install
 
 from initscope.core import metrics as M  # noqa: E402
 from initscope.torch.kernels import CHUNK, centred_row_gram, gram64, one_thread, row_basis, row_stats  # noqa: E402
-from initscope.torch.layouts import Layout  # noqa: E402
+from initscope.study.recorder import Layout  # noqa: E402
 from initscope.torch.measures import Comparison, measure_state  # noqa: E402
 
 

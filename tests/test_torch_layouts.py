@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch_models as tm  # noqa: E402
 
 from initscope.torch import inspect  # noqa: E402
-from initscope.torch.layouts import LayoutWarning, infer_layout, sequence_first  # noqa: E402
+from initscope.study.recorder import LayoutWarning  # noqa: E402
+from initscope.torch.layouts import infer_layout, sequence_first  # noqa: E402
 from initscope.torch.outputs import recordable, tensors_of  # noqa: E402
 
 

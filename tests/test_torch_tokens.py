@@ -17,7 +17,7 @@ import torch_models as tm  # noqa: E402
 
 from initscope.core import metrics as M  # noqa: E402
 from initscope.torch import diagnose, flag_table, inspect  # noqa: E402
-from initscope.torch.layouts import Layout  # noqa: E402
+from initscope.study.recorder import Layout  # noqa: E402
 from initscope.torch.measures import Comparison, measure_state  # noqa: E402
 
 

@@ -32,6 +32,7 @@ from typing import Optional
 import typer
 
 from initscope.cli.common import BadInput, Out, Overwrite, args_or_help, exit_process, output_folder, run_app, write_files
+from initscope.core.engine import reads
 from initscope.core.metrics import METRICS
 from initscope.study.config import toml_text
 from initscope.study.memory import check_estimate, inspect_estimate, memory_budget
@@ -324,8 +325,6 @@ def _layer_table(result):
 
     wide = result.metrics.pivot_table(index="layer", columns="metric", values="value", aggfunc="first", dropna=False)
     flags = result.flags.groupby("layer")["flag"].apply(lambda f: ", ".join(f)) if len(result.flags) else {}
-    from initscope.core.engine import reads
-
     present = [m for m, entry in METRICS.items() if entry.summary and m in wide]
     gradient = set(reads("gradient", present))
     kinds = bool(gradient) and "param_kind" in result.layers

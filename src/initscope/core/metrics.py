@@ -31,7 +31,7 @@ from initscope.core.information import (
     linear_r2,
     ridge_factor,
 )
-from initscope.core.numerics import relative_singular_values, safe_eigh, unit_scaled
+from initscope.core.numerics import centred, gram, gram_spectrum, relative_singular_values, unit_scaled
 from initscope.core.pieces import PIECES
 from initscope.core.propagation import jacobian_log_spread, jacobian_sq_mean, pre_q
 from initscope.core.tokens import token_cosine, token_effective_rank
@@ -198,46 +198,6 @@ def rank_rtol(dtype) -> float:
     resolve σ_k below σ_1·√eps.
     """
     return 1e-3 if np.dtype(dtype) == np.float32 else 1e-6
-
-
-def centred(S: np.ndarray) -> np.ndarray:
-    """S minus its per-unit mean over samples. (T, n, w) -> (T, n, w)."""
-    return S - S.mean(axis=1, keepdims=True)
-
-
-def gram(S_c: np.ndarray) -> np.ndarray:
-    """The smaller Gram matrix of S_c: (T, w, w) if n ≥ w else (T, n, n)."""
-    if S_c.shape[1] >= S_c.shape[2]:
-        return np.matmul(S_c.transpose(0, 2, 1), S_c)
-    return np.matmul(S_c, S_c.transpose(0, 2, 1))
-
-
-def gram_spectrum(G: np.ndarray, *, vectors: bool = False):
-    """Singular values of S_c, descending, length min(n, w), from its Gram matrix G = gram(S_c).
-
-    Eigenvalues of the smaller Gram matrix; tiny negative eigenvalues
-    (rounding) are clipped to 0. Values below σ_1·√eps are at the noise floor
-    and are returned as computed; a non-finite G gives a NaN row. With vectors=True also returns
-    (eigenvalues ascending (T, k), eigenvectors (T, k, k)): what linear_r2 and
-    the 3-D projections need, from one `eigh` call instead of a second pass.
-    """
-    finite = np.isfinite(G).all(axis=(1, 2))
-    try:
-        if not finite.all():
-            raise np.linalg.LinAlgError("non-finite Gram matrix")
-        if vectors:
-            lam, V = np.linalg.eigh(G)
-        else:
-            lam = np.linalg.eigvalsh(G)
-    except np.linalg.LinAlgError:
-        # Overflow is a result: a non-finite Gram matrix (or one LAPACK cannot converge
-        # on) gives a NaN spectrum for its trial, and the others are computed scaled.
-        res = safe_eigh(G, vectors=vectors)
-        lam, V = res if vectors else (res, None)
-    sv = np.sqrt(np.clip(lam[:, ::-1], 0.0, None))
-    if vectors:
-        return sv, (lam, V)
-    return sv
 
 
 def collapsed(S: np.ndarray, sv: np.ndarray) -> np.ndarray:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["unit_scaled", "relative_singular_values", "finite_matrices", "safe_eigh", "qr_triangle"]
+__all__ = ["unit_scaled", "relative_singular_values", "finite_matrices", "safe_eigh", "qr_triangle", "centred",
+           "gram", "gram_spectrum"]
 
 
 def finite_matrices(A: np.ndarray) -> np.ndarray:
@@ -125,3 +126,43 @@ def qr_triangle(E: np.ndarray) -> np.ndarray:
     finite = finite_matrices(E)
     R = np.linalg.qr(np.where(finite[..., None, None], E, 0), mode="r")
     return np.where(finite[..., None, None], R, np.nan).astype(E.dtype, copy=False)
+
+
+def centred(S: np.ndarray) -> np.ndarray:
+    """S minus its per-unit mean over samples. (T, n, w) -> (T, n, w)."""
+    return S - S.mean(axis=1, keepdims=True)
+
+
+def gram(S_c: np.ndarray) -> np.ndarray:
+    """The smaller Gram matrix of S_c: (T, w, w) if n ≥ w else (T, n, n)."""
+    if S_c.shape[1] >= S_c.shape[2]:
+        return np.matmul(S_c.transpose(0, 2, 1), S_c)
+    return np.matmul(S_c, S_c.transpose(0, 2, 1))
+
+
+def gram_spectrum(G: np.ndarray, *, vectors: bool = False):
+    """Singular values of S_c, descending, length min(n, w), from its Gram matrix G = gram(S_c).
+
+    Eigenvalues of the smaller Gram matrix; tiny negative eigenvalues
+    (rounding) are clipped to 0. Values below σ_1·√eps are at the noise floor
+    and are returned as computed; a non-finite G gives a NaN row. With vectors=True also returns
+    (eigenvalues ascending (T, k), eigenvectors (T, k, k)): what linear_r2 and
+    the 3-D projections need, from one `eigh` call instead of a second pass.
+    """
+    finite = np.isfinite(G).all(axis=(1, 2))
+    try:
+        if not finite.all():
+            raise np.linalg.LinAlgError("non-finite Gram matrix")
+        if vectors:
+            lam, V = np.linalg.eigh(G)
+        else:
+            lam = np.linalg.eigvalsh(G)
+    except np.linalg.LinAlgError:
+        # Overflow is a result: a non-finite Gram matrix (or one LAPACK cannot converge
+        # on) gives a NaN spectrum for its trial, and the others are computed scaled.
+        res = safe_eigh(G, vectors=vectors)
+        lam, V = res if vectors else (res, None)
+    sv = np.sqrt(np.clip(lam[:, ::-1], 0.0, None))
+    if vectors:
+        return sv, (lam, V)
+    return sv

@@ -35,6 +35,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from initscope.core.numerics import centred, gram, gram_spectrum
+from initscope.core.propagation import jacobian_singular_values
+
 __all__ = ["Piece", "PIECES", "Joint", "Sampled", "Pieces", "register_piece", "register_provider", "provider",
            "depends_on", "stages", "plan_costs"]
 
@@ -227,8 +230,6 @@ class Pieces(Mapping):
 
 def _spectra(view: Pieces) -> Joint:
     """The spectrum from the Gram matrix, with the eigenvectors from the same `eigh` when they are wanted."""
-    from initscope.core.metrics import gram_spectrum
-
     if "eigh" in view.wanted:
         sv, eig = gram_spectrum(view["gram"], vectors=True)
         return Joint({"spectrum": sv, "eigh": eig})
@@ -236,20 +237,14 @@ def _spectra(view: Pieces) -> Joint:
 
 
 def _centred(view: Pieces):
-    from initscope.core.metrics import centred
-
     return centred(view["state"])
 
 
 def _gram(view: Pieces):
-    from initscope.core.metrics import gram
-
     return gram(view["centred"])
 
 
 def _jacobian_spectrum(view: Pieces):
-    from initscope.core.propagation import jacobian_singular_values
-
     return jacobian_singular_values(view["tangents"], input_dim=view["input_dim"])
 
 

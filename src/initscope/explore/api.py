@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from initscope.core.data import SYNTHETIC
+from initscope.core.metrics import METRICS
 from initscope.study.config import DATA_FILE_SUFFIXES, FIELD_NAMES, REAL_DATA, Config, config_columns, make_config
 from initscope.study.memory import MemoryBudgetError, memory_budget, plan_run
 from initscope.study.parallel import worker_count
@@ -60,8 +61,6 @@ def metric_display() -> dict[str, dict[str, Any]]:
     linear: never a log axis (shares, cosines, correlations: `Metric.linear_scale`,
     as the report); floor: values below it are clipped (`display_floor`), or None.
     """
-    from initscope.core.metrics import METRICS
-
     return {name: {"label": entry.label, "linear": entry.linear_scale, "floor": entry.display_floor}
             for name, entry in METRICS.items()}
 

@@ -42,7 +42,8 @@ from initscope.torch.gradients import (
 from initscope.torch.jacobian import JACOBIAN_BUDGET, JACOBIAN_SAMPLES, JacobianReadings, jacobian_values
 from initscope.torch.kernels import one_thread
 from initscope.torch.loading import ModelError, _quote
-from initscope.torch.layouts import LayoutRules, LayoutWarning, model_kind
+from initscope.study.recorder import LayoutWarning
+from initscope.torch.layouts import LayoutRules, model_kind
 from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES
 from initscope.torch.providers import to_numpy
 from initscope.torch.recording import HookError, Recorder, display_name, input_hint

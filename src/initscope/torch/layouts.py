@@ -1,5 +1,7 @@
 """How a recorded output reads as data: its layout, inferred from the module and shape, or given.
 
+The `Layout` itself is framework-neutral (`initscope.study.recorder`); this module infers it from torch modules.
+
 Every recorded state of n samples has per-sample shape `shape` and one layout:
 
 - ``units``: one row per sample, every entry a unit, (n, |shape|). Always the
@@ -30,21 +32,14 @@ batch_first=False) return (positions, n, E); their outputs are transposed to
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["LAYOUTS", "STATES", "Layout", "LayoutRules", "LayoutWarning", "infer_layout", "module_kind",
-           "contents_kind", "model_kind", "sequence_first"]
+from initscope.study.recorder import LAYOUTS, STATES, Layout, LayoutWarning
 
-LAYOUTS = ("units", "channels-first", "tokens")
-STATES = {
-    "units": "samples x units",
-    "channels-first": "samples*positions x channels",
-    "tokens": "sequences*positions x features",
-}
+__all__ = ["LayoutRules", "infer_layout", "module_kind", "contents_kind", "model_kind", "sequence_first"]
+
 _CHANNELS_FIRST = (
     nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
     nn.GroupNorm, nn.LocalResponseNorm, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
@@ -54,41 +49,6 @@ _CHANNELS_FIRST = (
 _TOKENS = (nn.Embedding, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
            nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer)
 _FEATURES_LAST = (nn.Linear, nn.Bilinear, nn.LayerNorm, nn.RMSNorm)
-
-
-class LayoutWarning(UserWarning):
-    """A state's layout was guessed from its shape alone."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The reading of one recorded output. shape: per sample; reason: what decided the kind."""
-
-    shape: tuple[int, ...]
-    kind: str
-    reason: str
-
-    @property
-    def state(self) -> str:
-        return STATES[self.kind]
-
-    @property
-    def flat_units(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def units(self) -> int:
-        """Columns of the state matrix: units, channels of a map, or features of a token."""
-        if self.kind == "units":
-            return self.flat_units
-        return self.shape[0] if self.kind == "channels-first" else self.shape[-1]
-
-    @property
-    def positions(self) -> int:
-        """Rows of the state matrix per sample: 1 for units, else the positions of a map or sequence."""
-        if self.kind == "units":
-            return 1
-        return math.prod(self.shape[1:]) if self.kind == "channels-first" else math.prod(self.shape[:-1])
 
 
 def module_kind(module: nn.Module | None, ndim: int) -> str | None:

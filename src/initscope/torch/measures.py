@@ -44,7 +44,7 @@ from initscope.core import engine as E
 from initscope.core import metrics as M
 from initscope.core.pieces import Pieces
 from initscope.torch.kernels import one_thread, row_basis
-from initscope.torch.layouts import Layout
+from initscope.study.recorder import Layout
 from initscope.torch.providers import BACKEND, Recorded, to_numpy
 
 __all__ = ["Measured", "Comparison", "measure_state", "to_numpy", "principal_coordinates", "MAX_ROWS",

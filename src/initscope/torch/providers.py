@@ -35,7 +35,7 @@ import torch
 from initscope.core import metrics as M
 from initscope.core.pieces import Joint, Piece, Pieces, Sampled, register_piece, register_provider
 from initscope.torch.kernels import RowStats, centred_row_gram, gram64, row_stats
-from initscope.torch.layouts import Layout
+from initscope.study.recorder import Layout
 
 __all__ = ["Recorded", "JACKKNIFE_GROUPS", "BACKEND", "spectrum_of_gram", "to_numpy", "distance_corr_from_gram"]
 

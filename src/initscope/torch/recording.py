@@ -28,7 +28,8 @@ from initscope.core import engine as E
 from initscope.core import metrics as M
 from initscope.torch.gradients import is_norm
 from initscope.torch.kernels import one_thread
-from initscope.torch.layouts import Layout, LayoutRules, contents_kind, infer_layout, module_kind
+from initscope.study.recorder import Layout
+from initscope.torch.layouts import LayoutRules, contents_kind, infer_layout, module_kind
 from initscope.torch.measures import Comparison, Measured, measure_state
 from initscope.torch.providers import BACKEND, to_numpy
 from initscope.torch.outputs import constant_over_samples, recordable, tensors_of
