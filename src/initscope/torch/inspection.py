@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -130,8 +131,6 @@ def _check_int(name: str, value, low: int) -> int:
     return int(value)
 
 
-# long: the public entry point: a 25-line docstring, every argument checked in order, then one hooked
-# pass inside a try/finally that puts the model back as it was (modes, requires_grad, buffers, hooks, RNG)
 def inspect(
     model: nn.Module,
     inputs,
@@ -197,10 +196,49 @@ def inspect(
     Errors raised by the model's forward pass, the loss or the backward pass
     become `ModelError`, quoting the original, which is chained.
     """
+    call = _checked(model, inputs, targets=targets, layers=layers, loss=loss, metrics=metrics, label=label,
+                    mode=mode, layout=layout, reference=reference, max_rows=max_rows, max_sequences=max_sequences,
+                    attention_weights=attention_weights, jacobian_samples=jacobian_samples,
+                    jacobian_budget=jacobian_budget, checkpoint=checkpoint, seed=seed)
+    passed = _hooked_pass(model, call)
+    _after_pass(passed.rec, call.selected, call.reference, passed.notes)
+    return _assembled(model, call, passed)
+
+
+@dataclass
+class _Call:
+    """inspect's arguments, checked: inputs and targets placed on the model's device, the modules to hook."""
+
+    metric_names: tuple[str, ...]
+    named: bool  # the metrics were named (else the defaults, token metrics dropped for a model without sequences)
+    x: torch.Tensor
+    y: torch.Tensor | None
+    device: torch.device
+    selected: list[tuple[str, nn.Module]]
+    rules: LayoutRules
+    loss: str | Callable | None
+    label: str
+    mode: str | None
+    reference: str | None
+    max_rows: int
+    max_sequences: int
+    attention_weights: bool
+    jacobian_samples: int
+    jacobian_budget: int
+    checkpoint: bool
+    seed: int
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+
+def _checked(model, inputs, *, targets, layers, loss, metrics, label, mode, layout, reference, max_rows,
+             max_sequences, attention_weights, jacobian_samples, jacobian_budget, checkpoint, seed) -> _Call:
+    """Every argument checked in order (ValueError or TypeError naming it), before the model runs."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter of inspect must be a torch.nn.Module. Got {type(model).__name__} instead.")
     metric_names = _metric_names(metrics)
-    want = set(metric_names)
     if mode is not None and mode not in MODES:
         raise ValueError(f"The 'mode' parameter must be one of {list(MODES)} or None. Got {mode!r} instead.")
     if not isinstance(label, str) or not label:
@@ -223,51 +261,74 @@ def inspect(
     check_loss(loss, y)
     selected = _select(model, layers)
     x, y, device = _placed(model, x, y)
+    return _Call(metric_names, metrics is not None, x, y, device, selected, rules, loss, label, mode, reference,
+                 max_rows, max_sequences, attention_weights, jacobian_samples, jacobian_budget, checkpoint, seed)
 
+
+@dataclass
+class _Passed:
+    """What the hooked passes gave: the recording, gradient norms by parameter, the Jacobian readings."""
+
+    rec: Recorder
+    notes: list[str]
+    weights: dict[int, list]  # module id -> its parameters whose gradients grad_norm reads
+    grads: dict[int, float | None] = field(default_factory=dict)
+    jac: JacobianReadings = field(default_factory=JacobianReadings)
+    loss_name: str = ""
+    checkpointed: bool = False
+
+
+# long: one hooked pass inside a try/finally that puts the model back as it was (modes, requires_grad, buffers,
+# hooks, RNG), then the backward pass and the forward-mode Jacobian pass where wanted metrics read them
+def _hooked_pass(model: nn.Module, call: _Call) -> _Passed:
+    """The main pass (each selected module's states measured as they come), the backward pass when a wanted
+    metric reads gradients, the Jacobian pass when one reads per-sample Jacobians (`core.pieces` says which)."""
+    x, y, n, seed = call.x, call.y, call.n, call.seed
     notes: list[str] = []
-    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=want, rules=rules,
-                   hint=model_kind(model), reference=reference, notes=notes, seed=seed, max_rows=max_rows,
-                   max_sequences=max_sequences, attention_weights=attention_weights)
-    gradient = E.reading_metrics(metric_names, "backward")  # grad_norm: one backward pass
-    jacobian = E.reading_metrics(metric_names, "jacobian")  # jacobian_rank, ...: the forward-mode pass
-    weights = {id(m): gradient_params(m)[1] for _, m in selected} if gradient else {}
+    rec = Recorder({id(m): name for name, m in model.named_modules()}, n, want=set(call.metric_names),
+                   rules=call.rules, hint=model_kind(model), reference=call.reference, notes=notes, seed=seed,
+                   max_rows=call.max_rows, max_sequences=call.max_sequences, attention_weights=call.attention_weights)
+    gradient = E.reading_metrics(call.metric_names, "backward")  # grad_norm: one backward pass
+    jacobian = E.reading_metrics(call.metric_names, "jacobian")  # jacobian_rank, ...: the forward-mode pass
+    weights = {id(m): gradient_params(m)[1] for _, m in call.selected} if gradient else {}
+    passed = _Passed(rec, notes, weights)
     params = list({id(p): p for ps in weights.values() for p in ps}.values())
-    grads: dict[int, float | None] = {}
-    loss_name = ""
-    jac = JacobianReadings()
 
     training = {m: m.training for m in model.modules()}
     grad_flags = {p: p.requires_grad for p in model.parameters()}
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     handles = []
+    device = call.device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         try:
-            if mode is not None:
-                model.train(mode == "train")
+            if call.mode is not None:
+                model.train(call.mode == "train")
             for p in params:
                 p.requires_grad_(True)
-            rec.start(x, input_hint(m for _, m in selected) or model_kind(model))
-            handles = [module.register_forward_hook(rec.hook, with_kwargs=True) for _, module in selected]
+            rec.start(x, input_hint(m for _, m in call.selected) or model_kind(model))
+            handles = [module.register_forward_hook(rec.hook, with_kwargs=True) for _, module in call.selected]
             torch.manual_seed(seed)
-            blocks = repeated_blocks(model) if params and checkpoint else []
+            blocks = repeated_blocks(model) if params and call.checkpoint else []
+            passed.checkpointed = bool(blocks)
             with torch.enable_grad() if params else torch.no_grad():
                 with checkpointed(blocks):
                     output = _call(model, x)
-                value, loss_name = loss_value(output, y, loss, n=n, seed=seed, notes=notes) if params else (None, "")
+                value, passed.loss_name = loss_value(output, y, call.loss, n=n, seed=seed, notes=notes) \
+                    if params else (None, "")
                 del output
                 rec.last = None  # the last state, held for its identity, is not needed any more
                 for h in handles:  # the backward pass recomputes checkpointed blocks: nothing is recorded twice
                     h.remove()
                 if value is not None:
-                    grads = _gradients(value, params, blocks, rerun=lambda: _rerun(model, x, y, loss, n, seed,
-                                                                                   buffers), notes=notes)
+                    passed.grads = _gradients(value, params, blocks, notes=notes, rerun=lambda: _rerun(
+                        model, x, y, call.loss, n, seed, buffers))
                 del value
             _restore(buffers)
-            _check_recorded(rec, reference)
+            _check_recorded(rec, call.reference)
             if jacobian:
-                jac = jacobian_values(model, x, rec.layers, [m for _, m in selected], names=jacobian,
-                                      samples=jacobian_samples, budget=jacobian_budget, seed=seed, notes=notes,
-                                      attention_weights=attention_weights)
+                passed.jac = jacobian_values(model, x, rec.layers, [m for _, m in call.selected], names=jacobian,
+                                             samples=call.jacobian_samples, budget=call.jacobian_budget, seed=seed,
+                                             notes=notes, attention_weights=call.attention_weights)
         finally:
             for h in handles:
                 h.remove()
@@ -276,41 +337,51 @@ def inspect(
             for p, flag in grad_flags.items():
                 p.requires_grad_(flag)
             _restore(buffers)
+    return passed
 
-    _after_pass(rec, selected, reference, notes)
-    if metrics is None and not any(layer.layout.kind == "tokens" for layer in rec.layers):
+
+def _assembled(model: nn.Module, call: _Call, passed: _Passed) -> InspectResult:
+    """Each layer's values (the main pass's, the Jacobian pass's, the gradients'), the context, then the result."""
+    rec, notes = passed.rec, passed.notes
+    metric_names = call.metric_names
+    if not call.named and not any(layer.layout.kind == "tokens" for layer in rec.layers):
         tokens = E.reads("tokens", metric_names)
         metric_names = tuple(m for m in metric_names if m not in tokens)  # no sequences: no NaN columns
+    jacobian = E.reading_metrics(metric_names, "jacobian")
+    gradient = E.reading_metrics(metric_names, "backward")
     values, unreached = {}, []
     for layer in rec.layers:
         v = dict(layer.measured.values)
         for name in jacobian:
-            v[name] = jac.values.get(layer.index, {}).get(name, math.nan) if layer.measured.finite else math.nan
+            v[name] = passed.jac.values.get(layer.index, {}).get(name, math.nan) if layer.measured.finite \
+                else math.nan
         for name in gradient:
-            ps = weights.get(id(layer.module), []) if layer.module is not None else []
-            v[name] = layer_gradient(grads, ps)
-            if grads and ps and math.isnan(v[name]) and layer.label not in unreached:
+            ps = passed.weights.get(id(layer.module), []) if layer.module is not None else []
+            v[name] = layer_gradient(passed.grads, ps)
+            if passed.grads and ps and math.isnan(v[name]) and layer.label not in unreached:
                 unreached.append(layer.label)
-        for name in metric_names:  # a registered metric reading what torch modules do not give (e.g. gradients)
+        for name in metric_names:  # a registered metric reading what torch modules do not give
             v.setdefault(name, math.nan)
         values[layer.index] = v
     if unreached:
         notes.append(unreached_note(unreached))
-    first = rec.layers[0]
-    config = {"init": (label,), "model": type(model).__name__, "samples": n, "input_dim": first.layout.flat_units,
+    x, y, n = call.x, call.y, call.n
+    config = {"init": (call.label,), "model": type(model).__name__, "samples": n,
+              "input_dim": rec.layers[0].layout.flat_units,
               "dtype": str(to_numpy(x[:0]).dtype) if x.is_floating_point() else str(x.dtype).removeprefix("torch."),
-              "mode": mode or ("train" if model.training else "eval"), "seed": seed, "metrics": metric_names,
-              "reference": rec.layers[rec.reference].label, "max_rows": max_rows, "max_sequences": max_sequences}
-    if loss_name:
-        config.update(loss=loss_name, checkpoint=bool(blocks))
+              "mode": call.mode or ("train" if model.training else "eval"), "seed": call.seed,
+              "metrics": metric_names, "reference": rec.layers[rec.reference].label, "max_rows": call.max_rows,
+              "max_sequences": call.max_sequences}
+    if passed.loss_name:
+        config.update(loss=passed.loss_name, checkpoint=passed.checkpointed)
     # The report colours samples by their target, or by the input's norm when there is none.
     if y is not None and y.is_floating_point():
         target = y.reshape(n, -1)[:, 0].detach().to("cpu", torch.float64).numpy()
     else:
         target = np.linalg.norm(to_numpy(x.reshape(n, -1)).astype(np.float64), axis=1)
     with one_thread():  # incoming weight norms in float64 (kernels.one_thread)
-        return build_result(rec.layers, values, metric_names, label=label, config=config, target=target, notes=notes,
-                            reference=rec.reference, histograms=jac.histograms)
+        return build_result(rec.layers, values, metric_names, label=call.label, config=config, target=target,
+                            notes=notes, reference=rec.reference, histograms=passed.jac.histograms)
 
 
 def _check_reference(model: nn.Module, reference) -> None:
