@@ -73,7 +73,7 @@ class RowStats:
 def row_stats(x3: torch.Tensor, *, extremes: bool, cosine: bool) -> RowStats:
     """Mean, variance, extremes and the normalised row sum of the rows of x3 (A, C, B).
 
-    Rows are the (a, b) pairs, units the C columns (`measures._rows_view`).
+    Rows are the (a, b) pairs, units the C columns (`providers.Recorded.x3`).
     The variance is a two-pass one about a shift (a first mean in the
     state's dtype), so a large common offset costs no accuracy; block sums
     are added in float64.
