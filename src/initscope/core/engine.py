@@ -18,6 +18,7 @@ metrics a standard error. Pure; no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,9 +42,12 @@ class Reading:
     errors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _forms(entry: Metric, backend: str) -> list[Form]:
+@functools.lru_cache(maxsize=1024)
+def _forms(entry: Metric, backend: str) -> tuple[Form, ...]:
+    """The ways to compute `entry` on `backend`, in the order tried (entries are frozen: a new form is a new
+    entry, so remembering them per entry is safe)."""
     own = [f for f in entry.forms if f.backend == backend]
-    return own + [Form(entry.needs, entry.fn)] + [f for f in entry.forms if f.backend is None]
+    return (*own, Form(entry.needs, entry.fn), *[f for f in entry.forms if f.backend is None])
 
 
 def _view_for(needs: Iterable[str], view: Mapping) -> Mapping:

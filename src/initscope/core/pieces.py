@@ -32,6 +32,7 @@ others built on first use by the backend's provider or the numpy build.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -112,6 +113,12 @@ def provider(backend: str, piece: str):
 
 def depends_on(needs: Iterable[str]) -> set[str]:
     """The pieces `needs` names and, transitively, the pieces they are built from."""
+    return set(_closure(tuple(sorted(set(needs))), len(PIECES)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _closure(needs: tuple[str, ...], _registered: int) -> frozenset[str]:
+    """depends_on, remembered per registry size (pieces are only ever added: a new one starts afresh)."""
     out: set[str] = set()
     todo = list(needs)
     while todo:
@@ -120,7 +127,7 @@ def depends_on(needs: Iterable[str]) -> set[str]:
             continue
         out.add(name)
         todo.extend(PIECES[name].needs)
-    return out
+    return frozenset(out)
 
 
 def stages(needs: Iterable[str]) -> set[str]:
@@ -162,10 +169,19 @@ class Pieces(Mapping):
         self.replicates: dict[str, object] = {}
         self.errors: dict[str, float] = {}
         self._building: set[str] = set()
+        # What this view has does not change while its metrics are measured: remember the answers.
+        self._native: dict[str, bool] = {}
+        self._can: dict[str, bool] = {}
+        self._builders: dict[str, tuple | None] = {}
 
     def _builder(self, name: str):
         """(fn, native, available) of whatever builds `name` here: the backend's provider where it has the
         piece, else the numpy build (native on numpy only), else None."""
+        if name not in self._builders:
+            self._builders[name] = self._find_builder(name)
+        return self._builders[name]
+
+    def _find_builder(self, name: str):
         found = provider(self.backend, name)
         if found is not None and (found[2] is None or found[2](self)):
             return found
@@ -176,6 +192,12 @@ class Pieces(Mapping):
 
     def native(self, name: str) -> bool:
         """True when `name` is supplied or built without a copy or conversion on this backend."""
+        got = self._native.get(name)
+        if got is None:
+            got = self._native[name] = self._is_native(name)
+        return got
+
+    def _is_native(self, name: str) -> bool:
         if name in self.supplied:
             return True
         found = self._builder(name)
@@ -186,6 +208,12 @@ class Pieces(Mapping):
     def _buildable(self, name: str) -> bool:
         if name in self.values:
             return True
+        got = self._can.get(name)
+        if got is None:
+            got = self._can[name] = self._can_build(name)
+        return got
+
+    def _can_build(self, name: str) -> bool:
         entry = PIECES.get(name)
         found = self._builder(name)
         if found is None:
