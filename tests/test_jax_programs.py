@@ -21,6 +21,7 @@ from initscope.jax.differentiation import (  # noqa: E402
 from initscope.jax.programs import mark, program  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.slow  # every test compiles its programs with XLA
 
 
 class NNXBlock(nnx.Module):

@@ -215,6 +215,7 @@ def _outputs(model, x, types):
     return got
 
 
+@pytest.mark.slow
 def test_lsuv_gives_every_layer_unit_variance_on_the_batch_in_execution_order():
     from initscope.core.fitted import LSUV_TOL
 
@@ -362,6 +363,7 @@ def test_a_weight_tied_to_an_embedding_is_kept_and_every_parameter_left_is_named
     assert set(plan) == names
 
 
+@pytest.mark.slow
 def test_real_gpt2_projections_are_drawn_and_its_embedding_kept():
     transformers = pytest.importorskip("transformers", reason="the 'test' extra installs transformers")
     transformers.logging.set_verbosity_error()
