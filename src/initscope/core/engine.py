@@ -18,7 +18,6 @@ metrics a standard error. Pure; no I/O.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,12 +41,19 @@ class Reading:
     errors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-@functools.lru_cache(maxsize=1024)
+_FORMS: dict[tuple[int, str], tuple[Metric, tuple[Form, ...]]] = {}
+
+
 def _forms(entry: Metric, backend: str) -> tuple[Form, ...]:
-    """The ways to compute `entry` on `backend`, in the order tried (entries are frozen: a new form is a new
-    entry, so remembering them per entry is safe)."""
-    own = [f for f in entry.forms if f.backend == backend]
-    return (*own, Form(entry.needs, entry.fn), *[f for f in entry.forms if f.backend is None])
+    """The ways to compute `entry` on `backend`, in the order tried. Remembered per entry object (entries are
+    frozen: a new form makes a new entry), without hashing the entry's fields."""
+    key = (id(entry), backend)
+    got = _FORMS.get(key)
+    if got is None or got[0] is not entry:
+        own = [f for f in entry.forms if f.backend == backend]
+        got = _FORMS[key] = (entry, (*own, Form(entry.needs, entry.fn), *[f for f in entry.forms
+                                                                          if f.backend is None]))
+    return got[1]
 
 
 def _view_for(needs: Iterable[str], view: Mapping) -> Mapping:
@@ -62,7 +68,9 @@ def form(entry: Metric, view: Mapping) -> Form | None:
     """How `entry` is computed on `view`: the first form whose pieces are all native there, else the first whose
     pieces are all there at all, else None (the metric reads NaN)."""
     backend = getattr(view, "backend", "numpy")
-    forms = [f for f in _forms(entry, backend) if f.fn is not None]  # grad_norm: filled by the backward pass
+    forms = _forms(entry, backend)
+    if entry.fn is None:  # grad_norm: filled by the backward pass
+        forms = tuple(f for f in forms if f.fn is not None)
     for f in forms:
         v = _view_for(f.needs, view)
         native = getattr(v, "native", None)
