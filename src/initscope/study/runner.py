@@ -70,8 +70,7 @@ def _chunking(config: Config, n_trials: int, workers, memory_limit, plan: RunPla
 
 
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
-        on_layer=None, progress=None, plan: RunPlan | None = None,
-        **kwargs: Any) -> RunResult:
+        on_layer=None, progress=None, plan: RunPlan | None = None, **kwargs: Any) -> RunResult:
     """Run the study a config describes; return its tidy tables.
 
     `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
@@ -85,9 +84,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     (`study.memory`): over the budget, fewer trials run at a time (the same
     numbers, with a MemoryPlanWarning), and when one trial alone does not fit
     a `MemoryBudgetError` (a ValueError naming the parameter that drives the
-    estimate) is raised before anything is allocated. plan: a `RunPlan` the
-    caller made already (`study.memory.plan_run` for these trials), used
-    instead of planning again.
+    estimate) is raised before anything is allocated; plan: a `RunPlan` made already, used as it is.
     on_layer(init, layer): called on a worker thread after each hidden layer
     of each chunk of trials is measured; an exception it raises stops the
     run and propagates (the explorer stops a superseded request this way).

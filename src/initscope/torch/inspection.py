@@ -131,6 +131,8 @@ def _check_int(name: str, value, low: int) -> int:
     return int(value)
 
 
+# long: the public entry point: a docstring for its 17 parameters; the body is three calls (_checked, _hooked_pass,
+# _assembled)
 def inspect(
     model: nn.Module,
     inputs,
