@@ -44,6 +44,8 @@ LAZY = {
     ("initscope.cli.sweep", "initscope.report"): _PANDAS,
     ("initscope.cli.sweep", "initscope.study.executors"): _PANDAS,
     ("initscope.cli.sweep", "initscope.study.store"): _PANDAS,
+    ("initscope.cli.run", "initscope.study.writer"): _PANDAS,
+    ("initscope.cli.sweep", "initscope.study.writer"): _PANDAS,
     ("initscope.cli.inspect", "initscope.torch"): "initscope.torch imports torch (the optional 'torch' extra)",
     ("initscope.cli.explore", "initscope.explore.server"): _STARLETTE,
     ("initscope.explore", "initscope.explore.server"): _STARLETTE,

@@ -382,7 +382,7 @@ def _export_to(path: Path, kind: str, overwrite: bool):
     """The temporary folder to write the `kind` export into; the one writer (`Output`) puts it at `path`
     when the block succeeds: a failed export leaves no half file, and a file initscope did not write
     is refused now (naming `kind`) unless overwrite."""
-    from initscope.report.writer import Output, OutputError
+    from initscope.study.writer import Output, OutputError
 
     try:
         with Output(path.parent, command="results", replace=False, writes=(path.name,),

@@ -20,13 +20,13 @@ from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_s
 from initscope.report.static import write_static
 from initscope.report.tables import RunTables, as_tables
 from initscope.report.weights import weight_norm_spec
-from initscope.report.writer import Output, OutputError, atomic_write
+from initscope.study.writer import Output, OutputError, atomic_write
 from initscope.study import verdict as study_verdict
 from initscope.study.config import toml_text
 from initscope.study.flags import model_context, model_flags_table
 from initscope.study.verdict import run_verdict
 
-__all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
+__all__ = ["write_report", "write_page", "page_writer", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
            "SECTIONS"]
 
 # (section id, heading, what the reader should look for)
@@ -281,7 +281,7 @@ def write_report(result_or_tables, path, *, png: bool = False, overwrite: bool =
     mapping of tables. With `png=True`, static PNGs of every figure and GIFs
     of the layer views and spectra go to a `figures/` folder beside the page
     (matplotlib, no browser needed). The files go through initscope's one
-    writer (`initscope.report.writer.Output`): written under temporary names
+    writer (`initscope.study.writer.Output`): written under temporary names
     and renamed, so a failed run leaves no half-written page, and recorded in
     the folder's `.initscope` marker. An existing page (or figure) that
     initscope did not write is refused (ValueError naming 'path') unless
@@ -311,3 +311,9 @@ def write_page(result_or_tables, path, *, png: bool = False) -> Path:
         png_files = write_static(tables, path.parent / "figures")
     atomic_write(path, build_page(tables, png_files=png_files, page=path).encode("utf-8"))
     return path
+
+
+def page_writer(result_or_tables, *, png: bool = False):
+    """A `report(folder)` callable for the output writer (`initscope.study.run_files`): it writes
+    report.html (and with png, figures/) of `result_or_tables` into the folder it is given."""
+    return lambda folder: write_page(result_or_tables, Path(folder) / "report.html", png=png)

@@ -28,7 +28,7 @@ from initscope.report.modules import LayerNames, layer_names, shown_layers, spac
 from initscope.report.spectra import _floor, _positive, median_spectra
 from initscope.report.tables import RunTables, config_dict
 from initscope.report.weights import _theory, norm_histogram
-from initscope.report.writer import atomic_file, atomic_write
+from initscope.study.writer import atomic_file, atomic_write
 
 __all__ = ["write_static"]
 
