@@ -1,7 +1,7 @@
 """The package's import rules (DESIGN.md's layers), checked on the source itself.
 
-- `lint-imports` keeps pyproject.toml's layers contract: cli > explore > report | torch > study > core
-  (a layer imports only layers below it; report and torch not each other), and breaks on a violating import.
+- `lint-imports` keeps pyproject.toml's layers contract: cli > explore > torch | jax > result > report > study > core
+  (a layer imports only layers below it), and breaks on a violating import, plain or an importlib string.
 - Own-package imports are absolute and at module top. Only the lazy imports listed in `LAZY`,
   each with its reason, sit inside functions: the public API's PEP 562 names, the CLI's start-up
   (`initscope --help` loads no study, core or report module; a command module also loads for its
@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = SRC / "initscope"
-CONTRACT = "initscope layers: cli > explore > report | torch > study > core"
+CONTRACT = "initscope layers: cli > explore > torch | jax > result > report > study > core"
 
 _HELP = "loaded by `initscope --help`, which imports no study, core or report module (tests/test_cli_app.py)"
 _PANDAS = "pulls pandas (~0.75 s): the command module also loads for its own help and option completion"

@@ -62,7 +62,7 @@ def test_looks_linear_with_orthogonal_v_and_zero_shifts_is_certified_at_every_de
 
 def test_registry_looks_linear_is_certified_through_materialize():
     # The same construction as the registry's looks-linear, fed through the run's own network builder.
-    from initscope.study.runner import materialize
+    from initscope.study.model import materialize
 
     cfg = make_config(init="looks-linear", shift="zeros", depth=30, trials=2, samples=50)
     X, _, params = materialize(cfg, "looks-linear")
@@ -70,7 +70,7 @@ def test_registry_looks_linear_is_certified_through_materialize():
 
 
 def test_deep_relu_with_sphere_rows_and_the_seeds_shifts_is_not_certified():
-    from initscope.study.runner import materialize
+    from initscope.study.model import materialize
 
     cfg = make_config(init="sphere-rows", depth=40, trials=3)  # the seed otherwise: linspace shifts, width 40
     X, _, params = materialize(cfg, "sphere-rows")

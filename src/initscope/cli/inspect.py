@@ -23,6 +23,7 @@ when the command runs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import warnings
@@ -31,9 +32,9 @@ from typing import Optional
 
 import typer
 
-from initscope.cli.common import BadInput, Out, Overwrite, args_or_help, exit_process, output_folder, run_app, write_files
+from initscope.cli.common import (BadInput, Out, Overwrite, args_or_help, exit_process, has_report_extra, output_folder,
+                                  run_app)
 from initscope.core.metrics import METRICS
-from initscope.study.config import toml_text
 from initscope.study.memory import check_estimate, inspect_estimate, memory_budget
 
 __all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES", "LOSSES"]
@@ -222,9 +223,6 @@ def inspect_command(
                                 jacobian_samples=jac, layout=layout_value, reference=reference, max_rows=rows,
                                 loss=loss, checkpoint=checkpoint)
         source = input_file if input_file is not None else f"standard normal {input_shape}"
-        result.config.update(factory=factory, inputs=str(source))
-        if weights is not None:
-            result.config["weights"] = str(weights)
         given = {"--input": input_file, "--input-shape": input_shape, "--loss": loss, "--targets": targets_file,
                  "--weights": weights,
                  "--init": init, "--gain": gain, "--activation": activation if init else None, "--seed": seed,
@@ -232,9 +230,11 @@ def inspect_command(
                  "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
                  "--max-rows": max_rows}
         flags = [] if checkpoint else ["--no-checkpoint"]
-        result.config["command"] = " ".join(["initscope inspect", _quote(factory)] + [
+        command = " ".join(["initscope inspect", _quote(factory)] + [
             f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None] + flags)
-        _write(result, folder, report=report, png=png)
+        result.config = dataclasses.replace(result.config, factory=factory, inputs=str(source),
+                                            weights=None if weights is None else str(weights), command=command)
+        result.write_into(folder, report=report and has_report_extra(), png=png)
     if not quiet:
         _print(result, Path(out))
 
@@ -292,18 +292,6 @@ def _quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
-
-
-def _toml(config: dict) -> str:
-    return toml_text(config, header="initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)")
-
-
-def _write(result, folder: Path, *, report: bool, png: bool) -> None:
-    """Every output into the output folder's temporary folder."""
-    tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "layers")}
-    if len(result.jacobian_spectra):  # with jacobian_log_spread, as `initscope run` writes it
-        tables["jacobian_spectra"] = result.jacobian_spectra
-    write_files(folder, tables, {"config.toml": _toml(result.config)}, report_source=result if report else None, png=png)
 
 
 def _number(v: float) -> str:

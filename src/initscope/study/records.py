@@ -1,4 +1,4 @@
-"""Tidy tables of a run: RunResult and the assembly of measured chunks into long tables.
+"""Tidy tables of a run: RunRecords and the assembly of measured chunks into long tables.
 
 Tidy long tables (init, trial, layer, metric, value, config columns) are the
 common currency between study, store, report and CLI. Assembly is one numpy
@@ -15,11 +15,10 @@ import pandas as pd
 
 from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.study.config import Config, config_columns
-from initscope.study.display import run_html, run_repr
 from initscope.study.measure import Chunk
 from initscope.study.verdict import LOST_DIRECTIONS, lost_direction_rows
 
-__all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
+__all__ = ["RunRecords", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
 
 GRADIENT_OVERFLOW = "gradient_overflow"  # states finite, backward pass not: its own flag
 
@@ -30,9 +29,13 @@ class NumericalWarning(RuntimeWarning):
     """Overflow or collapse happened in a run; it is in the results, not an error."""
 
 
-@dataclass
-class RunResult:
-    """Tidy tables of one run (see DESIGN.md's output contract)."""
+@dataclass(repr=False)
+class RunRecords:
+    """Tidy tables of one study run (see DESIGN.md's output contract).
+
+    The study's own record of a run; the public face of it is
+    `initscope.Result` (`initscope.run` returns one), which shows and writes it.
+    """
 
     config: Config
     metrics: pd.DataFrame
@@ -47,24 +50,12 @@ class RunResult:
     jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
 
     def __repr__(self) -> str:
-        return run_repr(self)
-
-    def _repr_html_(self) -> str:
-        """In a notebook: the verdict in words and the last layer's numbers (`initscope.study.display`)."""
-        return run_html(self)
-
-    def show(self, *, height: int = 900):
-        """Display the full report inline in a notebook (self-contained, offline); elsewhere open it in a browser.
-
-        The report is an edge above this layer: it is found at call time, so
-        that the study never imports it (`initscope.report.notebook.show`).
-        """
-        import importlib
-
-        return importlib.import_module("initscope.report.notebook").show(self, height=height)
+        cfg = self.config
+        return (f"RunRecords({', '.join(cfg.init)} × {cfg.trials} trials, depth {cfg.depth}; "
+                f"{len(self.metrics):,} metric rows)")
 
 
-def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarray, gains) -> RunResult:
+def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarray, gains) -> RunRecords:
     """Assemble the chunks into tidy tables, one numpy array per column (no per-row Python)."""
     L = config.depth
     trials = np.concatenate(chunks)
@@ -118,7 +109,7 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
     info_rows = [(init, *row) for init, parts in results.items()
                  for row in sorted((r for p in parts for r in p.init_info), key=lambda r: (r[0], r[1]))]
     init_log = pd.DataFrame(info_rows, columns=["init", "trial", "layer", "quantity", "value"])
-    result = RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
+    result = RunRecords(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
     if any(p.jacobian_hist is not None for parts in results.values() for p in parts):
         result.jacobian_spectra = _jacobian_table(results, trials)
     return result

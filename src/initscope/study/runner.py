@@ -16,15 +16,13 @@ import numpy as np
 import pandas as pd
 
 from initscope.study.config import Config, load_table, make_config
-from initscope.study.measure import JACOBIAN_SAMPLES, Chunk, prepare, simulate
-from initscope.study.memory import MemoryBudgetError, MemoryPlanWarning, format_bytes, memory_budget, plan_run
-from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
+from initscope.study.measure import Chunk, prepare, simulate
+from initscope.study.memory import MemoryPlanWarning, format_bytes, memory_budget, plan_run
+from initscope.study.model import init_gain, trained
 from initscope.study.parallel import parallel_map, worker_count
-from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
+from initscope.study.records import RunRecords, tables, warn_overflow
 
-# The names tests and older code import from here; they live in the modules above.
-__all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
-           "ParamSource", "trained", "MemoryBudgetError", "MemoryPlanWarning"]
+__all__ = ["run"]
 
 
 def _trial_ids(trial_ids) -> np.ndarray:
@@ -59,8 +57,8 @@ def _chunking(config: Config, n_trials: int, workers, memory_limit) -> tuple[int
 
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
         on_layer=None, progress=None,
-        **kwargs: Any) -> RunResult:
-    """Run the study a config describes; return its tidy tables.
+        **kwargs: Any) -> RunRecords:
+    """Run the study a config describes; return its tidy tables (`initscope.run` returns them as a `Result`).
 
     `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
     takes config fields as keywords; `run(cfg)` takes a validated Config.

@@ -11,6 +11,9 @@
 This subpackage imports torch; `import initscope` does not import it.
 """
 
+import warnings
+
+from initscope.result import DEPRECATED, deprecation
 from initscope.torch.diagnosis import diagnose, flag_table
 from initscope.torch.initializers import Fans, initialize, weight_fans
 from initscope.torch.inspection import inspect
@@ -22,12 +25,11 @@ from initscope.torch.loading import (
     load_tensor,
     random_inputs,
 )
-from initscope.torch.tables import InspectResult, combine
+from initscope.torch.tables import combine
 
 __all__ = [
     "inspect",
     "initialize",
-    "InspectResult",
     "combine",
     "flag_table",
     "diagnose",
@@ -40,3 +42,11 @@ __all__ = [
     "load_tensor",
     "random_inputs",
 ]
+
+
+def __getattr__(name: str):
+    """`InspectResult`, deprecated for one release: `initscope.Result` (each use warns)."""
+    if name == "InspectResult":
+        warnings.warn(deprecation(name), DeprecationWarning, stacklevel=2)
+        return DEPRECATED[name]
+    raise AttributeError(f"module 'initscope.torch' has no attribute {name!r}")
