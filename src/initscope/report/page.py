@@ -21,7 +21,7 @@ from initscope.report.static import write_static
 from initscope.report.tables import RunTables, as_tables
 from initscope.report.weights import weight_norm_spec
 from initscope.study.writer import Output, OutputError, atomic_write
-from initscope.study import verdict as study_verdict
+from initscope.study import directions as study_directions
 from initscope.study.config import toml_text
 from initscope.study.flags import model_context, model_flags_table
 from initscope.study.verdict import run_verdict
@@ -156,10 +156,10 @@ def _toml(config: dict[str, Any]) -> str:
 
 
 def with_lost_directions(tables: RunTables) -> RunTables:
-    """The tables with the lost_directions flags (`initscope.study.verdict`) added when a run lacks them."""
+    """The tables with the lost_directions flags (`initscope.study.directions`) added when a run lacks them."""
     import dataclasses
 
-    return dataclasses.replace(tables, flags=study_verdict.with_lost_directions(tables.metrics, tables.spectra, tables.flags, tables.config))
+    return dataclasses.replace(tables, flags=study_directions.with_lost_directions(tables.metrics, tables.spectra, tables.flags, tables.config))
 
 
 def _verdict_html(tables: RunTables) -> str:

@@ -121,10 +121,10 @@ def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:
     """
     if config is None:
         out: dict[str, Any] = {}
+    elif isinstance(config, Mapping):  # an inspection's context too: its fields that are set
+        out = dict(config)
     elif dataclasses.is_dataclass(config) and not isinstance(config, type):
         out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    elif isinstance(config, Mapping):
-        out = dict(config)
     else:
         raise TypeError(f"The 'config' parameter must be a Config or a mapping. Got {type(config).__name__} instead.")
     if metrics is not None and len(metrics):

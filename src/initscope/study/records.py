@@ -16,7 +16,7 @@ import pandas as pd
 from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.study.config import Config, config_columns
 from initscope.study.measure import Chunk
-from initscope.study.verdict import LOST_DIRECTIONS, lost_direction_rows
+from initscope.study.directions import LOST_DIRECTIONS, lost_direction_rows
 
 __all__ = ["RunRecords", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
 

@@ -77,7 +77,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     run and propagates (the explorer stops a superseded request this way).
     progress: called as progress(done, total) from worker threads as hidden
     layers are measured (total: initializers × chunks × depth), e.g. the CLI's bar.
-    The flags table gets the lost_directions rows (`initscope.study.verdict`), derived
+    The flags table gets the lost_directions rows (`initscope.study.directions`), derived
     from the measured arrays before the tables are built.
     """
     config = _resolve(config, kwargs)
