@@ -36,8 +36,8 @@ from initscope.report.page import page_writer
 from initscope.study import runner
 from initscope.study.config import Config, config_to_toml, toml_text
 from initscope.study.flags import diagnosis_lines, model_flags_table
-from initscope.study.records import JACOBIAN_COLUMNS, RunRecords
-from initscope.study.run_files import RUN_TABLES, write_files
+from initscope.study.records import JACOBIAN_COLUMNS, THEORY_COLUMNS, RunRecords
+from initscope.study.run_files import OPTIONAL_TABLES, RUN_TABLES, write_files
 from initscope.study.verdict import run_verdict
 from initscope.study.writer import Output, OutputError
 
@@ -133,7 +133,9 @@ class Result:
     notes: plain-language remarks of an inspection. init_log, train_log:
     what data-driven initializers and initialization training did.
     jacobian_spectra: counts of log10 normalised Jacobian singular values
-    (with jacobian_log_spread).
+    (with jacobian_log_spread). theory: the closed-form and mean-field curves
+    that hold for a run's config, long (init, metric, layer, value, curve;
+    `initscope.study.overlays`), empty where none does (an inspected model).
     """
 
     metrics: pd.DataFrame
@@ -148,6 +150,7 @@ class Result:
     init_log: pd.DataFrame = field(default_factory=lambda: _empty(("init", "trial", "layer", "quantity", "value")))
     train_log: pd.DataFrame = field(default_factory=lambda: _empty(("init", "trial", "step", "objective", "seconds")))
     jacobian_spectra: pd.DataFrame = field(default_factory=lambda: _empty(JACOBIAN_COLUMNS))
+    theory: pd.DataFrame = field(default_factory=lambda: _empty(THEORY_COLUMNS))
 
     def __post_init__(self) -> None:
         if isinstance(self.config, Mapping) and not isinstance(self.config, InspectContext):
@@ -191,12 +194,11 @@ class Result:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The CSV tables of the output folder, by name: the run's five, an inspection's layers, and the
-        optional ones (init_log, train_log, jacobian_spectra, theory) when they have rows."""
+        optional ones (`OPTIONAL_TABLES`: init_log, train_log, jacobian_spectra, theory) when they have rows."""
         out = {name: getattr(self, name) for name in RUN_TABLES}
         if self.layers is not None:
             out["layers"] = self.layers
-        out.update({name: getattr(self, name) for name in ("init_log", "train_log", "jacobian_spectra")
-                    if len(getattr(self, name))})
+        out.update({name: getattr(self, name) for name in OPTIONAL_TABLES if len(getattr(self, name))})
         return out
 
     def config_toml(self) -> str:

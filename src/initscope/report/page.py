@@ -80,10 +80,10 @@ def report_specs(tables: RunTables) -> dict[str, dict]:
         "weight-norms": weight_norm_spec(tables.weight_norms, config=config),
         "spectra": spectrum_animation_spec(tables.spectra, config=config, modules=modules),
         "spectrum-heatmap": spectrum_heatmap_spec(tables.spectra, config=config, modules=modules),
-        "metrics-depth": metric_depth_spec(tables.metrics, config=config, modules=modules),
+        "metrics-depth": metric_depth_spec(tables.metrics, config=config, theory=tables.theory, modules=modules),
     }
     if _has_jacobian_spectra(tables):
-        figure = jacobian_spectrum_figure(tables.jacobian_spectra, tables.metrics, config=config)
+        figure = jacobian_spectrum_figure(tables.jacobian_spectra, tables.metrics, config=config, theory=tables.theory)
         specs["jacobian-spectrum"] = figure.to_plotly_json()
     return specs
 

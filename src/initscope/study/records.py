@@ -7,8 +7,12 @@ array per column, never a Python loop per row: deep runs have millions of rows.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,11 +22,13 @@ from initscope.study.config import Config, config_columns
 from initscope.study.measure import Chunk
 from initscope.study.directions import LOST_DIRECTIONS, lost_direction_rows
 
-__all__ = ["RunRecords", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
+__all__ = ["RunRecords", "config_dict", "METRIC_COLUMNS", "THEORY_COLUMNS", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
 
 GRADIENT_OVERFLOW = "gradient_overflow"  # states finite, backward pass not: its own flag
 
 JACOBIAN_COLUMNS = ("init", "trial", "layer", "log10_sv", "count")
+METRIC_COLUMNS = ("init", "trial", "layer", "metric", "value")  # then one column per config field
+THEORY_COLUMNS = ("init", "metric", "layer", "value", "curve")  # `initscope.study.overlays`
 
 
 class NumericalWarning(RuntimeWarning):
@@ -48,6 +54,8 @@ class RunRecords:
     train_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "objective", "seconds"]))
     # With jacobian_log_spread: counts of log10 of the Jacobians' normalised singular values (non-zero bins)
     jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
+    # The theory curves that hold for this config, long (`initscope.study.overlays.theory_table`)
+    theory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(THEORY_COLUMNS)))
 
     def __repr__(self) -> str:
         cfg = self.config
@@ -244,3 +252,37 @@ def warn_overflow(config: Config, flags: pd.DataFrame) -> None:
             NumericalWarning,
             stacklevel=3,
         )
+
+
+def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:
+    """The config fields as a plain dict, from a Config, a mapping or the metrics' columns.
+
+    Fields missing from `config` are taken from the config columns of
+    `metrics` (every row carries them), so a figure can be drawn from the
+    metrics table alone. `gain` NaN becomes None (each initializer's default).
+    """
+    if config is None:
+        out: dict[str, Any] = {}
+    elif isinstance(config, Mapping):  # an inspection's context too: its fields that are set
+        out = dict(config)
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    else:
+        raise TypeError(f"The 'config' parameter must be a Config or a mapping. Got {type(config).__name__} instead.")
+    if metrics is not None and len(metrics):
+        first = metrics.iloc[0]
+        for name in metrics.columns:
+            if name not in out and name not in METRIC_COLUMNS:
+                out[name] = first[name].item() if hasattr(first[name], "item") else first[name]
+        if "init" not in out:
+            out["init"] = tuple(dict.fromkeys(metrics["init"].astype(str)))
+    for name in ("init", "metrics"):
+        value = out.get(name)
+        if isinstance(value, str):
+            out[name] = tuple(v for v in value.split(",") if v)
+        elif isinstance(value, list):
+            out[name] = tuple(value)
+    gain = out.get("gain")
+    if isinstance(gain, float) and math.isnan(gain):
+        out["gain"] = None
+    return out

@@ -13,9 +13,10 @@ from typing import Callable, Optional
 
 from initscope.study.config import config_to_toml
 
-__all__ = ["RUN_TABLES", "write_files", "write_run"]
+__all__ = ["RUN_TABLES", "OPTIONAL_TABLES", "write_files", "write_run"]
 
 RUN_TABLES = ("metrics", "spectra", "projections", "weight_norms", "flags")
+OPTIONAL_TABLES = ("init_log", "train_log", "jacobian_spectra", "theory")  # written when they have rows
 
 ReportWriter = Optional[Callable[[Path], object]]
 
@@ -36,8 +37,7 @@ def write_files(folder: Path, tables: dict, texts: dict[str, str], *, report: Re
 def write_run(folder: Path, result, *, report: ReportWriter = None) -> None:
     """The files of a run folder (the CSVs, config.toml, and what `report` writes) of a run's result."""
     tables = {name: getattr(result, name) for name in RUN_TABLES}
-    # What data-driven initializers did (LSUV iterations), init-training histories and the Jacobians'
-    # singular-value histograms (with jacobian_log_spread), when there is any.
-    tables.update({name: getattr(result, name) for name in ("init_log", "train_log", "jacobian_spectra")
-                   if len(getattr(result, name))})
+    # What data-driven initializers did (LSUV iterations), init-training histories, the Jacobians'
+    # singular-value histograms (with jacobian_log_spread) and the theory curves, when there is any.
+    tables.update({name: getattr(result, name) for name in OPTIONAL_TABLES if len(getattr(result, name))})
     write_files(folder, tables, {"config.toml": config_to_toml(result.config)}, report=report)

@@ -20,6 +20,7 @@ from initscope.study.measure import Chunk, prepare, simulate
 from initscope.study.memory import MemoryPlanWarning, format_bytes, memory_budget, plan_run
 from initscope.study.model import init_gain, trained
 from initscope.study.parallel import parallel_map, worker_count
+from initscope.study.overlays import theory_table
 from initscope.study.records import RunRecords, tables, warn_overflow
 
 __all__ = ["run"]
@@ -78,7 +79,8 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     progress: called as progress(done, total) from worker threads as hidden
     layers are measured (total: initializers × chunks × depth), e.g. the CLI's bar.
     The flags table gets the lost_directions rows (`initscope.study.directions`), derived
-    from the measured arrays before the tables are built.
+    from the measured arrays before the tables are built; the theory table the
+    curves that hold for this config (`initscope.study.overlays`).
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
@@ -113,6 +115,7 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     result = tables(config, results, chunks, y, gains)
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
+    result.theory = theory_table(result.metrics, config)
     warn_overflow(config, result.flags)
     return result
 
