@@ -9,11 +9,20 @@ import pandas as pd
 import pytest
 
 from initscope.core.certify import FAILURE_COLUMNS, LAYER_COLUMNS, certify
-from initscope.cli.certify import CERTIFICATE_FILE, main
+from initscope.cli.app import main as app_main
+from initscope.cli.certify import CERTIFICATE_FILE
+
 from initscope.study.config import make_config
 from initscope.core.data import sample
 from initscope.core.initializers import draw
 from initscope.core.network import Architecture, draw_layer
+
+ENTRY = "from initscope.cli.app import entry; entry()"
+
+
+def main(argv: list[str]) -> int:
+    """`initscope certify ARGS`."""
+    return app_main(["certify", *argv])
 
 
 def _orthogonal(n, m, rng):
@@ -245,7 +254,7 @@ def test_cli_exit_2_when_out_is_a_file(tmp_path, capsys):
 
 
 def test_cli_runs_as_a_subprocess(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "initscope.cli.certify", "--init", "kaiming-normal", "--depth", "2",
+    proc = subprocess.run([sys.executable, "-c", ENTRY, "certify", "--init", "kaiming-normal", "--depth", "2",
                            *SMALL, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode in (0, 3), proc.stderr
     assert (tmp_path / CERTIFICATE_FILE).is_file()

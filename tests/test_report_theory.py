@@ -34,7 +34,7 @@ def test_overlay_reasons_name_what_rules_the_maps_out():
 
 
 def test_mean_field_curves_for_kaiming_relu_keep_q_and_follow_the_arc_cosine_map():
-    from initscope.core.theory import relu_correlation_map
+    from initscope.core.kernels import relu_correlation_map
 
     config = dict(activation="relu", shift="zeros", shift_scale=1.0, width=8, input_dim=4, depth=4, gain=None)
     curves = mean_field_curves(config, "kaiming-normal", 0.3, 0.2)

@@ -6,7 +6,7 @@ import pytest
 
 from initscope import make_config, run
 from initscope.core.metrics import DEFAULT_METRICS
-from initscope.study.measure import JACOBIAN_SAMPLES
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.study.model import materialize
 from initscope.study.records import NumericalWarning
 

@@ -11,13 +11,10 @@ config.toml and report.html, and prints the per-layer table and the flags.
 grad_norm differentiates `--loss` (output-norm, mse, cross-entropy or
 random-projection; `initscope.torch.gradients`) against `--targets`.
 
-The command lives on its own Typer app, `torch_app`, so that it is tested
-alone (`main([...])`, `python -m initscope.cli_torch inspect ...`) and is
-registered on the main CLI with `app.command("inspect")(inspect_command)`.
+`initscope.cli.app` registers `inspect_command` as `initscope inspect`.
 Bad input, a broken factory, and a model, loss or backward pass that raises
 are one line on stderr ("initscope: error: ...", quoting the model's own
-message) and exit status 2 (`BadInput`, mapped by `run_app` under either
-app). `--out` is checked before the model is built. torch is imported only
+message) and exit status 2 (`BadInput`, mapped by `run_app`). `--out` is checked before the model is built. torch is imported only
 when the command runs.
 """
 
@@ -32,33 +29,18 @@ from typing import Optional
 
 import typer
 
-from initscope.cli.common import (BadInput, Out, Overwrite, args_or_help, exit_process, has_report_extra, output_folder,
-                                  run_app)
+from initscope.cli.common import BadInput, Out, Overwrite, has_report_extra, output_folder
+from initscope.core.gradients import LOSSES
 from initscope.core.metrics import METRICS
 from initscope.study.memory import check_estimate, inspect_estimate, memory_budget
 
-__all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES", "LOSSES"]
+__all__ = ["inspect_command", "DEFAULT_OUT", "OUTPUT_FILES"]
 
 DEFAULT_OUT = Path("initscope-inspect")
-# initscope.torch.gradients.LOSSES, repeated so that --loss is checked before torch is imported (a test compares them)
-LOSSES = ("output-norm", "mse", "cross-entropy", "random-projection")
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
                 "config.toml")
 _TABLE_METRICS = ("rms", "effective_rank", "dead_fraction", "mean_cosine", "token_cosine", "jacobian_rank",
                   "grad_norm")
-
-torch_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Diagnose a PyTorch model of your own, layer by layer.",
-    pretty_exceptions_enable=False,
-)
-
-
-@torch_app.callback()
-def _group() -> None:
-    """Keeps `inspect` a named subcommand when this app runs alone."""
-
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
@@ -137,7 +119,6 @@ def _gain(text: str | None) -> float | None:
 
 
 # long: a Typer command whose 22 options are its signature (34 lines); the body reads them in order (43)
-@torch_app.command("inspect")
 def inspect_command(
     factory: str = typer.Argument(..., metavar="FILE.py:FUNCTION",
                                   help="A function returning the model: path/to/file.py:name or package.module:name."),
@@ -354,12 +335,3 @@ def _print(result, out: Path) -> None:
     for note in result.notes:
         console.print(f"note: {note}")
     console.print(f"wrote {out}/ ({', '.join(OUTPUT_FILES)}, report.html)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of this app alone; returns the exit status."""
-    return run_app(torch_app, args_or_help(argv))
-
-
-if __name__ == "__main__":
-    exit_process(main())

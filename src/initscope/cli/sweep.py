@@ -1,12 +1,10 @@
 """The study commands: `initscope sweep`, `initscope results`, and the sweep report of `initscope report STORE`.
 
-They live on their own Typer app, `study_app`, so they can be tested alone
-(`main([...])`, or `python -m initscope.cli_study ...`) and registered on the
-main CLI with `app.command("sweep")(sweep_command)` and
-`app.command("results")(results_command)`. Bad input is one line on stderr
-("initscope: error: ...") and exit status 2 (`BadInput`, mapped by
-`run_app` under either app); nothing is written before the sweep file,
-the options and the store have been checked.
+`initscope.cli.app` registers `sweep_command` and `results_command`; `initscope
+report STORE` builds the sweep report through `sweep_report`. Bad input is one
+line on stderr ("initscope: error: ...") and exit status 2 (`BadInput`, mapped
+by `run_app`); nothing is written before the sweep file, the options and the
+store have been checked.
 """
 
 from __future__ import annotations
@@ -22,39 +20,26 @@ from initscope.cli.common import (
     BadInput,
     MemoryLimit,
     Overwrite,
-    args_or_help,
     check_output,
-    exit_process,
     has_report_extra,
     output_folder,
     parse_workers,
-    run_app,
     workers_option,
 )
 from initscope.study.memory import format_bytes, memory_budget, parse_memory, plan_run
 from initscope.study.sweep import config_record, load_sweep
 
 __all__ = [
-    "study_app",
     "sweep_command",
     "results_command",
     "sweep_report",
     "is_store",
-    "main",
     "DEFAULT_SWEEP_OUT",
     "STORE_NAME",
 ]
 
 DEFAULT_SWEEP_OUT = Path("initscope-sweep")
 STORE_NAME = "results.sqlite"
-
-study_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Sweeps over many configurations, a results store, and the sweep report.",
-    pretty_exceptions_enable=False,
-)
-
 
 def is_store(path: str | os.PathLike) -> bool:
     """True when `path` is an initscope results store (what `initscope report PATH` dispatches on)."""
@@ -82,7 +67,6 @@ def _store_path(store: Path | None, out: Path | None) -> tuple[Path, Path]:
 
 
 # long: its 19-line docstring is the command's --help text; signature 13 lines, body 42
-@study_app.command("sweep")
 def sweep_command(
     config_file: Path = typer.Argument(..., metavar="CONFIG.toml",
                                        help="Sweep file: config fields, any of them a list; the sweep is their product."),
@@ -303,7 +287,6 @@ def _auto_report(store_path: Path, out_dir: Path, *, overwrite: bool) -> None:
 _TABLES = ("metrics", "spectra", "trials", "flags")
 
 
-@study_app.command("results")
 def results_command(
     store: Path = typer.Argument(..., metavar="STORE", help="A results store written by `initscope sweep`."),
     csv: Optional[Path] = typer.Option(None, "--csv", metavar="PATH", help="Export the table as CSV."),
@@ -423,29 +406,3 @@ def sweep_report(
         raise BadInput(str(exc)) from None
     typer.echo(f"wrote {path}")
     return path
-
-
-@study_app.command("report")
-def report_store_command(
-    store: Path = typer.Argument(..., metavar="STORE", help="A results store written by `initscope sweep`."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH",
-                                       help="The .html file (default: report.html beside the store)."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Metric(s), comma-separated (default: effective_rank)."),
-    x: Optional[str] = typer.Option(None, "--x", help="Heat map x axis: a config field (default: depth)."),
-    y: Optional[str] = typer.Option(None, "--y", help="Heat map y axis: a config field (default: width)."),
-    group_by: str = typer.Option("init", "--group-by", help="Config field the depth curves are grouped by."),
-    overwrite: Overwrite = False,
-) -> None:
-    """Build the sweep report: heat maps over two config fields and metric-vs-depth curves."""
-    if not is_store(store):
-        raise BadInput(f"The 'store' parameter must be an initscope results store. Got {str(store)!r} instead.")
-    sweep_report(store, out, metric=metric, x=x, y=y, group_by=group_by, overwrite=overwrite)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of this app alone; returns the exit status."""
-    return run_app(study_app, args_or_help(argv))
-
-
-if __name__ == "__main__":
-    exit_process(main())

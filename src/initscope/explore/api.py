@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from initscope.core.data import SYNTHETIC
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.study.config import DATA_FILE_SUFFIXES, FIELD_NAMES, REAL_DATA, Config, config_columns, make_config
 from initscope.study.memory import MemoryBudgetError, memory_budget, plan_run
 from initscope.study.parallel import worker_count
@@ -36,7 +37,6 @@ __all__ = ["RequestError", "config_from_fields", "fields_from_query", "check_bud
 TABLES = ("metrics", "spectra", "projections", "flags")
 ORIENTS = ("records", "columns")
 BUILTIN_DATA = tuple(SYNTHETIC) + tuple(REAL_DATA)
-JACOBIAN_SAMPLES = 64  # the runner's default cap on Jacobian samples per trial
 # Fields a 413 may ask to reduce, in the order they are preferred when equally oversized.
 _REDUCIBLE = ("samples", "trials", "depth", "width", "input_dim", "train_steps")
 

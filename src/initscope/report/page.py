@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from initscope import __version__
-from initscope.report._common import as_figure, figure_html
+from initscope.report._common import figure_html
 from initscope.report.depth import metric_depth_spec
 from initscope.report.flags import NEVER, NOT_MEASURED, flags_table
 from initscope.report.geometry import layer_projection_spec
@@ -26,7 +26,7 @@ from initscope.study.config import toml_text
 from initscope.study.flags import model_context, model_flags_table
 from initscope.study.verdict import run_verdict
 
-__all__ = ["write_report", "write_page", "page_writer", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
+__all__ = ["write_report", "write_page", "page_writer", "build_page", "report_specs", "command_line", "inspect_snippet",
            "SECTIONS"]
 
 # (section id, heading, what the reader should look for)
@@ -98,11 +98,6 @@ def _sections(tables: RunTables) -> tuple:
         return SECTIONS
 
     return SECTIONS + (JACOBIAN_SECTION,)
-
-
-def report_figures(tables: RunTables) -> dict[str, Any]:
-    """The page's figures by section id, each a `plotly.graph_objects.Figure`."""
-    return {sid: as_figure(spec) for sid, spec in report_specs(tables).items()}
 
 
 def command_line(config: dict[str, Any]) -> str:

@@ -29,7 +29,8 @@ from initscope.study.config import Config
 from initscope.study.memory import MemoryPlanWarning
 from initscope.study.plugins import active_plugins, load_plugins
 from initscope.study.records import NumericalWarning
-from initscope.study.store import ConfigBatch, Store, batch_from_result, failed_batch
+from initscope.study.batches import ConfigBatch, batch_from_result, failed_batch
+from initscope.study.store import Store
 from initscope.study.sweep import Sweep
 
 __all__ = [

@@ -27,6 +27,8 @@ from torch import nn
 from torch.utils.checkpoint import CheckpointError
 
 from initscope.core import metrics as M
+from initscope.core.propagation import JACOBIAN_SAMPLES
+from initscope.result import Result
 from initscope.torch.checkpointing import checkpointed, repeated_blocks
 from initscope.torch.gradients import (
     check_loss,
@@ -40,7 +42,6 @@ from initscope.torch.initializers import INITIALIZABLE
 from initscope.torch.jacobian import (
     JACOBIAN_BUDGET,
     JACOBIAN_METRICS,
-    JACOBIAN_SAMPLES,
     JacobianReadings,
     jacobian_values,
 )
@@ -49,7 +50,6 @@ from initscope.torch.loading import ModelError, _quote
 from initscope.torch.layouts import LayoutRules, LayoutWarning, model_kind
 from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES, TOKEN_METRICS, to_numpy
 from initscope.torch.recording import HookError, Recorder, display_name, input_hint
-from initscope.result import Result
 from initscope.torch.tables import build_result
 
 __all__ = ["inspect", "MODES"]
