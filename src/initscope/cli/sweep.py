@@ -26,6 +26,7 @@ from initscope.cli.common import (
     parse_workers,
     workers_option,
 )
+from initscope.cli.progress import DelayedProgress
 from initscope.study.memory import format_bytes, memory_budget, parse_memory, plan_run
 from initscope.study.sweep import config_record, load_sweep
 
@@ -133,7 +134,7 @@ def sweep_command(
         stack.close()
         raise BadInput(str(exc)) from None
     try:
-        with stack, db, _progress(quiet) as progress:
+        with stack, db, _SweepProgress(quiet) as progress:
             outcome = run_sweep(sweep, db, executor, slots=slots, on_start=progress.start,
                                 on_progress=progress.advance, memory_limit=share)
     except KeyboardInterrupt:
@@ -187,64 +188,30 @@ def _memory_share(memory_limit: str | None) -> int | None:
         raise BadInput(str(exc)) from None
 
 
-class _NoProgress:
-    def start(self, total: int, done: int) -> None:
-        pass
+class _SweepProgress:
+    """The sweep's on_start / on_progress callbacks on the command line's one progress bar (`cli.progress`):
+    trials done of those to run, their rate, elapsed time and ETA, and each failed configuration above it."""
 
-    def advance(self, trials: int, batch) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-class _RichProgress(_NoProgress):
-    """Trials done / total, rate, elapsed and ETA on stderr."""
-
-    def __init__(self):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        from rich.text import Text
-
-        class Rate(ProgressColumn):
-            def render(self, task) -> Text:
-                speed = task.finished_speed or task.speed
-                return Text(f"{speed:.1f} trials/s" if speed else "- trials/s", style="progress.data.speed")
-
-        self._progress = Progress(
-            TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"), Rate(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
-        )
-        self._task = None
+    def __init__(self, quiet: bool):
+        self.bar = DelayedProgress("sweep", enabled=not quiet, delay=0.0, transient=False, rate=True)
+        self.total = 0
         self.failed = 0
 
-    def __enter__(self):
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
-
     def start(self, total: int, done: int) -> None:
-        if total:  # nothing to run: no empty bar
-            self._task = self._progress.add_task("sweep", total=total)
+        self.total = total  # the trials to run now: those already in the store are not counted
 
     def advance(self, trials: int, batch) -> None:
         if batch is not None and not batch.ok:
             self.failed += 1
-            self._progress.console.print(f"[red]failed[/red] {batch.config_id} ({batch.config.init[0]}): {batch.error}",
-                                         markup=True, highlight=False)
-        if self._task is not None:
-            self._progress.advance(self._task, trials)
+            self.bar.note(f"[red]failed[/red] {batch.config_id} ({batch.config.init[0]}): {batch.error}")
+        if self.total:  # nothing to run: no empty bar
+            self.bar.advance(trials, self.total)
 
+    def __enter__(self):
+        return self
 
-def _progress(quiet: bool) -> _NoProgress:
-    return _NoProgress() if quiet else _RichProgress()
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 def _describe_config(config, axes: dict) -> str:
