@@ -57,8 +57,7 @@ def _chunking(config: Config, n_trials: int, workers, memory_limit) -> tuple[int
 
 
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
-        on_layer=None, progress=None,
-        **kwargs: Any) -> RunRecords:
+        on_layer=None, progress=None, **kwargs: Any) -> RunRecords:
     """Run the study a config describes; return its tidy tables (`initscope.run` returns them as a `Result`).
 
     `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
@@ -78,9 +77,8 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     run and propagates (the explorer stops a superseded request this way).
     progress: called as progress(done, total) from worker threads as hidden
     layers are measured (total: initializers × chunks × depth), e.g. the CLI's bar.
-    The flags table gets the lost_directions rows (`initscope.study.directions`), derived
-    from the measured arrays before the tables are built; the theory table the
-    curves that hold for this config (`initscope.study.overlays`).
+    flags gets the lost_directions rows (`study.directions`) from the measured arrays;
+    theory the curves that hold for this config (`study.overlays`).
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
