@@ -10,7 +10,7 @@
   field to reduce and how far; or whose memory peak (`study.memory`'s
   estimate, the one `initscope run` checks) cannot fit this machine's memory
   budget, naming the field that drives it and both sizes in bytes.
-- `result_payload(result, orient)`: a `RunResult`'s tables as JSON-ready
+- `result_payload(result, orient)`: a run's tables as JSON-ready
   objects (NaN -> null), rows as objects ("records", the CSV columns) or as
   columns ("columns", compact: constant config columns given once).
 """
@@ -187,7 +187,7 @@ def config_json(config: Config) -> dict[str, Any]:
 
 
 def result_payload(result, orient: str = "records") -> dict[str, Any]:
-    """A RunResult as JSON-ready objects: config, gains and the tables in `orient` form.
+    """A run's tables as JSON-ready objects: config, gains and the tables in `orient` form.
 
     records: each table a list of row objects with the CSV's columns (named
     under "columns" too, for tables without rows); columns:

@@ -150,7 +150,7 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
 
 def tables_part(config, *, orient: str = "records", workers: int | None = None, on_layer=None,
                 cache: RunCache | None = None) -> tuple[Any, dict[str, Any]]:
-    """(the RunResult, its tables as a payload): the run (or the cached one) and its JSON-ready tables."""
+    """(the run's records, its tables as a payload): the run (or the cached one) and its JSON-ready tables."""
     t0 = time.perf_counter()
     result = cache.get(config) if cache is not None else None
     cached = result is not None

@@ -272,7 +272,7 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
 def write_report(result_or_tables, path, *, png: bool = False, overwrite: bool = False) -> Path:
     """Write the interactive report to `path` and return it.
 
-    result_or_tables: a `RunResult`, the `RunTables` of `load_run`, or a
+    result_or_tables: an `initscope.Result`, the `RunTables` of `load_run`, or a
     mapping of tables. With `png=True`, static PNGs of every figure and GIFs
     of the layer views and spectra go to a `figures/` folder beside the page
     (matplotlib, no browser needed). The files go through initscope's one

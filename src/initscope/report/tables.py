@@ -104,13 +104,13 @@ def _column_dtype(column: str) -> str:
 
 
 def as_tables(result: Any) -> RunTables:
-    """Coerce a `RunResult`, a `RunTables` or a mapping of tables to `RunTables`."""
+    """Coerce a `Result` (or a run's records), a `RunTables` or a mapping of tables to `RunTables`."""
     import pandas as pd
 
     get = result.get if isinstance(result, Mapping) else lambda name, default=None: getattr(result, name, default)
     if get("metrics") is None:
         raise TypeError(
-            "The 'result_or_tables' parameter must be a RunResult, RunTables or a mapping with a "
+            "The 'result_or_tables' parameter must be a Result, RunTables or a mapping with a "
             f"'metrics' table. Got {type(result).__name__} instead."
         )
     tables = {}
