@@ -130,3 +130,12 @@ def test_a_result_needs_a_typed_context(ran):
     with pytest.raises(TypeError, match="The 'config' parameter of Result must be a Config or an InspectContext. "
                                         "Got int instead"):
         Result(ran.metrics, ran.spectra, ran.projections, ran.weight_norms, ran.flags, 3)
+
+
+def test_help_on_run_shows_the_studys_parameters_and_the_result():
+    import inspect
+
+    signature = inspect.signature(initscope.run)
+    assert {"workers", "trial_ids", "memory_limit", "on_layer", "progress"} <= set(signature.parameters)
+    assert signature.return_annotation == "Result" and initscope.run.__module__ == "initscope.result"
+    assert "Returns an `initscope.Result`." in initscope.run.__doc__

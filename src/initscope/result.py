@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import html
+import importlib.util
+import inspect
 import math
 import os
 import warnings
@@ -222,6 +224,8 @@ class Result:
         folder holding files initscope did not write is refused (ValueError
         naming 'out') unless overwrite=True.
         """
+        if report and importlib.util.find_spec("plotly") is None:
+            raise ImportError("report.html needs plotly: pip install 'initscope[report]', or pass report=False.")
         try:
             with Output(out, command=self.kind, overwrite=overwrite) as folder:
                 self.write_into(folder, report=report, png=png)
@@ -235,7 +239,11 @@ def run(config: Config | None = None, /, **kwargs: Any) -> Result:
     return Result.from_records(runner.run(config, **kwargs))
 
 
-run.__doc__ = (runner.run.__doc__ or "") + "\n\n    Returns an `initscope.Result`.\n"
+# help(initscope.run) shows the study's parameters, and what this face returns.
+run.__doc__ = (runner.run.__doc__ or "").rstrip() + "\n\n    Returns an `initscope.Result`.\n"
+run.__annotations__ = {**runner.run.__annotations__, "return": "Result"}
+run.__signature__ = inspect.signature(runner.run).replace(return_annotation="Result")
+run.__module__, run.__qualname__ = __name__, "run"
 
 
 # --- notebook HTML -----------------------------------------------------------------------------------
