@@ -139,3 +139,17 @@ def test_help_on_run_shows_the_studys_parameters_and_the_result():
     assert {"workers", "trial_ids", "memory_limit", "on_layer", "progress"} <= set(signature.parameters)
     assert signature.return_annotation == "Result" and initscope.run.__module__ == "initscope.result"
     assert "Returns an `initscope.Result`." in initscope.run.__doc__
+
+
+def test_the_readme_api_section_shows_the_result_and_every_name_it_uses_exists(ran):
+    """README's "The Python API" shows initscope.Result; every `res.NAME` it names is one of Result's."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The Python API", 1)[1].split("\n## ", 1)[0]
+    assert "`initscope.run` and `initscope.torch.inspect` return one type, `initscope.Result`" in section
+    assert "DeprecationWarning" in section and "initscope.RunResult" in section
+    named = set(re.findall(r"\bres\.([a-z_]+)", section))
+    assert {"metrics", "config", "gains", "layers", "notes", "theory", "show", "write"} <= named
+    assert all(hasattr(ran, name) for name in named), sorted(n for n in named if not hasattr(ran, n))
