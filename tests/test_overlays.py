@@ -88,3 +88,16 @@ def test_an_inspection_has_an_empty_theory_table():
     torch.manual_seed(0)
     res = it.inspect(torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU()), torch.randn(16, 3))
     assert len(res.theory) == 0 and "theory" not in res.tables()
+
+
+def test_a_scale_beyond_the_floats_gives_no_curve_and_says_why():
+    """Numerical trouble is a result: shifts of scale 1e308 overflow σ_b²; the run stands, the maps draw nothing."""
+    from initscope.study.overlays import mean_field_notes, overlay_reason
+
+    config = dict(activation="relu", shift="normal", shift_scale=1e308, norm="none", residual=0.0, width=8,
+                  input_dim=4, depth=2, gain=None, init_train="none")
+    assert overlay_reason(config, "kaiming-normal") == "σ_b² overflows at shift_scale 1e+308"
+    with pytest.warns(Warning):  # the run's own overflow warning
+        res = initscope.run(**dict(FIELDS, shift="normal", shift_scale=1e308, trials=1))
+    assert not (res.theory["metric"].isin(["pre_q", "pre_cosine", "jacobian_sq_mean"])).any()
+    assert any("σ_b² overflows" in note for note in mean_field_notes(res.metrics, res.config))

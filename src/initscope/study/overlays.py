@@ -90,6 +90,14 @@ def theory_applies(config: Mapping[str, Any]) -> bool:
     )
 
 
+def _sigma_b2(config: Mapping[str, Any]) -> float:
+    """σ_b² of the config's shifts; inf where it overflows a float (a shift_scale near 1e308 is a run's to show)."""
+    try:
+        return theory.shift_sigma2(str(config.get("shift")), _number(config.get("shift_scale")))
+    except OverflowError:
+        return math.inf
+
+
 def overlay_reason(config: Mapping[str, Any], init: str) -> str | None:
     """None when the mean-field maps describe this run for `init`; otherwise why not, in a few words."""
     if "model" in config and "activation" not in config:  # an `initscope.torch.inspect` result
@@ -100,7 +108,10 @@ def overlay_reason(config: Mapping[str, Any], init: str) -> str | None:
         return "a residual branch adds the previous state; the maps describe a plain feed-forward net"
     if str(config.get("init_train", "none") or "none") != "none":
         return "the weights were trained before measuring"
-    if not math.isfinite(theory.shift_sigma2(str(config.get("shift")), _number(config.get("shift_scale")))):
+    sigma_b2 = _sigma_b2(config)
+    if math.isinf(sigma_b2):
+        return f"σ_b² overflows at shift_scale {config.get('shift_scale')}"
+    if not math.isfinite(sigma_b2):
         return f"{config.get('shift')} shifts are not i.i.d. across units, so σ_b² is not defined"
     gain = resolved_gain(config, init)
     width, d = int(_number(config.get("width"), 0)), int(_number(config.get("input_dim"), 0))
@@ -125,7 +136,7 @@ def mean_field_curves(config: Mapping[str, Any], init: str, q0: float, c0: float
     activation = str(config["activation"])
     depth, width, d = int(config["depth"]), int(config["width"]), int(config["input_dim"])
     gain = resolved_gain(config, init)
-    sigma_b2 = theory.shift_sigma2(str(config["shift"]), _number(config.get("shift_scale")))
+    sigma_b2 = _sigma_b2(config)
     q, c, jac = (np.full(depth + 1, math.nan) for _ in range(3))
     q[0], c[0], jac[0] = q0, c0, 1.0
     for layer in range(1, depth + 1):
@@ -161,10 +172,17 @@ def theory_curve(metric: str, init: str, config: Mapping[str, Any], metrics: pd.
     config: the run's fields as a mapping (`config_dict`); metrics: the tidy
     table, whose medians over trials start the curves (see the module doc).
     """
-    if metric in OVERLAID:
-        return _mean_field_curve(metric, init, config, metrics)
-    if metric not in ("rms", "mean_cosine") or not theory_applies(config):
+    try:
+        if metric in OVERLAID:
+            return _mean_field_curve(metric, init, config, metrics)
+        if metric in ("rms", "mean_cosine") and theory_applies(config):
+            return _closed_form(metric, init, config, metrics)
+    except OverflowError:  # a gain or scale beyond a float's range: the run shows it, the theory has no line
         return None
+    return None
+
+
+def _closed_form(metric: str, init: str, config: Mapping[str, Any], metrics: pd.DataFrame) -> Curve | None:
     at = _medians(metrics, init, metric)
     act = ACTIVATIONS[str(config["activation"])]
     if metric == "rms" and math.isfinite(at.get(0, math.nan)):
@@ -225,7 +243,8 @@ def theory_table(metrics: pd.DataFrame, config: Any = None) -> pd.DataFrame:
         if not (used["metric"].astype(str) == metric).any():
             continue
         for init in _inits(used, cfg):
-            found = theory_curve(metric, init, cfg, used)
+            with np.errstate(all="ignore"):  # a curve may leave the floats (overflow is a result): inf/NaN kept
+                found = theory_curve(metric, init, cfg, used)
             if found is not None:
                 layers, values, label = found
                 frames.append(pd.DataFrame({"init": init, "metric": metric, "layer": layers.astype(np.int64),
