@@ -37,7 +37,7 @@ try:  # typer ≥ 0.16 vendors click; older ones use the installed click
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException as UsageError
 
-__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "check_output", "write_files", "write_run",
+__all__ = ["BadInput", "Terminated", "run_app", "exit_process", "output_folder", "check_output", "write_files", "write_run",
            "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
            "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "memory_plan_warnings",
            "MemoryLimit"]
