@@ -93,10 +93,25 @@ def _run(app: typer.Typer, args: list[str]) -> int:
         typer.echo(f"initscope: error: {one_line(exc.format_message())}", err=True)
         return 2
     except Exception as exc:  # noqa: BLE001 - the contract: unexpected means exit 1 with the reason
+        plugin = _plugin_error(exc)
+        if plugin is not None:  # a user's plugin failed: named, and bad input like any other (exit 2)
+            typer.echo(f"initscope: error: {one_line(plugin)}", err=True)
+            return 2
         typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
         return 1
     # Without standalone mode, click hands back an Exit's code instead of raising it.
     return status if isinstance(status, int) else 0
+
+
+def _plugin_error(exc: BaseException | None) -> BaseException | None:
+    """The plugin's failure that exc is or was raised from (a worker may wrap it), else None."""
+    from initscope.study.plugins import PluginError
+
+    for _ in range(8):
+        if exc is None or isinstance(exc, PluginError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @contextlib.contextmanager
