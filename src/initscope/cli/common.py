@@ -37,7 +37,7 @@ try:  # typer ≥ 0.16 vendors click; older ones use the installed click
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException as UsageError
 
-__all__ = ["BadInput", "Terminated", "run_app", "exit_process", "output_folder", "check_output", "write_files", "write_run",
+__all__ = ["BadInput", "Terminated", "run_app", "exit_process", "drawing_imports", "output_folder", "check_output", "write_files", "write_run",
            "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
            "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "memory_plan_warnings",
            "MemoryLimit"]
@@ -251,15 +251,44 @@ def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, 
     """`initscope.report.run_files.write_files`, with report.html skipped (and a note) without plotly."""
     from initscope.report.run_files import write_files as write
 
-    write(folder, tables, texts, report_source=report_source if report_source is not None and has_report_extra()
-          else None, png=png)
+    if png and report_source is None:
+        typer.echo("note: --png draws the report's figures: with --no-report no figures are written", err=True)
+    report = report_source is not None and has_report_extra()
+    drawing_imports(report=report, png=png and report)
+    write(folder, tables, texts, report_source=report_source if report else None, png=png)
 
 
 def write_run(folder: Path, result, *, report: bool, png: bool) -> None:
     """`initscope.report.run_files.write_run`, with report.html skipped (and a note) without plotly."""
     from initscope.report.run_files import write_run as write
 
-    write(folder, result, report=report and has_report_extra(), png=png)
+    if png and not report:
+        typer.echo("note: --png draws the report's figures: with --no-report no figures are written", err=True)
+    report = report and has_report_extra()
+    drawing_imports(report=report, png=png and report)
+    write(folder, result, report=report, png=png)
+
+
+# What drawing the report and its figures imports, all of it: imported before drawing starts, so that a
+# Ctrl-C while drawing lands in our code (exit 130), never half-way through an import (which leaves a
+# module half-made, and the next import of it fails with a ModuleNotFoundError and a traceback).
+_REPORT_MODULES = ("plotly.graph_objects", "plotly.io", "plotly.subplots", "plotly.offline", "plotly.colors",
+                   "plotly.graph_objs.layout", "plotly.graph_objs.layout._template", "plotly.io._html",
+                   "plotly.io.json", "plotly.io._json", "plotly.io._utils")
+_PNG_MODULES = ("matplotlib.figure", "matplotlib.animation", "matplotlib.backends.backend_agg", "matplotlib.colors",
+                "matplotlib.cm", "matplotlib.patheffects", "matplotlib.ticker", "PIL.Image", "PIL.PngImagePlugin",
+                "PIL.GifImagePlugin", "PIL.BmpImagePlugin", "PIL.JpegImagePlugin", "PIL.PpmImagePlugin")
+
+
+def drawing_imports(*, report: bool, png: bool) -> None:
+    """Import what writing report.html (report) and figures/ (png) will import, now."""
+    import importlib
+
+    for name in (_REPORT_MODULES if report else ()) + (_PNG_MODULES if png else ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # the writer says what is missing, as it would have
 
 
 def _flag(help_text: str, *names: str, metavar: str | None = None):
