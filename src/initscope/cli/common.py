@@ -44,6 +44,7 @@ __all__ = ["BadInput", "Terminated", "run_app", "exit_process", "drawing_imports
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_HANGUP = 129  # 128 + SIGHUP
 _ARGV: contextvars.ContextVar[list[str]] = contextvars.ContextVar("initscope_argv", default=[])
 
 
@@ -69,7 +70,7 @@ def run_app(app: typer.Typer, args: list[str]) -> int:
         _ARGV.reset(token)
     if status == EXIT_INTERRUPTED:
         typer.echo("initscope: interrupted; nothing was left half-written", err=True)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return 128 + terminated[0] if terminated else EXIT_INTERRUPTED
     return status
 
 
@@ -116,8 +117,9 @@ def _plugin_error(exc: BaseException | None) -> BaseException | None:
 
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[list[int]]:
-    """While a command runs, SIGTERM raises `Terminated` in the main thread (its default would kill the
-    process on the spot, leaving the temporary folder behind). Yields a list that records it."""
+    """While a command runs, SIGTERM and SIGHUP (the terminal closed) raise `Terminated` in the main thread
+    (their default would kill the process on the spot, leaving the temporary folder behind). Yields a list
+    that records the signal; the exit status is then 128 + its number (143, 129)."""
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield seen
@@ -127,17 +129,19 @@ def _sigterm_raises() -> Iterator[list[int]]:
         seen.append(signum)
         raise Terminated()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    signals = (signal.SIGTERM,) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield seen
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
 
 
 def exit_process(status: int) -> typing.NoReturn:
     """End the process with `status`. After an interrupt, worker threads may still be inside a
     chunk of trials; the interpreter would wait for them at exit, so leave without waiting."""
-    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HANGUP):
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
