@@ -116,3 +116,11 @@ def test_a_data_file_is_parsed_once_per_run(tmp_path, monkeypatch):
     table = datasets.load_file(path)
     with pytest.raises(ValueError, match="read-only"):
         table.x[0, 0] = 1.0  # the kept table is shared: nobody may change it
+
+
+def test_certify_rtol_and_trials_name_their_parameter(tmp_path, capsys):
+    for value in ("1e300", "1", "-0.1", "nan", "１e-3"):
+        assert main(["certify", "--rtol", value, "--depth", "2"]) == 2
+        assert "The 'rtol' parameter must be a finite number >= 0 and < 1" in capsys.readouterr().err
+    assert main(["certify", "--trials", "1000000"]) == 2
+    assert "The 'trials' parameter must be smaller to fit in memory" in capsys.readouterr().err
