@@ -211,3 +211,14 @@ def test_data_listing_is_bounded_and_reused(tmp_path, monkeypatch):
         for j in range(10):
             (wide / f"d{i:02d}" / f"x{j}.npy").write_bytes(b"")
     assert len(explore_server.data_files(wide)) <= 60
+
+
+def test_data_names_that_cannot_exist_are_400(tmp_path):
+    from initscope.explore.api import RequestError, config_from_fields
+
+    (tmp_path / "loop.csv").symlink_to(tmp_path / "loop2.csv")
+    (tmp_path / "loop2.csv").symlink_to(tmp_path / "loop.csv")
+    for value in ("a\x00.csv", "loop.csv", "a" * 300 + ".csv"):
+        with pytest.raises(RequestError) as caught:
+            config_from_fields({"data": value}, data_dir=tmp_path)
+        assert caught.value.status == 400 and "'data'" in caught.value.message

@@ -124,3 +124,14 @@ def test_certify_rtol_and_trials_name_their_parameter(tmp_path, capsys):
         assert "The 'rtol' parameter must be a finite number >= 0 and < 1" in capsys.readouterr().err
     assert main(["certify", "--trials", "1000000"]) == 2
     assert "The 'trials' parameter must be smaller to fit in memory" in capsys.readouterr().err
+
+
+def test_input_dim_with_a_data_file_says_it_is_ignored(tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,c\n1,2,3\n4,5,6\n7,8,1\n1,1,1\n")
+    assert main(["run", "--data", str(path), "--input-dim", "50", "--depth", "2", "--trials", "1", "--no-report",
+                 "--quiet", "--out", str(tmp_path / "o")]) == 0
+    assert "note: --input-dim 50 ignored: data" in capsys.readouterr().err
+    assert main(["run", "--data", str(path), "--input-dim", "3", "--depth", "2", "--trials", "1", "--no-report",
+                 "--quiet", "--out", str(tmp_path / "o2")]) == 0
+    assert "ignored" not in capsys.readouterr().err

@@ -29,6 +29,7 @@ from initscope.cli.common import (
     exit_process,
     output_folder,
     run_app,
+    say_ignored,
     with_config_flags,
     write_files,
 )
@@ -71,6 +72,7 @@ def certify_command(
         cfg = load_config(config_file, **given) if config_file else make_config(**given)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
+    say_ignored(fields, cfg)
     tolerance = _parse_rtol(rtol)
 
     try:  # certify holds every layer's parameters: refuse now what cannot fit

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 __all__ = ["BadInput", "Terminated", "run_app", "exit_process", "drawing_imports", "output_folder", "check_output", "write_files", "write_run",
            "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
-           "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "memory_plan_warnings",
+           "with_config_flags", "say_ignored", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "memory_plan_warnings",
            "MemoryLimit"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -335,6 +335,15 @@ class ConfigFlag:
     train_lr = _flag("Init-training step size (default: 0.01; forward-gradient needs ~1/P of backprop's: "
                      "1e-4 on the seed's net).", "--train-lr", metavar="FLOAT")
     train_batch = _flag("Samples per init-training step, 0 = all (default: 0).", "--train-batch", metavar="INT")
+
+
+def say_ignored(given: dict, config) -> None:
+    """A note on stderr for each flag the config did not take as given (a data file or dataset sets
+    input_dim from its columns): a value silently ignored would read as a value used."""
+    wanted = given.get("input_dim")
+    if wanted is not None and config.data_is_fixed and str(wanted).strip() != str(config.input_dim):
+        typer.echo(f"note: --input-dim {str(wanted).strip()} ignored: data {config.data!r} has {config.input_dim} "
+                   f"column(s), which set input_dim", err=True)
 
 
 def with_config_flags(command):

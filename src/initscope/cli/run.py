@@ -21,6 +21,7 @@ from initscope.cli.common import (
     has_report_extra,
     output_folder,
     parse_workers,
+    say_ignored,
     with_config_flags,
     workers_option,
     write_run,
@@ -52,6 +53,7 @@ def run_command(
         cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
+    say_ignored(fields, cfg)
     n_workers = parse_workers(workers)
 
     from initscope.study.runner import run
