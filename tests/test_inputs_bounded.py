@@ -135,3 +135,11 @@ def test_input_dim_with_a_data_file_says_it_is_ignored(tmp_path, capsys):
     assert main(["run", "--data", str(path), "--input-dim", "3", "--depth", "2", "--trials", "1", "--no-report",
                  "--quiet", "--out", str(tmp_path / "o2")]) == 0
     assert "ignored" not in capsys.readouterr().err
+
+
+def test_phase_grid_keeps_tiny_and_huge_values():
+    from initscope.study.phase import parse_grid
+
+    assert parse_grid("1e-13", "sigma_w2") == (1e-13,)
+    assert parse_grid("1e300", "sigma_w2") == (1e300,)
+    assert parse_grid("1:4:25", "sigma_w2")[1] == 1.125
