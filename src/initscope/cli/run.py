@@ -8,6 +8,7 @@ are replaced whole or not at all, and a file initscope did not write is never to
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -44,7 +45,8 @@ def run_command(
     workers: workers_option("Threads over trials (default: cores).") = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
-    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table (the verdict still prints)."),
+    verdict: bool = typer.Option(True, "--verdict/--no-verdict", help="Print the verdict in words (with --quiet too)."),
     memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
                                                help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
 ) -> None:
@@ -80,7 +82,13 @@ def run_command(
     if not quiet:
         from initscope.cli.summary import print_summary
 
-        print_summary(result, Path(out))
+        print_summary(result, Path(out), verdict=verdict)
+    elif verdict:  # --quiet drops the tables, not the answer
+        from rich.console import Console
+
+        from initscope.cli.summary import print_verdict
+
+        print_verdict(result, Console(width=None if sys.stdout.isatty() else 180))
 
 
 def report_command(
