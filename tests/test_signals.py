@@ -58,6 +58,7 @@ def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
                          ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_interrupt_stops_at_once_and_leaves_nothing(tmp_path, sig, status):
@@ -69,6 +70,7 @@ def test_interrupt_stops_at_once_and_leaves_nothing(tmp_path, sig, status):
     assert list(tmp_path.iterdir()) == []  # no temporary folder, no target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_interrupt_leaves_an_earlier_run_as_it_was(tmp_path, sig):
     out = tmp_path / "out"
@@ -81,6 +83,7 @@ def test_interrupt_leaves_an_earlier_run_as_it_was(tmp_path, sig):
     assert temporaries(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_run_after_sigkill_removes_the_killed_runs_temporary_folder(tmp_path):
     out = tmp_path / "out"
     proc = start_computing(out)
@@ -186,6 +189,7 @@ def assert_workers_gone(workers: set[int]) -> None:
     # Ctrl-C in a terminal signals the whole group, here while the workers are still importing.
     (signal.SIGINT, 130, True, 0.0), (signal.SIGTERM, 143, True, 0.0), (signal.SIGINT, 130, True, 3.0),
 ], ids=["SIGINT", "SIGTERM", "group-SIGINT-starting", "group-SIGTERM-starting", "group-SIGINT"])
+@pytest.mark.slow
 def test_sweep_stops_its_worker_processes(tmp_path, sig, status, group, wait):
     """`initscope sweep --workers 2` on a signal: exit 130/143 with the one interrupted line (no worker's
     traceback), no worker process left, no temporary folder."""
@@ -204,6 +208,7 @@ def test_sweep_stops_its_worker_processes(tmp_path, sig, status, group, wait):
     assert [p.name for p in tmp_path.rglob(".initscope-*")] == []
 
 
+@pytest.mark.slow
 @needs_proc_and_two_cores
 def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path):
     """Nothing can clean up after `kill -9`; the workers notice their parent is gone and exit."""
