@@ -207,7 +207,8 @@ def test_wrong_input_shape_exits_2_with_torchs_message(project, capsys):
         (["--input-shape", "8,6", "--layout", "rows"], "'layout' parameter must give layouts from"),
         (["--input-shape", "8,6", "--layout", "=tokens"], "'layout' parameter must be a layout or NAME=LAYOUT"),
         (["--input-shape", "8,6", "--reference", "nope"], "'reference' parameter must be 'input' or the name"),
-        (["--input-shape", "8,6", "--max-rows", "3"], "'max-rows' parameter must be an integer >= 16"),
+        (["--input-shape", "8,6", "--max-rows", "0"], "'max-rows' parameter must be an integer >= 1"),
+        (["--input-shape", "8,6", "--max-rows", "１６"], "'max-rows' parameter must be an integer >= 1"),
     ],
 )
 def test_bad_options_exit_2(project, capsys, args, message):
@@ -352,3 +353,10 @@ def test_a_factory_file_defining_a_dataclass_loads(tmp_path, capsys):
                        str(tmp_path / "out"), "--no-report", "--quiet")
     assert code == 0, err
     assert (tmp_path / "out" / "metrics.csv").is_file()
+
+
+def test_max_rows_below_the_floor_is_raised_with_a_note(project, capsys):
+    code, _, err = cli(capsys, f"{project}/models.py:make", "--input-shape", "8,6", "--max-rows", "1", "--no-report",
+                       "--quiet", "--out", str(project / "rows"))
+    assert code == 0, err
+    assert "note: --max-rows 1 raised to 16" in err

@@ -25,6 +25,7 @@ from initscope.cli.common import (
     MemoryLimit,
     Overwrite,
     output_folder,
+    say_ignored,
     with_config_flags,
     write_files,
 )
@@ -54,6 +55,7 @@ def certify_command(
         cfg = load_config(config_file, **given) if config_file else make_config(**given)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
+    say_ignored(fields, cfg)
     tolerance = _parse_rtol(rtol)
 
     try:  # certify holds every layer's parameters: refuse now what cannot fit
@@ -94,11 +96,11 @@ def _parse_rtol(text: str | None) -> float | None:
     if text is None:
         return None
     try:
-        value = float(text)
+        value = float(text) if text.isascii() else float("nan")
     except ValueError:
         value = float("nan")
-    if not (value >= 0 and value != float("inf")):
-        raise BadInput(f"The 'rtol' parameter must be a finite number >= 0. Got {text!r} instead.")
+    if not 0 <= value < 1:  # core.certify's bound: 1 calls every pair a collision, 1e300 overflows
+        raise BadInput(f"The 'rtol' parameter must be a finite number >= 0 and < 1. Got {text!r} instead.")
     return value
 
 

@@ -37,13 +37,14 @@ try:  # typer ≥ 0.16 vendors click; older ones use the installed click
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException as UsageError
 
-__all__ = ["BadInput", "run_app", "exit_process", "output_folder", "check_output", "write_files", "write_run",
+__all__ = ["BadInput", "Terminated", "run_app", "exit_process", "drawing_imports", "output_folder", "check_output", "write_files", "write_run",
            "Out", "Overwrite", "workers_option", "parse_workers", "has_report_extra", "command_line",
-           "with_config_flags", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "memory_plan_warnings",
+           "with_config_flags", "say_ignored", "ConfigFlag", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "memory_plan_warnings",
            "MemoryLimit"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_HANGUP = 129  # 128 + SIGHUP
 _ARGV: contextvars.ContextVar[list[str]] = contextvars.ContextVar("initscope_argv", default=[])
 
 
@@ -69,7 +70,7 @@ def run_app(app: typer.Typer, args: list[str]) -> int:
         _ARGV.reset(token)
     if status == EXIT_INTERRUPTED:
         typer.echo("initscope: interrupted; nothing was left half-written", err=True)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return 128 + terminated[0] if terminated else EXIT_INTERRUPTED
     return status
 
 
@@ -93,16 +94,32 @@ def _run(app: typer.Typer, args: list[str]) -> int:
         typer.echo(f"initscope: error: {one_line(exc.format_message())}", err=True)
         return 2
     except Exception as exc:  # noqa: BLE001 - the contract: unexpected means exit 1 with the reason
+        plugin = _plugin_error(exc)
+        if plugin is not None:  # a user's plugin failed: named, and bad input like any other (exit 2)
+            typer.echo(f"initscope: error: {one_line(plugin)}", err=True)
+            return 2
         typer.echo(f"initscope: unexpected error: {type(exc).__name__}: {exc}", err=True)
         return 1
     # Without standalone mode, click hands back an Exit's code instead of raising it.
     return status if isinstance(status, int) else 0
 
 
+def _plugin_error(exc: BaseException | None) -> BaseException | None:
+    """The plugin's failure that exc is or was raised from (a worker may wrap it), else None."""
+    from initscope.study.plugins import PluginError
+
+    for _ in range(8):
+        if exc is None or isinstance(exc, PluginError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[list[int]]:
-    """While a command runs, SIGTERM raises `Terminated` in the main thread (its default would kill the
-    process on the spot, leaving the temporary folder behind). Yields a list that records it."""
+    """While a command runs, SIGTERM and SIGHUP (the terminal closed) raise `Terminated` in the main thread
+    (their default would kill the process on the spot, leaving the temporary folder behind). Yields a list
+    that records the signal; the exit status is then 128 + its number (143, 129)."""
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield seen
@@ -112,17 +129,19 @@ def _sigterm_raises() -> Iterator[list[int]]:
         seen.append(signum)
         raise Terminated()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    signals = (signal.SIGTERM,) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield seen
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
 
 
 def exit_process(status: int) -> typing.NoReturn:
     """End the process with `status`. After an interrupt, worker threads may still be inside a
     chunk of trials; the interpreter would wait for them at exit, so leave without waiting."""
-    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HANGUP):
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -236,14 +255,22 @@ def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, 
     """`initscope.study.run_files.write_files`, with report.html skipped (and a note) without plotly."""
     from initscope.study.run_files import write_files as write
 
-    write(folder, tables, texts, report=_report(report_source, png=png))
+    if png and report_source is None:
+        typer.echo("note: --png draws the report's figures: with --no-report no figures are written", err=True)
+    report = _report(report_source, png=png)
+    drawing_imports(report=report is not None, png=png and report is not None)
+    write(folder, tables, texts, report=report)
 
 
 def write_run(folder: Path, result, *, report: bool, png: bool) -> None:
     """`initscope.study.run_files.write_run`, with report.html skipped (and a note) without plotly."""
     from initscope.study.run_files import write_run as write
 
-    write(folder, result, report=_report(result if report else None, png=png))
+    if png and not report:
+        typer.echo("note: --png draws the report's figures: with --no-report no figures are written", err=True)
+    writer = _report(result if report else None, png=png)
+    drawing_imports(report=writer is not None, png=png and writer is not None)
+    write(folder, result, report=writer)
 
 
 def _report(source, *, png: bool):
@@ -253,6 +280,28 @@ def _report(source, *, png: bool):
     from initscope.report.page import page_writer
 
     return page_writer(source, png=png)
+
+
+# What drawing the report and its figures imports, all of it: imported before drawing starts, so that a
+# Ctrl-C while drawing lands in our code (exit 130), never half-way through an import (which leaves a
+# module half-made, and the next import of it fails with a ModuleNotFoundError and a traceback).
+_REPORT_MODULES = ("plotly.graph_objects", "plotly.io", "plotly.subplots", "plotly.offline", "plotly.colors",
+                   "plotly.graph_objs.layout", "plotly.graph_objs.layout._template", "plotly.io._html",
+                   "plotly.io.json", "plotly.io._json", "plotly.io._utils")
+_PNG_MODULES = ("matplotlib.figure", "matplotlib.animation", "matplotlib.backends.backend_agg", "matplotlib.colors",
+                "matplotlib.cm", "matplotlib.patheffects", "matplotlib.ticker", "PIL.Image", "PIL.PngImagePlugin",
+                "PIL.GifImagePlugin", "PIL.BmpImagePlugin", "PIL.JpegImagePlugin", "PIL.PpmImagePlugin")
+
+
+def drawing_imports(*, report: bool, png: bool) -> None:
+    """Import what writing report.html (report) and figures/ (png) will import, now."""
+    import importlib
+
+    for name in (_REPORT_MODULES if report else ()) + (_PNG_MODULES if png else ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # the writer says what is missing, as it would have
 
 
 def _flag(help_text: str, *names: str, metavar: str | None = None):
@@ -295,6 +344,15 @@ class ConfigFlag:
     train_lr = _flag("Init-training step size (default: 0.01; forward-gradient needs ~1/P of backprop's: "
                      "1e-4 on the seed's net).", "--train-lr", metavar="FLOAT")
     train_batch = _flag("Samples per init-training step, 0 = all (default: 0).", "--train-batch", metavar="INT")
+
+
+def say_ignored(given: dict, config) -> None:
+    """A note on stderr for each flag the config did not take as given (a data file or dataset sets
+    input_dim from its columns): a value silently ignored would read as a value used."""
+    wanted = given.get("input_dim")
+    if wanted is not None and config.data_is_fixed and str(wanted).strip() != str(config.input_dim):
+        typer.echo(f"note: --input-dim {str(wanted).strip()} ignored: data {config.data!r} has {config.input_dim} "
+                   f"column(s), which set input_dim", err=True)
 
 
 def with_config_flags(command):

@@ -83,7 +83,7 @@ def _int(name: str, text: str | None, low: int, default: int, high: int = 2**31 
     if text is None:
         return default
     try:
-        value = int(text)
+        value = int(text) if text.isascii() else low - 1  # int() reads any script's digits ("４")
     except ValueError:
         value = low - 1
     if value < low:
@@ -91,6 +91,18 @@ def _int(name: str, text: str | None, low: int, default: int, high: int = 2**31 
     if value > high:  # torch.manual_seed and SQLite stop at 64 bits; sizes far earlier
         raise BadInput(f"The '{name}' parameter must be an integer >= {low} and <= {high}. Got {text!r} instead.")
     return value
+
+
+MIN_ROWS = 16  # fewer rows than this cannot estimate a spectrum of any use
+
+
+def _max_rows(text: str | None) -> int:
+    """--max-rows: an integer >= 1; below MIN_ROWS it is raised to MIN_ROWS, with a note."""
+    rows = _int("max-rows", text, 1, 8192)
+    if rows < MIN_ROWS:
+        typer.echo(f"note: --max-rows {rows} raised to {MIN_ROWS}, the fewest rows a spectrum is estimated from",
+                   err=True)
+    return max(rows, MIN_ROWS)
 
 
 def _layout(text: str | None):
@@ -177,7 +189,7 @@ def inspect_command(
     _check_memory(shape, input_file, memory_limit)
     seed_value = _int("seed", seed, 0, 0, high=2**63 - 1)  # config.MAX_SEED, without importing the study
     jac = _int("jacobian-samples", jacobian_samples, 1, JACOBIAN_SAMPLES)
-    rows = _int("max-rows", max_rows, 16, 8192)
+    rows = _max_rows(max_rows)
     layout_value = _layout(layout)
     gain_value = _gain(gain)
     _need_torch()

@@ -8,6 +8,7 @@ are replaced whole or not at all, and a file initscope did not write is never to
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -21,6 +22,7 @@ from initscope.cli.common import (
     has_report_extra,
     output_folder,
     parse_workers,
+    say_ignored,
     with_config_flags,
     workers_option,
     write_run,
@@ -43,7 +45,8 @@ def run_command(
     workers: workers_option("Threads over trials (default: cores).") = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
-    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table (the verdict still prints)."),
+    verdict: bool = typer.Option(True, "--verdict/--no-verdict", help="Print the verdict in words (with --quiet too)."),
     memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
                                                help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
 ) -> None:
@@ -52,6 +55,7 @@ def run_command(
         cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
+    say_ignored(fields, cfg)
     n_workers = parse_workers(workers)
 
     from initscope.study.runner import run
@@ -78,7 +82,13 @@ def run_command(
     if not quiet:
         from initscope.cli.summary import print_summary
 
-        print_summary(result, Path(out))
+        print_summary(result, Path(out), verdict=verdict)
+    elif verdict:  # --quiet drops the tables, not the answer
+        from rich.console import Console
+
+        from initscope.cli.summary import print_verdict
+
+        print_verdict(result, Console(width=None if sys.stdout.isatty() else 180))
 
 
 def report_command(

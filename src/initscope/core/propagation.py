@@ -54,8 +54,12 @@ def jacobian_sq_mean(J: np.ndarray) -> np.ndarray:
     if m == 0 or d == 0 or w == 0 or not finite.any():
         return out
     Jf = J[finite].reshape(int(finite.sum()), -1)
+    if len(Jf) == 1:
+        # einsum takes another summation path for a single row (last bits differ): a zero row beside it
+        # keeps a trial's value the same whether it is measured alone or with others (memory chunking).
+        Jf = np.concatenate([Jf, np.zeros_like(Jf)])
     with np.errstate(over="ignore"):
-        out[finite] = np.einsum("tk,tk->t", Jf, Jf) / (m * w)
+        out[finite] = (np.einsum("tk,tk->t", Jf, Jf) / (m * w))[:int(finite.sum())]
     return out
 
 

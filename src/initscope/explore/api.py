@@ -98,9 +98,13 @@ def _data_path(value: Any, data_dir: Path | None) -> str:
     if not isinstance(value, str) or data_dir is None:
         raise RequestError(400, f"The 'data' parameter must be {constraint}. Got {value!r} instead.")
     root = data_dir.resolve()
-    path = (root / value).resolve()
-    if not path.is_relative_to(root) or path.suffix.lower() not in DATA_FILE_SUFFIXES or not path.is_file():
-        raise RequestError(400, f"The 'data' parameter must be {constraint}. Got {value!r} instead.")
+    try:
+        path = (root / value).resolve()
+        usable = path.is_relative_to(root) and path.suffix.lower() in DATA_FILE_SUFFIXES and path.is_file()
+    except (ValueError, OSError, RuntimeError):  # a NUL byte, too long a name, a symlink loop
+        usable = False
+    if not usable:
+        raise RequestError(400, f"The 'data' parameter must be {constraint}. Got {value[:200]!r} instead.")
     return str(path)
 
 

@@ -25,6 +25,7 @@ from initscope.core.initializers import REGISTRY as INIT_REGISTRY
 from initscope.core.metrics import DEFAULT_METRICS, METRICS, default_metrics
 from initscope.core.network import NORMS, READOUTS, SHIFTS
 from initscope.study.datasets import load_file, load_real
+from initscope.study.files import CONFIG_LIMIT, read_bounded
 
 __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES", "MAX_SEED",
            "MAX_SIZE", "INT_FIELDS", "FLOAT_FIELDS"]
@@ -119,6 +120,8 @@ def _int(name: str, value: Any, minimum: int, maximum: int = MAX_SIZE) -> int:
             # Text comes from CLI flags; int() alone decides, so "--3" or "²" fail here
             # with the parameter's name rather than as int()'s own message.
             try:
+                if not value.isascii():  # int() reads any script's digits: "４" is not a depth anyone typed
+                    raise ValueError
                 value = int(value.strip())
             except ValueError:
                 raise _fail(name, f"an integer >= {minimum}", original) from None
@@ -133,10 +136,10 @@ def _int(name: str, value: Any, minimum: int, maximum: int = MAX_SIZE) -> int:
 
 def _float(name: str, value: Any, *, minimum: float, strict: bool = False) -> float:
     try:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):  # float() reads "１.５"
             raise TypeError
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range (10**400)
         raise _fail(name, f"a finite number {'>' if strict else '>='} {minimum}", value) from None
     if not math.isfinite(out) or out < minimum or (strict and out == minimum):
         raise _fail(name, f"a finite number {'>' if strict else '>='} {minimum}", value)
@@ -208,6 +211,8 @@ def make_config(**kwargs: Any) -> Config:
         # An absolute path keeps config.toml rerunnable from any working directory.
         try:
             data = str(Path(data).expanduser().resolve())
+        except ValueError:  # a NUL byte
+            raise _fail("data", "an existing .csv or .npy file", data, "(a file name cannot hold a NUL byte).") from None
         except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
             raise _fail("data", "an existing .csv or .npy file", data, f"({exc}).") from None
     c["data"] = data
@@ -279,15 +284,10 @@ def load_table(config: Config):
 def load_config(path: str | os.PathLike, **overrides: Any) -> Config:
     """Read a TOML file (flat table of config fields), apply overrides, validate."""
     path = Path(path)
+    # Judged and read in bounded chunks: /dev/zero, a FIFO or a huge file is refused, not read.
+    text = read_bounded(path, parameter="config", what="TOML file", limit=CONFIG_LIMIT)
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"The 'config' parameter must be an existing TOML file. Got {str(path)!r} instead.") from None
-    except OSError as exc:  # a folder, no permission, ...
-        raise ValueError(
-            f"The 'config' parameter must be a readable TOML file. Got {str(path)!r} ({exc.strerror or exc})."
-        ) from None
+        raw = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"The 'config' parameter must be valid TOML. Got {str(path)!r}: {exc}") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})

@@ -254,8 +254,9 @@ def certify_estimate(config: Config) -> Estimate:
     else:
         jac_driver = "input_dim" if d >= w else "width"
     return Estimate({
-        "parameters": (T * L * fan * w * b, "depth" if L > fan * w else _wider(config)),
-        "states": (4 * T * n * fan * b, "samples" if n >= fan else _wider(config)),
+        "parameters": (T * L * fan * w * b, "trials" if T > max(L, fan * w) else "depth" if L > fan * w
+                       else _wider(config)),
+        "states": (4 * T * n * fan * b, "trials" if T > max(n, fan) else "samples" if n >= fan else _wider(config)),
         "distances": (3 * n * n * 8, "samples"),
         # 4.5 copies: measured 44, 107 and 538 MiB peaks for the seed's fixes at 8, 20 and 100 trials.
         "jacobians": (9 * entries * 4, jac_driver),

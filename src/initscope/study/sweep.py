@@ -184,16 +184,12 @@ def make_sweep(spec: dict[str, Any], *, source: str = "the sweep") -> Sweep:
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
     """Read and validate a sweep TOML file. Raises ValueError with a one-line reason."""
+    from initscope.study.files import CONFIG_LIMIT, read_bounded
+
     path = Path(path)
+    text = read_bounded(path, parameter="config", what="TOML file", limit=CONFIG_LIMIT)  # no /dev/zero, no FIFO
     try:
-        with path.open("rb") as fh:
-            spec = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"The 'config' parameter must be an existing TOML file. Got {str(path)!r} instead.") from None
-    except OSError as exc:
-        raise ValueError(
-            f"The 'config' parameter must be a readable TOML file. Got {str(path)!r} ({exc.strerror or exc})."
-        ) from None
+        spec = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"The 'config' parameter must be valid TOML. Got {str(path)!r}: {exc}") from None
     return make_sweep(spec, source=f"sweep file {str(path)!r}")

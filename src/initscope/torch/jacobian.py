@@ -31,7 +31,7 @@ from torch import nn
 from initscope.core import metrics as M
 from initscope.core import propagation as P
 from initscope.core.propagation import JACOBIAN_SAMPLES
-from initscope.torch.loading import _quote
+from initscope.torch.loading import _quote, ignore_torch_deprecations
 from initscope.torch.measures import to_numpy
 from initscope.torch.outputs import recordable
 from initscope.torch.recording import Layer
@@ -174,9 +174,8 @@ def jacobian_values(model: nn.Module, x: torch.Tensor, layers: list[Layer], modu
     handles = [module.register_forward_hook(tangents.hook) for module in modules]
     try:
         with warnings.catch_warnings():
-            # torch scripts its forward-AD decompositions on first use, with a DeprecationWarning of its own.
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
-                                    category=DeprecationWarning)
+            # torch scripts its forward-AD decompositions on first use, with a deprecation notice of its own.
+            ignore_torch_deprecations()
             for k in range(d):
                 tangents.start(k)
                 direction = torch.zeros((m, d), dtype=x.dtype, device=x.device)
