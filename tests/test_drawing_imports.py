@@ -21,9 +21,10 @@ SCRIPT = textwrap.dedent("""
     result = initscope.run(depth=3, width=8, samples=20, trials=2)
     drawing_imports(report=True, png=True)
     before = set(sys.modules)
+    from initscope.report.page import page_writer
     from initscope.study.run_files import write_run
     with tempfile.TemporaryDirectory() as tmp:
-        write_run(Path(tmp), result, report=True, png=True)
+        write_run(Path(tmp), result, report=page_writer(result, png=True))
         assert (Path(tmp) / "figures").is_dir()
     print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] in ("matplotlib", "PIL", "plotly")))
 """)
