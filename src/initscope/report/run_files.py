@@ -36,5 +36,8 @@ def write_run(folder: Path, result, *, report: bool, png: bool = False) -> None:
     # singular-value histograms (with jacobian_log_spread), when there is any.
     tables.update({name: getattr(result, name) for name in ("init_log", "train_log", "jacobian_spectra")
                    if len(getattr(result, name))})
+    tables.update(getattr(result, "stepped", None) or {})  # a trained run's tables carry a `step` column
+    if len(getattr(result, "training", ())):
+        tables["training"] = result.training
     write_files(folder, tables, {"config.toml": config_to_toml(result.config)},
                 report_source=result if report else None, png=png)

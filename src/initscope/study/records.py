@@ -45,6 +45,11 @@ class RunResult:
     train_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "objective", "seconds"]))
     # With jacobian_log_spread: counts of log10 of the Jacobians' normalised singular values (non-zero bins)
     jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
+    # With steps > 0 (study.training): the loss per trial and step (training.csv), and metrics, spectra and
+    # flags at every measured step with a `step` column (the tables above are step 0's, as without training).
+    training: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "loss",
+                                                                                  "test_loss"]))
+    stepped: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return run_repr(self)

@@ -115,6 +115,11 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     result = tables(config, results, chunks, y, gains)
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
+    if config.steps > 0:  # task training, measured at config.measure_at (study.training)
+        from initscope.study.training import run_training
+
+        result.training, result.stepped = run_training(config, gains, inputs, positions, chunks, y, result,
+                                                       n_workers)
     warn_overflow(config, result.flags)
     return result
 
