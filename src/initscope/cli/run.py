@@ -79,6 +79,13 @@ def run_command(
         from initscope.cli.summary import print_summary
 
         print_summary(result, Path(out))
+    if len(result.training):  # steps > 0: how each initializer's training went
+        from initscope.study.train_summary import summary_lines
+
+        typer.echo(f"Training ({cfg.steps} steps, {cfg.optimizer}, lr {cfg.lr:g}"
+                   f"{f', batch {cfg.batch_size}' if cfg.batch_size else ''}):")
+        for line in summary_lines(result.training):
+            typer.echo(f"  {line}")
 
 
 def report_command(

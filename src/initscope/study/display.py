@@ -60,7 +60,8 @@ def _table_html(table: pd.DataFrame) -> str:
 def run_html(result) -> str:
     """A RunResult in a notebook: a one-line heading, the verdict, then the last layer's numbers per initializer."""
     cfg = result.config
-    verdict = run_verdict(result.metrics, result.spectra, result.flags, config=cfg, gains=result.gains)
+    verdict = run_verdict(result.metrics, result.spectra, result.flags, config=cfg, gains=result.gains,
+                          training=getattr(result, "training", None))
     table = compact_table(result.metrics, [v.init for v in verdict.verdicts])
     return (f'<div class="initscope-result">{_STYLE}<p><strong>initscope run</strong>: '
             f"{html.escape(run_repr(result))}</p>{verdict.to_html()}"

@@ -17,7 +17,7 @@ its loss is +inf from that step on, and the summary counts and dates it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,14 +35,12 @@ from initscope.study.parallel import parallel_map
 from initscope.study.records import tables
 
 __all__ = ["TEST_KEY", "TASK_KEY", "TEST_SHARE", "TRAINING_COLUMNS", "Task", "task_data", "initial_networks",
-           "train_and_measure", "history_table", "summary", "Summary", "TRAINED_FACTOR", "run_training",
-           "STEPPED_TABLES"]
+           "train_and_measure", "history_table", "run_training", "STEPPED_TABLES"]
 
 TEST_KEY = 0x5EED_7E57  # spawn key of the held-out samples' streams
 TASK_KEY = 0x5EED_7A5C  # the minibatches' generator
 TEST_SHARE = 0.2  # of a fixed dataset's samples, held out of training
 TRAINING_COLUMNS = ("init", "trial", "step", "loss", "test_loss")
-TRAINED_FACTOR = 10.0  # a median loss that falls this many times counts as trained (the issue's "≥ 10×")
 
 
 @dataclass
@@ -169,55 +167,6 @@ def history_table(init: str, trials: list[int], history: History) -> pd.DataFram
         cols["accuracy"] = history.accuracy.T.reshape(-1)
         cols["test_accuracy"] = history.test_accuracy.T.reshape(-1)
     return pd.DataFrame(cols)
-
-
-@dataclass
-class Summary:
-    """One initializer's training in numbers: the median loss at step 0 and at the last step (over trials,
-    diverged ones at +inf), the trials that diverged and the first and median step they did."""
-
-    init: str
-    steps: int
-    trials: int
-    loss_first: float
-    loss_last: float
-    diverged: int
-    diverged_first: int | None
-    diverged_median: float | None
-    accuracy_last: float | None = None
-    test_loss_last: float = float("nan")
-    diverged_steps: list[int] = field(default_factory=list)
-
-    @property
-    def factor(self) -> float:
-        """How many times the median loss fell (inf: to 0; < 1: it rose; NaN: it diverged)."""
-        if not np.isfinite(self.loss_last):
-            return float("nan")
-        return self.loss_first / self.loss_last if self.loss_last > 0 else float("inf")
-
-    @property
-    def trained(self) -> bool:
-        """The verdict's 'trains': the median loss fell at least TRAINED_FACTOR times (and is finite)."""
-        return bool(np.isfinite(self.loss_last) and self.factor >= TRAINED_FACTOR)
-
-
-def summary(training: pd.DataFrame) -> list[Summary]:
-    """A `Summary` per initializer of a training table (training.csv), in the table's order."""
-    out = []
-    for init, rows in training.groupby("init", sort=False):
-        last_step = int(rows["step"].max())
-        first = rows[rows["step"] == 0]
-        last = rows[rows["step"] == last_step]
-        gone = rows[np.isinf(rows["loss"])].groupby("trial")["step"].min()
-        out.append(Summary(
-            init=str(init), steps=last_step, trials=int(rows["trial"].nunique()),
-            loss_first=float(np.median(first["loss"])), loss_last=float(np.median(last["loss"])),
-            diverged=len(gone), diverged_first=int(gone.min()) if len(gone) else None,
-            diverged_median=float(np.median(gone)) if len(gone) else None,
-            accuracy_last=float(np.nanmedian(last["accuracy"])) if "accuracy" in rows and last["accuracy"].notna().any()
-            else None,
-            test_loss_last=float(np.median(last["test_loss"])), diverged_steps=sorted(int(s) for s in gone)))
-    return out
 
 
 STEPPED_TABLES = ("metrics", "spectra", "flags")  # the tables that gain a `step` column when a run trains

@@ -34,6 +34,7 @@ import pandas as pd
 from initscope.core.initializers import default_gain
 from initscope.core.metrics import rank_rtol
 from initscope.study.flags import SCALE_BAND
+from initscope.study.train_summary import summary, training_sentence
 
 __all__ = ["Verdict", "RunVerdict", "run_verdict", "lost_direction_flags", "lost_direction_rows", "kept_counts", "with_lost_directions", "LOST_DIRECTIONS",
            "READOUT_NOTE"]
@@ -389,7 +390,7 @@ def _certificate_of(certificate, init: str):
 
 def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flags: pd.DataFrame | None = None, *,
                 config: Any = None, gains: Mapping[str, float] | None = None, certificate=None,
-                lost_derived: bool = False) -> RunVerdict:
+                lost_derived: bool = False, training: pd.DataFrame | None = None) -> RunVerdict:
     """Every initializer's verdict in sentences, and the run-wide notes.
 
     metrics, spectra, flags: a run's tidy tables (flags may lack the
@@ -399,7 +400,10 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
     certified[, init]) or a mapping init -> table, when one was computed.
     lost_derived: flags already holds every lost_directions row (as `run()`'s
     flags do, also when there are none), so they are not derived again.
+    training: a trained run's training.csv table: each verdict ends with how its training went.
     """
+    trained = {s.init: training_sentence(s) for s in summary(training)} if training is not None and len(training) \
+        else {}
     cfg = _config(config, metrics)
     inits = list(dict.fromkeys([*(str(i) for i in (cfg.get("init") or ())),
                                 *(str(i) for i in metrics["init"].unique())]))
@@ -424,6 +428,7 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
         sentences.append(directions)
         sentences.append(_certificate_sentence(_certificate_of(certificate, init)))
         sentences.append(_information_sentence(med, depth, lost=directions.startswith("From layer")))
+        sentences.append(trained.get(init, ""))
         words = [s[0].upper() + s[1:] for s in sentences if s]
         out.append(Verdict(init, _title(init, gains, cfg), tuple(words)))
     notes = [_disagreement_note(metrics, inits, depth)]
