@@ -46,6 +46,8 @@ class RunTables:
     config: Mapping[str, Any]
     jacobian_spectra: Any = None
     layers: Any = None  # an inspected model's layers table (module names, units, reference); None for a run
+    training: Any = None  # a trained run's training.csv (steps > 0); None otherwise
+    stepped: Any = None  # a trained run's {metrics, spectra, flags} at every measured step (`step` column)
 
 
 def load_run(folder: str | os.PathLike) -> RunTables:
@@ -69,6 +71,12 @@ def load_run(folder: str | os.PathLike) -> RunTables:
     tables = {name: _read_csv(folder / f"{name}.csv", columns) for name, columns in TABLE_COLUMNS.items()}
     layers = folder / "layers.csv"  # written by `initscope inspect`
     tables["layers"] = _read_csv(layers, ("init", "layer")) if layers.is_file() and layers.stat().st_size else None
+    if "step" in tables["metrics"].columns:  # a trained run: the tables above are step 0's, as `run` returns them
+        tables["stepped"] = {name: tables[name] for name in ("metrics", "spectra", "flags")}
+        for name, table in tables["stepped"].items():
+            if "step" in table.columns:
+                tables[name] = table[table["step"] == 0].drop(columns="step").reset_index(drop=True)
+        tables["training"] = _read_csv(folder / "training.csv", ("init", "trial", "step", "loss", "test_loss"))
     return RunTables(**tables, config=config_dict(config))
 
 
@@ -109,7 +117,8 @@ def as_tables(result: Any) -> RunTables:
         if table is None:
             table = pd.DataFrame({c: pd.Series(dtype=_column_dtype(c)) for c in columns})
         tables[name] = table
-    return RunTables(**tables, config=config_dict(get("config"), tables["metrics"]), layers=get("layers"))
+    return RunTables(**tables, config=config_dict(get("config"), tables["metrics"]), layers=get("layers"),
+                     training=get("training"), stepped=get("stepped"))
 
 
 def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:
