@@ -117,10 +117,11 @@ def _grad_norms(config: Config, task: Task, part: Inputs, params, readout, arch,
 
 
 def train_and_measure(config: Config, init: str, gain: float, parts: list[Inputs],
-                      positions: list[np.ndarray]) -> tuple[dict[int, list[Chunk]], History]:
+                      positions: list[np.ndarray], *, measure: bool = True) -> tuple[dict[int, list[Chunk]], History]:
     """Train one initializer's networks and measure them at every step of `measure_steps` but 0.
 
     parts: the run's chunks (their data and layer 0); positions: each chunk's rows among all trials.
+    measure=False: the training alone, measured nowhere (the benchmark's reference).
     Returns ({step: the chunks measured at that step}, the training history).
     """
     X = np.concatenate([p.X for p in parts])
@@ -130,7 +131,7 @@ def train_and_measure(config: Config, init: str, gain: float, parts: list[Inputs
     arch = Architecture(config.activation, config.norm, config.residual)
     params, readout = initial_networks(config, init, gain, X, trials, task.outputs)
     measured: dict[int, list[Chunk]] = {}
-    later = [s for s in measure_steps(config) if s > 0]
+    later = [s for s in measure_steps(config) if s > 0] if measure else []
 
     def measure(step: int, params_, readout_) -> None:
         chunks = []
