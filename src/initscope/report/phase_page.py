@@ -199,3 +199,50 @@ def build_phase_page(result, critical, *, command: str, toml: str) -> str:
         f"<p>initscope {html.escape(__version__)}, seed {config.seed}.</p><nav>{nav}</nav></header>"
         + body + table + repro + "</body></html>\n"
     )
+
+
+def trainability_figure(trained, lines, measured=None, *, value: str = "test_accuracy"):
+    """Heat map of the median `value` over networks per (σ_w², depth), with the theory's ξ_c and 6ξ_c lines
+    and (when given) the measured ξ_c at σ_w² points."""
+    import plotly.graph_objects as go
+
+    med = trained.groupby(["depth", "sigma_w2"])[value].median().unstack("sigma_w2").sort_index()
+    fig = go.Figure(go.Heatmap(x=med.columns.to_numpy(), y=med.index.to_numpy(), z=med.to_numpy(),
+                               colorscale="Viridis", colorbar=dict(title=label(value)),
+                               hovertemplate="σ_w² %{x}<br>depth %{y}<br>" + value + " %{z:.3g}<extra></extra>"))
+    top = float(med.index.max()) * 1.05
+    for column, name, dash in (("xi_c", "ξ_c (theory)", "dot"), ("six_xi_c", "6ξ_c (theory)", "solid")):
+        y = np.minimum(lines[column].to_numpy(dtype=np.float64), top)
+        fig.add_trace(go.Scatter(x=lines["sigma_w2"], y=y, mode="lines", name=name,
+                                 line=dict(color="white", dash=dash, width=2)))
+    if measured is not None and len(measured):
+        fig.add_trace(go.Scatter(x=measured["sigma_w2"], y=np.minimum(measured["xi_c_measured"], top),
+                                 mode="markers", name="ξ_c (measured)",
+                                 marker=dict(color="white", symbol="circle-open", size=10, line=dict(width=2))))
+    fig.update_layout(template=TEMPLATE, height=520, xaxis_title="σ_w²", yaxis_title="depth",
+                      yaxis=dict(range=[float(med.index.min()) - 1, top]), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def build_trainability_page(trained, lines, grid, measured=None, *, command: str, toml: str) -> str:
+    """The `initscope phase --train` page: the trainability heat map, its table and the reproduction."""
+    from plotly.offline import get_plotlyjs
+
+    value = "test_accuracy" if trained["test_accuracy"].notna().any() else "test_loss"
+    fig = trainability_figure(trained, lines, measured, value=value)
+    note = (f"Median {value.replace('_', ' ')} over {grid.networks} networks after {grid.steps} {grid.optimizer} "
+            f"steps (lr {grid.lr:g}) on {html.escape(grid.data)}, width {grid.width}, {grid.activation}, "
+            f"σ_b² = {grid.sigma_b2:g}; weights of variance σ_w²/fan_in. Schoenholz et al. (2017): random networks "
+            "train while depth stays within about 6ξ_c (solid line) and not beyond; ξ_c diverges at the edge of chaos.")
+    body = (f'<section id="trainability"><h2>Trainability</h2><p class="note">{note}</p><div class="figure">'
+            + fig.to_html(include_plotlyjs=False, full_html=False, div_id="fig-trainability",
+                          config={"responsive": True, "displaylogo": False}) + "</div></section>")
+    repro = (f'<section id="config"><h2>Reproduction</h2><pre>{html.escape(command)}</pre>'
+             f"<p>phase.toml:</p><pre>{html.escape(toml)}</pre></section>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>initscope trainability: {html.escape(grid.activation)}</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f"<header><h1>initscope trainability diagram: {html.escape(grid.activation)}</h1>"
+        f"<p>initscope {html.escape(__version__)}, seed {grid.seed}.</p></header>" + body + repro + "</body></html>\n"
+    )
