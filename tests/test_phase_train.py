@@ -27,7 +27,11 @@ def test_deep_ordered_cell_fails_while_near_critical_trains_and_the_grid_resumes
     # within it at the edge of chaos (σ_w² = 1.76, ξ_c in the thousands).
     assert acc[(1.0, 30)] < 0.2 < 0.25 < acc[(1.76, 30)]
     assert acc[(1.0, 3)] > 0.5 and acc[(1.76, 3)] > 0.5
-    assert "fig-trainability" in (tmp_path / "a" / "report.html").read_text()
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert "fig-trainability" in page and "fig-predictors" in page
+    predictors = pd.read_csv(tmp_path / "a" / "phase_predictors.csv")
+    assert {"stable_rank@last", "rms@worst", "overflow"} <= set(predictors["feature"]) and len(predictors) > 10
+    assert "Best step-0 predictors" in out.out or "No step-0 measurement" in out.out
     # A rerun over the same store trains nothing again: the same rows, and no row added.
     rows = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()[0]
     assert main([*TINY, "--out", str(tmp_path / "b"), "--store", str(store)]) == 0
@@ -37,7 +41,7 @@ def test_deep_ordered_cell_fails_while_near_critical_trains_and_the_grid_resumes
 
 def test_bad_train_input_exits_2(capsys, tmp_path):
     for extra, name in ((["--lr", "0"], "lr"), (["--steps", "-1"], "steps"), (["--depth", "0,3"], "depth"),
-                        (["--sigma-b2", "0.1,0.2"], "sigma_b2"), (["--batch-size", "-4"], "batch_size")):
+                        (["--sigma-b2", "0.1,0.2"], "sigma_b2"), (["--batch-size", "-4"], "batch_size"), (["--trained-below", "-1"], "trained_below")):
         assert main([*TINY, "--out", str(tmp_path / "x"), *extra]) == 2
         assert f"'{name}' parameter must be" in capsys.readouterr().err
 

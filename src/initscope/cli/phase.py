@@ -64,6 +64,9 @@ def phase_command(
                                             help="--train: a Dask scheduler to run the cells on."),
     store: Optional[Path] = typer.Option(None, "--store", metavar="FILE",
                                          help="--train: SQLite file of finished cells; a rerun resumes from it."),
+    trained_below: Optional[str] = typer.Option(None, "--trained-below", metavar="LOSS",
+                                                help="--train: a network 'trained' when its final loss is below "
+                                                     "this (the predictors' AUC; default: the grid's median)."),
 ) -> None:
     """Draw the order-to-chaos phase diagram (χ₁ = 1 line, ξ_c and ξ_q) and optionally measure ξ_c."""
     if train:
@@ -73,7 +76,7 @@ def phase_command(
                       depth=depth or "10:120:12", width=width or "100", networks=networks,
                       seed=seed, data=data, steps=steps, optimizer=optimizer, lr=lr, batch_size=batch_size,
                       workers=workers, scheduler=scheduler, store=store, out=out, overwrite=overwrite, report=report,
-                      memory_limit=memory_limit)
+                      memory_limit=memory_limit, trained_below=trained_below)
         return
     sigma_b2 = sigma_b2 or "0:0.3:13"
     depth = depth or "30"

@@ -60,6 +60,16 @@ def _grid(**kw):
                      lr=checked.lr, batch_size=checked.batch_size, seed=checked.seed)
 
 
+def _loss(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"The 'trained_below' parameter must be a finite loss > 0. Got {text!r} instead.")
+    return value
+
+
 def command_line(grid) -> str:
     def values(v):
         return ",".join(f"{x:g}" for x in v)
@@ -70,10 +80,13 @@ def command_line(grid) -> str:
             f"--batch-size {grid.batch_size} --seed {grid.seed}")
 
 
-def train_command(*, out, overwrite, report, memory_limit, workers, scheduler, store: Path | None, **fields) -> None:
+def train_command(*, out, overwrite, report, memory_limit, workers, scheduler, store: Path | None,
+                  trained_below: str | None = None, **fields) -> None:
     from initscope.study.config import load_table
     from initscope.study.executors import open_executor
-    from initscope.study.trainability import CellStore, cell_config, plan_grid, run_grid, theory_lines
+    from initscope.study.predictors import best_predictors
+    from initscope.study.trainability import (CellStore, cell_config, grid_predictors, plan_grid, run_grid,
+                                              theory_lines)
 
     try:
         grid = _grid(**fields)
@@ -83,6 +96,7 @@ def train_command(*, out, overwrite, report, memory_limit, workers, scheduler, s
         outputs = int(table.y.max()) + 1 if table.y is not None else 1
         plan = plan_grid(grid, sample.samples, sample.input_dim, outputs)
         budget = memory_budget(memory_limit)
+        threshold = None if trained_below is None else _loss(trained_below)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     slots_hint = n_workers or 1
@@ -100,9 +114,10 @@ def train_command(*, out, overwrite, report, memory_limit, workers, scheduler, s
             try:
                 with open_executor(n_workers, scheduler) as (executor, slots), \
                         DelayedProgress("training cells") as bar:
-                    trained = run_grid(grid, executor, slots, store=cells, progress=bar)
+                    trained, features = run_grid(grid, executor, slots, store=cells, progress=bar)
             except ValueError as exc:
                 raise BadInput(str(exc)) from None
+            predictors, threshold = grid_predictors(trained, features, threshold=threshold, seed=grid.seed)
             toml = toml_text({k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(grid).items()
                               if v is not None}, header="initscope phase --train parameters")
             texts = {"phase.toml": toml}
@@ -112,12 +127,16 @@ def train_command(*, out, overwrite, report, memory_limit, workers, scheduler, s
                 from initscope.report.phase_page import build_trainability_page
 
                 texts["report.html"] = build_trainability_page(trained, lines, grid, command=command_line(grid),
-                                                               toml=toml)
-            write_files(folder, {"phase_trained": trained, "phase_theory_lines": lines}, texts)
+                                                               toml=toml, predictors=predictors,
+                                                               threshold=threshold)
+            write_files(folder, {"phase_trained": trained, "phase_theory_lines": lines,
+                                 "phase_features": features, "phase_predictors": predictors}, texts)
     finally:
         if cells is not None:
             cells.close()
     _print(trained, lines, grid, Path(out))
+    typer.echo(f"{best_predictors(predictors)} ('trained': final loss below {threshold:.3g}; "
+               f"phase_predictors.csv)")
 
 
 def _print(trained, lines, grid, out: Path) -> None:

@@ -224,7 +224,25 @@ def trainability_figure(trained, lines, measured=None, *, value: str = "test_acc
     return fig
 
 
-def build_trainability_page(trained, lines, grid, measured=None, *, command: str, toml: str) -> str:
+def predictors_figure(predictors):
+    """Spearman's ρ of each step-0 feature with the final loss, with its bootstrap interval (top 20 by |ρ|)."""
+    import plotly.graph_objects as go
+
+    top = predictors.head(20).iloc[::-1]
+    fig = go.Figure(go.Scatter(
+        x=top["spearman_rho"], y=top["feature"], mode="markers",
+        error_x=dict(type="data", symmetric=False, array=top["rho_hi"] - top["spearman_rho"],
+                     arrayminus=top["spearman_rho"] - top["rho_lo"]),
+        customdata=np.c_[top["auc"], top["auc_lo"], top["auc_hi"]],
+        hovertemplate="%{y}: ρ %{x:.2f}<br>AUC %{customdata[0]:.2f} [%{customdata[1]:.2f}, "
+                      "%{customdata[2]:.2f}]<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, height=max(300, 24 * len(top) + 120), xaxis=dict(range=[-1, 1],
+                      title="Spearman ρ with the final loss (90% bootstrap interval)"), margin=dict(l=200))
+    return fig
+
+
+def build_trainability_page(trained, lines, grid, measured=None, *, command: str, toml: str, predictors=None,
+                            threshold: float | None = None) -> str:
     """The `initscope phase --train` page: the trainability heat map, its table and the reproduction."""
     from plotly.offline import get_plotlyjs
 
@@ -237,6 +255,17 @@ def build_trainability_page(trained, lines, grid, measured=None, *, command: str
     body = (f'<section id="trainability"><h2>Trainability</h2><p class="note">{note}</p><div class="figure">'
             + fig.to_html(include_plotlyjs=False, full_html=False, div_id="fig-trainability",
                           config={"responsive": True, "displaylogo": False}) + "</div></section>")
+    if predictors is not None and len(predictors):
+        from initscope.study.predictors import best_predictors
+
+        body += ('<section id="predictors"><h2>What predicts training</h2><p class="note">'
+                 + html.escape(best_predictors(predictors)) + f" 'Trained': final loss below {threshold:.3g}. Each "
+                 "feature is a step-0 measurement of every network (a metric at the last layer, at its worst layer, "
+                 "or a flag); ρ &lt; 0: higher values, lower final loss.</p><div class=\"figure\">"
+                 + predictors_figure(predictors).to_html(include_plotlyjs=False, full_html=False,
+                                                         div_id="fig-predictors",
+                                                         config={"responsive": True, "displaylogo": False})
+                 + "</div></section>")
     repro = (f'<section id="config"><h2>Reproduction</h2><pre>{html.escape(command)}</pre>'
              f"<p>phase.toml:</p><pre>{html.escape(toml)}</pre></section>")
     return (

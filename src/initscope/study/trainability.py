@@ -31,13 +31,16 @@ from initscope.core.network import Architecture
 from initscope.core.optimizers import make as make_optimizer
 from initscope.core.training import train
 from initscope.study.config import Config, make_config
-from initscope.study.model import init_key, inputs
+from initscope.study.measure import prepare, simulate
+from initscope.study.model import init_key
+from initscope.study.predictors import network_features
 from initscope.study.training import TASK_KEY, initial_networks, task_data
 
 __all__ = ["TrainGrid", "TRAINED_COLUMNS", "cell_config", "train_cell", "plan_grid", "GridPlan", "run_grid",
-           "CellStore", "theory_lines"]
+           "CellStore", "theory_lines", "grid_predictors", "FEATURE_COLUMNS"]
 
 TRAINED_COLUMNS = ("sigma_w2", "sigma_b2", "depth", "network", "loss", "test_loss", "accuracy", "test_accuracy")
+FEATURE_COLUMNS = ("sigma_w2", "sigma_b2", "depth", "network", "feature", "value")
 # Per cell and network: forward states and pre-activations of every layer kept for the backward pass,
 # the parameters, their gradient and two optimiser moments (Adam), float64.
 _BYTES = 8
@@ -67,15 +70,16 @@ def cell_config(grid: TrainGrid, sigma_w2: float, depth: int) -> Config:
     fields = dict(init=["kaiming-normal"], gain=math.sqrt(sigma_w2), shift="normal",
                   shift_scale=math.sqrt(grid.sigma_b2), activation=grid.activation, width=grid.width, depth=depth,
                   data=grid.data, target="dataset", trials=grid.networks, seed=grid.seed, steps=grid.steps,
-                  optimizer=grid.optimizer, lr=grid.lr, batch_size=grid.batch_size, metrics="rms")
+                  optimizer=grid.optimizer, lr=grid.lr, batch_size=grid.batch_size)
     if grid.samples is not None:
         fields["samples"] = grid.samples
     return make_config(**fields)
 
 
-def train_cell(grid: TrainGrid, sigma_w2: float, depth: int) -> list[tuple]:
-    """Train one cell's networks; rows (TRAINED_COLUMNS) at the last step, one per network. Top level:
-    it runs in worker processes."""
+def train_cell(grid: TrainGrid, sigma_w2: float, depth: int) -> tuple[list[tuple], list[tuple]]:
+    """Train one cell's networks: rows (TRAINED_COLUMNS) at the last step, one per network, and their step-0
+    features (FEATURE_COLUMNS rows, `study.predictors.network_features` of every default metric measured by
+    the study's measuring pass). Top level: it runs in worker processes."""
     config = cell_config(grid, sigma_w2, depth)
     trials = list(range(config.trials))
     table = None
@@ -83,7 +87,8 @@ def train_cell(grid: TrainGrid, sigma_w2: float, depth: int) -> list[tuple]:
         from initscope.study.config import load_table
 
         table = load_table(config)
-    X, y = inputs(config, table, trials)
+    part = prepare(config, table, trials)
+    X, y = part.X, part.y
     task = task_data(config, X, y, trials)
     arch = Architecture(config.activation, config.norm, config.residual)
     params, readout = initial_networks(config, "kaiming-normal", config.gain, X, trials, task.outputs)
@@ -95,11 +100,16 @@ def train_cell(grid: TrainGrid, sigma_w2: float, depth: int) -> list[tuple]:
                               optimizer=make_optimizer(config.optimizer, config.lr), steps=config.steps,
                               batch_size=config.batch_size, rng=rng, test=(task.X_test, task.target_test),
                               log_at=[config.steps])
+    with threadpool_limits(1):
+        chunk = simulate(config, "kaiming-normal", config.gain, part)
+    features = network_features(chunk.values, chunk.overflow_layer, chunk.collapsed)
+    feature_rows = [(float(sigma_w2), float(grid.sigma_b2), int(depth), t, name, float(v[t]))
+                    for name, v in features.items() for t in trials]
     nan = np.full(len(trials), math.nan)
     acc = history.accuracy[-1] if history.accuracy is not None else nan
     test_acc = history.test_accuracy[-1] if history.test_accuracy is not None else nan
     return [(float(sigma_w2), float(grid.sigma_b2), int(depth), t, float(history.loss[-1, t]),
-             float(history.test_loss[-1, t]), float(acc[t]), float(test_acc[t])) for t in trials]
+             float(history.test_loss[-1, t]), float(acc[t]), float(test_acc[t])) for t in trials], feature_rows
 
 
 @dataclass(frozen=True)
@@ -139,16 +149,24 @@ class CellStore:
         self.con = sqlite3.connect(self.path)
         cols = ", ".join(f"{c} {'INTEGER' if c in ('depth', 'network') else 'REAL'}" for c in TRAINED_COLUMNS)
         self.con.execute(f"CREATE TABLE IF NOT EXISTS cells (grid TEXT NOT NULL, {cols})")
+        self.con.execute("CREATE TABLE IF NOT EXISTS features (grid TEXT NOT NULL, sigma_w2 REAL, sigma_b2 REAL, "
+                         "depth INTEGER, network INTEGER, feature TEXT, value REAL)")
         self.con.commit()
 
     def done(self, key: str) -> set[tuple[float, int]]:
         rows = self.con.execute("SELECT DISTINCT sigma_w2, depth FROM cells WHERE grid = ?", (key,)).fetchall()
         return {(float(s), int(d)) for s, d in rows}
 
-    def add(self, key: str, rows: list[tuple]) -> None:
-        with self.con:
+    def add(self, key: str, rows: list[tuple], features: list[tuple]) -> None:
+        with self.con:  # one transaction: a cell is stored whole or not at all
             self.con.executemany(f"INSERT INTO cells VALUES (?, {', '.join('?' * len(TRAINED_COLUMNS))})",
                                  [(key, *r) for r in rows])
+            self.con.executemany("INSERT INTO features VALUES (?, ?, ?, ?, ?, ?, ?)", [(key, *r) for r in features])
+
+    def features(self, key: str) -> pd.DataFrame:
+        rows = self.con.execute(f"SELECT {', '.join(FEATURE_COLUMNS)} FROM features WHERE grid = ? "
+                                "ORDER BY sigma_w2, depth, network", (key,)).fetchall()
+        return pd.DataFrame(rows, columns=list(FEATURE_COLUMNS))
 
     def table(self, key: str) -> pd.DataFrame:
         rows = self.con.execute(f"SELECT {', '.join(TRAINED_COLUMNS)} FROM cells WHERE grid = ? "
@@ -166,9 +184,10 @@ def grid_key(grid: TrainGrid) -> str:
 
 
 def run_grid(grid: TrainGrid, executor, slots: int, *, store: CellStore | None = None,
-             progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+             progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train every cell not yet in `store` on `executor` (`study.executors.open_executor`), at most `slots`
-    at a time; return phase_trained's table (TRAINED_COLUMNS), by (sigma_w2, depth, network)."""
+    at a time; return phase_trained's table (TRAINED_COLUMNS) and the step-0 features (FEATURE_COLUMNS), by
+    (sigma_w2, depth, network)."""
     import concurrent.futures as cf
 
     key = grid_key(grid)
@@ -176,6 +195,7 @@ def run_grid(grid: TrainGrid, executor, slots: int, *, store: CellStore | None =
     done = store.done(key) if store is not None else set()
     todo = [c for c in cells if c not in done]
     rows: list[tuple] = []
+    feature_rows: list[tuple] = []
     finished = len(cells) - len(todo)
     if progress is not None:
         progress(finished, len(cells))
@@ -191,19 +211,45 @@ def run_grid(grid: TrainGrid, executor, slots: int, *, store: CellStore | None =
         complete, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
         for future in complete:
             pending.discard(future)
-            cell_rows = future.result()
+            cell_rows, cell_features = future.result()
             if store is not None:
-                store.add(key, cell_rows)
+                store.add(key, cell_rows, cell_features)
             rows += cell_rows
+            feature_rows += cell_features
             finished += 1
             if progress is not None:
                 progress(finished, len(cells))
             for cell in _take(queue, 1):
                 submit(cell)
     table = store.table(key) if store is not None else pd.DataFrame(rows, columns=list(TRAINED_COLUMNS))
+    features = (store.features(key) if store is not None
+                else pd.DataFrame(feature_rows, columns=list(FEATURE_COLUMNS)))
     wanted = set(cells)
-    keep = [(s, d) in wanted for s, d in zip(table["sigma_w2"], table["depth"])]
-    return table[keep].sort_values(["sigma_w2", "depth", "network"]).reset_index(drop=True)
+
+    def ours(t: pd.DataFrame) -> pd.DataFrame:
+        keep = [(s, d) in wanted for s, d in zip(t["sigma_w2"], t["depth"])]
+        return t[keep].sort_values(["sigma_w2", "depth", "network"], kind="stable").reset_index(drop=True)
+
+    return ours(table), ours(features)
+
+
+def grid_predictors(trained: pd.DataFrame, features: pd.DataFrame, *, threshold: float | None = None,
+                    boot: int = 200, seed: int = 0) -> tuple[pd.DataFrame, float]:
+    """`study.predictors.predictor_table` over a trained grid's networks: each step-0 feature against the final
+    loss; 'trained' is a final loss below `threshold` (default: the median of the finite final losses, so that
+    the grid splits in halves). Returns (table, the threshold used)."""
+    from initscope.study.predictors import predictor_table
+
+    wide = features.pivot_table(index=["sigma_w2", "depth", "network"], columns="feature", values="value",
+                                aggfunc="first")
+    outcome = trained.set_index(["sigma_w2", "depth", "network"]).loc[wide.index]
+    loss = outcome["loss"].to_numpy(dtype=np.float64)
+    if threshold is None:
+        finite = loss[np.isfinite(loss)]
+        threshold = float(np.median(finite)) if len(finite) else math.inf
+    table = predictor_table(wide.reset_index(drop=True), loss, threshold=threshold, boot=boot,
+                            rng=np.random.default_rng(seed))
+    return table, threshold
 
 
 def _take(it: Iterable, n: int) -> list:
