@@ -96,3 +96,11 @@ def test_cli_run_with_steps_writes_training_and_a_report(capsys, tmp_path):
     write_page(tables, out / "again.html")
     page = (out / "again.html").read_text()
     assert 'id="training"' in page and "Trained 6 steps on the task" in page
+
+
+def test_training_that_cannot_fit_is_refused_before_it_starts(capsys, tmp_path):
+    code = main(["run", "--out", str(tmp_path / "o"), "--steps", "5", "--depth", "400", "--width", "400",
+                 "--samples", "2000", "--memory-limit", "2GiB"])
+    err = capsys.readouterr().err
+    assert code == 2 and "parameter must be smaller to fit in memory" in err and "training (5 steps)" in err
+    assert not (tmp_path / "o").exists()

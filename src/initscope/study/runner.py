@@ -88,6 +88,10 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
         raise ValueError(f"The 'trial_ids' parameter must be below trials={config.trials} with init_train. "
                          f"Got {ids.max()} instead.")
     n_workers, n_chunks = _chunking(config, len(ids), workers, memory_limit)
+    if config.steps > 0:  # task training holds every layer of all trials for its backward pass: refused first
+        from initscope.study.training import check_training_memory
+
+        check_training_memory(config, memory_budget(memory_limit), n_workers)
     table = load_table(config) if config.data_is_fixed else None
     positions = [p for p in np.array_split(np.arange(len(ids)), n_chunks) if len(p)]
     chunks = [ids[p] for p in positions]

@@ -35,7 +35,8 @@ from initscope.study.parallel import parallel_map
 from initscope.study.records import tables
 
 __all__ = ["TEST_KEY", "TASK_KEY", "TEST_SHARE", "TRAINING_COLUMNS", "Task", "task_data", "initial_networks",
-           "train_and_measure", "history_table", "run_training", "STEPPED_TABLES"]
+           "train_and_measure", "history_table", "run_training", "STEPPED_TABLES", "training_estimate",
+           "check_training_memory"]
 
 TEST_KEY = 0x5EED_7E57  # spawn key of the held-out samples' streams
 TASK_KEY = 0x5EED_7A5C  # the minibatches' generator
@@ -198,3 +199,31 @@ def _with_step(table: pd.DataFrame, step: int) -> pd.DataFrame:
     out = table.copy()
     out.insert(1, "step", np.full(len(out), step, dtype=np.int64))
     return out
+
+
+def training_estimate(config: Config, workers: int = 1):
+    """`study.memory.Estimate` of task training's peak: per initializer trained at once (up to `workers`), every
+    layer's state and pre-activation of the batch kept for the backward pass (and a streaming evaluation), and the
+    parameters with their gradient, update and two optimiser moments, all trials at once."""
+    from initscope.study.memory import Estimate
+
+    size = np.dtype(config.dtype).itemsize
+    at_once = min(max(1, workers), len(config.init))
+    n = config.batch_size if 0 < config.batch_size < config.samples else config.samples
+    T, w, L, d = config.trials, config.width, config.depth, config.input_dim
+    # The held-out and full-set evaluations stream (one layer at a time): two states of all samples.
+    states = at_once * 2 * T * (n * L + config.samples) * w * size
+    params = at_once * 5 * T * (d * w + (L - 1) * w * w + (L + 1) * w) * size
+    return Estimate({"training states": (states, "depth" if L >= T else "trials"),
+                     "training parameters": (params, "width")})
+
+
+def check_training_memory(config: Config, budget: int | None, workers: int = 1) -> None:
+    """MemoryBudgetError (naming the parameter to reduce) when training cannot fit the budget; nothing when
+    steps is 0."""
+    from initscope.study.memory import check_estimate
+
+    if config.steps == 0:
+        return
+    est = training_estimate(config, workers)
+    check_estimate(est, budget, f"training ({config.steps} steps)", getattr(config, est.largest[2]))
