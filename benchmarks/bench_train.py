@@ -64,10 +64,10 @@ def training_alone(config) -> dict:
     init = config.init[0]
     parts = [prepare(config, None, list(range(config.trials)))]
     start = time.perf_counter()
-    # As `run` trains: on a worker thread with BLAS pinned to one thread (parallel_map, default workers).
+    # As `run` trains one initializer: parallel_map over one item, so BLAS keeps its threads.
     [(_, history)] = parallel_map(lambda i: train_and_measure(config, i, init_gain(config, i), parts,
                                                               [np.arange(config.trials)], measure=False),
-                                  [init], worker_count(None, config.trials))
+                                  [init], min(worker_count(None, config.trials), len(config.init)))
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps_per_s": config.steps / seconds,
             "loss_first": float(np.median(history.loss[0])), "loss_last": float(np.median(history.loss[-1]))}

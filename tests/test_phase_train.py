@@ -37,6 +37,14 @@ def test_deep_ordered_cell_fails_while_near_critical_trains_and_the_grid_resumes
     assert main([*TINY, "--out", str(tmp_path / "b"), "--store", str(store)]) == 0
     assert sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()[0] == rows == 8
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "phase_trained.csv"), table)
+    # `initscope results` exports the store's predictors (and its cells).
+    capsys.readouterr()
+    assert main(["results", str(store), "--csv", str(tmp_path / "pred.csv")]) == 0
+    exported = pd.read_csv(tmp_path / "pred.csv")
+    assert {"feature", "spearman_rho", "auc", "grid"} <= set(exported.columns)
+    assert main(["results", str(store), "--table", "trained", "--csv", str(tmp_path / "cells.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "cells.csv")) == 8
+    assert main(["results", str(store), "--table", "spectra", "--csv", str(tmp_path / "x.csv")]) == 2
 
 
 def test_bad_train_input_exits_2(capsys, tmp_path):

@@ -18,7 +18,7 @@ from initscope.study.config import toml_text
 from initscope.study.memory import format_bytes, memory_budget
 from initscope.study.phase import parse_grid
 
-__all__ = ["train_command", "parse_depths"]
+__all__ = ["train_command", "parse_depths", "export_cells", "CELL_TABLES"]
 
 _FLOPS_PER_S = 5e9  # one core's float64 matmul throughput, roughly: the time plan's unit
 
@@ -146,3 +146,44 @@ def _print(trained, lines, grid, out: Path) -> None:
         cells = " ".join(f"{d}:{med.get((s, d), float('nan')):.2f}" for d in grid.depth)
         typer.echo(f"σ_w² = {s:g} (6ξ_c = {row['six_xi_c']:.3g}): {value} by depth {cells}")
     typer.echo(f"wrote {out}/")
+
+
+CELL_TABLES = ("predictors", "trained", "features")
+
+
+def export_cells(store: Path, table: str, csv: Path | None, parquet: Path | None, overwrite: bool, export_to) -> None:
+    """`initscope results` of a `phase --train` store: one table over every grid in it (a `grid` column: the
+    training it was made with), written through the results command's export (`export_to`)."""
+    import pandas as pd
+
+    from initscope.study.predictors import best_predictors
+    from initscope.study.trainability import CellStore, grid_predictors
+
+    if table not in CELL_TABLES:
+        raise BadInput(f"The 'table' parameter must be one of {list(CELL_TABLES)} for a phase --train store. "
+                       f"Got {table!r} instead.")
+    cells = CellStore(store)
+    try:
+        frames = []
+        for key in cells.keys():
+            trained, features = cells.table(key), cells.features(key)
+            typer.echo(f"{store}: {len(trained.groupby(['sigma_w2', 'depth'])):,} cells, {len(trained):,} networks "
+                       f"({key})")
+            if table == "predictors":
+                frame, threshold = grid_predictors(trained, features)
+                typer.echo(f"  {best_predictors(frame)} ('trained': final loss below {threshold:.3g})")
+            else:
+                frame = trained if table == "trained" else features
+            frames.append(frame.assign(grid=key))
+    finally:
+        cells.close()
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for path, kind in ((csv, "csv"), (parquet, "parquet")):
+        if path is None:
+            continue
+        with export_to(path, kind, overwrite) as folder:
+            if kind == "csv":
+                frame.to_csv(folder / path.name, index=False)
+            else:
+                frame.to_parquet(folder / path.name, index=False)
+        typer.echo(f"wrote {path} ({len(frame):,} rows of {table})")

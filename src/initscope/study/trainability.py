@@ -37,7 +37,7 @@ from initscope.study.predictors import network_features
 from initscope.study.training import TASK_KEY, initial_networks, task_data
 
 __all__ = ["TrainGrid", "TRAINED_COLUMNS", "cell_config", "train_cell", "plan_grid", "GridPlan", "run_grid",
-           "CellStore", "theory_lines", "grid_predictors", "FEATURE_COLUMNS"]
+           "CellStore", "theory_lines", "grid_predictors", "FEATURE_COLUMNS", "is_cell_store"]
 
 TRAINED_COLUMNS = ("sigma_w2", "sigma_b2", "depth", "network", "loss", "test_loss", "accuracy", "test_accuracy")
 FEATURE_COLUMNS = ("sigma_w2", "sigma_b2", "depth", "network", "feature", "value")
@@ -140,6 +140,25 @@ def plan_grid(grid: TrainGrid, samples: int, input_dim: int, outputs: int) -> Gr
     return GridPlan(len(grid.sigma_w2) * len(grid.depth), int(peak), flops)
 
 
+def is_cell_store(path: str | Path) -> bool:
+    """True when `path` is a SQLite file holding `phase --train`'s cells."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(16) != b"SQLite format 3\x00":
+                return False
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error):
+        return False
+    return {"cells", "features"} <= names
+
+
 class CellStore:
     """The finished cells of a grid in a SQLite file: rows are written per cell, in one transaction, as each
     cell finishes, so a grid that was interrupted resumes with the cells still missing."""
@@ -162,6 +181,9 @@ class CellStore:
             self.con.executemany(f"INSERT INTO cells VALUES (?, {', '.join('?' * len(TRAINED_COLUMNS))})",
                                  [(key, *r) for r in rows])
             self.con.executemany("INSERT INTO features VALUES (?, ?, ?, ?, ?, ?, ?)", [(key, *r) for r in features])
+
+    def keys(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT DISTINCT grid FROM cells ORDER BY grid")]
 
     def features(self, key: str) -> pd.DataFrame:
         rows = self.con.execute(f"SELECT {', '.join(FEATURE_COLUMNS)} FROM features WHERE grid = ? "

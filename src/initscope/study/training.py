@@ -135,8 +135,12 @@ def train_and_measure(config: Config, init: str, gain: float, parts: list[Inputs
     later = [s for s in measure_steps(config) if s > 0] if measure else []
 
     def measure(step: int, params_, readout_) -> None:
+        from threadpoolctl import threadpool_limits
+
         chunks = []
-        with np.errstate(all="ignore"):
+        # The measuring pass's small eigendecompositions on several BLAS threads cost up to 30x on a busy
+        # machine: one thread, as `run`'s workers measure step 0.
+        with np.errstate(all="ignore"), threadpool_limits(1):
             for part, rows in zip(parts, positions):
                 given = [(W[rows], b[rows]) for W, b in params_]
                 chunk = simulate(config, init, gain, part, given=given)
@@ -182,8 +186,10 @@ def run_training(config: Config, gains: dict[str, float], parts: list[Inputs], p
     {name: metrics/spectra/flags over every measured step, with a `step` column after `init`}).
     """
     trials = [t for p in parts for t in p.trials]
+    # One initializer per thread (BLAS pinned to one thread each); a lone initializer keeps every BLAS
+    # thread for its training's large products.
     done = parallel_map(lambda init: train_and_measure(config, init, gains[init], parts, positions),
-                        list(config.init), n_workers)
+                        list(config.init), min(n_workers, len(config.init)))
     history = pd.concat([history_table(init, trials, h) for init, (_, h) in zip(config.init, done)],
                         ignore_index=True)
     pieces = {name: [_with_step(getattr(step0, name), 0)] for name in STEPPED_TABLES}
