@@ -190,9 +190,10 @@ def test_every_flag_lands_in_config_toml_and_metrics_csv(capsys, tmp_path, field
     if field == "init":
         assert set(metrics["init"]) == set(want)
     else:
-        column = ",".join(want) if isinstance(want, list) else want
         if field == "measure_at":
             column = "0,1,2"  # the steps measured: always 0 and the last too
+        else:
+            column = ",".join(want) if isinstance(want, list) else want
         assert metrics[COLUMN_NAMES.get(field, field)].unique().tolist() == [column]
 
 

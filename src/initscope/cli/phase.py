@@ -25,7 +25,7 @@ __all__ = ["phase_command"]
 _INTS = ("width", "depth", "networks", "samples", "seed", "nodes")
 
 
-def phase_command(
+def phase_command(  # long: Typer reads every option from this signature (phase's and --train's)
     activation: str = typer.Option("tanh", "--activation", help="relu, leaky_relu, tanh, gelu, identity."),
     sigma_w2: str = typer.Option("1:4:25", "--sigma-w2", metavar="LIST|START:STOP:N",
                                  help="σ_w² grid: comma-separated values or START:STOP:N."),

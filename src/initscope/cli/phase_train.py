@@ -12,11 +12,15 @@ from pathlib import Path
 
 import typer
 
-from initscope.cli.common import BadInput, output_folder, parse_workers, write_files
+from initscope.cli.common import BadInput, has_report_extra, output_folder, parse_workers, write_files
 from initscope.cli.progress import DelayedProgress
-from initscope.study.config import toml_text
+from initscope.study.config import load_table, make_config, toml_text
+from initscope.study.executors import open_executor
 from initscope.study.memory import format_bytes, memory_budget
 from initscope.study.phase import parse_grid
+from initscope.study.predictors import best_predictors
+from initscope.study.trainability import (CellStore, TrainGrid, cell_config, grid_predictors, plan_grid, run_grid,
+                                          theory_lines)
 
 __all__ = ["train_command", "parse_depths", "export_cells", "CELL_TABLES"]
 
@@ -37,9 +41,6 @@ def parse_depths(text: str) -> tuple[int, ...]:
 
 
 def _grid(**kw):
-    from initscope.study.config import make_config
-    from initscope.study.trainability import TrainGrid
-
     sigma_b2 = parse_grid(kw["sigma_b2"], "sigma_b2")
     if len(sigma_b2) != 1:
         raise ValueError(f"The 'sigma_b2' parameter must be one value with --train (σ_b² is fixed). "
@@ -82,12 +83,6 @@ def command_line(grid) -> str:
 
 def train_command(*, out, overwrite, report, memory_limit, workers, scheduler, store: Path | None,
                   trained_below: str | None = None, **fields) -> None:
-    from initscope.study.config import load_table
-    from initscope.study.executors import open_executor
-    from initscope.study.predictors import best_predictors
-    from initscope.study.trainability import (CellStore, cell_config, grid_predictors, plan_grid, run_grid,
-                                              theory_lines)
-
     try:
         grid = _grid(**fields)
         n_workers = parse_workers(workers)
@@ -121,8 +116,6 @@ def train_command(*, out, overwrite, report, memory_limit, workers, scheduler, s
             toml = toml_text({k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(grid).items()
                               if v is not None}, header="initscope phase --train parameters")
             texts = {"phase.toml": toml}
-            from initscope.cli.common import has_report_extra
-
             if report and has_report_extra():
                 from initscope.report.phase_page import build_trainability_page
 
@@ -155,9 +148,6 @@ def export_cells(store: Path, table: str, csv: Path | None, parquet: Path | None
     """`initscope results` of a `phase --train` store: one table over every grid in it (a `grid` column: the
     training it was made with), written through the results command's export (`export_to`)."""
     import pandas as pd
-
-    from initscope.study.predictors import best_predictors
-    from initscope.study.trainability import CellStore, grid_predictors
 
     if table not in CELL_TABLES:
         raise BadInput(f"The 'table' parameter must be one of {list(CELL_TABLES)} for a phase --train store. "

@@ -30,7 +30,6 @@ from initscope.cli.sweep import is_store, sweep_report
 from initscope.study.config import load_config, make_config, subsample_note
 from initscope.study.memory import memory_budget, plan_run
 from initscope.study.parallel import worker_count
-from initscope.study.training import check_training_memory
 
 __all__ = ["run_command", "report_command"]
 
@@ -60,6 +59,8 @@ def run_command(
     try:  # before the output folder exists: a run that cannot fit is refused at once
         budget = memory_budget(memory_limit)
         plan_run(cfg, worker_count(n_workers, cfg.trials), budget)
+        from initscope.study.training import check_training_memory
+
         check_training_memory(cfg, budget, worker_count(n_workers, cfg.trials))
     except ValueError as exc:
         raise BadInput(str(exc)) from None

@@ -113,7 +113,7 @@ def _unflat(arrays: list[np.ndarray]) -> tuple[Params, np.ndarray]:
     return [(arrays[i], arrays[i + 1]) for i in range(0, len(arrays) - 1, 2)], arrays[-1]
 
 
-def train(
+def train(  # long: one loop whose steps share the divergence mask and the optimiser state
     X: np.ndarray,
     target: np.ndarray,
     params: Sequence[tuple[np.ndarray, np.ndarray]],

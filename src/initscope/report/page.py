@@ -110,8 +110,8 @@ def command_line(config: dict[str, Any]) -> str:
     """The `initscope run` command that reproduces a run, one flag per config field."""
     parts = ["initscope run"]
     for name, value in config.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value in ((), []):
+            continue  # unset, or an empty list (measure_at's default)
         flag = "--" + name.replace("_", "-")
         values = value if isinstance(value, (tuple, list)) else [value]
         parts.append(f"{flag} {_shell_quote(','.join(_flag_value(v) for v in values))}")

@@ -15,6 +15,7 @@ import numpy as np
 from initscope import __version__
 from initscope.report._common import PALETTE, TEMPLATE, label
 from initscope.report.page import _CSS
+from initscope.study.predictors import best_predictors
 
 __all__ = ["phase_figure", "measured_figure", "decay_figure", "build_phase_page"]
 
@@ -256,8 +257,6 @@ def build_trainability_page(trained, lines, grid, measured=None, *, command: str
             + fig.to_html(include_plotlyjs=False, full_html=False, div_id="fig-trainability",
                           config={"responsive": True, "displaylogo": False}) + "</div></section>")
     if predictors is not None and len(predictors):
-        from initscope.study.predictors import best_predictors
-
         body += ('<section id="predictors"><h2>What predicts training</h2><p class="note">'
                  + html.escape(best_predictors(predictors)) + f" 'Trained': final loss below {threshold:.3g}. Each "
                  "feature is a step-0 measurement of every network (a metric at the last layer, at its worst layer, "

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from initscope.study.config import DEPRECATED_FIELDS
+
 __all__ = ["RunTables", "TABLE_COLUMNS", "load_run", "as_tables", "config_dict"]
 
 # The columns each table has at least (metrics.csv adds one column per config field).
@@ -138,11 +140,14 @@ def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:
         raise TypeError(f"The 'config' parameter must be a Config or a mapping. Got {type(config).__name__} instead.")
     if metrics is not None and len(metrics):
         first = metrics.iloc[0]
-        for name in metrics.columns:
-            if name not in out and name not in TABLE_COLUMNS["metrics"]:
-                out[name] = first[name].item() if hasattr(first[name], "item") else first[name]
+        for column in metrics.columns:
+            name = DEPRECATED_FIELDS.get(column, column)  # init-training columns keep their old names
+            if name not in out and column not in TABLE_COLUMNS["metrics"]:
+                out[name] = first[column].item() if hasattr(first[column], "item") else first[column]
         if "init" not in out:
             out["init"] = tuple(dict.fromkeys(metrics["init"].astype(str)))
+    if isinstance(out.get("measure_at"), list):  # TOML's list of steps: the Config's tuple
+        out["measure_at"] = tuple(out["measure_at"])
     for name in ("init", "metrics"):
         value = out.get(name)
         if isinstance(value, str):

@@ -21,6 +21,7 @@ from initscope.study.memory import MemoryBudgetError, MemoryPlanWarning, format_
 from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
 from initscope.study.parallel import parallel_map, worker_count
 from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
+from initscope.study.training import check_training_memory, run_training
 
 # The names tests and older code import from here; they live in the modules above.
 __all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
@@ -57,6 +58,7 @@ def _chunking(config: Config, n_trials: int, workers, memory_limit) -> tuple[int
     return plan.concurrent, -(-n_trials // plan.trials_per_chunk)
 
 
+# long: the study's main loop, its docstring the API's reference
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
         on_layer=None, progress=None,
         **kwargs: Any) -> RunResult:
@@ -89,8 +91,6 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
                          f"Got {ids.max()} instead.")
     n_workers, n_chunks = _chunking(config, len(ids), workers, memory_limit)
     if config.steps > 0:  # task training holds every layer of all trials for its backward pass: refused first
-        from initscope.study.training import check_training_memory
-
         check_training_memory(config, memory_budget(memory_limit), n_workers)
     table = load_table(config) if config.data_is_fixed else None
     positions = [p for p in np.array_split(np.arange(len(ids)), n_chunks) if len(p)]
@@ -120,8 +120,6 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
     if config.steps > 0:  # task training, measured at config.measure_at (study.training)
-        from initscope.study.training import run_training
-
         result.training, result.stepped = run_training(config, gains, inputs, positions, chunks, y, result,
                                                        n_workers)
     warn_overflow(config, result.flags)

@@ -30,10 +30,10 @@ from initscope.core import phase as core_phase
 from initscope.core.network import Architecture
 from initscope.core.optimizers import make as make_optimizer
 from initscope.core.training import train
-from initscope.study.config import Config, make_config
+from initscope.study.config import Config, load_table, make_config
 from initscope.study.measure import prepare, simulate
 from initscope.study.model import init_key
-from initscope.study.predictors import network_features
+from initscope.study.predictors import network_features, predictor_table
 from initscope.study.training import TASK_KEY, initial_networks, task_data
 
 __all__ = ["TrainGrid", "TRAINED_COLUMNS", "cell_config", "train_cell", "plan_grid", "GridPlan", "run_grid",
@@ -84,8 +84,6 @@ def train_cell(grid: TrainGrid, sigma_w2: float, depth: int) -> tuple[list[tuple
     trials = list(range(config.trials))
     table = None
     if config.data_is_fixed:
-        from initscope.study.config import load_table
-
         table = load_table(config)
     part = prepare(config, table, trials)
     X, y = part.X, part.y
@@ -260,8 +258,6 @@ def grid_predictors(trained: pd.DataFrame, features: pd.DataFrame, *, threshold:
     """`study.predictors.predictor_table` over a trained grid's networks: each step-0 feature against the final
     loss; 'trained' is a final loss below `threshold` (default: the median of the finite final losses, so that
     the grid splits in halves). Returns (table, the threshold used)."""
-    from initscope.study.predictors import predictor_table
-
     wide = features.pivot_table(index=["sigma_w2", "depth", "network"], columns="feature", values="value",
                                 aggfunc="first")
     outcome = trained.set_index(["sigma_w2", "depth", "network"]).loc[wide.index]

@@ -30,6 +30,7 @@ from initscope.core.optimizers import make as make_optimizer
 from initscope.core.training import History, train
 from initscope.study.config import Config, load_table, measure_steps, task_of
 from initscope.study.measure import Chunk, Inputs, simulate
+from initscope.study.memory import Estimate, check_estimate
 from initscope.study.model import ParamSource, init_key, readout_weights, trained, trial_generators
 from initscope.study.parallel import parallel_map
 from initscope.study.records import tables
@@ -211,8 +212,6 @@ def training_estimate(config: Config, workers: int = 1):
     """`study.memory.Estimate` of task training's peak: per initializer trained at once (up to `workers`), every
     layer's state and pre-activation of the batch kept for the backward pass (and a streaming evaluation), and the
     parameters with their gradient, update and two optimiser moments, all trials at once."""
-    from initscope.study.memory import Estimate
-
     size = np.dtype(config.dtype).itemsize
     at_once = min(max(1, workers), len(config.init))
     n = config.batch_size if 0 < config.batch_size < config.samples else config.samples
@@ -227,8 +226,6 @@ def training_estimate(config: Config, workers: int = 1):
 def check_training_memory(config: Config, budget: int | None, workers: int = 1) -> None:
     """MemoryBudgetError (naming the parameter to reduce) when training cannot fit the budget; nothing when
     steps is 0."""
-    from initscope.study.memory import check_estimate
-
     if config.steps == 0:
         return
     est = training_estimate(config, workers)
