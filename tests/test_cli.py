@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from initscope.cli.app import OUTPUT_FILES, main
-from initscope.report.writer import MARKER
+from initscope.study.writer import MARKER
 from initscope.study.config import FIELD_NAMES, config_columns, make_config
 from initscope.core.initializers import INITIALIZERS
 from initscope.core.metrics import DEFAULT_METRICS

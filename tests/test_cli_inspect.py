@@ -15,7 +15,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'initscope[torch]')")
 
-from initscope.cli.inspect import OUTPUT_FILES, main  # noqa: E402
+from initscope.cli.app import main  # noqa: E402
+from initscope.cli.inspect import OUTPUT_FILES  # noqa: E402
+
+ENTRY = "from initscope.cli.app import entry; entry()"
 from initscope.core.fitted import LSUV_TOL  # noqa: E402
 
 HAS_REPORT = importlib.util.find_spec("plotly") is not None
@@ -256,7 +259,7 @@ def test_registered_on_the_main_cli(project, capsys):
 def test_as_a_subprocess(project):
     out = project / "sub"
     proc = subprocess.run(
-        [sys.executable, "-m", "initscope.cli.inspect", "inspect", f"{project}/models.py:grumpy", "--input-shape",
+        [sys.executable, "-c", ENTRY, "inspect", f"{project}/models.py:grumpy", "--input-shape",
          "8,6", "--out", str(out)],
         capture_output=True, text=True, timeout=120, check=False,
     )

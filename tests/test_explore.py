@@ -90,7 +90,7 @@ def test_config_equals_initscope_run_in_both_forms(server):
 
 @pytest.mark.slow
 def test_overflow_is_a_result_nan_as_null(server):
-    from initscope.study.runner import NumericalWarning
+    from initscope.study.records import NumericalWarning
 
     config = {"init": "normal", "depth": 500, "trials": 2, "samples": 50, "metrics": "rms,effective_rank"}
     status, _, answer = post(server, "/api/run", config)

@@ -2,14 +2,13 @@
 
 The command takes the same config flags as `initscope run`, builds each
 initializer's networks and data exactly as `run` does
-(`initscope.run.materialize`), and certifies per layer that the map from the
-input is injective on the data (`initscope.certify.certify`). It prints one
+(`initscope.study.model.materialize`), and certifies per layer that the map from the
+input is injective on the data (`initscope.core.certify.certify`). It prints one
 table per initializer and, with `--out DIR`, writes `DIR/certificate.csv`.
 
 Exit status: 0 when every layer of every trial is certified, 3 when any is
 not, 2 for bad input (one line on stderr), 1 for anything unexpected.
-Register it on the main CLI with `app.command("certify")(certify_command)`;
-`certify_app` runs it alone (`python -m initscope.cli_fixes ...`).
+`initscope.cli.app` registers it as `initscope certify`.
 """
 
 from __future__ import annotations
@@ -25,10 +24,7 @@ from initscope.cli.common import (
     BadInput,
     MemoryLimit,
     Overwrite,
-    args_or_help,
-    exit_process,
     output_folder,
-    run_app,
     with_config_flags,
     write_files,
 )
@@ -36,25 +32,12 @@ from initscope.core.network import Architecture
 from initscope.study.config import load_config, make_config
 from initscope.study.memory import certify_estimate, check_estimate, memory_budget
 
-__all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
+__all__ = ["certify_command", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
 CERTIFICATE_FILE = "certificate.csv"
 EXIT_NOT_CERTIFIED = 3
 
-certify_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="A certificate that no information is lost at initialization.",
-    pretty_exceptions_enable=False,
-)
 
-
-@certify_app.callback()
-def _group() -> None:
-    """A callback keeps `certify` a named subcommand, as on the main CLI (one command alone would not be)."""
-
-
-@certify_app.command("certify")
 @with_config_flags
 def certify_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
@@ -151,11 +134,3 @@ def _print_certificate(name: str, cert, cfg) -> None:
     if any(cert.duplicates):
         console.print(f"note: {sum(cert.duplicates)} pair(s) of input rows coincide within rtol and count as one sample")
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `certify` alone; returns the exit status (0, 3, 2 or 1)."""
-    return run_app(certify_app, ["certify", *args_or_help(argv)])
-
-
-if __name__ == "__main__":
-    exit_process(main())

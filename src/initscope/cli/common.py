@@ -5,9 +5,9 @@
   folder removed first), the command's own status otherwise. `exit_process`
   ends the process without waiting for worker threads after an interrupt.
 - `output_folder(out, command=..., overwrite=...)`: the output folder of a
-  command (`initscope.report.writer.Output`): checked before anything is
+  command (`initscope.study.writer.Output`): checked before anything is
   computed, written whole or not at all, never losing a file initscope did not write.
-- `write_files`, `write_run`: the report layer's, with the note that
+- `write_files`, `write_run`: the output writer's (`initscope.study.run_files`), with the note that
   report.html was skipped when plotly is missing.
 - `Out`, `Overwrite`, `workers_option`/`parse_workers`, `has_report_extra`:
   options and checks declared once for every command.
@@ -208,8 +208,8 @@ def has_report_extra(*, required: bool = False) -> bool:
 def output_folder(out: str | os.PathLike | None, *, command: str, overwrite: bool = False,
                   replace: bool = True, writes: tuple[str, ...] = ()) -> Iterator[Path]:
     """Check `out` now (bad input before any computing) and yield the temporary folder to write into;
-    the files reach `out` when the block ends without an exception (see `initscope.report.writer`)."""
-    from initscope.report.writer import Output, OutputError
+    the files reach `out` when the block ends without an exception (see `initscope.study.writer`)."""
+    from initscope.study.writer import Output, OutputError
 
     try:
         output = Output(out, command=command, line=command_line(), overwrite=overwrite, replace=replace,
@@ -223,7 +223,7 @@ def output_folder(out: str | os.PathLike | None, *, command: str, overwrite: boo
 def check_output(out: str | os.PathLike | None, *, command: str, overwrite: bool = False, replace: bool = True,
                  writes: tuple[str, ...] = ()) -> None:
     """`output_folder`'s checks alone, leaving nothing behind (bad input before a long computation)."""
-    from initscope.report.writer import Output, OutputError
+    from initscope.study.writer import Output, OutputError
 
     try:
         Output.check(out, command=command, overwrite=overwrite, replace=replace, writes=writes)
@@ -233,18 +233,26 @@ def check_output(out: str | os.PathLike | None, *, command: str, overwrite: bool
 
 def write_files(folder: Path, tables: dict[str, Any], texts: dict[str, str], *, report_source=None,
                 png: bool = False) -> None:
-    """`initscope.report.run_files.write_files`, with report.html skipped (and a note) without plotly."""
-    from initscope.report.run_files import write_files as write
+    """`initscope.study.run_files.write_files`, with report.html skipped (and a note) without plotly."""
+    from initscope.study.run_files import write_files as write
 
-    write(folder, tables, texts, report_source=report_source if report_source is not None and has_report_extra()
-          else None, png=png)
+    write(folder, tables, texts, report=_report(report_source, png=png))
 
 
 def write_run(folder: Path, result, *, report: bool, png: bool) -> None:
-    """`initscope.report.run_files.write_run`, with report.html skipped (and a note) without plotly."""
-    from initscope.report.run_files import write_run as write
+    """`initscope.study.run_files.write_run`, with report.html skipped (and a note) without plotly."""
+    from initscope.study.run_files import write_run as write
 
-    write(folder, result, report=report and has_report_extra(), png=png)
+    write(folder, result, report=_report(result if report else None, png=png))
+
+
+def _report(source, *, png: bool):
+    """The report page's writer for `source`, or None without a source or without plotly (with a note)."""
+    if source is None or not has_report_extra():
+        return None
+    from initscope.report.page import page_writer
+
+    return page_writer(source, png=png)
 
 
 def _flag(help_text: str, *names: str, metavar: str | None = None):

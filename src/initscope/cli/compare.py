@@ -20,7 +20,7 @@ from initscope.cli.common import (
     write_files,
     write_run,
 )
-from initscope.report.writer import mark_folder
+from initscope.study.writer import mark_folder
 from initscope.study.fixes import FIXES, compare_fixes, outcome_label, plan_fixes
 from initscope.study.memory import memory_budget
 

@@ -111,7 +111,7 @@ def report_command(
     has_report_extra(required=True)
     from initscope import report as report_mod
     from initscope.report.page import write_page
-    from initscope.report.writer import read_marker
+    from initscope.study.writer import read_marker
 
     try:
         tables = report_mod.load_run(folder)

@@ -10,7 +10,8 @@ import pandas as pd
 
 from initscope.core.metrics import METRICS
 from initscope.study.flags import flags_table
-from initscope.study.verdict import run_verdict, with_lost_directions
+from initscope.study.directions import with_lost_directions
+from initscope.study.verdict import run_verdict
 
 
 def summary_metrics() -> list[str]:

@@ -31,7 +31,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["jacobian_singular_values", "jacobian_sq_mean", "jacobian_log_spread", "pre_q", "log10_histogram",
-           "JACOBIAN_LOG10_EDGES"]
+           "JACOBIAN_LOG10_EDGES", "JACOBIAN_SAMPLES"]
+
+# Samples per trial (a run) or per model (an inspection) whose input Jacobian ∂s_l/∂x is measured by default:
+# the Jacobian metrics average over them, and the memory plans count them.
+JACOBIAN_SAMPLES = 64
 
 # Bins for the report's density of log10 σ (normalised as in jacobian_sq_mean): 0.1 decades
 # from 1e-8 to 1e8; values outside land in the end bins, zeros (below the rank threshold) are left out.

@@ -10,7 +10,7 @@
   field to reduce and how far; or whose memory peak (`study.memory`'s
   estimate, the one `initscope run` checks) cannot fit this machine's memory
   budget, naming the field that drives it and both sizes in bytes.
-- `result_payload(result, orient)`: a `RunResult`'s tables as JSON-ready
+- `result_payload(result, orient)`: a run's tables as JSON-ready
   objects (NaN -> null), rows as objects ("records", the CSV columns) or as
   columns ("columns", compact: constant config columns given once).
 """
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from initscope.core.data import SYNTHETIC
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.study.config import DATA_FILE_SUFFIXES, FIELD_NAMES, REAL_DATA, Config, config_columns, make_config
 from initscope.study.memory import MemoryBudgetError, memory_budget, plan_run
 from initscope.study.parallel import worker_count
@@ -36,7 +37,6 @@ __all__ = ["RequestError", "config_from_fields", "fields_from_query", "check_bud
 TABLES = ("metrics", "spectra", "projections", "flags")
 ORIENTS = ("records", "columns")
 BUILTIN_DATA = tuple(SYNTHETIC) + tuple(REAL_DATA)
-JACOBIAN_SAMPLES = 64  # the runner's default cap on Jacobian samples per trial
 # Fields a 413 may ask to reduce, in the order they are preferred when equally oversized.
 _REDUCIBLE = ("samples", "trials", "depth", "width", "input_dim", "init_train_steps")
 
@@ -187,7 +187,7 @@ def config_json(config: Config) -> dict[str, Any]:
 
 
 def result_payload(result, orient: str = "records") -> dict[str, Any]:
-    """A RunResult as JSON-ready objects: config, gains and the tables in `orient` form.
+    """A run's tables as JSON-ready objects: config, gains and the tables in `orient` form.
 
     records: each table a list of row objects with the CSV's columns (named
     under "columns" too, for tables without rows); columns:

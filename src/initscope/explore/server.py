@@ -48,7 +48,8 @@ from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, con
 from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, RunCache, depth_plan
 from initscope.explore.overlays import theory_payload
 from initscope.report.flags import flags_table
-from initscope.report.run_files import write_run
+from initscope.report.page import page_writer
+from initscope.study.run_files import write_run
 from initscope.study.config import Config, DTYPES, INIT_TRAIN
 from initscope.study.memory import MemoryBudgetError
 from initscope.study.runner import run
@@ -149,7 +150,7 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
 
 def tables_part(config, *, orient: str = "records", workers: int | None = None, on_layer=None,
                 cache: RunCache | None = None) -> tuple[Any, dict[str, Any]]:
-    """(the RunResult, its tables as a payload): the run (or the cached one) and its JSON-ready tables."""
+    """(the run's records, its tables as a payload): the run (or the cached one) and its JSON-ready tables."""
     t0 = time.perf_counter()
     result = cache.get(config) if cache is not None else None
     cached = result is not None
@@ -367,7 +368,7 @@ def run_zip(config, *, workers: int | None = None, on_layer=None, cache: RunCach
         result = _run(config, workers=workers, on_layer=on_layer)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
-        write_run(out, result, report=True, png=False)
+        write_run(out, result, report=page_writer(result))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(out.iterdir()):

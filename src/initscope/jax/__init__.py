@@ -6,6 +6,9 @@ It records and differentiates, and measures nothing itself:
   (output, states) that returns every submodule call's output in execution
   order, with names from the model's own paths (`initscope.jax.programs`);
   `mark(name, value)` records a value inside a plain function.
+- `initialize(model, "kaiming-normal")`: a copy of the model whose
+  Dense/Linear/Conv weights are registry draws, with torch's fans
+  (`initscope.jax.initialization`); the given model is not changed.
 - `state_jacobians`, `gradient_norms`, `leaves`, `layer_params`: per-sample
   Jacobians by forward mode and gradients by parameter kind
   (`initscope.jax.differentiation`).
@@ -23,7 +26,8 @@ from initscope.jax.differentiation import (
     loss_function,
     state_jacobians,
 )
+from initscope.jax.initialization import initialize, weight_fans
 from initscope.jax.programs import FRAMEWORKS, Call, Program, framework_of, mark, program
 
-__all__ = ["program", "mark", "Program", "Call", "framework_of", "FRAMEWORKS", "state_jacobians", "gradient_norms",
+__all__ = ["program", "mark", "initialize", "weight_fans", "Program", "Call", "framework_of", "FRAMEWORKS", "state_jacobians", "gradient_norms",
            "leaves", "layer_params", "loss_function", "LOSSES", "PARAM_KINDS"]

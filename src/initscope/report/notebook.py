@@ -1,6 +1,6 @@
 """The report inside a notebook: the full page, self-contained and offline, in an iframe.
 
-`RunResult.show()` calls `show`. The page is the one `write_report` writes
+`Result.show()` calls `show`. The page is the one `write_report` writes
 (plotly.js inline, nothing fetched); an iframe's `srcdoc` keeps its styles
 and scripts apart from the notebook's, and works the same in Jupyter,
 JupyterLab and VS Code, where a notebook's own HTML output may not run scripts.
@@ -19,7 +19,7 @@ __all__ = ["show", "report_iframe", "ReportView"]
 
 
 def report_iframe(result_or_tables, *, height: int = 900) -> str:
-    """The report page of a RunResult (or tables) as one `<iframe srcdoc=...>` element."""
+    """The report page of a Result (or tables) as one `<iframe srcdoc=...>` element."""
     if not isinstance(height, int) or isinstance(height, bool) or height < 100:
         raise ValueError(f"The 'height' parameter of show must be an integer >= 100 (pixels). Got {height!r} instead.")
     page = build_page(as_tables(result_or_tables))

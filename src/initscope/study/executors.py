@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 
 from initscope.study import runner  # runner.run looked up per call: tests stand in a failing run
 from initscope.study.config import Config
+from initscope.study.memory import MemoryPlanWarning
 from initscope.study.plugins import active_plugins, load_plugins
-from initscope.study.store import ConfigBatch, Store, batch_from_result, failed_batch
+from initscope.study.records import NumericalWarning
+from initscope.study.batches import ConfigBatch, batch_from_result, failed_batch
+from initscope.study.store import Store
 from initscope.study.sweep import Sweep
 
 __all__ = [
@@ -70,8 +73,8 @@ def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...
         load_plugins()
         load_plugins(plugins)
         with threadpool_limits(1), warnings.catch_warnings():
-            warnings.simplefilter("ignore", runner.NumericalWarning)
-            warnings.simplefilter("ignore", runner.MemoryPlanWarning)
+            warnings.simplefilter("ignore", NumericalWarning)
+            warnings.simplefilter("ignore", MemoryPlanWarning)
             result = runner.run(config, workers=1, trial_ids=trial_ids, memory_limit=memory_limit)
         return batch_from_result(result, cid, seconds=time.perf_counter() - start, worker=_worker_name())
     except Exception as exc:  # noqa: BLE001 - recorded in the store, the sweep goes on

@@ -67,7 +67,7 @@ class FixOutcome:
     fix: str
     depth: int
     config: Config
-    result: object  # RunResult
+    result: object  # the run's RunRecords
     certificate: pd.DataFrame  # per (trial, layer): certified, reason, ...
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.study.config import Config
 
 __all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "available_memory", "memory_budget", "parse_memory",
@@ -37,7 +38,6 @@ __all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "ava
            "format_bytes", "halvings", "DEFAULT_SHARE"]
 
 DEFAULT_SHARE = 0.8  # of MemAvailable: the rest is the page cache's and other processes' headroom
-JACOBIAN_SAMPLES = 64  # runner.JACOBIAN_SAMPLES (not imported: the runner imports this module)
 DISTANCE_MAX_SAMPLES = 2000
 METRIC_ROW_BYTES = 260  # metrics.csv row in memory: 5 columns + ~24 config columns of 8-byte references, pandas overhead
 SPECTRUM_ROW_BYTES = 90  # spectra row: 5 columns, built from pieces then joined (twice at the peak)

@@ -37,17 +37,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from initscope.study.batches import ConfigBatch, batch_from_result, failed_batch  # re-exported: the store's API
+from initscope.study.batches import ConfigBatch
 from initscope.study.config import DEPRECATED_FIELDS, Config, make_config
 from initscope.study.sql import BUSY_TIMEOUT_S, enable_wal, insert_rows
 from initscope.study.sweep import config_record
 
 __all__ = [
     "Store",
-    "ConfigBatch",
     "StoreSummary",
-    "batch_from_result",
-    "failed_batch",
     "is_store",
     "store_state",
     "SCHEMA_VERSION",

@@ -27,6 +27,8 @@ from torch import nn
 from torch.utils.checkpoint import CheckpointError
 
 from initscope.core import metrics as M
+from initscope.core.propagation import JACOBIAN_SAMPLES
+from initscope.result import Result
 from initscope.torch.checkpointing import checkpointed, repeated_blocks
 from initscope.torch.gradients import (
     check_loss,
@@ -40,7 +42,6 @@ from initscope.torch.initializers import INITIALIZABLE
 from initscope.torch.jacobian import (
     JACOBIAN_BUDGET,
     JACOBIAN_METRICS,
-    JACOBIAN_SAMPLES,
     JacobianReadings,
     jacobian_values,
 )
@@ -49,7 +50,7 @@ from initscope.torch.loading import ModelError, _quote
 from initscope.torch.layouts import LayoutRules, LayoutWarning, model_kind
 from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES, TOKEN_METRICS, to_numpy
 from initscope.torch.recording import HookError, Recorder, display_name, input_hint
-from initscope.torch.tables import InspectResult, build_result
+from initscope.torch.tables import build_result
 
 __all__ = ["inspect", "MODES"]
 
@@ -152,8 +153,8 @@ def inspect(
     jacobian_budget: int = JACOBIAN_BUDGET,
     checkpoint: bool = True,
     seed: int = 0,
-) -> InspectResult:
-    """Per-layer metrics and spectra of `model` on `inputs`, as tidy tables (`InspectResult`).
+) -> Result:
+    """Per-layer metrics and spectra of `model` on `inputs`, as tidy tables (an `initscope.Result`).
 
     inputs: (n, *shape), a tensor or numpy array; floating inputs are cast to
     the model's floating dtype and moved to its device; integer inputs

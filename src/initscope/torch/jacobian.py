@@ -30,17 +30,16 @@ from torch import nn
 
 from initscope.core import metrics as M
 from initscope.core import propagation as P
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.torch.loading import _quote
 from initscope.torch.measures import to_numpy
 from initscope.torch.outputs import recordable
 from initscope.torch.recording import Layer
 
-__all__ = ["jacobian_values", "jacobian_samples", "JacobianReadings", "JACOBIAN_METRICS", "JACOBIAN_SAMPLES",
-           "JACOBIAN_BUDGET"]
+__all__ = ["jacobian_values", "jacobian_samples", "JacobianReadings", "JACOBIAN_METRICS", "JACOBIAN_BUDGET"]
 
 JACOBIAN_METRICS = ("jacobian_rank", "jacobian_sq_mean", "jacobian_log_spread")  # registry entries read here
 
-JACOBIAN_SAMPLES = 64
 JACOBIAN_BUDGET = 2**24  # Jacobian entries kept per layer (samples·d·w): 128 MiB in float64
 _RANK_FLOPS = 64  # and samples·d·w·min(d, w) <= 64·budget: the cost of its rank (or its SVD)
 

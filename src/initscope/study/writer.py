@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Iterator
 
 from initscope import __version__
-from initscope.report.leftovers import TEMP as _TEMP
-from initscope.report.leftovers import is_stale as _is_stale
-from initscope.report.leftovers import remove as _remove
-from initscope.report.leftovers import remove_legacy, remove_stale
+from initscope.study.leftovers import TEMP as _TEMP
+from initscope.study.leftovers import is_stale as _is_stale
+from initscope.study.leftovers import remove as _remove
+from initscope.study.leftovers import remove_legacy, remove_stale
 
 __all__ = ["MARKER", "Output", "OutputError", "atomic_file", "atomic_write", "temp_name", "mark_folder",
            "write_marker", "read_marker", "remove_stale", "remove_legacy", "is_legacy_temporary"]
