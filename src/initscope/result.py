@@ -153,6 +153,9 @@ class Result:
     train_log: pd.DataFrame = field(default_factory=lambda: _empty(("init", "trial", "step", "objective", "seconds")))
     jacobian_spectra: pd.DataFrame = field(default_factory=lambda: _empty(JACOBIAN_COLUMNS))
     theory: pd.DataFrame = field(default_factory=lambda: _empty(THEORY_COLUMNS))
+    # With steps > 0 (`initscope.study.training`): training.csv, and metrics/spectra/flags with a `step` column
+    training: pd.DataFrame = field(default_factory=lambda: _empty(("init", "trial", "step", "loss", "test_loss")))
+    stepped: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.config, Mapping) and not isinstance(self.config, InspectContext):
@@ -201,6 +204,9 @@ class Result:
         if self.layers is not None:
             out["layers"] = self.layers
         out.update({name: getattr(self, name) for name in OPTIONAL_TABLES if len(getattr(self, name))})
+        out.update(self.stepped)  # a trained run's tables carry a `step` column
+        if len(self.training):
+            out["training"] = self.training
         return out
 
     def config_toml(self) -> str:

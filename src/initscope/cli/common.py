@@ -340,10 +340,24 @@ class ConfigFlag:
     lsuv_max_iter = _flag("LSUV: most rescalings per layer (default: 10).", "--lsuv-max-iter", metavar="INT")
     init_train = _flag("none, forward-gradient, backprop: optimise the init for information first "
                        "(default: none).", "--init-train")
-    train_steps = _flag("Init-training steps (default: 100).", "--train-steps", metavar="INT")
-    train_lr = _flag("Init-training step size (default: 0.01; forward-gradient needs ~1/P of backprop's: "
-                     "1e-4 on the seed's net).", "--train-lr", metavar="FLOAT")
-    train_batch = _flag("Samples per init-training step, 0 = all (default: 0).", "--train-batch", metavar="INT")
+    init_train_steps = _flag("Init-training steps (default: 100).", "--init-train-steps", metavar="INT")
+    init_train_lr = _flag("Init-training step size (default: 0.01; forward-gradient needs ~1/P of backprop's: "
+                          "1e-4 on the seed's net).", "--init-train-lr", metavar="FLOAT")
+    init_train_batch = _flag("Samples per init-training step, 0 = all (default: 0).", "--init-train-batch",
+                             metavar="INT")
+    steps = _flag("Train on the task for this many steps, measuring every metric along the way "
+                  "(default: 0, nothing trained).", "--steps", metavar="INT")
+    optimizer = _flag("sgd, momentum or adam: the task training's optimiser (default: sgd).", "--optimizer")
+    lr = _flag("The task training's learning rate (default: 0.01).", "--lr", metavar="FLOAT")
+    batch_size = _flag("Samples per training step, 0 = all (default: 0).", "--batch-size", metavar="INT")
+    measure_at = _flag("Comma-separated steps at which every metric is measured (default: 0,1,2,5,10,20,50,... "
+                       "and the last).", "--measure-at", metavar="STEPS")
+    task = _flag("auto, regression or classification (default: auto: a dataset's or column's integer labels "
+                 "are classes).", "--task")
+    # Old names of renamed fields, hidden from --help and still read (with a warning).
+    train_steps = Annotated[Optional[str], typer.Option("--train-steps", hidden=True)]
+    train_lr = Annotated[Optional[str], typer.Option("--train-lr", hidden=True)]
+    train_batch = Annotated[Optional[str], typer.Option("--train-batch", hidden=True)]
 
 
 def say_ignored(given: dict, config) -> None:
@@ -362,17 +376,26 @@ def with_config_flags(command):
     Typer reads, so every command that builds a Config takes exactly the same
     flags, declared once in `ConfigFlag`.
     """
-    from initscope.study.config import FIELD_NAMES
+    from initscope.study.config import DEPRECATED_FIELDS, FIELD_NAMES
 
+    names = FIELD_NAMES + tuple(DEPRECATED_FIELDS)
     hints = typing.get_type_hints(command, include_extras=True)
     own = [p.replace(annotation=hints.get(p.name, p.annotation))
            for p in inspect.signature(command).parameters.values() if p.name != "fields"]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                               annotation=getattr(ConfigFlag, name)) for name in FIELD_NAMES]
+                               annotation=getattr(ConfigFlag, name)) for name in names]
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        fields = {name: kwargs.pop(name) for name in FIELD_NAMES}
+        fields = {name: kwargs.pop(name) for name in names}
+        for old, new in DEPRECATED_FIELDS.items():
+            value = fields.pop(old)
+            if value is not None:
+                flag, renamed = "--" + old.replace("_", "-"), "--" + new.replace("_", "-")
+                typer.echo(f"warning: {flag} is deprecated: it is renamed {renamed} (it tunes the "
+                           f"initialization, not the task training of --steps)", err=True)
+                if fields[new] is None:
+                    fields[new] = value
         return command(fields=fields, **kwargs)
 
     params = own + added

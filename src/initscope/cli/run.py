@@ -63,6 +63,9 @@ def run_command(
     try:  # before the output folder exists: a run that cannot fit is refused at once
         budget = memory_budget(memory_limit)
         plan_run(cfg, worker_count(n_workers, cfg.trials), budget)
+        from initscope.study.training import check_training_memory
+
+        check_training_memory(cfg, budget, worker_count(n_workers, cfg.trials))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
@@ -89,6 +92,13 @@ def run_command(
         from initscope.cli.summary import print_verdict
 
         print_verdict(result, Console(width=None if sys.stdout.isatty() else 180))
+    if len(result.training):  # steps > 0: how each initializer's training went
+        from initscope.study.train_summary import summary_lines
+
+        typer.echo(f"Training ({cfg.steps} steps, {cfg.optimizer}, lr {cfg.lr:g}"
+                   f"{f', batch {cfg.batch_size}' if cfg.batch_size else ''}):")
+        for line in summary_lines(result.training):
+            typer.echo(f"  {line}")
 
 
 def report_command(

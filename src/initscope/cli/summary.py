@@ -64,7 +64,8 @@ def print_verdict(result, console) -> None:
     """The verdict in words (`initscope.study.verdict`): one paragraph per initializer, then the notes."""
     from rich.markup import escape
 
-    verdict = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains)
+    verdict = run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains,
+                          training=getattr(result, "training", None))
     console.print("[bold]Verdict[/bold]")
     for v in verdict.verdicts:
         console.print(f"[bold]{escape(v.title)}[/bold]: {escape(' '.join(v.sentences))}", highlight=False)

@@ -270,7 +270,13 @@ def results_command(
     --overwrite.
     """
     from initscope.study.store import Store
+    from initscope.study.trainability import is_cell_store
 
+    if is_cell_store(store):  # a `phase --train` store: its cells, step-0 features or predictors (the default)
+        from initscope.cli.phase_train import export_cells
+
+        export_cells(store, "predictors" if table == "metrics" else table, csv, parquet, overwrite, _export_to)
+        return
     if table not in _TABLES:
         raise BadInput(f"The 'table' parameter must be one of {list(_TABLES)}. Got {table!r} instead.")
     if parquet is not None:

@@ -38,7 +38,7 @@ TABLES = ("metrics", "spectra", "projections", "flags")
 ORIENTS = ("records", "columns")
 BUILTIN_DATA = tuple(SYNTHETIC) + tuple(REAL_DATA)
 # Fields a 413 may ask to reduce, in the order they are preferred when equally oversized.
-_REDUCIBLE = ("samples", "trials", "depth", "width", "input_dim", "train_steps")
+_REDUCIBLE = ("samples", "trials", "depth", "width", "input_dim", "init_train_steps")
 
 
 class RequestError(Exception):
@@ -115,7 +115,7 @@ def _size_terms(c: Config) -> dict[str, float]:
     if "jacobian_rank" in c.metrics:
         terms["jacobian"] = per_layer * min(c.samples, JACOBIAN_SAMPLES) * c.input_dim
     if c.init_train != "none":
-        terms["training"] = per_layer * (c.train_batch or c.samples) * c.train_steps
+        terms["training"] = per_layer * (c.init_train_batch or c.samples) * c.init_train_steps
     return terms
 
 
@@ -164,7 +164,7 @@ def _field_to_reduce(config: Config) -> str:
     if "jacobian" in terms and terms["jacobian"] > terms["states"] and not config.data_is_fixed:
         candidates.append("input_dim")
     if "training" in terms and terms["training"] > terms["states"]:
-        candidates.append("train_steps")
+        candidates.append("init_train_steps")
     ratios = {name: getattr(config, name) / max(getattr(defaults, name), 1) for name in candidates}
     return max(_REDUCIBLE, key=lambda name: (ratios.get(name, -math.inf), -_REDUCIBLE.index(name)))
 

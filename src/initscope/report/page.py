@@ -19,6 +19,7 @@ from initscope.report.modules import layer_names
 from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_spec
 from initscope.report.static import write_static
 from initscope.report.tables import RunTables, as_tables
+from initscope.report.training import TRAINING_SECTION, training_html
 from initscope.report.weights import weight_norm_spec
 from initscope.study.writer import Output, OutputError, atomic_write
 from initscope.study import directions as study_directions
@@ -104,8 +105,8 @@ def command_line(config: dict[str, Any]) -> str:
     """The `initscope run` command that reproduces a run, one flag per config field."""
     parts = ["initscope run"]
     for name, value in config.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value in ((), []):
+            continue  # unset, or an empty list (measure_at's default)
         flag = "--" + name.replace("_", "-")
         values = value if isinstance(value, (tuple, list)) else [value]
         parts.append(f"{flag} {_shell_quote(','.join(_flag_value(v) for v in values))}")
@@ -159,10 +160,17 @@ def with_lost_directions(tables: RunTables) -> RunTables:
 
 def _verdict_html(tables: RunTables) -> str:
     """The verdict in words (`initscope.study.verdict`), the page's first section."""
-    verdict = run_verdict(tables.metrics, tables.spectra, tables.flags, config=tables.config)
+    verdict = run_verdict(tables.metrics, tables.spectra, tables.flags, config=tables.config,
+                          training=_training(tables))
     return ('<section id="verdict"><h2>Verdict</h2><p class="note">What happened to the data under each '
             "initializer, in words (medians over trials; the sections below show it).</p>"
             f"{verdict.to_html()}</section>")
+
+
+def _training(tables: RunTables):
+    """A trained run's training table, or None."""
+    training = getattr(tables, "training", None)
+    return training if training is not None and len(training) else None
 
 
 def _flags_html(tables: RunTables) -> str:
@@ -241,9 +249,13 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
     figures = report_specs(tables)
     config = tables.config
     inits = ", ".join(str(i) for i in config.get("init", ()))
+    trained = (TRAINING_SECTION + ("",),) if _training(tables) is not None else ()
     nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>'
-                   for sid, title, _ in (("verdict", "Verdict", ""), ("flags", "Flags", ""), *_sections(tables)))
+                   for sid, title, _ in (("verdict", "Verdict", ""), ("flags", "Flags", ""), *trained,
+                                         *_sections(tables)))
     sections = [_verdict_html(tables), _flags_html(tables)]
+    if trained:  # a trained run (steps > 0): its section follows the step-0 diagnosis
+        sections.append(training_html(tables.training, (tables.stepped or {}).get("metrics")))
     for sid, title, note in _sections(tables):
         extra = ""
         meta = figures[sid]["layout"].get("meta")

@@ -52,6 +52,8 @@ class RunTables:
     config: Mapping[str, Any]
     jacobian_spectra: Any = None
     layers: Any = None  # an inspected model's layers table (module names, units, reference); None for a run
+    training: Any = None  # a trained run's training.csv (steps > 0); None otherwise
+    stepped: Any = None  # a trained run's {metrics, spectra, flags} at every measured step (`step` column)
     theory: Any = None
 
 
@@ -79,6 +81,12 @@ def load_run(folder: str | os.PathLike) -> RunTables:
     config = config_dict(config)
     if not (folder / "theory.csv").is_file():  # a run written before theory.csv, or one with no curve
         tables["theory"] = theory_table(tables["metrics"], config)
+    if "step" in tables["metrics"].columns:  # a trained run: the tables above are step 0's, as `run` returns them
+        tables["stepped"] = {name: tables[name] for name in ("metrics", "spectra", "flags")}
+        for name, table in tables["stepped"].items():
+            if "step" in table.columns:
+                tables[name] = table[table["step"] == 0].drop(columns="step").reset_index(drop=True)
+        tables["training"] = _read_csv(folder / "training.csv", ("init", "trial", "step", "loss", "test_loss"))
     return RunTables(**tables, config=config)
 
 
@@ -122,4 +130,5 @@ def as_tables(result: Any) -> RunTables:
     config = config_dict(get("config"), tables["metrics"])
     if get("theory") is None:
         tables["theory"] = theory_table(tables["metrics"], config)
-    return RunTables(**tables, config=config, layers=get("layers"))
+    return RunTables(**tables, config=config, layers=get("layers"), training=get("training"),
+                     stepped=get("stepped"))

@@ -44,7 +44,7 @@ FIXES: dict[str, dict] = {
     "kaiming+layernorm": dict(init="kaiming-normal", norm="layer"),
     # Forward gradients are noisy (E‖g‖² = (P + 2)‖∇f‖² for P parameters), so the
     # step must be ~P times smaller than backprop's; 1e-4 is stable on this net.
-    "forward-gradient": dict(init="kaiming-normal", init_train="forward-gradient", train_lr=1e-4, train_steps=300),
+    "forward-gradient": dict(init="kaiming-normal", init_train="forward-gradient", init_train_lr=1e-4, init_train_steps=300),
 }
 RANK_BY = ("certified_share", "jacobian_rank", "linear_r2", "effective_rank")
 _SEED = dict(input_dim=40, width=40, samples=100, data="ball", activation="relu", shift="linspace")

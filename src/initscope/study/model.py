@@ -193,8 +193,8 @@ def _train(config: Config, init: str, X: np.ndarray) -> tuple[list, pd.DataFrame
     _, _, params = materialize(config, init)
     arch = Architecture(config.activation, config.norm, config.residual)
     rng = np.random.default_rng([config.seed, init_key(init), TRAIN_KEY])
-    params, history = train(X, params, arch, method=config.init_train, steps=config.train_steps,
-                            lr=config.train_lr, batch=config.train_batch, rng=rng)
+    params, history = train(X, params, arch, method=config.init_train, steps=config.init_train_steps,
+                            lr=config.init_train_lr, batch=config.init_train_batch, rng=rng)
     return params, history.assign(init=init)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from initscope.core.propagation import JACOBIAN_LOG10_EDGES
-from initscope.study.config import Config, config_columns
+from initscope.study.config import DEPRECATED_FIELDS, Config, config_columns
 from initscope.study.measure import Chunk
 from initscope.study.directions import LOST_DIRECTIONS, lost_direction_rows
 
@@ -54,6 +54,11 @@ class RunRecords:
     train_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "objective", "seconds"]))
     # With jacobian_log_spread: counts of log10 of the Jacobians' normalised singular values (non-zero bins)
     jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
+    # With steps > 0 (study.training): the loss per trial and step (training.csv), and metrics, spectra and
+    # flags at every measured step with a `step` column (the tables above are step 0's, as without training).
+    training: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "loss",
+                                                                                  "test_loss"]))
+    stepped: dict = field(default_factory=dict)
     # The theory curves that hold for this config, long (`initscope.study.overlays.theory_table`)
     theory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(THEORY_COLUMNS)))
 
@@ -271,11 +276,14 @@ def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:
         raise TypeError(f"The 'config' parameter must be a Config or a mapping. Got {type(config).__name__} instead.")
     if metrics is not None and len(metrics):
         first = metrics.iloc[0]
-        for name in metrics.columns:
-            if name not in out and name not in METRIC_COLUMNS:
-                out[name] = first[name].item() if hasattr(first[name], "item") else first[name]
+        for column in metrics.columns:
+            name = DEPRECATED_FIELDS.get(column, column)  # init-training columns keep their old names
+            if name not in out and column not in METRIC_COLUMNS:
+                out[name] = first[column].item() if hasattr(first[column], "item") else first[column]
         if "init" not in out:
             out["init"] = tuple(dict.fromkeys(metrics["init"].astype(str)))
+    if isinstance(out.get("measure_at"), list):  # TOML's list of steps: the Config's tuple
+        out["measure_at"] = tuple(out["measure_at"])
     for name in ("init", "metrics"):
         value = out.get(name)
         if isinstance(value, str):

@@ -40,4 +40,7 @@ def write_run(folder: Path, result, *, report: ReportWriter = None) -> None:
     # What data-driven initializers did (LSUV iterations), init-training histories, the Jacobians'
     # singular-value histograms (with jacobian_log_spread) and the theory curves, when there is any.
     tables.update({name: getattr(result, name) for name in OPTIONAL_TABLES if len(getattr(result, name))})
+    tables.update(getattr(result, "stepped", None) or {})  # a trained run's tables carry a `step` column
+    if len(getattr(result, "training", ())):
+        tables["training"] = result.training
     write_files(folder, tables, {"config.toml": config_to_toml(result.config)}, report=report)

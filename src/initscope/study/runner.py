@@ -22,6 +22,7 @@ from initscope.study.model import init_gain, trained
 from initscope.study.parallel import parallel_map, worker_count
 from initscope.study.overlays import theory_table
 from initscope.study.records import RunRecords, tables, warn_overflow
+from initscope.study.training import check_training_memory, run_training
 
 __all__ = ["run"]
 
@@ -56,6 +57,7 @@ def _chunking(config: Config, n_trials: int, workers, memory_limit) -> tuple[int
     return plan.concurrent, -(-n_trials // plan.trials_per_chunk)
 
 
+# long: the study's main loop, its docstring the API's reference
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
         on_layer=None, progress=None, **kwargs: Any) -> RunRecords:
     """Run the study a config describes; return its tidy tables (`initscope.run` returns them as a `Result`).
@@ -86,6 +88,8 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
         raise ValueError(f"The 'trial_ids' parameter must be below trials={config.trials} with init_train. "
                          f"Got {ids.max()} instead.")
     n_workers, n_chunks = _chunking(config, len(ids), workers, memory_limit)
+    if config.steps > 0:  # task training holds every layer of all trials for its backward pass: refused first
+        check_training_memory(config, memory_budget(memory_limit), n_workers)
     table = load_table(config) if config.data_is_fixed else None
     positions = [p for p in np.array_split(np.arange(len(ids)), n_chunks) if len(p)]
     chunks = [ids[p] for p in positions]
@@ -114,6 +118,9 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
     result.theory = theory_table(result.metrics, config)
+    if config.steps > 0:  # task training, measured at config.measure_at (study.training)
+        result.training, result.stepped = run_training(config, gains, inputs, positions, chunks, y, result,
+                                                       n_workers)
     warn_overflow(config, result.flags)
     return result
 

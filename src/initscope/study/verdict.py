@@ -33,6 +33,7 @@ import pandas as pd
 from initscope.core.initializers import default_gain
 from initscope.study.directions import LOST_DIRECTIONS, config_fields, kept_base, with_lost_directions
 from initscope.study.flags import SCALE_BAND
+from initscope.study.train_summary import summary, training_sentence
 
 __all__ = ["Verdict", "RunVerdict", "run_verdict", "READOUT_NOTE"]
 
@@ -241,7 +242,7 @@ def _certificate_of(certificate, init: str):
 
 def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flags: pd.DataFrame | None = None, *,
                 config: Any = None, gains: Mapping[str, float] | None = None, certificate=None,
-                lost_derived: bool = False) -> RunVerdict:
+                lost_derived: bool = False, training: pd.DataFrame | None = None) -> RunVerdict:
     """Every initializer's verdict in sentences, and the run-wide notes.
 
     metrics, spectra, flags: a run's tidy tables (flags may lack the
@@ -251,7 +252,10 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
     certified[, init]) or a mapping init -> table, when one was computed.
     lost_derived: flags already holds every lost_directions row (as `run()`'s
     flags do, also when there are none), so they are not derived again.
+    training: a trained run's training.csv table: each verdict ends with how its training went.
     """
+    trained = {s.init: training_sentence(s) for s in summary(training)} if training is not None and len(training) \
+        else {}
     cfg = config_fields(config, metrics)
     inits = list(dict.fromkeys([*(str(i) for i in (cfg.get("init") or ())),
                                 *(str(i) for i in metrics["init"].unique())]))
@@ -276,6 +280,7 @@ def run_verdict(metrics: pd.DataFrame, spectra: pd.DataFrame | None = None, flag
         sentences.append(directions)
         sentences.append(_certificate_sentence(_certificate_of(certificate, init)))
         sentences.append(_information_sentence(med, depth, lost=directions.startswith("From layer")))
+        sentences.append(trained.get(init, ""))
         words = [s[0].upper() + s[1:] for s in sentences if s]
         out.append(Verdict(init, _title(init, gains, cfg), tuple(words)))
     notes = [_disagreement_note(metrics, inits, depth)]
