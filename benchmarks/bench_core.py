@@ -54,7 +54,7 @@ import everyday  # noqa: E402  (start-up, report build and the peers)
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
-DEFAULT_BASELINE = HERE.parents[2] / "shared/bench/seed_baseline.py"
+DEFAULT_BASELINE = everyday.PEERS / "seed_baseline.py"  # the shared reference, else benchmarks/peers
 
 TARGETS = {"a_ratio": 10.0, "b_ratio": 25.0, "c_time_ratio": 5.0, "c_matmul_fraction": 0.5, "d_ratio": 1.3,
            "a_numpy_ratio": 3.0, "b_torch_ratio": 8.0}

@@ -38,7 +38,9 @@ from initscope.study.executors import open_executor, run_sweep
 from initscope.study.store import Store
 from initscope.study.sweep import make_sweep
 
-DEFAULT_BASELINE = Path("/work/shared/bench/seed_baseline.py")
+_SHARED = Path(__file__).resolve().parents[2] / "shared/bench/seed_baseline.py"
+# The shared reference where it exists, else the project's own copy (a clone elsewhere).
+DEFAULT_BASELINE = _SHARED if _SHARED.is_file() else Path(__file__).resolve().parent / "peers/seed_baseline.py"
 INPUT_DIMS = (3, 10, 20, 30, 40)
 SPECTRAL = ["effective_rank", "stable_rank", "numerical_rank"]
 

@@ -26,7 +26,12 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
-PEERS = HERE.parents[2] / "shared/bench"
+# The peers: the shared reference copies beside the repository (../shared/bench) where they exist, else
+# the project's own copies in benchmarks/peers (a clone elsewhere); tests/test_bench_peers.py checks that
+# the two are the same files wherever both exist.
+SHARED_PEERS = HERE.parents[2] / "shared/bench"
+OWN_PEERS = HERE.parent / "peers"
+PEERS = SHARED_PEERS if (SHARED_PEERS / "peer_numpy.py").is_file() else OWN_PEERS
 TARGETS = {"startup_s": 0.3, "report_default_s": 0.5, "report_large_s": 3.0, "run_default_s": 1.5}
 LARGE_REPORT = {"init": "kaiming-normal,orthogonal,xavier-normal,sphere,lecun-normal", "depth": 50, "samples": 1000,
                 "trials": 3}

@@ -45,9 +45,27 @@ RUNS = {
                         "--metrics", "rms,pre_q,pre_cosine,jacobian_rank,jacobian_sq_mean,jacobian_log_spread"],
 }
 INSPECTS = {
-    "torch-gpt2": ["inspect", "tests/torch_models.py:gpt2", "--input", "{ids}", "--seed", "0"],
-    "torch-resnet": ["inspect", "tests/torch_models.py:tiny_resnet", "--input-shape", "4,3,32,32", "--seed", "0"],
+    "torch-gpt2": ["inspect", "{models}:gpt2", "--input", "{ids}", "--seed", "0"],
+    "torch-resnet": ["inspect", "{models}:tiny_resnet", "--input-shape", "4,3,32,32", "--seed", "0"],
 }
+# The test models draw their weights from torch's global generator, which torch seeds at random per process:
+# these factories seed it first, so that two runs build the same weights.
+SEEDED_MODELS = """
+import sys
+import torch
+sys.path.insert(0, {tests!r})
+import torch_models
+
+
+def gpt2():
+    torch.manual_seed(0)
+    return torch_models.gpt2()
+
+
+def tiny_resnet():
+    torch.manual_seed(0)
+    return torch_models.tiny_resnet()
+"""
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -55,9 +73,9 @@ def _hashes(folder: Path) -> dict[str, str]:
             for name in TABLES if (folder / name).exists()}
 
 
-def collect(only: list[str] | None = None) -> dict[str, dict[str, str]]:
+def collect(only: list[str] | None = None, src: Path = ROOT / "src") -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), INITSCOPE_NO_PROGRESS="1")
+    env = dict(os.environ, PYTHONPATH=str(src), INITSCOPE_NO_PROGRESS="1")
     for name, args in {**RUNS, **INSPECTS}.items():
         if only and name not in only:
             continue
@@ -65,7 +83,9 @@ def collect(only: list[str] | None = None) -> dict[str, dict[str, str]]:
             target = Path(tmp) / "out"
             ids = Path(tmp) / "ids.npy"  # token ids of 4 sequences of 16 positions, fixed
             np.save(ids, np.random.default_rng(0).integers(0, 50, size=(4, 16)))
-            args = [a.format(ids=ids) for a in args]
+            models = Path(tmp) / "seeded_models.py"
+            models.write_text(SEEDED_MODELS.format(tests=str(ROOT / "tests")))
+            args = [a.format(ids=ids, models=models) for a in args]
             cmd = [sys.executable, "-c", "import sys; from initscope.cli import main; sys.exit(main(sys.argv[1:]))",
                    *args, "--out", str(target), "--quiet", "--no-report"]
             proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -82,8 +102,9 @@ def main() -> int:
     group.add_argument("--save", type=Path)
     group.add_argument("--check", type=Path)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--src", type=Path, default=ROOT / "src", help="the initscope sources to run (default: this tree's)")
     args = parser.parse_args()
-    found = collect(args.only)
+    found = collect(args.only, args.src.resolve())
     if args.save:
         args.save.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
         return 0

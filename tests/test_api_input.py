@@ -30,7 +30,7 @@ def test_data_as_a_path_object(tmp_path):
     assert initscope.run(**{**SMALL, "data": data}).config.data == str(data.resolve())
 
 
-@pytest.mark.parametrize("field", ["width", "depth", "samples", "trials", "input_dim", "train_steps"])
+@pytest.mark.parametrize("field", ["width", "depth", "samples", "trials", "input_dim", "init_train_steps", "steps"])
 def test_huge_integers_name_their_parameter(capsys, field):
     with pytest.raises(ValueError, match=f"The '{field}' parameter must be an integer >= .* and <= {MAX_SIZE}"):
         make_config(**{field: 99999999999999999999999999})

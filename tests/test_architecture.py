@@ -1,7 +1,7 @@
 """The package's import rules (DESIGN.md's layers), checked on the source itself.
 
-- `lint-imports` keeps pyproject.toml's layers contract: cli > explore > report | torch > study > core
-  (a layer imports only layers below it; report and torch not each other), and breaks on a violating import.
+- `lint-imports` keeps pyproject.toml's layers contract: cli > explore > torch | jax > result > report > study > core
+  (a layer imports only layers below it), and breaks on a violating import, plain or an importlib string.
 - Own-package imports are absolute and at module top. Only the lazy imports listed in `LAZY`,
   each with its reason, sit inside functions: the public API's PEP 562 names, the CLI's start-up
   (`initscope --help` loads no study, core or report module; a command module also loads for its
@@ -20,12 +20,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import importlib.util
+import tomllib
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = SRC / "initscope"
-CONTRACT = "initscope layers: cli > explore > report | torch > study > core"
+
+
+def _tool(name: str):
+    """A module of the repository's tools/ (not installed with the package)."""
+    spec = importlib.util.spec_from_file_location(f"tools.{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+importlib_imports = _tool("import_contract").importlib_imports
+CONTRACT = "initscope layers: cli > explore > torch | jax > result > report > study > core"
 
 _HELP = "loaded by `initscope --help`, which imports no study, core or report module (tests/test_cli_app.py)"
 _PANDAS = "pulls pandas (~0.75 s): the command module also loads for its own help and option completion"
@@ -38,12 +52,20 @@ LAZY = {
     ("initscope.cli.certify", "initscope.core.certify"): _PANDAS,
     ("initscope.cli.certify", "initscope.study.model"): _PANDAS,
     ("initscope.cli.phase", "initscope.report.phase_page"): _PANDAS,
+    ("initscope.cli.phase", "initscope.cli.phase_train"): _PANDAS,
+    ("initscope.cli.phase_train", "initscope.report.phase_page"): _PANDAS,
+    ("initscope.cli.run", "initscope.study.train_summary"): _PANDAS,
+    ("initscope.cli.run", "initscope.study.training"): _PANDAS,
+    ("initscope.cli.sweep", "initscope.study.trainability"): _PANDAS,
+    ("initscope.cli.sweep", "initscope.cli.phase_train"): _PANDAS,
     ("initscope.cli.run", "initscope.cli.summary"): _PANDAS,
     ("initscope.cli.run", "initscope.report"): _PANDAS,
     ("initscope.cli.run", "initscope.study.runner"): _PANDAS,
     ("initscope.cli.sweep", "initscope.report"): _PANDAS,
     ("initscope.cli.sweep", "initscope.study.executors"): _PANDAS,
     ("initscope.cli.sweep", "initscope.study.store"): _PANDAS,
+    ("initscope.cli.run", "initscope.study.writer"): _PANDAS,
+    ("initscope.cli.sweep", "initscope.study.writer"): _PANDAS,
     ("initscope.cli.inspect", "initscope.torch"): "initscope.torch imports torch (the optional 'torch' extra)",
     ("initscope.cli.explore", "initscope.explore.server"): _STARLETTE,
     ("initscope.explore", "initscope.explore.server"): _STARLETTE,
@@ -68,6 +90,10 @@ def test_the_layers_contract_is_kept():
     ("core/data.py", "import initscope.report", "initscope.core.data -> initscope.report"),
     ("study/store.py", "from initscope.cli import app", "initscope.study.store -> initscope.cli"),
     ("report/tables.py", "import initscope.torch.diagnosis", "initscope.report.tables -> initscope.torch.diagnosis"),
+    ("study/records.py", "import importlib\nimportlib.import_module('initscope.report.notebook')",
+     "initscope.study.records -> initscope.report.notebook"),
+    ("report/page.py", "def f():\n    return __import__('initscope.result')",
+     "initscope.report.page -> initscope.result"),
 ])
 def test_the_contract_breaks_on_a_violating_import(tmp_path, module, statement, edge):
     """A copy of the package with one import that goes up (or across) a layer: lint-imports fails, naming it."""
@@ -89,8 +115,10 @@ def _modules():
         yield name, ast.parse(path.read_text(), filename=str(path))
 
 
-def _imports(tree: ast.AST):
-    """(import node, enclosing function name or None) for every import statement of a module."""
+def _imports(tree: ast.AST, *, by_name: bool = True):
+    """(import node, enclosing function name or None) for every import of a module: the import statements,
+    and (by_name) each `importlib.import_module("initscope...")` / `__import__("initscope...")` call as the
+    `import` statement it amounts to (`tools.import_contract`, which the layers contract also reads)."""
     def visit(node, function):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.Import, ast.ImportFrom)):
@@ -99,6 +127,9 @@ def _imports(tree: ast.AST):
             yield from visit(child, inner)
 
     yield from visit(tree, None)
+    if by_name:
+        for call, target, function in importlib_imports(tree, "initscope"):
+            yield ast.Import(names=[ast.alias(name=target)], lineno=call.lineno), function
 
 
 def _targets(node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -133,7 +164,7 @@ def _allowed(module: str, target: str) -> bool:
 def test_own_package_imports_are_absolute_and_at_module_top():
     relative, lazy = [], []
     for module, tree in _modules():
-        for node, function in _imports(tree):
+        for node, function in _imports(tree, by_name=module != "initscope"):  # the root's PEP 562 API
             for target in _lazy_targets(node):
                 where = f"{module}:{node.lineno} {target}" + (f" (in {function})" if function else "")
                 if target.startswith("."):
@@ -152,6 +183,54 @@ def _private(name: str) -> bool:
 def _subpackage(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
+
+
+def _layers() -> list[set[str]]:
+    """pyproject.toml's layers, top first, each a set of module names (optional ones unbracketed)."""
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        contract, = (c for c in tomllib.load(fh)["tool"]["importlinter"]["contracts"] if c["id"] == "layers")
+    return [{name.strip().strip("()") for name in layer.split("|")} for layer in contract["layers"]]
+
+
+def _layer_of(module: str, layers: list[set[str]]) -> int | None:
+    for rank, names in enumerate(layers):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return rank
+    return None
+
+
+def _upward_by_name(modules) -> list[str]:
+    """'module:line -> target' for each import by name (`importlib.import_module("initscope...")`) that
+    reaches a layer above its module's, or across within one."""
+    layers, found = _layers(), []
+    for module, tree in modules:
+        mine = _layer_of(module, layers)
+        for call, target, _ in importlib_imports(tree, "initscope"):
+            theirs = _layer_of(target, layers)
+            if mine is not None and theirs is not None and (theirs < mine or (theirs == mine and
+                                                                               target.split(".")[1] != module.split(".")[1])):
+                found.append(f"{module}:{call.lineno} -> {target}")
+    return found
+
+
+def test_no_module_imports_a_layer_above_it_by_name():
+    found = _upward_by_name(_modules())
+    assert not found, "importlib strings reaching up a layer:\n" + "\n".join(found)
+
+
+def test_an_import_by_name_reaching_up_is_seen():
+    """The walk that feeds the layers contract finds an importlib string, in a function or not."""
+    code = ("import importlib\nimportlib.import_module('initscope.report.notebook')\n"
+            "def f():\n    return __import__('initscope.cli.app')\n"
+            "importlib.import_module('numpy')\nimportlib.import_module(name)\n")
+    found = _upward_by_name([("initscope.study.records", ast.parse(code))])
+    assert found == ["initscope.study.records:2 -> initscope.report.notebook",
+                     "initscope.study.records:4 -> initscope.cli.app"]
+    assert _upward_by_name([("initscope.cli.app", ast.parse(code))]) == []
+    assert _upward_by_name([("initscope.torch.tables", ast.parse("__import__('initscope.jax.tables')"))]) == \
+        ["initscope.torch.tables:1 -> initscope.jax.tables"]
+    (node, function), = [(n, f) for n, f in _imports(ast.parse(code)) if f]
+    assert function == "f" and _targets(node) == ["initscope.cli.app"]
 
 
 @pytest.mark.slow

@@ -9,11 +9,20 @@ import pandas as pd
 import pytest
 
 from initscope.core.certify import FAILURE_COLUMNS, LAYER_COLUMNS, certify
-from initscope.cli.certify import CERTIFICATE_FILE, main
+from initscope.cli.app import main as app_main
+from initscope.cli.certify import CERTIFICATE_FILE
+
 from initscope.study.config import make_config
 from initscope.core.data import sample
 from initscope.core.initializers import draw
 from initscope.core.network import Architecture, draw_layer
+
+ENTRY = "from initscope.cli.app import entry; entry()"
+
+
+def main(argv: list[str]) -> int:
+    """`initscope certify ARGS`."""
+    return app_main(["certify", *argv])
 
 
 def _orthogonal(n, m, rng):
@@ -62,7 +71,7 @@ def test_looks_linear_with_orthogonal_v_and_zero_shifts_is_certified_at_every_de
 
 def test_registry_looks_linear_is_certified_through_materialize():
     # The same construction as the registry's looks-linear, fed through the run's own network builder.
-    from initscope.study.runner import materialize
+    from initscope.study.model import materialize
 
     cfg = make_config(init="looks-linear", shift="zeros", depth=30, trials=2, samples=50)
     X, _, params = materialize(cfg, "looks-linear")
@@ -70,7 +79,7 @@ def test_registry_looks_linear_is_certified_through_materialize():
 
 
 def test_deep_relu_with_sphere_rows_and_the_seeds_shifts_is_not_certified():
-    from initscope.study.runner import materialize
+    from initscope.study.model import materialize
 
     cfg = make_config(init="sphere-rows", depth=40, trials=3)  # the seed otherwise: linspace shifts, width 40
     X, _, params = materialize(cfg, "sphere-rows")
@@ -246,7 +255,7 @@ def test_cli_exit_2_when_out_is_a_file(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_runs_as_a_subprocess(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "initscope.cli.certify", "--init", "kaiming-normal", "--depth", "2",
+    proc = subprocess.run([sys.executable, "-c", ENTRY, "certify", "--init", "kaiming-normal", "--depth", "2",
                            *SMALL, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode in (0, 3), proc.stderr
     assert (tmp_path / CERTIFICATE_FILE).is_file()

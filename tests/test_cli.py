@@ -15,14 +15,15 @@ import pandas as pd
 import pytest
 
 from initscope.cli.app import OUTPUT_FILES, main
-from initscope.report.writer import MARKER
-from initscope.study.config import FIELD_NAMES
+from initscope.study.writer import MARKER
+from initscope.study.config import FIELD_NAMES, config_columns, make_config
 from initscope.core.initializers import INITIALIZERS
 from initscope.core.metrics import DEFAULT_METRICS
 
 SMALL = {"--depth": "2", "--width": "8", "--samples": "20", "--trials": "2"}
 CSV_FILES = tuple(name for name in OUTPUT_FILES if name.endswith(".csv"))
-METRIC_COLUMNS = ["init", "trial", "layer", "metric", "value", *[f for f in FIELD_NAMES if f != "init"]]
+# An untrained run's columns: the config's, as before task training existed (`config_columns`).
+METRIC_COLUMNS = ["init", "trial", "layer", "metric", "value", *config_columns(make_config())]
 SPECTRA_COLUMNS = ["init", "trial", "layer", "k", "singular_value"]
 HAS_REPORT = importlib.util.find_spec("plotly") is not None
 
@@ -155,10 +156,19 @@ FLAG_CASES = {
     "lsuv_tol": ("0.05", 0.05),
     "lsuv_max_iter": ("3", 3),
     "init_train": ("backprop", "backprop"),
-    "train_steps": ("5", 5),
-    "train_lr": ("0.05", 0.05),
-    "train_batch": ("6", 6),
+    "init_train_steps": ("5", 5),
+    "init_train_lr": ("0.05", 0.05),
+    "init_train_batch": ("6", 6),
+    "steps": ("2", 2),
+    "optimizer": ("adam", "adam"),
+    "lr": ("0.05", 0.05),
+    "batch_size": ("4", 4),
+    "measure_at": ("1", [1]),
+    "task": ("regression", "regression"),
 }
+# Task training's fields are columns of metrics.csv when it trains: these cases train for 2 steps.
+TRAINING_CASES = {"optimizer", "lr", "batch_size", "measure_at", "task"}
+COLUMN_NAMES = {"init_train_steps": "train_steps", "init_train_lr": "train_lr", "init_train_batch": "train_batch"}
 
 
 def test_flag_cases_cover_every_config_field():
@@ -169,7 +179,8 @@ def test_flag_cases_cover_every_config_field():
 def test_every_flag_lands_in_config_toml_and_metrics_csv(capsys, tmp_path, field):
     text, want = FLAG_CASES[field]
     flag = "--" + field.replace("_", "-")
-    options = {**SMALL, "--metrics": "rms,effective_rank", flag: text}
+    options = {**SMALL, "--metrics": "rms,effective_rank", flag: text,
+               **({"--steps": "2"} if field in TRAINING_CASES else {})}
     out = tmp_path / "out"
     code, _, err = cli(capsys, "run", "--out", str(out), *args_of(options), "--no-report", "--quiet")
     assert code == 0, err
@@ -179,8 +190,11 @@ def test_every_flag_lands_in_config_toml_and_metrics_csv(capsys, tmp_path, field
     if field == "init":
         assert set(metrics["init"]) == set(want)
     else:
-        column = ",".join(want) if isinstance(want, list) else want
-        assert metrics[field].unique().tolist() == [column]
+        if field == "measure_at":
+            column = "0,1,2"  # the steps measured: always 0 and the last too
+        else:
+            column = ",".join(want) if isinstance(want, list) else want
+        assert metrics[COLUMN_NAMES.get(field, field)].unique().tolist() == [column]
 
 
 def test_config_file_reruns_to_identical_outputs(capsys, tmp_path):

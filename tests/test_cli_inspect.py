@@ -15,7 +15,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'initscope[torch]')")
 
-from initscope.cli.inspect import OUTPUT_FILES, main  # noqa: E402
+from initscope.cli.app import main  # noqa: E402
+from initscope.cli.inspect import OUTPUT_FILES  # noqa: E402
+
+ENTRY = "from initscope.cli.app import entry; entry()"
 from initscope.core.fitted import LSUV_TOL  # noqa: E402
 
 HAS_REPORT = importlib.util.find_spec("plotly") is not None
@@ -204,7 +207,8 @@ def test_wrong_input_shape_exits_2_with_torchs_message(project, capsys):
         (["--input-shape", "8,6", "--layout", "rows"], "'layout' parameter must give layouts from"),
         (["--input-shape", "8,6", "--layout", "=tokens"], "'layout' parameter must be a layout or NAME=LAYOUT"),
         (["--input-shape", "8,6", "--reference", "nope"], "'reference' parameter must be 'input' or the name"),
-        (["--input-shape", "8,6", "--max-rows", "3"], "'max-rows' parameter must be an integer >= 16"),
+        (["--input-shape", "8,6", "--max-rows", "0"], "'max-rows' parameter must be an integer >= 1"),
+        (["--input-shape", "8,6", "--max-rows", "１６"], "'max-rows' parameter must be an integer >= 1"),
     ],
 )
 def test_bad_options_exit_2(project, capsys, args, message):
@@ -256,7 +260,7 @@ def test_registered_on_the_main_cli(project, capsys):
 def test_as_a_subprocess(project):
     out = project / "sub"
     proc = subprocess.run(
-        [sys.executable, "-m", "initscope.cli.inspect", "inspect", f"{project}/models.py:grumpy", "--input-shape",
+        [sys.executable, "-c", ENTRY, "inspect", f"{project}/models.py:grumpy", "--input-shape",
          "8,6", "--out", str(out)],
         capture_output=True, text=True, timeout=120, check=False,
     )
@@ -349,3 +353,10 @@ def test_a_factory_file_defining_a_dataclass_loads(tmp_path, capsys):
                        str(tmp_path / "out"), "--no-report", "--quiet")
     assert code == 0, err
     assert (tmp_path / "out" / "metrics.csv").is_file()
+
+
+def test_max_rows_below_the_floor_is_raised_with_a_note(project, capsys):
+    code, _, err = cli(capsys, f"{project}/models.py:make", "--input-shape", "8,6", "--max-rows", "1", "--no-report",
+                       "--quiet", "--out", str(project / "rows"))
+    assert code == 0, err
+    assert "note: --max-rows 1 raised to 16" in err

@@ -87,3 +87,26 @@ def test_a_run_on_a_terminal_shows_the_bar_when_slow(monkeypatch, tmp_path):
     assert drawn == ["measuring layers"]
     assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     assert drawn == ["measuring layers"]  # not again under --quiet
+
+
+def test_the_sweep_draws_the_same_bar_at_once_with_its_rate_and_failures():
+    """One progress bar: the sweep's is DelayedProgress with no delay, kept on screen, counting by advance."""
+    from initscope.cli.sweep import _SweepProgress
+
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=120)
+    progress = _SweepProgress(quiet=False)
+    progress.bar.console = console
+    with progress:
+        progress.start(total=8, done=0)
+        progress.advance(2, None)
+        assert progress.bar.shown and progress.bar.bar.tasks[0].completed == 2
+        failed = type("Batch", (), {"ok": False, "config_id": "c7", "config": type("C", (), {"init": ("lsuv",)}),
+                                    "error": "ValueError: boom"})()
+        progress.advance(2, failed)
+        assert progress.bar.bar.tasks[0].completed == 4 and progress.failed == 1
+    text = console.file.getvalue()
+    assert "failed c7 (lsuv): ValueError: boom" in text and "trials/s" in text
+    quiet = _SweepProgress(quiet=True)
+    quiet.start(total=8, done=0)
+    quiet.advance(8, failed)
+    assert not quiet.bar.shown and quiet.failed == 1

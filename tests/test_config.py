@@ -12,6 +12,9 @@ import pytest
 from initscope.study.config import (
     DTYPES,
     FIELD_NAMES,
+    TRAINING_FIELDS,
+    measure_steps,
+    task_of,
     Config,
     config_columns,
     config_to_toml,
@@ -51,7 +54,8 @@ def test_field_names_are_the_designs():
     # DESIGN.md's fields first, in its order; then the fixes' parameters (issue 6).
     assert FIELD_NAMES[: len(DESIGN_FIELDS)] == DESIGN_FIELDS
     assert FIELD_NAMES[len(DESIGN_FIELDS):] == (
-        "lsuv_tol", "lsuv_max_iter", "init_train", "train_steps", "train_lr", "train_batch")
+        "lsuv_tol", "lsuv_max_iter", "init_train", "init_train_steps", "init_train_lr", "init_train_batch",
+        "steps", "optimizer", "lr", "batch_size", "measure_at", "task")
 
 
 @pytest.mark.parametrize("config", [Config(), make_config()], ids=["Config()", "make_config()"])
@@ -157,7 +161,13 @@ def test_text_numbers_are_parsed():
 
 def test_config_columns_are_every_field_but_init_as_scalars():
     columns = config_columns(make_config(metrics="rms,std"))
-    assert tuple(columns) == tuple(f for f in FIELD_NAMES if f != "init")
+    # Untrained: the columns from before task training, the renamed init-training fields under their old names.
+    legacy = {"init_train_steps": "train_steps", "init_train_lr": "train_lr", "init_train_batch": "train_batch"}
+    untrained = [legacy.get(f, f) for f in FIELD_NAMES if f != "init" and f not in TRAINING_FIELDS]
+    assert tuple(columns) == tuple(untrained)
+    trained = config_columns(make_config(steps=30))
+    assert tuple(trained) == tuple(legacy.get(f, f) for f in FIELD_NAMES if f != "init")
+    assert trained["measure_at"] == "0,1,2,5,10,20,30" and trained["steps"] == 30
     assert columns["metrics"] == "rms,std"
     assert math.isnan(columns["gain"])
     assert columns["depth"] == 10
@@ -439,3 +449,61 @@ def test_the_cli_says_once_that_it_subsamples_and_not_otherwise(tmp_path, capsys
 
     metrics = pd.read_csv(tmp_path / "b" / "metrics.csv")
     assert set(metrics["samples"]) == {150}
+
+
+# --- task training's fields (issue 22) ---------------------------------------------------
+
+
+def test_training_fields_default_to_nothing_trained():
+    c = make_config()
+    assert (c.steps, c.optimizer, c.lr, c.batch_size, c.measure_at, c.task) == (0, "sgd", 0.01, 0, (), "auto")
+    assert measure_steps(c) == (0,)
+    assert measure_steps(make_config(steps=300)) == (0, 1, 2, 5, 10, 20, 50, 100, 200, 300)
+    assert measure_steps(make_config(steps=7, measure_at="3, 1")) == (0, 1, 3, 7)
+
+
+@pytest.mark.parametrize("field,value,constraint", [
+    ("steps", -1, "an integer >= 0"), ("steps", 1.5, "an integer >= 0"), ("lr", 0, "a finite number > 0"),
+    ("lr", float("nan"), "a finite number > 0"), ("batch_size", -2, "an integer >= 0"),
+    ("optimizer", "rmsprop", "one of"), ("task", "ranking", "one of"), ("measure_at", "x", "an integer >= 0"),
+])
+def test_training_fields_are_validated(field, value, constraint):
+    with pytest.raises(ValueError, match=f"The '{field}' parameter must be {constraint}") as info:
+        make_config(**{field: value})
+    assert_names(str(info.value), field, value)
+
+
+def test_measure_at_beyond_the_last_step_is_refused():
+    with pytest.raises(ValueError, match="'measure_at' parameter must be steps between 0 and steps=10. Got 20"):
+        make_config(steps=10, measure_at=[5, 20])
+
+
+def test_the_task_follows_the_target():
+    assert task_of(make_config(steps=1)) == "regression"
+    assert task_of(make_config(steps=1, data="iris", target="dataset")) == "classification"
+    assert task_of(make_config(steps=1, data="diabetes", target="dataset")) == "regression"
+    assert task_of(make_config(steps=1, data="iris", target="dataset", task="regression")) == "regression"
+    with pytest.raises(ValueError, match="'task' parameter must be 'regression' or 'auto' for this target "
+                                         r"\(target 'dataset' of data 'diabetes' is continuous\)"):
+        make_config(steps=1, data="diabetes", target="dataset", task="classification")
+    with pytest.raises(ValueError, match="continuous function of the input"):
+        make_config(steps=1, task="classification")
+
+
+def test_old_init_training_names_are_read_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning) as caught:
+        c = make_config(train_steps=7, train_lr=0.5)
+    assert sorted(str(w.message).split(" field")[0] for w in caught) == ["The 'train_lr'", "The 'train_steps'"]
+    assert "'train_steps' field is renamed 'init_train_steps'" in str(caught[0].message) + str(caught[1].message)
+    assert (c.init_train_steps, c.init_train_lr) == (7, 0.5)
+    path = tmp_path / "old.toml"
+    path.write_text("train_batch = 3\n")
+    with pytest.warns(DeprecationWarning, match="'train_batch'"):
+        assert load_config(path).init_train_batch == 3
+
+
+def test_trained_config_round_trips_through_toml(tmp_path):
+    c = make_config(steps=12, optimizer="adam", lr=1e-3, batch_size=8, measure_at=[4])
+    path = tmp_path / "c.toml"
+    path.write_text(config_to_toml(c))
+    assert load_config(path) == c

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from initscope.cli.sweep import main
+from initscope.cli.app import main
 from initscope.study.executors import InlineExecutor, estimated_cost, execute, open_executor, run_sweep
 from initscope.study.store import Store
 from initscope.study.sweep import make_sweep

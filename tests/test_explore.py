@@ -52,7 +52,7 @@ def data_dir(tmp_path_factory) -> Path:
 def server(data_dir):
     srv = Server("--data-dir", str(data_dir))
     yield srv
-    assert srv.stop() == 0, srv.errors
+    assert srv.stop() == 130, srv.errors
 
 
 def post(server, path, body=None, **kw):
@@ -90,7 +90,7 @@ def test_config_equals_initscope_run_in_both_forms(server):
 
 @pytest.mark.slow
 def test_overflow_is_a_result_nan_as_null(server):
-    from initscope.study.runner import NumericalWarning
+    from initscope.study.records import NumericalWarning
 
     config = {"init": "normal", "depth": 500, "trials": 2, "samples": 50, "metrics": "rms,effective_rank"}
     status, _, answer = post(server, "/api/run", config)
@@ -390,7 +390,7 @@ def test_only_loopback_host_names(server):
 def test_sigint_stops_cleanly_and_frees_the_port():
     srv = Server()
     assert call(srv.url, "/api/health")[0] == 200
-    assert srv.stop() == 0, srv.errors
+    assert srv.stop() == 130, srv.errors
     assert "stopped" in srv.lines[-1]
     assert port_is_free(srv.port)
     assert not [e for e in srv.errors if "Traceback" in e], srv.errors
@@ -407,7 +407,7 @@ def test_sigint_while_computing_stops_the_run_at_a_layer():
                               daemon=True)
     thread.start()
     assert wait_until(lambda: json.loads(call(srv.url, "/api/health")[2])["running"] > 0, timeout=60)
-    assert srv.stop(timeout=60) == 0, srv.errors
+    assert srv.stop(timeout=60) == 130, srv.errors
     assert srv.lines[-1] == "initscope explore: stopped (1 run(s) stopped at a layer)", srv.lines
     assert port_is_free(srv.port)
 
@@ -462,7 +462,7 @@ def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
         assert meta["preload"]["depth"] == 17 and meta["preload"]["init"] == ["orthogonal"]
         assert meta["preload"]["data"] == "mine.csv"
     finally:
-        assert srv.stop() == 0
+        assert srv.stop() == 130
     assert any("no authentication" in e for e in srv.errors), srv.errors
     from initscope.cli import main
 

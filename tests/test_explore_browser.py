@@ -35,7 +35,7 @@ UPDATED = ("n => Number(document.body.dataset.updates || 0) > n && window.explor
 def server():
     srv = Server()
     yield srv
-    assert srv.stop() == 0, srv.errors
+    assert srv.stop() == 130, srv.errors
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from initscope import run
 from initscope.core.fitted import quantile_shifts
 from initscope.core.initializers import LAYER_INITIALIZERS
 from initscope.core.network import Architecture, layer_forward
-from initscope.study.runner import materialize
+from initscope.study.model import materialize
 from initscope.study.config import make_config
 
 
@@ -119,7 +119,7 @@ def test_grad_norm_regenerates_data_driven_weights_exactly():
     for W, b in params:
         s, _ = layer_forward(s, W, b, Architecture("relu"))
     # readout drawn like the run does, after the layers, from the same streams
-    from initscope.study.runner import ParamSource
+    from initscope.study.model import ParamSource
 
     source = ParamSource(cfg, "well-spaced", 1.0, [0, 1], remember=True)
     s2 = X

@@ -151,7 +151,7 @@ def test_relu_quadrature_converges_like_one_over_nodes_which_is_why_closed_forms
     relu = lambda u: np.maximum(u, 0)  # noqa: E731
     for nodes in (50, 200):
         quad = K.gaussian_pair_expectation(relu, relu, c, 1.0, nodes) * 2  # normalised by E[relu²] = 1/2
-        err = np.abs(quad - th.relu_correlation_map(c)).max()
+        err = np.abs(quad - K.relu_correlation_map(c)).max()
         assert 1e-6 < err < 0.3 / nodes  # visibly inexact, and within the 1/nodes bound
 
 

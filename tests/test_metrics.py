@@ -130,7 +130,7 @@ def test_linear_r2_is_stable_where_least_squares_leave_one_out_is_not():
     # Least-squares refits give 0.68 or −9.8 depending on the truncation alone; the ridge
     # LOO must equal its own brute force and sit with the layers around it.
     from initscope.core.network import Architecture, layer_forward
-    from initscope.study.runner import materialize
+    from initscope.study.model import materialize
 
     cfg = make_config(metrics="linear_r2")
     X, _, params = materialize(cfg, "sphere")

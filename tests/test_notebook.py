@@ -1,6 +1,6 @@
 """initscope in a real notebook: executed by nbclient on an ipykernel, outputs checked.
 
-The rich reprs (RunResult, InspectResult), `res.show()` (the full report,
+The rich reprs (a run's and an inspection's Result), `res.show()` (the full report,
 inline, offline), and a figure function called with the run's Config.
 """
 
@@ -53,7 +53,7 @@ def test_a_run_shows_its_verdict_and_a_compact_table(executed):
         assert f"<strong>{init} (gain {gain})</strong>" in page
     assert page.count("<tr>") == 1 + 3  # header and one row per initializer
     assert len(page) < 20_000  # a summary, not a dump of every table
-    assert result["data"]["text/plain"].startswith("RunResult: normal, sphere, kaiming-normal × 3 trials")
+    assert result["data"]["text/plain"].startswith("Result: run of normal, sphere, kaiming-normal × 3 trials")
 
 
 def test_show_displays_the_whole_report_inline_and_offline(executed):
@@ -82,4 +82,4 @@ def test_an_inspection_shows_its_diagnosis_and_layers(executed):
 
 def test_the_plain_repr_is_one_line(executed):
     (printed,) = outputs(executed[5], "stream")
-    assert printed["text"].count("\n") == 1 and printed["text"].startswith("RunResult: ")
+    assert printed["text"].count("\n") == 1 and printed["text"].startswith("Result: run of ")

@@ -59,8 +59,8 @@ REPORTED = [
     ["--shift-scale", "1e308", "--depth", "3"],
     ["--dtype", "float32", "--depth", "300", "--width", "40"],
     ["--readout", "init", "--depth", "1000", "--width", "40", "--init", "normal"],
-    ["--init-train", "forward-gradient", "--train-lr", "1e300", "--depth", "3", "--train-steps", "3"],
-    ["--init-train", "backprop", "--train-lr", "1e300", "--depth", "3", "--train-steps", "3"],
+    ["--init-train", "forward-gradient", "--init-train-lr", "1e300", "--depth", "3", "--init-train-steps", "3"],
+    ["--init-train", "backprop", "--init-train-lr", "1e300", "--depth", "3", "--init-train-steps", "3"],
 ]
 
 

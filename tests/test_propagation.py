@@ -114,8 +114,8 @@ def _fan_in_bias(q, fan_in):
 @pytest.mark.slow
 def test_jacobian_sq_mean_follows_the_chi_1_product_for_critical_tanh():
     from initscope.core.phase import critical_sigma_w2
-    from initscope.report.meanfield import mean_field_curves
-    from initscope.report.tables import config_dict
+    from initscope.study.overlays import mean_field_curves
+    from initscope.study.records import config_dict
 
     sigma_b2 = 0.05
     sigma_w2 = critical_sigma_w2("tanh", sigma_b2)  # χ₁ = 1 at q*: the edge of chaos

@@ -364,5 +364,5 @@ def test_no_public_name_shadows_a_module():
 
     for name in initscope.__all__:
         assert importlib.util.find_spec(f"initscope.{name}") is None, name
-    assert callable(initscope.run) and initscope.RunResult.__name__ == "RunResult"
+    assert callable(initscope.run) and initscope.Result.__name__ == "Result"
     assert json.dumps(sorted(initscope.__all__))  # the API is a plain list of names

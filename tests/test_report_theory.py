@@ -1,4 +1,4 @@
-"""The report's theory pieces: mean-field overlays (report.meanfield) and the Jacobian spectrum figure."""
+"""The theory pieces: mean-field overlays (study.overlays, drawn by the report) and the Jacobian spectrum figure."""
 
 import math
 
@@ -8,8 +8,9 @@ import pytest
 from initscope import report
 from initscope.report.depth import metric_depth_figure
 from initscope.report.jacobian import jacobian_spectrum_figure
-from initscope.report.meanfield import mean_field_curves, overlay_reason
-from initscope.report.tables import as_tables, config_dict
+from initscope.study.overlays import mean_field_curves, overlay_reason
+from initscope.report.tables import as_tables
+from initscope.study.records import config_dict
 from initscope.study.runner import run
 
 METRICS = ("pre_q", "pre_cosine", "jacobian_sq_mean", "jacobian_log_spread")
@@ -33,7 +34,7 @@ def test_overlay_reasons_name_what_rules_the_maps_out():
 
 
 def test_mean_field_curves_for_kaiming_relu_keep_q_and_follow_the_arc_cosine_map():
-    from initscope.core.theory import relu_correlation_map
+    from initscope.core.kernels import relu_correlation_map
 
     config = dict(activation="relu", shift="zeros", shift_scale=1.0, width=8, input_dim=4, depth=4, gain=None)
     curves = mean_field_curves(config, "kaiming-normal", 0.3, 0.2)

@@ -6,7 +6,9 @@ import pytest
 
 from initscope import make_config, run
 from initscope.core.metrics import DEFAULT_METRICS
-from initscope.study.runner import JACOBIAN_SAMPLES, NumericalWarning, materialize
+from initscope.core.propagation import JACOBIAN_SAMPLES
+from initscope.study.model import materialize
+from initscope.study.records import NumericalWarning
 
 SMALL = dict(depth=3, width=8, samples=12, trials=3)
 

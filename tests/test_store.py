@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from initscope.study.runner import run
-from initscope.study.store import Store, batch_from_result, failed_batch, is_store, store_state
+from initscope.study.batches import batch_from_result, failed_batch
+from initscope.study.store import Store, is_store, store_state
 from initscope.study.sweep import config_id, make_sweep
 
 SPEC = {"init": ["normal", "sphere"], "depth": [2, 3], "width": 8, "samples": 20, "trials": 3}

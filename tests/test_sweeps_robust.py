@@ -22,8 +22,9 @@ def _write(tmp_path, text, name="sweep.toml"):
     return path
 
 
-@pytest.mark.parametrize("line", ["lsuv_tol = 0.1", "lsuv_max_iter = 3", "train_steps = 5", "train_lr = 0.001",
-                                  "train_batch = 4", "lsuv_tol = [0.1, 0.05]", "train_lr = 1"])
+@pytest.mark.parametrize("line", ["lsuv_tol = 0.1", "lsuv_max_iter = 3", "init_train_steps = 5",
+                                  "init_train_lr = 0.001", "init_train_batch = 4", "lsuv_tol = [0.1, 0.05]",
+                                  "init_train_lr = 1", "steps = [0, 3]", "lr = 0.5", "batch_size = 4"])
 def test_every_numeric_field_is_a_number_in_sweep_files(tmp_path, line):
     sweep = load_sweep(_write(tmp_path, TINY + line + "\n"))
     field, value = (part.strip() for part in line.split("="))

@@ -7,6 +7,7 @@ import pytest
 
 from initscope.core import metrics as M
 from initscope.core import theory
+from initscope.core.kernels import relu_correlation_map
 from initscope.core.data import sample
 from initscope.core.initializers import default_gain, draw
 from initscope.core.network import Architecture, layer_forward
@@ -80,7 +81,7 @@ def test_mean_cosine_follows_arc_cosine_map(rng):
     for layer in range(1, depth + 1):
         W = np.stack([draw("kaiming-normal", S.shape[-1], w, gain=math.sqrt(2), rng=rng) for _ in range(trials)])
         S, _ = layer_forward(S, W, np.zeros((trials, w)), arch)
-        c = theory.relu_correlation_map(c)
+        c = relu_correlation_map(c)
         predicted = c[:, off].mean()
         measured = np.nanmean(M.mean_cosine(S))
         # The empirical kernel of w units fluctuates by O(1/sqrt(w)) per trial, with a
@@ -89,9 +90,9 @@ def test_mean_cosine_follows_arc_cosine_map(rng):
 
 
 def test_relu_correlation_map_fixed_points_and_values():
-    assert theory.relu_correlation_map(1.0) == pytest.approx(1.0)
-    assert theory.relu_correlation_map(0.0) == pytest.approx(1 / math.pi)
-    assert theory.relu_correlation_map(-1.0) == pytest.approx(0.0, abs=1e-15)
+    assert relu_correlation_map(1.0) == pytest.approx(1.0)
+    assert relu_correlation_map(0.0) == pytest.approx(1 / math.pi)
+    assert relu_correlation_map(-1.0) == pytest.approx(0.0, abs=1e-15)
     # Monte Carlo check of the map itself, tolerance from the number of draws.
     rng = np.random.default_rng(5)
     rho, N = 0.3, 400_000
@@ -99,7 +100,7 @@ def test_relu_correlation_map_fixed_points_and_values():
     z2 = rho * z1 + math.sqrt(1 - rho**2) * rng.standard_normal(N)
     a, b = np.maximum(z1, 0), np.maximum(z2, 0)
     mc = (a * b).mean() / 0.5
-    assert abs(mc - theory.relu_correlation_map(rho)) < 5 * 2 / math.sqrt(N)
+    assert abs(mc - relu_correlation_map(rho)) < 5 * 2 / math.sqrt(N)
 
 
 def test_seed_observation_normal_scale_explodes():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from initscope.core import kernels as K
 from initscope.core import theory as th
 from initscope.core.initializers import ACTIVATIONS, draw, recommended_gain
 from initscope.core.network import LEAKY_SLOPE, Architecture, activate, draw_shifts, layer_forward
@@ -52,7 +53,7 @@ def test_general_correlation_map_is_the_relu_arc_cosine_map(nodes):
     c = np.linspace(-1, 1, 41)
     # The closed form (Cho & Saul 2009), not a quadrature: the node count changes nothing.
     quad = th.correlation_map(c, "relu", sigma_w2=2.0, nodes=nodes)
-    np.testing.assert_allclose(quad, th.relu_correlation_map(c), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(quad, K.relu_correlation_map(c), atol=1e-12, rtol=0)
     # Independent of the weight scale and of q, as the closed form says.
     np.testing.assert_allclose(th.correlation_map(c, "relu", sigma_w2=0.7, q=5.0, nodes=nodes), quad, atol=1e-12)
 
@@ -60,14 +61,14 @@ def test_general_correlation_map_is_the_relu_arc_cosine_map(nodes):
 def test_general_correlation_map_matches_the_leaky_closed_form():
     c = np.linspace(-1, 1, 41)
     for a in (LEAKY_SLOPE, 0.2):
-        closed = th.leaky_relu_correlation_map(c, negative_slope=a)
+        closed = K.leaky_relu_correlation_map(c, negative_slope=a)
         if a == LEAKY_SLOPE:
             quad = th.correlation_map(c, "leaky_relu", sigma_w2=2.0, nodes=200)
             np.testing.assert_allclose(quad, closed, atol=1e-12, rtol=0)
         # Limits: ReLU at a = 0, identity at a = 1, fixed point at c = 1.
-        assert th.leaky_relu_correlation_map(1.0, negative_slope=a) == pytest.approx(1.0)
-    np.testing.assert_allclose(th.leaky_relu_correlation_map(c, 0.0), th.relu_correlation_map(c), atol=1e-15)
-    np.testing.assert_allclose(th.leaky_relu_correlation_map(c, 1.0), c, atol=1e-15)
+        assert K.leaky_relu_correlation_map(1.0, negative_slope=a) == pytest.approx(1.0)
+    np.testing.assert_allclose(K.leaky_relu_correlation_map(c, 0.0), K.relu_correlation_map(c), atol=1e-15)
+    np.testing.assert_allclose(K.leaky_relu_correlation_map(c, 1.0), c, atol=1e-15)
 
 
 @pytest.mark.parametrize("a", [LEAKY_SLOPE, 0.2, 0.5])
@@ -77,7 +78,7 @@ def test_leaky_relu_correlation_map_matches_monte_carlo(a, c, rng):
     phi_u, phi_v = (np.where(x > 0, x, a * x) for x in (u, v))
     second = 0.5 * (1 + a * a)  # E[φ(u)²], exact
     mean, se = _mc_mean(phi_u * phi_v / second)
-    assert abs(th.leaky_relu_correlation_map(c, negative_slope=a) - mean) <= 5 * se
+    assert abs(K.leaky_relu_correlation_map(c, negative_slope=a) - mean) <= 5 * se
 
 
 @pytest.mark.parametrize("activation", ["tanh", "gelu"])

@@ -21,7 +21,7 @@ from initscope.core.network import (  # noqa: E402
     layer_jvp,
     mse_output_gradient,
 )
-from initscope.study.runner import NumericalWarning  # noqa: E402
+from initscope.study.records import NumericalWarning  # noqa: E402
 from initscope.torch import ModelError, combine, diagnose, flag_table, inspect  # noqa: E402
 
 CORE_METRIC_COLUMNS = ["init", "trial", "layer", "metric", "value"]

@@ -11,9 +11,8 @@ import pytest
 
 from initscope.study.flags import SCALE_BAND
 from initscope.study.runner import run
-from initscope.study.verdict import (
-    LOST_DIRECTIONS, READOUT_NOTE, kept_directions, lost_direction_flags, per_layer_words, run_verdict,
-)
+from initscope.study.directions import LOST_DIRECTIONS, kept_directions, lost_direction_flags
+from initscope.study.verdict import READOUT_NOTE, per_layer_words, run_verdict
 
 
 def quiet_run(**fields):
@@ -183,7 +182,7 @@ def test_the_run_derives_lost_directions_from_its_arrays_exactly_as_from_its_tab
 def test_a_runs_flags_are_not_derived_again_but_a_loaded_table_is(shrinking, monkeypatch):
     """run() marks its flags complete; the summary, verdict and report then skip the derivation,
     while a table without the mark (read from CSV, or built by hand) still gets it."""
-    from initscope.study import verdict as V
+    from initscope.study import directions as V
 
     calls = []
     real = V.lost_direction_flags

@@ -17,9 +17,10 @@ exit status 1; Ctrl-C is 130 and SIGTERM 143 (`initscope.cli.common.run_app`).
 
 Shell completion (bash, zsh, fish), e.g. in ~/.bashrc:
 
-    eval "$(_INITSCOPE_COMPLETE=bash_source initscope)"
+    eval "$(_INITSCOPE_COMPLETE=source_bash initscope)"
 
-(`zsh_source` and `fish_source` for the other shells).
+(`source_zsh`, `source_fish`; click's `bash_source` spelling and a hand-typed
+`complete_bash` print the same script), or `initscope --show-completion SHELL`.
 """
 
 from __future__ import annotations
@@ -168,7 +169,52 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input, 1 unexpected, 3 not certified)."""
-    return run_app(app, args_or_help(argv))
+    args = args_or_help(argv)
+    _completion_request()
+    shown = _show_completion(args)
+    if shown is not None:
+        return shown
+    return run_app(app, args)
+
+
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+_COMPLETE_VAR = "_INITSCOPE_COMPLETE"
+# What a shell's completion function sets when it asks for completions: without it, the request is a
+# person's `eval "$(_INITSCOPE_COMPLETE=complete_bash initscope)"`, who wants the script.
+_ASKING = {"bash": "COMP_WORDS", "zsh": "_TYPER_COMPLETE_ARGS", "fish": "_TYPER_COMPLETE_ARGS",
+           "powershell": "_TYPER_COMPLETE_ARGS", "pwsh": "_TYPER_COMPLETE_ARGS"}
+
+
+def _completion_request() -> None:
+    """Read _INITSCOPE_COMPLETE as every spelling people use: click's `bash_source` (and zsh_, fish_),
+    Typer's `source_bash`, and `complete_bash` typed by hand (the script, not a crash on COMP_WORDS)."""
+    import os
+
+    value = os.environ.get(_COMPLETE_VAR)
+    if not value:
+        return
+    shell, _, action = value.partition("_")
+    if action == "source" and shell in SHELLS:  # click's spelling
+        os.environ[_COMPLETE_VAR] = f"source_{shell}"
+    elif shell == "complete" and action in SHELLS and _ASKING[action] not in os.environ:
+        os.environ[_COMPLETE_VAR] = f"source_{action}"
+
+
+def _show_completion(args: list[str]) -> int | None:
+    """`--show-completion SHELL` (or `=SHELL`) prints that shell's script; Typer's own option detects the
+    running shell and ignores the name given. None when the option is not given with a shell."""
+    for i, arg in enumerate(args):
+        if arg == "--show-completion" and i + 1 < len(args) and args[i + 1] in SHELLS:
+            shell = args[i + 1]
+        elif arg.startswith("--show-completion=") and arg.split("=", 1)[1] in SHELLS:
+            shell = arg.split("=", 1)[1]
+        else:
+            continue
+        from typer.completion import get_completion_script
+
+        typer.echo(get_completion_script(prog_name="initscope", complete_var=_COMPLETE_VAR, shell=shell))
+        return 0
+    return None
 
 
 def entry() -> None:

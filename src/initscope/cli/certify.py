@@ -2,14 +2,13 @@
 
 The command takes the same config flags as `initscope run`, builds each
 initializer's networks and data exactly as `run` does
-(`initscope.run.materialize`), and certifies per layer that the map from the
-input is injective on the data (`initscope.certify.certify`). It prints one
+(`initscope.study.model.materialize`), and certifies per layer that the map from the
+input is injective on the data (`initscope.core.certify.certify`). It prints one
 table per initializer and, with `--out DIR`, writes `DIR/certificate.csv`.
 
 Exit status: 0 when every layer of every trial is certified, 3 when any is
 not, 2 for bad input (one line on stderr), 1 for anything unexpected.
-Register it on the main CLI with `app.command("certify")(certify_command)`;
-`certify_app` runs it alone (`python -m initscope.cli_fixes ...`).
+`initscope.cli.app` registers it as `initscope certify`.
 """
 
 from __future__ import annotations
@@ -25,10 +24,8 @@ from initscope.cli.common import (
     BadInput,
     MemoryLimit,
     Overwrite,
-    args_or_help,
-    exit_process,
     output_folder,
-    run_app,
+    say_ignored,
     with_config_flags,
     write_files,
 )
@@ -36,25 +33,12 @@ from initscope.core.network import Architecture
 from initscope.study.config import load_config, make_config
 from initscope.study.memory import certify_estimate, check_estimate, memory_budget
 
-__all__ = ["certify_command", "certify_app", "main", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
+__all__ = ["certify_command", "CERTIFICATE_FILE", "EXIT_NOT_CERTIFIED"]
 
 CERTIFICATE_FILE = "certificate.csv"
 EXIT_NOT_CERTIFIED = 3
 
-certify_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="A certificate that no information is lost at initialization.",
-    pretty_exceptions_enable=False,
-)
 
-
-@certify_app.callback()
-def _group() -> None:
-    """A callback keeps `certify` a named subcommand, as on the main CLI (one command alone would not be)."""
-
-
-@certify_app.command("certify")
 @with_config_flags
 def certify_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),
@@ -71,6 +55,7 @@ def certify_command(
         cfg = load_config(config_file, **given) if config_file else make_config(**given)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
+    say_ignored(fields, cfg)
     tolerance = _parse_rtol(rtol)
 
     try:  # certify holds every layer's parameters: refuse now what cannot fit
@@ -111,11 +96,11 @@ def _parse_rtol(text: str | None) -> float | None:
     if text is None:
         return None
     try:
-        value = float(text)
+        value = float(text) if text.isascii() else float("nan")
     except ValueError:
         value = float("nan")
-    if not (value >= 0 and value != float("inf")):
-        raise BadInput(f"The 'rtol' parameter must be a finite number >= 0. Got {text!r} instead.")
+    if not 0 <= value < 1:  # core.certify's bound: 1 calls every pair a collision, 1e300 overflows
+        raise BadInput(f"The 'rtol' parameter must be a finite number >= 0 and < 1. Got {text!r} instead.")
     return value
 
 
@@ -151,11 +136,3 @@ def _print_certificate(name: str, cert, cfg) -> None:
     if any(cert.duplicates):
         console.print(f"note: {sum(cert.duplicates)} pair(s) of input rows coincide within rtol and count as one sample")
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `certify` alone; returns the exit status (0, 3, 2 or 1)."""
-    return run_app(certify_app, ["certify", *args_or_help(argv)])
-
-
-if __name__ == "__main__":
-    exit_process(main())

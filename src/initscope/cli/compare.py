@@ -20,7 +20,8 @@ from initscope.cli.common import (
     write_files,
     write_run,
 )
-from initscope.report.writer import mark_folder
+from initscope.cli.progress import DelayedProgress
+from initscope.study.writer import mark_folder
 from initscope.study.fixes import FIXES, compare_fixes, outcome_label, plan_fixes
 from initscope.study.memory import memory_budget
 
@@ -42,6 +43,8 @@ def compare_fixes_command(
     from rich.console import Console
 
     names = None if fixes is None else [f.strip() for f in fixes.split(",") if f.strip()]
+    if names == []:
+        raise BadInput(f"The 'fixes' parameter must name at least one fix from {list(FIXES)}. Got {fixes!r} instead.")
     try:
         depth_list = [int(d) for d in depths.split(",") if d.strip()]
         if not depth_list or min(depth_list) < 1:
@@ -58,17 +61,22 @@ def compare_fixes_command(
         raise BadInput(str(exc)) from None
     with output_folder(out, command="compare-fixes", overwrite=overwrite) as folder:
         try:
-            with memory_plan_warnings():
-                ranking, outcomes = compare_fixes(names, memory_limit=budget, **given)
+            # A bar over fixes × depths on a terminal once it has taken ~2 s: the comparison takes minutes.
+            with memory_plan_warnings(), DelayedProgress("fixes × depths") as bar:
+                ranking, outcomes = compare_fixes(names, memory_limit=budget, progress=bar, **given)
         except (ValueError, TypeError) as exc:
             raise BadInput(str(exc)) from None
+        for o in outcomes:
+            if o.diverged:  # a result, not an error: said here and in index.html
+                typer.echo(f"warning: fix {o.fix!r} {o.diverged}", err=True)
         for o in outcomes:
             # Each fix's folder is a run folder of its own: `initscope report` redraws it, `run --out` replaces it.
             sub = folder / outcome_label(o)
             write_run(sub, o.result, report=report, png=False)
             write_files(sub, {"certificate": o.certificate}, {})
             mark_folder(sub, "run", command_line(), owners={"certificate.csv": "certify"})
-        write_files(folder, {"ranking": ranking}, {"index.html": index_page(ranking, linked=report)})
+        notes = tuple(f"fix {o.fix!r} {o.diverged}" for o in outcomes if o.diverged)
+        write_files(folder, {"ranking": ranking}, {"index.html": index_page(ranking, linked=report, notes=notes)})
 
     console = Console()
     for depth, rows in ranking.groupby("depth", sort=True):
@@ -117,8 +125,9 @@ def ranking_table(rows, *, title: str):
     return table
 
 
-def index_page(ranking, *, linked: bool = True) -> str:
-    """A small self-contained page: the ranking per depth, each fix linking to its own report."""
+def index_page(ranking, *, linked: bool = True, notes: tuple[str, ...] = ()) -> str:
+    """A small self-contained page: the ranking per depth, each fix linking to its own report; notes
+    (a diverged fix's sentence) under the tables."""
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>initscope: fixes compared</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin-bottom:2em}"
              "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td.l,th.l{text-align:left}</style></head><body>",
@@ -149,5 +158,7 @@ def index_page(ranking, *, linked: bool = True) -> str:
                     cells.append(f"<td>{html.escape(str(v))}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table>")
+    if notes:
+        parts.append("<h2>notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

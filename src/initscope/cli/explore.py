@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from initscope.cli.common import BadInput
+from initscope.cli.common import EXIT_INTERRUPTED, EXIT_TERMINATED, BadInput, Terminated
 from initscope.explore.api import config_json
 from initscope.study.config import load_config
 
@@ -53,14 +53,17 @@ def explore_command(
     from initscope.explore.server import Settings, create_app
 
     settings = Settings(data_dir=_data_dir(data_dir), max_size=_max_size(max_size),
-                        cache_bytes=_cache_bytes(cache_mb),
-                        allowed_hosts=("127.0.0.1", "localhost", "::1", host) if _is_loopback(host) else None)
+                        cache_bytes=_cache_bytes(cache_mb))
     if config_file is not None:
         settings.preload, settings.data_dir = _preload(config_file, settings.data_dir)
     sock = _bind(host, port)
-    bound = sock.getsockname()[1]
+    address, bound = sock.getsockname()[:2]
+    # Judged from the address bound, not from how --host spells it (127.1, 0x7f.1, localhost.).
+    loopback = _is_loopback(address)
+    if loopback:
+        settings.allowed_hosts = ("127.0.0.1", "localhost", "::1", host, address)
     url = f"http://{_url_host(host)}:{bound}/"
-    if not _is_loopback(host):
+    if not loopback:
         typer.echo(f"warning: the explorer has no authentication; anyone who can reach {url} can run "
                    f"computations on this machine" + (" and read the files under --data-dir"
                                                       if settings.data_dir else "") + ".", err=True)
@@ -71,10 +74,11 @@ def explore_command(
     sys.stdout.flush()
     if not no_browser:
         threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
+    status = 0
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the signal it caught once it has shut down
-        pass
+    except KeyboardInterrupt as exc:  # uvicorn re-raises the signal it caught once it has shut down
+        status = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     finally:
         sock.close()
     computing, abandoned = app.state.jobs.shutdown()
@@ -85,7 +89,9 @@ def explore_command(
         # Their threads cannot be interrupted and the interpreter would wait for them at exit.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(status)
+    if status:
+        raise typer.Exit(EXIT_INTERRUPTED)  # run_app says so, and makes it 143 after SIGTERM
 
 
 def _data_dir(path: Path | None) -> Path | None:

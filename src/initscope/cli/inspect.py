@@ -11,18 +11,16 @@ config.toml and report.html, and prints the per-layer table and the flags.
 grad_norm differentiates `--loss` (output-norm, mse, cross-entropy or
 random-projection; `initscope.torch.gradients`) against `--targets`.
 
-The command lives on its own Typer app, `torch_app`, so that it is tested
-alone (`main([...])`, `python -m initscope.cli_torch inspect ...`) and is
-registered on the main CLI with `app.command("inspect")(inspect_command)`.
+`initscope.cli.app` registers `inspect_command` as `initscope inspect`.
 Bad input, a broken factory, and a model, loss or backward pass that raises
 are one line on stderr ("initscope: error: ...", quoting the model's own
-message) and exit status 2 (`BadInput`, mapped by `run_app` under either
-app). `--out` is checked before the model is built. torch is imported only
+message) and exit status 2 (`BadInput`, mapped by `run_app`). `--out` is checked before the model is built. torch is imported only
 when the command runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import warnings
@@ -31,32 +29,18 @@ from typing import Optional
 
 import typer
 
-from initscope.cli.common import BadInput, Out, Overwrite, args_or_help, exit_process, output_folder, run_app, write_files
+from initscope.cli.common import BadInput, Out, Overwrite, has_report_extra, output_folder
+from initscope.core.gradients import LOSSES
 from initscope.core.engine import reads
 from initscope.core.metrics import METRICS
-from initscope.study.config import toml_text
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.study.memory import check_estimate, inspect_estimate, memory_budget
 
-__all__ = ["torch_app", "inspect_command", "main", "DEFAULT_OUT", "OUTPUT_FILES", "LOSSES"]
+__all__ = ["inspect_command", "DEFAULT_OUT", "OUTPUT_FILES"]
 
 DEFAULT_OUT = Path("initscope-inspect")
-# initscope.torch.gradients.LOSSES, repeated so that --loss is checked before torch is imported (a test compares them)
-LOSSES = ("output-norm", "mse", "cross-entropy", "random-projection")
 OUTPUT_FILES = ("metrics.csv", "spectra.csv", "projections.csv", "weight_norms.csv", "flags.csv", "layers.csv",
                 "config.toml")
-
-torch_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Diagnose a PyTorch model of your own, layer by layer.",
-    pretty_exceptions_enable=False,
-)
-
-
-@torch_app.callback()
-def _group() -> None:
-    """Keeps `inspect` a named subcommand when this app runs alone."""
-
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
@@ -98,7 +82,7 @@ def _int(name: str, text: str | None, low: int, default: int, high: int = 2**31 
     if text is None:
         return default
     try:
-        value = int(text)
+        value = int(text) if text.isascii() else low - 1  # int() reads any script's digits ("４")
     except ValueError:
         value = low - 1
     if value < low:
@@ -106,6 +90,18 @@ def _int(name: str, text: str | None, low: int, default: int, high: int = 2**31 
     if value > high:  # torch.manual_seed and SQLite stop at 64 bits; sizes far earlier
         raise BadInput(f"The '{name}' parameter must be an integer >= {low} and <= {high}. Got {text!r} instead.")
     return value
+
+
+MIN_ROWS = 16  # fewer rows than this cannot estimate a spectrum of any use
+
+
+def _max_rows(text: str | None) -> int:
+    """--max-rows: an integer >= 1; below MIN_ROWS it is raised to MIN_ROWS, with a note."""
+    rows = _int("max-rows", text, 1, 8192)
+    if rows < MIN_ROWS:
+        typer.echo(f"note: --max-rows {rows} raised to {MIN_ROWS}, the fewest rows a spectrum is estimated from",
+                   err=True)
+    return max(rows, MIN_ROWS)
 
 
 def _layout(text: str | None):
@@ -134,8 +130,7 @@ def _gain(text: str | None) -> float | None:
     return value
 
 
-# long: a Typer command whose 22 options are its signature (34 lines); the body reads them in order (43)
-@torch_app.command("inspect")
+# long: a Typer command whose 25 options are its signature (48 lines); the body reads them in order (29)
 def inspect_command(
     factory: str = typer.Argument(..., metavar="FILE.py:FUNCTION",
                                   help="A function returning the model: path/to/file.py:name or package.module:name."),
@@ -161,7 +156,7 @@ def inspect_command(
     metrics: Optional[str] = typer.Option(None, help="Comma-separated subset of metrics (default: all)."),
     dtype: Optional[str] = typer.Option(None, help="float32 or float64: convert the model (default: as built)."),
     jacobian_samples: Optional[str] = typer.Option(None, "--jacobian-samples", metavar="INT",
-                                                   help="Samples for jacobian_rank (default: 64)."),
+                                                   help=f"Samples for jacobian_rank (default: {JACOBIAN_SAMPLES})."),
     layout: Optional[str] = typer.Option(None, metavar="LAYOUT|NAME=LAYOUT,...",
                                          help="How multi-axis states read: units, channels-first or tokens, for all "
                                               "(e.g. tokens) or per module name or type (e.g. GPT2Block=tokens,"
@@ -187,6 +182,39 @@ def inspect_command(
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the tables."),
 ) -> None:
     """Run your model on a batch and write per-layer metrics, spectra, flags and report.html."""
+    _check_choices(input_file=input_file, input_shape=input_shape, init=init, weights=weights, gain=gain, mode=mode,
+                   dtype=dtype, loss=loss, targets_file=targets_file)
+    shape = _shape(input_shape) if input_shape is not None else None
+    _check_memory(shape, input_file, memory_limit)
+    seed_value = _int("seed", seed, 0, 0, high=2**63 - 1)  # config.MAX_SEED, without importing the study
+    jac = _int("jacobian-samples", jacobian_samples, 1, JACOBIAN_SAMPLES)
+    rows = _max_rows(max_rows)
+    layout_value = _layout(layout)
+    gain_value = _gain(gain)
+    _need_torch()
+
+    with output_folder(out, command="inspect", overwrite=overwrite) as folder:
+        result = _inspect_model(factory, input_file=input_file, shape=shape, targets_file=targets_file,
+                                weights=weights, init=init, gain=gain_value, activation=activation,
+                                seed=seed_value, mode=mode, layers=layers, metrics=metrics, dtype=dtype,
+                                jacobian_samples=jac, layout=layout_value, reference=reference, max_rows=rows,
+                                loss=loss, checkpoint=checkpoint)
+        command = _command_line(factory, checkpoint, {
+            "--input": input_file, "--input-shape": input_shape, "--loss": loss, "--targets": targets_file,
+            "--weights": weights, "--init": init, "--gain": gain, "--activation": activation if init else None,
+            "--seed": seed, "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
+            "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
+            "--max-rows": max_rows})
+        source = input_file if input_file is not None else f"standard normal {input_shape}"
+        result.config = dataclasses.replace(result.config, factory=factory, inputs=str(source),
+                                            weights=None if weights is None else str(weights), command=command)
+        result.write_into(folder, report=report and has_report_extra(), png=png)
+    if not quiet:
+        _print(result, Path(out))
+
+
+def _check_choices(*, input_file, input_shape, init, weights, gain, mode, dtype, loss, targets_file) -> None:
+    """The options that exclude or need each other, and the choices, checked before anything is built."""
     if (input_file is None) == (input_shape is None):
         raise BadInput("Give the inputs with exactly one of --input FILE or --input-shape N,... .")
     if init is not None and weights is not None:
@@ -202,40 +230,20 @@ def inspect_command(
     if targets_file is not None and loss in ("output-norm", "random-projection"):
         raise BadInput(f"The 'targets' parameter is not read by --loss {loss}; give --loss mse (floating targets) "
                        "or --loss cross-entropy (class ids) with it.")
-    shape = _shape(input_shape) if input_shape is not None else None
-    _check_memory(shape, input_file, memory_limit)
-    seed_value = _int("seed", seed, 0, 0, high=2**63 - 1)  # config.MAX_SEED, without importing the study
-    jac = _int("jacobian-samples", jacobian_samples, 1, 64)
-    rows = _int("max-rows", max_rows, 16, 8192)
-    layout_value = _layout(layout)
-    gain_value = _gain(gain)
+
+
+def _need_torch() -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
         raise BadInput("initscope inspect needs PyTorch: pip install 'initscope[torch]'.") from None
 
-    with output_folder(out, command="inspect", overwrite=overwrite) as folder:
-        result = _inspect_model(factory, input_file=input_file, shape=shape, targets_file=targets_file,
-                                weights=weights, init=init, gain=gain_value, activation=activation,
-                                seed=seed_value, mode=mode, layers=layers, metrics=metrics, dtype=dtype,
-                                jacobian_samples=jac, layout=layout_value, reference=reference, max_rows=rows,
-                                loss=loss, checkpoint=checkpoint)
-        source = input_file if input_file is not None else f"standard normal {input_shape}"
-        result.config.update(factory=factory, inputs=str(source))
-        if weights is not None:
-            result.config["weights"] = str(weights)
-        given = {"--input": input_file, "--input-shape": input_shape, "--loss": loss, "--targets": targets_file,
-                 "--weights": weights,
-                 "--init": init, "--gain": gain, "--activation": activation if init else None, "--seed": seed,
-                 "--mode": mode, "--layers": layers, "--metrics": metrics, "--dtype": dtype,
-                 "--jacobian-samples": jacobian_samples, "--layout": layout, "--reference": reference,
-                 "--max-rows": max_rows}
-        flags = [] if checkpoint else ["--no-checkpoint"]
-        result.config["command"] = " ".join(["initscope inspect", _quote(factory)] + [
-            f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None] + flags)
-        _write(result, folder, report=report, png=png)
-    if not quiet:
-        _print(result, Path(out))
+
+def _command_line(factory: str, checkpoint: bool, given: dict) -> str:
+    """The `initscope inspect` command that reruns this one: the options given, as given, quoted for a shell."""
+    flags = [] if checkpoint else ["--no-checkpoint"]
+    return " ".join(["initscope inspect", _quote(factory)] + [
+        f"{flag} {_quote(str(value))}" for flag, value in given.items() if value is not None] + flags)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -293,18 +301,6 @@ def _quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
-
-
-def _toml(config: dict) -> str:
-    return toml_text(config, header="initscope inspect: the context of this diagnosis (`initscope report DIR` redraws it)")
-
-
-def _write(result, folder: Path, *, report: bool, png: bool) -> None:
-    """Every output into the output folder's temporary folder."""
-    tables = {name: getattr(result, name) for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "layers")}
-    if len(result.jacobian_spectra):  # with jacobian_log_spread, as `initscope run` writes it
-        tables["jacobian_spectra"] = result.jacobian_spectra
-    write_files(folder, tables, {"config.toml": _toml(result.config)}, report_source=result if report else None, png=png)
 
 
 def _number(v: float) -> str:
@@ -369,12 +365,3 @@ def _print(result, out: Path) -> None:
     for note in result.notes:
         console.print(f"note: {note}")
     console.print(f"wrote {out}/ ({', '.join(OUTPUT_FILES)}, report.html)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of this app alone; returns the exit status."""
-    return run_app(torch_app, args_or_help(argv))
-
-
-if __name__ == "__main__":
-    exit_process(main())

@@ -25,20 +25,24 @@ __all__ = ["phase_command"]
 _INTS = ("width", "depth", "networks", "samples", "seed", "nodes")
 
 
-def phase_command(
+def phase_command(  # long: Typer reads every option from this signature (phase's and --train's)
     activation: str = typer.Option("tanh", "--activation", help="relu, leaky_relu, tanh, gelu, identity."),
     sigma_w2: str = typer.Option("1:4:25", "--sigma-w2", metavar="LIST|START:STOP:N",
                                  help="σ_w² grid: comma-separated values or START:STOP:N."),
-    sigma_b2: str = typer.Option("0:0.3:13", "--sigma-b2", metavar="LIST|START:STOP:N",
-                                 help="σ_b² grid, the same way."),
+    sigma_b2: Optional[str] = typer.Option(None, "--sigma-b2", metavar="LIST|START:STOP:N",
+                                           help="σ_b² grid, the same way (default 0:0.3:13; with --train one "
+                                                "value, default 0.05)."),
     measure: bool = typer.Option(False, "--measure/--no-measure",
                                  help="Also measure ξ_c in wide random networks on a coarser grid."),
     measure_sigma_w2: str = typer.Option("1.2,1.5,2,2.5,3,4", "--measure-sigma-w2", metavar="LIST|START:STOP:N",
                                          help="σ_w² values measured."),
     measure_sigma_b2: str = typer.Option("0.05,0.15,0.3", "--measure-sigma-b2", metavar="LIST|START:STOP:N",
                                          help="σ_b² values measured."),
-    width: str = typer.Option("256", "--width", metavar="INT", help="Width of the measured networks."),
-    depth: str = typer.Option("30", "--depth", metavar="INT", help="Depth of the measured networks."),
+    width: Optional[str] = typer.Option(None, "--width", metavar="INT",
+                                        help="Width of the measured networks (default 256; with --train 100)."),
+    depth: Optional[str] = typer.Option(None, "--depth", metavar="INT|LIST|START:STOP:N",
+                                        help="Depth of the measured networks (default 30); with --train the depth "
+                                             "axis, a list or START:STOP:N (default 10:120:12)."),
     networks: str = typer.Option("8", "--networks", metavar="INT", help="Networks per measured point."),
     samples: str = typer.Option("32", "--samples", metavar="INT", help="Inputs per group (two groups)."),
     seed: str = typer.Option("0", "--seed", metavar="INT", help="Seed of every random draw."),
@@ -47,8 +51,36 @@ def phase_command(
     overwrite: Overwrite = False,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs plotly)."),
     memory_limit: MemoryLimit = None,
+    train: bool = typer.Option(False, "--train", help="Train networks over σ_w² × depth on a real task: the "
+                                                      "trainability diagram (Schoenholz et al. 2017)."),
+    data: str = typer.Option("digits", "--data", help="--train: the task's dataset (its labels)."),
+    steps: str = typer.Option("300", "--steps", metavar="INT", help="--train: training steps per network."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="--train: sgd, momentum or adam."),
+    lr: str = typer.Option("0.01", "--lr", metavar="FLOAT", help="--train: learning rate."),
+    batch_size: str = typer.Option("128", "--batch-size", metavar="INT", help="--train: samples per step, 0 = all."),
+    workers: Optional[str] = typer.Option(None, "--workers", metavar="INT",
+                                          help="--train: processes over cells (default: cores)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                            help="--train: a Dask scheduler to run the cells on."),
+    store: Optional[Path] = typer.Option(None, "--store", metavar="FILE",
+                                         help="--train: SQLite file of finished cells; a rerun resumes from it."),
+    trained_below: Optional[str] = typer.Option(None, "--trained-below", metavar="LOSS",
+                                                help="--train: a network 'trained' when its final loss is below "
+                                                     "this (the predictors' AUC; default: the grid's median)."),
 ) -> None:
     """Draw the order-to-chaos phase diagram (χ₁ = 1 line, ξ_c and ξ_q) and optionally measure ξ_c."""
+    if train:
+        from initscope.cli.phase_train import train_command
+
+        train_command(activation=activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2 or "0.05",
+                      depth=depth or "10:120:12", width=width or "100", networks=networks,
+                      seed=seed, data=data, steps=steps, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                      workers=workers, scheduler=scheduler, store=store, out=out, overwrite=overwrite, report=report,
+                      memory_limit=memory_limit, trained_below=trained_below)
+        return
+    sigma_b2 = sigma_b2 or "0:0.3:13"
+    depth = depth or "30"
+    width = width or "256"
     ints = {}
     for name, text in zip(_INTS, (width, depth, networks, samples, seed, nodes)):
         try:

@@ -8,6 +8,7 @@ are replaced whole or not at all, and a file initscope did not write is never to
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -21,6 +22,7 @@ from initscope.cli.common import (
     has_report_extra,
     output_folder,
     parse_workers,
+    say_ignored,
     with_config_flags,
     workers_option,
     write_run,
@@ -43,7 +45,8 @@ def run_command(
     workers: workers_option("Threads over trials (default: cores).") = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs the optional 'report' extra)."),
     png: bool = typer.Option(False, "--png", help="Also write static PNG and GIF figures."),
-    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary table (the verdict still prints)."),
+    verdict: bool = typer.Option(True, "--verdict/--no-verdict", help="Print the verdict in words (with --quiet too)."),
     memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
                                                help="Memory budget, e.g. 8GiB (default: 80% of available memory)."),
 ) -> None:
@@ -52,12 +55,17 @@ def run_command(
         cfg = load_config(config_file, **fields) if config_file else make_config(**fields)
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
+    say_ignored(fields, cfg)
     n_workers = parse_workers(workers)
 
     from initscope.study.runner import run
 
     try:  # before the output folder exists: a run that cannot fit is refused at once
-        plan = plan_run(cfg, worker_count(n_workers, cfg.trials), memory_budget(memory_limit))
+        budget = memory_budget(memory_limit)
+        plan = plan_run(cfg, worker_count(n_workers, cfg.trials), budget)
+        from initscope.study.training import check_training_memory
+
+        check_training_memory(cfg, budget, worker_count(n_workers, cfg.trials))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
@@ -77,7 +85,20 @@ def run_command(
     if not quiet:
         from initscope.cli.summary import print_summary
 
-        print_summary(result, Path(out))
+        print_summary(result, Path(out), verdict=verdict)
+    elif verdict:  # --quiet drops the tables, not the answer
+        from rich.console import Console
+
+        from initscope.cli.summary import print_verdict
+
+        print_verdict(result, Console(width=None if sys.stdout.isatty() else 180))
+    if len(result.training):  # steps > 0: how each initializer's training went
+        from initscope.study.train_summary import summary_lines
+
+        typer.echo(f"Training ({cfg.steps} steps, {cfg.optimizer}, lr {cfg.lr:g}"
+                   f"{f', batch {cfg.batch_size}' if cfg.batch_size else ''}):")
+        for line in summary_lines(result.training):
+            typer.echo(f"  {line}")
 
 
 def report_command(
@@ -100,7 +121,7 @@ def report_command(
     has_report_extra(required=True)
     from initscope import report as report_mod
     from initscope.report.page import write_page
-    from initscope.report.writer import read_marker
+    from initscope.study.writer import read_marker
 
     try:
         tables = report_mod.load_run(folder)

@@ -1,12 +1,10 @@
 """The study commands: `initscope sweep`, `initscope results`, and the sweep report of `initscope report STORE`.
 
-They live on their own Typer app, `study_app`, so they can be tested alone
-(`main([...])`, or `python -m initscope.cli_study ...`) and registered on the
-main CLI with `app.command("sweep")(sweep_command)` and
-`app.command("results")(results_command)`. Bad input is one line on stderr
-("initscope: error: ...") and exit status 2 (`BadInput`, mapped by
-`run_app` under either app); nothing is written before the sweep file,
-the options and the store have been checked.
+`initscope.cli.app` registers `sweep_command` and `results_command`; `initscope
+report STORE` builds the sweep report through `sweep_report`. Bad input is one
+line on stderr ("initscope: error: ...") and exit status 2 (`BadInput`, mapped
+by `run_app`); nothing is written before the sweep file, the options and the
+store have been checked.
 """
 
 from __future__ import annotations
@@ -22,39 +20,27 @@ from initscope.cli.common import (
     BadInput,
     MemoryLimit,
     Overwrite,
-    args_or_help,
     check_output,
-    exit_process,
     has_report_extra,
     output_folder,
     parse_workers,
-    run_app,
     workers_option,
 )
+from initscope.cli.progress import DelayedProgress
 from initscope.study.memory import format_bytes, memory_budget, parse_memory, plan_run
 from initscope.study.sweep import config_record, load_sweep
 
 __all__ = [
-    "study_app",
     "sweep_command",
     "results_command",
     "sweep_report",
     "is_store",
-    "main",
     "DEFAULT_SWEEP_OUT",
     "STORE_NAME",
 ]
 
 DEFAULT_SWEEP_OUT = Path("initscope-sweep")
 STORE_NAME = "results.sqlite"
-
-study_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Sweeps over many configurations, a results store, and the sweep report.",
-    pretty_exceptions_enable=False,
-)
-
 
 def is_store(path: str | os.PathLike) -> bool:
     """True when `path` is an initscope results store (what `initscope report PATH` dispatches on)."""
@@ -82,7 +68,6 @@ def _store_path(store: Path | None, out: Path | None) -> tuple[Path, Path]:
 
 
 # long: its 19-line docstring is the command's --help text; signature 13 lines, body 42
-@study_app.command("sweep")
 def sweep_command(
     config_file: Path = typer.Argument(..., metavar="CONFIG.toml",
                                        help="Sweep file: config fields, any of them a list; the sweep is their product."),
@@ -149,7 +134,7 @@ def sweep_command(
         stack.close()
         raise BadInput(str(exc)) from None
     try:
-        with stack, db, _progress(quiet) as progress:
+        with stack, db, _SweepProgress(quiet) as progress:
             outcome = run_sweep(sweep, db, executor, slots=slots, on_start=progress.start,
                                 on_progress=progress.advance, memory_limit=share)
     except KeyboardInterrupt:
@@ -203,64 +188,30 @@ def _memory_share(memory_limit: str | None) -> int | None:
         raise BadInput(str(exc)) from None
 
 
-class _NoProgress:
-    def start(self, total: int, done: int) -> None:
-        pass
+class _SweepProgress:
+    """The sweep's on_start / on_progress callbacks on the command line's one progress bar (`cli.progress`):
+    trials done of those to run, their rate, elapsed time and ETA, and each failed configuration above it."""
 
-    def advance(self, trials: int, batch) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-class _RichProgress(_NoProgress):
-    """Trials done / total, rate, elapsed and ETA on stderr."""
-
-    def __init__(self):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        from rich.text import Text
-
-        class Rate(ProgressColumn):
-            def render(self, task) -> Text:
-                speed = task.finished_speed or task.speed
-                return Text(f"{speed:.1f} trials/s" if speed else "- trials/s", style="progress.data.speed")
-
-        self._progress = Progress(
-            TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"), Rate(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
-        )
-        self._task = None
+    def __init__(self, quiet: bool):
+        self.bar = DelayedProgress("sweep", enabled=not quiet, delay=0.0, transient=False, rate=True)
+        self.total = 0
         self.failed = 0
 
-    def __enter__(self):
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
-
     def start(self, total: int, done: int) -> None:
-        if total:  # nothing to run: no empty bar
-            self._task = self._progress.add_task("sweep", total=total)
+        self.total = total  # the trials to run now: those already in the store are not counted
 
     def advance(self, trials: int, batch) -> None:
         if batch is not None and not batch.ok:
             self.failed += 1
-            self._progress.console.print(f"[red]failed[/red] {batch.config_id} ({batch.config.init[0]}): {batch.error}",
-                                         markup=True, highlight=False)
-        if self._task is not None:
-            self._progress.advance(self._task, trials)
+            self.bar.note(f"[red]failed[/red] {batch.config_id} ({batch.config.init[0]}): {batch.error}")
+        if self.total:  # nothing to run: no empty bar
+            self.bar.advance(trials, self.total)
 
+    def __enter__(self):
+        return self
 
-def _progress(quiet: bool) -> _NoProgress:
-    return _NoProgress() if quiet else _RichProgress()
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 def _describe_config(config, axes: dict) -> str:
@@ -303,7 +254,6 @@ def _auto_report(store_path: Path, out_dir: Path, *, overwrite: bool) -> None:
 _TABLES = ("metrics", "spectra", "trials", "flags")
 
 
-@study_app.command("results")
 def results_command(
     store: Path = typer.Argument(..., metavar="STORE", help="A results store written by `initscope sweep`."),
     csv: Optional[Path] = typer.Option(None, "--csv", metavar="PATH", help="Export the table as CSV."),
@@ -320,7 +270,13 @@ def results_command(
     --overwrite.
     """
     from initscope.study.store import Store
+    from initscope.study.trainability import is_cell_store
 
+    if is_cell_store(store):  # a `phase --train` store: its cells, step-0 features or predictors (the default)
+        from initscope.cli.phase_train import export_cells
+
+        export_cells(store, "predictors" if table == "metrics" else table, csv, parquet, overwrite, _export_to)
+        return
     if table not in _TABLES:
         raise BadInput(f"The 'table' parameter must be one of {list(_TABLES)}. Got {table!r} instead.")
     if parquet is not None:
@@ -382,7 +338,7 @@ def _export_to(path: Path, kind: str, overwrite: bool):
     """The temporary folder to write the `kind` export into; the one writer (`Output`) puts it at `path`
     when the block succeeds: a failed export leaves no half file, and a file initscope did not write
     is refused now (naming `kind`) unless overwrite."""
-    from initscope.report.writer import Output, OutputError
+    from initscope.study.writer import Output, OutputError
 
     try:
         with Output(path.parent, command="results", replace=False, writes=(path.name,),
@@ -423,29 +379,3 @@ def sweep_report(
         raise BadInput(str(exc)) from None
     typer.echo(f"wrote {path}")
     return path
-
-
-@study_app.command("report")
-def report_store_command(
-    store: Path = typer.Argument(..., metavar="STORE", help="A results store written by `initscope sweep`."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH",
-                                       help="The .html file (default: report.html beside the store)."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Metric(s), comma-separated (default: effective_rank)."),
-    x: Optional[str] = typer.Option(None, "--x", help="Heat map x axis: a config field (default: depth)."),
-    y: Optional[str] = typer.Option(None, "--y", help="Heat map y axis: a config field (default: width)."),
-    group_by: str = typer.Option("init", "--group-by", help="Config field the depth curves are grouped by."),
-    overwrite: Overwrite = False,
-) -> None:
-    """Build the sweep report: heat maps over two config fields and metric-vs-depth curves."""
-    if not is_store(store):
-        raise BadInput(f"The 'store' parameter must be an initscope results store. Got {str(store)!r} instead.")
-    sweep_report(store, out, metric=metric, x=x, y=y, group_by=group_by, overwrite=overwrite)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of this app alone; returns the exit status."""
-    return run_app(study_app, args_or_help(argv))
-
-
-if __name__ == "__main__":
-    exit_process(main())

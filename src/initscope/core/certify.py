@@ -155,8 +155,10 @@ def _rtol(value) -> float:
         out = float(value)
     except (TypeError, ValueError):
         out = math.nan
-    if isinstance(value, bool) or not math.isfinite(out) or out < 0:
-        raise ValueError(f"The 'rtol' parameter must be a finite number >= 0. Got {value!r} instead.")
+    # Below 1: a tolerance as large as a state row's typical norm calls every pair a collision, and
+    # one far above it overflows (1e300 times the state's scale).
+    if isinstance(value, bool) or not math.isfinite(out) or not 0 <= out < 1:
+        raise ValueError(f"The 'rtol' parameter must be a finite number >= 0 and < 1. Got {value!r} instead.")
     return out
 
 

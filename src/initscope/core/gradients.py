@@ -25,9 +25,12 @@ import numpy as np
 
 from initscope.core.network import Architecture, layer_forward, layer_vjp
 
-__all__ = ["weight_gradient_norms", "checkpoint_split", "recompute_schedule", "CHECKPOINTS"]
+__all__ = ["weight_gradient_norms", "checkpoint_split", "recompute_schedule", "CHECKPOINTS", "LOSSES"]
 
 CHECKPOINTS = 4  # states the backward pass may hold besides the input and one block
+# The named losses a framework adapter differentiates for a model's grad_norm (`initscope.torch.gradients`),
+# here so that the CLI checks --loss without importing the framework.
+LOSSES = ("output-norm", "mse", "cross-entropy", "random-projection")
 
 Params = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 

@@ -37,6 +37,7 @@ import pandas as pd
 
 from initscope.core.network import Architecture, forward, layer_param_jvp, layer_param_vjp
 from initscope.core.numerics import safe_eigh
+from initscope.core.optimizers import sgd
 
 __all__ = [
     "METHODS",
@@ -251,10 +252,13 @@ def _ascend(params: Params, grads: Params, lr: float) -> Params:
     ok = np.ones(params[0][0].shape[0], dtype=bool)
     for gW, gb in grads:
         ok &= np.isfinite(gW).all(axis=(1, 2)) & np.isfinite(gb).all(axis=1)
-    rate = np.where(ok, lr, 0.0).astype(params[0][0].dtype)
-    stepped = [(W + rate[:, None, None] * np.where(ok[:, None, None], gW, 0.0),
-                b + rate[:, None] * np.where(ok[:, None], gb, 0.0))
-               for (W, b), (gW, gb) in zip(params, grads)]
+    # Ascent is descent along −∇f: the task training's SGD (core.optimizers), on the finite trials only.
+    flat = [-np.where(ok[:, None, None], gW, 0.0) for gW, _ in grads], [-np.where(ok[:, None], gb, 0.0) for _, gb in grads]
+    # lr in the parameters' dtype, as the step always took it (float32 runs round it).
+    updates, _ = sgd(params[0][0].dtype.type(lr)).update(flat[0] + flat[1], ())
+    L = len(params)
+    stepped = [(W + uW, b + ub)
+               for (W, b), uW, ub in zip(params, updates[:L], updates[L:])]
     # A step so large that the parameters themselves overflow (lr 1e300) is skipped too.
     for W, b in stepped:
         ok &= np.isfinite(W).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)

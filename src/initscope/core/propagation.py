@@ -31,7 +31,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["jacobian_singular_values", "jacobian_sq_mean", "jacobian_log_spread", "pre_q", "log10_histogram",
-           "JACOBIAN_LOG10_EDGES"]
+           "JACOBIAN_LOG10_EDGES", "JACOBIAN_SAMPLES"]
+
+# Samples per trial (a run) or per model (an inspection) whose input Jacobian ∂s_l/∂x is measured by default:
+# the Jacobian metrics average over them, and the memory plans count them.
+JACOBIAN_SAMPLES = 64
 
 # Bins for the report's density of log10 σ (normalised as in jacobian_sq_mean): 0.1 decades
 # from 1e-8 to 1e8; values outside land in the end bins, zeros (below the rank threshold) are left out.
@@ -50,8 +54,12 @@ def jacobian_sq_mean(J: np.ndarray) -> np.ndarray:
     if m == 0 or d == 0 or w == 0 or not finite.any():
         return out
     Jf = J[finite].reshape(int(finite.sum()), -1)
+    if len(Jf) == 1:
+        # einsum takes another summation path for a single row (last bits differ): a zero row beside it
+        # keeps a trial's value the same whether it is measured alone or with others (memory chunking).
+        Jf = np.concatenate([Jf, np.zeros_like(Jf)])
     with np.errstate(over="ignore"):
-        out[finite] = np.einsum("tk,tk->t", Jf, Jf) / (m * w)
+        out[finite] = (np.einsum("tk,tk->t", Jf, Jf) / (m * w))[:int(finite.sum())]
     return out
 
 

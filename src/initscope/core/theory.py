@@ -32,12 +32,9 @@ from initscope.core.kernels import (
     piecewise_linear_derivative_cross,
     piecewise_linear_second_moment,
 )
-from initscope.core.kernels import leaky_relu_correlation_map, relu_correlation_map  # re-exported: theory's API
 from initscope.core.network import activate, activation_derivative
 
 __all__ = [
-    "relu_correlation_map",
-    "leaky_relu_correlation_map",
     "DEFAULT_NODES",
     "weight_sigma2",
     "shift_sigma2",
@@ -342,7 +339,7 @@ def correlation_map(
     ReLU, leaky ReLU and the identity: exact, the arc-cosine kernel
     (Cho & Saul 2009) with the shifts added to the pre-activation covariance,
     c' = (σ_w²·q·((1 − a)²·J1(θ)/(2π) + a·c) + σ_b²) / (σ_w²·q·(1 + a²)/2 + σ_b²);
-    with σ_b = 0 that is `relu_correlation_map` / `leaky_relu_correlation_map`
+    with σ_b = 0 that is `kernels.relu_correlation_map` / `kernels.leaky_relu_correlation_map`
     at any q. Others: a 2-D Gauss–Hermite rule (`kernels.gaussian_pair_expectation`).
     c: any shape; returns that shape.
     """

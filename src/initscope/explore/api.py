@@ -10,7 +10,7 @@
   field to reduce and how far; or whose memory peak (`study.memory`'s
   estimate, the one `initscope run` checks) cannot fit this machine's memory
   budget, naming the field that drives it and both sizes in bytes.
-- `result_payload(result, orient)`: a `RunResult`'s tables as JSON-ready
+- `result_payload(result, orient)`: a run's tables as JSON-ready
   objects (NaN -> null), rows as objects ("records", the CSV columns) or as
   columns ("columns", compact: constant config columns given once).
 """
@@ -27,6 +27,7 @@ import numpy as np
 
 from initscope.core.data import SYNTHETIC
 from initscope.core.metrics import METRICS
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.study.config import DATA_FILE_SUFFIXES, FIELD_NAMES, REAL_DATA, Config, config_columns, make_config
 from initscope.study.memory import MemoryBudgetError, memory_budget, plan_run
 from initscope.study.parallel import worker_count
@@ -37,9 +38,8 @@ __all__ = ["metric_display", "RequestError", "config_from_fields", "fields_from_
 TABLES = ("metrics", "spectra", "projections", "flags")
 ORIENTS = ("records", "columns")
 BUILTIN_DATA = tuple(SYNTHETIC) + tuple(REAL_DATA)
-JACOBIAN_SAMPLES = 64  # the runner's default cap on Jacobian samples per trial
 # Fields a 413 may ask to reduce, in the order they are preferred when equally oversized.
-_REDUCIBLE = ("samples", "trials", "depth", "width", "input_dim", "train_steps")
+_REDUCIBLE = ("samples", "trials", "depth", "width", "input_dim", "init_train_steps")
 
 
 class RequestError(Exception):
@@ -109,9 +109,13 @@ def _data_path(value: Any, data_dir: Path | None) -> str:
     if not isinstance(value, str) or data_dir is None:
         raise RequestError(400, f"The 'data' parameter must be {constraint}. Got {value!r} instead.")
     root = data_dir.resolve()
-    path = (root / value).resolve()
-    if not path.is_relative_to(root) or path.suffix.lower() not in DATA_FILE_SUFFIXES or not path.is_file():
-        raise RequestError(400, f"The 'data' parameter must be {constraint}. Got {value!r} instead.")
+    try:
+        path = (root / value).resolve()
+        usable = path.is_relative_to(root) and path.suffix.lower() in DATA_FILE_SUFFIXES and path.is_file()
+    except (ValueError, OSError, RuntimeError):  # a NUL byte, too long a name, a symlink loop
+        usable = False
+    if not usable:
+        raise RequestError(400, f"The 'data' parameter must be {constraint}. Got {value[:200]!r} instead.")
     return str(path)
 
 
@@ -122,7 +126,7 @@ def _size_terms(c: Config) -> dict[str, float]:
     if "jacobian_rank" in c.metrics:
         terms["jacobian"] = per_layer * min(c.samples, JACOBIAN_SAMPLES) * c.input_dim
     if c.init_train != "none":
-        terms["training"] = per_layer * (c.train_batch or c.samples) * c.train_steps
+        terms["training"] = per_layer * (c.init_train_batch or c.samples) * c.init_train_steps
     return terms
 
 
@@ -171,7 +175,7 @@ def _field_to_reduce(config: Config) -> str:
     if "jacobian" in terms and terms["jacobian"] > terms["states"] and not config.data_is_fixed:
         candidates.append("input_dim")
     if "training" in terms and terms["training"] > terms["states"]:
-        candidates.append("train_steps")
+        candidates.append("init_train_steps")
     ratios = {name: getattr(config, name) / max(getattr(defaults, name), 1) for name in candidates}
     return max(_REDUCIBLE, key=lambda name: (ratios.get(name, -math.inf), -_REDUCIBLE.index(name)))
 
@@ -198,7 +202,7 @@ def config_json(config: Config) -> dict[str, Any]:
 
 
 def result_payload(result, orient: str = "records") -> dict[str, Any]:
-    """A RunResult as JSON-ready objects: config, gains and the tables in `orient` form.
+    """A run's tables as JSON-ready objects: config, gains and the tables in `orient` form.
 
     records: each table a list of row objects with the CSV's columns (named
     under "columns" too, for tables without rows); columns:

@@ -223,10 +223,10 @@ class _Slot:
 
 
 def table_bytes(result) -> int:
-    """The memory a RunResult's tables hold (their arrays; text columns counted by pointer)."""
+    """The memory a run's tables hold (their arrays; text columns counted by pointer)."""
     total = 0
     for name in ("metrics", "spectra", "projections", "weight_norms", "flags", "init_log", "train_log",
-                 "jacobian_spectra"):
+                 "jacobian_spectra", "theory"):
         df = getattr(result, name, None)
         if df is not None:
             total += int(df.memory_usage(index=True, deep=False).sum())

@@ -10,10 +10,21 @@
     GET  /api/health        {"ok": true, "running": N, "cache": {"hits", "misses", "runs", "bytes"} or null}
 
 Answers: 200; 400 bad input (make_config's one-line message, as the CLI
-prints it); 413 over the size budget (naming the field to reduce); 415 a body
-that is not JSON; 429 superseded by the same client's newer request; 503 too
-many requests waiting; 500 anything unexpected (with its reason; the server
-carries on). `?orient=columns` gives compact column tables.
+prints it, with long values cut: an answer never echoes the body); 403 a
+run asked for by another web site; 413 over the size budget (naming the
+field to reduce), or a body over `MAX_BODY` (refused from its
+Content-Length before a byte of it is read, or as a chunked body streams
+past the limit); 415 a body that is not JSON; 429 superseded by the same
+client's newer request; 503 too many requests waiting; 500 anything
+unexpected (with its reason; the server carries on). `?orient=columns` gives
+compact column tables.
+
+Other web sites: the runs (/api/run, /api/stream, /api/download) cost this
+machine's time, so a request a browser marks as sent by another site
+(Sec-Fetch-Site cross-site or same-site, or an Origin or Referer naming
+another host) is refused 403 before anything runs; a client that is not a
+browser sends none of these and is answered. On loopback the Host header
+must name this machine (`_Guard`), which keeps DNS-rebinding pages out.
 
 A run is a function of its config, so the tables of recent runs are kept
 (`Settings.cache_bytes`, `--cache-mb`) and a repeated config (a slider moved
@@ -26,6 +37,7 @@ from __future__ import annotations
 import functools
 import io
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -43,24 +55,32 @@ from initscope.core.data import TARGETS
 from initscope.core.initializers import REGISTRY
 from initscope.core.metrics import METRICS
 from initscope.core.network import NORMS, READOUTS, SHIFTS
-from initscope.explore.api import (BUILTIN_DATA, RequestError, check_budget, config_from_fields, config_json,
+from initscope.explore.api import (BUILTIN_DATA, ORIENTS, RequestError, check_budget, config_from_fields, config_json,
                                    encode, fields_from_query, metric_display, result_payload)
 from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, RunCache, depth_plan
 from initscope.explore.overlays import theory_payload
 from initscope.report.flags import flags_table
-from initscope.report.run_files import write_run
+from initscope.report.page import page_writer
+from initscope.study.run_files import write_run
 from initscope.study.config import Config, DTYPES, INIT_TRAIN
 from initscope.study.memory import MemoryBudgetError
 from initscope.study.runner import run
 from initscope.study.verdict import run_verdict
 
-__all__ = ["create_app", "Settings", "compute", "tables_part", "stream_parts", "verdict_part", "DEFAULT_MAX_SIZE", "CLIENT_HEADER"]
+__all__ = ["create_app", "Settings", "compute", "tables_part", "stream_parts", "verdict_part", "DEFAULT_MAX_SIZE",
+           "CLIENT_HEADER", "MAX_BODY", "DATA_FILES_LIMIT"]
 
 DEFAULT_MAX_SIZE = 4e8  # ~1.5 s of the study per 1e8 on one core; a larger study belongs to `initscope run`
 CLIENT_HEADER = "x-initscope-client"
 DEFAULT_CACHE_BYTES = 256 * 2**20
 STATIC = Path(__file__).with_name("static")
 _JSON = "application/json"
+# A request body is a config's fields: a few hundred bytes. Anything larger is refused unread.
+MAX_BODY = 2**20
+# The routes that run a study: another web site must not be able to make this machine compute.
+_COSTLY = ("/api/run", "/api/stream", "/api/download")
+_LONGEST_ECHO = 80  # characters of a header's value an error message may repeat
+_LONGEST_MESSAGE = 400  # characters of an error message: room for a constraint's choices, not for a body
 
 
 @dataclass
@@ -89,7 +109,17 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 def _error(exc: RequestError) -> Response:
     headers = {"Retry-After": str(exc.details["retry_after"])} if "retry_after" in exc.details else None
-    return _json(exc.payload(), exc.status, headers)
+    return _json(_unechoed(exc.payload()), exc.status, headers)
+
+
+def _unechoed(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with a long message cut in its middle (where a request's value sits, between the
+    parameter's constraint and "instead."): a request's own, possibly huge, text never comes back whole."""
+    message = payload.get("error")
+    if not isinstance(message, str) or len(message) <= _LONGEST_MESSAGE:
+        return payload
+    head, tail = message[:_LONGEST_MESSAGE - 60], message[-40:]
+    return {**payload, "error": f"{head}... ({len(message) - len(head) - len(tail)} characters left out) ...{tail}"}
 
 
 def _handles_errors(handler):
@@ -110,27 +140,50 @@ def unexpected(exc: Exception) -> RequestError:
 
 
 async def _body_fields(request: Request) -> dict[str, Any]:
-    """Config fields from a JSON object body (empty body: the defaults)."""
-    body = await request.body()
+    """Config fields from a JSON object body (empty body: the defaults).
+
+    The content type is judged before a byte is read, and the body is read in
+    its chunks up to MAX_BODY (`_Guard` has refused a larger Content-Length
+    already; a chunked body is counted as it streams)."""
+    ctype = request.headers.get("content-type", "")
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    # Requiring JSON also keeps other web sites out: a browser sends it cross-origin only after a preflight.
+    if has_body and "json" not in ctype.split(";")[0].lower():
+        raise RequestError(415, f"The request body must be JSON (Content-Type: application/json). "
+                                f"Got content type {ctype[:_LONGEST_ECHO]!r} instead.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large()
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if not body.strip():
         return {}
-    ctype = request.headers.get("content-type", "")
-    # Requiring JSON also keeps other web sites out: a browser sends it cross-origin only after a preflight.
-    if "json" not in ctype.split(";")[0].lower():
-        raise RequestError(415, f"The request body must be JSON (Content-Type: application/json). "
-                                f"Got content type {ctype!r} instead.")
     try:
         fields = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, f"The request body must be a JSON object of config fields. Got invalid JSON: {exc}")
+        # orjson's message names the position, never the document.
+        raise RequestError(400, f"The request body must be a JSON object of config fields. "
+                                f"Got invalid JSON: {str(exc)[:2 * _LONGEST_ECHO]}") from None
     if not isinstance(fields, dict):
         raise RequestError(400, f"The request body must be a JSON object of config fields. "
                                 f"Got a {type(fields).__name__} instead.")
     return fields
 
 
+def _too_large() -> RequestError:
+    return RequestError(413, f"The request body must be at most {MAX_BODY} bytes (a JSON object of config "
+                             f"fields). Got more instead.")
+
+
 def _orient(request: Request) -> str:
-    return request.query_params.get("orient", "records")
+    """?orient=, checked before anything runs (a stream's status cannot change once it has begun)."""
+    orient = request.query_params.get("orient", "records")
+    if orient not in ORIENTS:
+        raise RequestError(400, f"The 'orient' parameter must be one of {list(ORIENTS)}. "
+                                f"Got {orient[:_LONGEST_ECHO]!r} instead.")
+    return orient
 
 
 def compute(config, *, orient: str = "records", workers: int | None = None, final: bool = True,
@@ -149,7 +202,7 @@ def compute(config, *, orient: str = "records", workers: int | None = None, fina
 
 def tables_part(config, *, orient: str = "records", workers: int | None = None, on_layer=None,
                 cache: RunCache | None = None) -> tuple[Any, dict[str, Any]]:
-    """(the RunResult, its tables as a payload): the run (or the cached one) and its JSON-ready tables."""
+    """(the run's records, its tables as a payload): the run (or the cached one) and its JSON-ready tables."""
     t0 = time.perf_counter()
     result = cache.get(config) if cache is not None else None
     cached = result is not None
@@ -227,16 +280,86 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/stream", api.stream, methods=["POST"]),
         Route("/api/download", api.download, methods=["GET", "POST"]),
     ]
-    middleware = []
-    if api.settings.allowed_hosts is not None:
-        from starlette.middleware import Middleware
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.middleware import Middleware
 
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(api.settings.allowed_hosts)))
-    app = Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=[Middleware(_Guard, allowed_hosts=api.settings.allowed_hosts)])
     app.state.jobs = api.jobs
     app.state.settings = api.settings
     return app
+
+
+class _Guard:
+    """ASGI middleware that refuses, before routing and before a byte of the body is read:
+
+    - a Host header that is not one of `allowed_hosts` (400; None: any), its
+      port and an IPv6 address's brackets taken off (`[::1]:8731` is `::1`);
+    - a Content-Length over MAX_BODY, or one that is not a number (413, 400):
+      the server's memory does not depend on what a client claims to send;
+    - a run asked for by another web site (403): a browser marks such a
+      request with Sec-Fetch-Site (cross-site, same-site), and with an Origin
+      or a Referer naming another host; an empty form POST or a link to
+      /api/download on another page would otherwise run a study here.
+    """
+
+    def __init__(self, app, allowed_hosts: tuple[str, ...] | None = None):
+        self.app = app
+        self.allowed = None if allowed_hosts is None else {_host_name(h) for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self.refusal(scope["path"], headers)
+        if refusal is not None:
+            status, message = refusal
+            # Connection: close -- an unread body must not be taken for the next request.
+            response = _json({"error": message}, status, {"Connection": "close"})
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def refusal(self, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
+        host = headers.get("host", "")
+        if self.allowed is not None and _host_name(host) not in self.allowed:
+            return 400, "Invalid host header: this server answers only its own loopback names."
+        length = headers.get("content-length")
+        if length is not None:
+            if not (length.isascii() and length.isdigit()):
+                return 400, "The Content-Length header must be a number of bytes."
+            if int(length) > MAX_BODY:
+                return 413, _too_large().message
+        if path in _COSTLY and _cross_site(headers, host):
+            return 403, ("A run must be asked for by this server's own page or a client that is not a browser. "
+                         "Got a request from another web site instead.")
+        return None
+
+
+def _host_name(host: str) -> str:
+    """The host of a Host header or an address, lower case, without port, brackets or a trailing dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _cross_site(headers: dict[str, str], host: str) -> bool:
+    """Whether a browser says that another site sent this request (see `_Guard`)."""
+    if headers.get("sec-fetch-site", "same-origin").lower() not in ("same-origin", "none"):
+        return True
+    from urllib.parse import urlsplit
+
+    for name in ("origin", "referer"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            netloc = urlsplit(value).netloc.lower()
+        except ValueError:
+            return True
+        if netloc != host.strip().lower():  # "null" (a sandboxed page or a file) has none
+            return True
+    return False
 
 
 class _Api:
@@ -265,8 +388,8 @@ class _Api:
     @_handles_errors
     async def run(self, request: Request) -> Response:
         started = time.perf_counter()
-        config = self.parse(await _body_fields(request))
         orient, workers = _orient(request), self.settings.workers
+        config = self.parse(await _body_fields(request))
         if self.jobs.refusing():  # before the ticket: a refused request supersedes nothing
             raise self.jobs.busy()
         ticket = self.jobs.ticket(request.headers.get(CLIENT_HEADER))
@@ -277,12 +400,13 @@ class _Api:
 
     @_handles_errors
     async def stream(self, request: Request) -> Response:
+        orient = _orient(request)
         config = self.parse(await _body_fields(request))
         if self.jobs.refusing():  # now: once the answer has begun, its status cannot say so
             raise self.jobs.busy()
         ticket = self.jobs.ticket(request.headers.get(CLIENT_HEADER))
         plan = depth_plan(config, stream_size=self.settings.stream_size, first=self.settings.first_step_size)
-        return StreamingResponse(self._lines(config, plan, ticket, _orient(request)),
+        return StreamingResponse(self._lines(config, plan, ticket, orient),
                                  media_type="application/x-ndjson",
                                  headers={"X-Initscope-Plan": ",".join(map(str, plan))})
 
@@ -325,7 +449,10 @@ class _Api:
                         headers={"Content-Disposition": 'attachment; filename="initscope-run.zip"'})
 
     async def meta(self, request: Request) -> Response:
-        return _json(meta(self.settings))
+        from starlette.concurrency import run_in_threadpool
+
+        # Off the event loop: a first listing of a large --data-dir must not stall the other requests.
+        return _json(await run_in_threadpool(meta, self.settings))
 
     async def health(self, request: Request) -> Response:
         cache = self.cache
@@ -367,7 +494,7 @@ def run_zip(config, *, workers: int | None = None, on_layer=None, cache: RunCach
         result = _run(config, workers=workers, on_layer=on_layer)
     with tempfile.TemporaryDirectory(prefix="initscope-explore-") as tmp:
         out = Path(tmp) / "run"
-        write_run(out, result, report=True, png=False)
+        write_run(out, result, report=page_writer(result))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(out.iterdir()):
@@ -378,11 +505,7 @@ def run_zip(config, *, workers: int | None = None, on_layer=None, cache: RunCach
 
 def meta(settings: Settings) -> dict[str, Any]:
     """What the page needs to draw its controls: every field's default and choices."""
-    files = []
-    if settings.data_dir is not None:
-        root = settings.data_dir.resolve()
-        files = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                       if p.suffix.lower() in (".csv", ".npy") and p.is_file())[:500]
+    files = [] if settings.data_dir is None else list(data_files(settings.data_dir.resolve()))
     choices = {
         "init": list(REGISTRY), "activation": list(ACTIVATIONS), "shift": list(SHIFTS), "norm": list(NORMS),
         "readout": list(READOUTS), "dtype": list(DTYPES), "metrics": list(METRICS), "init_train": list(INIT_TRAIN),
@@ -395,3 +518,39 @@ def meta(settings: Settings) -> dict[str, Any]:
         "stream_size": settings.stream_size, "has_data_dir": settings.data_dir is not None,
         "metrics": metric_display(),
     }
+
+
+DATA_FILES_LIMIT = 500  # files the page's data menu lists
+_DATA_ENTRIES_LIMIT = 20_000  # folder entries looked at to find them
+_DATA_FILES_TTL = 10.0  # seconds a listing is reused: /api/meta comes with every page load
+
+
+def data_files(root: Path) -> tuple[str, ...]:
+    """The .csv/.npy files under `root` (relative, sorted; at most DATA_FILES_LIMIT), from a walk that
+    looks at no more than _DATA_ENTRIES_LIMIT entries and follows no link to a folder; the listing is
+    reused for _DATA_FILES_TTL seconds, so a huge --data-dir costs one bounded walk, not one per page load."""
+    now = time.monotonic()
+    with _LISTINGS_LOCK:
+        kept = _LISTINGS.get(root)
+        if kept is not None and now - kept[0] < _DATA_FILES_TTL:
+            return kept[1]
+    import os
+
+    found, seen = [], 0
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(names):
+            seen += 1
+            if Path(name).suffix.lower() in (".csv", ".npy") and os.path.isfile(os.path.join(folder, name)):
+                found.append(os.path.relpath(os.path.join(folder, name), root))
+        seen += len(dirs)
+        if seen >= _DATA_ENTRIES_LIMIT or len(found) >= DATA_FILES_LIMIT:
+            break
+    listing = tuple(sorted(found)[:DATA_FILES_LIMIT])
+    with _LISTINGS_LOCK:
+        _LISTINGS[root] = (now, listing)
+    return listing
+
+
+_LISTINGS: dict[Path, tuple[float, tuple[str, ...]]] = {}
+_LISTINGS_LOCK = threading.Lock()

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from initscope.core.gradients import LOSSES
 from initscope.jax.programs import Program
 
 __all__ = ["LOSSES", "PARAM_KINDS", "Leaf", "leaves", "layer_params", "loss_function", "gradient_norms",
            "state_jacobians", "JACOBIAN_BUDGET"]
 
-LOSSES = ("output-norm", "mse", "cross-entropy", "random-projection")
 PARAM_KINDS = ("weight", "embedding", "norm_affine", "scale", "bias")
 JACOBIAN_BUDGET = 2**24  # tangent entries (m·d·Σ|s|) computed at once: 128 MiB in float64
 _NORM = re.compile(r"norm", re.IGNORECASE)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from initscope.core.initializers import ACTIVATIONS, INITIALIZERS, LAYER_INITIALIZERS, default_gain, draw
-from initscope.jax.differentiation import leaves
+from initscope.jax.differentiation import _key_text, leaves
 from initscope.jax.programs import Program, program
 
 __all__ = ["initialize", "Fans", "weight_fans"]
@@ -151,8 +151,6 @@ def _module_types(prog: Program, inputs=None) -> dict[str, str]:
 
 def _linen_paths(params) -> set[str]:
     import jax
-
-    from initscope.jax.differentiation import _key_text
 
     return {"/".join(_key_text(k)[0] for k in path[:-1])
             for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}

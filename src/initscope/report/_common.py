@@ -17,8 +17,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from initscope.core.activations import ACTIVATIONS
-from initscope.core.initializers import default_gain
 
 # Plotly's D3 palette: one fixed colour per initializer across every figure.
 PALETTE = (
@@ -243,44 +241,6 @@ def empty_spec(message: str) -> dict:
     note = {"text": message, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}
     return {"data": [], "layout": {"template": template(), "height": 200, "annotations": [note],
                                    "xaxis": {"visible": False}, "yaxis": {"visible": False}}}
-
-
-def resolved_gain(config: Mapping[str, Any], init: str) -> float:
-    """The config's gain, or the initializer's default when unset.
-
-    NaN for an initializer or activation the registry does not know (a table
-    from elsewhere): it then gets no theory overlay, rather than no page.
-    """
-    gain = config.get("gain")
-    if gain is None or (isinstance(gain, float) and math.isnan(gain)):
-        try:
-            return float(default_gain(init, str(config.get("activation", "relu"))))
-        except ValueError:
-            return math.nan
-    return float(gain)
-
-
-def theory_applies(config: Mapping[str, Any]) -> bool:
-    """True when the closed forms of `theory` hold: zero shifts, no norm, no residual, and an activation
-    whose registry entry has them (a constant second-moment factor and a correlation map: ReLU, leaky
-    ReLU, the identity, or a registered one)."""
-    shift_zero = config.get("shift") == "zeros" or _number(config.get("shift_scale")) == 0.0
-    act = ACTIVATIONS.get(str(config.get("activation")))
-    return (
-        act is not None
-        and act.correlation_map is not None
-        and math.isfinite(act.second_moment)
-        and shift_zero
-        and config.get("norm", "none") == "none"
-        and _number(config.get("residual", 0.0)) == 0.0
-    )
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def compact(values, digits: int = 4) -> np.ndarray:

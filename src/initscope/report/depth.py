@@ -6,19 +6,17 @@ import math
 
 import numpy as np
 
-from initscope.core import theory
-from initscope.core.activations import ACTIVATIONS
 from initscope.core.metrics import METRICS
 from initscope.report._common import (
     Summary, all_summaries, as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, layer_summary,
-    resolved_gain, rgba, template, theory_applies,
+    rgba, template,
 )
-from initscope.report.meanfield import OVERLAID, mean_field_curves, overlay_reason
 from initscope.report.modules import LayerNames, shown_layers, spaced_ticks
-from initscope.report.tables import config_dict
+from initscope.study.overlays import Curve, mean_field_notes, theory_lines, theory_table
+from initscope.study.records import config_dict
 
 __all__ = ["metric_depth_figure", "metric_depth_spec", "METRIC_ORDER", "metric_order", "display_floor",
-           "theory_curves", "theory_lines", "display_summary"]
+           "display_summary"]
 
 # The built-in metric names of DESIGN.md, in the order the panels appear; registered
 # metrics follow in registration order (`metric_order`).
@@ -88,125 +86,33 @@ def _spans_decades(values: np.ndarray) -> bool:
     return positive.size > 1 and math.log10(positive.max() / positive.min()) > _LOG_DECADES
 
 
-def theory_curves(summary, metric: str, init: str, config, metrics=None) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """(layers, values, label) of the closed form for `metric`, or None where none applies.
-
-    pre_q, pre_cosine, jacobian_sq_mean: the mean-field maps started from the
-    measured layer 0 (`report.meanfield`; needs `metrics`, the tidy table, for
-    layer 0's pre_q and pre_cosine), wherever `meanfield.overlay_reason` is None.
-
-    summary: `layer_summary`'s table (init, layer, median, ...), or one
-    initializer's `Summary` arrays. rms: the He/Xavier second-moment recursion
-    from the measured input rms (`theory.expected_rms`). mean_cosine: the
-    activation's closed-form correlation map iterated from the measured median
-    at layer 1 (for ReLU the arc-cosine map, `theory.relu_correlation_map`;
-    Cho & Saul 2009). Both need an activation whose registry entry has these
-    closed forms, zero shifts, no norm and no residual (`theory_applies`).
-    """
-    if metric in OVERLAID:
-        return _mean_field_curve(metric, init, config, metrics)
-    if not theory_applies(config):
-        return None
-    if isinstance(summary, Summary):
-        layers, median = summary.layers, summary.median
-    else:
-        rows = summary[summary["init"].astype(str) == init]
-        layers, median = rows["layer"].to_numpy(dtype=int), rows["median"].to_numpy(dtype=np.float64)
-    at = dict(zip(layers.tolist(), median.tolist()))
-    return _theory(at, metric, init, config)
-
-
-def theory_lines(metrics, config=None, names=None) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, str]]]:
-    """Every dashed line of the metric panels: metric -> init -> (layers, values, label) (`theory_curves`
-    on the same summaries as the figure), for the metrics in `names` (default: all present)."""
-    config = config_dict(config, metrics)
-    if names is not None:
-        metrics = metrics[metrics["metric"].isin(list(names))]
-    out: dict[str, dict[str, tuple]] = {}
-    for metric, by_init in all_summaries(metrics).items():
-        for init, summary in by_init.items():
-            found = theory_curves(summary, metric, init, config, metrics)
-            if found is not None:
-                out.setdefault(metric, {})[str(init)] = found
-    return out
-
-
-def _theory(at: dict[int, float], metric: str, init: str, config):
-    act = ACTIVATIONS[str(config["activation"])]
-    if metric == "rms" and math.isfinite(at.get(0, math.nan)):
-        depth = int(config.get("depth") or max(at))
-        if config.get("input_dim") is None or config.get("width") is None:
-            return None
-        curve = theory.expected_rms(
-            at[0], init=init, gain=resolved_gain(config, init), activation=act.name,
-            input_dim=int(config["input_dim"]), width=int(config["width"]), depth=depth,
-        )
-        if not np.isfinite(curve[1:]).any():
-            return None
-        return np.arange(depth + 1), np.asarray(curve, dtype=np.float64), "theory: second-moment recursion"
-    if metric == "mean_cosine" and math.isfinite(at.get(1, math.nan)):
-        layers = np.array(sorted(layer for layer in at if layer >= 1), dtype=int)
-        values = [at[1]]
-        for _ in layers[1:]:
-            values.append(float(act.correlation_map(values[-1])))
-        return layers, np.array(values), f"theory: {'arc-cosine' if act.relu_like else 'correlation'} map from layer 1"
-    return None
-
-
-def _layer0(metrics, init: str, metric: str) -> float:
-    rows = metrics[(metrics["init"].astype(str) == init) & (metrics["layer"] == 0) & (metrics["metric"] == metric)]
-    return float(rows["value"].median()) if len(rows) else math.nan
-
-
-def _mean_field_curve(metric: str, init: str, config, metrics):
-    if metrics is None or overlay_reason(config, init) is not None:
-        return None
-    q0, c0 = _layer0(metrics, init, "pre_q"), _layer0(metrics, init, "pre_cosine")
-    if not math.isfinite(q0) or (metric == "pre_cosine" and not math.isfinite(c0)):
-        return None
-    curve = mean_field_curves(config, init, q0, c0 if math.isfinite(c0) else 0.0)[metric]
-    if not np.isfinite(curve[1:]).any():
-        return None
-    what = {"pre_q": "q-map", "pre_cosine": "c-map", "jacobian_sq_mean": "∏χ₁"}[metric]
-    return np.arange(len(curve)), curve, f"theory: mean-field {what} from layer 0"
-
-
-def mean_field_notes(metrics, config) -> list[str]:
-    """One line per initializer whose pre_q/pre_cosine/jacobian_sq_mean panels get no mean-field overlay, and why."""
-    if not set(metrics["metric"].astype(str)) & set(OVERLAID):
-        return []
-    notes = []
-    for init in inits_of(metrics, config):
-        reason = overlay_reason(config, init)
-        if reason is None and not math.isfinite(_layer0(metrics, init, "pre_q")):
-            reason = "pre_q was not measured, so the maps have no start"
-        if reason is not None:
-            notes.append(f"{init}: no mean-field overlay ({reason})")
-    return notes
-
-
-def metric_depth_figure(metrics, *, config=None, columns: int = 3):
+def metric_depth_figure(metrics, *, config=None, theory=None, columns: int = 3):
     """Each metric against layer: median over trials with a 10–90% band, one line per initializer.
 
     metrics: the tidy table (init, trial, layer, metric, value, config columns).
     One panel per metric present, in registry order (`metric_order`). A panel
     whose values span more than two decades gets a log y axis. Dashed lines
-    are theory (`theory_curves`), drawn only where its assumptions hold.
-    `config` (a Config or mapping) defaults to the config columns of `metrics`.
+    are theory, drawn only where its assumptions hold: the run's theory table
+    (`theory`, as `initscope.study.overlays.theory_table` gives it; by default
+    derived from `metrics`). `config` (a Config or mapping) defaults to the
+    config columns of `metrics`.
     Returns a `plotly.graph_objects.Figure` (`metric_depth_spec` as plain data).
     """
-    return as_figure(metric_depth_spec(metrics, config=config, columns=columns))
+    return as_figure(metric_depth_spec(metrics, config=config, theory=theory, columns=columns))
 
 
 # long: one loop over panels, initializers and (for a deep model) the two layer sets, then the layout
-def metric_depth_spec(metrics, *, config=None, columns: int = 3, modules: LayerNames | None = None) -> dict:
+def metric_depth_spec(metrics, *, config=None, theory=None, columns: int = 3,
+                      modules: LayerNames | None = None) -> dict:
     """`metric_depth_figure` as a plain plotly spec (dicts and numpy arrays).
 
     modules: a model's layer names (`report.modules`): hovers and x ticks name
     the modules; a deep model shows its block outputs, with buttons to switch
     every panel to all layers and back (`layout.meta["layer_sets"]`).
+    theory: the run's theory table (default: derived from `metrics`).
     """
     config = config_dict(config, metrics)
+    lines = theory_lines(theory_table(metrics, config) if theory is None else theory)
     names = _metrics_present(metrics)
     if not names:
         return empty_spec("No metrics in this run.")
@@ -230,8 +136,8 @@ def metric_depth_spec(metrics, *, config=None, columns: int = 3, modules: LayerN
                 continue
             for which in sets:
                 summary = by_init[init] if modules is None else _model_points(by_init[init], modules, which)
-                traces, drew_theory = _init_traces(summary, metric, init, inits, config, first=n == 0,
-                                                   metrics=metrics, modules=modules)
+                traces, drew_theory = _init_traces(summary, metric, init, inits, lines.get(metric, {}).get(init),
+                                                   first=n == 0, modules=modules)
                 switch = {"visible": which == sets[0]} if len(sets) == 2 else {}
                 data += [dict(t, xaxis=xref, yaxis=yref, **switch) for t in traces]
                 shown_in += [which] * len(traces)
@@ -311,9 +217,9 @@ def _layer_set_buttons(modules: LayerNames, shown_in: list[str]) -> dict:
                          "args": [{"visible": visible("all")}]}]}
 
 
-def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], config, *,
-                 first: bool, metrics=None, modules: LayerNames | None = None) -> tuple[list[dict], bool]:
-    """One initializer's band, median line and (where it applies) theory line in one panel."""
+def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], theory: Curve | None, *,
+                 first: bool, modules: LayerNames | None = None) -> tuple[list[dict], bool]:
+    """One initializer's band, median line and (where one holds) its theory line in one panel."""
     c = colour(inits, init)
     x = summary.layers.astype(np.int32)
     name = label(init)
@@ -329,7 +235,6 @@ def _init_traces(summary: Summary, metric: str, init: str, inits: list[str], con
                 "hovertemplate": f"{name}<br>{metric}<br>{where}: %{{y:.4g}}<extra></extra>"})
     if modules is not None:
         out[-1]["text"] = [label(modules.where(layer)) for layer in x]
-    theory = theory_curves(summary, metric, init, config, metrics)
     if theory is None:
         return out, False
     t_layers, t_values, t_label = theory

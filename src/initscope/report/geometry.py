@@ -10,7 +10,7 @@ from initscope.report._common import (
     as_figure, colorscale, compact, empty_spec, grid, inits_of, label, layer_slider, play_buttons, template,
 )
 from initscope.report.modules import LayerNames
-from initscope.report.tables import config_dict
+from initscope.study.records import config_dict
 
 __all__ = ["layer_projection_figure", "layer_projection_spec", "projection_cube"]
 

@@ -5,7 +5,8 @@ Dynamical isometry (Saxe et al. 2014; Pennington, Schoenholz & Ganguli 2017,
 the edge of chaos. Gaussian weights widen it layer by layer, and ReLU cannot
 keep it narrow. The theory line is √(χ₁^l): the root mean square of the
 normalised singular values (`core.propagation.log10_histogram`) that mean-field
-theory predicts, from the measured layer 0 (`report.meanfield`).
+theory predicts, from the measured layer 0: the run's theory table
+(`initscope.study.overlays`), which this figure only draws.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from initscope.core.propagation import JACOBIAN_LOG10_EDGES
 from initscope.report._common import TEMPLATE, colour, inits_of, label
 from initscope.report.geometry import _empty
-from initscope.report.meanfield import mean_field_curves, overlay_reason
+from initscope.study.overlays import overlay_reason, theory_table
 
 __all__ = ["jacobian_spectrum_figure", "JACOBIAN_SECTION", "bin_grid", "density_by_layer", "measured_log_rms",
            "theory_rms"]
@@ -40,18 +41,18 @@ def bin_grid(histogram) -> np.ndarray:
     return centres[(centres >= lo - 1e-9) & (centres <= hi + 1e-9)]
 
 
-def theory_rms(metrics, config, init: str) -> tuple[np.ndarray | None, str | None]:
-    """√(theory jacobian_sq_mean) per layer 0..depth, or (None, reason)."""
+def theory_rms(theory, metrics, config, init: str) -> tuple[np.ndarray | None, str | None]:
+    """√(theory jacobian_sq_mean) per layer 0..depth from the run's theory table, or (None, reason)."""
     reason = overlay_reason(config, init)
     if reason is not None:
         return None, reason
-    rows = metrics[(metrics["init"].astype(str) == init) & (metrics["layer"] == 0)]
-    start = {m: rows.loc[rows["metric"] == m, "value"].median() for m in ("pre_q", "pre_cosine")}
-    if not math.isfinite(start["pre_q"]):
-        return None, "pre_q was not measured, so the maps have no start"
-    c0 = start["pre_cosine"] if math.isfinite(start["pre_cosine"]) else 0.0
-    curve = mean_field_curves(config, init, float(start["pre_q"]), float(c0))["jacobian_sq_mean"]
-    return np.sqrt(curve), None
+    rows = theory[(theory["init"].astype(str) == init) & (theory["metric"] == "jacobian_sq_mean")]
+    if not len(rows):
+        start = metrics[(metrics["init"].astype(str) == init) & (metrics["layer"] == 0) & (metrics["metric"] == "pre_q")]
+        if not math.isfinite(start["value"].median() if len(start) else math.nan):
+            return None, "pre_q was not measured, so the maps have no start"
+        return None, "the q-map leaves the finite numbers from layer 1"
+    return np.sqrt(rows.sort_values("layer")["value"].to_numpy(dtype=np.float64)), None
 
 
 def measured_log_rms(metrics, init: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +71,7 @@ def density_by_layer(histogram, init: str, bins: np.ndarray) -> tuple[np.ndarray
     return table.columns.to_numpy(int), counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
 
 
-def _add_lines(fig, metrics, config, init: str, line_colour: str, n: int) -> str | None:
+def _add_lines(fig, theory, metrics, config, init: str, line_colour: str, n: int) -> str | None:
     """Measured √jacobian_sq_mean (median over trials) and theory √(χ₁^l) on panel n; the reason if no theory."""
     import plotly.graph_objects as go
 
@@ -79,7 +80,7 @@ def _add_lines(fig, metrics, config, init: str, line_colour: str, n: int) -> str
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color="white", width=2),
                                  name="measured √jacobian_sq_mean", legendgroup="measured", showlegend=n == 0),
                       row=1, col=n + 1)
-    rms, reason = theory_rms(metrics, config, init)
+    rms, reason = theory_rms(theory, metrics, config, init)
     if rms is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             fig.add_trace(go.Scatter(x=np.arange(len(rms)), y=np.log10(rms), mode="lines",
@@ -88,12 +89,13 @@ def _add_lines(fig, metrics, config, init: str, line_colour: str, n: int) -> str
     return reason
 
 
-def jacobian_spectrum_figure(histogram, metrics, *, config):
+def jacobian_spectrum_figure(histogram, metrics, *, config, theory=None):
     """One density heat map per initializer: x layer, y log10 of the normalised singular value.
 
     histogram: rows (init, trial, layer, log10_sv, count) — bin centres and
     counts from `core.propagation.log10_histogram`; metrics: the tidy metrics
-    table (for jacobian_sq_mean and layer 0's pre_q, pre_cosine). Returns a
+    table (for jacobian_sq_mean and layer 0's pre_q, pre_cosine); theory: the
+    run's theory table (default: derived from `metrics`). Returns a
     plotly Figure; `layout.meta["theory"]` maps each init to None or the reason
     its theory line is missing.
     """
@@ -103,6 +105,7 @@ def jacobian_spectrum_figure(histogram, metrics, *, config):
     inits = inits_of(histogram, config)
     if not inits:
         return _empty("No Jacobian spectra in this run: add jacobian_log_spread to --metrics.")
+    theory = theory_table(metrics, config) if theory is None else theory
     fig = make_subplots(rows=1, cols=len(inits), shared_yaxes=True, subplot_titles=[label(i) for i in inits],
                         horizontal_spacing=0.04)
     reasons = {}
@@ -116,7 +119,7 @@ def jacobian_spectrum_figure(histogram, metrics, *, config):
                                  coloraxis="coloraxis", name=label(init),
                                  hovertemplate="layer %{x}<br>log10 σ %{y:.2f}<br>share %{customdata:.3g}"
                                                "<extra></extra>"), row=1, col=n + 1)
-        reasons[init] = _add_lines(fig, metrics, config, init, colour(inits, init), n)
+        reasons[init] = _add_lines(fig, theory, metrics, config, init, colour(inits, init), n)
     notes = [f"{init}: no theory line ({why})" for init, why in reasons.items() if why]
     if notes:
         fig.add_annotation(text=label("; ".join(notes)), showarrow=False, xref="paper", yref="paper", x=0, y=-0.02,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from initscope import __version__
-from initscope.report._common import as_figure, figure_html
+from initscope.report._common import figure_html
 from initscope.report.depth import metric_depth_spec
 from initscope.report.flags import NEVER, NOT_MEASURED, flags_table
 from initscope.report.geometry import layer_projection_spec
@@ -19,14 +19,15 @@ from initscope.report.modules import layer_names
 from initscope.report.spectra import spectrum_animation_spec, spectrum_heatmap_spec
 from initscope.report.static import write_static
 from initscope.report.tables import RunTables, as_tables
+from initscope.report.training import TRAINING_SECTION, training_html
 from initscope.report.weights import weight_norm_spec
-from initscope.report.writer import Output, OutputError, atomic_write
-from initscope.study import verdict as study_verdict
+from initscope.study.writer import Output, OutputError, atomic_write
+from initscope.study import directions as study_directions
 from initscope.study.config import toml_text
 from initscope.study.flags import model_context, model_flags_table
 from initscope.study.verdict import run_verdict
 
-__all__ = ["write_report", "build_page", "report_figures", "report_specs", "command_line", "inspect_snippet",
+__all__ = ["write_report", "write_page", "page_writer", "build_page", "report_specs", "command_line", "inspect_snippet",
            "SECTIONS"]
 
 # (section id, heading, what the reader should look for)
@@ -80,10 +81,10 @@ def report_specs(tables: RunTables) -> dict[str, dict]:
         "weight-norms": weight_norm_spec(tables.weight_norms, config=config),
         "spectra": spectrum_animation_spec(tables.spectra, config=config, modules=modules),
         "spectrum-heatmap": spectrum_heatmap_spec(tables.spectra, config=config, modules=modules),
-        "metrics-depth": metric_depth_spec(tables.metrics, config=config, modules=modules),
+        "metrics-depth": metric_depth_spec(tables.metrics, config=config, theory=tables.theory, modules=modules),
     }
     if _has_jacobian_spectra(tables):
-        figure = jacobian_spectrum_figure(tables.jacobian_spectra, tables.metrics, config=config)
+        figure = jacobian_spectrum_figure(tables.jacobian_spectra, tables.metrics, config=config, theory=tables.theory)
         specs["jacobian-spectrum"] = figure.to_plotly_json()
     return specs
 
@@ -100,17 +101,12 @@ def _sections(tables: RunTables) -> tuple:
     return SECTIONS + (JACOBIAN_SECTION,)
 
 
-def report_figures(tables: RunTables) -> dict[str, Any]:
-    """The page's figures by section id, each a `plotly.graph_objects.Figure`."""
-    return {sid: as_figure(spec) for sid, spec in report_specs(tables).items()}
-
-
 def command_line(config: dict[str, Any]) -> str:
     """The `initscope run` command that reproduces a run, one flag per config field."""
     parts = ["initscope run"]
     for name, value in config.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value in ((), []):
+            continue  # unset, or an empty list (measure_at's default)
         flag = "--" + name.replace("_", "-")
         values = value if isinstance(value, (tuple, list)) else [value]
         parts.append(f"{flag} {_shell_quote(','.join(_flag_value(v) for v in values))}")
@@ -156,18 +152,25 @@ def _toml(config: dict[str, Any]) -> str:
 
 
 def with_lost_directions(tables: RunTables) -> RunTables:
-    """The tables with the lost_directions flags (`initscope.study.verdict`) added when a run lacks them."""
+    """The tables with the lost_directions flags (`initscope.study.directions`) added when a run lacks them."""
     import dataclasses
 
-    return dataclasses.replace(tables, flags=study_verdict.with_lost_directions(tables.metrics, tables.spectra, tables.flags, tables.config))
+    return dataclasses.replace(tables, flags=study_directions.with_lost_directions(tables.metrics, tables.spectra, tables.flags, tables.config))
 
 
 def _verdict_html(tables: RunTables) -> str:
     """The verdict in words (`initscope.study.verdict`), the page's first section."""
-    verdict = run_verdict(tables.metrics, tables.spectra, tables.flags, config=tables.config)
+    verdict = run_verdict(tables.metrics, tables.spectra, tables.flags, config=tables.config,
+                          training=_training(tables))
     return ('<section id="verdict"><h2>Verdict</h2><p class="note">What happened to the data under each '
             "initializer, in words (medians over trials; the sections below show it).</p>"
             f"{verdict.to_html()}</section>")
+
+
+def _training(tables: RunTables):
+    """A trained run's training table, or None."""
+    training = getattr(tables, "training", None)
+    return training if training is not None and len(training) else None
 
 
 def _flags_html(tables: RunTables) -> str:
@@ -246,9 +249,13 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
     figures = report_specs(tables)
     config = tables.config
     inits = ", ".join(str(i) for i in config.get("init", ()))
+    trained = (TRAINING_SECTION + ("",),) if _training(tables) is not None else ()
     nav = " ".join(f'<a href="#{sid}">{html.escape(title)}</a>'
-                   for sid, title, _ in (("verdict", "Verdict", ""), ("flags", "Flags", ""), *_sections(tables)))
+                   for sid, title, _ in (("verdict", "Verdict", ""), ("flags", "Flags", ""), *trained,
+                                         *_sections(tables)))
     sections = [_verdict_html(tables), _flags_html(tables)]
+    if trained:  # a trained run (steps > 0): its section follows the step-0 diagnosis
+        sections.append(training_html(tables.training, (tables.stepped or {}).get("metrics")))
     for sid, title, note in _sections(tables):
         extra = ""
         meta = figures[sid]["layout"].get("meta")
@@ -277,11 +284,11 @@ def build_page(tables: RunTables, *, png_files: list[Path] | None = None, page: 
 def write_report(result_or_tables, path, *, png: bool = False, overwrite: bool = False) -> Path:
     """Write the interactive report to `path` and return it.
 
-    result_or_tables: a `RunResult`, the `RunTables` of `load_run`, or a
+    result_or_tables: an `initscope.Result`, the `RunTables` of `load_run`, or a
     mapping of tables. With `png=True`, static PNGs of every figure and GIFs
     of the layer views and spectra go to a `figures/` folder beside the page
     (matplotlib, no browser needed). The files go through initscope's one
-    writer (`initscope.report.writer.Output`): written under temporary names
+    writer (`initscope.study.writer.Output`): written under temporary names
     and renamed, so a failed run leaves no half-written page, and recorded in
     the folder's `.initscope` marker. An existing page (or figure) that
     initscope did not write is refused (ValueError naming 'path') unless
@@ -311,3 +318,9 @@ def write_page(result_or_tables, path, *, png: bool = False) -> Path:
         png_files = write_static(tables, path.parent / "figures")
     atomic_write(path, build_page(tables, png_files=png_files, page=path).encode("utf-8"))
     return path
+
+
+def page_writer(result_or_tables, *, png: bool = False):
+    """A `report(folder)` callable for the output writer (`initscope.study.run_files`): it writes
+    report.html (and with png, figures/) of `result_or_tables` into the folder it is given."""
+    return lambda folder: write_page(result_or_tables, Path(folder) / "report.html", png=png)

@@ -15,6 +15,7 @@ import numpy as np
 from initscope import __version__
 from initscope.report._common import PALETTE, TEMPLATE, label
 from initscope.report.page import _CSS
+from initscope.study.predictors import best_predictors
 
 __all__ = ["phase_figure", "measured_figure", "decay_figure", "build_phase_page"]
 
@@ -198,4 +199,78 @@ def build_phase_page(result, critical, *, command: str, toml: str) -> str:
         f"<header><h1>initscope phase diagram: {html.escape(config.activation)}</h1>"
         f"<p>initscope {html.escape(__version__)}, seed {config.seed}.</p><nav>{nav}</nav></header>"
         + body + table + repro + "</body></html>\n"
+    )
+
+
+def trainability_figure(trained, lines, measured=None, *, value: str = "test_accuracy"):
+    """Heat map of the median `value` over networks per (σ_w², depth), with the theory's ξ_c and 6ξ_c lines
+    and (when given) the measured ξ_c at σ_w² points."""
+    import plotly.graph_objects as go
+
+    med = trained.groupby(["depth", "sigma_w2"])[value].median().unstack("sigma_w2").sort_index()
+    fig = go.Figure(go.Heatmap(x=med.columns.to_numpy(), y=med.index.to_numpy(), z=med.to_numpy(),
+                               colorscale="Viridis", colorbar=dict(title=label(value)),
+                               hovertemplate="σ_w² %{x}<br>depth %{y}<br>" + value + " %{z:.3g}<extra></extra>"))
+    top = float(med.index.max()) * 1.05
+    for column, name, dash in (("xi_c", "ξ_c (theory)", "dot"), ("six_xi_c", "6ξ_c (theory)", "solid")):
+        y = np.minimum(lines[column].to_numpy(dtype=np.float64), top)
+        fig.add_trace(go.Scatter(x=lines["sigma_w2"], y=y, mode="lines", name=name,
+                                 line=dict(color="white", dash=dash, width=2)))
+    if measured is not None and len(measured):
+        fig.add_trace(go.Scatter(x=measured["sigma_w2"], y=np.minimum(measured["xi_c_measured"], top),
+                                 mode="markers", name="ξ_c (measured)",
+                                 marker=dict(color="white", symbol="circle-open", size=10, line=dict(width=2))))
+    fig.update_layout(template=TEMPLATE, height=520, xaxis_title="σ_w²", yaxis_title="depth",
+                      yaxis=dict(range=[float(med.index.min()) - 1, top]), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def predictors_figure(predictors):
+    """Spearman's ρ of each step-0 feature with the final loss, with its bootstrap interval (top 20 by |ρ|)."""
+    import plotly.graph_objects as go
+
+    top = predictors.head(20).iloc[::-1]
+    fig = go.Figure(go.Scatter(
+        x=top["spearman_rho"], y=top["feature"], mode="markers",
+        error_x=dict(type="data", symmetric=False, array=top["rho_hi"] - top["spearman_rho"],
+                     arrayminus=top["spearman_rho"] - top["rho_lo"]),
+        customdata=np.c_[top["auc"], top["auc_lo"], top["auc_hi"]],
+        hovertemplate="%{y}: ρ %{x:.2f}<br>AUC %{customdata[0]:.2f} [%{customdata[1]:.2f}, "
+                      "%{customdata[2]:.2f}]<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, height=max(300, 24 * len(top) + 120), xaxis=dict(range=[-1, 1],
+                      title="Spearman ρ with the final loss (90% bootstrap interval)"), margin=dict(l=200))
+    return fig
+
+
+def build_trainability_page(trained, lines, grid, measured=None, *, command: str, toml: str, predictors=None,
+                            threshold: float | None = None) -> str:
+    """The `initscope phase --train` page: the trainability heat map, its table and the reproduction."""
+    from plotly.offline import get_plotlyjs
+
+    value = "test_accuracy" if trained["test_accuracy"].notna().any() else "test_loss"
+    fig = trainability_figure(trained, lines, measured, value=value)
+    note = (f"Median {value.replace('_', ' ')} over {grid.networks} networks after {grid.steps} {grid.optimizer} "
+            f"steps (lr {grid.lr:g}) on {html.escape(grid.data)}, width {grid.width}, {grid.activation}, "
+            f"σ_b² = {grid.sigma_b2:g}; weights of variance σ_w²/fan_in. Schoenholz et al. (2017): random networks "
+            "train while depth stays within about 6ξ_c (solid line) and not beyond; ξ_c diverges at the edge of chaos.")
+    body = (f'<section id="trainability"><h2>Trainability</h2><p class="note">{note}</p><div class="figure">'
+            + fig.to_html(include_plotlyjs=False, full_html=False, div_id="fig-trainability",
+                          config={"responsive": True, "displaylogo": False}) + "</div></section>")
+    if predictors is not None and len(predictors):
+        body += ('<section id="predictors"><h2>What predicts training</h2><p class="note">'
+                 + html.escape(best_predictors(predictors)) + f" 'Trained': final loss below {threshold:.3g}. Each "
+                 "feature is a step-0 measurement of every network (a metric at the last layer, at its worst layer, "
+                 "or a flag); ρ &lt; 0: higher values, lower final loss.</p><div class=\"figure\">"
+                 + predictors_figure(predictors).to_html(include_plotlyjs=False, full_html=False,
+                                                         div_id="fig-predictors",
+                                                         config={"responsive": True, "displaylogo": False})
+                 + "</div></section>")
+    repro = (f'<section id="config"><h2>Reproduction</h2><pre>{html.escape(command)}</pre>'
+             f"<p>phase.toml:</p><pre>{html.escape(toml)}</pre></section>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>initscope trainability: {html.escape(grid.activation)}</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f"<header><h1>initscope trainability diagram: {html.escape(grid.activation)}</h1>"
+        f"<p>initscope {html.escape(__version__)}, seed {grid.seed}.</p></header>" + body + repro + "</body></html>\n"
     )

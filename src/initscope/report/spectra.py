@@ -11,7 +11,7 @@ from initscope.report._common import (
     template,
 )
 from initscope.report.modules import LayerNames, spaced_ticks
-from initscope.report.tables import config_dict
+from initscope.study.records import config_dict
 
 __all__ = ["spectrum_animation_figure", "spectrum_heatmap_figure", "spectrum_animation_spec", "spectrum_heatmap_spec",
            "median_spectra", "all_median_spectra"]

@@ -21,14 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from initscope.report._common import PALETTE, inits_of, sqrt_eps
-from initscope.report.depth import _metrics_present, display_summary, log_axis, panel_title, theory_curves
+from initscope.report.depth import _metrics_present, display_summary, log_axis, panel_title
 from initscope.report.geometry import MAX_POINTS, chosen_samples, projection_cube
 from initscope.report.jacobian import bin_grid, density_by_layer, measured_log_rms, theory_rms
 from initscope.report.modules import LayerNames, layer_names, shown_layers, spaced_ticks
 from initscope.report.spectra import _floor, _positive, median_spectra
-from initscope.report.tables import RunTables, config_dict
+from initscope.report.tables import RunTables
+from initscope.study.overlays import theory_lines
+from initscope.study.records import config_dict
 from initscope.report.weights import _theory, norm_histogram
-from initscope.report.writer import atomic_file, atomic_write
+from initscope.study.writer import atomic_file, atomic_write
 
 __all__ = ["write_static"]
 
@@ -379,6 +381,7 @@ def _metrics(tables: RunTables, folder: Path, modules: LayerNames | None) -> lis
         return []
     config = config_dict(tables.config, metrics)
     inits = inits_of(metrics, config)
+    lines = theory_lines(tables.theory)
     rows, cols = _grid(len(names), 3)
     fig = Figure(figsize=(4.2 * cols, 2.8 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -389,7 +392,7 @@ def _metrics(tables: RunTables, folder: Path, modules: LayerNames | None) -> lis
             part = _model_part(ax, summary[summary["init"].astype(str) == init].sort_values("layer"), modules, c)
             ax.fill_between(part["layer"], part["lo"], part["hi"], color=c, alpha=0.2, lw=0)
             ax.plot(part["layer"], part["median"], color=c, marker=".", lw=1.5, label=init)
-            theory = theory_curves(summary, metric, init, config)
+            theory = lines.get(metric, {}).get(init)
             if theory is not None:
                 ax.plot(theory[0], theory[1], color=c, ls="--", lw=1.2)
         if log_axis(metric, summary[["median", "lo", "hi"]].to_numpy(dtype=float)):
@@ -430,7 +433,7 @@ def _jacobian_panel(ax, tables: RunTables, hidden, bins: np.ndarray, init: str, 
     keep = (x > 0) & np.isfinite(y)
     ax.plot(x[keep], y[keep], color="white", lw=2, label="measured √jacobian_sq_mean",
             path_effects=[withStroke(linewidth=3.5, foreground="black")])  # visible on light and dark cells
-    rms, reason = theory_rms(tables.metrics, tables.config, init)
+    rms, reason = theory_rms(tables.theory, tables.metrics, tables.config, init)
     if rms is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             ax.plot(np.arange(len(rms))[1:], np.log10(rms)[1:], color=line_colour, ls="--", lw=2,

@@ -8,14 +8,16 @@ rebuild a page without rerunning anything.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunTables", "TABLE_COLUMNS", "load_run", "as_tables", "config_dict"]
+from initscope.study.overlays import THEORY_COLUMNS, theory_table
+from initscope.study.records import config_dict
+
+__all__ = ["RunTables", "TABLE_COLUMNS", "load_run", "as_tables"]
 
 # The columns each table has at least (metrics.csv adds one column per config field).
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -26,6 +28,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "flags": ("init", "trial", "layer", "flag"),
     # Optional: written only with jacobian_log_spread (counts of log10 normalised Jacobian singular values).
     "jacobian_spectra": ("init", "trial", "layer", "log10_sv", "count"),
+    # Optional: the theory curves that hold for the run (`initscope.study.overlays`); derived when absent.
+    "theory": THEORY_COLUMNS,
 }
 
 
@@ -35,7 +39,9 @@ class RunTables:
 
     `config` holds the config fields by name (`init` and `metrics` as tuples,
     `gain` None when each initializer takes its default). Any table may be
-    empty, with the columns of `TABLE_COLUMNS`.
+    empty, with the columns of `TABLE_COLUMNS`. theory: the theory curves the
+    report draws (the run's own, or derived from the metrics when a folder or
+    a mapping comes without them).
     """
 
     metrics: Any
@@ -46,6 +52,9 @@ class RunTables:
     config: Mapping[str, Any]
     jacobian_spectra: Any = None
     layers: Any = None  # an inspected model's layers table (module names, units, reference); None for a run
+    training: Any = None  # a trained run's training.csv (steps > 0); None otherwise
+    stepped: Any = None  # a trained run's {metrics, spectra, flags} at every measured step (`step` column)
+    theory: Any = None
 
 
 def load_run(folder: str | os.PathLike) -> RunTables:
@@ -69,7 +78,16 @@ def load_run(folder: str | os.PathLike) -> RunTables:
     tables = {name: _read_csv(folder / f"{name}.csv", columns) for name, columns in TABLE_COLUMNS.items()}
     layers = folder / "layers.csv"  # written by `initscope inspect`
     tables["layers"] = _read_csv(layers, ("init", "layer")) if layers.is_file() and layers.stat().st_size else None
-    return RunTables(**tables, config=config_dict(config))
+    config = config_dict(config)
+    if not (folder / "theory.csv").is_file():  # a run written before theory.csv, or one with no curve
+        tables["theory"] = theory_table(tables["metrics"], config)
+    if "step" in tables["metrics"].columns:  # a trained run: the tables above are step 0's, as `run` returns them
+        tables["stepped"] = {name: tables[name] for name in ("metrics", "spectra", "flags")}
+        for name, table in tables["stepped"].items():
+            if "step" in table.columns:
+                tables[name] = table[table["step"] == 0].drop(columns="step").reset_index(drop=True)
+        tables["training"] = _read_csv(folder / "training.csv", ("init", "trial", "step", "loss", "test_loss"))
+    return RunTables(**tables, config=config)
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]):
@@ -83,24 +101,24 @@ def _read_csv(path: Path, columns: tuple[str, ...]):
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"{path.name} must have the columns {list(columns)}; it lacks {missing}.")
-    for c in ("init", "metric", "kind", "flag"):
+    for c in ("init", "metric", "kind", "flag", "curve"):
         if c in table.columns:
             table[c] = table[c].astype(str)
     return table
 
 
 def _column_dtype(column: str) -> str:
-    return "object" if column in ("init", "metric", "kind", "flag") else "float64"
+    return "object" if column in ("init", "metric", "kind", "flag", "curve") else "float64"
 
 
 def as_tables(result: Any) -> RunTables:
-    """Coerce a `RunResult`, a `RunTables` or a mapping of tables to `RunTables`."""
+    """Coerce a `Result` (or a run's records), a `RunTables` or a mapping of tables to `RunTables`."""
     import pandas as pd
 
     get = result.get if isinstance(result, Mapping) else lambda name, default=None: getattr(result, name, default)
     if get("metrics") is None:
         raise TypeError(
-            "The 'result_or_tables' parameter must be a RunResult, RunTables or a mapping with a "
+            "The 'result_or_tables' parameter must be a Result, RunTables or a mapping with a "
             f"'metrics' table. Got {type(result).__name__} instead."
         )
     tables = {}
@@ -109,38 +127,8 @@ def as_tables(result: Any) -> RunTables:
         if table is None:
             table = pd.DataFrame({c: pd.Series(dtype=_column_dtype(c)) for c in columns})
         tables[name] = table
-    return RunTables(**tables, config=config_dict(get("config"), tables["metrics"]), layers=get("layers"))
-
-
-def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:
-    """The config fields as a plain dict, from a Config, a mapping or the metrics' columns.
-
-    Fields missing from `config` are taken from the config columns of
-    `metrics` (every row carries them), so a figure can be drawn from the
-    metrics table alone. `gain` NaN becomes None (each initializer's default).
-    """
-    if config is None:
-        out: dict[str, Any] = {}
-    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
-        out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    elif isinstance(config, Mapping):
-        out = dict(config)
-    else:
-        raise TypeError(f"The 'config' parameter must be a Config or a mapping. Got {type(config).__name__} instead.")
-    if metrics is not None and len(metrics):
-        first = metrics.iloc[0]
-        for name in metrics.columns:
-            if name not in out and name not in TABLE_COLUMNS["metrics"]:
-                out[name] = first[name].item() if hasattr(first[name], "item") else first[name]
-        if "init" not in out:
-            out["init"] = tuple(dict.fromkeys(metrics["init"].astype(str)))
-    for name in ("init", "metrics"):
-        value = out.get(name)
-        if isinstance(value, str):
-            out[name] = tuple(v for v in value.split(",") if v)
-        elif isinstance(value, list):
-            out[name] = tuple(value)
-    gain = out.get("gain")
-    if isinstance(gain, float) and math.isnan(gain):
-        out["gain"] = None
-    return out
+    config = config_dict(get("config"), tables["metrics"])
+    if get("theory") is None:
+        tables["theory"] = theory_table(tables["metrics"], config)
+    return RunTables(**tables, config=config, layers=get("layers"), training=get("training"),
+                     stepped=get("stepped"))

@@ -6,9 +6,10 @@ import numpy as np
 
 from initscope.core.theory import weight_norm_density
 from initscope.report._common import (
-    as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, resolved_gain, rgba, template, vline,
+    as_figure, axis_names, colour, compact, empty_spec, grid, inits_of, label, rgba, template, vline,
 )
-from initscope.report.tables import config_dict
+from initscope.study.overlays import resolved_gain
+from initscope.study.records import config_dict
 
 __all__ = ["weight_norm_figure", "weight_norm_spec", "norm_histogram"]
 

@@ -48,7 +48,7 @@ class ConfigBatch:
 
 
 def batch_from_result(result, cid: str, *, seconds: float, worker: str = "") -> ConfigBatch:
-    """A ConfigBatch from a single-initializer `RunResult` (numpy arrays, cheap to pickle)."""
+    """A ConfigBatch from a single-initializer run's records (numpy arrays, cheap to pickle)."""
     m = result.metrics
     names = list(dict.fromkeys(m["metric"].tolist()))
     codes = pd.Categorical(m["metric"], categories=names).codes.astype(np.int16)

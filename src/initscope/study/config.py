@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tomllib
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,21 @@ from initscope.core.data import SYNTHETIC, TARGETS
 from initscope.core.initializers import REGISTRY as INIT_REGISTRY
 from initscope.core.metrics import DEFAULT_METRICS, METRICS, default_metrics
 from initscope.core.network import NORMS, READOUTS, SHIFTS
+from initscope.core.optimizers import OPTIMIZERS
 from initscope.study.datasets import load_file, load_real
+from initscope.study.files import CONFIG_LIMIT, read_bounded
 
 __all__ = ["Config", "make_config", "load_config", "config_to_toml", "config_columns", "DTYPES", "MAX_SEED",
-           "MAX_SIZE", "INT_FIELDS", "FLOAT_FIELDS"]
+           "MAX_SIZE", "INT_FIELDS", "FLOAT_FIELDS", "TASKS", "DEPRECATED_FIELDS", "TRAINING_FIELDS",
+           "measure_steps", "task_of", "config_fields", "renamed_fields"]
 
 DTYPES = ("float64", "float32")
+TASKS = ("auto", "regression", "classification")
+MAX_CLASSES = 100  # integer labels with more distinct values than this are taken for a continuous target
+# Old names of renamed fields, still read (with a DeprecationWarning). Their CSV columns keep the
+# old names too, so that tables written before the rename and after it have the same columns.
+DEPRECATED_FIELDS = {"train_steps": "init_train_steps", "train_lr": "init_train_lr", "train_batch": "init_train_batch"}
+TRAINING_FIELDS = ("steps", "optimizer", "lr", "batch_size", "measure_at", "task")
 INIT_TRAIN = ("none", "forward-gradient", "backprop")
 REAL_DATA = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 DATA_FILE_SUFFIXES = (".csv", ".npy")
@@ -65,9 +75,16 @@ class Config:
     lsuv_tol: float = 0.01
     lsuv_max_iter: int = 10
     init_train: str = "none"
-    train_steps: int = 100
-    train_lr: float = 0.01
-    train_batch: int = 0
+    init_train_steps: int = 100
+    init_train_lr: float = 0.01
+    init_train_batch: int = 0
+    # Task training (issue 22): 0 steps trains nothing and every output is as without these fields.
+    steps: int = 0
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    batch_size: int = 0
+    measure_at: tuple[int, ...] = ()  # empty: log-spaced 0, 1, 2, 5, 10, 20, 50, ... and the last step
+    task: str = "auto"
 
     @property
     def data_is_file(self) -> bool:
@@ -119,6 +136,8 @@ def _int(name: str, value: Any, minimum: int, maximum: int = MAX_SIZE) -> int:
             # Text comes from CLI flags; int() alone decides, so "--3" or "²" fail here
             # with the parameter's name rather than as int()'s own message.
             try:
+                if not value.isascii():  # int() reads any script's digits: "４" is not a depth anyone typed
+                    raise ValueError
                 value = int(value.strip())
             except ValueError:
                 raise _fail(name, f"an integer >= {minimum}", original) from None
@@ -133,10 +152,10 @@ def _int(name: str, value: Any, minimum: int, maximum: int = MAX_SIZE) -> int:
 
 def _float(name: str, value: Any, *, minimum: float, strict: bool = False) -> float:
     try:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):  # float() reads "１.５"
             raise TypeError
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range (10**400)
         raise _fail(name, f"a finite number {'>' if strict else '>='} {minimum}", value) from None
     if not math.isfinite(out) or out < minimum or (strict and out == minimum):
         raise _fail(name, f"a finite number {'>' if strict else '>='} {minimum}", value)
@@ -157,7 +176,7 @@ def _names(name: str, value: Any, valid: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def make_config(**kwargs: Any) -> Config:
+def make_config(**kwargs: Any) -> Config:  # long: one validated line per field, in the dataclass's order
     """Validate keyword arguments (TOML/CLI field names) into a `Config`.
 
     Unknown names, wrong types and out-of-range values raise `ValueError`
@@ -165,6 +184,7 @@ def make_config(**kwargs: Any) -> Config:
     data files the data are loaded once here, so that a bad file is reported
     before anything runs, and `input_dim` is set to the data's column count.
     """
+    kwargs = renamed_fields(kwargs)
     unknown = sorted(set(kwargs) - set(FIELD_NAMES))
     if unknown:
         raise ValueError(
@@ -193,9 +213,11 @@ def make_config(**kwargs: Any) -> Config:
     c["lsuv_tol"] = _float("lsuv_tol", kw.get("lsuv_tol", Config.lsuv_tol), minimum=0.0, strict=True)
     c["lsuv_max_iter"] = _int("lsuv_max_iter", kw.get("lsuv_max_iter", Config.lsuv_max_iter), 0)
     c["init_train"] = _choice("init_train", kw.get("init_train", Config.init_train), INIT_TRAIN)
-    c["train_steps"] = _int("train_steps", kw.get("train_steps", Config.train_steps), 0)
-    c["train_lr"] = _float("train_lr", kw.get("train_lr", Config.train_lr), minimum=0.0, strict=True)
-    c["train_batch"] = _int("train_batch", kw.get("train_batch", Config.train_batch), 0)
+    c["init_train_steps"] = _int("init_train_steps", kw.get("init_train_steps", Config.init_train_steps), 0)
+    c["init_train_lr"] = _float("init_train_lr", kw.get("init_train_lr", Config.init_train_lr), minimum=0.0,
+                                strict=True)
+    c["init_train_batch"] = _int("init_train_batch", kw.get("init_train_batch", Config.init_train_batch), 0)
+    c.update(_training_fields(kw))
     if "looks-linear" in c["init"] and c["width"] % 2:
         raise _fail("width", "even for init 'looks-linear' (its units come in mirrored pairs)", c["width"])
 
@@ -208,6 +230,8 @@ def make_config(**kwargs: Any) -> Config:
         # An absolute path keeps config.toml rerunnable from any working directory.
         try:
             data = str(Path(data).expanduser().resolve())
+        except ValueError:  # a NUL byte
+            raise _fail("data", "an existing .csv or .npy file", data, "(a file name cannot hold a NUL byte).") from None
         except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
             raise _fail("data", "an existing .csv or .npy file", data, f"({exc}).") from None
     c["data"] = data
@@ -216,7 +240,81 @@ def make_config(**kwargs: Any) -> Config:
         raise _fail("target", f"one of {list(TARGETS)}", target)
     c["target"] = target
     config = Config(**c)
-    return _resolve_data(config, samples_given="samples" in kw)
+    config = _resolve_data(config, samples_given="samples" in kw)
+    if config.steps > 0:
+        task_of(config)  # a target that does not fit the task is refused before anything runs
+    return config
+
+
+def renamed_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `DEPRECATED_FIELDS` under their new names, with a DeprecationWarning each."""
+    out = dict(kwargs)
+    for old, new in DEPRECATED_FIELDS.items():
+        if old in out:
+            value = out.pop(old)
+            if value is None:
+                continue
+            warnings.warn(f"The '{old}' field is renamed '{new}' (it tunes the initialization before use, not "
+                          f"the task training of 'steps'); '{old}' is read for now.", DeprecationWarning,
+                          stacklevel=3)
+            if out.get(new) is None:
+                out[new] = value
+    return out
+
+
+def _training_fields(kw: dict[str, Any]) -> dict[str, Any]:
+    """Task training's fields, validated (steps, optimizer, lr, batch_size, measure_at, task)."""
+    c: dict[str, Any] = {}
+    c["steps"] = _int("steps", kw.get("steps", Config.steps), 0)
+    c["optimizer"] = _choice("optimizer", kw.get("optimizer", Config.optimizer), OPTIMIZERS)
+    c["lr"] = _float("lr", kw.get("lr", Config.lr), minimum=0.0, strict=True)
+    c["batch_size"] = _int("batch_size", kw.get("batch_size", Config.batch_size), 0)
+    c["task"] = _choice("task", kw.get("task", Config.task), TASKS)
+    raw = kw.get("measure_at", Config.measure_at)
+    if isinstance(raw, str):
+        raw = [v.strip() for v in raw.split(",") if v.strip()]
+    if not isinstance(raw, (list, tuple)):
+        raise _fail("measure_at", "a list of steps (integers >= 0)", raw)
+    steps = sorted({_int("measure_at", v, 0) for v in raw})
+    if steps and steps[-1] > c["steps"]:
+        raise _fail("measure_at", f"steps between 0 and steps={c['steps']}", steps[-1])
+    c["measure_at"] = tuple(steps)
+    return c
+
+
+def measure_steps(config: Config) -> tuple[int, ...]:
+    """The steps at which every metric is measured: the config's `measure_at`, or 0, 1, 2, 5, 10, 20, 50, …
+    up to `steps`; always with 0 and the last step. (0,) when nothing is trained."""
+    if config.steps == 0:
+        return (0,)
+    if config.measure_at:
+        return tuple(sorted({0, *config.measure_at, config.steps}))
+    out, scale = {0, config.steps}, 1
+    while scale <= config.steps:
+        out.update(k * scale for k in (1, 2, 5) if k * scale <= config.steps)
+        scale *= 10
+    return tuple(sorted(out))
+
+
+def task_of(config: Config) -> str:
+    """'regression' (squared error) or 'classification' (cross-entropy): the config's task, or for 'auto'
+    classification when the target is a dataset's or file column's integer labels (at most MAX_CLASSES).
+
+    Raises ValueError (naming 'task' or 'target') when the target does not fit an explicit task.
+    """
+    labelled = config.data_is_fixed and (config.target == "dataset" or config.target.startswith("column:"))
+    y = load_table(config).y if labelled else None
+    discrete = y is not None and bool(np.all(np.isfinite(y))) and bool(np.all(y == np.round(y))) and \
+        bool(y.min() >= 0) and len(np.unique(y)) <= MAX_CLASSES
+    if config.task == "regression" or (config.task == "auto" and not discrete):
+        return "regression"
+    if not discrete:
+        what = (f"target {config.target!r} of data {config.data!r} is continuous" if y is not None
+                else f"target {config.target!r} is a continuous function of the input, not class labels")
+        raise _fail("task", f"'regression' or 'auto' for this target ({what}); 'classification' needs "
+                    f"integer class labels 0..{MAX_CLASSES - 1} (target 'dataset' or 'column:NAME')",
+                    config.task)
+    return "classification"
 
 
 def _resolve_data(config: Config, *, samples_given: bool = True) -> Config:
@@ -279,15 +377,10 @@ def load_table(config: Config):
 def load_config(path: str | os.PathLike, **overrides: Any) -> Config:
     """Read a TOML file (flat table of config fields), apply overrides, validate."""
     path = Path(path)
+    # Judged and read in bounded chunks: /dev/zero, a FIFO or a huge file is refused, not read.
+    text = read_bounded(path, parameter="config", what="TOML file", limit=CONFIG_LIMIT)
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"The 'config' parameter must be an existing TOML file. Got {str(path)!r} instead.") from None
-    except OSError as exc:  # a folder, no permission, ...
-        raise ValueError(
-            f"The 'config' parameter must be a readable TOML file. Got {str(path)!r} ({exc.strerror or exc})."
-        ) from None
+        raw = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"The 'config' parameter must be valid TOML. Got {str(path)!r}: {exc}") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -323,16 +416,26 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
+def config_fields(config: Config) -> dict[str, Any]:
+    """Every field's value under its column name: the renamed init-training fields under their old names, and
+    task training's fields only when it trains (steps > 0), so that an untrained run's tables and a sweep's
+    configuration ids are exactly those from before these fields existed."""
+    legacy = {new: old for old, new in DEPRECATED_FIELDS.items()}
+    return {legacy.get(f.name, f.name): getattr(config, f.name) for f in fields(Config)
+            if not (f.name in TRAINING_FIELDS and config.steps == 0)}
+
+
 def config_columns(config: Config) -> dict[str, Any]:
-    """Config fields as scalar CSV columns (all but `init`, which is a row's own column)."""
+    """Config fields as scalar CSV columns (all but `init`, which is a row's own column; see `config_fields`)."""
     out: dict[str, Any] = {}
-    for f in fields(Config):
-        if f.name == "init":
+    for name, value in config_fields(config).items():
+        if name == "init":
             continue
-        value = getattr(config, f.name)
-        if isinstance(value, tuple):
+        if name == "measure_at":
+            value = ",".join(str(s) for s in measure_steps(config))
+        elif isinstance(value, tuple):
             value = ",".join(value)
         elif value is None:
             value = math.nan
-        out[f.name] = value
+        out[name] = value
     return out

@@ -7,11 +7,15 @@ the 'data' (or 'target') parameter, the path and the problem.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from initscope.study.files import DATA_LIMIT, regular_file
 
 REAL = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 
@@ -28,6 +32,7 @@ class Table:
     columns: tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=None)  # five small tables, read-only: loaded once per process
 def load_real(name: str) -> Table:
     """One of scikit-learn's bundled datasets, with standardised features.
 
@@ -44,6 +49,7 @@ def load_real(name: str) -> Table:
     x = standardise(np.asarray(bunch.data, dtype=np.float64))
     y = np.asarray(bunch.target, dtype=np.float64)
     columns = tuple(str(c) for c in bunch.feature_names)
+    x.flags.writeable = y.flags.writeable = False  # one copy shared by every run of this process
     return Table(x=x, y=y, name=name, columns=columns)
 
 
@@ -75,15 +81,33 @@ def load_file(path: str | os.PathLike, *, target_column: str | None = None) -> T
     they are the user's data, used as given.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"The 'data' parameter must name an existing file. Got '{path}' (file not found).")
+    # What the name is and how big, before a byte is read: a FIFO, a device or a loop is refused here.
+    size = regular_file(path, parameter="data", what=".csv or .npy file", limit=DATA_LIMIT)
     suffix = path.suffix.lower()
     if suffix not in _EXTENSIONS:
         raise ValueError(
             f"The 'data' parameter must be a file ending in one of {list(_EXTENSIONS)}. "
             f"Got '{path}' (extension {path.suffix!r})."
         )
-    values, columns = _read_npy(path) if suffix == ".npy" else _read_csv(path)
+    # A run asks for its table several times (config check, sample note, the run): parsed once while
+    # the file is unchanged (same inode, size and modification time).
+    info = os.stat(path)
+    key = (os.path.realpath(path), target_column, info.st_ino, info.st_mtime_ns, size)
+    kept = _TABLES.get(key)
+    if kept is not None:
+        return kept
+    table = _load_file(path, target_column, size)
+    _TABLES.clear()  # one table kept: a sweep over files must not hold them all
+    _TABLES[key] = table
+    return table
+
+
+_TABLES: dict[tuple, Table] = {}
+
+
+def _load_file(path: Path, target_column: str | None, size: int) -> Table:
+    suffix = path.suffix.lower()
+    values, columns = _read_npy(path, size) if suffix == ".npy" else _read_csv(path)
     _check_finite(path, values, columns)
     y = None
     if target_column is not None:
@@ -93,10 +117,39 @@ def load_file(path: str | os.PathLike, *, target_column: str | None = None) -> T
         columns = columns[:j] + columns[j + 1 :]
         if not columns:
             raise ValueError(f"The 'data' parameter: file '{path}' has no feature columns left once the target is removed.")
+    values.flags.writeable = False  # shared by every caller of the kept table
+    if y is not None:
+        y.flags.writeable = False
     return Table(x=values, y=y, name=path.stem, columns=columns)
 
 
-def _read_npy(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
+def _npy_header_fits(path: Path, size: int) -> None:
+    """Refuse a .npy whose header claims more bytes than the file holds (10^12 rows in a small file),
+    before numpy allocates what the header claims."""
+    from numpy.lib import format as npy
+
+    try:
+        with open(path, "rb") as fh:
+            version = npy.read_magic(fh)
+            reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = reader(fh, max_header_size=10_000)
+            offset = fh.tell()
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"The 'data' parameter: could not read '{path}' as a .npy array ({error}).") from None
+    if dtype.hasobject:
+        raise ValueError(f"The 'data' parameter must be a file of real numbers. Got '{path}' with dtype {dtype} "
+                         f"(Python objects, which would need pickle).")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > size - offset:
+        raise ValueError(f"The 'data' parameter: '{path}' is truncated or corrupt: its header claims shape "
+                         f"{shape} ({claimed} bytes of {dtype}), the file holds {size - offset} after it.")
+
+
+def _read_npy(path: Path, size: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    with open(path, "rb") as fh:
+        is_npy = fh.read(6) == b"\x93NUMPY"  # else np.load says what it is (an .npz, or not numpy at all)
+    if is_npy:
+        _npy_header_fits(path, size)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:

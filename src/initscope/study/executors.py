@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 
 from initscope.study import runner  # runner.run looked up per call: tests stand in a failing run
 from initscope.study.config import Config
+from initscope.study.memory import MemoryPlanWarning
 from initscope.study.plugins import active_plugins, load_plugins
-from initscope.study.store import ConfigBatch, Store, batch_from_result, failed_batch
+from initscope.study.records import NumericalWarning
+from initscope.study.batches import ConfigBatch, batch_from_result, failed_batch
+from initscope.study.store import Store
 from initscope.study.sweep import Sweep
 
 __all__ = [
@@ -41,7 +44,7 @@ __all__ = [
     "available_cores",
 ]
 
-DASK_CONNECT_TIMEOUT_S = 10
+DASK_CONNECT_TIMEOUT_S = 5
 
 
 def _worker_name() -> str:
@@ -70,8 +73,8 @@ def run_config(config: Config, cid: str, trial_ids=None, plugins: tuple[str, ...
         load_plugins()
         load_plugins(plugins)
         with threadpool_limits(1), warnings.catch_warnings():
-            warnings.simplefilter("ignore", runner.NumericalWarning)
-            warnings.simplefilter("ignore", runner.MemoryPlanWarning)
+            warnings.simplefilter("ignore", NumericalWarning)
+            warnings.simplefilter("ignore", MemoryPlanWarning)
             result = runner.run(config, workers=1, trial_ids=trial_ids, memory_limit=memory_limit)
         return batch_from_result(result, cid, seconds=time.perf_counter() - start, worker=_worker_name())
     except Exception as exc:  # noqa: BLE001 - recorded in the store, the sweep goes on
@@ -135,8 +138,11 @@ def _check_scheduler(scheduler: str, timeout: float) -> None:
         raise bad("not an address")
     try:
         scheme, location = parse_address(scheduler)
-        if scheme not in ("tcp", "tls"):
-            return  # inproc://, ucx://...: left to dask
+        if scheme == "ucx":
+            return  # no plain TCP socket to try: left to dask
+        if scheme not in ("tcp", "tls", "ws", "wss"):  # inproc:// lives in one process, never the CLI's
+            raise ValueError(f"unknown or unusable address scheme {scheme!r}; use tcp://, tls://, ws://, wss:// "
+                             f"or ucx://")
         host, port = parse_host_port(location)
     except (ValueError, TypeError) as exc:
         raise bad(_describe(exc)) from None
@@ -164,9 +170,18 @@ def open_executor(workers: int | None = None, scheduler: str | None = None, *,
         except ImportError:
             raise ValueError("The 'scheduler' option needs dask.distributed: pip install 'initscope[dask]'.") from None
         _check_scheduler(scheduler, connect_timeout)
+
+        class _Client(Client):
+            # A Client whose start failed closes itself from its finalizer, which waits 20 s for a
+            # connection that never was and prints a traceback after the one-line error: skip it.
+            def __del__(self):
+                if getattr(self, "_initscope_started", False):
+                    super().__del__()
+
         try:
-            client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as exc:
+            client = _Client(scheduler, timeout=connect_timeout, set_as_default=False)
+            client._initscope_started = True
+        except Exception as exc:  # noqa: BLE001 - whatever answers there (a proxy, an HTTP server) is not a scheduler
             raise ValueError(
                 f"The 'scheduler' parameter must be the address of a running Dask scheduler. Got {scheduler!r} "
                 f"({_describe(exc)})."

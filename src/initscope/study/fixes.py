@@ -26,7 +26,7 @@ from initscope.study.parallel import worker_count
 from initscope.study import runner  # runner.run looked up per call: tests stand in a failing run
 
 __all__ = ["FIXES", "FixOutcome", "compare_fixes", "plan_fixes", "fix_config", "ranking", "run_fix", "outcome_label",
-           "RANK_BY"]
+           "RANK_BY", "divergence", "DIVERGED_RMS_RATIO"]
 
 # Overrides on top of the seed's config (ReLU, linspace shifts, ball data) with
 # input_dim = width = 40. The residual scale 1/√depth keeps the sum of branch
@@ -44,7 +44,7 @@ FIXES: dict[str, dict] = {
     "kaiming+layernorm": dict(init="kaiming-normal", norm="layer"),
     # Forward gradients are noisy (E‖g‖² = (P + 2)‖∇f‖² for P parameters), so the
     # step must be ~P times smaller than backprop's; 1e-4 is stable on this net.
-    "forward-gradient": dict(init="kaiming-normal", init_train="forward-gradient", train_lr=1e-4, train_steps=300),
+    "forward-gradient": dict(init="kaiming-normal", init_train="forward-gradient", init_train_lr=1e-4, init_train_steps=300),
 }
 RANK_BY = ("certified_share", "jacobian_rank", "linear_r2", "effective_rank")
 _SEED = dict(input_dim=40, width=40, samples=100, data="ball", activation="relu", shift="linspace")
@@ -67,8 +67,39 @@ class FixOutcome:
     fix: str
     depth: int
     config: Config
-    result: object  # RunResult
+    result: object  # the run's RunRecords
     certificate: pd.DataFrame  # per (trial, layer): certified, reason, ...
+    diverged: str | None = None  # a sentence when the fix blew up (`divergence`), else None
+
+
+# A last layer this many times louder than the input (median over trials) has diverged: no fix is
+# meant to amplify the input a millionfold, and the seed's plain ReLU net stays within ~10x at depth 50.
+DIVERGED_RMS_RATIO = 1e6
+
+
+def divergence(result, depth: int) -> str | None:
+    """One sentence when a fix's network diverged, naming the depth and, with init training, the step:
+
+    the last layer's median rms over the input's above DIVERGED_RMS_RATIO (or not finite), or a training
+    that ended with a worse objective than it started from (it is maximised)."""
+    m = result.metrics
+    rms = m[m["metric"] == "rms"].groupby("layer")["value"].median()
+    ratio = rms.get(depth, np.nan) / rms.get(0, np.nan) if len(rms) else np.nan
+    loud = not np.isfinite(ratio) or ratio > DIVERGED_RMS_RATIO if len(rms) else False
+    log = getattr(result, "train_log", None)
+    step_words = ""
+    if log is not None and len(log):
+        curve = log.groupby("step")["objective"].median()
+        start = curve.iloc[0]
+        worse = ~np.isfinite(curve) | (curve < start - abs(start))  # twice as bad as untrained, or lost
+        if worse.any():
+            step_words = (f"; its init training made the objective worse from step {int(worse.idxmax())} "
+                          f"({start:.4g} at step 0, {curve.iloc[-1]:.4g} at step {int(curve.index[-1])})")
+            loud = True
+    if not loud:
+        return None
+    scale = "not finite" if not np.isfinite(ratio) else f"{ratio:.3g}x the input's"
+    return f"diverged at depth {depth}: the last layer's rms is {scale}{step_words}"
 
 
 def _certificate(config: Config, init: str) -> pd.DataFrame:
@@ -77,13 +108,16 @@ def _certificate(config: Config, init: str) -> pd.DataFrame:
 
 
 def run_fix(name: str, *, depth: int, trials: int, seed: int = 0, workers: int | None = None, memory_limit=None,
-            **extra) -> FixOutcome:
-    """Run one fix and certify it (memory_limit: as `initscope.run`'s, checked for the certificate too)."""
+            progress=None, **extra) -> FixOutcome:
+    """Run one fix and certify it (memory_limit: as `initscope.run`'s, checked for the certificate too).
+
+    The certificate reads the networks the run measured: with init training, the trained ones,
+    trained once (`model.trained` keeps the latest training). progress: as `initscope.run`'s."""
     config = fix_config(name, depth=depth, trials=trials, seed=seed, **extra)
     budget = memory_budget(memory_limit)
     _check_certificate(name, config, budget)
-    result = runner.run(config, workers=workers, memory_limit=budget)
-    return FixOutcome(name, depth, config, result, _certificate(config, config.init[0]))
+    result = runner.run(config, workers=workers, memory_limit=budget, progress=progress)
+    return FixOutcome(name, depth, config, result, _certificate(config, config.init[0]), divergence(result, depth))
 
 
 def _check_certificate(name: str, config: Config, budget: int | None) -> None:
@@ -124,6 +158,8 @@ def plan_fixes(fixes: Iterable[str] | None = None, *, depths: Iterable[int] = (1
     smaller chunks warn (MemoryPlanWarning) when they run.
     """
     names = list(FIXES) if fixes is None else list(fixes)
+    if not names:
+        raise ValueError(f"The 'fixes' parameter must name at least one fix from {list(FIXES)}. Got none instead.")
     for name in names:
         if name not in FIXES:
             raise ValueError(f"The 'fixes' parameter must name fixes from {list(FIXES)}. Got {name!r} instead.")
@@ -178,20 +214,37 @@ def compare_fixes(
     seed: int = 0,
     workers: int | None = None,
     memory_limit=None,
+    progress=None,
     **extra,
 ) -> tuple[pd.DataFrame, list[FixOutcome]]:
     """Run every fix at every depth; return the ranking and the outcomes.
 
     Every configuration is checked first (`plan_fixes`), so a fix that cannot
-    fit in memory is refused before any fix runs.
+    fit in memory is refused before any fix runs. progress(done, total): over
+    fixes × depths, each pair counting _STEPS as its run measures its layers.
     """
     depths = list(depths)
     names = list(FIXES) if fixes is None else list(fixes)
     budget = memory_budget(memory_limit)
     plan_fixes(names, depths=depths, trials=trials, seed=seed, workers=workers, memory_limit=budget, **extra)
-    outcomes = [run_fix(name, depth=depth, trials=trials, seed=seed, workers=workers, memory_limit=budget, **extra)
-                for depth in depths for name in names]
+    pairs = [(name, depth) for depth in depths for name in names]
+    outcomes = []
+    for i, (name, depth) in enumerate(pairs):
+        outcomes.append(run_fix(name, depth=depth, trials=trials, seed=seed, workers=workers, memory_limit=budget,
+                                progress=_share(progress, i, len(pairs)), **extra))
+        if progress is not None:
+            progress((i + 1) * _STEPS, len(pairs) * _STEPS)
     return ranking(outcomes), outcomes
+
+
+_STEPS = 100  # progress units per (fix, depth)
+
+
+def _share(progress, i: int, pairs: int):
+    """The run's progress(done, total) as pair i's share of the whole comparison's."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(i * _STEPS + (_STEPS - 1) * done // max(total, 1), pairs * _STEPS)
 
 
 def outcome_label(o: FixOutcome) -> str:

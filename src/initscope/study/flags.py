@@ -278,7 +278,7 @@ def flags_table(metrics: pd.DataFrame, flags: pd.DataFrame | None = None) -> pd.
             _run_dead(metrics, init),
             _run_flagged(flags, init, "overflow", trials),
             _run_flagged(flags, init, "collapsed", trials),
-            _run_flagged(flags, init, "lost_directions", trials),  # see initscope.study.verdict
+            _run_flagged(flags, init, "lost_directions", trials),  # see initscope.study.directions
             _run_gradients(metrics, init, readout),
         ))
     return pd.DataFrame(rows, columns=list(FLAG_COLUMNS))

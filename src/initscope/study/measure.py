@@ -24,12 +24,12 @@ from initscope.core.gradients import weight_gradient_norms
 from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp, mse_output_gradient
 from initscope.core.numerics import qr_triangle
 from initscope.core.pieces import Pieces
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.study.config import Config
 from initscope.study.model import SUBSET_KEY, ParamSource, inputs as draw_inputs, readout_weights
 
-__all__ = ["JACOBIAN_SAMPLES", "WEIGHT_NORM_TRIALS", "WEIGHT_NORM_LAYERS", "Chunk", "Inputs", "prepare", "simulate"]
+__all__ = ["WEIGHT_NORM_TRIALS", "WEIGHT_NORM_LAYERS", "Chunk", "Inputs", "prepare", "simulate"]
 
-JACOBIAN_SAMPLES = 64
 WEIGHT_NORM_TRIALS = 10
 WEIGHT_NORM_LAYERS = 10  # and the last layer: the histograms' rows, not a per-layer record of a deep net
 

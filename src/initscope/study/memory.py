@@ -34,6 +34,7 @@ import numpy as np
 
 from initscope.core.metrics import metric
 from initscope.core.pieces import plan_costs
+from initscope.core.propagation import JACOBIAN_SAMPLES
 from initscope.study.config import Config
 
 __all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "available_memory", "memory_budget", "parse_memory",
@@ -41,7 +42,6 @@ __all__ = ["Estimate", "RunPlan", "MemoryBudgetError", "MemoryPlanWarning", "ava
            "format_bytes", "halvings", "DEFAULT_SHARE"]
 
 DEFAULT_SHARE = 0.8  # of MemAvailable: the rest is the page cache's and other processes' headroom
-JACOBIAN_SAMPLES = 64  # runner.JACOBIAN_SAMPLES (not imported: the runner imports this module)
 DISTANCE_MAX_SAMPLES = 2000
 METRIC_ROW_BYTES = 260  # metrics.csv row in memory: 5 columns + ~24 config columns of 8-byte references, pandas overhead
 SPECTRUM_ROW_BYTES = 90  # spectra row: 5 columns, built from pieces then joined (twice at the peak)
@@ -250,8 +250,9 @@ def certify_estimate(config: Config) -> Estimate:
     else:
         jac_driver = "input_dim" if d >= w else "width"
     return Estimate({
-        "parameters": (T * L * fan * w * b, "depth" if L > fan * w else _wider(config)),
-        "states": (4 * T * n * fan * b, "samples" if n >= fan else _wider(config)),
+        "parameters": (T * L * fan * w * b, "trials" if T > max(L, fan * w) else "depth" if L > fan * w
+                       else _wider(config)),
+        "states": (4 * T * n * fan * b, "trials" if T > max(n, fan) else "samples" if n >= fan else _wider(config)),
         "distances": (3 * n * n * 8, "samples"),
         # 4.5 copies: measured 44, 107 and 538 MiB peaks for the seed's fixes at 8, 20 and 100 trials.
         "jacobians": (9 * entries * 4, jac_driver),

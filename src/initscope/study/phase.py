@@ -107,7 +107,8 @@ def parse_grid(text: str, name: str) -> tuple[float, ...]:
         raise ValueError(message) from None
     if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values < 0):
         raise ValueError(message)
-    return tuple(float(v) for v in np.round(values, 12))
+    # 12 significant digits (linspace's last-bit noise off), not 12 decimals: 1e-13 stays 1e-13, 1e300 finite.
+    return tuple(float(f"{v:.12g}") for v in values)
 
 
 def _check(config: PhaseConfig) -> None:

@@ -1,4 +1,4 @@
-"""Tidy tables of a run: RunResult and the assembly of measured chunks into long tables.
+"""Tidy tables of a run: RunRecords and the assembly of measured chunks into long tables.
 
 Tidy long tables (init, trial, layer, metric, value, config columns) are the
 common currency between study, store, report and CLI. Assembly is one numpy
@@ -7,32 +7,41 @@ array per column, never a Python loop per row: deep runs have millions of rows.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from initscope.core.propagation import JACOBIAN_LOG10_EDGES
-from initscope.study.config import Config, config_columns
-from initscope.study.display import run_html, run_repr
+from initscope.study.config import DEPRECATED_FIELDS, Config, config_columns
 from initscope.study.measure import Chunk
-from initscope.study.verdict import LOST_DIRECTIONS, lost_direction_rows
+from initscope.study.directions import LOST_DIRECTIONS, lost_direction_rows
 
-__all__ = ["RunResult", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
+__all__ = ["RunRecords", "config_dict", "METRIC_COLUMNS", "THEORY_COLUMNS", "NumericalWarning", "tables", "warn_overflow", "JACOBIAN_COLUMNS", "GRADIENT_OVERFLOW"]
 
 GRADIENT_OVERFLOW = "gradient_overflow"  # states finite, backward pass not: its own flag
 
 JACOBIAN_COLUMNS = ("init", "trial", "layer", "log10_sv", "count")
+METRIC_COLUMNS = ("init", "trial", "layer", "metric", "value")  # then one column per config field
+THEORY_COLUMNS = ("init", "metric", "layer", "value", "curve")  # `initscope.study.overlays`
 
 
 class NumericalWarning(RuntimeWarning):
     """Overflow or collapse happened in a run; it is in the results, not an error."""
 
 
-@dataclass
-class RunResult:
-    """Tidy tables of one run (see DESIGN.md's output contract)."""
+@dataclass(repr=False)
+class RunRecords:
+    """Tidy tables of one study run (see DESIGN.md's output contract).
+
+    The study's own record of a run; the public face of it is
+    `initscope.Result` (`initscope.run` returns one), which shows and writes it.
+    """
 
     config: Config
     metrics: pd.DataFrame
@@ -45,26 +54,21 @@ class RunResult:
     train_log: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "objective", "seconds"]))
     # With jacobian_log_spread: counts of log10 of the Jacobians' normalised singular values (non-zero bins)
     jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
+    # With steps > 0 (study.training): the loss per trial and step (training.csv), and metrics, spectra and
+    # flags at every measured step with a `step` column (the tables above are step 0's, as without training).
+    training: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["init", "trial", "step", "loss",
+                                                                                  "test_loss"]))
+    stepped: dict = field(default_factory=dict)
+    # The theory curves that hold for this config, long (`initscope.study.overlays.theory_table`)
+    theory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(THEORY_COLUMNS)))
 
     def __repr__(self) -> str:
-        return run_repr(self)
-
-    def _repr_html_(self) -> str:
-        """In a notebook: the verdict in words and the last layer's numbers (`initscope.study.display`)."""
-        return run_html(self)
-
-    def show(self, *, height: int = 900):
-        """Display the full report inline in a notebook (self-contained, offline); elsewhere open it in a browser.
-
-        The report is an edge above this layer: it is found at call time, so
-        that the study never imports it (`initscope.report.notebook.show`).
-        """
-        import importlib
-
-        return importlib.import_module("initscope.report.notebook").show(self, height=height)
+        cfg = self.config
+        return (f"RunRecords({', '.join(cfg.init)} × {cfg.trials} trials, depth {cfg.depth}; "
+                f"{len(self.metrics):,} metric rows)")
 
 
-def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarray, gains) -> RunResult:
+def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarray, gains) -> RunRecords:
     """Assemble the chunks into tidy tables, one numpy array per column (no per-row Python)."""
     L = config.depth
     trials = np.concatenate(chunks)
@@ -118,7 +122,7 @@ def tables(config: Config, results: dict[str, list[Chunk]], chunks, y: np.ndarra
     info_rows = [(init, *row) for init, parts in results.items()
                  for row in sorted((r for p in parts for r in p.init_info), key=lambda r: (r[0], r[1]))]
     init_log = pd.DataFrame(info_rows, columns=["init", "trial", "layer", "quantity", "value"])
-    result = RunResult(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
+    result = RunRecords(config, metrics, spectra, projections, weight_norms, flags, gains, init_log)
     if any(p.jacobian_hist is not None for parts in results.values() for p in parts):
         result.jacobian_spectra = _jacobian_table(results, trials)
     return result
@@ -253,3 +257,40 @@ def warn_overflow(config: Config, flags: pd.DataFrame) -> None:
             NumericalWarning,
             stacklevel=3,
         )
+
+
+def config_dict(config: Any = None, metrics: Any = None) -> dict[str, Any]:
+    """The config fields as a plain dict, from a Config, a mapping or the metrics' columns.
+
+    Fields missing from `config` are taken from the config columns of
+    `metrics` (every row carries them), so a figure can be drawn from the
+    metrics table alone. `gain` NaN becomes None (each initializer's default).
+    """
+    if config is None:
+        out: dict[str, Any] = {}
+    elif isinstance(config, Mapping):  # an inspection's context too: its fields that are set
+        out = dict(config)
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    else:
+        raise TypeError(f"The 'config' parameter must be a Config or a mapping. Got {type(config).__name__} instead.")
+    if metrics is not None and len(metrics):
+        first = metrics.iloc[0]
+        for column in metrics.columns:
+            name = DEPRECATED_FIELDS.get(column, column)  # init-training columns keep their old names
+            if name not in out and column not in METRIC_COLUMNS:
+                out[name] = first[column].item() if hasattr(first[column], "item") else first[column]
+        if "init" not in out:
+            out["init"] = tuple(dict.fromkeys(metrics["init"].astype(str)))
+    if isinstance(out.get("measure_at"), list):  # TOML's list of steps: the Config's tuple
+        out["measure_at"] = tuple(out["measure_at"])
+    for name in ("init", "metrics"):
+        value = out.get(name)
+        if isinstance(value, str):
+            out[name] = tuple(v for v in value.split(",") if v)
+        elif isinstance(value, list):
+            out[name] = tuple(value)
+    gain = out.get("gain")
+    if isinstance(gain, float) and math.isnan(gain):
+        out["gain"] = None
+    return out

@@ -16,22 +16,15 @@ import numpy as np
 import pandas as pd
 
 from initscope.study.config import Config, load_table, make_config
-from initscope.study.measure import JACOBIAN_SAMPLES, Chunk, prepare, simulate
-from initscope.study.memory import (
-    MemoryBudgetError,
-    MemoryPlanWarning,
-    RunPlan,
-    format_bytes,
-    memory_budget,
-    plan_run,
-)
-from initscope.study.model import ParamSource, init_gain, materialize, trained, trial_generators
+from initscope.study.measure import Chunk, prepare, simulate
+from initscope.study.memory import MemoryPlanWarning, RunPlan, format_bytes, memory_budget, plan_run
+from initscope.study.model import init_gain, trained
 from initscope.study.parallel import parallel_map, worker_count
-from initscope.study.records import NumericalWarning, RunResult, tables, warn_overflow
+from initscope.study.overlays import theory_table
+from initscope.study.records import RunRecords, tables, warn_overflow
+from initscope.study.training import check_training_memory, run_training
 
-# The names tests and older code import from here; they live in the modules above.
-__all__ = ["RunResult", "run", "materialize", "init_gain", "NumericalWarning", "JACOBIAN_SAMPLES", "trial_generators",
-           "ParamSource", "trained", "MemoryBudgetError", "MemoryPlanWarning"]
+__all__ = ["run"]
 
 
 def _trial_ids(trial_ids) -> np.ndarray:
@@ -69,9 +62,10 @@ def _chunking(config: Config, n_trials: int, workers, memory_limit, plan: RunPla
     return plan.concurrent, -(-n_trials // plan.trials_per_chunk)
 
 
+# long: the study's main loop, its docstring the API's reference
 def run(config: Config | None = None, /, *, workers: int | None = None, trial_ids=None, memory_limit=None,
-        on_layer=None, progress=None, plan: RunPlan | None = None, **kwargs: Any) -> RunResult:
-    """Run the study a config describes; return its tidy tables.
+        on_layer=None, progress=None, plan: RunPlan | None = None, **kwargs: Any) -> RunRecords:
+    """Run the study a config describes; return its tidy tables (`initscope.run` returns them as a `Result`).
 
     `run()` is the seed post's study; `run(depth=50, init="kaiming-normal")`
     takes config fields as keywords; `run(cfg)` takes a validated Config.
@@ -90,8 +84,8 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     run and propagates (the explorer stops a superseded request this way).
     progress: called as progress(done, total) from worker threads as hidden
     layers are measured (total: initializers × chunks × depth), e.g. the CLI's bar.
-    The flags table gets the lost_directions rows (`initscope.study.verdict`), derived
-    from the measured arrays before the tables are built.
+    flags gets the lost_directions rows (`study.directions`) from the measured arrays;
+    theory the curves that hold for this config (`study.overlays`).
     """
     config = _resolve(config, kwargs)
     ids = np.arange(config.trials) if trial_ids is None else _trial_ids(trial_ids)
@@ -99,6 +93,8 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
         raise ValueError(f"The 'trial_ids' parameter must be below trials={config.trials} with init_train. "
                          f"Got {ids.max()} instead.")
     n_workers, n_chunks = _chunking(config, len(ids), workers, memory_limit, plan)
+    if config.steps > 0:  # task training holds every layer of all trials for its backward pass: refused first
+        check_training_memory(config, memory_budget(memory_limit), n_workers)
     table = load_table(config) if config.data_is_fixed else None
     positions = [p for p in np.array_split(np.arange(len(ids)), n_chunks) if len(p)]
     chunks = [ids[p] for p in positions]
@@ -126,6 +122,10 @@ def run(config: Config | None = None, /, *, workers: int | None = None, trial_id
     result = tables(config, results, chunks, y, gains)
     if histories:
         result.train_log = pd.concat(histories, ignore_index=True)
+    result.theory = theory_table(result.metrics, config)
+    if config.steps > 0:  # task training, measured at config.measure_at (study.training)
+        result.training, result.stepped = run_training(config, gains, inputs, positions, chunks, y, result,
+                                                       n_workers)
     warn_overflow(config, result.flags)
     return result
 

@@ -37,17 +37,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from initscope.study.batches import ConfigBatch, batch_from_result, failed_batch  # re-exported: the store's API
-from initscope.study.config import Config, make_config
+from initscope.study.batches import ConfigBatch
+from initscope.study.config import DEPRECATED_FIELDS, Config, make_config
 from initscope.study.sql import BUSY_TIMEOUT_S, enable_wal, insert_rows
 from initscope.study.sweep import config_record
 
 __all__ = [
     "Store",
-    "ConfigBatch",
     "StoreSummary",
-    "batch_from_result",
-    "failed_batch",
     "is_store",
     "store_state",
     "SCHEMA_VERSION",
@@ -411,6 +408,8 @@ class Store:
         out = []
         for text, count in rows:
             rec = json.loads(text)
+            # Stored under the renamed init-training fields' old names (config_fields): read as the new ones.
+            rec = {DEPRECATED_FIELDS.get(k, k): v for k, v in rec.items()}
             rec["init"] = [rec["init"]]
             out.append(make_config(**rec, trials=count))
         return out

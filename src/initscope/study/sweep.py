@@ -38,11 +38,11 @@ import itertools
 import json
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from initscope.study.config import FIELD_NAMES, FLOAT_FIELDS, INT_FIELDS, Config, make_config
+from initscope.study.config import FIELD_NAMES, FLOAT_FIELDS, INT_FIELDS, Config, config_fields, make_config, renamed_fields
 
 __all__ = [
     "Sweep",
@@ -114,6 +114,8 @@ def _axis_values(field: str, value: Any, where: str) -> list[Any]:
             raise _fail(field, "a non-empty list of metric names (the set every configuration computes)",
                         value, where)
         return [[m.strip() for m in names]]
+    if field == "measure_at":  # one list of steps for every configuration (make_config checks it)
+        return [tuple(value) if isinstance(value, list) else value]
     if field == "trials":
         if isinstance(value, list):
             raise _fail(field, "one integer (the trials of every configuration; use a 'seed' list "
@@ -144,6 +146,7 @@ def make_sweep(spec: dict[str, Any], *, source: str = "the sweep") -> Sweep:
     type, an empty list, a value make_config rejects, or more than
     MAX_CONFIGS combinations. Nothing is run.
     """
+    spec = renamed_fields(spec)  # old names of renamed fields, with a DeprecationWarning
     unknown = [k for k in spec if k not in FIELD_NAMES]
     if unknown:
         raise ValueError(
@@ -184,16 +187,12 @@ def make_sweep(spec: dict[str, Any], *, source: str = "the sweep") -> Sweep:
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
     """Read and validate a sweep TOML file. Raises ValueError with a one-line reason."""
+    from initscope.study.files import CONFIG_LIMIT, read_bounded
+
     path = Path(path)
+    text = read_bounded(path, parameter="config", what="TOML file", limit=CONFIG_LIMIT)  # no /dev/zero, no FIFO
     try:
-        with path.open("rb") as fh:
-            spec = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"The 'config' parameter must be an existing TOML file. Got {str(path)!r} instead.") from None
-    except OSError as exc:
-        raise ValueError(
-            f"The 'config' parameter must be a readable TOML file. Got {str(path)!r} ({exc.strerror or exc})."
-        ) from None
+        spec = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"The 'config' parameter must be valid TOML. Got {str(path)!r}: {exc}") from None
     return make_sweep(spec, source=f"sweep file {str(path)!r}")
@@ -215,15 +214,14 @@ def _identity(config: Config) -> dict[str, Any]:
             "Use split_inits(config) first."
         )
     out: dict[str, Any] = {}
-    for f in fields(Config):
-        if f.name == "trials":
+    for name, value in config_fields(config).items():  # an untrained config's id is as before task training
+        if name == "trials":
             continue
-        value = getattr(config, f.name)
-        if f.name == "init":
+        if name == "init":
             value = value[0]
-        elif f.name == "metrics":
+        elif name == "metrics":
             value = sorted(value)
-        out[f.name] = value
+        out[name] = value
     return out
 
 

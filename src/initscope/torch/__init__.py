@@ -13,6 +13,9 @@
 This subpackage imports torch; `import initscope` does not import it.
 """
 
+import warnings
+
+from initscope.result import DEPRECATED, deprecation
 from initscope.torch.diagnosis import diagnose, flag_table
 from initscope.torch.initializers import Fans, ParameterPlan, initialization_plan, initialize, weight_fans
 from initscope.torch.inspection import inspect
@@ -24,14 +27,13 @@ from initscope.torch.loading import (
     load_tensor,
     random_inputs,
 )
-from initscope.torch.tables import InspectResult, combine
+from initscope.torch.tables import combine
 
 __all__ = [
     "inspect",
     "initialize",
     "initialization_plan",
     "ParameterPlan",
-    "InspectResult",
     "combine",
     "flag_table",
     "diagnose",
@@ -44,3 +46,11 @@ __all__ = [
     "load_tensor",
     "random_inputs",
 ]
+
+
+def __getattr__(name: str):
+    """`InspectResult`, deprecated for one release: `initscope.Result` (each use warns)."""
+    if name == "InspectResult":
+        warnings.warn(deprecation(name), DeprecationWarning, stacklevel=2)
+        return DEPRECATED[name]
+    raise AttributeError(f"module 'initscope.torch' has no attribute {name!r}")

@@ -30,7 +30,7 @@ def _context(result) -> tuple[dict[str, dict[int, int]], dict[str, int], dict[st
 
 
 def flag_table(result) -> pd.DataFrame:
-    """One row per `init` label of an InspectResult: the first layer (and module) of each problem.
+    """One row per `init` label of an inspection's Result: the first layer (and module) of each problem.
 
     Cells read "layer l (module, Type): detail", "never" or "not measured".
     Columns: `FLAG_COLUMNS`.

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initscope.core.gradients import LOSSES
 from initscope.torch.kernels import one_thread
 from initscope.torch.loading import ModelError, _quote
 from initscope.torch.outputs import tensors_of
@@ -49,7 +50,6 @@ from initscope.torch.outputs import tensors_of
 __all__ = ["LOSSES", "PARAM_KINDS", "LossWarning", "check_loss", "loss_value", "loss_output", "normalised_rows",
            "gradient_params", "param_kind", "gradient_norms", "layer_gradient", "unreached_note"]
 
-LOSSES = ("output-norm", "mse", "cross-entropy", "random-projection")
 PARAM_KINDS = ("weight", "embedding", "norm_affine", "scale", "bias", "none")  # a module reads the first it holds
 _NORMS = tuple(t for t in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None))
                if t is not None)

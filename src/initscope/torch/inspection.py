@@ -31,6 +31,8 @@ from torch.utils.checkpoint import CheckpointError
 
 from initscope.core import engine as E
 from initscope.core import metrics as M
+from initscope.core.propagation import JACOBIAN_SAMPLES
+from initscope.result import Result
 from initscope.torch.checkpointing import checkpointed, repeated_blocks
 from initscope.torch.gradients import (
     check_loss,
@@ -40,7 +42,7 @@ from initscope.torch.gradients import (
     loss_value,
     unreached_note,
 )
-from initscope.torch.jacobian import JACOBIAN_BUDGET, JACOBIAN_SAMPLES, JacobianReadings, jacobian_values
+from initscope.torch.jacobian import JACOBIAN_BUDGET, JacobianReadings, jacobian_values
 from initscope.torch.kernels import one_thread
 from initscope.torch.loading import ModelError, _quote
 from initscope.study.recorder import LayoutWarning
@@ -48,7 +50,7 @@ from initscope.torch.layouts import LayoutRules, model_kind
 from initscope.torch.measures import MAX_ROWS, MAX_SEQUENCES
 from initscope.torch.providers import to_numpy
 from initscope.torch.recording import HookError, Recorder, display_name, input_hint
-from initscope.torch.tables import InspectResult, build_result
+from initscope.torch.tables import build_result
 
 __all__ = ["inspect", "MODES"]
 
@@ -152,8 +154,8 @@ def inspect(
     jacobian_budget: int = JACOBIAN_BUDGET,
     checkpoint: bool = True,
     seed: int = 0,
-) -> InspectResult:
-    """Per-layer metrics and spectra of `model` on `inputs`, as tidy tables (`InspectResult`).
+) -> Result:
+    """Per-layer metrics and spectra of `model` on `inputs`, as tidy tables (an `initscope.Result`).
 
     inputs: (n, *shape), a tensor or numpy array; floating inputs are cast to
     the model's floating dtype and moved to its device; integer inputs
@@ -342,7 +344,7 @@ def _hooked_pass(model: nn.Module, call: _Call) -> _Passed:
     return passed
 
 
-def _assembled(model: nn.Module, call: _Call, passed: _Passed) -> InspectResult:
+def _assembled(model: nn.Module, call: _Call, passed: _Passed) -> Result:
     """Each layer's values (the main pass's, the Jacobian pass's, the gradients'), the context, then the result."""
     rec, notes = passed.rec, passed.notes
     metric_names = call.metric_names

@@ -32,14 +32,14 @@ from initscope.core import engine as E
 from initscope.core import metrics as M
 from initscope.core import propagation as P
 from initscope.core.pieces import Pieces
-from initscope.torch.loading import _quote
-from initscope.torch.providers import to_numpy
+from initscope.core.propagation import JACOBIAN_SAMPLES
+from initscope.torch.loading import _quote, ignore_torch_deprecations
 from initscope.torch.outputs import recordable
+from initscope.torch.providers import to_numpy
 from initscope.torch.recording import Layer
 
-__all__ = ["jacobian_values", "jacobian_samples", "JacobianReadings", "JACOBIAN_SAMPLES", "JACOBIAN_BUDGET"]
+__all__ = ["jacobian_values", "jacobian_samples", "JacobianReadings", "JACOBIAN_BUDGET"]
 
-JACOBIAN_SAMPLES = 64
 JACOBIAN_BUDGET = 2**24  # Jacobian entries kept per layer (samples·d·w): 128 MiB in float64
 _RANK_FLOPS = 64  # and samples·d·w·min(d, w) <= 64·budget: the cost of its rank (or its SVD)
 
@@ -172,9 +172,8 @@ def jacobian_values(model: nn.Module, x: torch.Tensor, layers: list[Layer], modu
     handles = [module.register_forward_hook(tangents.hook) for module in modules]
     try:
         with warnings.catch_warnings():
-            # torch scripts its forward-AD decompositions on first use, with a DeprecationWarning of its own.
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
-                                    category=DeprecationWarning)
+            # torch scripts its forward-AD decompositions on first use, with a deprecation notice of its own.
+            ignore_torch_deprecations()
             for k in range(d):
                 tangents.start(k)
                 direction = torch.zeros((m, d), dtype=x.dtype, device=x.device)

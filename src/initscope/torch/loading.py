@@ -22,7 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ModelError", "load_factory", "build_model", "load_tensor", "load_state_dict", "random_inputs"]
+__all__ = ["ModelError", "load_factory", "build_model", "load_tensor", "load_state_dict", "random_inputs",
+           "ignore_torch_deprecations"]
+
+
+def ignore_torch_deprecations() -> None:
+    """Inside a `warnings.catch_warnings()` block: ignore torch's own deprecation notices about the
+    machinery it uses for us (`torch.jit.script`, which forward-mode AD scripts its decompositions with),
+    by message and by the torch module that warns, whatever the category: torch 2.13 raises a
+    DeprecationWarning, 2.14 a FutureWarning. A user's own code warning the same words is not hidden."""
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* (is deprecated|is not supported)",
+                            category=Warning, module=r"torch\.jit(\.|$)")
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 

@@ -1,10 +1,35 @@
-"""The tidy tables of an inspection, with the core's columns so that the report and CSV writers take them."""
+"""The tidy tables of an inspection, with the core's columns so that the report and CSV writers take them.
+
+An inspection's `initscope.Result` (the type of a study run's result too):
+
+metrics: init, trial, layer, metric, value, sample_size (the rows,
+samples or sequences behind the value when a subset was used, else
+empty), std_error (its standard error where estimated), then module (the
+state's name: the module's qualified name and, for a tensor inside a
+structured output, its path, e.g. "attn.3[0]"; "input" for layer 0),
+module_type, param_kind (the parameters its grad_norm reads: weight,
+embedding, norm_affine, scale, bias or none; the vanishing-gradient flag
+compares layers of one kind), call (0 for a module's first call, 1 for its second, ...),
+shape (per sample, e.g. "16x8x8"), layout (units, channels-first or
+tokens), state (how the state matrix was formed) and the context columns
+samples, input_dim, dtype, mode, seed, model. spectra, projections,
+weight_norms: as the core's. flags: the core's, plus "constant input"
+where a state is constant because every input of its module is (instead
+of "collapsed"). layers: one row per layer with the init and layer
+columns, the layer columns above, layout_reason (what decided the
+layout), units (columns of the state matrix), state_samples (its rows),
+jacobian_samples and reference (True on the state the scale and rank
+flags compare with). config: the `initscope.InspectContext` (the report's
+config section). notes: plain-language remarks. jacobian_spectra: with
+jacobian_log_spread, the core's counts of log10 normalised Jacobian
+singular values (init, trial, layer, log10_sv, count > 0), else empty.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,59 +38,17 @@ import torch
 from torch import nn
 
 from initscope.core.propagation import JACOBIAN_LOG10_EDGES
-from initscope.study.display import inspect_html
+from initscope.result import Result
 from initscope.study.records import JACOBIAN_COLUMNS
-from initscope.study.runner import NumericalWarning
+from initscope.study.records import NumericalWarning
 from initscope.torch.gradients import param_kind
 from initscope.torch.initializers import INITIALIZABLE, weight_fans
 from initscope.torch.recording import Layer
 
-__all__ = ["InspectResult", "combine", "build_result", "incoming_norms", "LAYER_COLUMNS"]
+__all__ = ["combine", "build_result", "incoming_norms", "LAYER_COLUMNS"]
 
 LAYER_COLUMNS = ("module", "module_type", "param_kind", "call", "shape", "layout", "state")
 CONTEXT_COLUMNS = ("samples", "input_dim", "dtype", "mode", "seed", "model")
-
-
-@dataclass
-class InspectResult:
-    """Tidy tables with the columns of `initscope.run.RunResult`, so the report and CSV writers take them.
-
-    metrics: init, trial, layer, metric, value, sample_size (the rows,
-    samples or sequences behind the value when a subset was used, else
-    empty), std_error (its standard error where estimated), then module (the
-    state's name: the module's qualified name and, for a tensor inside a
-    structured output, its path, e.g. "attn.3[0]"; "input" for layer 0),
-    module_type, param_kind (the parameters its grad_norm reads: weight,
-    embedding, norm_affine, scale, bias or none; the vanishing-gradient flag
-    compares layers of one kind), call (0 for a module's first call, 1 for its second, ...),
-    shape (per sample, e.g. "16x8x8"), layout (units, channels-first or
-    tokens), state (how the state matrix was formed) and the context columns
-    samples, input_dim, dtype, mode, seed, model. spectra, projections,
-    weight_norms: as the core's. flags: the core's, plus "constant input"
-    where a state is constant because every input of its module is (instead
-    of "collapsed"). layers: one row per layer with the init and layer
-    columns, the layer columns above, layout_reason (what decided the
-    layout), units (columns of the state matrix), state_samples (its rows),
-    jacobian_samples and reference (True on the state the scale and rank
-    flags compare with). config: a mapping of the context (the report's
-    config section). notes: plain-language remarks. jacobian_spectra: with
-    jacobian_log_spread, the core's counts of log10 normalised Jacobian
-    singular values (init, trial, layer, log10_sv, count > 0), else empty.
-    """
-
-    metrics: pd.DataFrame
-    spectra: pd.DataFrame
-    projections: pd.DataFrame
-    weight_norms: pd.DataFrame
-    flags: pd.DataFrame
-    layers: pd.DataFrame
-    config: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    jacobian_spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(JACOBIAN_COLUMNS)))
-
-    def _repr_html_(self) -> str:
-        """In a notebook: the diagnosis in words, the flags and a per-layer table (`initscope.study.display`)."""
-        return inspect_html(self)
 
 
 def incoming_norms(module: nn.Module) -> np.ndarray | None:
@@ -103,7 +86,7 @@ def _layer_info(layers: list[Layer], reference: int) -> pd.DataFrame:
 
 def build_result(layers: list[Layer], values: dict[int, dict[str, float]], metric_names: tuple[str, ...], *,
                  label: str, config: dict[str, Any], target: np.ndarray, notes: list[str],
-                 reference: int = 0, histograms: dict[int, np.ndarray] | None = None) -> InspectResult:
+                 reference: int = 0, histograms: dict[int, np.ndarray] | None = None) -> Result:
     """Assemble the tables. values: every metric of each layer, by layer index; reference: its layer index;
     histograms: Jacobian singular-value counts (bins,) by layer index (`torch.jacobian`)."""
     info = _layer_info(layers, reference)
@@ -136,8 +119,8 @@ def build_result(layers: list[Layer], values: dict[int, dict[str, float]], metri
         "pc1": layer.measured.projection[:, 0], "pc2": layer.measured.projection[:, 1],
         "pc3": layer.measured.projection[:, 2], "target": target}) for layer in layers], ignore_index=True)
     info.insert(0, "init", label)
-    return InspectResult(metrics, spectra, projections, _weight_norms(layers, label),
-                         _flags(layers, label), info, config, notes, _jacobian_table(histograms or {}, label))
+    return Result(metrics, spectra, projections, _weight_norms(layers, label), _flags(layers, label), config,
+                  layers=info, notes=notes, jacobian_spectra=_jacobian_table(histograms or {}, label))
 
 
 def _jacobian_table(histograms: dict[int, np.ndarray], label: str) -> pd.DataFrame:
@@ -176,14 +159,14 @@ def _flags(layers: list[Layer], label: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["init", "trial", "layer", "flag"])
 
 
-def combine(*results: InspectResult) -> InspectResult:
+def combine(*results: Result) -> Result:
     """One result from several (e.g. the same model under different inits), for one report.
 
     The results' `init` labels must be distinct; the config is the first
     one's with `init` listing every label.
     """
-    if not results or not all(isinstance(r, InspectResult) for r in results):
-        raise TypeError("combine() takes one or more InspectResult objects.")
+    if not results or not all(isinstance(r, Result) and r.layers is not None for r in results):
+        raise TypeError("combine() takes one or more results of initscope.torch.inspect.")
     labels = [lab for r in results for lab in r.config["init"]]
     if len(set(labels)) != len(labels):
         raise ValueError(f"The results' labels must be distinct to combine them. Got {labels} instead; "
@@ -194,7 +177,7 @@ def combine(*results: InspectResult) -> InspectResult:
         return pd.concat(frames, ignore_index=True) if frames else getattr(results[0], name)
 
     layers = pd.concat([r.layers for r in results], ignore_index=True)
-    config = dict(results[0].config, init=tuple(labels))
+    config = dataclasses.replace(results[0].config, init=tuple(labels))
     notes = list(dict.fromkeys(note for r in results for note in r.notes))
-    return InspectResult(cat("metrics"), cat("spectra"), cat("projections"), cat("weight_norms"), cat("flags"),
-                         layers, config, notes, cat("jacobian_spectra"))
+    return Result(cat("metrics"), cat("spectra"), cat("projections"), cat("weight_norms"), cat("flags"), config,
+                  layers=layers, notes=notes, jacobian_spectra=cat("jacobian_spectra"))

@@ -26,8 +26,8 @@ run that writes beside or into them. The `.NAME.tmp-XXXXXXXX` folders of
 versions before the marker are removed beside NAME when their name, mode, age
 and contents all say they are initscope's (`is_legacy_temporary`). The temporary folder is created beside the
 target's real location (symlinks resolved), so every rename stays on one
-filesystem; files get the user's umask (no `mkstemp` 0600). SIGINT and SIGTERM
-are held back while renames run, so an interrupt never lands between two of them.
+filesystem; files get the user's umask (no `mkstemp` 0600). SIGINT, SIGTERM and
+SIGHUP are held back while renames run, so an interrupt never lands between two of them.
 """
 
 from __future__ import annotations
@@ -38,20 +38,22 @@ import json
 import os
 import secrets
 import signal
+import stat
 import threading
 from pathlib import Path
 from typing import Iterator
 
 from initscope import __version__
-from initscope.report.leftovers import TEMP as _TEMP
-from initscope.report.leftovers import is_stale as _is_stale
-from initscope.report.leftovers import remove as _remove
-from initscope.report.leftovers import remove_legacy, remove_stale
+from initscope.study.leftovers import TEMP as _TEMP
+from initscope.study.leftovers import is_stale as _is_stale
+from initscope.study.leftovers import remove as _remove
+from initscope.study.leftovers import remove_legacy, remove_stale
 
 __all__ = ["MARKER", "Output", "OutputError", "atomic_file", "atomic_write", "temp_name", "mark_folder",
            "write_marker", "read_marker", "remove_stale", "remove_legacy", "is_legacy_temporary"]
 
 MARKER = ".initscope"
+_MARKER_LIMIT = 64 * 2**20  # a marker lists file names: even a huge sweep's is far smaller
 _EXAMPLES = 5
 _EMPTY_WALK = 1000  # entries looked at to decide that a folder holds no file
 
@@ -78,7 +80,7 @@ def temp_name(kind: str = "tmp", suffix: str = "") -> str:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back until the block is done, then deliver them.
+    """Hold SIGINT, SIGTERM and SIGHUP back until the block is done, then deliver them.
 
     Renames that must happen together (old folder out, new one in) and the
     clean-up of a temporary folder must not be cut in half by Ctrl-C.
@@ -87,7 +89,8 @@ def _signals_held() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+    saved = {sig: signal.getsignal(sig) for sig in held}
     for sig in saved:
         signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
@@ -124,11 +127,19 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
 
 def read_marker(folder: Path) -> dict | None:
     """The marker of an initscope folder: {"files": {relpath: command}, "commands": {...}, ...}, or None."""
+    path = Path(folder) / MARKER
     try:
-        data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+        # Only a regular file (not a link, a folder or a FIFO) of a marker's size, written by initscope
+        # (its "initscope" version key): a user's own `.initscope` of any other form is not a marker.
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MARKER_LIMIT:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("initscope"), str):
+        return None
+    files = data.get("files")
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         return None
     data["files"] = {k: v for k, v in files.items() if _safe_relpath(k)}
@@ -310,6 +321,7 @@ class Output:
                 raise _out_error("a folder initscope can read", self.given, exc.strerror or str(exc)) from None
         else:  # adding files: only the names it writes matter
             foreign = self._clashes(self.writes, marker)
+        foreign += self._foreign_marker()
         if foreign and not self.overwrite:
             raise self._refusal(foreign)
         owners = set(marker["files"].values())
@@ -323,6 +335,34 @@ class Output:
                 and not os.path.ismount(self.target) and not around_cwd):
             return "swap"
         return "merge"
+
+    def _foreign_marker(self) -> list[str]:
+        """['.initscope'] when the target holds a `.initscope` that is not initscope's marker (a file of
+        yours, which only --overwrite replaces); a folder of that name is refused whatever the options."""
+        path = self.target / MARKER
+        if not os.path.lexists(path) or read_marker(self.target) is not None:
+            return []
+        if os.path.isdir(path):
+            raise _out_error("a folder where initscope's marker name is free", self.given,
+                             f"{MARKER!r} is a folder there, which initscope never writes over")
+        return [MARKER]
+
+    def _check_places(self, new: list[str]) -> None:
+        """Refuse, before the first file moves, a new file whose folder in the target is a link leading
+        out of it or lies on another filesystem: every rename stays inside `out`, and all of them can
+        happen (a merge never stops half-way on EXDEV)."""
+        device = os.stat(self.staging).st_dev
+        for parent in sorted({str(Path(rel).parent) for rel in new}):
+            here = self.target / parent if parent != "." else self.target
+            if not os.path.lexists(here):
+                continue
+            real = Path(os.path.realpath(here))
+            if real != self.target and self.target not in real.parents:
+                raise _out_error("a folder whose own folders stay inside it", self.given,
+                                 f"{parent!r} there is a link leading out of it, to {str(real)!r}")
+            if os.path.isdir(real) and os.stat(real).st_dev != device:
+                raise _out_error("a folder on one filesystem", self.given,
+                                 f"{parent!r} there lies on another filesystem")
 
     def _clashes(self, names, marker: dict) -> list[str]:
         """Those of `names` that exist in the target but were not written by initscope."""
@@ -409,6 +449,7 @@ class Output:
             if dest.is_dir() and not dest.is_symlink():
                 raise _out_error("a folder where initscope's file names are free", self.given,
                                  f"{rel!r} is a folder there")
+        self._check_places(new)
         old = marker["files"]
         stale = [rel for rel, owner in old.items() if owner == self.command and rel not in new] if self.replace else []
         files = {**old, **{rel: self.command for rel in new}}

@@ -1,4 +1,4 @@
-"""Left-overs of killed initscope runs, and how the writer recognises them (`initscope.report.writer`).
+"""Left-overs of killed initscope runs, and how the writer recognises them (`initscope.study.writer`).
 
 - `.initscope-tmp-<pid>-<hex>` / `.initscope-old-<pid>-<hex>`: the writer's own
   temporary names; one whose process no longer runs is a left-over
