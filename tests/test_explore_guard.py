@@ -16,7 +16,8 @@ import pytest
 from conftest_explore import Server, call, port_is_free
 
 from initscope.explore import server as explore_server
-from initscope.explore.server import MAX_BODY, _unechoed
+from initscope.explore.guard import MAX_BODY
+from initscope.explore.server import _unechoed
 
 GIB = 2**30
 SMALL = {"depth": "2", "width": "8", "samples": "10", "trials": "1", "metrics": "rms"}

@@ -15,7 +15,7 @@ def test_init_training_runs_once_per_fix_and_depth(monkeypatch):
     calls = []
     train = model._train
     monkeypatch.setattr(model, "_train", lambda *a: calls.append(a[1]) or train(*a))
-    _, outcomes = compare_fixes(["forward-gradient"], depths=(3,), trials=2, workers=1, train_steps=4)
+    _, outcomes = compare_fixes(["forward-gradient"], depths=(3,), trials=2, workers=1, init_train_steps=4)
     assert calls == ["kaiming-normal"]  # the run's training, reused by the certificate
     assert len(outcomes[0].certificate) and len(outcomes[0].result.train_log)
 

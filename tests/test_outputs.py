@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from initscope.cli.app import OUTPUT_FILES, main
-from initscope.study.writer import MARKER, Output, OutputError, read_marker, temp_name
+from initscope.study.atomic import temp_name
+from initscope.study.writer import MARKER, Output, OutputError, read_marker
 
 SMALL = ["--trials", "1", "--depth", "2", "--width", "8", "--samples", "10", "--no-report", "--quiet"]
 USER_FILES = {"figures/my_plot.png": b"my figure", "init_log.csv": b"my,log\n1,2\n", "report.html": b"<p>mine</p>"}

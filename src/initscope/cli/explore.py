@@ -28,6 +28,7 @@ __all__ = ["explore_command"]
 DEFAULT_PORT = 8731
 
 
+# long: a Typer command whose options are its signature; the body checks them, then serves until stopped
 def explore_command(
     port: int = typer.Option(DEFAULT_PORT, "--port", help="TCP port (0: any free port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind. Anything but loopback is reachable "

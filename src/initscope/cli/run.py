@@ -36,6 +36,7 @@ from initscope.study.parallel import worker_count
 __all__ = ["run_command", "report_command"]
 
 
+# long: a Typer command whose options are its signature; the body runs, writes and prints in order
 @with_config_flags
 def run_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of config fields; flags override it."),

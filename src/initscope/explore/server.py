@@ -24,7 +24,7 @@ machine's time, so a request a browser marks as sent by another site
 (Sec-Fetch-Site cross-site or same-site, or an Origin or Referer naming
 another host) is refused 403 before anything runs; a client that is not a
 browser sends none of these and is answered. On loopback the Host header
-must name this machine (`_Guard`), which keeps DNS-rebinding pages out.
+must name this machine (`guard.Guard`), which keeps DNS-rebinding pages out.
 
 A run is a function of its config, so the tables of recent runs are kept
 (`Settings.cache_bytes`, `--cache-mb`) and a repeated config (a slider moved
@@ -57,6 +57,7 @@ from initscope.core.metrics import METRICS
 from initscope.core.network import NORMS, READOUTS, SHIFTS
 from initscope.explore.api import (BUILTIN_DATA, ORIENTS, RequestError, check_budget, config_from_fields, config_json,
                                    encode, fields_from_query, metric_display, result_payload)
+from initscope.explore.guard import MAX_BODY, Guard, too_large
 from initscope.explore.jobs import FIRST_STEP_SIZE, STREAM_SIZE, Cancelled, Jobs, RunCache, depth_plan
 from initscope.explore.overlays import theory_payload
 from initscope.report.flags import flags_table
@@ -68,7 +69,7 @@ from initscope.study.runner import run
 from initscope.study.verdict import run_verdict
 
 __all__ = ["create_app", "Settings", "compute", "tables_part", "stream_parts", "verdict_part", "DEFAULT_MAX_SIZE",
-           "CLIENT_HEADER", "MAX_BODY", "DATA_FILES_LIMIT"]
+           "CLIENT_HEADER", "DATA_FILES_LIMIT"]
 
 DEFAULT_MAX_SIZE = 4e8  # ~1.5 s of the study per 1e8 on one core; a larger study belongs to `initscope run`
 CLIENT_HEADER = "x-initscope-client"
@@ -76,9 +77,7 @@ DEFAULT_CACHE_BYTES = 256 * 2**20
 STATIC = Path(__file__).with_name("static")
 _JSON = "application/json"
 # A request body is a config's fields: a few hundred bytes. Anything larger is refused unread.
-MAX_BODY = 2**20
 # The routes that run a study: another web site must not be able to make this machine compute.
-_COSTLY = ("/api/run", "/api/stream", "/api/download")
 _LONGEST_ECHO = 80  # characters of a header's value an error message may repeat
 _LONGEST_MESSAGE = 400  # characters of an error message: room for a constraint's choices, not for a body
 
@@ -143,7 +142,7 @@ async def _body_fields(request: Request) -> dict[str, Any]:
     """Config fields from a JSON object body (empty body: the defaults).
 
     The content type is judged before a byte is read, and the body is read in
-    its chunks up to MAX_BODY (`_Guard` has refused a larger Content-Length
+    its chunks up to MAX_BODY (`guard.Guard` has refused a larger Content-Length
     already; a chunked body is counted as it streams)."""
     ctype = request.headers.get("content-type", "")
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
@@ -155,7 +154,7 @@ async def _body_fields(request: Request) -> dict[str, Any]:
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise _too_large()
+            raise too_large()
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body.strip():
@@ -170,11 +169,6 @@ async def _body_fields(request: Request) -> dict[str, Any]:
         raise RequestError(400, f"The request body must be a JSON object of config fields. "
                                 f"Got a {type(fields).__name__} instead.")
     return fields
-
-
-def _too_large() -> RequestError:
-    return RequestError(413, f"The request body must be at most {MAX_BODY} bytes (a JSON object of config "
-                             f"fields). Got more instead.")
 
 
 def _orient(request: Request) -> str:
@@ -282,84 +276,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     from starlette.middleware import Middleware
 
-    app = Starlette(routes=routes, middleware=[Middleware(_Guard, allowed_hosts=api.settings.allowed_hosts)])
+    app = Starlette(routes=routes, middleware=[Middleware(Guard, allowed_hosts=api.settings.allowed_hosts)])
     app.state.jobs = api.jobs
     app.state.settings = api.settings
     return app
-
-
-class _Guard:
-    """ASGI middleware that refuses, before routing and before a byte of the body is read:
-
-    - a Host header that is not one of `allowed_hosts` (400; None: any), its
-      port and an IPv6 address's brackets taken off (`[::1]:8731` is `::1`);
-    - a Content-Length over MAX_BODY, or one that is not a number (413, 400):
-      the server's memory does not depend on what a client claims to send;
-    - a run asked for by another web site (403): a browser marks such a
-      request with Sec-Fetch-Site (cross-site, same-site), and with an Origin
-      or a Referer naming another host; an empty form POST or a link to
-      /api/download on another page would otherwise run a study here.
-    """
-
-    def __init__(self, app, allowed_hosts: tuple[str, ...] | None = None):
-        self.app = app
-        self.allowed = None if allowed_hosts is None else {_host_name(h) for h in allowed_hosts}
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self.refusal(scope["path"], headers)
-        if refusal is not None:
-            status, message = refusal
-            # Connection: close -- an unread body must not be taken for the next request.
-            response = _json({"error": message}, status, {"Connection": "close"})
-            return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-    def refusal(self, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
-        host = headers.get("host", "")
-        if self.allowed is not None and _host_name(host) not in self.allowed:
-            return 400, "Invalid host header: this server answers only its own loopback names."
-        length = headers.get("content-length")
-        if length is not None:
-            if not (length.isascii() and length.isdigit()):
-                return 400, "The Content-Length header must be a number of bytes."
-            if int(length) > MAX_BODY:
-                return 413, _too_large().message
-        if path in _COSTLY and _cross_site(headers, host):
-            return 403, ("A run must be asked for by this server's own page or a client that is not a browser. "
-                         "Got a request from another web site instead.")
-        return None
-
-
-def _host_name(host: str) -> str:
-    """The host of a Host header or an address, lower case, without port, brackets or a trailing dot."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        host = host[1:].split("]", 1)[0]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    return host.rstrip(".")
-
-
-def _cross_site(headers: dict[str, str], host: str) -> bool:
-    """Whether a browser says that another site sent this request (see `_Guard`)."""
-    if headers.get("sec-fetch-site", "same-origin").lower() not in ("same-origin", "none"):
-        return True
-    from urllib.parse import urlsplit
-
-    for name in ("origin", "referer"):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            netloc = urlsplit(value).netloc.lower()
-        except ValueError:
-            return True
-        if netloc != host.strip().lower():  # "null" (a sandboxed page or a file) has none
-            return True
-    return False
 
 
 class _Api:

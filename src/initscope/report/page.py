@@ -21,7 +21,8 @@ from initscope.report.static import write_static
 from initscope.report.tables import RunTables, as_tables
 from initscope.report.training import TRAINING_SECTION, training_html
 from initscope.report.weights import weight_norm_spec
-from initscope.study.writer import Output, OutputError, atomic_write
+from initscope.study.atomic import atomic_write
+from initscope.study.writer import Output, OutputError
 from initscope.study import directions as study_directions
 from initscope.study.config import toml_text
 from initscope.study.flags import model_context, model_flags_table

@@ -30,7 +30,7 @@ from initscope.report.tables import RunTables
 from initscope.study.overlays import theory_lines
 from initscope.study.records import config_dict
 from initscope.report.weights import _theory, norm_histogram
-from initscope.study.writer import atomic_file, atomic_write
+from initscope.study.atomic import atomic_file, atomic_write
 
 __all__ = ["write_static"]
 

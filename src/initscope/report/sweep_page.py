@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from initscope import __version__
-from initscope.study.writer import atomic_write
+from initscope.study.atomic import atomic_write
 from initscope.study.store import CONFIG_COLUMNS, Store, StoreSummary
 
 __all__ = [

@@ -153,6 +153,37 @@ def _check_scheduler(scheduler: str, timeout: float) -> None:
 
 
 @contextmanager
+def _dask_executor(scheduler: str, connect_timeout: float) -> Iterator[tuple[cf.Executor, int]]:
+    """A running Dask scheduler's executor and its threads (`open_executor`'s scheduler case)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("The 'scheduler' option needs dask.distributed: pip install 'initscope[dask]'.") from None
+    _check_scheduler(scheduler, connect_timeout)
+
+    class _Client(Client):
+        # A Client whose start failed closes itself from its finalizer, which waits 20 s for a
+        # connection that never was and prints a traceback after the one-line error: skip it.
+        def __del__(self):
+            if getattr(self, "_initscope_started", False):
+                super().__del__()
+
+    try:
+        client = _Client(scheduler, timeout=connect_timeout, set_as_default=False)
+        client._initscope_started = True
+    except Exception as exc:  # noqa: BLE001 - whatever answers there (a proxy, an HTTP server) is not a scheduler
+        raise ValueError(
+            f"The 'scheduler' parameter must be the address of a running Dask scheduler. Got {scheduler!r} "
+            f"({_describe(exc)})."
+        ) from None
+    try:
+        slots = max(1, sum(client.nthreads().values()))
+        yield client.get_executor(pure=False), slots
+    finally:
+        client.close()
+
+
+@contextmanager
 def open_executor(workers: int | None = None, scheduler: str | None = None, *,
                   connect_timeout: float = DASK_CONNECT_TIMEOUT_S) -> Iterator[tuple[cf.Executor, int]]:
     """An executor and its number of slots (tasks that run at once).
@@ -165,32 +196,8 @@ def open_executor(workers: int | None = None, scheduler: str | None = None, *,
     a scheduler that cannot be reached within connect_timeout seconds.
     """
     if scheduler is not None:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ValueError("The 'scheduler' option needs dask.distributed: pip install 'initscope[dask]'.") from None
-        _check_scheduler(scheduler, connect_timeout)
-
-        class _Client(Client):
-            # A Client whose start failed closes itself from its finalizer, which waits 20 s for a
-            # connection that never was and prints a traceback after the one-line error: skip it.
-            def __del__(self):
-                if getattr(self, "_initscope_started", False):
-                    super().__del__()
-
-        try:
-            client = _Client(scheduler, timeout=connect_timeout, set_as_default=False)
-            client._initscope_started = True
-        except Exception as exc:  # noqa: BLE001 - whatever answers there (a proxy, an HTTP server) is not a scheduler
-            raise ValueError(
-                f"The 'scheduler' parameter must be the address of a running Dask scheduler. Got {scheduler!r} "
-                f"({_describe(exc)})."
-            ) from None
-        try:
-            slots = max(1, sum(client.nthreads().values()))
-            yield client.get_executor(pure=False), slots
-        finally:
-            client.close()
+        with _dask_executor(scheduler, connect_timeout) as pair:
+            yield pair
         return
     if workers is None:
         workers = os.cpu_count() or 1

@@ -34,6 +34,9 @@ from types import ModuleType
 
 import numpy as np
 
+from initscope.core.activations import ACTIVATIONS
+from initscope.core.initializers import REGISTRY
+from initscope.core.metrics import METRICS
 from initscope.study.files import PLUGIN_LIMIT, read_bounded
 
 __all__ = ["ENV_VAR", "load_plugins", "active_plugins", "PluginError"]
@@ -135,10 +138,6 @@ def active_plugins() -> tuple[str, ...]:
 
 
 def _registries() -> dict[str, dict]:
-    from initscope.core.activations import ACTIVATIONS
-    from initscope.core.initializers import REGISTRY
-    from initscope.core.metrics import METRICS
-
     return {"metric": METRICS, "initializer": REGISTRY, "activation": ACTIVATIONS}
 
 

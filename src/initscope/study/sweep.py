@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from initscope.study.config import FIELD_NAMES, FLOAT_FIELDS, INT_FIELDS, Config, config_fields, make_config, renamed_fields
+from initscope.study.files import CONFIG_LIMIT, read_bounded
 
 __all__ = [
     "Sweep",
@@ -187,8 +188,6 @@ def make_sweep(spec: dict[str, Any], *, source: str = "the sweep") -> Sweep:
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
     """Read and validate a sweep TOML file. Raises ValueError with a one-line reason."""
-    from initscope.study.files import CONFIG_LIMIT, read_bounded
-
     path = Path(path)
     text = read_bounded(path, parameter="config", what="TOML file", limit=CONFIG_LIMIT)  # no /dev/zero, no FIFO
     try:

@@ -2,7 +2,7 @@
 
 Two primitives, used by every command and by `write_report`:
 
-- `atomic_file(path)` / `atomic_write(path, data)`: one file, written under a
+- `study.atomic.atomic_file(path)` / `atomic_write(path, data)`: one file, written under a
   temporary name beside it and renamed over it, so a reader sees the old file
   or the new one, never half of one.
 - `Output`: an output folder. Everything is written into a fresh temporary
@@ -36,20 +36,18 @@ import contextlib
 import errno
 import json
 import os
-import secrets
-import signal
 import stat
-import threading
 from pathlib import Path
 from typing import Iterator
 
 from initscope import __version__
+from initscope.study.atomic import atomic_write, signals_held, temp_name
 from initscope.study.leftovers import TEMP as _TEMP
 from initscope.study.leftovers import is_stale as _is_stale
 from initscope.study.leftovers import remove as _remove
 from initscope.study.leftovers import remove_legacy, remove_stale
 
-__all__ = ["MARKER", "Output", "OutputError", "atomic_file", "atomic_write", "temp_name", "mark_folder",
+__all__ = ["MARKER", "Output", "OutputError", "mark_folder",
            "write_marker", "read_marker", "remove_stale", "remove_legacy", "is_legacy_temporary"]
 
 MARKER = ".initscope"
@@ -71,58 +69,6 @@ class OutputError(ValueError):
 def _out_error(constraint: str, out: object, why: str = "") -> OutputError:
     detail = f" ({why})" if why else ""
     return OutputError(f"The 'out' parameter must be {constraint}{detail}. Got {str(out)!r} instead.")
-
-
-def temp_name(kind: str = "tmp", suffix: str = "") -> str:
-    """A hidden name no other process uses: `.initscope-<kind>-<pid>-<hex><suffix>`."""
-    return f".initscope-{kind}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP back until the block is done, then deliver them.
-
-    Renames that must happen together (old folder out, new one in) and the
-    clean-up of a temporary folder must not be cut in half by Ctrl-C.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
-    saved = {sig: signal.getsignal(sig) for sig in held}
-    for sig in saved:
-        signal.signal(sig, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        for sig in caught[:1]:
-            signal.raise_signal(sig)
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix: savers pick the format from it);
-    rename it over `path` when the block succeeds, remove it when it fails."""
-    path = Path(path)
-    tmp = path.with_name(temp_name(suffix=path.suffix))
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (a failure leaves the old file); return the path."""
-    with atomic_file(path) as tmp:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-    return Path(path)
 
 
 def read_marker(folder: Path) -> dict | None:
@@ -301,7 +247,7 @@ class Output:
         of a long computation (a sweep's report), so that a refusal comes before the computation. The
         temporary folder is made and removed again: only that proves the place can be written."""
         output = cls(out, command=command, overwrite=overwrite, replace=replace, writes=writes)
-        with _signals_held():
+        with signals_held():
             output._abort()
 
     # --- planning ------------------------------------------------------------------------------
@@ -407,7 +353,7 @@ class Output:
         return self.staging
 
     def __exit__(self, kind, value, tb) -> None:
-        with _signals_held():
+        with signals_held():
             if kind is None:
                 try:
                     self._commit()
