@@ -129,6 +129,7 @@ def _allowed(module: str, target: str) -> bool:
     return any(module == m and (target == t or target.startswith(t + ".")) for m, t in LAZY)
 
 
+@pytest.mark.slow
 def test_own_package_imports_are_absolute_and_at_module_top():
     relative, lazy = [], []
     for module, tree in _modules():
@@ -153,6 +154,7 @@ def _subpackage(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
+@pytest.mark.slow
 def test_no_subpackage_imports_another_ones_private_names():
     found = []
     for module, tree in _modules():

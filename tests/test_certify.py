@@ -244,6 +244,7 @@ def test_cli_exit_2_when_out_is_a_file(tmp_path, capsys):
     assert main(["--depth", "1", *SMALL, "--out", str(f)]) == 2
 
 
+@pytest.mark.slow
 def test_cli_runs_as_a_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "initscope.cli.certify", "--init", "kaiming-normal", "--depth", "2",
                            *SMALL, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)

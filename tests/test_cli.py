@@ -113,6 +113,7 @@ def test_spectra_csv_has_one_row_per_singular_value(capsys, tmp_path):
     assert (spectra["singular_value"] >= 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_REPORT, reason="the report needs plotly (initscope[report])")
 def test_default_run_writes_the_report_and_a_later_run_replaces_it_whole(capsys, tmp_path):
     out = tmp_path / "out"
@@ -405,6 +406,7 @@ def test_help_exits_0(capsys, argv):
 # --- numerical hazards ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_overflow_is_flagged_warned_and_nan_not_a_crash(capsys, tmp_path):
     out = tmp_path / "out"
     code, _, err = cli(capsys, "run", "--out", str(out), "--init", "normal", "--depth", "400", "--width", "64",
@@ -428,6 +430,7 @@ def test_overflow_is_flagged_warned_and_nan_not_a_crash(capsys, tmp_path):
 # --- as a real process ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_console_script_runs_and_writes_outputs(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([*command(), "run", "--out", str(out), *args_of(SMALL), "--no-report"],
@@ -438,6 +441,7 @@ def test_console_script_runs_and_writes_outputs(tmp_path):
     assert len(pd.read_csv(out / "metrics.csv")) == 2 * 2 * 3 * len(DEFAULT_METRICS)
 
 
+@pytest.mark.slow
 def test_console_script_bad_input_exits_2_with_one_line(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([*command(), "run", "--out", str(out), "--depth", "-1"],
@@ -450,6 +454,7 @@ def test_console_script_bad_input_exits_2_with_one_line(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_console_script_usage_error_exits_2(tmp_path):
     proc = subprocess.run([*command(), "run", "--out", str(tmp_path / "out"), "--width", "wide"],
                           capture_output=True, text=True, encoding="utf-8", timeout=120)

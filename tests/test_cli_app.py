@@ -76,6 +76,7 @@ def test_completion_of_command_names_loads_no_command_module(monkeypatch):
     assert done.stdout.strip().endswith("LOADED []")
 
 
+@pytest.mark.slow
 def test_completion_of_a_command_option_loads_that_command():
     env = dict(os.environ, COMP_WORDS="initscope run --dep", COMP_CWORD="2", _INITSCOPE_COMPLETE="complete_bash")
     probe = "from initscope.cli.app import main\ntry:\n    main([])\nexcept SystemExit:\n    pass\n"

@@ -91,6 +91,7 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_writes_the_runs_files_and_prints_the_flags(project, capsys):
     out = project / "out"
     code, stdout, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "x.npy"),
@@ -251,6 +252,7 @@ def test_registered_on_the_main_cli(project, capsys):
     assert (project / "main" / "metrics.csv").is_file()
 
 
+@pytest.mark.slow
 def test_as_a_subprocess(project):
     out = project / "sub"
     proc = subprocess.run(
@@ -262,6 +264,7 @@ def test_as_a_subprocess(project):
     assert 'ValueError: "batch too small for this model"' in proc.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_layer_wise_init_fits_the_given_inputs(project, capsys):
     out = project / "lsuv"
     code, _, err = cli(capsys, f"{project}/models.py:make", "--input", str(project / "x.npy"), "--init", "lsuv",

@@ -51,6 +51,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, name):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_phase_as_a_subprocess(tmp_path):
     out = tmp_path / "phase"
     env = dict(os.environ)

@@ -95,6 +95,7 @@ def test_sweep_then_resume_skips_everything(tmp_path, capsys):
     _assert_complete(out / "results.sqlite", 8, 2)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     sweep_file = _write(tmp_path, KILLABLE)
     store = tmp_path / "s.sqlite"
@@ -127,6 +128,7 @@ def test_resume_after_sigkill(tmp_path):
     _assert_complete(store, 32, 4)
 
 
+@pytest.mark.slow
 def test_concurrent_sweeps_into_one_store(tmp_path):
     a = _write(tmp_path, SMALL, "a.toml")
     b = _write(tmp_path, SMALL.replace("depth = [2, 3]", "depth = [3, 4]"), "b.toml")

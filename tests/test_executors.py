@@ -45,6 +45,7 @@ def inline_results(sweep, tmp_path_factory):
     return metrics, spectra
 
 
+@pytest.mark.slow
 def test_two_processes_give_identical_results(sweep, inline_results, tmp_path):
     with open_executor(2) as (executor, slots):
         assert slots == 2
@@ -54,6 +55,7 @@ def test_two_processes_give_identical_results(sweep, inline_results, tmp_path):
     _same(spectra, inline_results[1])
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_identical_results(sweep, inline_results, tmp_path):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,

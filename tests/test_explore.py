@@ -61,6 +61,7 @@ def post(server, path, body=None, **kw):
     return status, headers, (json.loads(raw) if raw and not path.startswith("/api/stream") else raw)
 
 
+@pytest.mark.slow
 def test_defaults_equal_initscope_run(server):
     status, headers, answer = post(server, "/api/run")
     assert status == 200, answer
@@ -87,6 +88,7 @@ def test_config_equals_initscope_run_in_both_forms(server):
     assert [v["title"] for v in answer["verdict"]["initializers"]] == ["kaiming-normal (gain 1.2)", "orthogonal (gain 1.2)"]
 
 
+@pytest.mark.slow
 def test_overflow_is_a_result_nan_as_null(server):
     from initscope.study.runner import NumericalWarning
 
@@ -110,6 +112,7 @@ def test_text_fields_as_from_a_form_or_url(server):
     assert_answer_equals_run(answer, initscope.run(depth=3, init="sphere,normal", trials=2, shift_scale=0.5))
 
 
+@pytest.mark.slow
 def test_bad_input_is_400_with_the_cli_message(server, tmp_path):
     # The page sends text, as the command line does; a JSON number gets make_config's message for a number.
     status, _, answer = post(server, "/api/run", {"depth": 0})
@@ -179,6 +182,7 @@ def test_no_data_folder_means_built_in_data_only(data_dir):
     assert config_from_fields({"data": "iris"}, data_dir=None).data == "iris"
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_requests(server):
     configs = [dict(SMALL, seed=s, depth=3) for s in range(5)]
     expected = [initscope.run(**c) for c in configs]
@@ -212,6 +216,7 @@ def stream_lines(raw: bytes) -> list[dict]:
     return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_stream_sends_exact_depth_prefixes(server):
     status, headers, raw = post(server, "/api/stream?orient=columns", STREAMED)
     assert status == 200
@@ -276,6 +281,7 @@ def test_stream_theory_lines_are_the_reports(server):
     assert any("linspace shifts are not i.i.d." in note for note in theory["notes"]), theory["notes"]
 
 
+@pytest.mark.slow
 def test_a_repeated_config_is_answered_from_the_cache(server):
     config = dict(SMALL, seed=11)
     before = json.loads(call(server.url, "/api/health")[2])["cache"]
@@ -341,6 +347,7 @@ def test_depth_plan():
     assert request_size(dataclasses.replace(deep, depth=plan[0])) <= 3e6 or plan[0] == 1
 
 
+@pytest.mark.slow
 def test_download_is_what_initscope_run_writes(server, tmp_path):
     query = "?depth=3&trials=2&init=normal&init=orthogonal&seed=4"
     status, headers, raw = call(server.url, "/api/download" + query)
@@ -379,6 +386,7 @@ def test_only_loopback_host_names(server):
     assert call(server.url.replace("127.0.0.1", "localhost"), "/api/health")[0] == 200
 
 
+@pytest.mark.slow
 def test_sigint_stops_cleanly_and_frees_the_port():
     srv = Server()
     assert call(srv.url, "/api/health")[0] == 200
@@ -392,6 +400,7 @@ def test_sigint_stops_cleanly_and_frees_the_port():
 LONG = dict(STREAMED, depth=200, trials=20)
 
 
+@pytest.mark.slow
 def test_sigint_while_computing_stops_the_run_at_a_layer():
     srv = Server()
     thread = threading.Thread(target=lambda: call(srv.url, "/api/run", LONG, method="POST", timeout=300),
@@ -441,6 +450,7 @@ def test_a_superseded_run_stops_computing(server):
     assert wait_until(lambda: json.loads(call(server.url, "/api/health")[2])["running"] == 0, timeout=60)
 
 
+@pytest.mark.slow
 def test_host_warning_config_preload_and_bad_options(tmp_path, data_dir):
     config = tmp_path / "c.toml"
     config.write_text('depth = 17\ninit = ["orthogonal"]\ndata = "mine.csv"\n')

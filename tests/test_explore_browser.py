@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest_explore import Server, call
 
+pytestmark = pytest.mark.slow  # a real Chromium: seconds per test
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]

@@ -18,6 +18,7 @@ def test_every_fix_has_a_valid_config():
         fix_config("magic", depth=3, trials=1)
 
 
+@pytest.mark.slow
 def test_ranking_puts_certified_fixes_first():
     table, outcomes = compare_fixes(["kaiming", "kaiming+residual", "sphere"], depths=(4,), trials=3, workers=1)
     assert list(table.columns[:3]) == ["depth", "fix", "certified_share"]
@@ -31,6 +32,7 @@ def test_ranking_puts_certified_fixes_first():
     assert np.all(np.diff(table["certified_share"]) <= 0)
 
 
+@pytest.mark.slow
 def test_compare_fixes_command_writes_ranked_report(tmp_path, capsys):
     out = tmp_path / "fixes"
     code = main(["compare-fixes", "--out", str(out), "--fixes", "normal,kaiming+residual",

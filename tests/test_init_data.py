@@ -77,6 +77,7 @@ def test_lsuv_iteration_cap_is_respected():
     assert (its == 1).all()
 
 
+@pytest.mark.slow
 def test_well_spaced_units_active_on_5_to_95_percent():
     cfg = make_config(init="well-spaced", depth=8, width=40, samples=200, trials=3)
     X, _, params = materialize(cfg, "well-spaced")

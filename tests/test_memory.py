@@ -163,6 +163,7 @@ print(r.metrics.query("metric == 'jacobian_rank' and layer == 1")["value"].tolis
 """
 
 
+@pytest.mark.slow
 def test_wide_csv_jacobian_rank_fits_in_little_memory(tmp_path):
     """Issue 14: a 50 × 5000 CSV made jacobian_rank allocate a 9.3 GiB (1, 50, d, d) tangent."""
     est = run_estimate(make_config(data=_wide_csv(tmp_path), samples=50, trials=2, depth=3,
@@ -287,6 +288,7 @@ def test_sweep_memory_limit_refuses_naming_the_parameter(capsys, tmp_path):
     assert "'memory_limit'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sweep_memory_limit_is_shared_by_the_processes_and_chunks_with_the_same_numbers(capsys, tmp_path):
     from initscope.study.executors import available_cores
     from initscope.study.store import Store
@@ -322,6 +324,7 @@ def test_explore_budget_uses_the_memory_estimate():
     assert details["size"] > details["budget"] == 10**7 and "'width'" in info.value.message
 
 
+@pytest.mark.slow
 def test_explore_server_refuses_a_request_over_memory_before_any_work():
     from conftest_explore import Server, call
 

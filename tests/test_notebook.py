@@ -44,6 +44,7 @@ def outputs(cell, kind: str) -> list[dict]:
     return [o for o in cell.outputs if o.get("output_type") == kind]
 
 
+@pytest.mark.slow
 def test_a_run_shows_its_verdict_and_a_compact_table(executed):
     (result,) = outputs(executed[1], "execute_result")
     page = result["data"]["text/html"]

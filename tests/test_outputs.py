@@ -292,6 +292,7 @@ def test_out_that_cannot_be_written_is_bad_input_before_computing(capsys, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_out_on_a_read_only_filesystem_is_bad_input(tmp_path):
     """A read-only mount (root ignores permission bits, so a bind mount in a private mount namespace);
     without root, a folder without write permission is the same refusal."""
@@ -356,6 +357,7 @@ def test_out_linked_to_another_filesystem(capsys, tmp_path):
         shutil.rmtree(elsewhere)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_files_get_the_users_umask(tmp_path, umask):
     out, fixes = tmp_path / "o", tmp_path / "fixes"
@@ -397,6 +399,7 @@ def test_compare_fixes_refuses_users_files_and_marks_each_fix_folder(capsys, tmp
     assert read_marker(out)["files"]["index.html"] == "compare-fixes"
 
 
+@pytest.mark.slow
 def test_report_rebuild_keeps_the_users_figures_and_refuses_a_page_it_did_not_write(capsys, tmp_path):
     pytest.importorskip("plotly")
     pytest.importorskip("matplotlib")
@@ -418,6 +421,7 @@ def test_report_rebuild_keeps_the_users_figures_and_refuses_a_page_it_did_not_wr
 SWEEP = 'init = ["normal"]\ndepth = [2, 3]\nwidth = 8\nsamples = 10\ntrials = 1\nmetrics = "rms,effective_rank"\n'
 
 
+@pytest.mark.slow
 def test_sweep_refuses_a_report_html_it_did_not_write_before_sweeping(capsys, tmp_path):
     pytest.importorskip("plotly")
     (tmp_path / "grid.toml").write_text(SWEEP)
@@ -504,6 +508,7 @@ FACTORY = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_inspect_refuses_users_files_before_building_the_model(capsys, tmp_path, monkeypatch):
     pytest.importorskip("torch")
     torch_pkg = importlib.import_module("initscope.torch")

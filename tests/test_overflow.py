@@ -64,6 +64,7 @@ REPORTED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", REPORTED, ids=lambda a: " ".join(a))
 def test_reported_overflow_cases_exit_0_with_the_flag(capsys, tmp_path, argv):
     # Later flags win: the case's own --width replaces TINY's.

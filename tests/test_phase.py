@@ -11,6 +11,7 @@ from initscope.core import theory as th
 from initscope.study.phase import PhaseConfig, measure_depth_scale, parse_grid, phase_study
 
 
+@pytest.mark.slow
 def test_edge_of_chaos_for_tanh_is_at_schoenholz_value():
     # Schoenholz et al. 2017, Fig. 1: tanh at σ_b² = 0.05 is critical at σ_w² ≈ 1.76.
     critical = P.critical_sigma_w2("tanh", 0.05)
@@ -51,6 +52,7 @@ def test_chi_q_of_piecewise_linear_maps_is_chi_1():
     assert P.depth_scale(1.0) == math.inf and P.depth_scale(0.0) == 0.0 and math.isnan(P.depth_scale(-1.0))
 
 
+@pytest.mark.slow
 def test_measured_depth_scales_follow_theory_on_a_small_grid():
     """ξ_c measured in wide tanh networks against mean-field theory, ordered and chaotic points.
 
@@ -75,6 +77,7 @@ def test_measured_depth_scales_follow_theory_on_a_small_grid():
     assert stats.spearmanr(theory, measured).statistic >= 0.9
 
 
+@pytest.mark.slow
 def test_measured_length_scales_follow_theory_on_a_small_grid():
     """ξ_q from pre_q's approach to q* in wide tanh networks, against mean-field theory (−1/ln χ_q).
 

@@ -111,6 +111,7 @@ def _fan_in_bias(q, fan_in):
     return abs(ratio - 1.0) / fan_in
 
 
+@pytest.mark.slow
 def test_jacobian_sq_mean_follows_the_chi_1_product_for_critical_tanh():
     from initscope.core.phase import critical_sigma_w2
     from initscope.report.meanfield import mean_field_curves
@@ -134,6 +135,7 @@ def test_jacobian_sq_mean_follows_the_chi_1_product_for_critical_tanh():
     assert (np.abs(mean - theory) <= tolerance).all(), (mean.tolist(), theory.tolist(), tolerance.tolist())
 
 
+@pytest.mark.slow
 def test_pre_q_and_pre_cosine_reach_the_mean_field_fixed_points():
     # Schoenholz et al.'s chaotic tanh point: c* = 0.4468 for the pre-activations, while the
     # post-activation mean_cosine settles lower (0.4195 at infinite width): the trap the issue names.
@@ -171,6 +173,7 @@ def _direct_log_spread(X, params, layers):
     return {layer: float(np.std(logs)) for layer, logs in out.items()}, cond
 
 
+@pytest.mark.slow
 def test_jacobian_log_spread_stays_small_for_orthogonal_critical_tanh_and_grows_for_gaussian():
     """Dynamical isometry (Saxe et al. 2014; Pennington, Schoenholz & Ganguli 2017) at width 128."""
     from initscope.core.phase import critical_sigma_w2

@@ -129,6 +129,7 @@ def test_a_registered_activation_has_its_derivative_in_the_backward_pass(registe
     assert np.isfinite(values).all() and (values > 0).all()
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_them_in_worker_processes(registered, tmp_path):
     from initscope.study.executors import open_executor, run_sweep
     from initscope.study.store import Store
@@ -181,6 +182,7 @@ def test_cli_main_shows_a_registered_metric_in_csv_table_and_report(registered, 
     assert titles == ["rms", "max_abs"]
 
 
+@pytest.mark.slow
 def test_cli_subprocess_with_plugin_file(plugin_file, tmp_path):
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != plugins.ENV_VAR}
@@ -254,6 +256,7 @@ def test_every_metric_returns_one_value_per_trial(name, dtype, rng):
         assert (E.layer_values([name], view, col=np.ones(3, bool), is_input=False)[name] == 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(I.REGISTRY))
 @pytest.mark.parametrize("activation", list(A.ACTIVATIONS))
 def test_every_initializer_has_a_gain_rule_and_a_variance_or_none(name, activation, rng):

@@ -344,6 +344,7 @@ def test_config_strings_and_labels_are_escaped(seed_result, tmp_path):
     assert page.count("<script") == page.count("</script>")
 
 
+@pytest.mark.slow
 def test_png_true_writes_static_figures_and_gifs(tmp_path):
     from PIL import Image
 
@@ -430,6 +431,7 @@ def test_a_run_with_a_subset_of_metrics_gets_only_those_panels():
     assert table.iloc[0]["over half the units dead"] == "not measured"
 
 
+@pytest.mark.slow
 def test_importing_initscope_and_its_report_stays_light():
     code = ("import sys, initscope, initscope.report; "
             "print(sorted(m for m in ('plotly', 'matplotlib') if m in sys.modules))")

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest_report import FIGURE_SECTIONS, large_tables, small_run
 
+pytestmark = pytest.mark.slow  # a real Chromium: seconds per test
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]

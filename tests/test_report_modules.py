@@ -79,6 +79,7 @@ def resnet_report(tmp_path_factory):
     return result, path
 
 
+@pytest.mark.slow
 def test_the_report_names_modules_on_every_layer_view(resnet_report):
     from initscope.report.page import report_specs
     from initscope.report.tables import as_tables

@@ -60,6 +60,7 @@ def test_grid_lays_out_subplots_exactly_as_make_subplots(rows, cols, h, v, scene
     assert grid(rows, cols, titles, horizontal_spacing=h, vertical_spacing=v, scene=scene) == expected
 
 
+@pytest.mark.slow
 def test_every_spec_is_a_valid_plotly_figure(result):
     """plotly's validator, off on the page's path, accepts every property the builders write."""
     import plotly.graph_objects as go
@@ -84,6 +85,7 @@ def test_typed_arrays_round_trip_and_leave_plain_values():
     assert isinstance(spec["data"][0]["x"], np.ndarray)  # the input is not changed
 
 
+@pytest.mark.slow
 def test_the_page_carries_each_spec_once_with_every_trace_and_frame(result):
     tables = as_tables(result)
     page = build_page(tables)
@@ -101,6 +103,7 @@ def test_the_page_carries_each_spec_once_with_every_trace_and_frame(result):
         assert len(re.findall(rf'Plotly\.newPlot\(\s*"fig-{sid}"', page)) == 1  # serialised once
 
 
+@pytest.mark.slow
 def test_building_a_report_imports_neither_scipy_stats_nor_plotly_objects(tmp_path):
     code = (
         "import sys\n"

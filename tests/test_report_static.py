@@ -86,6 +86,7 @@ def resnet(torch_one_thread):
     return as_tables(result), result.layers
 
 
+@pytest.mark.slow
 def test_a_deep_models_depth_panels_name_its_block_outputs(resnet, drawn, tmp_path):
     tables, layers = resnet
     figures, _ = drawn
@@ -112,6 +113,7 @@ def test_a_deep_models_depth_panels_name_its_block_outputs(resnet, drawn, tmp_pa
     assert "block outputs of 61 layers" in depth._suptitle.get_text()
 
 
+@pytest.mark.slow
 def test_a_deep_models_spectra_and_views_name_modules(resnet, drawn, tmp_path):
     tables, _ = resnet
     figures, titles = drawn
@@ -127,6 +129,7 @@ def test_a_deep_models_spectra_and_views_name_modules(resnet, drawn, tmp_path):
     assert titles["spectra.gif"][-1] == ["layer 60 (fc, Linear); dotted: noise floor"]
 
 
+@pytest.mark.slow
 def test_a_small_models_figures_name_every_layer(drawn, tmp_path, torch_one_thread):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     from collections import OrderedDict
@@ -146,6 +149,7 @@ def test_a_small_models_figures_name_every_layer(drawn, tmp_path, torch_one_thre
     assert _ticks(jacobian) == ["stem", "act", "head"]  # its layers start at 1: no tick at the input
 
 
+@pytest.mark.slow
 def test_an_mlp_runs_figures_keep_layer_numbers(drawn, tmp_path):
     figures, titles = drawn
     write_static(as_tables(small_run(depth=3, samples=20, width=6, trials=2, init=("normal",))), tmp_path)
@@ -159,6 +163,7 @@ def test_an_mlp_runs_figures_keep_layer_numbers(drawn, tmp_path):
     assert titles["spectra.gif"][0] == ["layer 0 (dotted: noise floor)"]
 
 
+@pytest.mark.slow
 def test_the_spectra_gif_painted_over_one_background_equals_full_redraws(tmp_path, monkeypatch):
     """spectra.gif renders its axes once and repaints only the curves and title per frame: every frame must be
     the picture a full redraw of that frame gives (the slow way, PillowWriter), pixel for pixel up to antialiasing."""

@@ -100,6 +100,7 @@ def test_the_overlay_starts_from_layer_zero_where_layer_one_is_exact():
     assert curves["pre_cosine"][1] == pytest.approx(c[0].mean(), rel=1e-14)
 
 
+@pytest.mark.slow
 def test_png_draws_the_jacobian_figure(tanh_run, tmp_path):
     import dataclasses
 

@@ -56,6 +56,7 @@ def test_an_initializer_does_not_depend_on_its_companions():
     np.testing.assert_array_equal(both.loc["sphere"].to_numpy(), alone.loc["sphere"].to_numpy())
 
 
+@pytest.mark.slow
 def test_overflow_is_a_result_not_a_crash():
     with pytest.warns(NumericalWarning, match=r"layer \d+"):
         res = run(init="normal", depth=300, width=64, shift="zeros", trials=2, metrics="rms,effective_rank,grad_norm",

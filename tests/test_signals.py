@@ -58,6 +58,7 @@ def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_stops_at_once_and_leaves_nothing(tmp_path, sig, status):
     out = tmp_path / "out"
@@ -68,6 +69,7 @@ def test_interrupt_stops_at_once_and_leaves_nothing(tmp_path, sig, status):
     assert list(tmp_path.iterdir()) == []  # no temporary folder, no target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_leaves_an_earlier_run_as_it_was(tmp_path, sig):
     out = tmp_path / "out"
@@ -80,6 +82,7 @@ def test_interrupt_leaves_an_earlier_run_as_it_was(tmp_path, sig):
     assert temporaries(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_run_after_sigkill_removes_the_killed_runs_temporary_folder(tmp_path):
     out = tmp_path / "out"
     proc = start_computing(out)
@@ -185,6 +188,7 @@ def assert_workers_gone(workers: set[int]) -> None:
     # Ctrl-C in a terminal signals the whole group, here while the workers are still importing.
     (signal.SIGINT, 130, True, 0.0), (signal.SIGTERM, 143, True, 0.0), (signal.SIGINT, 130, True, 3.0),
 ], ids=["SIGINT", "SIGTERM", "group-SIGINT-starting", "group-SIGTERM-starting", "group-SIGINT"])
+@pytest.mark.slow
 def test_sweep_stops_its_worker_processes(tmp_path, sig, status, group, wait):
     """`initscope sweep --workers 2` on a signal: exit 130/143 with the one interrupted line (no worker's
     traceback), no worker process left, no temporary folder."""
@@ -203,6 +207,7 @@ def test_sweep_stops_its_worker_processes(tmp_path, sig, status, group, wait):
     assert [p.name for p in tmp_path.rglob(".initscope-*")] == []
 
 
+@pytest.mark.slow
 @needs_proc_and_two_cores
 def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path):
     """Nothing can clean up after `kill -9`; the workers notice their parent is gone and exit."""

@@ -11,6 +11,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "initscope"
 MAX_MODULE_LINES = 500
@@ -54,6 +56,7 @@ def test_no_module_passes_500_lines():
     assert not big, "modules over 500 lines (split them):\n" + "\n".join(big)
 
 
+@pytest.mark.slow
 def test_no_function_passes_60_lines_without_a_reason():
     found = [f for name, text in _sources() for f in long_functions(text, name)]
     assert not found, ("functions over 60 lines (split them, or say why in a `# long: <reason>` comment on "

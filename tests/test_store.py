@@ -133,6 +133,7 @@ def _open_store_when_released(path, barrier, failures):
         failures.put(f"{type(exc).__name__}: {exc}")
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
     # Switching a new file to WAL needs an exclusive lock that SQLite refuses at once (no
     # busy wait) while another connection is mid-switch: before the retry, about one open

@@ -102,6 +102,7 @@ def test_damaged_store_is_exit_2_naming_it(capsys, tmp_path):
         assert "'store'" in err and str(store.name) in err and "damaged" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_workers_are_capped_at_the_cores(capsys, tmp_path):
     cores = available_cores()
     with open_executor(cores + 14) as (_, slots):

@@ -27,6 +27,7 @@ def _forward_second_moments(init, *, activation, d, w, depth, n, trials, rng, ga
     return m
 
 
+@pytest.mark.slow
 def test_kaiming_relu_keeps_rms_flat_over_20_layers(rng):
     w, depth, trials = 256, 20, 60
     m = _forward_second_moments("kaiming-normal", activation="relu", d=3, w=w, depth=depth, n=20,
@@ -67,6 +68,7 @@ def test_orthogonal_identity_preserves_singular_values():
         assert np.max(np.abs(sp[layer] - sp[0]) / top) < 1e-8
 
 
+@pytest.mark.slow
 def test_mean_cosine_follows_arc_cosine_map(rng):
     w, depth, trials, n = 800, 4, 8, 30
     arch = Architecture("relu")

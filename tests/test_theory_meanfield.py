@@ -157,6 +157,7 @@ def _correlation_decay_rate(sigma_w2, sigma_b2, *, width, networks, pairs, depth
     return np.array([np.polyfit(layers, np.log(d[first - 1:]), 1)[0] for d in deviation])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma_w2, sigma_b2", [(1.2, 0.3), (1.0, 0.05)])
 def test_correlation_depth_scale_matches_simulated_tanh_networks(sigma_w2, sigma_b2, rng):
     width, networks = 500, 8

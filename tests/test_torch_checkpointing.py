@@ -89,6 +89,7 @@ def _grad_norms(result) -> np.ndarray:
     (lambda: tm.gpt2(depth=2, dim=32), (4, 12)),
     (lambda: tm.encoder(depth=2, dim=32), (4, 9)),
 ])
+@pytest.mark.slow
 def test_gradients_and_states_match_the_uncheckpointed_pass(build, shape):
     torch.manual_seed(1)
     model = build()

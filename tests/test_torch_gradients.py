@@ -53,6 +53,7 @@ def test_parameter_kinds_of_every_module_type():
     assert kind == "weight" and all(p.ndim == 2 for p in params) and len(params) == 4
 
 
+@pytest.mark.slow
 def test_healthy_resnet18_has_no_batchnorm_versus_conv_gradient_flags():
     torch.manual_seed(0)
     model = tm.resnet18(num_classes=1000, width=64)

@@ -215,6 +215,7 @@ def _outputs(model, x, types):
     return got
 
 
+@pytest.mark.slow
 def test_lsuv_gives_every_layer_unit_variance_on_the_batch_in_execution_order():
     from initscope.core.fitted import LSUV_TOL
 
@@ -287,3 +288,93 @@ def test_layer_wise_errors_name_the_layers():
         initialize(tm.attention_only(depth=1, dim=8, heads=2), "lsuv", inputs=ids)
     with pytest.raises(ValueError, match=r"'looks-linear' is layer-wise.*4 \(Linear: 3 outputs"):
         initialize(nn.Sequential(*list(_mlp())[:4], nn.Linear(32, 3)), "looks-linear", inputs=torch.randn(3, 8))
+
+
+class Conv1D(nn.Module):
+    """HuggingFace's Conv1D as transformers defines it: y = x @ weight + bias with weight (in, out)."""
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.empty(nx, nf).normal_(std=0.02))
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        return x @ self.weight + self.bias
+
+
+@pytest.mark.parametrize("init", ["kaiming-normal", "xavier-uniform", "orthogonal", "sphere"])
+def test_hf_conv1d_is_a_linear_stored_in_out(init):
+    """GPT-2's projections: the same draw as a Linear of the same fans, transposed into (in, out)."""
+    conv, linear = Conv1D(40, 24), nn.Linear(24, 40)
+    fans = weight_fans(conv)
+    assert (fans.fan_in, fans.fan_out, fans.units) == (24, 40, 40)
+    initialize(conv, init, seed=3)
+    initialize(linear, init, seed=3)
+    assert torch.equal(conv.weight, linear.weight.T)
+    x = torch.randn(5, 24)
+    torch.testing.assert_close(conv(x), linear(x) - linear.bias + conv.bias)
+
+
+def test_lsuv_fits_hf_conv1d_to_unit_variance():
+    model = nn.Sequential(Conv1D(64, 32), nn.Tanh(), Conv1D(64, 64))
+    x = torch.randn(512, 32)
+    initialize(model, "lsuv", inputs=x, bias="zeros", seed=0)
+    out = model(x).detach()
+    assert float(out.var()) == pytest.approx(1.0, abs=0.02)  # LSUV's own tolerance on the last layer's output
+
+
+class TiedLM(nn.Module):
+    """An embedding whose weight the output head shares (GPT-2's wte and lm_head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(50, 16)
+        nn.init.normal_(self.wte.weight, std=0.02)
+        self.proj = Conv1D(16, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, ids):
+        return self.head(self.norm(self.proj(self.wte(ids))))
+
+
+@pytest.mark.parametrize("init", ["kaiming-normal", "lsuv"])
+def test_a_weight_tied_to_an_embedding_is_kept_and_every_parameter_left_is_named(init):
+    from initscope.torch.initializers import initialization_plan
+
+    model = TiedLM()
+    before = model.wte.weight.detach().clone()
+    notes: list[str] = []
+    initialize(model, init, inputs=torch.randint(0, 50, (8, 12)), notes=notes, seed=1)
+    assert torch.equal(model.wte.weight, before)  # the embedding's std stays 0.02
+    assert model.head.weight is model.wte.weight
+    assert float(model.proj.weight.detach().std()) > 0.1  # the projection was drawn (kaiming: sqrt(2/16) = 0.35)
+    text = " ".join(notes)
+    assert "head.weight was not redrawn: tied to wte's Embedding" in text
+    plan = {p.parameter: p for p in initialization_plan(model)}
+    assert plan["proj.weight"].action == "drawn"
+    assert plan["head.weight"].action == plan["wte.weight"].action == "left"
+    left = [name for name, p in plan.items() if p.action == "left"]
+    assert sorted(left) == ["head.weight", "norm.bias", "norm.weight", "proj.bias", "wte.weight"]
+    assert all(name in text for name in left)
+    names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    assert set(plan) == names
+
+
+@pytest.mark.slow
+def test_real_gpt2_projections_are_drawn_and_its_embedding_kept():
+    transformers = pytest.importorskip("transformers", reason="the 'test' extra installs transformers")
+    transformers.logging.set_verbosity_error()
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config)
+    wte = model.transformer.wte.weight.detach().clone()
+    notes: list[str] = []
+    initialize(model, "kaiming-normal", notes=notes)
+    assert torch.equal(model.transformer.wte.weight, wte)
+    c_attn = model.transformer.h[0].attn.c_attn.weight  # (in 64, out 192)
+    # kaiming: std √2/√64 over 12,288 entries; the sample std's relative error is ~1/√(2·12288) = 0.6%
+    assert float(c_attn.detach().std()) == pytest.approx(math.sqrt(2 / 64), rel=0.03)
+    assert notes[0] == "--init kaiming-normal drew 8 weight(s) (8 Conv1D)."

@@ -83,6 +83,7 @@ def test_jacobian_metrics_match_a_direct_per_sample_jacobian():
     assert got.at[0, "jacobian_sq_mean"] == 1.0 and got.at[0, "jacobian_log_spread"] == 0.0
 
 
+@pytest.mark.slow
 def test_kaiming_relu_mlp_has_jacobian_sq_mean_one_per_relu_layer():
     """He init, zero bias: E[χ₁] = σ_w²·P(z > 0) = 2·½ = 1 at every ReLU layer, σ_w² = 2 at every Linear one.
 
@@ -143,6 +144,7 @@ def test_integer_token_ids_get_the_not_floating_point_note():
     assert len(result.jacobian_spectra) == 0
 
 
+@pytest.mark.slow
 def test_jacobian_spectra_table_report_and_png(tmp_path):
     pytest.importorskip("plotly", reason="the report needs plotly")
     import dataclasses

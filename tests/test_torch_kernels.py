@@ -38,6 +38,7 @@ CASES = [((6, 5, 7, 9), "channels-first"), ((5, 11, 13), "tokens"), ((300, 40), 
          ((3, 8, 200, 300), "channels-first")]  # the last spans several blocks of CHUNK elements
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape,kind", CASES)
 def test_row_stats_are_the_core_one_pass_metrics(shape, kind, dtype):

@@ -131,6 +131,7 @@ def test_token_ids_are_never_the_reference_and_a_healthy_transformer_gets_no_sca
     assert math.isnan(dc["input"]) and dc["embeddings.word_embeddings"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_images_compare_with_the_first_layer_and_reference_can_be_named():
     torch.manual_seed(0)
     model = tm.tiny_resnet()

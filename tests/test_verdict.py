@@ -37,6 +37,7 @@ def verdict_of(result, **kw):
     return run_verdict(result.metrics, result.spectra, result.flags, config=result.config, gains=result.gains, **kw)
 
 
+@pytest.mark.slow
 def test_one_verdict_per_initializer_in_config_order_with_gain(seed):
     v = verdict_of(seed)
     assert [x.init for x in v.verdicts] == list(seed.config.init)
@@ -63,6 +64,7 @@ def test_the_zero_readout_note_is_neutral(seed):
     assert READOUT_NOTE not in verdict_of(with_readout).notes
 
 
+@pytest.mark.slow
 def test_lost_directions_is_the_first_layer_whose_kept_count_falls_below_the_input(shrinking):
     flags = lost_direction_flags(shrinking.metrics, shrinking.spectra, shrinking.config)
     assert set(flags["flag"]) == {LOST_DIRECTIONS} and len(flags)
@@ -77,6 +79,7 @@ def test_lost_directions_is_the_first_layer_whose_kept_count_falls_below_the_inp
     assert f"From layer {first} (" in sphere.text() and "effectively lost" in sphere.text()
 
 
+@pytest.mark.slow
 def test_lost_derived_skips_only_work_already_done(seed, shrinking):
     # run()'s flags already carry the lost_directions rows (none for the seed, some for `shrinking`):
     # saying so gives the same verdict; flags without them (lost_derived=False) still get them derived.
@@ -161,6 +164,7 @@ def test_initscope_run_ends_with_the_verdict(capsys, tmp_path):
     dict(init=("normal", "orthogonal"), depth=12, trials=3, gain=40.0),  # overflow: no spectrum from some layer on
     dict(init=("sphere", "normal"), depth=20, trials=5, dtype="float32", samples=40, trial_ids=[4, 0, 3]),
 ])
+@pytest.mark.slow
 def test_the_run_derives_lost_directions_from_its_arrays_exactly_as_from_its_tables(fields):
     """run() adds the flag from the measured arrays (no pass over the long spectra table, for memory);
     it must be the very rows `lost_direction_flags` derives from the written tables."""
@@ -175,6 +179,7 @@ def test_the_run_derives_lost_directions_from_its_arrays_exactly_as_from_its_tab
     assert (result.flags.index[result.flags["flag"] == LOST_DIRECTIONS] >= len(rest)).all()  # last, as before
 
 
+@pytest.mark.slow
 def test_a_runs_flags_are_not_derived_again_but_a_loaded_table_is(shrinking, monkeypatch):
     """run() marks its flags complete; the summary, verdict and report then skip the derivation,
     while a table without the mark (read from CSV, or built by hand) still gets it."""

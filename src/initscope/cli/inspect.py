@@ -268,8 +268,9 @@ def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, in
             load_state_dict(model, weights)
         model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         x = random_inputs(shape, seed=seed, dtype=model_dtype) if shape is not None else load_tensor(input_file, "input")
+        init_notes: list[str] = []  # what --init drew, kept (tied weights) and left alone
         if init is not None:  # the layer-wise ones (lsuv, well-spaced, looks-linear) fit to these inputs
-            initialize(model, init, gain=gain, activation=activation, seed=seed, inputs=x)
+            initialize(model, init, gain=gain, activation=activation, seed=seed, inputs=x, notes=init_notes)
         y = load_tensor(targets_file, "targets") if targets_file is not None else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -284,6 +285,7 @@ def _inspect_model(factory: str, *, input_file, shape, targets_file, weights, in
         raise BadInput(str(exc)) from None
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
+    result.notes[:0] = init_notes
     return result
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from initscope.core.initializers import LAYER_INITIALIZERS
 
-__all__ = ["fit_layers", "fit_rows"]
+__all__ = ["fit_layers", "fit_rows", "is_hf_conv1d"]
 
 MAX_ROWS = 8192
 
@@ -35,8 +35,23 @@ class _Stop(BaseException):
     """Ends a pass once the layer's input is captured. Not an Exception, so that user code does not catch it."""
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """HuggingFace's `transformers.pytorch_utils.Conv1D`: a Linear whose weight is stored (in, out).
+
+    Recognised by its class name and `nf` attribute, so transformers is never imported.
+    """
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and hasattr(module, "nf") and isinstance(weight, torch.Tensor)
+            and weight.ndim == 2 and weight.shape[1] == module.nf)
+
+
+def _is_rows(module: nn.Module) -> bool:
+    """A Linear or HF Conv1D: its input's rows are the last axis."""
+    return isinstance(module, nn.Linear) or is_hf_conv1d(module)
+
+
 def _unsupported(module: nn.Module) -> str | None:
-    if isinstance(module, nn.Linear):
+    if _is_rows(module):
         return None
     if isinstance(module, nn.modules.conv._ConvNd):
         if module.transposed:
@@ -53,7 +68,7 @@ def _unsupported(module: nn.Module) -> str | None:
 
 def fit_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The data matrix S (rows, fan_in) of a Linear or Conv1d/Conv2d input x, in the weight's column order."""
-    if isinstance(module, nn.Linear):
+    if _is_rows(module):
         return x.reshape(-1, x.shape[-1])
     if isinstance(module, nn.Conv1d):
         x = x.unsqueeze(2)
@@ -100,21 +115,17 @@ def _order(model: nn.Module, inputs: torch.Tensor, modules: list[nn.Module]) -> 
     return [by_id[i] for i in seen], [m for m in modules if id(m) not in seen]
 
 
-def fit_layers(model: nn.Module, init: str, inputs, *, gain: float, seed: int, to_layout, fans_of,
-               max_rows: int = MAX_ROWS) -> None:
-    """Fit every Linear/Conv weight of `model` with the layer-wise initializer `init`, in execution order.
+def fit_layers(model: nn.Module, init: str, inputs, layers: list[nn.Module], *, gain: float, seed: int, to_layout,
+               fans_of, max_rows: int = MAX_ROWS) -> None:
+    """Fit the weights of `layers` (modules of `model`) with the layer-wise initializer `init`, in execution order.
 
     inputs: the batch the fit reads (None for looks-linear, which needs no
-    data but still reads the call order from a pass when given). to_layout,
-    fans_of: `initializers._to_layout` and `weight_fans`.
+    data but still reads the call order from a pass when given). layers:
+    the modules `initializers.initialization_plan` draws, each weight once.
+    to_layout, fans_of: `initializers._to_layout` and `weight_fans`.
     """
     entry = LAYER_INITIALIZERS[init]
     names = {id(m): name for name, m in model.named_modules()}
-    layers, seen = [], set()
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and id(m.weight) not in seen:
-            seen.add(id(m.weight))
-            layers.append(m)
     bad = [f"{names[id(m)]} ({type(m).__name__}: {why})" for m in layers if (why := _unsupported(m))]
     if entry.sets_shifts:
         bad += [f"{names[id(m)]} ({type(m).__name__}: no bias for the shifts it sets)" for m in layers

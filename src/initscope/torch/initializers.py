@@ -26,6 +26,17 @@ Fans (k = the product of the kernel size, 1 for Linear):
   each output position sees on average k/s of the kernel's taps; like torch,
   the fans do not count the stride.
 
+HuggingFace's ``Conv1D`` (GPT-2's projections) is a Linear that stores its
+weight as ``(in, out)`` and computes ``x @ weight + bias``: W itself, with
+fan_in = in and fan_out = units = out. It is recognised by its class name and
+its ``nf`` attribute, so transformers is never imported here.
+
+A weight shared by several modules is drawn once. A weight shared with a
+module that no initializer draws (GPT-2's ``lm_head`` is tied to the token
+embedding ``wte``) is left as that module made it: redrawing it as a Linear
+would rescale the embedding (std 0.02 → 0.07 under kaiming). Every parameter
+that is not drawn is named, with the reason, by `initialization_plan`.
+
 Only xavier reads fan_out apart from the shape of W. W has ``units`` columns
 (out channels), not fan_out = out·k, so xavier's gain is rescaled by
 sqrt((fan_in + units)/(fan_in + fan_out)): its std is then torch's
@@ -42,11 +53,13 @@ import torch
 from torch import nn
 
 from initscope.core.initializers import ACTIVATIONS, INITIALIZERS, LAYER_INITIALIZERS, default_gain, draw
-from initscope.torch.fitting import fit_layers
+from initscope.torch.fitting import fit_layers, is_hf_conv1d
 
-__all__ = ["Fans", "weight_fans", "initialize", "INITIALIZABLE", "BIAS_MODES"]
+__all__ = ["Fans", "weight_fans", "initialize", "initialization_plan", "plan_notes", "is_initializable",
+           "is_hf_conv1d",
+           "ParameterPlan", "INITIALIZABLE", "BIAS_MODES"]
 
-INITIALIZABLE = (nn.Linear, nn.modules.conv._ConvNd)
+INITIALIZABLE = (nn.Linear, nn.modules.conv._ConvNd)  # and HuggingFace's Conv1D (`is_hf_conv1d`)
 BIAS_MODES = ("keep", "zeros")
 _READS_FAN_OUT = frozenset({"xavier-normal", "xavier-uniform"})
 
@@ -60,13 +73,19 @@ class Fans:
     units: int  # output units (channels): the columns of W
     transposed: bool  # a ConvTranspose weight (in, out/groups, *k)
     groups: int = 1
+    in_out: bool = False  # the weight is stored as W itself, (in, out): HuggingFace's Conv1D
+
+
+def is_initializable(module: nn.Module) -> bool:
+    """A module whose weight the registry initializers draw: Linear, (transposed) Conv, HF Conv1D."""
+    return isinstance(module, INITIALIZABLE) or is_hf_conv1d(module)
 
 
 def weight_fans(module: nn.Module) -> Fans:
-    """The fans initscope uses for a Linear or (transposed) Conv module's weight (module docstring)."""
-    if not isinstance(module, INITIALIZABLE):
+    """The fans initscope uses for a Linear, HF Conv1D or (transposed) Conv module's weight (module docstring)."""
+    if not is_initializable(module):
         raise TypeError(
-            f"The 'module' parameter must be an nn.Linear or a Conv/ConvTranspose module. "
+            f"The 'module' parameter must be an nn.Linear, a Conv/ConvTranspose module or HuggingFace's Conv1D. "
             f"Got {type(module).__name__} instead."
         )
     weight = module.weight
@@ -77,6 +96,8 @@ def weight_fans(module: nn.Module) -> Fans:
         )
     shape = tuple(weight.shape)
     k = math.prod(shape[2:])
+    if is_hf_conv1d(module):
+        return Fans(fan_in=shape[0], fan_out=shape[1], units=shape[1], transposed=False, in_out=True)
     if isinstance(module, nn.Linear):
         return Fans(fan_in=shape[1], fan_out=shape[0], units=shape[0], transposed=False)
     groups = int(module.groups)
@@ -90,6 +111,8 @@ def weight_fans(module: nn.Module) -> Fans:
 def _to_layout(W: np.ndarray, shape: tuple[int, ...], fans: Fans) -> np.ndarray:
     """W (fan_in, units) -> the torch weight of `shape`, column j = unit j's incoming vector."""
     kernel = shape[2:]
+    if fans.in_out:
+        return W.reshape(shape)
     if not fans.transposed:
         return W.T.reshape(shape)
     g = fans.groups
@@ -108,6 +131,7 @@ def initialize(
     bias: str = "keep",
     seed: int = 0,
     inputs=None,
+    notes: list[str] | None = None,
 ) -> nn.Module:
     """Draw every Linear/Conv/ConvTranspose weight of `model` from the registry initializer `init`.
 
@@ -124,6 +148,8 @@ def initialize(
     `numpy.random.Generator` seeded with `seed`, in float64, then cast to
     each weight's dtype and device. The weights change in place, under
     `torch.no_grad()`; returns `model`. Fans and layouts: the module docstring.
+    notes: a list that receives sentences naming what was drawn, the tied
+    weights kept, and every parameter left alone (`plan_notes`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter of initialize must be a torch.nn.Module. Got {type(model).__name__} instead.")
@@ -136,16 +162,16 @@ def initialize(
         raise ValueError(f"The 'bias' parameter must be one of {list(BIAS_MODES)}. Got {bias!r} instead.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"The 'seed' parameter must be an integer >= 0. Got {seed!r} instead.")
+    plan = initialization_plan(model, bias=bias)
+    if notes is not None:
+        notes.extend(plan_notes(plan, init))
+    drawn = _drawn_modules(model, plan)
     if init in LAYER_INITIALIZERS:
-        return _fit(model, init, inputs, gain=1.0 if gain is None else gain, bias=bias, seed=int(seed))
+        return _fit(model, init, inputs, drawn, gain=1.0 if gain is None else gain, bias=bias, seed=int(seed))
     gain = default_gain(init, activation) if gain is None else gain
     rng = np.random.default_rng(int(seed))
-    seen: set[int] = set()
     with torch.no_grad():
-        for module in model.modules():
-            if not isinstance(module, INITIALIZABLE) or id(module.weight) in seen:
-                continue
-            seen.add(id(module.weight))  # a weight tied between modules is drawn once
+        for module in drawn:
             fans = weight_fans(module)
             layer_gain = gain
             if init in _READS_FAN_OUT and fans.units != fans.fan_out:
@@ -158,7 +184,112 @@ def initialize(
     return model
 
 
-def _fit(model: nn.Module, init: str, inputs, *, gain: float, bias: str, seed: int) -> nn.Module:
+@dataclass(frozen=True)
+class ParameterPlan:
+    """What `initialize` does to one parameter: action "drawn", "zeroed" or "left", and why."""
+
+    parameter: str  # its path in the model, e.g. "transformer.h.0.attn.c_attn.weight"
+    module: str  # the module's class name
+    action: str
+    reason: str = ""
+
+
+def _owners(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
+    """Every (module path, module, attribute) that holds each parameter tensor, in module order."""
+    owners: dict[int, list[tuple[str, nn.Module, str]]] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        for attr, param in module.named_parameters(recurse=False, remove_duplicate=False):
+            owners.setdefault(id(param), []).append((path, module, attr))
+    return owners
+
+
+def initialization_plan(model: nn.Module, *, bias: str = "keep") -> list[ParameterPlan]:
+    """What `initialize(model, ..., bias=bias)` does to each parameter, one entry per distinct tensor.
+
+    A weight is drawn when its first initializable owner holds it as `weight`
+    and no owner is a module that no initializer draws (a weight tied to an
+    Embedding is left as the embedding made it); a weight tied between
+    initializable modules is drawn once, under its first name. Biases of drawn
+    modules are zeroed with bias="zeros", else left. Everything else (norms'
+    scales and shifts, embeddings, a module's extra parameters) is left, with
+    the module type in the reason.
+    """
+    if bias not in BIAS_MODES:
+        raise ValueError(f"The 'bias' parameter must be one of {list(BIAS_MODES)}. Got {bias!r} instead.")
+    plan: list[ParameterPlan] = []
+    for owners in _owners(model).values():
+        path, module, attr = owners[0]
+        name = f"{path}.{attr}" if path else attr
+        kind = type(module).__name__
+        weights = [(p, m) for p, m, a in owners if a == "weight" and is_initializable(m)]
+        others = [(p, m) for p, m, a in owners if not (a == "weight" and is_initializable(m))]
+        if weights and not others:
+            wpath, wmodule = weights[0]
+            ties = ", ".join(p for p, _ in weights[1:])
+            plan.append(ParameterPlan(f"{wpath}.weight" if wpath else "weight", type(wmodule).__name__, "drawn",
+                                      f"drawn once for the modules tied to it ({ties})" if ties else ""))
+        elif weights:
+            opath, omodule = others[0]
+            oattr = next(a for p, m, a in owners if m is omodule)
+            plan.append(ParameterPlan(f"{opath}.{oattr}" if opath else oattr, type(omodule).__name__, "left",
+                                      f"{oattr} of a {type(omodule).__name__}, which no initializer draws"))
+            for wpath, wmodule in weights:
+                plan.append(ParameterPlan(
+                    f"{wpath}.weight" if wpath else "weight", type(wmodule).__name__, "left",
+                    f"tied to {opath or 'the model'}'s {type(omodule).__name__} parameter: kept as that module "
+                    "made it, which a redraw would rescale"))
+        elif attr == "bias" and is_initializable(module):
+            plan.append(ParameterPlan(name, kind, "zeroed" if bias == "zeros" else "left",
+                                      "" if bias == "zeros" else "a bias (bias='keep')"))
+        else:
+            plan.append(ParameterPlan(name, kind, "left", f"{attr} of a {kind}, which no initializer draws"))
+    return plan
+
+
+def _drawn_modules(model: nn.Module, plan: list[ParameterPlan]) -> list[nn.Module]:
+    """The modules whose weights the plan draws, in `model.modules()` order, each tensor once."""
+    drawn = {p.parameter for p in plan if p.action == "drawn"}
+    out, seen = [], set()
+    for path, module in model.named_modules(remove_duplicate=False):
+        name = f"{path}.weight" if path else "weight"
+        if name in drawn and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            out.append(module)
+    return out
+
+
+def plan_notes(plan: list[ParameterPlan], init: str) -> list[str]:
+    """Sentences for the user: what `init` drew, which tied weights it kept, and every parameter it left alone.
+
+    Names that differ only in a block index are grouped (``transformer.h.*.ln_1.weight (12)``), so that every
+    parameter is named in a few lines even for a deep model.
+    """
+    import re
+    from collections import Counter
+
+    drawn = Counter(p.module for p in plan if p.action == "drawn")
+    notes = []
+    if drawn:
+        notes.append(f"--init {init} drew {sum(drawn.values())} weight(s) ("
+                     + ", ".join(f"{n} {kind}" for kind, n in drawn.items()) + ").")
+    else:
+        notes.append(f"--init {init} found no Linear, Conv or Conv1D weight to draw: the model is unchanged.")
+    notes += [f"{p.parameter} was not redrawn: {p.reason}." for p in plan if p.action == "left" and "tied" in p.reason]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for p in plan:
+        if p.action == "left" and "tied" not in p.reason:
+            pattern = re.sub(r"\.\d+(?=\.)", ".*", p.parameter)
+            groups.setdefault((pattern, p.module), []).append(p.parameter)
+    if groups:
+        parts = [f"{pattern} ({len(names)})" if len(names) > 1 else names[0] for (pattern, _), names in groups.items()]
+        kinds = Counter(module for (_, module), names in groups.items() for _ in names)
+        notes.append(f"--init {init} left {sum(kinds.values())} parameter(s) as they were ("
+                     + ", ".join(f"{n} of {kind}" for kind, n in kinds.items()) + "): " + ", ".join(parts) + ".")
+    return notes
+
+
+def _fit(model: nn.Module, init: str, inputs, layers: list[nn.Module], *, gain: float, bias: str,
+         seed: int) -> nn.Module:
     if LAYER_INITIALIZERS[init].needs_data and inputs is None:
         raise ValueError(f"The 'inputs' parameter must be a batch of the model's inputs for {init!r}, which fits each "
                          "layer to the data it receives. Got None instead.")
@@ -177,11 +308,11 @@ def _fit(model: nn.Module, init: str, inputs, *, gain: float, bias: str, seed: i
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         if bias == "zeros":
-            for module in model.modules():
-                if isinstance(module, INITIALIZABLE) and getattr(module, "bias", None) is not None:
+            for module in layers:
+                if getattr(module, "bias", None) is not None:
                     module.bias.zero_()
         try:
-            fit_layers(model, init, inputs, gain=gain, seed=seed, to_layout=_to_layout, fans_of=weight_fans)
+            fit_layers(model, init, inputs, layers, gain=gain, seed=seed, to_layout=_to_layout, fans_of=weight_fans)
         finally:
             for buffer, value in buffers:
                 buffer.copy_(value)
