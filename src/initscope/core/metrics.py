@@ -33,7 +33,7 @@ from initscope.core.information import (
 )
 from initscope.core.numerics import centred, gram, gram_spectrum, relative_singular_values, unit_scaled
 from initscope.core.pieces import PIECES
-from initscope.core.propagation import jacobian_log_spread, jacobian_sq_mean, pre_q
+from initscope.core.propagation import jacobian_log_spread, jacobian_sq_mean, log_spread, pre_q
 from initscope.core.tokens import token_cosine, token_effective_rank
 
 __all__ = [
@@ -407,8 +407,12 @@ for _entry in (
            "(layer 0: the input's)", linear_scale=True, short="pre_cos", summary=False),
     Metric("jacobian_sq_mean", jacobian_sq_mean, ("tangents",), "mean over samples of ‖∂s/∂x‖_F²/w: the per-unit "
            "gain of input perturbations, χ₁^l in theory", short="jac_sq", summary=False),
-    Metric("jacobian_log_spread", jacobian_log_spread, ("jacobian_spectrum",), "std of ln σ of ∂s/∂x over samples "
-           "and non-zero singular values: 0 for an isometry", short="jac_spread", summary=False, default=False),
+    # jacobian_log_spread reads re-orthogonalised stretches where the recorder pushes frames through its layers
+    # (the numpy study: the true spread at any depth), else the formed Jacobians' σ (torch: within float64's
+    # ~36-nat window, which the report says).
+    Metric("jacobian_log_spread", log_spread, ("jacobian_log_stretches",), "std of ln σ of ∂s/∂x over samples "
+           "and non-zero singular values: 0 for an isometry", short="jac_spread", summary=False, default=False,
+           forms=(Form(("jacobian_spectrum",), jacobian_log_spread),)),
     Metric("token_cosine", token_cosine, ("tokens",), "mean cosine between a sequence's positions (1: collapse)",
            linear_scale=True, short="tok_cos", default=False),  # token states (torch) only
     Metric("token_effective_rank", token_effective_rank, ("tokens",), "effective rank of a sequence's uncentred "

@@ -292,6 +292,10 @@ for _entry in (
           "is the identity, gets a (T, m, 1, 1) identity and input_dim 1)", stage="jacobian", scalar=True),
     Piece("jacobian_spectrum", "(T, m, min(d, w)): singular values of those Jacobians, 0 at or below matrix_rank's "
           "threshold (`propagation.jacobian_singular_values`)", ("tangents", "input_dim"), _jacobian_spectrum),
+    Piece("jacobian_log_stretches", "(T, m, min(d, w)): ln σ of those Jacobians from re-orthogonalised layer "
+          "products (`core.lyapunov`: no float64 window at depth), NaN where a direction was lost; supplied by a "
+          "recorder that pushes an orthonormal frame through its layers (the numpy study)", stage="jacobian",
+          cost=lambda s: (3 * s["m"] * min(s["d"], s["w"]) * s["w"] * s["Tc"] * 8, "width"), part="jacobian"),
     Piece("pre", "z (T, n, w): the layer's pre-activations s_prev @ W + b; at layer 0 (no affine map) the input itself"),
     Piece("eigh", "(lam (T, k) ascending, V (T, k, k)): eigendecomposition of S_c's smaller Gram matrix", ("gram",),
           _spectra, per_sample=True,

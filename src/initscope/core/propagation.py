@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["jacobian_singular_values", "jacobian_sq_mean", "jacobian_log_spread", "pre_q", "log10_histogram",
-           "JACOBIAN_LOG10_EDGES", "JACOBIAN_SAMPLES"]
+__all__ = ["jacobian_singular_values", "jacobian_sq_mean", "jacobian_log_spread", "log_spread", "log_histogram",
+           "pre_q", "log10_histogram", "JACOBIAN_LOG10_EDGES", "JACOBIAN_SAMPLES"]
 
 # Samples per trial (a run) or per model (an inspection) whose input Jacobian ∂s_l/∂x is measured by default:
 # the Jacobian metrics average over them, and the memory plans count them.
@@ -97,16 +97,30 @@ def jacobian_log_spread(sv: np.ndarray) -> np.ndarray:
 
     NaN for a trial with fewer than two non-zero values or a non-finite spectrum.
     """
-    T = sv.shape[0]
-    out = np.full(T, np.nan)
     finite = np.isfinite(sv).all(axis=(1, 2))
     keep = finite[:, None, None] & (np.where(np.isfinite(sv), sv, 0.0) > 0)
-    logs = np.log(np.where(keep, sv, 1.0))
+    logs = np.where(keep, np.log(np.where(keep, sv, 1.0)), np.nan)
+    return log_spread(logs, finite)
+
+
+def log_spread(logs: np.ndarray, finite: np.ndarray | None = None) -> np.ndarray:
+    """Std of the finite values of logs (T, m, k) pooled per trial -> (T,): ln σ values, NaN where left out.
+
+    The re-orthogonalised stretches of `core.lyapunov` (no float64 window) and
+    the logs of a formed Jacobian's σ share it. NaN for a trial with fewer than
+    two values, or not `finite` (T,) bool.
+    """
+    T = logs.shape[0]
+    out = np.full(T, np.nan)
+    keep = np.isfinite(logs)
+    if finite is not None:
+        keep &= finite[:, None, None]
     count = keep.sum(axis=(1, 2))
     ok = count >= 2
     if ok.any():
-        mean = logs[ok].sum(axis=(1, 2)) / count[ok]
-        dev = np.where(keep[ok], logs[ok] - mean[:, None, None], 0.0)
+        vals = np.where(keep[ok], logs[ok], 0.0)
+        mean = vals.sum(axis=(1, 2)) / count[ok]
+        dev = np.where(keep[ok], vals - mean[:, None, None], 0.0)
         out[ok] = np.sqrt((dev * dev).sum(axis=(1, 2)) / count[ok])
     return out
 
@@ -119,14 +133,22 @@ def log10_histogram(sv: np.ndarray, d: int, w: int, edges=JACOBIAN_LOG10_EDGES) 
     threshold; jacobian_rank counts them) and NaN are left out; values beyond
     the edges are counted in the end bins.
     """
-    T = sv.shape[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(np.isfinite(sv) & (sv > 0), np.log(np.where(sv > 0, sv, 1.0)), np.nan)
+    return log_histogram(logs, d, w, edges)
+
+
+def log_histogram(logs: np.ndarray, d: int, w: int, edges=JACOBIAN_LOG10_EDGES) -> np.ndarray:
+    """`log10_histogram` of natural-log values logs (T, m, k) (NaN left out): what re-orthogonalised
+    stretches give, whose σ = e^logs may not be representable."""
+    T = logs.shape[0]
     counts = np.zeros((T, len(edges) - 1), dtype=np.int64)
-    if w == 0 or sv.size == 0:
+    if w == 0 or logs.size == 0:
         return counts
     shift = 0.5 * np.log10(min(d, w) / w)
     for t in range(T):
-        values = sv[t][np.isfinite(sv[t]) & (sv[t] > 0)]
-        counts[t] = np.histogram(np.clip(np.log10(values) + shift, edges[0], edges[-1]), bins=edges)[0]
+        values = logs[t][np.isfinite(logs[t])] / np.log(10.0)
+        counts[t] = np.histogram(np.clip(values + shift, edges[0], edges[-1]), bins=edges)[0]
     return counts
 
 

@@ -22,6 +22,7 @@ from initscope.core import metrics as M
 from initscope.core import propagation as P
 from initscope.core.gradients import weight_gradient_norms
 from initscope.core.network import Architecture, batch_norm_sigma, layer_forward, layer_jvp, mse_output_gradient
+from initscope.core.lyapunov import advance_frame, exact_where_resolved, log_stretches, start_frame
 from initscope.core.numerics import qr_triangle
 from initscope.core.pieces import Pieces
 from initscope.core.propagation import JACOBIAN_SAMPLES
@@ -116,9 +117,12 @@ def prepare(config: Config, table, trials: list[int]) -> Inputs:
         tangent = None
         if "jacobian" in E.stages_of(config.metrics):
             tangent = _input_tangent(len(trials), min(X.shape[1], JACOBIAN_SAMPLES), X.dtype)
+        # Layer 0's Jacobian is the identity: every stretch is ln 1.
+        stretches = (np.zeros(tangent.shape[:2] + (1,)) if tangent is not None and
+                     E.reads("jacobian_log_stretches", config.metrics) else None)
         # Layer 0 has no affine map: the pre-activation metrics read the input itself.
         layer0 = _measure(config, X, 0, np.full(len(trials), -1), X_c=X_c, ref=ref, tangent=tangent,
-                          i0=trials.index(0) if 0 in trials else None, S_c=X_c, z=X)
+                          i0=trials.index(0) if 0 in trials else None, S_c=X_c, z=X, stretches=stretches)
     return Inputs(trials, X, y, X_c, ref, layer0)
 
 
@@ -165,14 +169,16 @@ def _first_tangent(W: np.ndarray, z_rows: np.ndarray, arch: Architecture, sigma)
 
 
 def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarray, *, X_c, ref, tangent,
-             i0: int | None, S_c: np.ndarray | None = None, z: np.ndarray | None = None) -> _Layer:
+             i0: int | None, S_c: np.ndarray | None = None, z: np.ndarray | None = None,
+             stretches: np.ndarray | None = None) -> _Layer:
     """Every wanted metric, the spectrum and trial 0's projection of the states S (T, n, w).
 
     overflow_layer (T,) is the first non-finite layer so far (-1: none); a
     copy updated with this layer is returned. Non-finite states, or finite
     ones whose Gram matrix overflows, give NaN from here on. S_c: the centred
     states when the caller has them already (the input's X_c). z: the
-    pre-activations (T, n, w), when a wanted metric reads them.
+    pre-activations (T, n, w), when a wanted metric reads them. stretches:
+    (T, m, k) re-orthogonalised ln σ of the tangents (`core.lyapunov`), when read.
     """
     wanted = E.read_by(config.metrics)
     rtol = M.rank_rtol(np.dtype(config.dtype))
@@ -190,8 +196,12 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
         G = np.where(finite[:, None, None], G, 0.0)
     supplied = {"state": S_work, "centred": S_c, "gram": G, "input": X_c, "distances": ref, "tangents": tangent,
                 "input_dim": 1 if layer == 0 else X_c.shape[2], "pre": z, "rtol": rtol,
+                "jacobian_log_stretches": stretches,
                 "activation": config.activation}
     view = Pieces({k: v for k, v in supplied.items() if v is not None}, wanted=wanted)
+    if stretches is not None:  # exact σ where float64 resolves them, the frame's stretches beyond (core.lyapunov)
+        stretches = view.values["jacobian_log_stretches"] = exact_where_resolved(view["jacobian_spectrum"],
+                                                                                  stretches)
     sv, eig = view["spectrum"], view.values.get("eigh")
     finite &= np.isfinite(sv).all(axis=1)
     overflow_layer = np.where((~finite) & (overflow_layer < 0), layer, overflow_layer)
@@ -205,7 +215,10 @@ def _measure(config: Config, S: np.ndarray, layer: int, overflow_layer: np.ndarr
         projection = np.full((S.shape[1], 3), np.nan) if bad[i0] else _top3(
             S_c[i0], G[i0], None if eig is None else (eig[0][i0], eig[1][i0]))
     jac_sv = hist = None
-    if tangent is not None and "jacobian_spectrum" in wanted:
+    if tangent is not None and stretches is not None:  # the density without float64's window
+        hist = P.log_histogram(stretches, view["input_dim"], tangent.shape[3])
+        hist[bad] = 0
+    elif tangent is not None and "jacobian_spectrum" in wanted:
         jac_sv = view["jacobian_spectrum"]  # wide inputs' tangents are (w, w) triangles: input_dim is the true d
         hist = P.log10_histogram(jac_sv, view["input_dim"], tangent.shape[3])
         hist[bad] = 0
@@ -249,7 +262,8 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
     proj = np.zeros((L + 1, n, 3)) if i0 is not None else None
     m_jac = min(n, JACOBIAN_SAMPLES)
     jacobians = "jacobian" in E.stages_of(want)
-    tangent = None
+    tangent = frame = None
+    stretching = jacobians and bool(E.reads("jacobian_log_stretches", want))
     keep_pre = jacobians or bool(E.reads("pre", want))  # else φ may overwrite z in place
     hists: list[np.ndarray] | None = [] if E.reads("jacobian_spectrum", want) else None
 
@@ -276,8 +290,11 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
             sigma = batch_norm_sigma(z, arch)
             tangent = (_first_tangent(W, z[:, :m_jac], arch, sigma) if tangent is None
                        else layer_jvp(tangent, W, z[:, :m_jac], arch, sigma))
+            if stretching:  # the same product, re-orthogonalised at every layer (core.lyapunov)
+                frame = (start_frame(tangent, input_dim=d) if frame is None else
+                         advance_frame(frame, layer_jvp(frame.rows, W, z[:, :m_jac], arch, sigma), d))
         out = _measure(config, S, layer, overflow_layer, X_c=inputs.X_c, ref=inputs.ref, tangent=tangent, i0=i0,
-                       z=z)
+                       z=z, stretches=None if frame is None else log_stretches(frame))
         del z
         overflow_layer = out.overflow_layer
         record(layer, out)
@@ -285,7 +302,7 @@ def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, give
         if on_layer is not None:
             on_layer(init, layer)
 
-    tangent = None  # the forward pass's Jacobians: not needed by the backward pass
+    tangent = frame = None  # the forward pass's Jacobians: not needed by the backward pass
     for name in gradient:
         values[name][:, 1:] = _after_overflow_nan(_grad_norms(config, init, gain, X, y, S, source, arch),
                                                   overflow_layer)
