@@ -234,6 +234,7 @@ def _view(rng, T=3, n=12, w=5, d=4, dtype=np.float64):
     view = {"state": S, "centred": S_c, "spectrum": sv, "eigh": eig, "input": X_c, "pre": rng.standard_normal(S.shape),
             "distances": M.distance_reference(X, rng=rng), "tangents": J, "input_dim": d,
             "jacobian_spectrum": jacobian_singular_values(J, input_dim=d), "rtol": M.rank_rtol(dtype),
+            "jacobian_log_stretches": np.log(jacobian_singular_values(J, input_dim=d)),
             "activation": "relu", "tokens": rng.standard_normal((T, 3, 6, w)).astype(dtype)}
     assert set(M.NEEDS) - {"gradient"} <= set(view), "a new need: give the contract test a value for it"
     return view

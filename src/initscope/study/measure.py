@@ -246,6 +246,7 @@ def _after_overflow_nan(per_layer: np.ndarray, overflow_layer: np.ndarray) -> np
     return per_layer
 
 
+# long: one pass over the layers that draws, pushes the states, tangents and frames, and measures each layer
 def _simulate_chunk(config: Config, init: str, gain: float, inputs: Inputs, given=None, on_layer=None) -> Chunk:
     want = set(config.metrics)
     arch = Architecture(config.activation, config.norm, config.residual)
