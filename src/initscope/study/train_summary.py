@@ -55,25 +55,6 @@ def summary(training: pd.DataFrame) -> list[Summary]:
         last_step = int(rows["step"].max())
         first = rows[rows["step"] == 0]
         last = rows[rows["step"] == last_step]
-        gone = rows[np.isinf(rows["loss"])].groupby("trial")["step"].min()
-        out.append(Summary(
-            init=str(init), steps=last_step, trials=int(rows["trial"].nunique()),
-            loss_first=float(np.median(first["loss"])), loss_last=float(np.median(last["loss"])),
-            diverged=len(gone), diverged_first=int(gone.min()) if len(gone) else None,
-            diverged_median=float(np.median(gone)) if len(gone) else None,
-            accuracy_last=float(np.nanmedian(last["accuracy"])) if "accuracy" in rows and last["accuracy"].notna().any()
-            else None,
-            test_loss_last=float(np.median(last["test_loss"])), diverged_steps=sorted(int(s) for s in gone)))
-    return out
-
-
-def summary(training: pd.DataFrame) -> list[Summary]:
-    """A `Summary` per initializer of a training table (training.csv), in the table's order."""
-    out = []
-    for init, rows in training.groupby("init", sort=False):
-        last_step = int(rows["step"].max())
-        first = rows[rows["step"] == 0]
-        last = rows[rows["step"] == last_step]
         gone = rows[np.isinf(rows["loss"].to_numpy(dtype=np.float64))].groupby("trial")["step"].min()
         accuracy = None
         if "accuracy" in rows and last["accuracy"].notna().any():
